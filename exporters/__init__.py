@@ -1,0 +1,1 @@
+"""Prometheus side: metric catalog and collectors that translate KPI frames."""

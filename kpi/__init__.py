@@ -1,0 +1,1 @@
+"""Postal service-quality KPIs: contract, ingestion, lifecycle, KPI functions, API, CLI."""

@@ -1,0 +1,1 @@
+"""CLI verbs, one module each; ``kpi.cli`` registers them on the ``kpi`` app."""

@@ -1,0 +1,1 @@
+"""Sources: reading and validating a data folder into pinned-schema polars frames."""

@@ -1,0 +1,151 @@
+"""A data folder as validated LazyFrames: events, complaints, facilities, standards."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import polars as pl
+
+from kpi.contract import FACILITY_SCHEMA, SCHEMAS, Kind, s10_invalid_expr
+from kpi.sources.files import RawBatch, file_format, read_file
+from kpi.sources.validate import (
+    ROW,
+    SOURCE,
+    dedupe,
+    good_rows,
+    rejected_rows,
+    validate_lazy,
+)
+from kpi.standards import ServiceStandards, load_standards
+
+FACILITIES_FILE: Final = "facilities.csv"
+REJECTS_DIR: Final = "_rejects"
+
+
+def source_files(data_dir: Path, kind: Kind) -> list[Path]:
+    """Files of one stream in a stable order (by name), skipping unsupported names."""
+    folder = data_dir / kind.value
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and file_format(p) is not None)
+
+
+def validated(batch: RawBatch, kind: Kind) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """(good rows, row-level rejects) of one raw batch."""
+    checked = validate_lazy(batch.frame, kind)
+    return good_rows(checked, kind), rejected_rows(checked, batch.frame)
+
+
+def latest_complaints(complaints: pl.LazyFrame) -> pl.LazyFrame:
+    """One row per complaint: the version with the latest ``updated_at``, else the last read."""
+    order = pl.int_range(pl.len()).alias("_order")
+    return (
+        complaints.with_columns(order)
+        .sort(["updated_at", "_order"], nulls_last=False)
+        .group_by("complaint_id", maintain_order=True)
+        .last()
+        .drop("_order")
+        .select(SCHEMAS[Kind.COMPLAINTS].keys())
+    )
+
+
+def load_facilities(data_dir: Path) -> pl.DataFrame:
+    """``facilities.csv`` in its schema (empty when the folder has none)."""
+    path = data_dir / FACILITIES_FILE
+    if not path.exists():
+        return pl.DataFrame(schema=FACILITY_SCHEMA)
+    raw = pl.read_csv(path, infer_schema=False)
+    return raw.select(
+        pl.col(c).cast(t, strict=False) if c in raw.columns else pl.lit(None, t).alias(c)
+        for c, t in FACILITY_SCHEMA.items()
+    )
+
+
+@dataclass
+class FileReport:
+    """What reading one file found."""
+
+    source: str
+    kind: Kind
+    rows_read: int = 0
+    accepted: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    duplicate_ids: int = 0
+    invalid_s10: int = 0
+
+    @property
+    def rejected_total(self) -> int:
+        """All rejected rows (a file-level reject counts once)."""
+        return sum(self.rejected.values())
+
+
+@dataclass
+class DataSet:
+    """A data folder, validated: frames in the pinned schema, ready for the KPI engine."""
+
+    events: pl.LazyFrame
+    complaints: pl.LazyFrame
+    facilities: pl.DataFrame
+    standards: ServiceStandards
+
+
+def _stream(data_dir: Path, kind: Kind) -> pl.LazyFrame:
+    frames = [validated(read_file(p), kind)[0] for p in source_files(data_dir, kind)]
+    if not frames:
+        return pl.LazyFrame(schema=SCHEMAS[kind])
+    good = dedupe(pl.concat(frames, how="vertical"), kind).drop(SOURCE, ROW)
+    return latest_complaints(good) if kind is Kind.COMPLAINTS else good
+
+
+def load_data_dir(data_dir: Path) -> DataSet:
+    """The folder's validated, de-duplicated frames (lazy; rejects are dropped, see ``validate_data_dir``)."""
+    return DataSet(
+        events=_stream(data_dir, Kind.EVENTS),
+        complaints=_stream(data_dir, Kind.COMPLAINTS),
+        facilities=load_facilities(data_dir),
+        standards=load_standards(data_dir),
+    )
+
+
+def validate_data_dir(data_dir: Path, rejects_dir: Path | None = None) -> list[FileReport]:
+    """Check every file, write rejects (source, row, reason, raw) and report counts per file.
+
+    Rejects go to ``<rejects_dir>/<kind>.jsonl`` (default ``DATA_DIR/_rejects``).
+    Duplicate event ids are counted against every id seen earlier in the folder.
+    """
+    out_dir = rejects_dir or data_dir / REJECTS_DIR
+    reports: list[FileReport] = []
+    for kind in Kind:
+        seen: pl.Series | None = None
+        rejects: list[pl.DataFrame] = []
+        for path in source_files(data_dir, kind):
+            batch = read_file(path)
+            good, bad = validated(batch, kind)
+            rep = FileReport(source=str(path), kind=kind)
+            file_rejects = pl.concat([batch.rejects_frame(), bad.collect()], how="vertical")
+            rejects.append(file_rejects)
+            rep.rejected.update(file_rejects["reason"].to_list())
+            if kind is Kind.EVENTS:
+                stats = good.select(
+                    pl.col("event_id"), s10_invalid_expr("item_id").alias("bad_s10")
+                ).collect()
+                ids = stats["event_id"]
+                rep.accepted = stats.height
+                dup_within = ids.len() - ids.n_unique()
+                dup_before = int(ids.unique().is_in(seen.implode()).sum()) if seen is not None else 0
+                rep.duplicate_ids = dup_within + dup_before
+                rep.invalid_s10 = int(stats["bad_s10"].sum())
+                seen = ids.unique() if seen is None else pl.concat([seen, ids]).unique()
+            else:
+                rep.accepted = good.select(pl.len()).collect().item()
+            rep.rows_read = rep.accepted + file_rejects.filter(pl.col("row").is_not_null()).height
+            reports.append(rep)
+        if rejects:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            all_rejects = pl.concat(rejects, how="vertical")
+            all_rejects.write_ndjson(out_dir / f"{kind.value}.jsonl")
+    return reports
+
