@@ -1,0 +1,1 @@
+"""KPI functions, their catalog and the query that composes them."""

@@ -1,0 +1,151 @@
+"""The KPI catalog: every KPI's name, unit, family, dimensions and definition.
+
+The report, the API, ``docs/kpis.md`` and the exporter all read this table; a KPI
+name is spelled here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
+
+
+class Family(StrEnum):
+    """KPIs of one family are computed together from the same rows."""
+
+    FLOW = "flow"  # lifecycle items by the time of one of their events, in a window
+    COMPLAINT = "complaint"  # complaint records opened in a window
+    BACKLOG = "backlog"  # items waiting at a facility at as-of
+    NETWORK = "network"  # unfinished items at as-of
+    OPEN_COMPLAINT = "open_complaint"  # complaints open at as-of
+
+
+#: Families measured over the window [from, to); the others are snapshots at as-of.
+WINDOW_FAMILIES: Final = frozenset({Family.FLOW, Family.COMPLAINT})
+
+ITEM_DIMS: Final = ("product", "origin", "destination", "region")
+COMPLAINT_DIMS: Final = ("region", "product", "category")
+BACKLOG_DIMS: Final = ("facility", "facility_type", "region", "product")
+
+#: Dimensions every family supports, in output order.
+FAMILY_DIMS: Final[dict[Family, tuple[str, ...]]] = {
+    Family.FLOW: ITEM_DIMS,
+    Family.COMPLAINT: COMPLAINT_DIMS,
+    Family.BACKLOG: BACKLOG_DIMS,
+    Family.NETWORK: ITEM_DIMS,
+    Family.OPEN_COMPLAINT: COMPLAINT_DIMS,
+}
+ALL_DIMS: Final = ("facility", "facility_type", "product", "origin", "destination", "region", "category")
+GRANULARITIES: Final = ("hour", "day", "week", "month")
+AGE_BANDS: Final = ("lt_6h", "6h_12h", "12h_24h", "24h_48h", "ge_48h")
+#: Upper edges (hours) of the age bands; the last band is open.
+AGE_BAND_EDGES: Final = (6, 12, 24, 48)
+
+
+@dataclass(frozen=True)
+class Kpi:
+    """One KPI of the catalog."""
+
+    name: str
+    unit: str  # items, ratio, hours, complaints, per_million, facilities
+    family: Family
+    description: str
+    dtype: str = "int"  # int or float, for API column annotations
+
+    @property
+    def dimensions(self) -> tuple[str, ...]:
+        """Dimensions this KPI can be grouped by."""
+        return FAMILY_DIMS[self.family]
+
+    @property
+    def windowed(self) -> bool:
+        """Whether the KPI is measured over [from, to) and can be bucketed by time."""
+        return self.family in WINDOW_FAMILIES
+
+
+_F, _C, _B, _N, _O = (
+    Family.FLOW,
+    Family.COMPLAINT,
+    Family.BACKLOG,
+    Family.NETWORK,
+    Family.OPEN_COMPLAINT,
+)
+
+KPIS: Final[tuple[Kpi, ...]] = (
+    Kpi("accepted_items", "items", _F, "Items whose acceptance (earliest `accepted` scan) is in the window."),
+    Kpi("delivered_items", "items", _F, "Items whose delivery (earliest `delivered` scan) is in the window, with or without a recorded acceptance."),
+    Kpi("delivered_without_acceptance", "items", _F, "Delivered items in the window that have no `accepted` scan; excluded from timeliness ratios, never guessed."),
+    Kpi("returned_items", "items", _F, "Items whose earliest `returned` scan is in the window."),
+    Kpi("on_time_items", "items", _F, "Delivered in the window with `delivered_at <= promised_by` (delivered exactly at the deadline is on time)."),
+    Kpi("on_time_ratio", "ratio", _F, "on_time_items / delivered items in the window that have an acceptance and a known promise. Null when there are none.", "float"),
+    Kpi("late_1d_items", "items", _F, "Delivered in the window, late by more than 0 and at most 1 day (24 h) past `promised_by`."),
+    Kpi("late_2d_items", "items", _F, "Delivered in the window, late by more than 1 and at most 2 days past `promised_by`."),
+    Kpi("late_3d_plus_items", "items", _F, "Delivered in the window, late by more than 2 days past `promised_by`."),
+    Kpi("transit_hours_mean", "hours", _F, "Mean of delivered_at - accepted_at in hours, over items delivered in the window with an acceptance (China's full-process time limit).", "float"),
+    Kpi("transit_hours_p50", "hours", _F, "Median transit hours (linear interpolation between order statistics), same items as transit_hours_mean.", "float"),
+    Kpi("transit_hours_p90", "hours", _F, "90th percentile of transit hours (linear interpolation), same items as transit_hours_mean.", "float"),
+    Kpi("within_72h_ratio", "ratio", _F, "Share of items delivered in the window (with an acceptance) whose transit time is <= 72 h (China's 72-hour on-time rate).", "float"),
+    Kpi("first_attempt_ratio", "ratio", _F, "Items whose first delivery attempt (earliest `delivered`/`delivery_failed`) is in the window and was a delivery / items with a first attempt in the window.", "float"),
+    Kpi("complaints", "complaints", _C, "Complaints opened in the window (latest version of each complaint_id; opened at or before as-of)."),
+    Kpi("valid_complaints", "complaints", _C, "Complaints opened in the window whose operator responsibility is established (`valid` true)."),
+    Kpi("complaints_per_million", "per_million", _C, "complaints / accepted_items x 1,000,000 for the same window, region (= items' destination) and product. Null, not infinity, when nothing was accepted.", "float"),
+    Kpi("resolved_within_7d_ratio", "ratio", _C, "Of complaints opened in the window whose 7-day reply deadline has passed at as-of, the share resolved within 7 x 24 h of opening. Null when none is due.", "float"),
+    Kpi("backlog_items", "items", _B, "Unfinished items whose last scan is `arrived` or `delivery_failed` at the facility (waiting there)."),
+    Kpi("backlog_oldest_hours", "hours", _B, "Age (as-of - last scan) of the oldest waiting item, in hours.", "float"),
+    *(
+        Kpi(f"backlog_items_{band}", "items", _B, f"Waiting items whose age is in the band {band.replace('_', ' ')} (bands: <6 h, 6-12 h, 12-24 h, 24-48 h, >=48 h; lower edge inclusive).")
+        for band in AGE_BANDS
+    ),
+    Kpi("backlog_threshold_items", "items", _B, "Sum of the facilities' `backlog_threshold` (per facility when grouped by facility; null when unset)."),
+    Kpi("backlog_over_threshold", "facilities", _B, "Facilities whose backlog_items exceeds their `backlog_threshold` (0 or 1 per facility)."),
+    Kpi("in_network_items", "items", _N, "Unfinished items (neither delivered nor returned) with at least one scan at or before as-of."),
+    Kpi("overdue_items", "items", _N, "Unfinished items whose promise has passed (`promised_by < as_of`)."),
+    Kpi("stalled_items", "items", _N, "Unfinished items with no scan for more than the stall limit (default 48 h): the lost-item early warning."),
+    Kpi("open_complaints", "complaints", _O, "Complaints opened at or before as-of and not resolved at as-of."),
+    Kpi("overdue_complaints", "complaints", _O, "Open complaints opened more than 7 days before as-of (past the reply deadline)."),
+)
+
+KPI_BY_NAME: Final[dict[str, Kpi]] = {k.name: k for k in KPIS}
+
+
+class KpiError(ValueError):
+    """A KPI request that cannot be answered; the message says what to change."""
+
+
+def resolve(names: list[str] | None, by: list[str], granularity: str | None) -> list[Kpi]:
+    """The requested KPIs, checked against dimensions and granularity.
+
+    With no names, every KPI that supports ``by`` (and the granularity) is chosen.
+    """
+    unknown_dims = [d for d in by if d not in ALL_DIMS]
+    if unknown_dims:
+        raise KpiError(f"unknown dimension(s) {unknown_dims}; known: {list(ALL_DIMS)}")
+    if granularity is not None and granularity not in GRANULARITIES:
+        raise KpiError(f"unknown granularity {granularity!r}; use one of {list(GRANULARITIES)}")
+    if not names:
+        chosen = [
+            k for k in KPIS
+            if set(by) <= set(k.dimensions) and (granularity is None or k.windowed)
+        ]
+        if not chosen:
+            raise KpiError(f"no KPI supports the dimensions {by}")
+        return chosen
+    out: list[Kpi] = []
+    for name in names:
+        kpi = KPI_BY_NAME.get(name)
+        if kpi is None:
+            raise KpiError(f"unknown KPI {name!r}; see `kpi report --list` for the catalog")
+        bad = [d for d in by if d not in kpi.dimensions]
+        if bad:
+            raise KpiError(
+                f"KPI {name!r} does not support dimension(s) {bad}; "
+                f"it supports {list(kpi.dimensions)}"
+            )
+        if granularity is not None and not kpi.windowed:
+            raise KpiError(
+                f"KPI {name!r} is a snapshot at as-of and has no time buckets; "
+                "drop the granularity or ask for window KPIs"
+            )
+        out.append(kpi)
+    return out

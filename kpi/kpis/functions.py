@@ -1,0 +1,287 @@
+"""The KPI functions: pure polars, LazyFrame in, tidy frame out; no I/O, no Prometheus.
+
+Each family function takes the lifecycle table (and complaints or facilities where
+needed), the grouping dimensions and a ``Window``, and returns one row per group
+(and period) with one column per KPI of the family. Definitions are in
+``kpi.kpis.catalog`` (and ``docs/kpis.md``, generated from it).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import polars as pl
+
+from kpi.contract import FACILITY_SCHEMA
+from kpi.kpis.catalog import AGE_BANDS, Family
+from kpi.kpis.exprs import (
+    PERIOD,
+    Window,
+    age_band,
+    count_if,
+    hours_between,
+    in_window,
+    period,
+    ratio,
+)
+
+#: Dimension name -> lifecycle column for item-based families.
+ITEM_COLUMNS: Final = {
+    "product": "product",
+    "origin": "origin",
+    "destination": "destination",
+    "region": "destination",
+}
+
+
+def _dims(by: list[str], columns: dict[str, str]) -> list[pl.Expr]:
+    return [pl.col(columns[d]).alias(d) for d in by]
+
+
+def _keys(by: list[str], w: Window) -> list[str]:
+    return [*by, PERIOD] if w.granularity else list(by)
+
+
+def _grouped(
+    frame: pl.LazyFrame, time_col: str, by: list[str], w: Window, columns: dict[str, str]
+) -> pl.LazyFrame:
+    """Rows whose ``time_col`` is in the window, with dimension (and period) columns."""
+    keys = _dims(by, columns) + ([period(time_col, w)] if w.granularity else [])
+    return frame.filter(in_window(time_col, w)).with_columns(keys)
+
+
+def _outer(frames: list[pl.LazyFrame], keys: list[str]) -> pl.LazyFrame:
+    out = frames[0]
+    for f in frames[1:]:
+        if keys:
+            out = out.join(f, on=keys, how="full", coalesce=True, nulls_equal=True)
+        else:
+            out = pl.concat([out, f], how="horizontal")
+    return out
+
+
+def flow_kpis(lifecycle: pl.LazyFrame, by: list[str], w: Window) -> pl.LazyFrame:
+    """Window KPIs of item flow: volumes, timeliness, transit time, first attempt."""
+    keys = _keys(by, w)
+
+    def agg(time_col: str, *exprs: pl.Expr) -> pl.LazyFrame:
+        rows = _grouped(lifecycle, time_col, by, w, ITEM_COLUMNS)
+        return rows.group_by(keys).agg(*exprs) if keys else rows.select(*exprs)
+
+    late_h = hours_between("delivered_at", "promised_by")
+    transit = hours_between("delivered_at", "accepted_at")
+    has_acc = pl.col("accepted_at").is_not_null()
+    judged = has_acc & pl.col("promised_by").is_not_null()
+    delivered = agg(
+        "delivered_at",
+        pl.len().cast(pl.Int64).alias("delivered_items"),
+        count_if(~has_acc).alias("delivered_without_acceptance"),
+        count_if(judged & (late_h <= 0)).alias("on_time_items"),
+        count_if(judged).alias("_judged"),
+        count_if(judged & (late_h > 0) & (late_h <= 24)).alias("late_1d_items"),
+        count_if(judged & (late_h > 24) & (late_h <= 48)).alias("late_2d_items"),
+        count_if(judged & (late_h > 48)).alias("late_3d_plus_items"),
+        transit.filter(has_acc).mean().alias("transit_hours_mean"),
+        transit.filter(has_acc).quantile(0.5, "linear").alias("transit_hours_p50"),
+        transit.filter(has_acc).quantile(0.9, "linear").alias("transit_hours_p90"),
+        count_if(has_acc & (transit <= 72)).alias("_within_72h"),
+        count_if(has_acc).alias("_transit_n"),
+    )
+    accepted = agg("accepted_at", pl.len().cast(pl.Int64).alias("accepted_items"))
+    returned = agg("returned_at", pl.len().cast(pl.Int64).alias("returned_items"))
+    attempts = agg(
+        "first_attempt_at",
+        count_if(pl.col("first_attempt_outcome") == "delivered").alias("_first_ok"),
+        pl.len().cast(pl.Int64).alias("_first_n"),
+    )
+    counts = [
+        "accepted_items", "delivered_items", "delivered_without_acceptance", "returned_items",
+        "on_time_items", "late_1d_items", "late_2d_items", "late_3d_plus_items",
+        "_judged", "_within_72h", "_transit_n", "_first_ok", "_first_n",
+    ]
+    joined = _outer([accepted, delivered, returned, attempts], keys)
+    return joined.with_columns(pl.col(counts).fill_null(0)).with_columns(
+        ratio("on_time_items", "_judged").alias("on_time_ratio"),
+        ratio("_within_72h", "_transit_n").alias("within_72h_ratio"),
+        ratio("_first_ok", "_first_n").alias("first_attempt_ratio"),
+    )
+
+
+COMPLAINT_COLUMNS: Final = {"region": "region", "product": "product", "category": "category"}
+
+
+def complaint_kpis(
+    complaints: pl.LazyFrame, lifecycle: pl.LazyFrame, by: list[str], w: Window
+) -> pl.LazyFrame:
+    """Window KPIs of complaints, including the rate per million accepted items."""
+    keys = _keys(by, w)
+    rows = _grouped(complaints, "opened_at", by, w, COMPLAINT_COLUMNS).with_columns(
+        pl.col("category").cast(pl.String)
+    )
+    due = pl.col("opened_at") + w.complaint_deadline <= w.as_of
+    resolved_in_time = (
+        pl.col("resolved_at").is_not_null()
+        & (pl.col("resolved_at") <= w.as_of)
+        & (pl.col("resolved_at") - pl.col("opened_at") <= w.complaint_deadline)
+    )
+    exprs = (
+        pl.len().cast(pl.Int64).alias("complaints"),
+        count_if(pl.col("valid")).alias("valid_complaints"),
+        count_if(due & resolved_in_time).alias("_resolved_7d"),
+        count_if(due).alias("_due"),
+    )
+    counted = rows.group_by(keys).agg(*exprs) if keys else rows.select(*exprs)
+    # The denominator: items accepted in the same window, by destination region and product.
+    item_keys = [d for d in by if d in ("region", "product")]
+    acc_keys = _keys(item_keys, w)
+    acc_rows = _grouped(lifecycle, "accepted_at", item_keys, w, ITEM_COLUMNS)
+    acc_expr = pl.len().cast(pl.Int64).alias("_accepted")
+    accepted = acc_rows.group_by(acc_keys).agg(acc_expr) if acc_keys else acc_rows.select(acc_expr)
+    if acc_keys:
+        joined = counted.join(accepted, on=acc_keys, how="left", nulls_equal=True)
+    else:
+        joined = pl.concat([counted, accepted], how="horizontal")
+    return joined.with_columns(
+        (pl.col("complaints") * 1_000_000 / pl.when(pl.col("_accepted") > 0).then(pl.col("_accepted")))
+        .cast(pl.Float64)
+        .alias("complaints_per_million"),
+        ratio("_resolved_7d", "_due").alias("resolved_within_7d_ratio"),
+    )
+
+
+def unfinished(lifecycle: pl.LazyFrame) -> pl.LazyFrame:
+    """Items still in the network (neither delivered nor returned)."""
+    return lifecycle.filter(~pl.col("finished"))
+
+
+def waiting_items(lifecycle: pl.LazyFrame, facilities: pl.LazyFrame, w: Window) -> pl.LazyFrame:
+    """Items waiting at a facility at as-of: last scan ``arrived``/``delivery_failed``, with age."""
+    fac = facilities.select(
+        pl.col("facility").alias("last_facility"),
+        pl.col("type").cast(pl.String).alias("facility_type"),
+        pl.col("region").alias("facility_region"),
+    )
+    age = hours_between(pl.lit(w.as_of), "last_event_at")
+    return (
+        unfinished(lifecycle)
+        .filter(pl.col("last_event").is_in(["arrived", "delivery_failed"]))
+        .join(fac, on="last_facility", how="left")
+        .with_columns(age.alias("age_hours"))
+        .with_columns(age_band(pl.col("age_hours")).alias("age_band"))
+    )
+
+
+BACKLOG_COLUMNS: Final = {
+    "facility": "last_facility",
+    "facility_type": "facility_type",
+    "region": "facility_region",
+    "product": "product",
+}
+
+
+def backlog_kpis(
+    lifecycle: pl.LazyFrame, facilities: pl.LazyFrame, by: list[str], w: Window
+) -> pl.LazyFrame:
+    """As-of backlog: waiting items by facility, age bands, oldest item, thresholds.
+
+    Thresholds are compared per facility on its whole backlog (all products);
+    facilities listed in ``facilities.csv`` appear with zero backlog unless the
+    question is split by product.
+    """
+    waiting = waiting_items(lifecycle, facilities, w)
+    band_counts = [count_if(pl.col("age_band") == b).alias(f"backlog_items_{b}") for b in AGE_BANDS]
+    per_facility = waiting.group_by("last_facility").agg(pl.len().cast(pl.Int64).alias("_fac_total"))
+    fac = facilities.select(
+        pl.col("facility").alias("last_facility"),
+        pl.col("backlog_threshold").alias("_threshold"),
+    )
+    thresholds = (
+        fac.join(per_facility, on="last_facility", how="left")
+        .with_columns(
+            (pl.col("_fac_total").fill_null(0) > pl.col("_threshold")).cast(pl.Int64).alias("_over")
+        )
+    )
+    keys = [*by]
+    rows = waiting.with_columns(_dims(by, BACKLOG_COLUMNS))
+    exprs = (
+        pl.len().cast(pl.Int64).alias("backlog_items"),
+        pl.col("age_hours").max().alias("backlog_oldest_hours"),
+        *band_counts,
+    )
+    counted = rows.group_by(keys).agg(*exprs) if keys else rows.select(*exprs)
+    count_cols = ["backlog_items", *(f"backlog_items_{b}" for b in AGE_BANDS)]
+    if "product" in by:
+        return counted.with_columns(
+            pl.lit(None, pl.Int64).alias("backlog_threshold_items"),
+            pl.lit(None, pl.Int64).alias("backlog_over_threshold"),
+        )
+    # Facility-level columns (threshold, over) aggregated to the requested dimensions,
+    # starting from every known facility so idle ones show zero.
+    fac_rows = (
+        facilities.select(
+            pl.col("facility").alias("last_facility"),
+            pl.col("type").cast(pl.String).alias("facility_type"),
+            pl.col("region").alias("facility_region"),
+        )
+        .join(thresholds, on="last_facility", how="left")
+        .with_columns(_dims(by, BACKLOG_COLUMNS))
+    )
+    fac_exprs = (
+        pl.col("_threshold").sum().alias("backlog_threshold_items"),
+        pl.col("_threshold").is_not_null().any().alias("_has_threshold"),
+        pl.col("_over").sum().alias("backlog_over_threshold"),
+    )
+    fac_agg = fac_rows.group_by(keys).agg(*fac_exprs) if keys else fac_rows.select(*fac_exprs)
+    fac_agg = fac_agg.with_columns(
+        pl.when(pl.col("_has_threshold")).then(pl.col("backlog_threshold_items")).alias(
+            "backlog_threshold_items"
+        )
+    ).drop("_has_threshold")
+    joined = _outer([counted, fac_agg], keys)
+    return joined.with_columns(
+        pl.col(count_cols).fill_null(0), pl.col("backlog_over_threshold").fill_null(0)
+    )
+
+
+def network_kpis(lifecycle: pl.LazyFrame, by: list[str], w: Window) -> pl.LazyFrame:
+    """As-of counts of unfinished, overdue and stalled items."""
+    rows = unfinished(lifecycle).with_columns(_dims(by, ITEM_COLUMNS))
+    exprs = (
+        pl.len().cast(pl.Int64).alias("in_network_items"),
+        count_if(pl.col("promised_by") < w.as_of).alias("overdue_items"),
+        count_if(hours_between(pl.lit(w.as_of), "last_event_at") > w.stall_hours).alias(
+            "stalled_items"
+        ),
+    )
+    return rows.group_by(by).agg(*exprs) if by else rows.select(*exprs)
+
+
+def open_complaint_kpis(complaints: pl.LazyFrame, by: list[str], w: Window) -> pl.LazyFrame:
+    """As-of counts of open complaints and those past the 7-day reply deadline."""
+    is_open = (pl.col("opened_at") <= w.as_of) & (
+        pl.col("resolved_at").is_null() | (pl.col("resolved_at") > w.as_of)
+    )
+    rows = (
+        complaints.filter(is_open)
+        .with_columns(pl.col("category").cast(pl.String))
+        .with_columns(_dims(by, COMPLAINT_COLUMNS))
+    )
+    exprs = (
+        pl.len().cast(pl.Int64).alias("open_complaints"),
+        count_if(pl.col("opened_at") < w.as_of - w.complaint_deadline).alias("overdue_complaints"),
+    )
+    return rows.group_by(by).agg(*exprs) if by else rows.select(*exprs)
+
+
+FAMILY_FUNCTIONS: Final = (
+    Family.FLOW,
+    Family.COMPLAINT,
+    Family.BACKLOG,
+    Family.NETWORK,
+    Family.OPEN_COMPLAINT,
+)
+
+
+def empty_facilities() -> pl.LazyFrame:
+    """A facility table with no rows, for data folders without ``facilities.csv``."""
+    return pl.LazyFrame(schema=FACILITY_SCHEMA)
