@@ -1,0 +1,59 @@
+"""Shared fixtures: small hand-written data folders in every supported format."""
+
+from __future__ import annotations
+
+import gzip
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+EVENT_COLUMNS = (
+    "event_id",
+    "item_id",
+    "event",
+    "ts",
+    "facility",
+    "product",
+    "origin",
+    "destination",
+    "promised_by",
+    "reason",
+)
+
+
+def write_rows(path: Path, rows: list[dict[str, str | None]], columns: tuple[str, ...] = EVENT_COLUMNS) -> Path:
+    """Write string rows as CSV, JSONL, JSONL.gz or Parquet (all-string) by the file's suffix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame = pl.DataFrame([{c: r.get(c) for c in columns} for r in rows], schema=dict.fromkeys(columns, pl.String))
+    name = path.name
+    if name.endswith(".csv"):
+        frame.write_csv(path)
+    elif name.endswith(".jsonl.gz"):
+        path.write_bytes(gzip.compress(frame.write_ndjson().encode()))
+    elif name.endswith(".jsonl"):
+        frame.write_ndjson(path)
+    elif name.endswith(".parquet"):
+        frame.write_parquet(path)
+    else:
+        raise ValueError(name)
+    return path
+
+
+@pytest.fixture
+def rows_writer(tmp_path: Path) -> Callable[[str, list[dict[str, str | None]]], Path]:
+    """Write rows into ``tmp_path/<relative path>`` in the format its suffix names."""
+
+    def write(rel: str, rows: list[dict[str, str | None]]) -> Path:
+        return write_rows(tmp_path / rel, rows)
+
+    return write
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
