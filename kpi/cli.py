@@ -26,8 +26,12 @@ app.command("validate")(report.validate)
 
 @app.command("docs")
 def docs(
-    check: Annotated[bool, typer.Option("--check", help="fail if docs/kpis.md is not current")] = False,
-    out: Annotated[Path, typer.Option(help="where the KPI catalog page goes")] = Path("docs/kpis.md"),
+    check: Annotated[
+        bool, typer.Option("--check", help="fail if docs/kpis.md is not current")
+    ] = False,
+    out: Annotated[Path, typer.Option(help="where the KPI catalog page goes")] = Path(
+        "docs/kpis.md"
+    ),
 ) -> None:
     """Write docs/kpis.md from the KPI catalog."""
     from kpi.kpis.docs import catalog_markdown

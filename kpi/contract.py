@@ -192,8 +192,5 @@ def s10_invalid_expr(col: str = "item_id") -> pl.Expr:
 #: the generator and the default service standard (remote regions).
 PROVINCES: Final = tuple(
     f"CN-{c}"
-    for c in (
-        "AH BJ CQ FJ GD GS GX GZ HA HB HE HI HL HN JL JS JX "
-        "LN NM NX QH SC SD SH SN SX TJ XJ XZ YN ZJ"
-    ).split()
+    for c in ["AH", "BJ", "CQ", "FJ", "GD", "GS", "GX", "GZ", "HA", "HB", "HE", "HI", "HL", "HN", "JL", "JS", "JX", "LN", "NM", "NX", "QH", "SC", "SD", "SH", "SN", "SX", "TJ", "XJ", "XZ", "YN", "ZJ"]
 )

@@ -39,7 +39,9 @@ class ProductStandard(BaseModel):
     """The service standard of one product."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    cutoff: dt.time = Field(description="items accepted after this local time count from the next day")
+    cutoff: dt.time = Field(
+        description="items accepted after this local time count from the next day"
+    )
     days: ZoneDays
     working_days: bool = Field(
         default=False, description="count working days (Mon-Sat) instead of calendar days"
@@ -62,9 +64,7 @@ class ServiceStandards(BaseModel):
 
     def deadline_days(self) -> list[int]:
         """Every distinct number of days allowed, e.g. for histogram bucket edges."""
-        return sorted(
-            {d for p in self.products.values() for d in p.days.model_dump().values()}
-        )
+        return sorted({d for p in self.products.values() for d in p.days.model_dump().values()})
 
 
 #: The built-in default, used when a data folder has no ``service-standards.yaml``.
@@ -110,9 +110,9 @@ def _deadline_for(std: ProductStandard, tz: str, remote: tuple[str, ...]) -> pl.
     """Deadline expression for items of one product (UTC, end of the last allowed local day)."""
     local = pl.col("accepted_at").dt.convert_time_zone(tz)
     after_cutoff = local.dt.time() > pl.lit(std.cutoff)
-    deposit_day = local.dt.date() + pl.when(after_cutoff).then(
-        pl.duration(days=1)
-    ).otherwise(pl.duration(days=0))
+    deposit_day = local.dt.date() + pl.when(after_cutoff).then(pl.duration(days=1)).otherwise(
+        pl.duration(days=0)
+    )
     mask = _MON_TO_SAT if std.working_days else _ALL_DAYS
     holidays = list(std.holidays)
     # A deposit on a non-counting day counts from the next counting day.

@@ -24,10 +24,14 @@ EVENT_COLUMNS = (
 )
 
 
-def write_rows(path: Path, rows: list[dict[str, str | None]], columns: tuple[str, ...] = EVENT_COLUMNS) -> Path:
+def write_rows(
+    path: Path, rows: list[dict[str, str | None]], columns: tuple[str, ...] = EVENT_COLUMNS
+) -> Path:
     """Write string rows as CSV, JSONL, JSONL.gz or Parquet (all-string) by the file's suffix."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    frame = pl.DataFrame([{c: r.get(c) for c in columns} for r in rows], schema=dict.fromkeys(columns, pl.String))
+    frame = pl.DataFrame(
+        [{c: r.get(c) for c in columns} for r in rows], schema=dict.fromkeys(columns, pl.String)
+    )
     name = path.name
     if name.endswith(".csv"):
         frame.write_csv(path)

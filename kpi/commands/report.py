@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 
 DataDir = Annotated[
-    Path, typer.Argument(exists=True, file_okay=False, help="data folder (events/, complaints/, ...)")
+    Path,
+    typer.Argument(exists=True, file_okay=False, help="data folder (events/, complaints/, ...)"),
 ]
 
 
@@ -19,17 +20,35 @@ def _split(value: str | None) -> tuple[str, ...]:
 
 def report(
     data_dir: DataDir,
-    as_of: Annotated[str | None, typer.Option("--as-of", help="snapshot instant (default: latest event)")] = None,
-    start: Annotated[str | None, typer.Option("--from", help="window start, inclusive (default: earliest event)")] = None,
-    end: Annotated[str | None, typer.Option("--to", help="window end, exclusive (default: just after as-of)")] = None,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="snapshot instant (default: latest event)")
+    ] = None,
+    start: Annotated[
+        str | None, typer.Option("--from", help="window start, inclusive (default: earliest event)")
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option("--to", help="window end, exclusive (default: just after as-of)")
+    ] = None,
     by: Annotated[str | None, typer.Option("--by", help="comma-separated dimensions")] = None,
-    granularity: Annotated[str | None, typer.Option("--granularity", help="hour, day, week or month")] = None,
+    granularity: Annotated[
+        str | None, typer.Option("--granularity", help="hour, day, week or month")
+    ] = None,
     tz: Annotated[str, typer.Option("--tz", help="time zone of the time buckets")] = "UTC",
-    kpi: Annotated[str | None, typer.Option("--kpi", help="comma-separated KPI names (default: all that fit)")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="table, csv, json, parquet or arrow")] = "table",
-    output: Annotated[Path | None, typer.Option("--output", help="write to this file instead of stdout")] = None,
-    stall_hours: Annotated[float, typer.Option("--stall-hours", help="no scan for longer = stalled")] = 48.0,
-    list_kpis: Annotated[bool, typer.Option("--list", help="print the KPI catalog and exit")] = False,
+    kpi: Annotated[
+        str | None, typer.Option("--kpi", help="comma-separated KPI names (default: all that fit)")
+    ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help="table, csv, json, parquet or arrow")
+    ] = "table",
+    output: Annotated[
+        Path | None, typer.Option("--output", help="write to this file instead of stdout")
+    ] = None,
+    stall_hours: Annotated[
+        float, typer.Option("--stall-hours", help="no scan for longer = stalled")
+    ] = 48.0,
+    list_kpis: Annotated[
+        bool, typer.Option("--list", help="print the KPI catalog and exit")
+    ] = False,
 ) -> None:
     """Compute KPIs over a data folder (one row per group and period, one column per KPI)."""
     from kpi.kpis.catalog import KpiError
@@ -62,7 +81,9 @@ def report(
     if fmt == "table":
         import polars as pl
 
-        with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200, tbl_hide_dataframe_shape=True):
+        with pl.Config(
+            tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200, tbl_hide_dataframe_shape=True
+        ):
             text = str(frame)
         if output:
             output.write_text(text + "\n")
@@ -81,7 +102,10 @@ def report(
 
 def validate(
     data_dir: DataDir,
-    rejects: Annotated[Path | None, typer.Option("--rejects", help="folder for rejects files (default DATA_DIR/_rejects)")] = None,
+    rejects: Annotated[
+        Path | None,
+        typer.Option("--rejects", help="folder for rejects files (default DATA_DIR/_rejects)"),
+    ] = None,
 ) -> None:
     """Check every file of a data folder; exit 1 when any row was rejected."""
     from rich.console import Console
@@ -91,14 +115,28 @@ def validate(
 
     reports = validate_data_dir(data_dir, rejects)
     table = Table(title=f"validation of {data_dir}")
-    for col in ("file", "rows read", "accepted", "rejected", "by reason", "duplicate ids", "invalid S10"):
+    for col in (
+        "file",
+        "rows read",
+        "accepted",
+        "rejected",
+        "by reason",
+        "duplicate ids",
+        "invalid S10",
+    ):
         table.add_column(col, justify="left" if col in ("file", "by reason") else "right")
     for r in reports:
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(r.rejected.items()))
         table.add_row(
-            str(Path(r.source).relative_to(data_dir)) if r.source.startswith(str(data_dir)) else r.source,
-            str(r.rows_read), str(r.accepted), str(r.rejected_total), reasons,
-            str(r.duplicate_ids), str(r.invalid_s10),
+            str(Path(r.source).relative_to(data_dir))
+            if r.source.startswith(str(data_dir))
+            else r.source,
+            str(r.rows_read),
+            str(r.accepted),
+            str(r.rejected_total),
+            reasons,
+            str(r.duplicate_ids),
+            str(r.invalid_s10),
         )
     total_rejected = sum(r.rejected_total for r in reports)
     Console(width=160).print(table)

@@ -36,7 +36,15 @@ FAMILY_DIMS: Final[dict[Family, tuple[str, ...]]] = {
     Family.NETWORK: ITEM_DIMS,
     Family.OPEN_COMPLAINT: COMPLAINT_DIMS,
 }
-ALL_DIMS: Final = ("facility", "facility_type", "product", "origin", "destination", "region", "category")
+ALL_DIMS: Final = (
+    "facility",
+    "facility_type",
+    "product",
+    "origin",
+    "destination",
+    "region",
+    "category",
+)
 GRANULARITIES: Final = ("hour", "day", "week", "month")
 AGE_BANDS: Final = ("lt_6h", "6h_12h", "12h_24h", "24h_48h", "ge_48h")
 #: Upper edges (hours) of the age bands; the last band is open.
@@ -73,37 +81,181 @@ _F, _C, _B, _N, _O = (
 )
 
 KPIS: Final[tuple[Kpi, ...]] = (
-    Kpi("accepted_items", "items", _F, "Items whose acceptance (earliest `accepted` scan) is in the window."),
-    Kpi("delivered_items", "items", _F, "Items whose delivery (earliest `delivered` scan) is in the window, with or without a recorded acceptance."),
-    Kpi("delivered_without_acceptance", "items", _F, "Delivered items in the window that have no `accepted` scan; excluded from timeliness ratios, never guessed."),
+    Kpi(
+        "accepted_items",
+        "items",
+        _F,
+        "Items whose acceptance (earliest `accepted` scan) is in the window.",
+    ),
+    Kpi(
+        "delivered_items",
+        "items",
+        _F,
+        "Items whose delivery (earliest `delivered` scan) is in the window, with or without a recorded acceptance.",
+    ),
+    Kpi(
+        "delivered_without_acceptance",
+        "items",
+        _F,
+        "Delivered items in the window that have no `accepted` scan; excluded from timeliness ratios, never guessed.",
+    ),
     Kpi("returned_items", "items", _F, "Items whose earliest `returned` scan is in the window."),
-    Kpi("on_time_items", "items", _F, "Delivered in the window with `delivered_at <= promised_by` (delivered exactly at the deadline is on time)."),
-    Kpi("on_time_ratio", "ratio", _F, "on_time_items / delivered items in the window that have an acceptance and a known promise. Null when there are none.", "float"),
-    Kpi("late_1d_items", "items", _F, "Delivered in the window, late by more than 0 and at most 1 day (24 h) past `promised_by`."),
-    Kpi("late_2d_items", "items", _F, "Delivered in the window, late by more than 1 and at most 2 days past `promised_by`."),
-    Kpi("late_3d_plus_items", "items", _F, "Delivered in the window, late by more than 2 days past `promised_by`."),
-    Kpi("transit_hours_mean", "hours", _F, "Mean of delivered_at - accepted_at in hours, over items delivered in the window with an acceptance (China's full-process time limit).", "float"),
-    Kpi("transit_hours_p50", "hours", _F, "Median transit hours (linear interpolation between order statistics), same items as transit_hours_mean.", "float"),
-    Kpi("transit_hours_p90", "hours", _F, "90th percentile of transit hours (linear interpolation), same items as transit_hours_mean.", "float"),
-    Kpi("within_72h_ratio", "ratio", _F, "Share of items delivered in the window (with an acceptance) whose transit time is <= 72 h (China's 72-hour on-time rate).", "float"),
-    Kpi("first_attempt_ratio", "ratio", _F, "Items whose first delivery attempt (earliest `delivered`/`delivery_failed`) is in the window and was a delivery / items with a first attempt in the window.", "float"),
-    Kpi("complaints", "complaints", _C, "Complaints opened in the window (latest version of each complaint_id; opened at or before as-of)."),
-    Kpi("valid_complaints", "complaints", _C, "Complaints opened in the window whose operator responsibility is established (`valid` true)."),
-    Kpi("complaints_per_million", "per_million", _C, "complaints / accepted_items x 1,000,000 for the same window, region (= items' destination) and product. Null, not infinity, when nothing was accepted.", "float"),
-    Kpi("resolved_within_7d_ratio", "ratio", _C, "Of complaints opened in the window whose 7-day reply deadline has passed at as-of, the share resolved within 7 x 24 h of opening. Null when none is due.", "float"),
-    Kpi("backlog_items", "items", _B, "Unfinished items whose last scan is `arrived` or `delivery_failed` at the facility (waiting there)."),
-    Kpi("backlog_oldest_hours", "hours", _B, "Age (as-of - last scan) of the oldest waiting item, in hours.", "float"),
+    Kpi(
+        "on_time_items",
+        "items",
+        _F,
+        "Delivered in the window with `delivered_at <= promised_by` (delivered exactly at the deadline is on time).",
+    ),
+    Kpi(
+        "on_time_ratio",
+        "ratio",
+        _F,
+        "on_time_items / delivered items in the window that have an acceptance and a known promise. Null when there are none.",
+        "float",
+    ),
+    Kpi(
+        "late_1d_items",
+        "items",
+        _F,
+        "Delivered in the window, late by more than 0 and at most 1 day (24 h) past `promised_by`.",
+    ),
+    Kpi(
+        "late_2d_items",
+        "items",
+        _F,
+        "Delivered in the window, late by more than 1 and at most 2 days past `promised_by`.",
+    ),
+    Kpi(
+        "late_3d_plus_items",
+        "items",
+        _F,
+        "Delivered in the window, late by more than 2 days past `promised_by`.",
+    ),
+    Kpi(
+        "transit_hours_mean",
+        "hours",
+        _F,
+        "Mean of delivered_at - accepted_at in hours, over items delivered in the window with an acceptance (China's full-process time limit).",
+        "float",
+    ),
+    Kpi(
+        "transit_hours_p50",
+        "hours",
+        _F,
+        "Median transit hours (linear interpolation between order statistics), same items as transit_hours_mean.",
+        "float",
+    ),
+    Kpi(
+        "transit_hours_p90",
+        "hours",
+        _F,
+        "90th percentile of transit hours (linear interpolation), same items as transit_hours_mean.",
+        "float",
+    ),
+    Kpi(
+        "within_72h_ratio",
+        "ratio",
+        _F,
+        "Share of items delivered in the window (with an acceptance) whose transit time is <= 72 h (China's 72-hour on-time rate).",
+        "float",
+    ),
+    Kpi(
+        "first_attempt_ratio",
+        "ratio",
+        _F,
+        "Items whose first delivery attempt (earliest `delivered`/`delivery_failed`) is in the window and was a delivery / items with a first attempt in the window.",
+        "float",
+    ),
+    Kpi(
+        "complaints",
+        "complaints",
+        _C,
+        "Complaints opened in the window (latest version of each complaint_id; opened at or before as-of).",
+    ),
+    Kpi(
+        "valid_complaints",
+        "complaints",
+        _C,
+        "Complaints opened in the window whose operator responsibility is established (`valid` true).",
+    ),
+    Kpi(
+        "complaints_per_million",
+        "per_million",
+        _C,
+        "complaints / accepted_items x 1,000,000 for the same window, region (= items' destination) and product. Null, not infinity, when nothing was accepted.",
+        "float",
+    ),
+    Kpi(
+        "resolved_within_7d_ratio",
+        "ratio",
+        _C,
+        "Of complaints opened in the window whose 7-day reply deadline has passed at as-of, the share resolved within 7 x 24 h of opening. Null when none is due.",
+        "float",
+    ),
+    Kpi(
+        "backlog_items",
+        "items",
+        _B,
+        "Unfinished items whose last scan is `arrived` or `delivery_failed` at the facility (waiting there).",
+    ),
+    Kpi(
+        "backlog_oldest_hours",
+        "hours",
+        _B,
+        "Age (as-of - last scan) of the oldest waiting item, in hours.",
+        "float",
+    ),
     *(
-        Kpi(f"backlog_items_{band}", "items", _B, f"Waiting items whose age is in the band {band.replace('_', ' ')} (bands: <6 h, 6-12 h, 12-24 h, 24-48 h, >=48 h; lower edge inclusive).")
+        Kpi(
+            f"backlog_items_{band}",
+            "items",
+            _B,
+            f"Waiting items whose age is in the band {band.replace('_', ' ')} (bands: <6 h, 6-12 h, 12-24 h, 24-48 h, >=48 h; lower edge inclusive).",
+        )
         for band in AGE_BANDS
     ),
-    Kpi("backlog_threshold_items", "items", _B, "Sum of the facilities' `backlog_threshold` (per facility when grouped by facility; null when unset)."),
-    Kpi("backlog_over_threshold", "facilities", _B, "Facilities whose backlog_items exceeds their `backlog_threshold` (0 or 1 per facility)."),
-    Kpi("in_network_items", "items", _N, "Unfinished items (neither delivered nor returned) with at least one scan at or before as-of."),
-    Kpi("overdue_items", "items", _N, "Unfinished items whose promise has passed (`promised_by < as_of`)."),
-    Kpi("stalled_items", "items", _N, "Unfinished items with no scan for more than the stall limit (default 48 h): the lost-item early warning."),
-    Kpi("open_complaints", "complaints", _O, "Complaints opened at or before as-of and not resolved at as-of."),
-    Kpi("overdue_complaints", "complaints", _O, "Open complaints opened more than 7 days before as-of (past the reply deadline)."),
+    Kpi(
+        "backlog_threshold_items",
+        "items",
+        _B,
+        "Sum of the facilities' `backlog_threshold` (per facility when grouped by facility; null when unset).",
+    ),
+    Kpi(
+        "backlog_over_threshold",
+        "facilities",
+        _B,
+        "Facilities whose backlog_items exceeds their `backlog_threshold` (0 or 1 per facility).",
+    ),
+    Kpi(
+        "in_network_items",
+        "items",
+        _N,
+        "Unfinished items (neither delivered nor returned) with at least one scan at or before as-of.",
+    ),
+    Kpi(
+        "overdue_items",
+        "items",
+        _N,
+        "Unfinished items whose promise has passed (`promised_by < as_of`).",
+    ),
+    Kpi(
+        "stalled_items",
+        "items",
+        _N,
+        "Unfinished items with no scan for more than the stall limit (default 48 h): the lost-item early warning.",
+    ),
+    Kpi(
+        "open_complaints",
+        "complaints",
+        _O,
+        "Complaints opened at or before as-of and not resolved at as-of.",
+    ),
+    Kpi(
+        "overdue_complaints",
+        "complaints",
+        _O,
+        "Open complaints opened more than 7 days before as-of (past the reply deadline).",
+    ),
 )
 
 KPI_BY_NAME: Final[dict[str, Kpi]] = {k.name: k for k in KPIS}
@@ -125,8 +277,7 @@ def resolve(names: list[str] | None, by: list[str], granularity: str | None) -> 
         raise KpiError(f"unknown granularity {granularity!r}; use one of {list(GRANULARITIES)}")
     if not names:
         chosen = [
-            k for k in KPIS
-            if set(by) <= set(k.dimensions) and (granularity is None or k.windowed)
+            k for k in KPIS if set(by) <= set(k.dimensions) and (granularity is None or k.windowed)
         ]
         if not chosen:
             raise KpiError(f"no KPI supports the dimensions {by}")

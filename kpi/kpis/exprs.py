@@ -54,10 +54,10 @@ def hours_between(later: str | pl.Expr, earlier: str | pl.Expr) -> pl.Expr:
 
 def age_band(hours: pl.Expr) -> pl.Expr:
     """The age band label of an age in hours (lower edge inclusive)."""
-    expr = pl.when(hours < AGE_BAND_EDGES[0]).then(pl.lit(AGE_BANDS[0]))
-    for edge, band in zip(AGE_BAND_EDGES[1:], AGE_BANDS[1:-1], strict=True):
-        expr = expr.when(hours < edge).then(pl.lit(band))
-    return expr.otherwise(pl.lit(AGE_BANDS[-1]))
+    expr: pl.Expr = pl.lit(AGE_BANDS[-1])
+    for edge, band in reversed(list(zip(AGE_BAND_EDGES, AGE_BANDS[:-1], strict=True))):
+        expr = pl.when(hours < edge).then(pl.lit(band)).otherwise(expr)
+    return expr
 
 
 def count_if(cond: pl.Expr) -> pl.Expr:

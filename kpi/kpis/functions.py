@@ -95,9 +95,19 @@ def flow_kpis(lifecycle: pl.LazyFrame, by: list[str], w: Window) -> pl.LazyFrame
         pl.len().cast(pl.Int64).alias("_first_n"),
     )
     counts = [
-        "accepted_items", "delivered_items", "delivered_without_acceptance", "returned_items",
-        "on_time_items", "late_1d_items", "late_2d_items", "late_3d_plus_items",
-        "_judged", "_within_72h", "_transit_n", "_first_ok", "_first_n",
+        "accepted_items",
+        "delivered_items",
+        "delivered_without_acceptance",
+        "returned_items",
+        "on_time_items",
+        "late_1d_items",
+        "late_2d_items",
+        "late_3d_plus_items",
+        "_judged",
+        "_within_72h",
+        "_transit_n",
+        "_first_ok",
+        "_first_n",
     ]
     joined = _outer([accepted, delivered, returned, attempts], keys)
     return joined.with_columns(pl.col(counts).fill_null(0)).with_columns(
@@ -142,7 +152,11 @@ def complaint_kpis(
     else:
         joined = pl.concat([counted, accepted], how="horizontal")
     return joined.with_columns(
-        (pl.col("complaints") * 1_000_000 / pl.when(pl.col("_accepted") > 0).then(pl.col("_accepted")))
+        (
+            pl.col("complaints")
+            * 1_000_000
+            / pl.when(pl.col("_accepted") > 0).then(pl.col("_accepted"))
+        )
         .cast(pl.Float64)
         .alias("complaints_per_million"),
         ratio("_resolved_7d", "_due").alias("resolved_within_7d_ratio"),
@@ -190,16 +204,15 @@ def backlog_kpis(
     """
     waiting = waiting_items(lifecycle, facilities, w)
     band_counts = [count_if(pl.col("age_band") == b).alias(f"backlog_items_{b}") for b in AGE_BANDS]
-    per_facility = waiting.group_by("last_facility").agg(pl.len().cast(pl.Int64).alias("_fac_total"))
+    per_facility = waiting.group_by("last_facility").agg(
+        pl.len().cast(pl.Int64).alias("_fac_total")
+    )
     fac = facilities.select(
         pl.col("facility").alias("last_facility"),
         pl.col("backlog_threshold").alias("_threshold"),
     )
-    thresholds = (
-        fac.join(per_facility, on="last_facility", how="left")
-        .with_columns(
-            (pl.col("_fac_total").fill_null(0) > pl.col("_threshold")).cast(pl.Int64).alias("_over")
-        )
+    thresholds = fac.join(per_facility, on="last_facility", how="left").with_columns(
+        (pl.col("_fac_total").fill_null(0) > pl.col("_threshold")).cast(pl.Int64).alias("_over")
     )
     keys = [*by]
     rows = waiting.with_columns(_dims(by, BACKLOG_COLUMNS))
@@ -233,9 +246,9 @@ def backlog_kpis(
     )
     fac_agg = fac_rows.group_by(keys).agg(*fac_exprs) if keys else fac_rows.select(*fac_exprs)
     fac_agg = fac_agg.with_columns(
-        pl.when(pl.col("_has_threshold")).then(pl.col("backlog_threshold_items")).alias(
-            "backlog_threshold_items"
-        )
+        pl.when(pl.col("_has_threshold"))
+        .then(pl.col("backlog_threshold_items"))
+        .alias("backlog_threshold_items")
     ).drop("_has_threshold")
     joined = _outer([counted, fac_agg], keys)
     return joined.with_columns(

@@ -31,7 +31,7 @@ def file_format(path: Path) -> Format | None:
         return "jsonl.gz"
     for suffix in ("parquet", "csv", "jsonl"):
         if name.endswith("." + suffix):
-            return suffix  # type: ignore[return-value]
+            return suffix
     return None
 
 
@@ -56,7 +56,9 @@ def _empty(source: str) -> pl.LazyFrame:
     return pl.LazyFrame({SOURCE: [], ROW: []}, schema={SOURCE: pl.String, ROW: pl.Int64})
 
 
-def _records_frame(records: list[dict[str, str | None]], rows: list[int], source: str) -> pl.LazyFrame:
+def _records_frame(
+    records: list[dict[str, str | None]], rows: list[int], source: str
+) -> pl.LazyFrame:
     if not records:
         return _empty(source)
     cols: list[str] = []
@@ -106,11 +108,16 @@ def parse_jsonl(data: bytes, source: str, first_row: int = 1) -> RawBatch:
     return RawBatch(_records_frame(records, rows, source), rejects)
 
 
-def parse_csv(data: bytes, source: str, header: list[str] | None = None, first_row: int = 1) -> RawBatch:
+def parse_csv(
+    data: bytes, source: str, header: list[str] | None = None, first_row: int = 1
+) -> RawBatch:
     """Parse CSV text (first line is the header unless ``header`` is given)."""
     rejects: list[dict[str, object]] = []
     if b"\x00" in data:
-        return RawBatch(_empty(source), [reject(source, None, RejectReason.UNREADABLE_FILE, "binary content (NUL bytes)")])
+        return RawBatch(
+            _empty(source),
+            [reject(source, None, RejectReason.UNREADABLE_FILE, "binary content (NUL bytes)")],
+        )
     lines = data.split(b"\n")
     if header is None:
         if not lines or not lines[0].strip():
@@ -129,11 +136,18 @@ def parse_csv(data: bytes, source: str, header: list[str] | None = None, first_r
             text = line.decode("utf-8").rstrip("\r")
             values = next(csv.reader([text], strict=True))
         except (UnicodeDecodeError, csv.Error, StopIteration) as exc:
-            rejects.append(reject(source, i, RejectReason.MALFORMED_ROW, f"unparseable CSV line: {exc}"))
+            rejects.append(
+                reject(source, i, RejectReason.MALFORMED_ROW, f"unparseable CSV line: {exc}")
+            )
             continue
         if len(values) != len(header):
             rejects.append(
-                reject(source, i, RejectReason.MALFORMED_ROW, f"{len(values)} fields, header has {len(header)}")
+                reject(
+                    source,
+                    i,
+                    RejectReason.MALFORMED_ROW,
+                    f"{len(values)} fields, header has {len(header)}",
+                )
             )
             continue
         records.append({h: (v if v != "" else None) for h, v in zip(header, values, strict=True)})
@@ -160,9 +174,21 @@ def read_parquet(path: Path, source: str) -> RawBatch:
     try:
         pl.read_parquet_schema(path)
     except Exception as exc:  # polars raises several error types for corrupt files
-        return RawBatch(_empty(source), [reject(source, None, RejectReason.UNREADABLE_FILE, f"not a readable Parquet file: {exc}")])
-    frame = pl.scan_parquet(path).with_row_index(ROW, offset=1).with_columns(
-        pl.col(ROW).cast(pl.Int64), pl.lit(source).alias(SOURCE)
+        return RawBatch(
+            _empty(source),
+            [
+                reject(
+                    source,
+                    None,
+                    RejectReason.UNREADABLE_FILE,
+                    f"not a readable Parquet file: {exc}",
+                )
+            ],
+        )
+    frame = (
+        pl.scan_parquet(path)
+        .with_row_index(ROW, offset=1)
+        .with_columns(pl.col(ROW).cast(pl.Int64), pl.lit(source).alias(SOURCE))
     )
     return RawBatch(frame)
 
@@ -187,5 +213,6 @@ def read_file(path: Path, source: str | None = None) -> RawBatch:
         return batch
     if fmt == "jsonl":
         return parse_jsonl(data, src)
-    return RawBatch(_empty(src), [reject(src, None, RejectReason.UNREADABLE_FILE, "unsupported file type")])
-
+    return RawBatch(
+        _empty(src), [reject(src, None, RejectReason.UNREADABLE_FILE, "unsupported file type")]
+    )

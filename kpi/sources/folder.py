@@ -135,7 +135,9 @@ def validate_data_dir(data_dir: Path, rejects_dir: Path | None = None) -> list[F
                 ids = stats["event_id"]
                 rep.accepted = stats.height
                 dup_within = ids.len() - ids.n_unique()
-                dup_before = int(ids.unique().is_in(seen.implode()).sum()) if seen is not None else 0
+                dup_before = (
+                    int(ids.unique().is_in(seen.implode()).sum()) if seen is not None else 0
+                )
                 rep.duplicate_ids = dup_within + dup_before
                 rep.invalid_s10 = int(stats["bad_s10"].sum())
                 seen = ids.unique() if seen is None else pl.concat([seen, ids]).unique()
@@ -148,4 +150,3 @@ def validate_data_dir(data_dir: Path, rejects_dir: Path | None = None) -> list[F
             all_rejects = pl.concat(rejects, how="vertical")
             all_rejects.write_ndjson(out_dir / f"{kind.value}.jsonl")
     return reports
-

@@ -115,8 +115,9 @@ def _prepare(kind: Kind, schema: pl.Schema) -> tuple[dict[str, pl.Expr], list[Ch
     target = SCHEMAS[kind]
     exprs: dict[str, pl.Expr] = {}
     checks: list[Check] = [
-        Check(_blank(col), RejectReason.MISSING_FIELD, col) if col in schema else
-        Check(pl.lit(True), RejectReason.MISSING_FIELD, col)
+        Check(_blank(col), RejectReason.MISSING_FIELD, col)
+        if col in schema
+        else Check(pl.lit(True), RejectReason.MISSING_FIELD, col)
         for col in REQUIRED[kind]
     ]
     for col, dtype in target.items():
@@ -185,9 +186,7 @@ def validate_lazy(raw: pl.LazyFrame, kind: Kind) -> pl.LazyFrame:
 
 def good_rows(validated: pl.LazyFrame, kind: Kind) -> pl.LazyFrame:
     """Rows that passed every check, in the pinned schema (plus ``_source``/``_row``)."""
-    return validated.filter(pl.col(REASON).is_null()).select(
-        SOURCE, ROW, *SCHEMAS[kind].keys()
-    )
+    return validated.filter(pl.col(REASON).is_null()).select(SOURCE, ROW, *SCHEMAS[kind].keys())
 
 
 def rejected_rows(validated: pl.LazyFrame, raw: pl.LazyFrame) -> pl.LazyFrame:

@@ -15,32 +15,148 @@ from kpi.sources.folder import latest_complaints, load_data_dir, validate_data_d
 Writer = Callable[[str, list[dict[str, str | None]]], Path]
 
 GOOD: list[dict[str, str | None]] = [
-    {"event_id": "e1", "item_id": "RR123456785CN", "event": "accepted", "ts": "2027-01-11T08:00:00+08:00",
-     "facility": "CO-GD-001", "product": "express", "origin": "CN-GD", "destination": "CN-BJ",
-     "promised_by": "2027-01-13T23:59:59+08:00"},
-    {"event_id": "e2", "item_id": "RR123456785CN", "event": "EMB", "ts": "2027-01-11T04:00:00Z", "facility": "PC-GD-01"},
-    {"event_id": "e3", "item_id": "RR123456785CN", "event": "emh", "ts": "2027-01-12T09:30:00.5-05:00",
-     "facility": "DO-BJ-001", "reason": "addressee_absent"},
-    {"event_id": "e4", "item_id": "OP-000042", "event": "Delivered", "ts": "2027-01-12 10:00:00+0100", "facility": "DO-BJ-001"},
+    {
+        "event_id": "e1",
+        "item_id": "RR123456785CN",
+        "event": "accepted",
+        "ts": "2027-01-11T08:00:00+08:00",
+        "facility": "CO-GD-001",
+        "product": "express",
+        "origin": "CN-GD",
+        "destination": "CN-BJ",
+        "promised_by": "2027-01-13T23:59:59+08:00",
+    },
+    {
+        "event_id": "e2",
+        "item_id": "RR123456785CN",
+        "event": "EMB",
+        "ts": "2027-01-11T04:00:00Z",
+        "facility": "PC-GD-01",
+    },
+    {
+        "event_id": "e3",
+        "item_id": "RR123456785CN",
+        "event": "emh",
+        "ts": "2027-01-12T09:30:00.5-05:00",
+        "facility": "DO-BJ-001",
+        "reason": "addressee_absent",
+    },
+    {
+        "event_id": "e4",
+        "item_id": "OP-000042",
+        "event": "Delivered",
+        "ts": "2027-01-12 10:00:00+0100",
+        "facility": "DO-BJ-001",
+    },
 ]
 
 BAD: list[tuple[dict[str, str | None], str, str | None]] = [
-    ({"event_id": "b1", "item_id": "", "event": "arrived", "ts": "2027-01-11T08:00:00Z", "facility": "F"}, "missing_field", "item_id"),
-    ({"event_id": "b2", "item_id": "X", "event": "teleported", "ts": "2027-01-11T08:00:00Z", "facility": "F"}, "unknown_event", "event"),
-    ({"event_id": "b3", "item_id": "X", "event": "arrived", "ts": "yesterday", "facility": "F"}, "bad_timestamp", "ts"),
-    ({"event_id": "b4", "item_id": "X", "event": "arrived", "ts": "2027-01-11T08:00:00", "facility": "F"}, "timestamp_without_offset", "ts"),
-    ({"event_id": "b5", "item_id": "X", "event": "accepted", "ts": "2027-01-11T08:00:00Z", "facility": "F",
-      "product": "express", "origin": "CN-GD"}, "missing_field", "destination"),
-    ({"event_id": "b6", "item_id": "X", "event": "delivery_failed", "ts": "2027-01-11T08:00:00Z", "facility": "F"}, "missing_field", "reason"),
-    ({"event_id": "b7", "item_id": "X", "event": "accepted", "ts": "2027-01-11T08:00:00Z", "facility": "F",
-      "product": "express", "origin": "CN-GD", "destination": "CN-GD", "promised_by": "soon"}, "bad_timestamp", "promised_by"),
-    ({"event_id": "b8", "item_id": "X", "event": "arrived", "ts": "2027-13-45T08:00:00Z", "facility": "F"}, "bad_timestamp", "ts"),
-    ({"event_id": "b9", "item_id": "X", "event": "arrived", "ts": "2027-01-11T08:00:00Z", "facility": None}, "missing_field", "facility"),
+    (
+        {
+            "event_id": "b1",
+            "item_id": "",
+            "event": "arrived",
+            "ts": "2027-01-11T08:00:00Z",
+            "facility": "F",
+        },
+        "missing_field",
+        "item_id",
+    ),
+    (
+        {
+            "event_id": "b2",
+            "item_id": "X",
+            "event": "teleported",
+            "ts": "2027-01-11T08:00:00Z",
+            "facility": "F",
+        },
+        "unknown_event",
+        "event",
+    ),
+    (
+        {"event_id": "b3", "item_id": "X", "event": "arrived", "ts": "yesterday", "facility": "F"},
+        "bad_timestamp",
+        "ts",
+    ),
+    (
+        {
+            "event_id": "b4",
+            "item_id": "X",
+            "event": "arrived",
+            "ts": "2027-01-11T08:00:00",
+            "facility": "F",
+        },
+        "timestamp_without_offset",
+        "ts",
+    ),
+    (
+        {
+            "event_id": "b5",
+            "item_id": "X",
+            "event": "accepted",
+            "ts": "2027-01-11T08:00:00Z",
+            "facility": "F",
+            "product": "express",
+            "origin": "CN-GD",
+        },
+        "missing_field",
+        "destination",
+    ),
+    (
+        {
+            "event_id": "b6",
+            "item_id": "X",
+            "event": "delivery_failed",
+            "ts": "2027-01-11T08:00:00Z",
+            "facility": "F",
+        },
+        "missing_field",
+        "reason",
+    ),
+    (
+        {
+            "event_id": "b7",
+            "item_id": "X",
+            "event": "accepted",
+            "ts": "2027-01-11T08:00:00Z",
+            "facility": "F",
+            "product": "express",
+            "origin": "CN-GD",
+            "destination": "CN-GD",
+            "promised_by": "soon",
+        },
+        "bad_timestamp",
+        "promised_by",
+    ),
+    (
+        {
+            "event_id": "b8",
+            "item_id": "X",
+            "event": "arrived",
+            "ts": "2027-13-45T08:00:00Z",
+            "facility": "F",
+        },
+        "bad_timestamp",
+        "ts",
+    ),
+    (
+        {
+            "event_id": "b9",
+            "item_id": "X",
+            "event": "arrived",
+            "ts": "2027-01-11T08:00:00Z",
+            "facility": None,
+        },
+        "missing_field",
+        "facility",
+    ),
 ]
 
 
 @pytest.mark.parametrize("suffix", ["csv", "jsonl", "jsonl.gz", "parquet"])
-def test_every_format_gives_the_same_frame(tmp_path: Path, rows_writer: Writer, suffix: str) -> None:
+def test_every_format_gives_the_same_frame(
+    tmp_path: Path, rows_writer: Writer, suffix: str
+) -> None:
     rows_writer(f"{suffix}/events/part.{suffix}", GOOD)
     rows_writer("ref/events/part.csv", GOOD)
     got = load_data_dir(tmp_path / suffix).events.collect()
@@ -52,7 +168,12 @@ def test_every_format_gives_the_same_frame(tmp_path: Path, rows_writer: Writer, 
 def test_aliases_offsets_and_utc(tmp_path: Path, rows_writer: Writer) -> None:
     rows_writer("events/a.csv", GOOD)
     ev = load_data_dir(tmp_path).events.collect()
-    assert ev["event"].cast(pl.String).to_list() == ["accepted", "arrived", "delivery_failed", "delivered"]
+    assert ev["event"].cast(pl.String).to_list() == [
+        "accepted",
+        "arrived",
+        "delivery_failed",
+        "delivered",
+    ]
     utc = dt.UTC
     assert ev["ts"].to_list() == [
         dt.datetime(2027, 1, 11, 0, 0, tzinfo=utc),
@@ -64,7 +185,9 @@ def test_aliases_offsets_and_utc(tmp_path: Path, rows_writer: Writer) -> None:
 
 
 @pytest.mark.parametrize("suffix", ["csv", "jsonl"])
-def test_every_rejection_reason_and_good_rows_still_count(tmp_path: Path, rows_writer: Writer, suffix: str) -> None:
+def test_every_rejection_reason_and_good_rows_still_count(
+    tmp_path: Path, rows_writer: Writer, suffix: str
+) -> None:
     rows_writer(f"events/mixed.{suffix}", GOOD[:2] + [b for b, _, _ in BAD] + GOOD[2:])
     reports = validate_data_dir(tmp_path)
     (rep,) = reports
@@ -135,7 +258,13 @@ def test_corrupt_files_never_stop_the_run(tmp_path: Path, rows_writer: Writer) -
 def test_naive_parquet_timestamps_are_rejected(tmp_path: Path) -> None:
     (tmp_path / "events").mkdir()
     pl.DataFrame(
-        {"event_id": ["n1"], "item_id": ["X"], "event": ["arrived"], "ts": [dt.datetime(2027, 1, 1, 8)], "facility": ["F"]}
+        {
+            "event_id": ["n1"],
+            "item_id": ["X"],
+            "event": ["arrived"],
+            "ts": [dt.datetime(2027, 1, 1, 8)],
+            "facility": ["F"],
+        }
     ).write_parquet(tmp_path / "events" / "naive.parquet")
     (rep,) = validate_data_dir(tmp_path)
     assert dict(rep.rejected) == {"timestamp_without_offset": 1}
