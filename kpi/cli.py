@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from kpi.commands import report
+from kpi.commands import mixin, report, simulate
 
 app = typer.Typer(
     name="kpi",
@@ -22,6 +22,8 @@ app = typer.Typer(
 )
 app.command("report")(report.report)
 app.command("validate")(report.validate)
+app.command("simulate")(simulate.simulate)
+app.command("mixin")(mixin.mixin)
 
 
 @app.command("docs")

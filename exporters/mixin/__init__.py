@@ -1,0 +1,1 @@
+"""Monitoring mixin: recording rules, alerts, dashboards and configs generated from the catalog."""

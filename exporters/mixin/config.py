@@ -1,0 +1,78 @@
+"""Tunable settings of the monitoring mixin (objectives, thresholds, links)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from exporters.catalog import API_PORT, EXPORTER_JOB, HOUR
+
+#: Default on-time objectives over the SLO period, per product.
+DEFAULT_OBJECTIVES: dict[str, float] = {"express": 0.95, "standard": 0.93, "economy": 0.90}
+
+
+class BurnWindow(BaseModel):
+    """One multi-window burn-rate condition (SRE workbook): long and short window, factor."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    long: str
+    short: str
+    factor: float = Field(gt=0)
+    severity: str
+
+
+class MixinConfig(BaseModel):
+    """Everything the generated rules, alerts and dashboards may be tuned by."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    job: str = EXPORTER_JOB
+    #: On-time objective per product (share of judged deliveries on time).
+    objectives: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_OBJECTIVES))
+    slo_period: str = "30d"
+    #: Page at 2 % of budget in 1 h or 5 % in 6 h; ticket at 10 % in 1 d or in 3 d.
+    burn_windows: tuple[BurnWindow, ...] = (
+        BurnWindow(long="1h", short="5m", factor=14.4, severity="critical"),
+        BurnWindow(long="6h", short="30m", factor=6, severity="critical"),
+        BurnWindow(long="1d", short="2h", factor=3, severity="warning"),
+        BurnWindow(long="3d", short="6h", factor=1, severity="warning"),
+    )
+    #: Backlog threshold for facilities that have none configured.
+    default_backlog_threshold: int = Field(default=5000, gt=0)
+    backlog_oldest_warning_seconds: float = 24 * HOUR
+    backlog_oldest_critical_seconds: float = 48 * HOUR
+    #: Window over which a steadily growing backlog is judged, and the smallest backlog
+    #: worth a ticket (tiny offices fluctuate by a few items all day).
+    backlog_growth_window: str = "3h"
+    backlog_growth_min_items: int = 100
+    overdue_rise_items: int = 50
+    stalled_rise_items: int = 50
+    #: A region's complaints in the last hour against its own 7-day average.
+    complaint_spike_factor: float = 3.0
+    complaint_spike_min_per_hour: float = 5.0
+    data_stale_seconds: float = 15 * 60
+    rejected_ratio: float = Field(default=0.05, gt=0, lt=1)
+    late_events_ratio: float = Field(default=0.10, gt=0, lt=1)
+    #: Where ``runbook_url`` points; the anchor is the alert name in lower case.
+    runbook_base_url: str = "docs/runbooks.md"
+    #: The analyst API, for item-level drill-down links.
+    api_url: str = f"http://127.0.0.1:{API_PORT}"
+    complaint_reply_days: int = 7
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives_are_ratios(cls, value: dict[str, float]) -> dict[str, float]:
+        for product, objective in value.items():
+            if not 0 < objective < 1:
+                raise ValueError(f"objective for {product} must be in (0, 1), got {objective}")
+        return value
+
+    @model_validator(mode="after")
+    def _critical_after_warning(self) -> MixinConfig:
+        if not 0 < self.backlog_oldest_warning_seconds < self.backlog_oldest_critical_seconds:
+            raise ValueError("oldest-item thresholds must satisfy 0 < warning < critical")
+        return self
+
+    def runbook(self, alertname: str) -> str:
+        """The runbook URL of an alert."""
+        return f"{self.runbook_base_url}#{alertname.lower()}"

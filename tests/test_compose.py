@@ -1,0 +1,160 @@
+"""docker-compose.yml: valid against the Compose Specification, and every host path exists."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema  # type: ignore[import-untyped]
+import pytest
+import yaml
+
+from exporters import catalog as cat
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = Path(__file__).parent / "fixtures" / "compose-spec.json"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    return data
+
+
+def _bind_mounts(service: dict[str, Any]) -> list[tuple[str, str]]:
+    """(host path, container path) of the service's bind mounts, short or long syntax."""
+    out = []
+    for volume in service.get("volumes", []):
+        if isinstance(volume, str):
+            source, target = volume.split(":")[:2]
+        else:
+            source, target = volume.get("source", ""), volume["target"]
+        if source.startswith((".", "/")):
+            out.append((source, target))
+    return out
+
+
+def _validator() -> jsonschema.Draft7Validator:
+    # The spec names draft-07 by a URL jsonschema does not map, so pick the draft explicitly.
+    schema = json.loads(SCHEMA.read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    return jsonschema.Draft7Validator(schema)
+
+
+def test_compose_file_is_valid_against_the_spec(compose: dict[str, Any]) -> None:
+    errors = [f"{list(e.path)}: {e.message}" for e in _validator().iter_errors(compose)]
+    assert errors == []
+
+
+def test_schema_rejects_an_invalid_file() -> None:
+    # Guard against a schema that accepts anything.
+    bad = {"services": {"x": {"image": "a", "ports": {"not": "a list"}, "unknown_key": 1}}}
+    assert len(list(_validator().iter_errors(bad))) >= 2
+
+
+def test_the_stack_has_every_service(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert set(services) == {
+        "simulate-history",
+        "simulate-live",
+        "kpi",
+        "prometheus",
+        "alertmanager",
+        "grafana",
+    }
+    assert services["prometheus"]["image"].startswith("prom/prometheus:")
+    assert services["alertmanager"]["image"].startswith("prom/alertmanager:")
+    assert services["grafana"]["image"].startswith("grafana/grafana:")
+    for name in ("kpi", "prometheus", "alertmanager", "grafana"):
+        assert "healthcheck" in services[name], name
+    assert services["kpi"]["command"][:2] == ["serve", "/data"]
+    assert services["simulate-history"]["command"] == [
+        "simulate",
+        "--out",
+        "/data",
+        "--items",
+        "20000",
+        "--days",
+        "30",
+        "--seed",
+        "1",
+    ]
+    assert services["simulate-live"]["command"] == [
+        "simulate",
+        "--out",
+        "/data",
+        "--live",
+        "--rate",
+        "50",
+    ]
+
+
+def test_named_volumes_are_declared(compose: dict[str, Any]) -> None:
+    declared = set(compose["volumes"])
+    used = set()
+    for service in compose["services"].values():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0] if isinstance(volume, str) else volume.get("source", "")
+            if source and not source.startswith((".", "/")):
+                used.add(source)
+    assert used == declared
+    assert {"postal-data", "postal-state", "prometheus-data", "grafana-data"} <= declared
+
+
+def test_every_host_path_and_build_context_exists(compose: dict[str, Any]) -> None:
+    checked = 0
+    for name, service in compose["services"].items():
+        build = service.get("build")
+        if build:
+            context = REPO / (build if isinstance(build, str) else build.get("context", "."))
+            assert context.is_dir(), name
+            dockerfile = (
+                "Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile")
+            )
+            assert (context / dockerfile).is_file(), name
+            checked += 1
+        for source, _ in _bind_mounts(service):
+            assert (REPO / source).exists(), f"{name}: {source}"
+            checked += 1
+    assert checked >= 6
+
+
+def test_prometheus_in_compose_reads_the_compose_config(compose: dict[str, Any]) -> None:
+    prometheus = compose["services"]["prometheus"]
+    config_flag = next(c for c in prometheus["command"] if c.startswith("--config.file="))
+    container_path = config_flag.split("=", 1)[1]
+    mounts = dict((target, source) for source, target in _bind_mounts(prometheus))
+    mount_dir = str(Path(container_path).parent)
+    host_file = REPO / mounts[mount_dir] / Path(container_path).name
+    assert host_file.is_file()
+    config = yaml.safe_load(host_file.read_text())
+    # Rule files resolve next to the config inside the same mount.
+    for rule_file in config["rule_files"]:
+        assert (host_file.parent / rule_file).is_file()
+    # Scrape targets are compose service names on the ports the services listen on.
+    targets = {
+        job["job_name"]: job["static_configs"][0]["targets"][0] for job in config["scrape_configs"]
+    }
+    assert targets[cat.EXPORTER_JOB] == f"kpi:{cat.EXPORTER_PORT}"
+    assert targets[cat.API_JOB] == f"kpi:{cat.API_PORT}"
+    host, _ = config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"][0].split(":")
+    assert host in compose["services"]
+    assert f"0.0.0.0:{cat.EXPORTER_PORT}" in compose["services"]["kpi"]["command"]
+
+
+def test_grafana_provisioning_points_at_the_mounted_dashboards(compose: dict[str, Any]) -> None:
+    grafana = compose["services"]["grafana"]
+    env = grafana["environment"]
+    mounts = {target: source for source, target in _bind_mounts(grafana)}
+    assert mounts[env["POSTAL_DASHBOARDS_DIR"]] == "./dashboards"
+    assert env["PROMETHEUS_URL"] == "http://prometheus:9090"
+    provider = yaml.safe_load((REPO / "dashboards/provisioning/dashboards/postal.yml").read_text())
+    assert provider["providers"][0]["options"]["path"] == "${POSTAL_DASHBOARDS_DIR}"
+    datasource = yaml.safe_load(
+        (REPO / "dashboards/provisioning/datasources/prometheus.yml").read_text()
+    )
+    assert datasource["datasources"][0]["type"] == "prometheus"
+    assert datasource["datasources"][0]["url"] == "${PROMETHEUS_URL}"
+    home = env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert (REPO / "dashboards" / Path(home).name).is_file()
