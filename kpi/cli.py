@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from kpi.commands import mixin, report, simulate
+from kpi.commands import api, mixin, report, simulate
 
 app = typer.Typer(
     name="kpi",
@@ -24,6 +24,7 @@ app.command("report")(report.report)
 app.command("validate")(report.validate)
 app.command("simulate")(simulate.simulate)
 app.command("mixin")(mixin.mixin)
+app.command("api")(api.api)
 
 
 @app.command("docs")

@@ -8,6 +8,7 @@ computed one way only.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -25,7 +26,9 @@ from kpi.lifecycle import build_state, lifecycle
 from kpi.sources.folder import DataSet
 
 _EPSILON = dt.timedelta(microseconds=1)
-_NULLABLE_COUNTS = frozenset({"backlog_threshold_items"})
+#: Counts that are unknown (not zero) for some groups: thresholds are per facility over
+#: all products, undefined when split by product.
+NULLABLE_COUNTS = frozenset({"backlog_threshold_items", "backlog_over_threshold"})
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,9 @@ class Snapshot:
             raise KpiError("this snapshot is as of a different instant; rebuild it for that as_of")
         start = q.start if q.start is not None else self.first_event_at
         end = q.end if q.end is not None else as_of + _EPSILON
-        if start is not None and end <= start:
+        if start is not None and end <= start and q.start is None:
+            start = end  # `to` (or as-of) before the first event: an empty window, not an error
+        elif start is not None and end <= start:
             raise KpiError(f"`from` ({start.isoformat()}) must be before `to` ({end.isoformat()})")
         return Window(
             as_of=as_of,
@@ -117,6 +122,13 @@ def compute(snap: Snapshot, q: KpiQuery) -> pl.DataFrame:
     families = [f for f in Family if any(k.family is f for k in kpis)]
     keys = [*by, PERIOD] if q.granularity else by
     frames = pl.collect_all([_family_frame(snap, f, by, w) for f in families])
+    return join_families(frames, kpis, keys)
+
+
+def join_families(
+    frames: Sequence[pl.DataFrame], kpis: Sequence[Kpi], keys: list[str]
+) -> pl.DataFrame:
+    """One tidy frame from per-family answers: full join on the keys, counts zero-filled."""
     out = frames[0]
     for f in frames[1:]:
         if keys:
@@ -124,7 +136,7 @@ def compute(snap: Snapshot, q: KpiQuery) -> pl.DataFrame:
         else:
             out = pl.concat([out, f], how="horizontal")
     # A group missing from one family had nothing to count there: zero, not unknown.
-    zero_fill = [k.name for k in kpis if k.dtype == "int" and k.name not in _NULLABLE_COUNTS]
+    zero_fill = [k.name for k in kpis if k.dtype == "int" and k.name not in NULLABLE_COUNTS]
     out = out.select(*keys, *(k.name for k in kpis)).with_columns(pl.col(zero_fill).fill_null(0))
     if keys:
         out = out.sort(keys, nulls_last=True)

@@ -1,0 +1,323 @@
+"""The data store: the loaded data folder, its snapshots and cached answers, kept fresh.
+
+A *generation* is one load of the data folder, named by ``data_version`` (a hash
+of the folder's file names, sizes and modification times). Snapshots for other
+as-of instants and cached answers belong to their generation, so swapping in a
+new generation invalidates all of them at once. The folder is re-checked at most
+every ``watch_interval_seconds``; a change is loaded in the background while the
+current generation keeps answering (every answer says which version it is from).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import polars as pl
+
+from kpi.api.errors import ApiError
+from kpi.api.metrics import ApiMetrics
+from kpi.api.settings import Settings
+from kpi.contract import COMPLAINT_CATEGORIES, FACILITY_TYPES, Kind
+from kpi.kpis.exprs import Window
+from kpi.kpis.functions import waiting_items
+from kpi.kpis.query import Snapshot
+from kpi.sources.folder import FACILITIES_FILE, DataSet, load_data_dir, source_files
+from kpi.standards import STANDARDS_FILE
+
+log = logging.getLogger("kpi.api")
+
+T = TypeVar("T")
+Fingerprint = tuple[tuple[str, int, int], ...]
+#: Dimension -> known values; filters on values never seen are rejected, not answered empty.
+KnownValues = dict[str, frozenset[str]]
+_EVENT_ORDER: Final = ("item_id", "ts", "event", "event_id")
+
+
+def fingerprint(data_dir: Path) -> Fingerprint:
+    """(relative path, size, mtime) of every file the loader reads, in a stable order."""
+    paths = [p for kind in Kind for p in source_files(data_dir, kind)]
+    paths += [data_dir / name for name in (FACILITIES_FILE, STANDARDS_FILE)]
+    out: list[tuple[str, int, int]] = []
+    for p in paths:
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            continue
+        out.append((str(p.relative_to(data_dir)), st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
+def version_of(fp: Fingerprint) -> str:
+    """A short, stable name for a fingerprint: the ``data_version`` of answers."""
+    return hashlib.sha256(repr(fp).encode()).hexdigest()[:16]
+
+
+class Lru(OrderedDict[Hashable, Any]):
+    """A small least-recently-used map (only touched from the event loop thread)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def get_item(self, key: Hashable) -> Any:
+        """The value (marking it recently used) or None."""
+        if key not in self:
+            return None
+        self.move_to_end(key)
+        return self[key]
+
+    def put(self, key: Hashable, value: Any) -> None:
+        """Store a value, evicting the least recently used beyond ``size``."""
+        if self.size <= 0:
+            return
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
+
+
+@dataclass
+class Generation:
+    """One load of the data folder and everything derived from it."""
+
+    version: str
+    fingerprint: Fingerprint
+    dataset: DataSet
+    events: pl.DataFrame  # sorted by item, time, stage: timelines are slices of it
+    default: Snapshot
+    known: KnownValues
+    facility_region: dict[str, str | None]
+    loaded_at: dt.datetime
+    snapshots: Lru
+    results: Lru
+    inflight: dict[Hashable, asyncio.Future[Any]] = field(default_factory=dict)
+
+    def item_events(self, item_id: str, as_of: dt.datetime) -> pl.DataFrame:
+        """The item's events at or before ``as_of``, in lifecycle order (binary search)."""
+        ids = self.events["item_id"]
+        lo = int(ids.search_sorted(item_id, "left"))
+        hi = int(ids.search_sorted(item_id, "right"))
+        return self.events.slice(lo, hi - lo).filter(pl.col("ts") <= as_of)
+
+
+def _known_values(ds: DataSet, events: pl.DataFrame) -> KnownValues:
+    """Every value each dimension takes anywhere in the folder (all history)."""
+    accepted = events.filter(pl.col("event") == "accepted")
+    complaints = ds.complaints.select("region", "product").collect()
+    fac = ds.facilities
+
+    def values(*series: pl.Series) -> frozenset[str]:
+        return frozenset(v for s in series for v in s.drop_nulls().unique().to_list())
+
+    return {
+        "product": values(accepted["product"], complaints["product"]),
+        "origin": values(accepted["origin"]),
+        "destination": values(accepted["destination"]),
+        "region": values(accepted["destination"], complaints["region"], fac["region"]),
+        "facility": values(events["facility"], fac["facility"]),
+        "facility_type": frozenset(FACILITY_TYPES),
+        "category": frozenset(COMPLAINT_CATEGORIES),
+    }
+
+
+def build_generation(settings: Settings, fp: Fingerprint) -> Generation:
+    """Load the folder into memory and build the default snapshot (blocking; run in a thread)."""
+    ds = load_data_dir(settings.data_dir)
+    loaded = ds.events.collect()
+    # The snapshot reads the in-memory frames, so other as-of instants need no re-read.
+    # They keep the reader's row order: float sums (means) then add up in the same order
+    # as in `kpi report`, so answers are equal to the last bit.
+    mem = DataSet(
+        events=loaded.lazy(),
+        complaints=ds.complaints.collect().lazy(),
+        facilities=ds.facilities,
+        standards=ds.standards,
+    )
+    version = version_of(fp)
+    default = Snapshot.from_dataset(mem, settings.as_of)
+    default.version = version
+    fac = ds.facilities
+    return Generation(
+        version=version,
+        fingerprint=fp,
+        dataset=mem,
+        events=loaded.sort(list(_EVENT_ORDER)),
+        default=default,
+        known=_known_values(mem, loaded),
+        facility_region=dict(zip(fac["facility"].to_list(), fac["region"].to_list(), strict=True)),
+        loaded_at=dt.datetime.now(dt.UTC),
+        snapshots=Lru(settings.limits.snapshot_cache),
+        results=Lru(settings.limits.result_cache),
+    )
+
+
+class DataStore:
+    """Holds the current generation, reloads it when the folder changes, caches answers."""
+
+    def __init__(self, settings: Settings, metrics: ApiMetrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.gen: Generation | None = None
+        self.error: str | None = None
+        self._loading: asyncio.Task[Generation | None] | None = None
+        self._last_check = 0.0
+
+    @property
+    def ready(self) -> bool:
+        """Whether a generation is loaded and answering."""
+        return self.gen is not None
+
+    @property
+    def timeout(self) -> float:
+        """Seconds a request may wait for a computation."""
+        return self.settings.limits.request_timeout_seconds
+
+    def _build(self, fp: Fingerprint) -> Generation:
+        start = time.perf_counter()
+        gen = build_generation(self.settings, fp)
+        self.metrics.load_seconds.set(time.perf_counter() - start)
+        return gen
+
+    async def _load(self, fp: Fingerprint) -> Generation | None:
+        loop = asyncio.get_running_loop()
+        try:
+            gen = await loop.run_in_executor(None, self._build, fp)
+        except Exception as exc:  # any failure of a load is reported, the old data keeps serving
+            log.exception("loading %s failed", self.settings.data_dir)
+            self.error = f"loading {self.settings.data_dir} failed: {exc}"
+            self.metrics.loads.labels("error").inc()
+            return None
+        finally:
+            self._loading = None
+        self.gen, self.error = gen, None
+        self.metrics.loads.labels("ok").inc()
+        self.metrics.loaded_at.set(gen.loaded_at.timestamp())
+        self.metrics.items.set(gen.default.lifecycle.height)
+        log.info("data version %s loaded (%d items)", gen.version, gen.default.lifecycle.height)
+        return gen
+
+    def start_load(self, fp: Fingerprint | None = None) -> asyncio.Task[Generation | None]:
+        """Start loading the folder in the background (or join the load already running)."""
+        if self._loading is None:
+            self._last_check = time.monotonic()
+            self._loading = asyncio.create_task(
+                self._load(fp or fingerprint(self.settings.data_dir))
+            )
+        return self._loading
+
+    async def reload(self) -> Generation | None:
+        """Check the folder now and, when it changed, load it and wait for the load."""
+        fp = fingerprint(self.settings.data_dir)
+        if self.gen is not None and fp == self.gen.fingerprint and self._loading is None:
+            self._last_check = time.monotonic()
+            return self.gen
+        return await asyncio.shield(self.start_load(fp))
+
+    async def current(self) -> Generation:
+        """The generation to answer from; starts a background reload when the folder changed."""
+        gen = self.gen
+        if gen is None:
+            task = self.start_load()
+            try:
+                gen = await asyncio.wait_for(asyncio.shield(task), self.timeout)
+            except TimeoutError:
+                raise ApiError(503, "the data is still loading; retry shortly") from None
+            if gen is None:
+                raise ApiError(503, self.error or "the data could not be loaded")
+            return gen
+        now = time.monotonic()
+        if self._loading is None and now - self._last_check >= self.settings.watch_interval_seconds:
+            self._last_check = now
+            fp = fingerprint(self.settings.data_dir)
+            if fp != gen.fingerprint:
+                self.start_load(fp)
+        return gen
+
+    def cached(self, gen: Generation, key: Hashable) -> Any:
+        """A cached answer page (counted as a hit) or None."""
+        hit = gen.results.get_item(key)
+        if hit is not None:
+            self.metrics.cache.labels("hit").inc()
+        return hit
+
+    async def compute(
+        self,
+        gen: Generation,
+        cache: Lru,
+        key: Hashable,
+        fn: Callable[[], T],
+        what: str,
+        *,
+        count: bool = False,
+    ) -> tuple[T, bool]:
+        """(``fn()`` run once in a worker thread for all concurrent callers and cached, cache hit)."""
+        # A computation that outlives the request timeout keeps running and fills the
+        # cache, so a retry finds the answer. `count` marks the answer-level lookup the
+        # cache metric counts (one per request).
+        hit = cache.get_item(key)
+        if hit is not None:
+            if count:
+                self.metrics.cache.labels("hit").inc()
+            return hit, True
+        if count:
+            self.metrics.cache.labels("miss").inc()
+        fut = gen.inflight.get(key)
+        if fut is None:
+            loop = asyncio.get_running_loop()
+            fut = loop.run_in_executor(None, fn)
+            gen.inflight[key] = fut
+
+            def done(f: asyncio.Future[Any]) -> None:
+                gen.inflight.pop(key, None)
+                if not f.cancelled() and f.exception() is None:
+                    cache.put(key, f.result())
+
+            fut.add_done_callback(done)
+        try:
+            value: T = await asyncio.wait_for(asyncio.shield(fut), self.timeout)
+        except TimeoutError:
+            raise ApiError(
+                504,
+                f"{what} took longer than {self.timeout:g} s; it goes on in the background, "
+                "retry shortly, or narrow the question (shorter window, fewer dimensions)",
+            ) from None
+        return value, False
+
+    async def snapshot(self, gen: Generation, as_of: dt.datetime | None) -> Snapshot:
+        """The generation's snapshot as of ``as_of`` (the default one when None or equal)."""
+        if as_of is None or as_of == gen.default.as_of:
+            return gen.default
+        key = as_of.astimezone(dt.UTC)
+
+        def build() -> Snapshot:
+            snap = Snapshot.from_dataset(gen.dataset, key)
+            snap.version = gen.version
+            return snap
+
+        snap, _ = await self.compute(gen, gen.snapshots, key, build, "building the snapshot")
+        return snap
+
+    async def waiting(self, gen: Generation, snap: Snapshot) -> pl.DataFrame:
+        """Items waiting at a facility at the snapshot's as-of, oldest first (cached)."""
+
+        def build() -> pl.DataFrame:
+            w = Window(as_of=snap.as_of)
+            return (
+                waiting_items(snap.lifecycle.lazy(), snap.facilities.lazy(), w)
+                .sort(["age_hours", "item_id"], descending=[True, False])
+                .collect()
+            )
+
+        frame, _ = await self.compute(
+            gen, gen.results, ("waiting", snap.as_of), build, "the backlog drill-down"
+        )
+        return frame
