@@ -149,8 +149,8 @@ def complaint_kpis(
     accepted = acc_rows.group_by(acc_keys).agg(acc_expr) if acc_keys else acc_rows.select(acc_expr)
     if acc_keys:
         joined = counted.join(accepted, on=acc_keys, how="left", nulls_equal=True)
-    else:
-        joined = pl.concat([counted, accepted], how="horizontal")
+    else:  # one denominator for every group (e.g. by category only)
+        joined = counted.join(accepted, how="cross")
     return joined.with_columns(
         (
             pl.col("complaints")

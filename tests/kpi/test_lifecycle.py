@@ -1,0 +1,289 @@
+"""Item lifecycle: hand-computed cases and the incremental-merge property."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import polars as pl
+import reference
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
+from reference import utc
+
+from kpi.contract import EVENT_TYPES
+from kpi.lifecycle import (
+    LIFECYCLE_SCHEMA,
+    STATE_SCHEMA,
+    build_lifecycle,
+    build_state,
+    empty_state,
+    lifecycle,
+    merge_events,
+)
+from kpi.standards import DEFAULT_STANDARDS
+
+Row = dict[str, Any]
+
+
+def check(kit: Any, rows: list[Row], as_of: str | None = None) -> dict[str, Row]:
+    """The engine's lifecycle, asserted equal to the reference's."""
+    got = kit.lifecycle(rows, as_of)
+    assert got == reference.lifecycle(rows, DEFAULT_STANDARDS, utc(as_of) if as_of else None)
+    return got
+
+
+def route(kit: Any, item: str = "A") -> list[Row]:
+    return [
+        kit.ev(item, "accepted", "2027-01-11T02:00", "C1"),
+        kit.ev(item, "arrived", "2027-01-11T06:00", "P1"),
+        kit.ev(item, "departed", "2027-01-11T08:00", "P1"),
+        kit.ev(item, "arrived", "2027-01-12T03:00", "D1"),
+        kit.ev(item, "out_for_delivery", "2027-01-12T04:00", "D1"),
+        kit.ev(item, "delivered", "2027-01-12T05:00", "D1"),
+    ]
+
+
+def test_schema_and_full_route(kit: Any) -> None:
+    table = build_lifecycle(kit.events(route(kit)), DEFAULT_STANDARDS).collect()
+    assert table.schema == pl.Schema(LIFECYCLE_SCHEMA)
+    (a,) = check(kit, route(kit)).values()
+    assert a == {
+        "item_id": "A",
+        "accepted_at": utc("2027-01-11T02:00"),
+        "product": "express",
+        "origin": "CN-BJ",
+        "destination": "CN-SH",
+        "promised_by": utc("2027-01-13T15:59:59.999999"),  # end of the 13th in Shanghai
+        "first_attempt_at": utc("2027-01-12T05:00"),
+        "first_attempt_outcome": "delivered",
+        "delivered_at": utc("2027-01-12T05:00"),
+        "returned_at": None,
+        "last_event": "delivered",
+        "last_event_at": utc("2027-01-12T05:00"),
+        "last_facility": "D1",
+        "finished": True,
+    }
+    assert build_state(kit.events(route(kit))).collect().schema == pl.Schema(STATE_SCHEMA)
+
+
+def test_duplicates_and_out_of_order_events(kit: Any) -> None:
+    rows = route(kit)
+    once = check(kit, rows)
+    assert check(kit, rows[::-1] + rows[2:4] + rows) == once
+
+
+def test_events_after_as_of_are_ignored(kit: Any) -> None:
+    rows = [*route(kit, "A"), kit.ev("B", "accepted", "2027-01-12T05:00:00.000001")]
+    items = check(kit, rows, as_of="2027-01-12T04:59:59.999999")
+    assert set(items) == {"A"}  # B has no event yet
+    a = items["A"]
+    assert a["delivered_at"] is None and a["first_attempt_at"] is None
+    assert a["last_event"] == "out_for_delivery" and a["last_facility"] == "D1"
+    assert a["finished"] is False
+    # An event exactly at as-of counts.
+    items = check(kit, rows, as_of="2027-01-12T05:00")
+    assert items["A"]["delivered_at"] == utc("2027-01-12T05:00")
+    assert items["A"]["finished"] is True
+
+
+def test_item_never_accepted(kit: Any) -> None:
+    rows = [
+        kit.ev("N", "arrived", "2027-01-11T06:00", "P1"),
+        kit.ev("N", "delivered", "2027-01-11T09:00", "D1"),
+    ]
+    (n,) = check(kit, rows).values()
+    assert n["accepted_at"] is None and n["promised_by"] is None
+    assert n["product"] is None and n["origin"] is None and n["destination"] is None
+    assert n["delivered_at"] == utc("2027-01-11T09:00") and n["finished"] is True
+
+
+def test_earliest_acceptance_wins_and_gives_product_and_regions(kit: Any) -> None:
+    rows = [
+        kit.ev("A", "accepted", "2027-01-11T05:00", product="standard", destination="CN-GD"),
+        kit.ev("A", "accepted", "2027-01-11T03:00", product="economy", origin="CN-SH"),
+    ]
+    (a,) = check(kit, rows).values()
+    assert a["accepted_at"] == utc("2027-01-11T03:00")
+    assert (a["product"], a["origin"], a["destination"]) == ("economy", "CN-SH", "CN-SH")
+
+
+def test_acceptance_tie_smallest_event_id_wins(kit: Any) -> None:
+    rows = [
+        kit.ev("A", "accepted", "2027-01-11T03:00", product="standard", event_id="z9"),
+        kit.ev(
+            "A",
+            "accepted",
+            "2027-01-11T03:00",
+            product="economy",
+            event_id="a1",
+            promised_by="2027-02-01T00:00",
+        ),
+    ]
+    (a,) = check(kit, rows).values()
+    assert a["product"] == "economy" and a["promised_by"] == utc("2027-02-01T00:00")
+    assert check(kit, rows[::-1]) == {"A": a}
+
+
+def test_last_event_tie_later_stage_then_greatest_facility(kit: Any) -> None:
+    rows = [
+        kit.ev("A", "accepted", "2027-01-11T03:00", "C1"),
+        kit.ev("A", "departed", "2027-01-11T06:00", "P1"),
+        kit.ev("A", "arrived", "2027-01-11T06:00", "P2"),
+    ]
+    (a,) = check(kit, rows).values()
+    assert (a["last_event"], a["last_facility"]) == ("departed", "P1")
+    rows = [
+        kit.ev("B", "arrived", "2027-01-11T06:00", "P1"),
+        kit.ev("B", "arrived", "2027-01-11T06:00", "P3"),
+        kit.ev("B", "arrived", "2027-01-11T06:00", "P2"),
+    ]
+    (b,) = check(kit, rows).values()
+    assert (b["last_event"], b["last_facility"]) == ("arrived", "P3")
+
+
+def test_first_attempt_failed_then_delivered(kit: Any) -> None:
+    rows = [
+        kit.ev("A", "accepted", "2027-01-11T03:00"),
+        kit.ev("A", "delivered", "2027-01-13T10:00", "D1"),
+        kit.ev("A", "delivery_failed", "2027-01-12T10:00", "D1"),
+        kit.ev("A", "delivered", "2027-01-13T12:00", "D2"),  # a second delivery scan
+    ]
+    (a,) = check(kit, rows).values()
+    assert a["first_attempt_at"] == utc("2027-01-12T10:00")
+    assert a["first_attempt_outcome"] == "delivery_failed"
+    assert a["delivered_at"] == utc("2027-01-13T10:00")
+    assert (a["last_event"], a["last_facility"]) == ("delivered", "D2")
+
+
+def test_attempt_tie_failed_wins_first_attempt_delivered_wins_last(kit: Any) -> None:
+    rows = [
+        kit.ev("A", "delivered", "2027-01-12T10:00", "D1"),
+        kit.ev("A", "delivery_failed", "2027-01-12T10:00", "D1"),
+    ]
+    (a,) = check(kit, rows).values()
+    assert a["first_attempt_outcome"] == "delivery_failed"
+    assert a["last_event"] == "delivered"
+
+
+def test_returned_item(kit: Any) -> None:
+    rows = [
+        kit.ev("A", "accepted", "2027-01-11T03:00"),
+        kit.ev("A", "delivery_failed", "2027-01-12T10:00", "D1"),
+        kit.ev("A", "returned", "2027-01-15T10:00", "C1"),
+        kit.ev("A", "returned", "2027-01-16T10:00", "C1"),
+    ]
+    (a,) = check(kit, rows).values()
+    assert a["returned_at"] == utc("2027-01-15T10:00") and a["delivered_at"] is None
+    assert a["finished"] is True and a["last_event"] == "returned"
+    assert a["first_attempt_outcome"] == "delivery_failed"
+
+
+def test_late_out_of_order_batch_changes_first_scans(kit: Any) -> None:
+    first = [
+        kit.ev("A", "accepted", "2027-01-11T05:00"),
+        kit.ev("A", "delivered", "2027-01-13T05:00"),
+    ]
+    late = [
+        kit.ev("A", "accepted", "2027-01-11T04:00", product="standard"),
+        kit.ev("A", "delivery_failed", "2027-01-12T05:00", "D9"),
+    ]
+    state = merge_events(empty_state(), kit.events(first))
+    state = merge_events(state, kit.events(late))
+    state = merge_events(state, kit.events(first))  # replayed batch
+    state = merge_events(state, kit.events([]))  # empty batch
+    assert_frame_equal(
+        state.sort("item_id"), build_state(kit.events(first + late)).collect().sort("item_id")
+    )
+    (a,) = lifecycle(state.lazy(), DEFAULT_STANDARDS).collect().to_dicts()
+    assert a["product"] == "standard" and a["first_attempt_outcome"] == "delivery_failed"
+    assert a["last_event"] == "delivered"
+
+
+# --- property: merging batches == building from all -------------------------------
+
+BASE = dt.datetime(2027, 1, 11, tzinfo=dt.UTC)
+# Few distinct instants, so ties (same ts, other event/facility) are common.
+instants = st.one_of(
+    st.integers(0, 12).map(lambda h: BASE + dt.timedelta(hours=6 * h)),
+    st.integers(0, 10**11).map(lambda us: BASE + dt.timedelta(microseconds=us)),
+)
+raw_event = st.fixed_dictionaries(
+    {
+        "item_id": st.sampled_from(["I0", "I1", "I2", "I3", "I4"]),
+        "event": st.sampled_from(EVENT_TYPES),
+        "ts": instants,
+        "facility": st.sampled_from(["F1", "F2", "F3"]),
+        "product": st.sampled_from(["express", "standard", "economy", "mystery"]),
+        "origin": st.sampled_from(["CN-BJ", "CN-SH", "CN-XZ"]),
+        "destination": st.sampled_from(["CN-BJ", "CN-SH", "CN-XZ"]),
+        "promised_by": st.none() | instants,
+    }
+)
+
+
+def finish(raw: list[Row]) -> list[Row]:
+    """Unique event ids; product/regions/promise only on acceptances, reason on failures."""
+    out = []
+    for i, r in enumerate(raw):
+        row = dict(r, event_id=f"e{(i * 7919) % 1000:03d}", reason=None)
+        if row["event"] != "accepted":
+            row.update(product=None, origin=None, destination=None, promised_by=None)
+        if row["event"] == "delivery_failed":
+            row["reason"] = "addressee_absent"
+        out.append(row)
+    return out
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(raw=st.lists(raw_event, max_size=30), data=st.data())
+def test_merging_batches_in_any_order_equals_building_from_all(
+    kit: Any, raw: list[Row], data: st.DataObject
+) -> None:
+    events = finish(raw)
+    n_batches = data.draw(st.integers(1, 6), label="batches")
+    # Every event lands in some batch; some are replayed in other batches too.
+    home = data.draw(
+        st.lists(st.integers(0, n_batches - 1), min_size=len(events), max_size=len(events)),
+        label="home",
+    )
+    extra = data.draw(
+        st.lists(
+            st.tuples(st.integers(0, max(len(events) - 1, 0)), st.integers(0, n_batches - 1)),
+            max_size=10,
+        ),
+        label="duplicates",
+    )
+    batches: list[list[Row]] = [[] for _ in range(n_batches)]
+    for ev, b in zip(events, home, strict=True):
+        batches[b].append(ev)
+    for i, b in extra:
+        if events:
+            batches[b].append(events[i])
+    batches = data.draw(st.permutations(batches), label="order")
+    batches = [data.draw(st.permutations(b)) for b in batches]
+
+    state = empty_state()
+    for batch in batches:
+        state = merge_events(state, kit.events(list(batch)))
+    whole = build_state(kit.events(events)).collect()
+    assert_frame_equal(state.sort("item_id"), whole.sort("item_id"))
+
+    got = lifecycle(state.lazy(), DEFAULT_STANDARDS).collect()
+    assert {r["item_id"]: r for r in got.to_dicts()} == reference.lifecycle(
+        events, DEFAULT_STANDARDS
+    )
+
+
+@settings(max_examples=50, deadline=None)
+@given(raw=st.lists(raw_event, max_size=25), cut=st.integers(0, 13))
+def test_as_of_equals_building_from_events_up_to_as_of(kit: Any, raw: list[Row], cut: int) -> None:
+    events = finish(raw)
+    as_of = BASE + dt.timedelta(hours=6 * cut)
+    early = [e for e in events if e["ts"] <= as_of]
+    assert_frame_equal(
+        build_state(kit.events(events), as_of).collect().sort("item_id"),
+        build_state(kit.events(early)).collect().sort("item_id"),
+    )
+    assert kit.lifecycle(events, as_of) == reference.lifecycle(events, DEFAULT_STANDARDS, as_of)

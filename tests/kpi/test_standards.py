@@ -1,0 +1,299 @@
+"""Service standards -> promised deadline: cut-off, working days, holidays, zones, time zones.
+
+Every hand-computed case is checked against both the engine and the naive reference.
+The default standard is in Asia/Shanghai (UTC+8, no DST): express 1/2/4 calendar days,
+cut-off 17:00; standard 2/4/7 working days (Mon-Sat), cut-off 15:00, Spring Festival
+holidays (2027-02-05 .. 2027-02-11). 2027-01-11 is a Monday.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+import pytest
+import reference
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from reference import utc
+
+from kpi.contract import UTC
+from kpi.standards import (
+    DEFAULT_STANDARDS,
+    ProductStandard,
+    ServiceStandards,
+    ZoneDays,
+    computed_deadline_expr,
+)
+
+SH = dt.timezone(dt.timedelta(hours=8))
+
+
+def end_of_local_day(day: str, tz: dt.tzinfo = SH) -> dt.datetime:
+    """The last microsecond of a local day, in UTC."""
+    d = dt.date.fromisoformat(day) + dt.timedelta(days=1)
+    return dt.datetime.combine(d, dt.time(0), tzinfo=tz).astimezone(dt.UTC) - dt.timedelta(
+        microseconds=1
+    )
+
+
+def local(text: str, tz: dt.tzinfo = SH) -> dt.datetime:
+    """A local wall-clock time as an aware UTC datetime."""
+    return dt.datetime.fromisoformat(text).replace(tzinfo=tz).astimezone(dt.UTC)
+
+
+def engine_deadlines(
+    rows: list[tuple[dt.datetime, str | None, str | None, str | None]],
+    standards: ServiceStandards = DEFAULT_STANDARDS,
+) -> list[dt.datetime | None]:
+    frame = pl.DataFrame(
+        rows,
+        schema={
+            "accepted_at": UTC,
+            "product": pl.String,
+            "origin": pl.String,
+            "destination": pl.String,
+        },
+        orient="row",
+    )
+    return frame.select(computed_deadline_expr(standards).alias("d"))["d"].to_list()
+
+
+def both(
+    accepted_at: dt.datetime,
+    product: str | None = "express",
+    origin: str | None = "CN-BJ",
+    destination: str | None = "CN-SH",
+    standards: ServiceStandards = DEFAULT_STANDARDS,
+) -> dt.datetime | None:
+    """The deadline from the engine, asserting the reference agrees."""
+    (got,) = engine_deadlines([(accepted_at, product, origin, destination)], standards)
+    assert got == reference.deadline(accepted_at, product, origin, destination, standards)
+    return got
+
+
+# --- cut-off -------------------------------------------------------------------
+
+
+def test_cutoff_exactly_at_boundary_is_same_day() -> None:
+    # 17:00:00 local is not after the cut-off: deposit Monday, +2 days (other region).
+    assert both(local("2027-01-11T17:00:00")) == end_of_local_day("2027-01-13")
+
+
+def test_one_microsecond_after_cutoff_is_next_day() -> None:
+    assert both(local("2027-01-11T17:00:00.000001")) == end_of_local_day("2027-01-14")
+
+
+def test_midnight_and_last_microsecond_of_day() -> None:
+    assert both(local("2027-01-11T00:00:00")) == end_of_local_day("2027-01-13")
+    assert both(local("2027-01-11T23:59:59.999999")) == end_of_local_day("2027-01-14")
+
+
+def test_deadline_is_last_microsecond_of_local_day() -> None:
+    got = both(local("2027-01-11T09:00"))
+    assert got == utc("2027-01-13T15:59:59.999999")
+    assert got is not None
+    assert got.astimezone(SH).time() == dt.time(23, 59, 59, 999999)
+
+
+# --- zones -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("product", "origin", "destination", "last_day"),
+    [
+        ("express", "CN-BJ", "CN-BJ", "2027-01-12"),  # same region: 1 day
+        ("express", "CN-BJ", "CN-SH", "2027-01-13"),  # other region: 2 days
+        ("express", "CN-BJ", "CN-XZ", "2027-01-15"),  # remote: 4 days
+        ("express", "CN-XJ", "CN-BJ", "2027-01-13"),  # remote origin does not count
+        ("express", "CN-XZ", "CN-XZ", "2027-01-15"),  # remote wins over same region
+        ("standard", "CN-BJ", "CN-BJ", "2027-01-13"),  # 2 working days
+        ("standard", "CN-BJ", "CN-SH", "2027-01-15"),  # 4 working days
+        ("standard", "CN-BJ", "CN-QH", "2027-01-19"),  # 7 working days, Sunday 17th skipped
+        ("economy", "CN-BJ", "CN-SH", "2027-01-18"),  # 6 working days, Sunday 17th skipped
+    ],
+)
+def test_days_per_zone(product: str, origin: str, destination: str, last_day: str) -> None:
+    assert both(local("2027-01-11T10:00"), product, origin, destination) == end_of_local_day(
+        last_day
+    )
+
+
+# --- working days and holidays -----------------------------------------------------
+
+
+def test_working_days_skip_sunday_but_calendar_days_do_not() -> None:
+    friday = local("2027-01-15T10:00")
+    # standard, same region: Sat 16th, (Sun 17th skipped), Mon 18th.
+    assert both(friday, "standard", "CN-BJ", "CN-BJ") == end_of_local_day("2027-01-18")
+    # express counts calendar days: Saturday acceptance + 1 = Sunday.
+    assert both(local("2027-01-16T10:00"), "express", "CN-BJ", "CN-BJ") == end_of_local_day(
+        "2027-01-17"
+    )
+
+
+def test_deposit_on_sunday_counts_from_monday() -> None:
+    sunday = local("2027-01-17T10:00")
+    assert both(sunday, "standard", "CN-BJ", "CN-BJ") == end_of_local_day("2027-01-20")
+
+
+def test_after_cutoff_on_saturday_counts_from_next_working_day() -> None:
+    # Saturday 15:30 is after the 15:00 cut-off: next day is Sunday -> Monday.
+    late_saturday = local("2027-01-16T15:30")
+    assert both(late_saturday, "standard", "CN-BJ", "CN-BJ") == end_of_local_day("2027-01-20")
+    # Before the cut-off, Saturday itself is the day of deposit.
+    early_saturday = local("2027-01-16T15:00")
+    assert both(early_saturday, "standard", "CN-BJ", "CN-BJ") == end_of_local_day("2027-01-19")
+
+
+def test_holidays_are_skipped() -> None:
+    # Thu 4 Feb 2027; Spring Festival 5..11 Feb (7th also a Sunday): +1 = Fri 12, +2 = Sat 13.
+    thursday = local("2027-02-04T10:00")
+    assert both(thursday, "standard", "CN-BJ", "CN-BJ") == end_of_local_day("2027-02-13")
+    # Express runs through the holidays.
+    assert both(thursday, "express", "CN-BJ", "CN-BJ") == end_of_local_day("2027-02-05")
+
+
+def test_deposit_during_holiday_counts_from_first_working_day_after() -> None:
+    # Mon 8 Feb is a holiday -> deposit Fri 12; +1 = Sat 13, +2 = Mon 15 (Sun 14 skipped).
+    assert both(local("2027-02-08T10:00"), "standard", "CN-BJ", "CN-BJ") == end_of_local_day(
+        "2027-02-15"
+    )
+
+
+def test_holidays_also_skipped_by_calendar_day_products() -> None:
+    standards = ServiceStandards(
+        time_zone="UTC",
+        products={
+            "parcel": ProductStandard(
+                cutoff=dt.time(12, 0),
+                days=ZoneDays(same_region=1, other_region=2, remote=3),
+                holidays=(dt.date(2027, 1, 12),),
+            )
+        },
+    )
+    # Monday + 1 calendar day, Tuesday 12th is a holiday -> Wednesday.
+    got = both(utc("2027-01-11T10:00"), "parcel", "A", "A", standards)
+    assert got == end_of_local_day("2027-01-13", dt.UTC)
+    # Sunday still counts for a calendar-day product.
+    got = both(utc("2027-01-16T10:00"), "parcel", "A", "A", standards)
+    assert got == end_of_local_day("2027-01-17", dt.UTC)
+
+
+# --- time zones --------------------------------------------------------------------
+
+
+def test_acceptance_late_utc_is_next_day_in_shanghai() -> None:
+    # 2027-01-11T23:30Z = 2027-01-12 07:30 in Shanghai: deposit the 12th, +2 days.
+    got = both(utc("2027-01-11T23:30"))
+    assert got == end_of_local_day("2027-01-14")
+    assert got == utc("2027-01-14T15:59:59.999999")
+    # The same instant under a UTC standard: the 11th is after the 17:00 cut-off -> 12th.
+    in_utc = DEFAULT_STANDARDS.model_copy(update={"time_zone": "UTC"})
+    assert both(utc("2027-01-11T23:30"), standards=in_utc) == end_of_local_day("2027-01-14", dt.UTC)
+    assert both(utc("2027-01-11T16:30"), standards=in_utc) == end_of_local_day("2027-01-13", dt.UTC)
+
+
+def test_cutoff_in_shanghai_local_time() -> None:
+    # 09:00Z = 17:00 Shanghai (on time for the day), 09:00:00.000001Z is after it.
+    assert both(utc("2027-01-11T09:00")) == end_of_local_day("2027-01-13")
+    assert both(utc("2027-01-11T09:00:00.000001")) == end_of_local_day("2027-01-14")
+
+
+def test_product_time_zone_overrides_standard_time_zone() -> None:
+    standards = ServiceStandards(
+        time_zone="Asia/Shanghai",
+        products={
+            "intl": ProductStandard(
+                cutoff=dt.time(18, 0),
+                days=ZoneDays(same_region=0, other_region=1, remote=2),
+                time_zone="America/New_York",
+            )
+        },
+    )
+    ny = dt.timezone(dt.timedelta(hours=-5))  # EST in January
+    # 17:59 New York, same region, 0 days: the deadline is the end of that very day.
+    got = both(local("2027-01-11T17:59", ny), "intl", "US-NY", "US-NY", standards)
+    assert got == end_of_local_day("2027-01-11", ny)
+    got = both(local("2027-01-11T18:00:01", ny), "intl", "US-NY", "US-NY", standards)
+    assert got == end_of_local_day("2027-01-12", ny)
+
+
+# --- explicit promise and unknown products --------------------------------------------
+
+
+def test_explicit_promised_by_wins(kit) -> None:
+    given_promise = utc("2027-01-20T00:00")
+    rows = [
+        kit.ev("A", "accepted", "2027-01-11T02:00", promised_by=given_promise),
+        kit.ev("B", "accepted", "2027-01-11T02:00"),
+        kit.ev("C", "accepted", "2027-01-11T02:00", product="mystery", promised_by=given_promise),
+        kit.ev("D", "accepted", "2027-01-11T02:00", product="mystery"),
+    ]
+    items = kit.lifecycle(rows)
+    assert items["A"]["promised_by"] == given_promise
+    assert items["B"]["promised_by"] == end_of_local_day("2027-01-13")
+    assert items["C"]["promised_by"] == given_promise
+    assert items["D"]["promised_by"] is None  # unknown product: never a guessed promise
+    assert items == reference.lifecycle(rows, DEFAULT_STANDARDS)
+
+
+def test_unknown_product_has_no_deadline() -> None:
+    assert both(local("2027-01-11T10:00"), "mystery") is None
+    assert both(local("2027-01-11T10:00"), None) is None
+
+
+# --- property: engine == reference on random acceptances ------------------------------
+
+CUSTOM = ServiceStandards(
+    time_zone="Asia/Kolkata",
+    remote_regions=("R",),
+    products={
+        "cal": ProductStandard(
+            cutoff=dt.time(0, 0),
+            days=ZoneDays(same_region=0, other_region=3, remote=9),
+            holidays=(dt.date(2027, 1, 1), dt.date(2027, 1, 2), dt.date(2027, 3, 6)),
+        ),
+        "work": ProductStandard(
+            cutoff=dt.time(23, 59, 59),
+            days=ZoneDays(same_region=1, other_region=5, remote=12),
+            working_days=True,
+            holidays=(dt.date(2026, 12, 31), dt.date(2027, 1, 4), dt.date(2027, 1, 5)),
+            time_zone="UTC",
+        ),
+        "tokyo": ProductStandard(
+            cutoff=dt.time(9, 30),
+            days=ZoneDays(same_region=2, other_region=2, remote=2),
+            working_days=True,
+            time_zone="Asia/Tokyo",
+        ),
+    },
+)
+
+instants = st.datetimes(
+    min_value=dt.datetime(2026, 12, 20), max_value=dt.datetime(2027, 3, 10)
+).map(lambda d: d.replace(tzinfo=dt.UTC))
+regions = st.sampled_from(["CN-BJ", "CN-SH", "CN-XZ", "CN-QH", "R", "A"])
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            instants,
+            st.sampled_from(["express", "standard", "economy", "cal", "work", "tokyo", "nope"]),
+            regions,
+            regions,
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    custom=st.booleans(),
+)
+def test_engine_deadline_matches_reference(
+    rows: list[tuple[dt.datetime, str, str, str]], custom: bool
+) -> None:
+    standards = CUSTOM if custom else DEFAULT_STANDARDS
+    got = engine_deadlines(list(rows), standards)
+    want = [reference.deadline(*row, standards) for row in rows]
+    assert got == want
