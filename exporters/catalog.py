@@ -322,7 +322,7 @@ ITEMS_STALLED: Final = MetricSpec(
     "postal_items_stalled",
     G,
     "Items in the network with no tracking event for longer than the stall limit, "
-    "by region of their last event.",
+    "by destination region.",
     ("region",),
 )
 COMPLAINTS_OPEN: Final = MetricSpec(

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from kpi.commands import api, mixin, report, simulate
+from kpi.commands import api, exporter, mixin, report, serve, simulate
 
 app = typer.Typer(
     name="kpi",
@@ -25,6 +25,8 @@ app.command("validate")(report.validate)
 app.command("simulate")(simulate.simulate)
 app.command("mixin")(mixin.mixin)
 app.command("api")(api.api)
+app.command("exporter")(exporter.exporter)
+app.command("serve")(serve.serve)
 
 
 @app.command("docs")

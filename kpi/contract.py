@@ -135,6 +135,8 @@ class RejectReason(StrEnum):
     MALFORMED_ROW = "malformed_row"
     UNREADABLE_FILE = "unreadable_file"
     LINE_TOO_LONG = "line_too_long"
+    #: A repeated event_id: the same scan again; counted once, the repeat is dropped.
+    DUPLICATE = "duplicate"
 
 
 # --- UPU S10 item identifiers ------------------------------------------------
@@ -192,5 +194,37 @@ def s10_invalid_expr(col: str = "item_id") -> pl.Expr:
 #: the generator and the default service standard (remote regions).
 PROVINCES: Final = tuple(
     f"CN-{c}"
-    for c in ["AH", "BJ", "CQ", "FJ", "GD", "GS", "GX", "GZ", "HA", "HB", "HE", "HI", "HL", "HN", "JL", "JS", "JX", "LN", "NM", "NX", "QH", "SC", "SD", "SH", "SN", "SX", "TJ", "XJ", "XZ", "YN", "ZJ"]
+    for c in [
+        "AH",
+        "BJ",
+        "CQ",
+        "FJ",
+        "GD",
+        "GS",
+        "GX",
+        "GZ",
+        "HA",
+        "HB",
+        "HE",
+        "HI",
+        "HL",
+        "HN",
+        "JL",
+        "JS",
+        "JX",
+        "LN",
+        "NM",
+        "NX",
+        "QH",
+        "SC",
+        "SD",
+        "SH",
+        "SN",
+        "SX",
+        "TJ",
+        "XJ",
+        "XZ",
+        "YN",
+        "ZJ",
+    ]
 )

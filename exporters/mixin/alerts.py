@@ -9,6 +9,7 @@ from exporters import catalog as cat
 from exporters.mixin import rules as rec
 from exporters.mixin.config import MixinConfig
 from exporters.mixin.promql import by, eq, sel
+from kpi.contract import RejectReason
 
 SEVERITIES: Final = ("critical", "warning", "info")
 
@@ -245,6 +246,10 @@ def exporter_alerts(config: MixinConfig) -> list[Alert]:
     up = sel("up", job)
     last_event = sel(cat.EXPORTER_LAST_EVENT_TIMESTAMP.name, job)
     rejected = f"{cat.EXPORTER_EVENTS_REJECTED.series}{{{job}}}"
+    # Repeated scans are expected from at-least-once feeds: they are no defect to page on.
+    defects = (
+        f'{cat.EXPORTER_EVENTS_REJECTED.series}{{{job}, reason!="{RejectReason.DUPLICATE.value}"}}'
+    )
     ingested = f"{cat.EXPORTER_EVENTS_INGESTED.series}{{{job}}}"
     late = f"{cat.EXPORTER_LATE_EVENTS.series}{{{job}}}"
     inst = ("job", "instance")
@@ -278,7 +283,7 @@ def exporter_alerts(config: MixinConfig) -> list[Alert]:
         ),
         Alert(
             REJECTS_HIGH,
-            f"sum {by(*inst, 'reason')} (rate({rejected}[15m]))\n"
+            f"sum {by(*inst, 'reason')} (rate({defects}[15m]))\n"
             f"/ on (job, instance) group_left ()\n  {all_rows}\n> {config.rejected_ratio:g}",
             "15m",
             "warning",

@@ -2,33 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-
-def _parse_listen(listen: str) -> tuple[str, int]:
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit():
-        raise typer.BadParameter("use HOST:PORT, e.g. 127.0.0.1:8000", param_hint="--listen")
-    return host.strip("[]") or "127.0.0.1", int(port)
-
-
-def _parse_as_of(value: str) -> dt.datetime:
-    try:
-        ts = dt.datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise typer.BadParameter(
-            f"not an ISO 8601 timestamp: {value!r}", param_hint="--as-of"
-        ) from exc
-    if ts.tzinfo is None:
-        raise typer.BadParameter(
-            "add a UTC offset (e.g. +08:00 or Z); a time zone is never guessed",
-            param_hint="--as-of",
-        )
-    return ts
+from kpi.commands.options import parse_as_of, parse_listen
 
 
 def api(
@@ -55,10 +34,10 @@ def api(
 
     from kpi.api import create_app, load_settings
 
-    host, port = _parse_listen(listen)
+    host, port = parse_listen(listen)
     try:
         settings = load_settings(
-            config, data_dir=data_dir, as_of=_parse_as_of(as_of) if as_of else None
+            config, data_dir=data_dir, as_of=parse_as_of(as_of) if as_of else None
         )
     except (ValidationError, ValueError, OSError) as exc:
         typer.echo(f"error: invalid settings: {exc}", err=True)

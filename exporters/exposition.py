@@ -1,0 +1,114 @@
+"""Rendering the exposition once per refresh, and picking the cached variant for a scrape.
+
+prometheus_client renders the text (0.0.4) and OpenMetrics formats from a registry
+of our collectors; both are gzipped once, so a scrape only copies bytes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.openmetrics import exposition as openmetrics
+from prometheus_client.registry import Collector
+
+from exporters.collectors import ViewSource
+from exporters.collectors.backlog import BacklogCollector
+from exporters.collectors.complaints import ComplaintsCollector
+from exporters.collectors.counters import FlowCountersCollector
+from exporters.collectors.network import NetworkCollector
+from exporters.collectors.self_monitoring import SelfMonitoringCollector
+
+TEXT_TYPE: Final = CONTENT_TYPE_PLAIN_0_0_4
+OPENMETRICS_TYPE: Final[str] = openmetrics.CONTENT_TYPE_LATEST
+_GZIP_LEVEL: Final = 6
+# prometheus_client's OpenMetrics writer is untyped; pin the signature we rely on.
+_openmetrics_latest: Final[Callable[[CollectorRegistry], bytes]] = openmetrics.generate_latest
+
+
+@dataclass(frozen=True)
+class Exposition:
+    """The four cached bodies of one refresh."""
+
+    text: bytes
+    text_gzip: bytes
+    openmetrics: bytes
+    openmetrics_gzip: bytes
+    rendered_at: float
+
+    def body(self, use_openmetrics: bool, use_gzip: bool) -> tuple[bytes, str]:
+        """(body, content type) of one variant."""
+        if use_openmetrics:
+            return (self.openmetrics_gzip if use_gzip else self.openmetrics), OPENMETRICS_TYPE
+        return (self.text_gzip if use_gzip else self.text), TEXT_TYPE
+
+
+def collectors(view: ViewSource) -> list[Collector]:
+    """Every collector of the exporter, reading ``view``."""
+    return [
+        FlowCountersCollector(view),
+        ComplaintsCollector(view),
+        BacklogCollector(view),
+        NetworkCollector(view),
+        SelfMonitoringCollector(view),
+    ]
+
+
+def registry_of(items: Iterable[Collector]) -> CollectorRegistry:
+    """A fresh registry holding ``items`` only (no process or platform metrics)."""
+    registry = CollectorRegistry(auto_describe=False)
+    for collector in items:
+        registry.register(collector)
+    return registry
+
+
+def render(registry: CollectorRegistry) -> Exposition:
+    """Render both formats and their gzip once."""
+    text = generate_latest(registry)
+    om = _openmetrics_latest(registry)
+    return Exposition(
+        text,
+        gzip.compress(text, _GZIP_LEVEL),
+        om,
+        gzip.compress(om, _GZIP_LEVEL),
+        time.time(),
+    )
+
+
+def _tokens(header: str) -> list[tuple[str, dict[str, str]]]:
+    out: list[tuple[str, dict[str, str]]] = []
+    for part in header.split(","):
+        name, *params = (p.strip() for p in part.split(";"))
+        if not name:
+            continue
+        values = {}
+        for param in params:
+            key, _, value = param.partition("=")
+            values[key.strip().lower()] = value.strip()
+        out.append((name.lower(), values))
+    return out
+
+
+def _quality(params: dict[str, str]) -> float:
+    try:
+        return float(params.get("q", "1"))
+    except ValueError:
+        return 0.0
+
+
+def negotiate(accept: str | None, accept_encoding: str | None) -> tuple[bool, bool]:
+    """(OpenMetrics?, gzip?) for a request's Accept and Accept-Encoding headers."""
+    # Prometheus lists OpenMetrics first; any non-zero quality for it is enough.
+    use_om = any(
+        name == "application/openmetrics-text" and _quality(p) > 0
+        for name, p in _tokens(accept or "")
+    )
+    use_gzip = any(
+        name in ("gzip", "x-gzip") and _quality(p) > 0 for name, p in _tokens(accept_encoding or "")
+    )
+    return use_om, use_gzip

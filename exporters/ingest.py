@@ -1,0 +1,423 @@
+"""The micro-batch loop: read what is new, validate, de-duplicate, count, merge, publish.
+
+One ``Ingestor`` owns the mutable state (lifecycle, complaints, seen ids, counters,
+read positions). ``step`` computes a whole batch on the side and publishes it in one
+assignment under ``lock``, so readers (refresh, checkpoint) always see the state
+between two batches, where read positions and counters agree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import polars as pl
+
+from exporters import catalog as cat
+from exporters.seen import Hashes, SeenIds, hash_ids
+from exporters.state import Checkpoint, RejectsFile, latest_checkpoint
+from exporters.store import CounterStore
+from exporters.tail import Chunk, FileState, Tailer
+from kpi.contract import EVENT_SCHEMA, FACILITY_SCHEMA, Kind, RejectReason
+from kpi.kpis.increments import (
+    COUNT,
+    SECONDS,
+    ComplaintIncrements,
+    EventIncrements,
+    complaint_increments,
+    empty_complaint_state,
+    event_increments,
+    merge_complaints,
+)
+from kpi.lifecycle import empty_state, merge_events
+from kpi.sources.files import reject
+from kpi.sources.folder import FACILITIES_FILE, load_facilities, validated
+from kpi.sources.validate import REJECT_SCHEMA, ROW, SOURCE
+from kpi.standards import DEFAULT_STANDARDS, STANDARDS_FILE, ServiceStandards, load_standards
+
+log = logging.getLogger(__name__)
+
+#: Reject reason of an event whose id was already counted (the row is valid, it adds nothing).
+DUPLICATE: Final = RejectReason.DUPLICATE.value
+#: Every reject reason, so their series exist (at 0) from the start.
+REJECT_REASONS: Final = tuple(r.value for r in RejectReason)
+_MAX_CHUNKS: Final = 16
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Where to read and keep state, and how much one micro-batch may take."""
+
+    data_dir: Path
+    state_dir: Path
+    max_batch_bytes: int = 32 << 20
+    max_batch_rows: int = 250_000
+    grace: float = 10.0
+
+
+@dataclass
+class StepResult:
+    """What one ``step`` did."""
+
+    rows: int = 0  # input rows handled (accepted, duplicate or rejected)
+    pending: bool = False  # more data was waiting when the step ended
+    seconds: float = 0.0
+
+
+@dataclass
+class _Batch:
+    """A computed batch, ready to publish."""
+
+    chunks: list[Chunk]
+    items: pl.DataFrame
+    complaints: pl.DataFrame
+    new_hashes: Hashes
+    events: int
+    complaint_records: int
+    increments: EventIncrements | None
+    complaint_increments: ComplaintIncrements | None
+    rejects: pl.DataFrame
+    newest_event_us: int | None
+    rows: int = 0
+
+
+@dataclass
+class _Reference:
+    """facilities.csv and the service standards, with the file stamps they were read at."""
+
+    facilities: pl.DataFrame
+    standards: ServiceStandards
+    stamps: tuple[tuple[int, int] | None, ...] = field(default=(None, None))
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
+
+
+def _raw_json(frame: pl.DataFrame) -> pl.Expr:
+    cols = [c for c in frame.columns if c not in (SOURCE, ROW)]
+    return pl.struct([pl.col(c).cast(pl.String) for c in cols]).struct.json_encode()
+
+
+def _empty_rejects() -> pl.DataFrame:
+    return pl.DataFrame(schema=REJECT_SCHEMA)
+
+
+class Ingestor:
+    """The exporter's state and the micro-batch that advances it."""
+
+    def __init__(self, config: IngestConfig) -> None:
+        self.config = config
+        self.lock = threading.Lock()
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        ckpt = latest_checkpoint(config.state_dir)
+        self.restored_from: int | None = ckpt.seq if ckpt else None
+        self.seq = ckpt.seq if ckpt else 0
+        self.items: pl.DataFrame = ckpt.items if ckpt else empty_state()
+        self.complaints: pl.DataFrame = ckpt.complaints if ckpt else empty_complaint_state()
+        self.seen = SeenIds.from_array(ckpt.seen) if ckpt else SeenIds()
+        self.counters: CounterStore = ckpt.counters if ckpt else CounterStore()
+        self.last_event_us: int | None = ckpt.last_event_us if ckpt else None
+        self.last_checkpoint_at: float | None = ckpt.created_at if ckpt else None
+        #: Process-local metrics (batch durations): not checkpointed, reset on restart.
+        self.local = CounterStore()
+        self.rejects = RejectsFile(config.state_dir, ckpt.rejects_bytes if ckpt else None)
+        self.tailer = Tailer(config.data_dir, ckpt.files if ckpt else {}, grace=config.grace)
+        if ckpt is not None and ckpt.data_dir and ckpt.data_dir != str(config.data_dir):
+            log.warning("checkpoint was taken for %s, not %s", ckpt.data_dir, config.data_dir)
+        self.reference = _Reference(pl.DataFrame(schema=FACILITY_SCHEMA), DEFAULT_STANDARDS)
+        self._reload_reference(force=True)
+
+    # --- reference data ----------------------------------------------------------
+
+    def _reload_reference(self, force: bool = False) -> None:
+        """Re-read facilities.csv / the standards when their files changed."""
+        data_dir = self.config.data_dir
+        stamps = (_stamp(data_dir / FACILITIES_FILE), _stamp(data_dir / STANDARDS_FILE))
+        if not force and stamps == self.reference.stamps:
+            return
+        facilities, standards = self.reference.facilities, self.reference.standards
+        try:
+            facilities = load_facilities(data_dir)
+        except Exception as exc:  # keep serving with the last good table
+            log.error("cannot read %s, keeping the previous one: %s", FACILITIES_FILE, exc)
+        try:
+            standards = load_standards(data_dir)
+        except Exception as exc:
+            log.error("cannot read %s, keeping the previous one: %s", STANDARDS_FILE, exc)
+        with self.lock:
+            self.reference = _Reference(facilities, standards, stamps)
+
+    # --- one micro-batch ---------------------------------------------------------------
+
+    def step(self) -> StepResult:
+        """Read, validate and apply what is new (one bounded micro-batch)."""
+        started = time.perf_counter()
+        self._reload_reference()
+        poll = self.tailer.poll(self.config.max_batch_bytes, self.config.max_batch_rows)
+        if not poll.chunks:
+            return StepResult(0, poll.pending, time.perf_counter() - started)
+        try:
+            batch = self._compute(poll.chunks)
+        except Exception:
+            log.exception("batch failed; applying its files one by one")
+            batch = self._compute_one_by_one(poll.chunks)
+        self._publish(batch)
+        seconds = time.perf_counter() - started
+        durations = pl.DataFrame({SECONDS: [seconds]}, schema={SECONDS: pl.Float64})
+        with self.lock:
+            self.local.observe(cat.EXPORTER_BATCH_DURATION, durations)
+        return StepResult(batch.rows, poll.pending, seconds)
+
+    def _compute_one_by_one(self, chunks: list[Chunk]) -> _Batch:
+        """Apply chunks separately; a chunk that still fails is rejected as a whole."""
+        items, complaints, seen = self.items, self.complaints, self.seen
+        parts: list[_Batch] = []
+        for chunk in chunks:
+            try:
+                part = self._compute([chunk], items, complaints, seen)
+            except Exception as exc:
+                log.exception("cannot apply %s; rejecting this chunk", chunk.source)
+                bad = reject(
+                    chunk.source, None, RejectReason.UNREADABLE_FILE, f"cannot apply: {exc}"
+                )
+                after = dataclasses.replace(
+                    chunk.after, done=chunk.after.fmt not in ("csv", "jsonl") or chunk.after.done
+                )
+                part = _Batch(
+                    [dataclasses.replace(chunk, after=after)],
+                    items,
+                    complaints,
+                    np.empty(0, dtype=np.uint64),
+                    0,
+                    0,
+                    None,
+                    None,
+                    pl.DataFrame([bad], schema=REJECT_SCHEMA),
+                    None,
+                    rows=1,
+                )
+            items, complaints = part.items, part.complaints
+            seen = seen.add(part.new_hashes)
+            parts.append(part)
+        return _combine(parts)
+
+    def _validate(self, chunk: Chunk) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """(good rows in file order, all rejects) of one chunk; unreadable data is one reject."""
+        parse_rejects = chunk.batch.rejects_frame()
+        try:
+            good, bad = validated(chunk.batch, chunk.kind)
+            good_df, bad_df = pl.collect_all([good, bad])
+        except Exception as exc:  # e.g. a Parquet file with a valid footer and corrupt pages
+            unreadable = reject(
+                chunk.source, None, RejectReason.UNREADABLE_FILE, f"unreadable: {exc}"
+            )
+            if chunk.after.fmt not in ("csv", "jsonl"):
+                chunk.after = dataclasses.replace(chunk.after, done=True)
+            return pl.DataFrame(), pl.concat(
+                [parse_rejects, pl.DataFrame([unreadable], schema=REJECT_SCHEMA)], how="vertical"
+            )
+        return good_df.sort(ROW), pl.concat([parse_rejects, bad_df], how="vertical_relaxed")
+
+    def _compute(
+        self,
+        chunks: list[Chunk],
+        items: pl.DataFrame | None = None,
+        complaints: pl.DataFrame | None = None,
+        seen: SeenIds | None = None,
+    ) -> _Batch:
+        items = self.items if items is None else items
+        complaints = self.complaints if complaints is None else complaints
+        seen = self.seen if seen is None else seen
+        standards = self.reference.standards
+        good: dict[Kind, list[pl.DataFrame]] = {Kind.EVENTS: [], Kind.COMPLAINTS: []}
+        rejects: list[pl.DataFrame] = []
+        for chunk in chunks:
+            rows, bad = self._validate(chunk)
+            if rows.width:
+                good[chunk.kind].append(rows)
+            rejects.append(bad.select(REJECT_SCHEMA.keys()).cast(REJECT_SCHEMA))  # type: ignore[arg-type]
+        events = (
+            pl.concat(good[Kind.EVENTS], how="vertical")
+            if good[Kind.EVENTS]
+            else pl.DataFrame(schema={SOURCE: pl.String, ROW: pl.Int64, **EVENT_SCHEMA})
+        )
+        # Duplicates: within the batch the first arrival wins; across batches the seen set.
+        first = events.filter(pl.col("event_id").is_first_distinct())
+        hashes = hash_ids(first["event_id"])
+        known_mask = seen.contains(hashes)
+        known = pl.Series(known_mask)
+        fresh = first.filter(~known)
+        duplicates = pl.concat(
+            [events.filter(~pl.col("event_id").is_first_distinct()), first.filter(known)],
+            how="vertical",
+        )
+        handled = events.height + sum(r.filter(pl.col("row").is_not_null()).height for r in rejects)
+        if not duplicates.is_empty():
+            rejects.append(
+                duplicates.select(
+                    pl.col(SOURCE).alias("source"),
+                    pl.col(ROW).cast(pl.Int64).alias("row"),
+                    pl.lit(DUPLICATE).alias("reason"),
+                    pl.lit("event_id").alias("field"),
+                    _raw_json(duplicates).alias("raw"),
+                )
+            )
+        new_events = fresh.select(EVENT_SCHEMA.keys())
+        records = (
+            pl.concat(good[Kind.COMPLAINTS], how="vertical")
+            if good[Kind.COMPLAINTS]
+            else pl.DataFrame()
+        )
+        inc = event_increments(new_events, items, standards) if new_events.height else None
+        new_items = merge_events(items, new_events.lazy()) if new_events.height else items
+        cinc = None
+        new_complaints = complaints
+        if records.height:
+            records = records.drop(SOURCE, ROW)
+            cinc = complaint_increments(records, complaints)
+            new_complaints = merge_complaints(complaints, records)
+        all_rejects = pl.concat(rejects, how="vertical") if rejects else _empty_rejects()
+        newest = (
+            new_events.select(pl.col("ts").max().dt.epoch("us")).item()
+            if new_events.height
+            else None
+        )
+        return _Batch(
+            chunks=chunks,
+            items=new_items,
+            complaints=new_complaints,
+            new_hashes=hashes[~known_mask],
+            events=new_events.height,
+            complaint_records=records.height,
+            increments=inc,
+            complaint_increments=cinc,
+            rejects=all_rejects,
+            newest_event_us=newest,
+            rows=handled + records.height,
+        )
+
+    def _publish(self, batch: _Batch) -> None:
+        """Make a computed batch the current state (one step for every reader)."""
+        self.rejects.append(batch.rejects)
+        seen = self.seen.add(batch.new_hashes) if len(batch.new_hashes) else self.seen
+        items, complaints = batch.items, batch.complaints
+        # Each merge appends a chunk; many small chunks slow every later join.
+        if items.n_chunks() > _MAX_CHUNKS:
+            items = items.rechunk()
+        if complaints.n_chunks() > _MAX_CHUNKS:
+            complaints = complaints.rechunk()
+        with self.lock:
+            self.items = items
+            self.complaints = complaints
+            self.seen = seen
+            _apply(self.counters, batch)
+            if batch.newest_event_us is not None:
+                self.last_event_us = max(
+                    self.last_event_us or batch.newest_event_us, batch.newest_event_us
+                )
+            self.tailer.commit(batch.chunks)
+
+    # --- checkpoints ---------------------------------------------------------------
+
+    def capture(self) -> Checkpoint:
+        """A consistent checkpoint of the state between two batches (call from the ingest thread)."""
+        with self.lock:
+            self.seq += 1
+            return Checkpoint(
+                seq=self.seq,
+                created_at=time.time(),
+                files={k: FileState.from_json(v.to_json()) for k, v in self.tailer.files.items()},
+                counters=self.counters.copy(),
+                items=self.items,
+                complaints=self.complaints,
+                seen=self.seen.array(),
+                rejects_bytes=self.rejects.sync(),
+                last_event_us=self.last_event_us,
+                data_dir=str(self.config.data_dir),
+            )
+
+    def close(self) -> None:
+        """Close the rejects file."""
+        self.rejects.close()
+
+
+def _apply(counters: CounterStore, batch: _Batch) -> None:
+    """Add a batch's increments to the counters."""
+    inc = batch.increments
+    if inc is not None:
+        counters.add_counts(cat.ITEMS_ACCEPTED, inc.accepted)
+        counters.add_counts(cat.ITEMS_DELIVERED, inc.delivered)
+        counters.add_counts(cat.ITEMS_RETURNED, inc.returned)
+        counters.add_counts(cat.DELIVERY_ATTEMPTS, inc.attempts)
+        counters.add_counts(cat.DELIVERY_FAILURES, inc.failures)
+        counters.observe(cat.TRANSIT_TIME, inc.transit)
+        counters.add(cat.EXPORTER_LATE_EVENTS, (), inc.late_events)
+    cinc = batch.complaint_increments
+    if cinc is not None:
+        counters.add_counts(cat.COMPLAINTS, cinc.complaints)
+        counters.observe(cat.COMPLAINT_RESOLUTION, cinc.resolutions)
+    counters.add(cat.EXPORTER_EVENTS_INGESTED, (), batch.events + batch.complaint_records)
+    if batch.rejects.height:
+        by_reason = batch.rejects.group_by("reason").agg(pl.len().alias(COUNT))
+        counters.add_counts(cat.EXPORTER_EVENTS_REJECTED, by_reason)
+
+
+def _combine(parts: list[_Batch]) -> _Batch:
+    """Per-chunk batches applied in order, as one: last state, concatenated rows, summed counts."""
+    last = parts[-1]
+    newest = [p.newest_event_us for p in parts if p.newest_event_us is not None]
+    return _Batch(
+        chunks=[c for p in parts for c in p.chunks],
+        items=last.items,
+        complaints=last.complaints,
+        new_hashes=np.concatenate([p.new_hashes for p in parts]),
+        events=sum(p.events for p in parts),
+        complaint_records=sum(p.complaint_records for p in parts),
+        increments=_sum_event_increments([p.increments for p in parts if p.increments]),
+        complaint_increments=_sum_complaint_increments(
+            [p.complaint_increments for p in parts if p.complaint_increments]
+        ),
+        rejects=pl.concat([p.rejects for p in parts], how="vertical"),
+        newest_event_us=max(newest) if newest else None,
+        rows=sum(p.rows for p in parts),
+    )
+
+
+def _sum_counts(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    frame = pl.concat(frames, how="vertical")
+    labels = [c for c in frame.columns if c != COUNT]
+    return frame.group_by(labels).agg(pl.col(COUNT).sum())
+
+
+def _sum_event_increments(parts: list[EventIncrements]) -> EventIncrements | None:
+    if not parts:
+        return None
+    return EventIncrements(
+        accepted=_sum_counts([p.accepted for p in parts]),
+        delivered=_sum_counts([p.delivered for p in parts]),
+        returned=_sum_counts([p.returned for p in parts]),
+        attempts=_sum_counts([p.attempts for p in parts]),
+        failures=_sum_counts([p.failures for p in parts]),
+        transit=pl.concat([p.transit for p in parts], how="vertical"),
+        late_events=sum(p.late_events for p in parts),
+    )
+
+
+def _sum_complaint_increments(parts: list[ComplaintIncrements]) -> ComplaintIncrements | None:
+    if not parts:
+        return None
+    return ComplaintIncrements(
+        complaints=_sum_counts([p.complaints for p in parts]),
+        resolutions=pl.concat([p.resolutions for p in parts], how="vertical"),
+    )

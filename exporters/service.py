@@ -1,0 +1,283 @@
+"""The exporter process: ingest loop, refresh loop, checkpoints and the HTTP server.
+
+``ExporterService(config).start()`` runs everything in background threads and
+returns; ``stop()`` ends them and writes a final checkpoint. ``run()`` is the
+blocking form used by ``kpi exporter`` (SIGTERM/SIGINT stop it gracefully).
+
+Threads:
+- *ingest*: one micro-batch after another (sleeping ``batch_interval`` when idle);
+  after the first catch-up it checkpoints, refreshes and turns ready; later it
+  checkpoints every ``checkpoint_interval`` (written by a *checkpoint* thread, one
+  at a time, from an immutable capture).
+- *refresh*: every ``refresh_interval`` recomputes the gauges and renders the
+  exposition once.
+- *http*: serves the cached exposition; ``/metrics`` answers 503 until ready, so a
+  restarted exporter never shows counters below what it showed before the crash.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from types import FrameType
+from typing import Final, Literal
+
+from exporters.catalog import EXPORTER_PORT
+from exporters.exposition import Exposition, collectors, registry_of, render
+from exporters.ingest import IngestConfig, Ingestor
+from exporters.server import Endpoints, MetricsHTTPServer
+from exporters.state import Checkpoint, StateDirLock, write_checkpoint
+from exporters.view import MetricsView, SelfStats, build_view
+
+log = logging.getLogger(__name__)
+
+AsOf = Literal["now", "latest"]
+AS_OF_CHOICES: Final = ("now", "latest")
+SWITCH_INTERVAL: Final = 0.001
+
+
+def version() -> str:
+    """The installed package version (``unknown`` when not installed)."""
+    try:
+        return metadata.version("postal-kpi")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class ExporterConfig:
+    """Everything ``kpi exporter`` takes (durations in seconds; port 0 picks a free port)."""
+
+    data_dir: Path
+    state_dir: Path
+    host: str = "127.0.0.1"
+    port: int = EXPORTER_PORT
+    refresh_interval: float = 15.0
+    batch_interval: float = 1.0
+    checkpoint_interval: float = 10.0
+    as_of: AsOf = "now"
+    stall_hours: float = 48.0
+    grace: float = 10.0
+    max_batch_bytes: int = 32 << 20
+    max_batch_rows: int = 250_000
+
+
+class ExporterService:
+    """The exporter, embeddable: ``start()``, ``wait_ready()``, ``url``, ``stop()``."""
+
+    def __init__(self, config: ExporterConfig) -> None:
+        self.config = config
+        self._lock = StateDirLock(config.state_dir)
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._render_lock = threading.Lock()
+        self._view = MetricsView()
+        self._exposition: Exposition | None = None
+        self._registry = registry_of(collectors(lambda: self._view))
+        self._threads: list[threading.Thread] = []
+        self._writer: threading.Thread | None = None
+        self._last_checkpoint: float = 0.0
+        self._ingestor: Ingestor | None = None
+        self._server: MetricsHTTPServer | None = None
+        self._version = version()
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    @property
+    def ingestor(self) -> Ingestor:
+        """The running ingestor (after ``start``)."""
+        if self._ingestor is None:
+            raise RuntimeError("exporter not started")
+        return self._ingestor
+
+    def start(self) -> ExporterService:
+        """Restore the last checkpoint, bind the port and start the threads."""
+        # Threads running Python code hand the GIL over after this long; a scrape waits
+        # for it a few times, so the default 5 ms would show in /metrics tail latency.
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
+        self._lock.acquire()
+        try:
+            cfg = self.config
+            self._ingestor = Ingestor(
+                IngestConfig(
+                    cfg.data_dir, cfg.state_dir, cfg.max_batch_bytes, cfg.max_batch_rows, cfg.grace
+                )
+            )
+            if self._ingestor.restored_from is not None:
+                log.info("restored checkpoint %d", self._ingestor.restored_from)
+            self._last_checkpoint = self._ingestor.last_checkpoint_at or 0.0
+            self._server = MetricsHTTPServer(
+                (cfg.host, cfg.port),
+                Endpoints(lambda: self._exposition, self._ready.is_set, self._healthy),
+            )
+        except BaseException:
+            self._lock.release()
+            raise
+        self._server.start()
+        for name, target in (("ingest", self._ingest_loop), ("refresh", self._refresh_loop)):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info("serving on %s", self.url)
+        return self
+
+    def stop(self, final_checkpoint: bool = True) -> None:
+        """Stop the threads, write a final checkpoint and release the state directory."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+        self._threads.clear()
+        if self._writer is not None:
+            self._writer.join()
+        if self._ingestor is not None:
+            if final_checkpoint:
+                self._write(self._ingestor.capture())
+            self._ingestor.close()
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+        self._lock.release()
+
+    def run(self) -> None:
+        """Run until SIGTERM or SIGINT, then stop gracefully (final checkpoint)."""
+        stop = threading.Event()
+
+        def handle(signum: int, frame: FrameType | None) -> None:
+            stop.set()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+        self.start()
+        while not stop.wait(0.5):
+            if not self._healthy():
+                log.error("a worker thread died; stopping")
+                break
+        self.stop()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Block until the first catch-up is done (True) or ``timeout`` passes (False)."""
+        return self._ready.wait(timeout)
+
+    @property
+    def ready(self) -> bool:
+        """Whether the first catch-up is done and ``/metrics`` is served."""
+        return self._ready.is_set()
+
+    @property
+    def port(self) -> int:
+        """The bound port."""
+        if self._server is None:
+            raise RuntimeError("exporter not started")
+        return self._server.port
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``http://127.0.0.1:9108``."""
+        return f"http://{self.config.host}:{self.port}"
+
+    def _healthy(self) -> bool:
+        return all(t.is_alive() for t in self._threads) or self._stop.is_set()
+
+    # --- loops -------------------------------------------------------------------------
+
+    def _ingest_loop(self) -> None:
+        cfg = self.config
+        last_checkpoint = time.monotonic()
+        dirty = False
+        while not self._stop.is_set():
+            try:
+                result = self.ingestor.step()
+            except Exception:  # never let one bad batch end the process
+                log.exception("ingest step failed")
+                self._stop.wait(cfg.batch_interval)
+                continue
+            dirty = dirty or result.rows > 0
+            if not self._ready.is_set() and not result.pending:
+                if dirty or self.ingestor.restored_from is None:
+                    self._write(self.ingestor.capture())
+                self.refresh()
+                self._ready.set()
+                log.info("caught up; ready")
+                last_checkpoint, dirty = time.monotonic(), False
+            elif (
+                dirty
+                and time.monotonic() - last_checkpoint >= cfg.checkpoint_interval
+                and (self._writer is None or not self._writer.is_alive())
+            ):
+                ckpt = self.ingestor.capture()
+                self._writer = threading.Thread(
+                    target=self._write, args=(ckpt,), name="checkpoint", daemon=True
+                )
+                self._writer.start()
+                last_checkpoint, dirty = time.monotonic(), False
+            if not result.pending:
+                self._stop.wait(cfg.batch_interval)
+
+    def _refresh_loop(self) -> None:
+        while not self._stop.wait(self.config.refresh_interval):
+            if not self._ready.is_set():
+                continue
+            try:
+                self.refresh()
+            except Exception:
+                log.exception("refresh failed; serving the previous exposition")
+
+    def _write(self, ckpt: Checkpoint) -> None:
+        try:
+            write_checkpoint(self.config.state_dir, ckpt)
+        except OSError:
+            log.exception("checkpoint %d failed; the previous one stays valid", ckpt.seq)
+            return
+        self._last_checkpoint = ckpt.created_at
+
+    # --- refresh ---------------------------------------------------------------------------
+
+    def as_of(self, last_event_us: int | None) -> dt.datetime:
+        """The gauges' as-of: wall clock, or the newest event with ``--as-of latest``."""
+        if self.config.as_of == "latest" and last_event_us is not None:
+            return dt.datetime.fromtimestamp(last_event_us / 1e6, dt.UTC)
+        return dt.datetime.now(dt.UTC)
+
+    def refresh(self) -> None:
+        """Recompute the gauges from the current state and render the exposition once."""
+        ing = self.ingestor
+        with self._render_lock:
+            with ing.lock:
+                items, complaints, ref = ing.items, ing.complaints, ing.reference
+                counters, local = ing.counters.copy(), ing.local.copy()
+                last_event_us = ing.last_event_us
+            stats = SelfStats(
+                items_tracked=items.height,
+                last_event_timestamp=(last_event_us or 0) / 1e6,
+                last_checkpoint_timestamp=self._last_checkpoint,
+                version=self._version,
+            )
+            self._view = build_view(
+                items,
+                complaints,
+                ref.facilities,
+                ref.standards,
+                self.as_of(last_event_us),
+                counters,
+                local,
+                stats,
+                self.config.stall_hours,
+            )
+            self._exposition = render(self._registry)
+
+    @property
+    def view(self) -> MetricsView:
+        """The view of the last refresh."""
+        return self._view
+
+    @property
+    def exposition(self) -> Exposition | None:
+        """The exposition of the last refresh (None before the first)."""
+        return self._exposition

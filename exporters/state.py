@@ -1,0 +1,221 @@
+"""Checkpoints: everything the counters depend on, written together and atomically.
+
+A checkpoint is a directory ``STATE_DIR/checkpoint-<seq>`` holding
+
+- ``meta.json``: format version, sequence number, wall time, per-file read
+  positions (by file identity), every counter and histogram value, the size of
+  the rejects file and the newest event time;
+- ``items.parquet``: the lifecycle state (``kpi.lifecycle.STATE_SCHEMA``);
+- ``complaints.parquet``: current complaint versions and resolution flags;
+- ``seen.npy``: the sorted 64-bit hashes of every event id counted.
+
+It is written as ``checkpoint-<seq>.tmp`` (each file fsynced, then the directory),
+renamed to its final name (the commit point) and the parent directory fsynced;
+older checkpoints are deleted afterwards. A crash at any instant leaves either the
+previous or the new checkpoint complete; ``.tmp`` leftovers are ignored and removed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Final
+
+import numpy as np
+import orjson
+import polars as pl
+
+from exporters.catalog import BY_NAME, MetricSpec
+from exporters.seen import Hashes, SeenIds
+from exporters.store import CounterStore
+from exporters.tail import FileState
+from kpi.kpis.increments import COMPLAINT_STATE_SCHEMA
+from kpi.lifecycle import STATE_SCHEMA
+
+log = logging.getLogger(__name__)
+
+FORMAT: Final = 1
+PREFIX: Final = "checkpoint-"
+TMP_SUFFIX: Final = ".tmp"
+REJECTS_FILE: Final = "rejects.jsonl"
+LOCK_FILE: Final = "lock"
+_SPECS: Final[dict[str, MetricSpec]] = dict(BY_NAME)
+
+
+@dataclass
+class Checkpoint:
+    """One consistent cut of the exporter's state (between two micro-batches)."""
+
+    seq: int
+    created_at: float
+    files: dict[str, FileState]
+    counters: CounterStore
+    items: pl.DataFrame
+    complaints: pl.DataFrame
+    seen: Hashes
+    rejects_bytes: int
+    last_event_us: int | None
+    data_dir: str = ""
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _checkpoint_dirs(state_dir: Path) -> list[tuple[int, Path]]:
+    out: list[tuple[int, Path]] = []
+    for path in state_dir.glob(PREFIX + "*"):
+        suffix = path.name[len(PREFIX) :]
+        if path.is_dir() and suffix.isdigit():
+            out.append((int(suffix), path))
+    return sorted(out)
+
+
+def write_checkpoint(state_dir: Path, ckpt: Checkpoint) -> Path:
+    """Write ``ckpt`` atomically; returns its directory."""
+    final = state_dir / f"{PREFIX}{ckpt.seq:012d}"
+    tmp = final.with_name(final.name + TMP_SUFFIX)
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    ckpt.items.select(STATE_SCHEMA.keys()).write_parquet(tmp / "items.parquet", statistics=False)
+    ckpt.complaints.select(COMPLAINT_STATE_SCHEMA.keys()).write_parquet(
+        tmp / "complaints.parquet", statistics=False
+    )
+    np.save(tmp / "seen.npy", ckpt.seen, allow_pickle=False)
+    meta = {
+        "format": FORMAT,
+        "seq": ckpt.seq,
+        "created_at": ckpt.created_at,
+        "data_dir": ckpt.data_dir,
+        "files": [f.to_json() for f in sorted(ckpt.files.values(), key=lambda f: f.key)],
+        "counters": ckpt.counters.to_json(_SPECS),
+        "rejects_bytes": ckpt.rejects_bytes,
+        "last_event_us": ckpt.last_event_us,
+    }
+    (tmp / "meta.json").write_bytes(orjson.dumps(meta, option=orjson.OPT_INDENT_2))
+    for name in ("items.parquet", "complaints.parquet", "seen.npy", "meta.json"):
+        _fsync_path(tmp / name)
+    _fsync_path(tmp)
+    os.rename(tmp, final)
+    _fsync_path(state_dir)
+    for seq, path in _checkpoint_dirs(state_dir):
+        if seq < ckpt.seq:
+            shutil.rmtree(path, ignore_errors=True)
+    return final
+
+
+def read_checkpoint(path: Path) -> Checkpoint:
+    """Load one checkpoint directory."""
+    meta: dict[str, Any] = orjson.loads((path / "meta.json").read_bytes())
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path}: unknown checkpoint format {meta.get('format')!r}")
+    items = pl.read_parquet(path / "items.parquet")
+    complaints = pl.read_parquet(path / "complaints.parquet")
+    seen = np.load(path / "seen.npy", allow_pickle=False).astype(np.uint64, copy=False)
+    return Checkpoint(
+        seq=int(meta["seq"]),
+        created_at=float(meta["created_at"]),
+        files={f["key"]: FileState.from_json(f) for f in meta["files"]},
+        counters=CounterStore.from_json(meta["counters"], _SPECS),
+        items=items.select(pl.col(c).cast(t) for c, t in STATE_SCHEMA.items()),
+        complaints=complaints.select(pl.col(c).cast(t) for c, t in COMPLAINT_STATE_SCHEMA.items()),
+        seen=seen,
+        rejects_bytes=int(meta["rejects_bytes"]),
+        last_event_us=meta.get("last_event_us"),
+        data_dir=str(meta.get("data_dir", "")),
+    )
+
+
+def latest_checkpoint(state_dir: Path) -> Checkpoint | None:
+    """The newest complete checkpoint in ``state_dir`` (None on a first start)."""
+    for tmp in state_dir.glob(PREFIX + "*" + TMP_SUFFIX):
+        shutil.rmtree(tmp, ignore_errors=True)  # an interrupted write: never committed
+    dirs = _checkpoint_dirs(state_dir)
+    if not dirs:
+        return None
+    return read_checkpoint(dirs[-1][1])
+
+
+def seen_from(ckpt: Checkpoint | None) -> SeenIds:
+    """The seen-id set of a checkpoint."""
+    return SeenIds() if ckpt is None else SeenIds(ckpt.seen)
+
+
+class StateDirLock:
+    """An exclusive lock on a state directory (one exporter per state; freed on any exit)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / LOCK_FILE
+        self._fh: IO[bytes] | None = None
+
+    def acquire(self) -> None:
+        """Take the lock or raise ``RuntimeError`` naming the holder."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fh = self.path.open("a+b")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().decode(errors="replace").strip()
+            fh.close()
+            raise RuntimeError(
+                f"{self.path.parent} is in use by another exporter (pid {holder or '?'})"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()).encode())
+        fh.flush()
+        self._fh = fh
+
+    def release(self) -> None:
+        """Release the lock."""
+        if self._fh is not None:
+            fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None
+
+
+class RejectsFile:
+    """``STATE_DIR/rejects.jsonl``: rejected rows appended, cut back to the checkpoint on restore."""
+
+    def __init__(self, state_dir: Path, restore_bytes: int | None) -> None:
+        self.path = state_dir / REJECTS_FILE
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = self.path.open("ab")
+        # Rows written after the last checkpoint are re-read and re-rejected on restart.
+        self._fh.truncate(restore_bytes or 0)
+        self._fh.seek(0, os.SEEK_END)
+        self.bytes = self._fh.tell()
+
+    def append(self, rows: pl.DataFrame) -> None:
+        """Append rejects (``REJECT_SCHEMA`` columns)."""
+        if rows.is_empty():
+            return
+        data = rows.write_ndjson().encode()
+        self._fh.write(data)
+        self._fh.flush()
+        self.bytes += len(data)
+
+    def sync(self) -> int:
+        """fsync and return the size (recorded in the next checkpoint)."""
+        os.fsync(self._fh.fileno())
+        return self.bytes
+
+    def close(self) -> None:
+        """Close the file."""
+        self._fh.close()
+
+
+def now() -> float:
+    """Wall-clock seconds (a seam for tests)."""
+    return time.time()

@@ -1,0 +1,38 @@
+"""Option parsers shared by the ``kpi`` verbs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Final
+
+import typer
+
+_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``15s``, ``500ms``, ``2m``, ``1h`` or a bare number of seconds."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise typer.BadParameter(f"not a duration: {text!r} (e.g. 15s, 500ms, 2m)")
+    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (or ``:PORT`` for all interfaces) as a (host, port) pair."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise typer.BadParameter(f"expected HOST:PORT, got {text!r}")
+    return (host.strip("[]") or "0.0.0.0"), int(port)
+
+
+def parse_as_of(text: str, param: str = "--as-of") -> dt.datetime:
+    """An ISO 8601 instant with a UTC offset (never guessed), as a CLI parameter."""
+    from kpi.output import TimestampError, parse_timestamp
+
+    try:
+        return parse_timestamp(text, param)
+    except TimestampError as exc:
+        raise typer.BadParameter(str(exc), param_hint=param) from exc

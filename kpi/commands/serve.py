@@ -1,0 +1,70 @@
+"""``kpi serve``: the exporter and the analyst API in one process, for the demo and compose."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kpi.commands.options import parse_duration, parse_listen
+
+
+def serve(
+    data_dir: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, file_okay=False, help="data folder (events/, complaints/, ...)"
+        ),
+    ],
+    exporter_listen: Annotated[
+        str, typer.Option("--exporter-listen", help="HOST:PORT of /metrics")
+    ] = "127.0.0.1:9108",
+    api_listen: Annotated[str, typer.Option("--api-listen", help="HOST:PORT of the API")] = (
+        "127.0.0.1:8000"
+    ),
+    state: Annotated[
+        Path | None,
+        typer.Option("--state", help="exporter state folder (default DATA_DIR/_exporter)"),
+    ] = None,
+    as_of: Annotated[
+        str, typer.Option("--as-of", help="exporter gauges as of `now` or the `latest` event")
+    ] = "now",
+    refresh_interval: Annotated[
+        str, typer.Option("--refresh-interval", help="how often gauges are recomputed")
+    ] = "15s",
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", exists=True, dir_okay=False, help="API settings (YAML or JSON)"),
+    ] = None,
+) -> None:
+    """Run the exporter (background threads) and the API (foreground) over DATA_DIR."""
+    import logging
+
+    import uvicorn
+
+    from exporters.service import AS_OF_CHOICES, ExporterConfig, ExporterService
+    from kpi.api import create_app, load_settings
+
+    if as_of not in AS_OF_CHOICES:
+        raise typer.BadParameter(f"use one of {', '.join(AS_OF_CHOICES)}", param_hint="--as-of")
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ex_host, ex_port = parse_listen(exporter_listen)
+    api_host, api_port = parse_listen(api_listen)
+    exporter = ExporterService(
+        ExporterConfig(
+            data_dir=data_dir,
+            state_dir=state or data_dir / "_exporter",
+            host=ex_host,
+            port=ex_port,
+            refresh_interval=parse_duration(refresh_interval),
+            as_of="latest" if as_of == "latest" else "now",
+        )
+    )
+    exporter.start()
+    try:
+        app = create_app(load_settings(config, data_dir=data_dir))
+        # uvicorn handles SIGINT/SIGTERM; the exporter's final checkpoint follows in stop().
+        uvicorn.run(app, host=api_host, port=api_port, log_level="info", access_log=False)
+    finally:
+        exporter.stop()

@@ -1,0 +1,180 @@
+"""HTTP endpoints: readiness, content negotiation, gzip, and stale series vanishing (in process)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import http.client
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from exporters import catalog as cat
+from exporters.exposition import Exposition, negotiate, render
+from exporters.server import Endpoints, MetricsHTTPServer
+from exporters.service import ExporterConfig, ExporterService
+from exporters.testkit import (
+    append_jsonl,
+    event,
+    facilities_csv,
+    fetch,
+    parse_exposition,
+    total,
+    wait_until,
+)
+
+
+class _One(Collector):
+    def collect(self):  # type: ignore[no-untyped-def]
+        g = GaugeMetricFamily("postal_demo", "Demo.", labels=["a"])
+        g.add_metric(["x"], 1.5)
+        yield g
+
+
+def _request(
+    port: int, path: str, headers: dict[str, str], method: str = "GET"
+) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn.request(method, path, headers=headers)
+    response = conn.getresponse()
+    body = response.read()
+    conn.close()
+    return response.status, {k.lower(): v for k, v in response.getheaders()}, body
+
+
+def test_negotiation_rules() -> None:
+    prometheus_accept = (
+        "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+        "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+    )
+    assert negotiate(prometheus_accept, "gzip") == (True, True)
+    assert negotiate("text/plain", None) == (False, False)
+    assert negotiate(None, "deflate, gzip;q=0") == (False, False)
+    assert negotiate("application/openmetrics-text; q=0", "x-gzip") == (False, True)
+
+
+def test_endpoints_before_and_after_ready() -> None:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_One())
+    state: dict[str, object] = {"ready": False, "expo": None}
+
+    def current() -> Exposition | None:
+        expo = state["expo"]
+        return expo if isinstance(expo, Exposition) else None
+
+    server = MetricsHTTPServer(
+        ("127.0.0.1", 0), Endpoints(current, lambda: bool(state["ready"]), lambda: True)
+    )
+    server.start()
+    try:
+        port = server.port
+        assert _request(port, "/metrics", {})[0] == 503
+        assert _request(port, "/readyz", {})[0] == 503
+        assert _request(port, "/healthz", {})[0] == 200
+        state["expo"], state["ready"] = render(registry), True
+        assert _request(port, "/readyz", {})[0] == 200
+
+        status, headers, plain = _request(port, "/metrics", {})
+        assert status == 200
+        assert headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+        assert (
+            plain == b'# HELP postal_demo Demo.\n# TYPE postal_demo gauge\npostal_demo{a="x"} 1.5\n'
+        )
+
+        status, headers, zipped = _request(port, "/metrics", {"Accept-Encoding": "gzip"})
+        assert headers["content-encoding"] == "gzip"
+        assert gzip.decompress(zipped) == plain
+
+        om_accept = {"Accept": "application/openmetrics-text;version=1.0.0"}
+        status, headers, om = _request(port, "/metrics", om_accept)
+        assert headers["content-type"].startswith("application/openmetrics-text; version=1.0.0")
+        assert om.endswith(b"# EOF\n")
+
+        status, headers, body = _request(port, "/metrics", {}, method="HEAD")
+        assert status == 200 and body == b"" and int(headers["content-length"]) == len(plain)
+        assert _request(port, "/nope", {})[0] == 404
+    finally:
+        server.stop()
+
+
+def test_stale_series_vanish_and_listed_facilities_go_to_zero(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    facilities_csv(data / "facilities.csv", [("PC-SH-01", "Hub", "processing", "CN-SH", 5)])
+    t0 = dt.datetime(2027, 1, 11, tzinfo=dt.UTC)
+    hour = dt.timedelta(hours=1)
+    live = data / "events" / "live.jsonl"
+    acc = {"product": "express", "origin": "CN-BJ", "destination": "CN-GD"}
+    append_jsonl(
+        live,
+        [
+            event("a1", "A", "accepted", t0, "CO-BJ-001", **acc),
+            event("a2", "A", "arrived", t0 + hour, "PC-SH-01"),
+            event("b1", "B", "accepted", t0, "CO-BJ-001", **acc),
+            event("b2", "B", "arrived", t0 + hour, "DO-XX-999"),  # not in facilities.csv
+        ],
+    )
+    complaints = data / "complaints" / "c.jsonl"
+    opened = {"opened_at": "2027-01-11T00:30:00+00:00", "category": "delay", "region": "CN-SH"}
+    append_jsonl(
+        complaints, [{"complaint_id": "C1", **opened, "updated_at": "2027-01-11T00:30:00+00:00"}]
+    )
+
+    service = ExporterService(
+        ExporterConfig(
+            data,
+            tmp_path / "state",
+            port=0,
+            as_of="latest",
+            batch_interval=0.05,
+            refresh_interval=3600,
+        )
+    ).start()
+    try:
+        assert service.wait_ready(30)
+
+        def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+            status, body = fetch(service.url + "/metrics")
+            assert status == 200
+            return parse_exposition(body.decode())
+
+        before = scrape()
+        backlog = cat.BACKLOG_ITEMS.series
+        assert total(before, backlog, facility="PC-SH-01") == 1
+        assert total(before, backlog, facility="DO-XX-999", facility_type="unknown") == 1
+        assert (
+            total(before, cat.ITEMS_IN_NETWORK.series, product="express", destination="CN-GD") == 2
+        )
+        assert total(before, cat.COMPLAINTS_OPEN.series, region="CN-SH") == 1
+
+        append_jsonl(
+            live,
+            [
+                event("a3", "A", "departed", t0 + 2 * hour, "PC-SH-01"),
+                event("b3", "B", "departed", t0 + 2 * hour, "DO-XX-999"),
+                event("a4", "A", "delivered", t0 + 3 * hour, "DO-GD-001"),
+                event("b4", "B", "delivered", t0 + 3 * hour, "DO-GD-001"),
+            ],
+        )
+        resolved = {
+            "resolved_at": "2027-01-11T03:00:00+00:00",
+            "updated_at": "2027-01-11T03:00:00+00:00",
+        }
+        append_jsonl(complaints, [{"complaint_id": "C1", **opened, **resolved}])
+        wait_until(lambda: service.ingestor.counters.value(cat.EXPORTER_EVENTS_INGESTED) == 10)
+        service.refresh()
+        after = scrape()
+    finally:
+        service.stop()
+
+    names = {name for name, _ in after}
+    facilities = {dict(labels).get("facility") for name, labels in after if name == backlog}
+    assert facilities == {"PC-SH-01"}  # the unlisted facility drained and vanished
+    hub = {dict(lbl)["age_band"]: v for (n, lbl), v in after.items() if n == backlog}
+    assert hub == dict.fromkeys(cat.AGE_BANDS, 0.0)  # the listed one is still there, at 0
+    assert cat.ITEMS_IN_NETWORK.series not in names  # no item left in the network
+    assert cat.COMPLAINTS_OPEN.series not in names
+    assert total(after, cat.ITEMS_DELIVERED.series) == 2
+    assert total(after, cat.COMPLAINT_RESOLUTION.count) == 1

@@ -1,0 +1,222 @@
+"""File following: partial lines, CSV headers, rotation, truncation, binary and over-long input."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+from exporters.tail import Poll, Tailer
+from exporters.testkit import event, jsonl_bytes, write_parquet_atomic
+from kpi.sources.files import MAX_LINE_BYTES
+
+T0 = dt.datetime(2027, 1, 11, tzinfo=dt.UTC)
+
+
+def rows(n: int, prefix: str = "e") -> list[dict[str, str | None]]:
+    return [
+        event(f"{prefix}{i}", f"I{i}", "arrived", T0 + dt.timedelta(minutes=i)) for i in range(n)
+    ]
+
+
+def taken(poll: Poll) -> list[tuple[str, int, str]]:
+    """(source, row, event_id) of every parsed row, in apply order."""
+    out: list[tuple[str, int, str]] = []
+    for chunk in poll.chunks:
+        frame = chunk.batch.frame.collect()
+        if "event_id" in frame.columns:
+            out += list(frame.select("_source", "_row", "event_id").iter_rows())
+    return out
+
+
+def rejects(poll: Poll) -> list[tuple[str, int | None, str]]:
+    return [
+        (str(r["source"]), r["row"], str(r["reason"]))  # type: ignore[misc]
+        for c in poll.chunks
+        for r in c.batch.rejects
+    ]
+
+
+def step(tailer: Tailer) -> Poll:
+    poll = tailer.poll()
+    tailer.commit(poll.chunks)
+    return poll
+
+
+def test_partial_last_line_waits_for_its_newline(tmp_path: Path) -> None:
+    path = tmp_path / "events" / "live.jsonl"
+    path.parent.mkdir()
+    data = jsonl_bytes(rows(3))
+    cut = data.rfind(b"\n", 0, len(data) - 1) + 10  # inside the third line
+    path.write_bytes(data[:cut])
+    tailer = Tailer(tmp_path)
+    assert [r[2] for r in taken(step(tailer))] == ["e0", "e1"]
+    assert taken(step(tailer)) == []
+    with path.open("ab") as fh:
+        fh.write(data[cut:])
+    assert taken(step(tailer)) == [("events/live.jsonl", 3, "e2")]
+
+
+def test_uncommitted_chunks_are_read_again(tmp_path: Path) -> None:
+    (tmp_path / "events").mkdir()
+    (tmp_path / "events" / "a.jsonl").write_bytes(jsonl_bytes(rows(2)))
+    tailer = Tailer(tmp_path)
+    first = tailer.poll()
+    assert [r[2] for r in taken(first)] == ["e0", "e1"]
+    assert [r[2] for r in taken(tailer.poll())] == ["e0", "e1"]  # not committed: same rows
+    tailer.commit(first.chunks)
+    assert taken(tailer.poll()) == []
+
+
+def test_csv_header_is_kept_for_appended_rows(tmp_path: Path) -> None:
+    path = tmp_path / "events" / "feed.csv"
+    path.parent.mkdir()
+    path.write_text("event_id,item_id,event,ts,facility\ne1,I1,arrived,2027-01-11T00:00:00Z,F1\n")
+    tailer = Tailer(tmp_path)
+    assert taken(step(tailer)) == [("events/feed.csv", 1, "e1")]
+    with path.open("a") as fh:
+        fh.write("e2,I2,departed,2027-01-11T01:00:00Z,F1\ne3,I3,arrived,2027-01-11T02:00:00Z,F2\n")
+    poll = step(tailer)
+    assert taken(poll) == [("events/feed.csv", 2, "e2"), ("events/feed.csv", 3, "e3")]
+    frame = poll.chunks[0].batch.frame.collect()
+    assert frame["facility"].to_list() == ["F1", "F2"]
+
+
+def test_rotated_file_keeps_its_position_and_its_tail_comes_first(tmp_path: Path) -> None:
+    events = tmp_path / "events"
+    events.mkdir()
+    live = events / "live.jsonl"
+    live.write_bytes(jsonl_bytes(rows(2, "a")))
+    tailer = Tailer(tmp_path)
+    assert [r[2] for r in taken(step(tailer))] == ["a0", "a1"]
+    with live.open("ab") as fh:  # written just before the rotation
+        fh.write(jsonl_bytes(rows(1, "b")))
+    os.rename(live, events / "live.jsonl.1")  # a name the reader would not pick up itself
+    live.write_bytes(jsonl_bytes(rows(1, "c")))
+    assert taken(step(tailer)) == [("events/live.jsonl.1", 3, "b0"), ("events/live.jsonl", 1, "c0")]
+    assert taken(step(tailer)) == []
+
+
+def test_truncated_file_is_read_again_from_the_start(tmp_path: Path) -> None:
+    path = tmp_path / "events" / "x.jsonl"
+    path.parent.mkdir()
+    path.write_bytes(jsonl_bytes(rows(3, "a")))
+    tailer = Tailer(tmp_path)
+    assert len(taken(step(tailer))) == 3
+    path.write_bytes(jsonl_bytes(rows(1, "b")))  # truncate + rewrite, same inode
+    assert taken(step(tailer)) == [("events/x.jsonl", 1, "b0")]
+
+
+def test_file_rewritten_in_place_beyond_the_old_offset_is_detected(tmp_path: Path) -> None:
+    path = tmp_path / "events" / "x.jsonl"
+    path.parent.mkdir()
+    path.write_bytes(jsonl_bytes(rows(2, "a")))
+    tailer = Tailer(tmp_path)
+    assert len(taken(step(tailer))) == 2
+    with path.open("r+b") as fh:  # copytruncate then a burst of writes, between two polls
+        fh.truncate(0)
+        fh.write(jsonl_bytes(rows(4, "z")))
+    assert [r[2] for r in taken(step(tailer))] == ["z0", "z1", "z2", "z3"]
+
+
+def test_binary_csv_is_one_reject_then_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "events" / "blob.csv"
+    path.parent.mkdir()
+    path.write_bytes(bytes(range(256)) * 40)
+    tailer = Tailer(tmp_path)
+    poll = step(tailer)
+    assert rejects(poll) == [("events/blob.csv", None, "unreadable_file")]
+    with path.open("ab") as fh:
+        fh.write(b"\x00\x01more\n")
+    assert step(tailer).chunks == []
+
+
+def test_over_long_line_is_rejected_once_and_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "events" / "long.jsonl"
+    path.parent.mkdir()
+    good = jsonl_bytes(rows(1, "a"))
+    path.write_bytes(good + b'{"event_id": "' + b"x" * (MAX_LINE_BYTES + 10))  # no newline yet
+    tailer = Tailer(tmp_path)
+    poll = step(tailer)
+    assert [r[2] for r in taken(poll)] == ["a0"]
+    assert rejects(poll) == [("events/long.jsonl", 2, "line_too_long")]
+    with path.open("ab") as fh:
+        fh.write(b"y" * 1000 + b'"}\n' + jsonl_bytes(rows(1, "b")))
+    poll = step(tailer)
+    assert rejects(poll) == []
+    assert taken(poll) == [("events/long.jsonl", 3, "b0")]
+
+
+def test_last_line_without_newline_is_read_once_the_file_is_idle(tmp_path: Path) -> None:
+    path = tmp_path / "events" / "done.jsonl"
+    path.parent.mkdir()
+    path.write_bytes(jsonl_bytes(rows(2)).rstrip(b"\n"))
+    now = [path.stat().st_mtime + 1.0]
+    tailer = Tailer(tmp_path, grace=5.0, clock=lambda: now[0])
+    assert [r[2] for r in taken(step(tailer))] == ["e0"]
+    now[0] += 10.0
+    assert taken(step(tailer)) == [("events/done.jsonl", 2, "e1")]
+
+
+def test_parquet_read_once_in_slices_and_tmp_files_ignored(tmp_path: Path) -> None:
+    events = tmp_path / "events"
+    write_parquet_atomic(events / "day1.parquet", rows(5))
+    (events / "day2.parquet.tmp").write_bytes(b"half written")
+    tailer = Tailer(tmp_path)
+    first = tailer.poll(max_rows=3)
+    tailer.commit(first.chunks)
+    assert [r[1:] for r in taken(first)] == [(1, "e0"), (2, "e1"), (3, "e2")]
+    assert first.pending
+    second = step(tailer)
+    assert [r[1:] for r in taken(second)] == [(4, "e3"), (5, "e4")]
+    assert not second.pending
+    assert step(tailer).chunks == []
+    # a new version of the file (size and mtime change) is read again
+    write_parquet_atomic(events / "day1.parquet", rows(6))
+    assert len(taken(step(tailer))) == 6
+
+
+def test_truncated_parquet_is_one_reject(tmp_path: Path) -> None:
+    events = tmp_path / "events"
+    write_parquet_atomic(events / "ok.parquet", rows(100))
+    data = (events / "ok.parquet").read_bytes()
+    (events / "broken.parquet").write_bytes(data[: len(data) // 2])
+    tailer = Tailer(tmp_path)
+    poll = step(tailer)
+    assert rejects(poll) == [("events/broken.parquet", None, "unreadable_file")]
+    assert len(taken(poll)) == 100
+    assert step(tailer).chunks == []
+
+
+def test_byte_budget_bounds_one_poll(tmp_path: Path) -> None:
+    events = tmp_path / "events"
+    events.mkdir()
+    for name in ("a.jsonl", "b.jsonl"):
+        (events / name).write_bytes(jsonl_bytes(rows(2000, name[0])))
+    tailer = Tailer(tmp_path)
+    poll = tailer.poll(max_bytes=10)
+    tailer.commit(poll.chunks)
+    # at least one line's worth is read (the minimum read), the rest waits
+    assert poll.pending and len(poll.chunks) == 1
+    total = len(taken(poll))
+    while True:
+        poll = step(tailer)
+        if not poll.chunks:
+            break
+        total += len(taken(poll))
+    assert total == 4000
+
+
+def test_removed_file_is_forgotten(tmp_path: Path) -> None:
+    path = tmp_path / "events" / "a.jsonl"
+    path.parent.mkdir()
+    path.write_bytes(jsonl_bytes(rows(1)))
+    tailer = Tailer(tmp_path)
+    step(tailer)
+    assert len(tailer.files) == 1
+    path.unlink()
+    step(tailer)
+    step(tailer)
+    assert len(tailer.files) == 1  # maybe caught mid-rename: kept for a while
+    step(tailer)
+    assert tailer.files == {}

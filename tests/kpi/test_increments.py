@@ -1,0 +1,380 @@
+"""Counter increments: hand-computed cases for every rule in ``kpi.kpis.increments``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from typing import Any
+
+import polars as pl
+import pytest
+
+from kpi.contract import COMPLAINT_SCHEMA, EVENT_SCHEMA
+from kpi.kpis.increments import (
+    EventIncrements,
+    complaint_increments,
+    empty_complaint_state,
+    event_increments,
+    merge_complaints,
+)
+from kpi.lifecycle import empty_state, merge_events
+from kpi.standards import DEFAULT_STANDARDS
+
+T0 = dt.datetime(2027, 3, 1, 0, 0, tzinfo=dt.UTC)  # a Monday, outside the holidays
+H = dt.timedelta(hours=1)
+
+
+def ev(
+    eid: str,
+    item: str,
+    kind: str,
+    ts: dt.datetime,
+    product: str | None = None,
+    origin: str | None = None,
+    destination: str | None = None,
+    promised_by: dt.datetime | None = None,
+    reason: str | None = None,
+    facility: str = "F1",
+) -> dict[str, Any]:
+    return {
+        "event_id": eid,
+        "item_id": item,
+        "event": kind,
+        "ts": ts,
+        "facility": facility,
+        "product": product,
+        "origin": origin,
+        "destination": destination,
+        "promised_by": promised_by,
+        "reason": reason,
+    }
+
+
+def acc(
+    eid: str, item: str, ts: dt.datetime, promise: dt.datetime | None = None, **kw: Any
+) -> dict[str, Any]:
+    kw.setdefault("product", "express")
+    kw.setdefault("origin", "CN-BJ")
+    kw.setdefault("destination", "CN-SH")
+    return ev(eid, item, "accepted", ts, promised_by=promise, **kw)
+
+
+def frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=EVENT_SCHEMA)
+
+
+def counts(df: pl.DataFrame) -> dict[tuple[str, ...], int]:
+    labels = [c for c in df.columns if c != "count"]
+    return {tuple(r[:-1]): r[-1] for r in df.select(*labels, "count").iter_rows()}
+
+
+def run(batches: list[list[dict[str, Any]]]) -> list[EventIncrements]:
+    """Apply batches in order from an empty state; the increments of each."""
+    state = empty_state()
+    out = []
+    for rows in batches:
+        events = frame(rows)
+        out.append(event_increments(events, state, DEFAULT_STANDARDS))
+        state = merge_events(state, events.lazy())
+    return out
+
+
+def summed(incs: list[EventIncrements]) -> dict[str, Any]:
+    def add(frames: list[pl.DataFrame]) -> dict[tuple[str, ...], int]:
+        total: dict[tuple[str, ...], int] = {}
+        for f in frames:
+            for k, v in counts(f).items():
+                total[k] = total.get(k, 0) + v
+        return total
+
+    return {
+        "accepted": add([i.accepted for i in incs]),
+        "delivered": add([i.delivered for i in incs]),
+        "returned": add([i.returned for i in incs]),
+        "attempts": add([i.attempts for i in incs]),
+        "failures": add([i.failures for i in incs]),
+        "transit": sorted((r[0], r[1], r[2]) for i in incs for r in i.transit.iter_rows()),
+        "late": sum(i.late_events for i in incs),
+    }
+
+
+def test_accepted_counts_each_item_once_with_first_arriving_labels() -> None:
+    (inc,) = run(
+        [
+            [
+                acc(
+                    "a1", "I1", T0 + 2 * H, product="standard", origin="CN-GD", destination="CN-GD"
+                ),
+                acc("a2", "I1", T0, product="express"),  # earlier ts, but arrives second
+                acc("b1", "I2", T0),
+            ]
+        ]
+    )
+    assert counts(inc.accepted) == {
+        ("standard", "CN-GD", "CN-GD"): 1,
+        ("express", "CN-BJ", "CN-SH"): 1,
+    }
+
+
+def test_on_time_is_inclusive_at_the_deadline_and_unknown_without_acceptance() -> None:
+    deadline = T0 + 24 * H
+    (inc,) = run(
+        [
+            [
+                acc("a1", "ON", T0, promise=deadline),
+                ev("d1", "ON", "delivered", deadline),  # exactly at the deadline: on time
+                acc("a2", "LATE", T0, promise=deadline),
+                ev("d2", "LATE", "delivered", deadline + dt.timedelta(microseconds=1)),
+                ev("d3", "NOACC", "delivered", T0 + 5 * H),  # no acceptance known
+            ]
+        ]
+    )
+    assert counts(inc.delivered) == {
+        ("express", "CN-SH", "true"): 1,
+        ("express", "CN-SH", "false"): 1,
+        ("unknown", "unknown", "unknown"): 1,
+    }
+    # transit observed only where the acceptance is known, in exact seconds
+    assert sorted(inc.transit["seconds"].to_list()) == [86400.0, 86400.000001]
+
+
+def test_promise_from_the_standard_when_the_event_carries_none() -> None:
+    # express CN-BJ -> CN-SH (other region): 2 calendar days; accepted Monday 08:00
+    # Shanghai time (before the 17:00 cut-off), so the deadline is Wednesday 23:59:59.999999
+    # Shanghai = Wednesday 15:59:59.999999 UTC.
+    accepted = dt.datetime(2027, 3, 1, 0, 0, tzinfo=dt.UTC)
+    deadline = dt.datetime(2027, 3, 3, 15, 59, 59, 999999, tzinfo=dt.UTC)
+    (inc,) = run(
+        [
+            [
+                acc("a1", "A", accepted),
+                ev("d1", "A", "delivered", deadline),
+                acc("a2", "B", accepted),
+                ev("d2", "B", "delivered", deadline + dt.timedelta(microseconds=1)),
+                acc("a3", "C", accepted, product="no-such-product"),  # no standard: no promise
+                ev("d3", "C", "delivered", accepted + H),
+            ]
+        ]
+    )
+    assert counts(inc.delivered) == {
+        ("express", "CN-SH", "true"): 1,
+        ("express", "CN-SH", "false"): 1,
+        ("no-such-product", "CN-SH", "unknown"): 1,
+    }
+
+
+def test_acceptance_arriving_after_the_delivery_leaves_it_unknown_for_good() -> None:
+    deliver = ev("d1", "I", "delivered", T0 + 10 * H)
+    accept = acc("a1", "I", T0, promise=T0 + 24 * H)
+    # Same batch, delivery first in arrival order: unknown (as if applied one by one).
+    (inc,) = run([[deliver, accept]])
+    assert counts(inc.delivered) == {("unknown", "unknown", "unknown"): 1}
+    assert inc.transit.is_empty()
+    assert counts(inc.accepted) == {("express", "CN-BJ", "CN-SH"): 1}
+    assert inc.late_events == 1  # the acceptance is older than the delivery already seen
+    # Acceptance first: judged and on time.
+    (inc,) = run([[accept, deliver]])
+    assert counts(inc.delivered) == {("express", "CN-SH", "true"): 1}
+    assert inc.late_events == 0
+
+
+def test_delivered_and_returned_count_once_per_item_across_batches() -> None:
+    incs = run(
+        [
+            [acc("a", "I", T0), ev("d1", "I", "delivered", T0 + 5 * H)],
+            [ev("d2", "I", "delivered", T0 + 6 * H)],  # a second delivery scan: not a new item
+            [ev("r1", "J", "returned", T0 + 7 * H), ev("r2", "J", "returned", T0 + 8 * H)],
+        ]
+    )
+    s = summed(incs)
+    assert s["delivered"] == {("express", "CN-SH", "true"): 1}
+    assert s["returned"] == {("unknown", "unknown"): 1}
+    # but both delivery scans are attempts: the second one a repeat
+    assert s["attempts"] == {
+        ("express", "CN-SH", "delivered", "first"): 1,
+        ("express", "CN-SH", "delivered", "repeat"): 1,
+    }
+
+
+def test_attempts_first_and_repeat_and_failures_by_reason() -> None:
+    incs = run(
+        [
+            [
+                acc("a", "I", T0),
+                ev("f1", "I", "delivery_failed", T0 + 5 * H, reason="addressee_absent"),
+            ],
+            [
+                ev("f2", "I", "delivery_failed", T0 + 29 * H, reason="wrong_address"),
+                ev("d", "I", "delivered", T0 + 53 * H),
+                ev("f3", "K", "delivery_failed", T0 + 5 * H, reason=None),
+            ],
+        ]
+    )
+    s = summed(incs)
+    assert s["attempts"] == {
+        ("express", "CN-SH", "failed", "first"): 1,
+        ("express", "CN-SH", "failed", "repeat"): 1,
+        ("express", "CN-SH", "delivered", "repeat"): 1,
+        ("unknown", "unknown", "failed", "first"): 1,
+    }
+    assert s["failures"] == {("addressee_absent",): 1, ("wrong_address",): 1, ("unknown",): 1}
+    assert s["transit"] == [("express", "CN-SH", 53 * 3600.0)]
+
+
+def test_late_events_against_the_items_newest_known_event() -> None:
+    incs = run(
+        [
+            [acc("a", "I", T0), ev("x", "I", "arrived", T0 + 10 * H)],
+            [
+                ev("y", "I", "departed", T0 + 5 * H),  # older than 10h seen before: late
+                ev("z", "I", "arrived", T0 + 10 * H),  # same instant as the newest: not late
+                ev("w", "J", "arrived", T0 + 3 * H),
+                ev(
+                    "v",
+                    "J",
+                    "accepted",
+                    T0 + 1 * H,
+                    product="express",
+                    origin="CN-BJ",
+                    destination="CN-BJ",
+                ),  # late within the batch
+            ],
+        ]
+    )
+    assert [i.late_events for i in incs] == [0, 2]
+
+
+def _scenario() -> list[dict[str, Any]]:
+    deadline = T0 + 30 * H
+    return [
+        acc("a1", "I1", T0, promise=deadline),
+        ev("d1", "I2", "delivered", T0 + 3 * H),
+        acc("a2", "I2", T0 + H, product="economy", destination="CN-GD"),
+        ev("f1", "I1", "delivery_failed", T0 + 20 * H, reason="refused"),
+        ev("r1", "I3", "returned", T0 + 2 * H),
+        ev("d2", "I1", "delivered", T0 + 31 * H),
+        acc("a3", "I3", T0),
+        ev("e1", "I1", "arrived", T0 + 10 * H),
+        ev("d3", "I2", "delivered", T0 + 4 * H),
+    ]
+
+
+@pytest.mark.parametrize(
+    "cuts", [c for n in range(3) for c in itertools.combinations(range(1, 9), n)]
+)
+def test_totals_do_not_depend_on_how_the_stream_is_cut(cuts: tuple[int, ...]) -> None:
+    rows = _scenario()
+    bounds = [0, *cuts, len(rows)]
+    batches = [rows[a:b] for a, b in itertools.pairwise(bounds)]
+    assert summed(run(batches)) == summed(run([rows]))
+
+
+def test_scenario_totals_by_hand() -> None:
+    s = summed(run([_scenario()]))
+    assert s["accepted"] == {
+        ("express", "CN-BJ", "CN-SH"): 2,  # I1, I3
+        ("economy", "CN-BJ", "CN-GD"): 1,  # I2
+    }
+    # I2's first delivery arrived before its acceptance -> unknown; I1 31h > 30h promise -> false
+    assert s["delivered"] == {
+        ("unknown", "unknown", "unknown"): 1,
+        ("express", "CN-SH", "false"): 1,
+    }
+    # I3's return arrived before its acceptance
+    assert s["returned"] == {("unknown", "unknown"): 1}
+    assert s["attempts"] == {
+        ("unknown", "unknown", "delivered", "first"): 1,  # d1
+        ("express", "CN-SH", "failed", "first"): 1,  # f1
+        ("express", "CN-SH", "delivered", "repeat"): 1,  # d2
+        ("economy", "CN-GD", "delivered", "repeat"): 1,  # d3 (acceptance known by then)
+    }
+    assert s["failures"] == {("refused",): 1}
+    assert s["transit"] == [("express", "CN-SH", 31 * 3600.0)]
+    # a2 (1h < 3h seen), a3 (0h < 2h seen), e1 (10h < 31h seen)
+    assert s["late"] == 3
+
+
+# --- complaints ---------------------------------------------------------------------------
+
+
+def cp(
+    cid: str,
+    opened: dt.datetime,
+    updated: dt.datetime | None,
+    resolved: dt.datetime | None = None,
+    valid: bool | None = None,
+    region: str = "CN-SH",
+    category: str = "delay",
+) -> dict[str, Any]:
+    return {
+        "complaint_id": cid,
+        "opened_at": opened,
+        "category": category,
+        "item_id": None,
+        "region": region,
+        "product": "express",
+        "valid": valid,
+        "resolved_at": resolved,
+        "updated_at": updated,
+    }
+
+
+def cframe(rows: list[dict[str, Any]]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=COMPLAINT_SCHEMA)
+
+
+def test_complaints_counted_once_with_first_record_validity() -> None:
+    state = empty_complaint_state()
+    first = cframe([cp("C1", T0, T0), cp("C2", T0, T0, valid=True, category="loss")])
+    inc1 = complaint_increments(first, state)
+    state = merge_complaints(state, first)
+    second = cframe([cp("C1", T0, T0 + H, valid=True)])  # now decided valid: not a new complaint
+    inc2 = complaint_increments(second, state)
+    assert counts(inc1.complaints) == {
+        ("CN-SH", "delay", "unknown"): 1,
+        ("CN-SH", "loss", "true"): 1,
+    }
+    assert inc2.complaints.is_empty()
+
+
+def test_resolution_observed_once_when_the_current_version_is_resolved() -> None:
+    state = empty_complaint_state()
+    batches = [
+        [cp("C1", T0, T0)],
+        # a stale version (older update) that says resolved: not the current version
+        [cp("C1", T0, T0 - H, resolved=T0 + 2 * H)],
+        # the current version resolves it after 50 hours
+        [cp("C1", T0, T0 + 50 * H, resolved=T0 + 50 * H, region="CN-BJ")],
+        # a later correction of the resolution time: already counted
+        [cp("C1", T0, T0 + 60 * H, resolved=T0 + 40 * H)],
+    ]
+    observed = []
+    for rows in batches:
+        records = cframe(rows)
+        inc = complaint_increments(records, state)
+        observed += inc.resolutions.rows()
+        state = merge_complaints(state, records)
+    assert observed == [("CN-BJ", "delay", 50 * 3600.0)]
+    final = state.row(0, named=True)
+    assert final["updated_at"] == T0 + 60 * H and final["resolution_counted"] is True
+
+
+def test_complaint_versions_in_one_batch_match_applying_them_one_by_one() -> None:
+    rows = [
+        cp("C1", T0, T0 + 5 * H, resolved=T0 + 5 * H),
+        cp("C1", T0, T0 + H),  # older update: stays behind the resolved version
+        cp("C2", T0, None),
+        cp("C2", T0, None, resolved=T0 + 3 * H),  # null updates: the later record wins
+    ]
+    together = complaint_increments(cframe(rows), empty_complaint_state())
+    state = empty_complaint_state()
+    one_by_one: list[tuple[Any, ...]] = []
+    for row in rows:
+        records = cframe([row])
+        one_by_one += complaint_increments(records, state).resolutions.rows()
+        state = merge_complaints(state, records)
+    assert sorted(together.resolutions.rows()) == sorted(one_by_one)
+    assert sorted(one_by_one) == [("CN-SH", "delay", 3 * 3600.0), ("CN-SH", "delay", 5 * 3600.0)]
+    assert merge_complaints(empty_complaint_state(), cframe(rows)).sort("complaint_id")[
+        "resolved_at"
+    ].to_list() == [T0 + 5 * H, T0 + 3 * H]
