@@ -103,10 +103,15 @@ def backlog_alerts(config: MixinConfig) -> list[Alert]:
         ("critical", config.backlog_oldest_critical_seconds),
     ):
         hours = int(limit // 3600)
+        # Age bands that can hold items older than the limit (upper edge above it).
+        uppers = (*cat.AGE_BAND_LOWER_SECONDS[1:], float("inf"))
+        bands = "|".join(b for b, up in zip(cat.AGE_BANDS, uppers, strict=True) if up > limit)
+        aged = f'sum {by(*FACILITY)} ({cat.BACKLOG_ITEMS.name}{{{job}, age_band=~"{bands}"}})'
         out.append(
             Alert(
                 BACKLOG_OLDEST,
-                f"{oldest} > {limit:g}",
+                f"{oldest} > {limit:g}\nand on (job, facility)\n{aged} >= "
+                f"{config.backlog_oldest_min_items}",
                 "15m",
                 severity,
                 f"An item has waited more than {hours}h at facility {{{{ $labels.facility }}}}.",

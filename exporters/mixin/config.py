@@ -41,6 +41,9 @@ class MixinConfig(BaseModel):
     default_backlog_threshold: int = Field(default=5000, gt=0)
     backlog_oldest_warning_seconds: float = 24 * HOUR
     backlog_oldest_critical_seconds: float = 48 * HOUR
+    #: Aged items needed before the oldest-item alert fires: one lost parcel is the
+    #: stalled-items alert's business, a queue of old ones is the facility's.
+    backlog_oldest_min_items: int = 5
     #: Window over which a steadily growing backlog is judged, and the smallest backlog
     #: worth a ticket (tiny offices fluctuate by a few items all day).
     backlog_growth_window: str = "3h"
