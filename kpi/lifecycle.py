@@ -26,6 +26,8 @@ from kpi.standards import ServiceStandards, promised_by_expr
 
 _RANK_BITS: Final = 8  # event rank is packed below the microsecond timestamp
 _ATTEMPTS: Final = ("delivered", "delivery_failed")
+_ACCEPTANCE_FIELDS: Final = ("product", "origin", "destination", "promised_by_given")
+_KEY_DIGITS: Final = 20  # decimal digits of a shifted (unsigned) 64-bit key
 
 #: Columns of the mergeable state (what the exporter checkpoints).
 STATE_SCHEMA: Final[dict[str, pl.DataType]] = {
@@ -98,25 +100,73 @@ def event_partials(events: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
+def _last_scan() -> pl.Expr:
+    """``last_key`` and ``last_facility`` as one string whose maximum follows the tie rule.
+
+    The key as a fixed-width decimal (shifted to be non-negative), then ``|`` and the
+    facility: the greatest string has the latest key, then the greatest facility; a row
+    without a facility sorts below the rows of its key that have one.
+    """
+    key = (pl.col("last_key").cast(pl.Int128) + (1 << 63)).cast(pl.UInt64)
+    text = key.cast(pl.String).str.zfill(_KEY_DIGITS)
+    facility = pl.col("last_facility")
+    return (
+        pl.when(facility.is_null())
+        .then(text)
+        .otherwise(pl.concat_str([text, pl.lit("|"), facility]))
+    )
+
+
 def reduce_states(states: pl.LazyFrame) -> pl.LazyFrame:
-    """Combine partial states of the same item into one row per item."""
-    acc = pl.col("accepted_at")
-    first_acc = acc == acc.min()
-    winner_id = pl.col("accepted_event_id").filter(first_acc).min()
-    winner = first_acc & (pl.col("accepted_event_id") == winner_id)
-    last = pl.col("last_key") == pl.col("last_key").max()
-    return states.group_by("item_id").agg(
-        acc.min(),
-        winner_id.alias("accepted_event_id"),
-        *(
-            pl.col(c).filter(winner).first()
-            for c in ("product", "origin", "destination", "promised_by_given")
-        ),
+    """Combine partial states of the same item into one row per item.
+
+    Two passes over ``states`` that avoid per-group filters: min/max aggregations per
+    item (the last scan's facility rides along in ``_last_scan``), and the acceptance
+    winner from the rows that have an acceptance, sorted by the tie rule (earliest
+    ``accepted_at``, smallest ``accepted_event_id``, then the first row read).
+    """
+    return _reduce(states)
+
+
+def _reduce(states: pl.LazyFrame, *extra: pl.Expr) -> pl.LazyFrame:
+    """``reduce_states`` plus ``extra`` per-item aggregations (as trailing columns)."""
+    last = pl.col("_last_scan")
+    totals = states.group_by("item_id").agg(
         pl.col("attempt_key").min(),
         pl.col("delivered_at").min(),
         pl.col("returned_at").min(),
         pl.col("last_key").max(),
-        pl.col("last_facility").filter(last).max(),
+        _last_scan().max().alias("_last_scan"),
+        *extra,
+    )
+    has_winner = pl.col("accepted_event_id").is_not_null()
+    acceptance = (
+        states.filter(pl.col("accepted_at").is_not_null())
+        .select("item_id", "accepted_at", "accepted_event_id", *_ACCEPTANCE_FIELDS)
+        .with_row_index("_order")
+        .sort(["accepted_at", "accepted_event_id", "_order"], nulls_last=True)
+        .unique("item_id", keep="first", maintain_order=True)
+        .select(
+            "item_id",
+            "accepted_at",
+            "accepted_event_id",
+            # Equal earliest acceptances without any event id: no winner.
+            *(pl.when(has_winner).then(pl.col(c)).alias(c) for c in _ACCEPTANCE_FIELDS),
+        )
+    )
+    return totals.join(acceptance, on="item_id", how="left", nulls_equal=True).select(
+        "item_id",
+        "accepted_at",
+        "accepted_event_id",
+        *_ACCEPTANCE_FIELDS,
+        "attempt_key",
+        "delivered_at",
+        "returned_at",
+        "last_key",
+        pl.when(last.str.len_bytes() > _KEY_DIGITS)
+        .then(last.str.slice(_KEY_DIGITS + 1))
+        .alias("last_facility"),
+        *(e.meta.output_name() for e in extra),
     )
 
 
@@ -132,14 +182,37 @@ def build_state(events: pl.LazyFrame, as_of: dt.datetime | None = None) -> pl.La
     return reduce_states(event_partials(events)).select(STATE_SCHEMA.keys())
 
 
+def collect_state(
+    events: pl.LazyFrame, as_of: dt.datetime | None = None
+) -> tuple[pl.DataFrame, dt.datetime | None, dt.datetime | None]:
+    """The state of every item from its events up to ``as_of``, and the events' time span.
+
+    Returns ``(state, first, last)``: ``build_state(events, as_of)`` collected, and the
+    earliest and latest ``ts`` of the events it used (None when there are none). With
+    ``as_of=None`` every event that has a ``ts`` is used. One pass over ``events`` (the
+    span comes from the same aggregation), on the streaming engine.
+    """
+    ts = pl.col("ts")
+    events = events.filter(ts.is_not_null() if as_of is None else ts <= as_of)
+    first_key = pl.col("last_key").min().alias("_first_key")
+    table = _reduce(event_partials(events), first_key).collect(engine="streaming")
+    span = table.select(
+        _key_ts("_first_key").min().alias("first"), _key_ts("last_key").max().alias("last")
+    )
+    first, last = span.row(0) if table.height else (None, None)
+    return table.select(STATE_SCHEMA.keys()), first, last
+
+
 def merge_events(state: pl.DataFrame, events: pl.LazyFrame) -> pl.DataFrame:
     """The state after applying a batch of events; only the items it touches are recomputed."""
     partials = event_partials(events).collect()
     if partials.is_empty():
         return state
-    touched = partials.select("item_id").unique()
-    affected = state.join(touched, on="item_id", how="semi")
-    rest = state.join(touched, on="item_id", how="anti")
+    # One membership test splits the state (cheaper than a semi and an anti join).
+    touched = state.get_column("item_id").is_in(partials.get_column("item_id").unique().implode())
+    touched = touched.fill_null(False)  # a null id joins nothing: it stays in the rest
+    affected = state.filter(touched)
+    rest = state.filter(~touched)
     merged = reduce_states(pl.concat([affected, partials], how="vertical").lazy()).select(
         STATE_SCHEMA.keys()
     )
@@ -180,6 +253,7 @@ __all__ = [
     "STATE_SCHEMA",
     "build_lifecycle",
     "build_state",
+    "collect_state",
     "empty_state",
     "event_partials",
     "lifecycle",

@@ -22,7 +22,7 @@ from kpi.kpis.functions import (
     network_kpis,
     open_complaint_kpis,
 )
-from kpi.lifecycle import build_state, lifecycle
+from kpi.lifecycle import collect_state, lifecycle
 from kpi.sources.folder import DataSet
 
 _EPSILON = dt.timedelta(microseconds=1)
@@ -59,13 +59,13 @@ class Snapshot:
     @classmethod
     def from_dataset(cls, ds: DataSet, as_of: dt.datetime | None = None) -> Snapshot:
         """Build the lifecycle from all events up to ``as_of`` (default: the latest event)."""
-        bounds = ds.events.select(
-            pl.col("ts").min().alias("first"), pl.col("ts").max().alias("last")
-        ).collect()
-        first, last = bounds.row(0)
+        # One pass over the events: the state and the events' time span together.
+        state, first, last = collect_state(ds.events, as_of)
+        if as_of is not None and first is None:
+            # Nothing up to as-of: the window still starts at the first event (if any).
+            first = ds.events.select(pl.col("ts").min()).collect().item()
         effective = as_of or last or dt.datetime.now(dt.UTC)
-        state = build_state(ds.events, effective)
-        table = lifecycle(state, ds.standards).collect()
+        table = lifecycle(state.lazy(), ds.standards).collect()
         complaints = ds.complaints.filter(pl.col("opened_at") <= effective).collect()
         return cls(table, complaints, ds.facilities, effective, first)
 

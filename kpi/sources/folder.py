@@ -119,32 +119,48 @@ def validate_data_dir(data_dir: Path, rejects_dir: Path | None = None) -> list[F
     out_dir = rejects_dir or data_dir / REJECTS_DIR
     reports: list[FileReport] = []
     for kind in Kind:
-        seen: pl.Series | None = None
+        # Distinct good event ids of every file, to count ids seen in an earlier file.
+        file_ids: list[pl.DataFrame] = []
+        kind_reports: list[FileReport] = []
         rejects: list[pl.DataFrame] = []
         for path in source_files(data_dir, kind):
             batch = read_file(path)
             good, bad = validated(batch, kind)
             rep = FileReport(source=str(path), kind=kind)
-            file_rejects = pl.concat([batch.rejects_frame(), bad.collect()], how="vertical")
+            if kind is Kind.EVENTS:
+                summary = good.select(
+                    pl.col("event_id"), s10_invalid_expr("item_id").alias("bad_s10")
+                )
+            else:
+                summary = good.select(pl.len())
+            # One validation pass serves both the rejects and the good rows' figures.
+            bad_rows, stats = pl.collect_all([bad, summary])
+            file_rejects = pl.concat([batch.rejects_frame(), bad_rows], how="vertical")
             rejects.append(file_rejects)
             rep.rejected.update(file_rejects["reason"].to_list())
             if kind is Kind.EVENTS:
-                stats = good.select(
-                    pl.col("event_id"), s10_invalid_expr("item_id").alias("bad_s10")
-                ).collect()
                 ids = stats["event_id"]
                 rep.accepted = stats.height
-                dup_within = ids.len() - ids.n_unique()
-                dup_before = (
-                    int(ids.unique().is_in(seen.implode()).sum()) if seen is not None else 0
-                )
-                rep.duplicate_ids = dup_within + dup_before
+                rep.duplicate_ids = ids.len() - ids.n_unique()  # + ids of earlier files, below
                 rep.invalid_s10 = int(stats["bad_s10"].sum())
-                seen = ids.unique() if seen is None else pl.concat([seen, ids]).unique()
+                file_ids.append(
+                    ids.unique().drop_nulls().to_frame().with_columns(_file=len(file_ids))
+                )
             else:
-                rep.accepted = good.select(pl.len()).collect().item()
+                rep.accepted = stats.item()
             rep.rows_read = rep.accepted + file_rejects.filter(pl.col("row").is_not_null()).height
-            reports.append(rep)
+            kind_reports.append(rep)
+        if file_ids:
+            # Distinct ids of a file that some earlier file already had, in one pass.
+            earlier = (
+                pl.concat(file_ids, how="vertical")
+                .with_columns(pl.col("_file").min().over("event_id").alias("_first"))
+                .group_by("_file")
+                .agg((pl.col("_first") < pl.col("_file")).sum().alias("n"))
+            )
+            for i, n in earlier.iter_rows():
+                kind_reports[i].duplicate_ids += int(n)
+        reports += kind_reports
         if rejects:
             out_dir.mkdir(parents=True, exist_ok=True)
             all_rejects = pl.concat(rejects, how="vertical")

@@ -51,6 +51,25 @@ _EVENT_NAMES: Final = {e: e for e in EVENT_TYPES} | {k.lower(): v for k, v in UP
 
 
 @dataclass(frozen=True)
+class _Vocabulary:
+    """Text to an Enum value: lowercased, then looked up in ``names`` (unknown -> null).
+
+    Applied to the distinct values of each batch only: a column of millions of rows
+    holds a handful of distinct event names.
+    """
+
+    names: dict[str, str]
+    dtype: pl.Enum
+
+    def __call__(self, text: pl.Series) -> pl.Series:
+        values = text.drop_nulls().unique()
+        known = values.str.to_lowercase().replace_strict(self.names, default=None)
+        return text.replace_strict(
+            values, known.cast(self.dtype), default=None, return_dtype=self.dtype
+        )
+
+
+@dataclass(frozen=True)
 class Check:
     """One validation rule: rows where ``failed`` is true are rejected for ``reason``."""
 
@@ -59,8 +78,11 @@ class Check:
     field: str
 
 
-def _blank(col: str) -> pl.Expr:
+def _blank(col: str, dtype: pl.DataType | None = None) -> pl.Expr:
     c = pl.col(col)
+    if dtype is not None and (dtype.is_numeric() or dtype.is_temporal() or dtype == pl.Boolean):
+        # Their text form is never blank: skip the (costly) cast to string.
+        return c.is_null()
     return c.is_null() | (c.cast(pl.String).str.strip_chars() == "")
 
 
@@ -110,16 +132,49 @@ def _parse_bool(col: str, dtype: pl.DataType) -> tuple[pl.Expr, list[Check]]:
     return parsed.otherwise(None), [Check(present & parsed.is_null(), RejectReason.BAD_TYPE, col)]
 
 
-def _prepare(kind: Kind, schema: pl.Schema) -> tuple[dict[str, pl.Expr], list[Check]]:
-    """Typed column expressions and checks for a raw frame with ``schema``."""
+#: Prefixes of the intermediate columns of ``validate_lazy``.
+_STRIPPED: Final = "__stripped__"
+_TEXT: Final = "__text__"
+_TYPED: Final = "__typed__"
+_FAILED: Final = "__failed__"
+_FIRST_FAILED: Final = "__first_failed__"
+
+
+def _typed(col: str) -> pl.Expr:
+    """The typed value of ``col``, computed once by ``validate_lazy`` and read by the checks."""
+    return pl.col(_TYPED + col)
+
+
+@dataclass
+class _Plan:
+    """What ``validate_lazy`` computes, stage by stage (each stage reads the previous ones)."""
+
+    stripped: dict[str, pl.Expr]  # raw string columns, stripped (once)
+    texts: dict[str, pl.Expr]  # text of vocabulary columns, null when blank
+    exprs: dict[str, pl.Expr]  # typed value of every schema column
+    checks: list[Check]
+
+
+def _prepare(kind: Kind, schema: pl.Schema) -> _Plan:
+    """Typed column expressions and checks for a raw frame with ``schema``.
+
+    Checks read typed values through ``_typed`` (and texts by name), so every
+    expression is evaluated once per row.
+    """
     target = SCHEMAS[kind]
-    exprs: dict[str, pl.Expr] = {}
-    checks: list[Check] = [
-        Check(_blank(col), RejectReason.MISSING_FIELD, col)
-        if col in schema
-        else Check(pl.lit(True), RejectReason.MISSING_FIELD, col)
-        for col in REQUIRED[kind]
-    ]
+    plan = _Plan({}, {}, {}, [])
+    exprs = plan.exprs
+    plain: set[str] = set()  # string columns whose typed value is their text
+    checks: list[Check] = []
+
+    def text(col: str, raw_dtype: pl.DataType) -> pl.Expr:
+        """``_as_string`` with the stripped value computed once, in its own stage."""
+        if raw_dtype != pl.String:
+            return _as_string(col, raw_dtype)
+        plan.stripped[col] = pl.col(col).str.strip_chars()
+        s = pl.col(_STRIPPED + col)
+        return pl.when(s == "").then(None).otherwise(s)
+
     for col, dtype in target.items():
         raw_dtype = schema.get(col, pl.Null())
         if col not in schema:
@@ -131,37 +186,59 @@ def _prepare(kind: Kind, schema: pl.Schema) -> tuple[dict[str, pl.Expr], list[Ch
             exprs[col], more = _parse_bool(col, raw_dtype)
             checks += more
         elif isinstance(dtype, pl.Enum):
-            text = _as_string(col, raw_dtype).str.to_lowercase()
+            plan.texts[col] = text(col, raw_dtype)
             if col == "event":
-                text = text.replace_strict(_EVENT_NAMES, default=None)
+                names = _EVENT_NAMES
                 reason = RejectReason.UNKNOWN_EVENT
-                allowed: tuple[str, ...] = EVENT_TYPES
             else:
+                names = {c: c for c in COMPLAINT_CATEGORIES}
                 reason = RejectReason.UNKNOWN_CATEGORY
-                allowed = COMPLAINT_CATEGORIES
-            known = text.is_in(list(allowed))
-            exprs[col] = pl.when(known).then(text).cast(dtype)
-            checks.append(Check(~_blank(col) & ~known.fill_null(False), reason, col))
+            exprs[col] = pl.col(_TEXT + col).map_batches(
+                _Vocabulary(names, dtype), return_dtype=dtype, is_elementwise=True
+            )
+            # The typed value is null exactly when the text is not a known value.
+            blank = pl.col(_TEXT + col).is_null() if raw_dtype == pl.String else _blank(col)
+            checks.append(Check(~blank & _typed(col).is_null(), reason, col))
         else:
-            exprs[col] = _as_string(col, raw_dtype)
+            exprs[col] = text(col, raw_dtype)
+            plain.add(col)
+
+    def missing(col: str) -> pl.Expr:
+        if col not in schema:
+            return pl.lit(True)
+        if schema[col] != pl.String:
+            return _blank(col, schema[col])
+        # A string is blank exactly when its text (or plain typed value) is null.
+        if col in plan.texts:
+            return pl.col(_TEXT + col).is_null()
+        return _typed(col).is_null() if col in plain else _blank(col)
+
+    plan.checks = [Check(missing(col), RejectReason.MISSING_FIELD, col) for col in REQUIRED[kind]]
+    plan.checks += checks
     if kind is Kind.EVENTS:
-        event = exprs["event"]
+        event = _typed("event")
         for ev, cols in EVENT_REQUIRED_ON.items():
-            checks += [
-                Check((event == ev) & exprs[c].is_null(), RejectReason.MISSING_FIELD, c)
+            plan.checks += [
+                Check((event == ev) & _typed(c).is_null(), RejectReason.MISSING_FIELD, c)
                 for c in cols
             ]
-    return exprs, checks
+    return plan
 
 
 def _first_failure(checks: list[Check]) -> tuple[pl.Expr, pl.Expr]:
-    """The first failing check's reason and field per row (null when the row is good)."""
-    reason: pl.Expr = pl.lit(None, pl.String)
-    field: pl.Expr = pl.lit(None, pl.String)
-    for chk in reversed(checks):
-        failed = chk.failed.fill_null(False)
-        reason = pl.when(failed).then(pl.lit(chk.reason.value)).otherwise(reason)
-        field = pl.when(failed).then(pl.lit(chk.field)).otherwise(field)
+    """The first failing check's reason and field per row (null when the row is good).
+
+    Reads the position of the first failing check, which ``validate_lazy`` computes
+    into ``_FIRST_FAILED`` from the checks' outcomes.
+    """
+    first = pl.col(_FIRST_FAILED)
+    positions = list(range(len(checks)))
+    reason = first.replace_strict(
+        positions, [c.reason.value for c in checks], default=None, return_dtype=pl.String
+    )
+    field = first.replace_strict(
+        positions, [c.field for c in checks], default=None, return_dtype=pl.String
+    )
     return reason, field
 
 
@@ -173,14 +250,28 @@ def validate_lazy(raw: pl.LazyFrame, kind: Kind) -> pl.LazyFrame:
     are ignored.
     """
     schema = raw.collect_schema()
-    exprs, checks = _prepare(kind, schema)
-    reason, field = _first_failure(checks)
-    return raw.select(
-        pl.col(SOURCE),
-        pl.col(ROW),
-        *(e.alias(c) for c, e in exprs.items()),
-        reason.alias(REASON),
-        field.alias(FIELD),
+    plan = _prepare(kind, schema)
+    reason, field = _first_failure(plan.checks)
+    failed = [f"{_FAILED}{i}" for i in range(len(plan.checks))]
+    first_failed = pl.coalesce(
+        [pl.when(pl.col(f)).then(pl.lit(i, pl.Int32)) for i, f in enumerate(failed)]
+        + [pl.lit(None, pl.Int32)]
+    )
+    return (
+        raw.with_columns(e.alias(_STRIPPED + c) for c, e in plan.stripped.items())
+        .with_columns(e.alias(_TEXT + c) for c, e in plan.texts.items())
+        .with_columns(e.alias(_TYPED + c) for c, e in plan.exprs.items())
+        .with_columns(
+            chk.failed.fill_null(False).alias(f) for f, chk in zip(failed, plan.checks, strict=True)
+        )
+        .with_columns(first_failed.alias(_FIRST_FAILED))
+        .select(
+            pl.col(SOURCE),
+            pl.col(ROW),
+            *(_typed(c).alias(c) for c in plan.exprs),
+            reason.alias(REASON),
+            field.alias(FIELD),
+        )
     )
 
 
@@ -192,20 +283,26 @@ def good_rows(validated: pl.LazyFrame, kind: Kind) -> pl.LazyFrame:
 def rejected_rows(validated: pl.LazyFrame, raw: pl.LazyFrame) -> pl.LazyFrame:
     """Rejects in ``REJECT_SCHEMA``: source, row, reason, field and the raw row as JSON."""
     raw_cols = [c for c in raw.collect_schema().names() if c not in (SOURCE, ROW)]
+    # The raw row rides along as a struct and is encoded after the join, for the
+    # rejected rows only (encoding every row of a large file would dominate).
+    raw_row = pl.struct(raw_cols) if raw_cols else pl.lit(None, pl.Null)
+    as_text = pl.col("raw").struct
     raw_json = (
-        pl.struct([pl.col(c).cast(pl.String) for c in raw_cols]).struct.json_encode()
+        pl.when(pl.col("raw").is_not_null()).then(
+            pl.struct([as_text.field(c).cast(pl.String) for c in raw_cols]).struct.json_encode()
+        )
         if raw_cols
         else pl.lit("{}")
     )
     bad = validated.filter(pl.col(REASON).is_not_null()).select(SOURCE, ROW, REASON, FIELD)
     return bad.join(
-        raw.select(SOURCE, ROW, raw_json.alias("raw")), on=[SOURCE, ROW], how="left"
+        raw.select(SOURCE, ROW, raw_row.alias("raw")), on=[SOURCE, ROW], how="left"
     ).select(
         pl.col(SOURCE).alias("source"),
         pl.col(ROW).cast(pl.Int64).alias("row"),
         pl.col(REASON).alias("reason"),
         pl.col(FIELD).alias("field"),
-        pl.col("raw"),
+        raw_json.alias("raw"),
     )
 
 
