@@ -1,0 +1,230 @@
+"""The ``kpi`` command: validate, report (defaults, formats, errors), docs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from kpi.cli import app
+from kpi.kpis.catalog import KPIS
+from tests.conftest import write_rows
+
+runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[2]
+
+# Two items: A accepted 08:00+08 (express, same region: due end of next local day) and
+# delivered on time; B accepted later, still waiting at a hub; one more scan of A after
+# the as-of used below.
+EVENTS: list[dict[str, str | None]] = [
+    {
+        "event_id": "a1",
+        "item_id": "A",
+        "event": "accepted",
+        "ts": "2027-01-11T08:00:00+08:00",
+        "facility": "CO-1",
+        "product": "express",
+        "origin": "CN-GD",
+        "destination": "CN-GD",
+    },
+    {
+        "event_id": "a2",
+        "item_id": "A",
+        "event": "delivered",
+        "ts": "2027-01-12T10:00:00+08:00",
+        "facility": "DO-1",
+    },
+    {
+        "event_id": "b1",
+        "item_id": "B",
+        "event": "accepted",
+        "ts": "2027-01-12T09:00:00+08:00",
+        "facility": "CO-1",
+        "product": "express",
+        "origin": "CN-GD",
+        "destination": "CN-BJ",
+    },
+    {
+        "event_id": "b2",
+        "item_id": "B",
+        "event": "arrived",
+        "ts": "2027-01-12T12:00:00+08:00",
+        "facility": "PC-1",
+    },
+]
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    write_rows(tmp_path / "events" / "e.csv", EVENTS)
+    return tmp_path
+
+
+def _json(args: list[str]) -> list[dict[str, object]]:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_report_defaults_to_the_latest_event(folder: Path) -> None:
+    rows = _json(
+        [
+            "report",
+            str(folder),
+            "--kpi",
+            "accepted_items,delivered_items,on_time_ratio,backlog_items,in_network_items",
+            "--format",
+            "json",
+        ]
+    )
+    assert rows == [
+        {
+            "accepted_items": 2,
+            "delivered_items": 1,
+            "on_time_ratio": 1.0,
+            "backlog_items": 1,
+            "in_network_items": 1,
+        }
+    ]
+
+
+def test_report_as_of_ignores_later_events_and_allows_a_later_to(folder: Path) -> None:
+    rows = _json(
+        [
+            "report",
+            str(folder),
+            "--as-of",
+            "2027-01-12T09:30:00+08:00",
+            "--to",
+            "2027-02-01T00:00:00Z",
+            "--kpi",
+            "accepted_items,delivered_items,in_network_items",
+            "--format",
+            "json",
+        ]
+    )
+    # at 09:30 local on the 12th A is delivered (10:00 is later: not yet), B accepted
+    assert rows == [{"accepted_items": 2, "delivered_items": 0, "in_network_items": 2}]
+
+
+def test_report_grouped_by_day_in_a_time_zone(folder: Path) -> None:
+    rows = _json(
+        [
+            "report",
+            str(folder),
+            "--by",
+            "destination",
+            "--granularity",
+            "day",
+            "--tz",
+            "Asia/Shanghai",
+            "--kpi",
+            "accepted_items",
+            "--format",
+            "json",
+        ]
+    )
+    assert rows == [
+        {"destination": "CN-BJ", "period": "2027-01-12T00:00:00+08:00", "accepted_items": 1},
+        {"destination": "CN-GD", "period": "2027-01-11T00:00:00+08:00", "accepted_items": 1},
+        # A's delivery day: the flow family has activity there, so the row exists with 0
+        {"destination": "CN-GD", "period": "2027-01-12T00:00:00+08:00", "accepted_items": 0},
+    ]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "arrow"])
+def test_report_machine_formats_read_back(folder: Path, tmp_path: Path, fmt: str) -> None:
+    out = tmp_path / f"r.{fmt}"
+    args = [
+        "report",
+        str(folder),
+        "--by",
+        "region",
+        "--kpi",
+        "accepted_items,on_time_ratio",
+        "--format",
+        fmt,
+        "--output",
+        str(out),
+    ]
+    assert runner.invoke(app, args).exit_code == 0
+    read = {"csv": pl.read_csv, "parquet": pl.read_parquet, "arrow": pl.read_ipc_stream}[fmt]
+    got = read(out).sort("region")
+    assert got["region"].to_list() == ["CN-BJ", "CN-GD"]
+    assert got["accepted_items"].to_list() == [1, 1]
+    assert got["on_time_ratio"].to_list() == [None, 1.0]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--by", "facility", "--kpi", "on_time_ratio"],
+            "supports ['product', 'origin', 'destination', 'region']",
+        ),
+        (["--kpi", "speed"], "unknown KPI 'speed'"),
+        (["--as-of", "2027-01-12T09:30:00"], "has no UTC offset"),
+        (["--from", "2027-01-12T00:00:00Z", "--to", "2027-01-11T00:00:00Z"], "must be before"),
+        (["--granularity", "fortnight"], "unknown granularity"),
+    ],
+)
+def test_report_errors_say_what_to_change(folder: Path, args: list[str], message: str) -> None:
+    result = runner.invoke(app, ["report", str(folder), *args])
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_report_list_prints_every_kpi() -> None:
+    result = runner.invoke(app, ["report", ".", "--list"])
+    assert result.exit_code == 0
+    assert all(k.name in result.stdout for k in KPIS)
+
+
+def test_generated_data_passes_validate_and_bad_rows_do_not(tmp_path: Path) -> None:
+    clean, dirty = tmp_path / "clean", tmp_path / "dirty"
+    for out, rate in ((clean, "0"), (dirty, "0.05")):
+        args = [
+            "simulate",
+            "--out",
+            str(out),
+            "--items",
+            "400",
+            "--days",
+            "5",
+            "--seed",
+            "2",
+            "--bad-rows",
+            rate,
+            "--quiet",
+        ]
+        assert runner.invoke(app, args).exit_code == 0
+    ok = runner.invoke(app, ["validate", str(clean)])
+    assert ok.exit_code == 0, ok.output
+    assert "rejected: 0" in ok.stdout
+    bad = runner.invoke(app, ["validate", str(dirty)])
+    assert bad.exit_code == 1
+    rejects = pl.read_ndjson(dirty / "_rejects" / "events.jsonl")
+    assert {"missing_field", "unknown_event", "bad_timestamp", "timestamp_without_offset"} <= set(
+        rejects["reason"]
+    )
+
+
+def test_report_window_is_half_open(folder: Path) -> None:
+    accepted_b = dt.datetime(2027, 1, 12, 1, 0, tzinfo=dt.UTC).isoformat()
+    rows = _json(
+        ["report", str(folder), "--to", accepted_b, "--kpi", "accepted_items", "--format", "json"]
+    )
+    assert rows == [{"accepted_items": 1}]  # B's acceptance is exactly at `to`: outside
+    rows = _json(
+        ["report", str(folder), "--from", accepted_b, "--kpi", "accepted_items", "--format", "json"]
+    )
+    assert rows == [{"accepted_items": 1}]  # ... and exactly at `from`: inside
+
+
+def test_kpi_docs_are_current() -> None:
+    result = runner.invoke(app, ["docs", "--check", "--out", str(ROOT / "docs" / "kpis.md")])
+    assert result.exit_code == 0, "docs/kpis.md is stale: run `kpi docs`"
