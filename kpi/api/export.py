@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import io
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal, get_args
@@ -13,6 +12,7 @@ import polars as pl
 from fastapi import Response
 
 from kpi.api.models import Format
+from kpi.output import to_bytes
 
 MEDIA_TYPES: Final[dict[str, str]] = {
     "json": "application/json",
@@ -22,8 +22,6 @@ MEDIA_TYPES: Final[dict[str, str]] = {
 }
 _BY_MEDIA: Final = {v: k for k, v in MEDIA_TYPES.items()}
 FORMATS: Final[tuple[str, ...]] = get_args(Format)
-#: ISO 8601 with a colon in the offset, like the JSON answers.
-CSV_DATETIME: Final = "%Y-%m-%dT%H:%M:%S%.f%:z"
 Role = Literal["dimension", "time", "measure", "attribute"]
 
 #: OpenAPI ``content`` of a tabular 200 answer: JSON (schema from the model) or a file.
@@ -84,20 +82,6 @@ def columns_meta(
     ]
 
 
-def to_bytes(frame: pl.DataFrame, fmt: str) -> bytes:
-    """The frame as CSV, Parquet or Arrow IPC stream bytes."""
-    if fmt == "csv":
-        return frame.write_csv(datetime_format=CSV_DATETIME).encode()
-    buf = io.BytesIO()
-    if fmt == "parquet":
-        frame.write_parquet(buf)
-    elif fmt == "arrow":
-        frame.write_ipc_stream(buf)
-    else:
-        raise ValueError(f"unknown format {fmt!r}")
-    return buf.getvalue()
-
-
 def _json_default(value: object) -> object:
     if isinstance(value, dt.timedelta):
         return value.total_seconds()
@@ -149,7 +133,7 @@ def render_page(
         return Rendered(content, MEDIA_TYPES["json"], headers)
     suffix = {"csv": "csv", "parquet": "parquet", "arrow": "arrows"}[fmt]
     headers["Content-Disposition"] = f'attachment; filename="{name}.{suffix}"'
-    return Rendered(to_bytes(page, fmt), MEDIA_TYPES[fmt], headers)
+    return Rendered(to_bytes(page, fmt), MEDIA_TYPES[fmt], headers)  # type: ignore[arg-type]
 
 
 def json_response(body: Mapping[str, Any], status: int = 200) -> Response:
