@@ -26,4 +26,4 @@ VOLUME ["/data", "/state"]
 EXPOSE 9108 8000
 
 ENTRYPOINT ["kpi"]
-CMD ["serve", "/data", "--exporter-listen", "0.0.0.0:9108", "--api-listen", "0.0.0.0:8000", "--state", "/state", "--as-of", "latest"]
+CMD ["serve", "/data", "--exporter-listen", "0.0.0.0:9108", "--api-listen", "0.0.0.0:8000", "--state", "/state", "--as-of", "now"]
