@@ -35,6 +35,10 @@ from prometheus_client.core import (
 from prometheus_client.metrics_core import Metric
 from prometheus_client.utils import floatToGoString
 
+from kpi.kpis.catalog import AGE_BAND_EDGES
+from kpi.kpis.catalog import AGE_BANDS as KPI_AGE_BANDS
+from kpi.standards import DEFAULT_STANDARDS
+
 #: The Prometheus ``job`` label of the exporter in every config we ship.
 EXPORTER_JOB: Final = "postal-exporter"
 #: The analyst API's job label (it exposes its own process metrics only).
@@ -53,13 +57,15 @@ ON_TIME_VALUES: Final = ("true", "false", "unknown")
 VALID_VALUES: Final = ("true", "false", "unknown")
 OUTCOME_VALUES: Final = ("delivered", "failed")
 ATTEMPT_VALUES: Final = ("first", "repeat")
-#: Backlog age bands, youngest first: [0,6h), [6h,12h), [12h,24h), [24h,48h), [48h,inf).
-AGE_BANDS: Final = ("lt_6h", "6h_12h", "12h_24h", "24h_48h", "ge_48h")
+#: Backlog age bands, youngest first, as the KPI engine defines them:
+#: [0,6h), [6h,12h), [12h,24h), [24h,48h), [48h,inf).
+AGE_BANDS: Final = KPI_AGE_BANDS
 #: Lower edge of each age band in seconds, aligned with ``AGE_BANDS``.
-AGE_BAND_LOWER_SECONDS: Final = (0.0, 6 * HOUR, 12 * HOUR, 24 * HOUR, 48 * HOUR)
+AGE_BAND_LOWER_SECONDS: Final = (0.0, *(h * HOUR for h in AGE_BAND_EDGES))
 
-#: Service-standard deadlines (days) that the transit histogram must resolve exactly.
-SERVICE_STANDARD_DAYS: Final = (1, 2, 3, 4, 6, 7, 10)
+#: Service-standard deadlines (days) that the transit histogram must resolve exactly: those
+#: of the built-in standard (buckets must not vary between exporters, or sums break).
+SERVICE_STANDARD_DAYS: Final = tuple(DEFAULT_STANDARDS.deadline_days())
 #: China SPB "72-hour on-time rate" threshold.
 SECONDS_72H: Final = 72 * HOUR
 #: Operators must answer a complaint within 7 days.
