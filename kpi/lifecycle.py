@@ -27,7 +27,6 @@ from kpi.standards import ServiceStandards, promised_by_expr
 _RANK_BITS: Final = 8  # event rank is packed below the microsecond timestamp
 _ATTEMPTS: Final = ("delivered", "delivery_failed")
 _ACCEPTANCE_FIELDS: Final = ("product", "origin", "destination", "promised_by_given")
-_KEY_DIGITS: Final = 20  # decimal digits of a shifted (unsigned) 64-bit key
 
 #: Columns of the mergeable state (what the exporter checkpoints).
 STATE_SCHEMA: Final[dict[str, pl.DataType]] = {
@@ -100,28 +99,24 @@ def event_partials(events: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-def _last_scan() -> pl.Expr:
-    """``last_key`` and ``last_facility`` as one string whose maximum follows the tie rule.
+def _last_facility() -> pl.Expr:
+    """The facility of the last scan: the row with the greatest ``(last_key, last_facility)``.
 
-    The key as a fixed-width decimal (shifted to be non-negative), then ``|`` and the
-    facility: the greatest string has the latest key, then the greatest facility; a row
-    without a facility sorts below the rows of its key that have one.
+    ``max_by`` a struct key follows the tie rule in one aggregation: the latest key, then
+    the greatest facility; struct fields order nulls first, so a row without a facility
+    sorts below the rows of its key that have one. Rows without a key never win (their
+    facility is masked), as ``max`` ignores null keys.
     """
-    key = (pl.col("last_key").cast(pl.Int128) + (1 << 63)).cast(pl.UInt64)
-    text = key.cast(pl.String).str.zfill(_KEY_DIGITS)
+    key = pl.col("last_key")
     facility = pl.col("last_facility")
-    return (
-        pl.when(facility.is_null())
-        .then(text)
-        .otherwise(pl.concat_str([text, pl.lit("|"), facility]))
-    )
+    return pl.when(key.is_not_null()).then(facility).max_by(pl.struct(key, facility))
 
 
 def reduce_states(states: pl.LazyFrame) -> pl.LazyFrame:
     """Combine partial states of the same item into one row per item.
 
     Two passes over ``states`` that avoid per-group filters: min/max aggregations per
-    item (the last scan's facility rides along in ``_last_scan``), and the acceptance
+    item (the last scan's facility is a ``max_by`` of a struct key), and the acceptance
     winner from the rows that have an acceptance, sorted by the tie rule (earliest
     ``accepted_at``, smallest ``accepted_event_id``, then the first row read).
     """
@@ -130,13 +125,12 @@ def reduce_states(states: pl.LazyFrame) -> pl.LazyFrame:
 
 def _reduce(states: pl.LazyFrame, *extra: pl.Expr) -> pl.LazyFrame:
     """``reduce_states`` plus ``extra`` per-item aggregations (as trailing columns)."""
-    last = pl.col("_last_scan")
     totals = states.group_by("item_id").agg(
         pl.col("attempt_key").min(),
         pl.col("delivered_at").min(),
         pl.col("returned_at").min(),
         pl.col("last_key").max(),
-        _last_scan().max().alias("_last_scan"),
+        _last_facility().alias("last_facility"),
         *extra,
     )
     has_winner = pl.col("accepted_event_id").is_not_null()
@@ -163,9 +157,7 @@ def _reduce(states: pl.LazyFrame, *extra: pl.Expr) -> pl.LazyFrame:
         "delivered_at",
         "returned_at",
         "last_key",
-        pl.when(last.str.len_bytes() > _KEY_DIGITS)
-        .then(last.str.slice(_KEY_DIGITS + 1))
-        .alias("last_facility"),
+        "last_facility",
         *(e.meta.output_name() for e in extra),
     )
 

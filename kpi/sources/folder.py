@@ -16,6 +16,7 @@ from kpi.sources.validate import (
     SOURCE,
     dedupe,
     good_rows,
+    ids_distinct,
     rejected_rows,
     validate_lazy,
 )
@@ -93,15 +94,26 @@ class DataSet:
 
 
 def _stream(data_dir: Path, kind: Kind) -> pl.LazyFrame:
-    frames = [validated(read_file(p), kind)[0] for p in source_files(data_dir, kind)]
+    batches = [read_file(p) for p in source_files(data_dir, kind)]
+    frames = [validated(batch, kind)[0] for batch in batches]
     if not frames:
         return pl.LazyFrame(schema=SCHEMAS[kind])
-    good = dedupe(pl.concat(frames, how="vertical"), kind).drop(SOURCE, ROW)
+    good = pl.concat(frames, how="vertical")
+    # De-duplication keeps the first read of each id; it is the one blocking step of
+    # the events plan (every row is held), so it is left out when a cheap eager check
+    # of the raw ids proves that no id repeats (the result is the same frame).
+    if kind is not Kind.EVENTS or not ids_distinct([b.frame for b in batches], kind):
+        good = dedupe(good, kind)
+    good = good.drop(SOURCE, ROW)
     return latest_complaints(good) if kind is Kind.COMPLAINTS else good
 
 
 def load_data_dir(data_dir: Path) -> DataSet:
-    """The folder's validated, de-duplicated frames (lazy; rejects are dropped, see ``validate_data_dir``)."""
+    """The folder's validated, de-duplicated frames (rejects are dropped, see ``validate_data_dir``).
+
+    Lazy, except that the event ids are read once here to decide whether the events
+    need de-duplicating (see ``ids_distinct``).
+    """
     return DataSet(
         events=_stream(data_dir, Kind.EVENTS),
         complaints=_stream(data_dir, Kind.COMPLAINTS),

@@ -306,6 +306,27 @@ def rejected_rows(validated: pl.LazyFrame, raw: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
+def ids_distinct(raws: list[pl.LazyFrame], kind: Kind) -> bool:
+    """Whether no two rows of the raw frames can share an id once validated.
+
+    Cheap check before ``dedupe``: the id of every row (stripped as validation strips
+    it; blank ids are rejects and left out) is hashed, and the 64-bit hashes must all
+    differ. Rows that fail other checks are included, and a hash collision counts as a
+    repeat, so True is certain while False only means "de-duplicate to be sure".
+    """
+    col = ID_COLUMN[kind]
+    hashes: list[pl.LazyFrame] = []
+    for raw in raws:
+        schema = raw.collect_schema()
+        if col in schema:
+            ids = raw.select(_as_string(col, schema[col]).alias(col)).drop_nulls()
+            hashes.append(ids.select(pl.col(col).hash()))
+    if not hashes:
+        return True
+    h = pl.concat(hashes, how="vertical").collect(engine="streaming").to_series()
+    return h.n_unique() == h.len()
+
+
 def dedupe(good: pl.LazyFrame, kind: Kind) -> pl.LazyFrame:
     """Events: one row per ``event_id`` (first read wins). Complaints keep every version."""
     if kind is not Kind.EVENTS:

@@ -229,6 +229,33 @@ def test_duplicates_count_once_across_files(tmp_path: Path, rows_writer: Writer)
     assert load_data_dir(tmp_path).events.collect().height == len(GOOD)
 
 
+def test_first_read_wins_whether_or_not_ids_repeat(tmp_path: Path, rows_writer: Writer) -> None:
+    # The reader skips de-duplication only when the raw ids cannot repeat: ids that
+    # differ only by padding, or a later read of an id with other content, must still
+    # leave the first read.
+    rows_writer("events/a.csv", GOOD)
+    first = load_data_dir(tmp_path).events.collect()
+    assert first["event_id"].to_list() == ["e1", "e2", "e3", "e4"]
+    later = dict(GOOD[3], event_id=" e4 ", facility="DO-XX-999")
+    rows_writer("events/b.jsonl", [later, dict(GOOD[1], event_id="e5")])
+    got = load_data_dir(tmp_path).events.collect()
+    assert got["event_id"].to_list() == ["e1", "e2", "e3", "e4", "e5"]
+    assert got.filter(pl.col("event_id") == "e4")["facility"].item() == "DO-BJ-001"
+
+
+def test_ids_distinct_is_certain_only_when_true() -> None:
+    from kpi.contract import Kind
+    from kpi.sources.validate import ids_distinct
+
+    def frame(ids: list[object]) -> pl.LazyFrame:
+        return pl.LazyFrame({"event_id": ids})
+
+    assert ids_distinct([frame(["a", "b"]), frame(["c", None, "  ", ""])], Kind.EVENTS)
+    assert not ids_distinct([frame(["a", "b"]), frame([" b"])], Kind.EVENTS)
+    assert not ids_distinct([frame([1, 2]), frame(["2"])], Kind.EVENTS)
+    assert ids_distinct([pl.LazyFrame({"item_id": ["x"]})], Kind.EVENTS)
+
+
 def test_invalid_s10_is_a_signal_not_a_reject(tmp_path: Path, rows_writer: Writer) -> None:
     rows = [dict(GOOD[1], event_id="x1", item_id="RR123456784CN"), dict(GOOD[1], event_id="x2")]
     rows_writer("events/a.csv", rows)
