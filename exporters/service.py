@@ -26,7 +26,6 @@ import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from types import FrameType
 from typing import Final, Literal
 
 from exporters.catalog import EXPORTER_PORT
@@ -35,6 +34,7 @@ from exporters.ingest import IngestConfig, Ingestor
 from exporters.server import Endpoints, MetricsHTTPServer
 from exporters.state import Checkpoint, StateDirLock, write_checkpoint
 from exporters.view import MetricsView, SelfStats, build_view
+from kpi.signals import SignalStop
 
 log = logging.getLogger(__name__)
 
@@ -147,15 +147,11 @@ class ExporterService:
 
     def run(self) -> None:
         """Run until SIGTERM or SIGINT, then stop gracefully (final checkpoint)."""
-        stop = threading.Event()
-
-        def handle(signum: int, frame: FrameType | None) -> None:
-            stop.set()
-
-        signal.signal(signal.SIGTERM, handle)
-        signal.signal(signal.SIGINT, handle)
+        stop = SignalStop()
+        signal.signal(signal.SIGTERM, stop.handler)
+        signal.signal(signal.SIGINT, stop.handler)
         self.start()
-        while not stop.wait(0.5):
+        while not stop.event.wait(0.5):
             if not self._healthy():
                 log.error("a worker thread died; stopping")
                 break

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import signal
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from types import FrameType
 from typing import Annotated
 
 import typer
+
+from kpi.signals import SignalStop
 
 
 class ScenarioChoice(StrEnum):
@@ -123,18 +123,18 @@ def simulate(
     if not live:
         return
 
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    stop = SignalStop()
+    previous = {sig: signal.signal(sig, stop.handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         console.print(
             f"appending ~{rate:g} events/s to {out / 'events'}/live-*.jsonl (Ctrl-C stops)"
         )
-        run = engine.live_append(out, rate=rate, seed=seed, stop=stop)
+        run = engine.live_append(out, rate=rate, seed=seed, stop=stop.event)
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        stop.event.set()  # ends the watcher
+        # Once stopped by a signal, keep absorbing repeats until exit: a supervisor's
+        # second TERM must not kill the process halfway through its summary.
+        if not stop.requested:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     console.print(f"live: {run.events:,} events in {run.path}")
