@@ -37,7 +37,12 @@ ROOT: Final = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from kpi.contract import PROVINCES, s10_check_digit  # noqa: E402
+from kpi.contract import (  # noqa: E402
+    COMPLAINT_CATEGORIES,
+    EVENT_SCHEMA,
+    PROVINCES,
+    s10_check_digit,
+)
 
 OUT_DIR: Final = ROOT / "bench" / "out"
 SQL_FILE: Final = Path(__file__).resolve().parent / "duckdb_kpis.sql"
@@ -48,15 +53,7 @@ _START: Final = dt.datetime(2027, 1, 11, tzinfo=dt.timezone(dt.timedelta(hours=8
 _PRODUCTS: Final = ("express", "standard", "economy")
 _PREFIX: Final = ("EE", "CP", "RR")
 _REASONS: Final = ("addressee_absent", "refused", "wrong_address", "office_closed")
-_CATEGORIES: Final = (
-    "delay",
-    "loss",
-    "damage",
-    "misdelivery",
-    "refused_acceptance",
-    "staff_conduct",
-    "other",
-)
+_CATEGORIES: Final = COMPLAINT_CATEGORIES
 _N_CO: Final = 4
 _N_DO: Final = 6
 #: Average events per item of the synthetic generator (measured), to size a run by events.
@@ -210,18 +207,7 @@ def synth_dataset(out: Path, items: int, days: int = 30, seed: int = 0) -> int:
     ev = pl.concat([ev, ev.filter(pl.Series(dup))], how="vertical").with_columns(
         _day=pl.Series(file_day)
     )
-    cols = [
-        "event_id",
-        "item_id",
-        "event",
-        "ts",
-        "facility",
-        "product",
-        "origin",
-        "destination",
-        "promised_by",
-        "reason",
-    ]
+    cols = list(EVENT_SCHEMA)
     events_dir = out / "events"
     events_dir.mkdir(parents=True, exist_ok=True)
     for (day,), part in ev.group_by("_day", maintain_order=True):

@@ -10,18 +10,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-EVENT_COLUMNS = (
-    "event_id",
-    "item_id",
-    "event",
-    "ts",
-    "facility",
-    "product",
-    "origin",
-    "destination",
-    "promised_by",
-    "reason",
-)
+from kpi.contract import EVENT_SCHEMA
+
+EVENT_COLUMNS = tuple(EVENT_SCHEMA)
 
 
 def write_rows(

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import pytest
 import yaml
@@ -261,6 +261,43 @@ class PrometheusServer:
         self.process.wait(timeout=10)
 
 
+class _Server(Protocol):
+    process: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str: ...
+
+    def log(self) -> str: ...
+
+    def stop(self) -> None: ...
+
+
+def _spawn(workdir: Path, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    """Start a server binary with its output in ``workdir/<name>.log``."""
+    with (workdir / f"{name}.log").open("wb") as log:
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
+
+
+def _wait_ready(server: _Server, timeout: float) -> None:
+    """Wait for ``/-/ready``; a server that exits or never gets ready is killed and reported."""
+    name = Path(str(server.process.args[0])).name  # type: ignore[index]
+
+    def ready() -> bool:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {server.process.returncode}:\n{server.log()}")
+        try:
+            with urllib.request.urlopen(f"{server.url}/-/ready", timeout=2) as response:
+                return bool(response.status == 200)
+        except (OSError, urllib.error.HTTPError):
+            return False
+
+    try:
+        wait_for(ready, timeout=timeout, what=f"{name} /-/ready")
+    except BaseException:
+        server.stop()
+        raise
+
+
 def prometheus_config(
     scrape: Mapping[str, Sequence[str]],
     rule_files: Sequence[Path] = (),
@@ -292,8 +329,9 @@ def start_prometheus(
     data = config if config is not None else prometheus_config(scrape or {}, rule_files, interval)
     config_path.write_text(yaml.safe_dump(dict(data), sort_keys=False))
     port = free_port()
-    log = (workdir / "prometheus.log").open("wb")
-    process = subprocess.Popen(
+    process = _spawn(
+        workdir,
+        "prometheus",
         [
             binary,
             f"--config.file={config_path}",
@@ -301,27 +339,9 @@ def start_prometheus(
             f"--web.listen-address=127.0.0.1:{port}",
             "--log.level=warn",
         ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=workdir,
     )
-    log.close()
     server = PrometheusServer(process, port, workdir)
-
-    def ready() -> bool:
-        if process.poll() is not None:
-            raise RuntimeError(f"prometheus exited with {process.returncode}:\n{server.log()}")
-        try:
-            with urllib.request.urlopen(f"{server.url}/-/ready", timeout=2) as response:
-                return bool(response.status == 200)
-        except (OSError, urllib.error.HTTPError):
-            return False
-
-    try:
-        wait_for(ready, timeout=ready_timeout, what="prometheus /-/ready")
-    except BaseException:
-        server.stop()
-        raise
+    _wait_ready(server, ready_timeout)
     return server
 
 
@@ -391,8 +411,9 @@ def run_alertmanager(workdir: Path, config_file: Path) -> Iterator[AlertmanagerS
     binary = require_binary("alertmanager")
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    log = (workdir / "alertmanager.log").open("wb")
-    process = subprocess.Popen(
+    process = _spawn(
+        workdir,
+        "alertmanager",
         [
             binary,
             f"--config.file={config_file}",
@@ -401,24 +422,10 @@ def run_alertmanager(workdir: Path, config_file: Path) -> Iterator[AlertmanagerS
             "--cluster.listen-address=",
             "--log.level=warn",
         ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=workdir,
     )
-    log.close()
     server = AlertmanagerServer(process, port, workdir)
-
-    def ready() -> bool:
-        if process.poll() is not None:
-            raise RuntimeError(f"alertmanager exited with {process.returncode}:\n{server.log()}")
-        try:
-            with urllib.request.urlopen(f"{server.url}/-/ready", timeout=2) as response:
-                return bool(response.status == 200)
-        except (OSError, urllib.error.HTTPError):
-            return False
-
     try:
-        wait_for(ready, timeout=30, what="alertmanager /-/ready")
+        _wait_ready(server, 30.0)
         yield server
     finally:
         server.stop()

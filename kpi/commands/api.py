@@ -7,16 +7,11 @@ from typing import Annotated
 
 import typer
 
-from kpi.commands.options import parse_as_of, parse_listen
+from kpi.commands.options import DataDir, parse_as_of, parse_listen
 
 
 def api(
-    data_dir: Annotated[
-        Path,
-        typer.Argument(
-            exists=True, file_okay=False, help="data folder (events/, complaints/, ...)"
-        ),
-    ],
+    data_dir: DataDir,
     listen: Annotated[
         str, typer.Option("--listen", help="HOST:PORT to listen on")
     ] = "127.0.0.1:8000",

@@ -7,12 +7,7 @@ from typing import Annotated
 
 import typer
 
-from kpi.commands.options import parse_duration, parse_listen
-
-DataDir = Annotated[
-    Path,
-    typer.Argument(exists=True, file_okay=False, help="data folder (events/, complaints/, ...)"),
-]
+from kpi.commands.options import DataDir, parse_duration, parse_listen
 
 
 def exporter(

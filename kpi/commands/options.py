@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Final
+from pathlib import Path
+from typing import Annotated, Final
 
 import typer
+
+#: The data folder argument every verb that reads one takes.
+DataDir = Annotated[
+    Path,
+    typer.Argument(exists=True, file_okay=False, help="data folder (events/, complaints/, ...)"),
+]
 
 _UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")

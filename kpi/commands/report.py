@@ -8,10 +8,7 @@ from typing import Annotated
 
 import typer
 
-DataDir = Annotated[
-    Path,
-    typer.Argument(exists=True, file_okay=False, help="data folder (events/, complaints/, ...)"),
-]
+from kpi.commands.options import DataDir
 
 
 def _split(value: str | None) -> tuple[str, ...]:

@@ -7,16 +7,11 @@ from typing import Annotated
 
 import typer
 
-from kpi.commands.options import parse_duration, parse_listen
+from kpi.commands.options import DataDir, parse_duration, parse_listen
 
 
 def serve(
-    data_dir: Annotated[
-        Path,
-        typer.Argument(
-            exists=True, file_okay=False, help="data folder (events/, complaints/, ...)"
-        ),
-    ],
+    data_dir: DataDir,
     exporter_listen: Annotated[
         str, typer.Option("--exporter-listen", help="HOST:PORT of /metrics")
     ] = "127.0.0.1:9108",
