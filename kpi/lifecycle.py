@@ -24,7 +24,7 @@ import polars as pl
 from kpi.contract import EVENT_TYPES, UTC, EventType
 from kpi.standards import ServiceStandards, promised_by_expr
 
-_RANK_BITS: Final = 8  # event rank is packed below the microsecond timestamp
+RANK_BITS: Final = 8  # event rank is packed below the microsecond timestamp
 _ATTEMPTS: Final = ("delivered", "delivery_failed")
 _ACCEPTANCE_FIELDS: Final = ("product", "origin", "destination", "promised_by_given")
 
@@ -69,16 +69,16 @@ def _stage() -> pl.Expr:
 
 def _event_key() -> pl.Expr:
     """``ts`` in microseconds with the lifecycle stage packed below it (orders ties)."""
-    return pl.col("ts").dt.epoch("us") * _RANK_BITS + _stage()
+    return pl.col("ts").dt.epoch("us") * RANK_BITS + _stage()
 
 
 def _key_ts(key: str) -> pl.Expr:
-    return (pl.col(key) // _RANK_BITS).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    return (pl.col(key) // RANK_BITS).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
 
 
 def _key_event(key: str) -> pl.Expr:
     names = dict(enumerate(EVENT_TYPES))
-    return pl.col(key).mod(_RANK_BITS).replace_strict(names, default=None, return_dtype=EventType)
+    return pl.col(key).mod(RANK_BITS).replace_strict(names, default=None, return_dtype=EventType)
 
 
 def event_partials(events: pl.LazyFrame) -> pl.LazyFrame:

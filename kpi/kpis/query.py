@@ -8,6 +8,7 @@ computed one way only.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -24,6 +25,9 @@ from kpi.kpis.functions import (
 )
 from kpi.lifecycle import collect_state, lifecycle
 from kpi.sources.folder import DataSet
+from kpi.state_scan import ScannedState, scan_state
+
+log = logging.getLogger(__name__)
 
 _EPSILON = dt.timedelta(microseconds=1)
 #: Counts that are unknown (not zero) for some groups: thresholds are per facility over
@@ -59,8 +63,14 @@ class Snapshot:
     @classmethod
     def from_dataset(cls, ds: DataSet, as_of: dt.datetime | None = None) -> Snapshot:
         """Build the lifecycle from all events up to ``as_of`` (default: the latest event)."""
-        # One pass over the events: the state and the events' time span together.
-        state, first, last = collect_state(ds.events, as_of)
+        # The state and the events' time span together: from the raw files when they
+        # prove clean enough for the fast path (same answer), else from the validated rows.
+        scanned = scan_state(ds.event_files, as_of) if ds.event_files else "no event files"
+        if isinstance(scanned, ScannedState):
+            state, first, last = scanned.state, scanned.first, scanned.last
+        else:
+            log.debug("lifecycle state from validated rows: %s", scanned)
+            state, first, last = collect_state(ds.events, as_of)
         if as_of is not None and first is None:
             # Nothing up to as-of: the window still starts at the first event (if any).
             first = ds.events.select(pl.col("ts").min()).collect().item()

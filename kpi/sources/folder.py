@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -83,14 +84,35 @@ class FileReport:
         return sum(self.rejected.values())
 
 
-@dataclass
 class DataSet:
-    """A data folder, validated: frames in the pinned schema, ready for the KPI engine."""
+    """A data folder, validated: frames in the pinned schema, ready for the KPI engine.
 
-    events: pl.LazyFrame
-    complaints: pl.LazyFrame
-    facilities: pl.DataFrame
-    standards: ServiceStandards
+    ``events`` may be given as a function that plans them: it runs on first use, so a
+    caller that never needs the validated rows (the state's fast path reads
+    ``event_files`` itself) never pays for planning them.
+    """
+
+    def __init__(
+        self,
+        events: pl.LazyFrame | Callable[[], pl.LazyFrame],
+        complaints: pl.LazyFrame,
+        facilities: pl.DataFrame,
+        standards: ServiceStandards,
+        event_files: Sequence[Path] = (),
+    ) -> None:
+        self._events = events
+        self.complaints = complaints
+        self.facilities = facilities
+        self.standards = standards
+        #: The raw files behind ``events`` (empty when the events come from elsewhere).
+        self.event_files = tuple(event_files)
+
+    @property
+    def events(self) -> pl.LazyFrame:
+        """Validated, de-duplicated events in the pinned schema."""
+        if not isinstance(self._events, pl.LazyFrame):
+            self._events = self._events()
+        return self._events
 
 
 def _stream(data_dir: Path, kind: Kind) -> pl.LazyFrame:
@@ -111,14 +133,15 @@ def _stream(data_dir: Path, kind: Kind) -> pl.LazyFrame:
 def load_data_dir(data_dir: Path) -> DataSet:
     """The folder's validated, de-duplicated frames (rejects are dropped, see ``validate_data_dir``).
 
-    Lazy, except that the event ids are read once here to decide whether the events
-    need de-duplicating (see ``ids_distinct``).
+    Lazy, except that planning the events reads the event ids once, on first use of
+    ``DataSet.events``, to decide whether they need de-duplicating (see ``ids_distinct``).
     """
     return DataSet(
-        events=_stream(data_dir, Kind.EVENTS),
+        events=lambda: _stream(data_dir, Kind.EVENTS),
         complaints=_stream(data_dir, Kind.COMPLAINTS),
         facilities=load_facilities(data_dir),
         standards=load_standards(data_dir),
+        event_files=source_files(data_dir, Kind.EVENTS),
     )
 
 

@@ -47,7 +47,8 @@ _TS_NO_OFFSET: Final = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?
 _TRUE: Final = ("true", "1", "yes", "y", "t")
 _FALSE: Final = ("false", "0", "no", "n", "f")
 
-_EVENT_NAMES: Final = {e: e for e in EVENT_TYPES} | {k.lower(): v for k, v in UPU_ALIASES.items()}
+#: Event texts (stripped, lowercased) to event types: the names and the UPU aliases.
+EVENT_NAMES: Final = {e: e for e in EVENT_TYPES} | {k.lower(): v for k, v in UPU_ALIASES.items()}
 
 
 @dataclass(frozen=True)
@@ -188,7 +189,7 @@ def _prepare(kind: Kind, schema: pl.Schema) -> _Plan:
         elif isinstance(dtype, pl.Enum):
             plan.texts[col] = text(col, raw_dtype)
             if col == "event":
-                names = _EVENT_NAMES
+                names = EVENT_NAMES
                 reason = RejectReason.UNKNOWN_EVENT
             else:
                 names = {c: c for c in COMPLAINT_CATEGORIES}

@@ -1,0 +1,341 @@
+"""The lifecycle state straight from typed Parquet event files: the report's fast path.
+
+The general path (``collect_state(load_data_dir(d).events)``) validates every row
+(strips every text, maps event names and UPU aliases), de-duplicates event ids and
+groups by the item id text. On a folder of typed Parquet files whose values need
+none of that, the same state comes from integer work: group by a hash of the item
+id, pack the last scan's facility into the key as its rank among the folder's
+facility names, and take acceptances from the accepted rows alone.
+
+``scan_state`` proves from whole-folder facts, gathered in the same passes, that
+the folder is such a folder; when a proof fails it returns why, and the caller takes
+the general path. The state is then identical to the general path's:
+
+- every file is Parquet with text columns as text and tz-aware timestamps;
+- every distinct ``event`` value is a canonical event name, or no name at all even
+  after stripping, lowercasing and UPU aliases (such rows are rejects either way);
+- no ``facility`` value is blank or padded, no ``reason`` of a failed attempt is
+  blank, no acceptance's ``product``/``origin``/``destination`` is blank or padded;
+- no ``event_id`` is blank or padded and no two are equal (their 64-bit hashes all
+  differ), so there is nothing to de-duplicate;
+- no ``item_id`` is blank or padded, and every group of the item hash holds one id:
+  items are grouped by a 64-bit hash and each group's second, independently seeded
+  64-bit hash must be constant. Two different ids would have to collide in both
+  hashes (xxh3 with two seeds) to be merged: about n^2 / 2^129 for n items, 1e-27 at
+  a million items, far below the odds of a hardware fault;
+- the packed (key, facility rank) fits in 64 bits.
+
+Rows that fail a row check (unknown event, a missing required field) are left out
+as the general path leaves them out, and counted (``ScannedState.rejected``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import polars as pl
+
+from kpi.contract import EVENT_TYPES, UTC, EventType
+from kpi.lifecycle import RANK_BITS, STATE_SCHEMA
+from kpi.sources.files import file_format
+from kpi.sources.validate import EVENT_NAMES
+
+_TEXT: Final = ("event_id", "item_id", "event", "facility", "product", "origin", "destination")
+_TEXT_OPTIONAL: Final = ("reason",)
+_TIMES: Final = ("ts", "promised_by")
+_ACCEPTANCE: Final = ("product", "origin", "destination")
+# Seeds of the two item-id hashes (xxh3 seeded from each): any two different values.
+_SEED_1: Final = 0x5EED_0001
+_SEED_2: Final = 0x7A11_5EED
+_ID_SEED: Final = 0x1D5
+
+
+class _NeedsGeneralPathError(Exception):
+    """The folder needs the general path; the message says why."""
+
+
+@dataclass(frozen=True)
+class ScannedState:
+    """``collect_state``'s answer (state and the events' time span) plus the rows left out."""
+
+    state: pl.DataFrame
+    first: dt.datetime | None
+    last: dt.datetime | None
+    rejected: int | None  # rows validation left out (None when as-of cuts the events)
+
+
+def scan_state(files: Sequence[Path], as_of: dt.datetime | None = None) -> ScannedState | str:
+    """The state of every item from typed Parquet event files, or why the general path is needed.
+
+    Same answer as ``collect_state`` over the validated, de-duplicated events of
+    ``files`` (see the module docstring for the proofs that make it so).
+    """
+    try:
+        return _scan(files, as_of)
+    except _NeedsGeneralPathError as exc:
+        return str(exc)
+
+
+def _events(files: Sequence[Path]) -> pl.LazyFrame:
+    if not files:
+        raise _NeedsGeneralPathError("no event files")
+    frames = []
+    for path in files:
+        if file_format(path) != "parquet":
+            raise _NeedsGeneralPathError(f"{path.name} is not Parquet")
+        try:
+            schema = pl.read_parquet_schema(path)
+        except Exception as exc:  # a corrupt file is the general path's reject
+            raise _NeedsGeneralPathError(f"{path.name} is not readable Parquet") from exc
+        for col in _TEXT + _TEXT_OPTIONAL:
+            if schema.get(col) != pl.String:
+                raise _NeedsGeneralPathError(
+                    f"{path.name}: column {col} is {schema.get(col)}, not text"
+                )
+        for col in _TIMES:
+            dtype = schema.get(col)
+            if not isinstance(dtype, pl.Datetime) or dtype.time_zone is None:
+                raise _NeedsGeneralPathError(
+                    f"{path.name}: column {col} is {dtype}, not a tz-aware timestamp"
+                )
+        frames.append(
+            pl.scan_parquet(path).select(
+                *_TEXT,
+                *_TEXT_OPTIONAL,
+                *(pl.col(c).dt.convert_time_zone("UTC").cast(UTC) for c in _TIMES),
+            )
+        )
+    return pl.concat(frames, how="vertical")
+
+
+def _padded_or_blank(values: pl.Series) -> bool:
+    """Whether any non-null text would change when validation strips it (or is blank)."""
+    values = values.drop_nulls()
+    stripped = values.str.strip_chars()
+    return bool((stripped != values).any() or (stripped == "").any())
+
+
+def _check_vocabulary(facts: pl.DataFrame) -> list[str]:
+    """Facility names in rank order, after proving event and facility names clean."""
+    texts = facts.get_column("event").drop_nulls().unique()
+    normal = texts.str.strip_chars().str.to_lowercase()  # as validation normalises them
+    for text, name in zip(texts, normal, strict=True):
+        if text not in EVENT_TYPES and name in EVENT_NAMES:
+            raise _NeedsGeneralPathError(f"event name {text!r} needs mapping")
+    facilities = facts.get_column("facility").drop_nulls().unique()
+    if _padded_or_blank(facilities):
+        raise _NeedsGeneralPathError("blank or padded facility names")
+    return sorted(facilities.to_list())
+
+
+def _check_ids(ids: pl.DataFrame) -> None:
+    """Event ids: none blank or padded, all distinct (by 64-bit hash: a collision falls back)."""
+    if ids.get_column("padded").any():
+        raise _NeedsGeneralPathError("padded event ids")
+    blank = pl.Series([""]).hash(_ID_SEED).item()
+    hashes = ids.get_column("h")
+    if (hashes == blank).any():
+        raise _NeedsGeneralPathError("blank event ids")
+    ordered = hashes.sort().to_numpy()  # polars sorts on every core; the view is free
+    if (ordered[1:] == ordered[:-1]).any():
+        raise _NeedsGeneralPathError("repeated event ids (first read wins needs the general path)")
+
+
+def _blank(col: str) -> pl.Expr:
+    return pl.col(col).is_null() | (pl.col(col).str.strip_chars() == "")
+
+
+def _item_key() -> pl.Expr:
+    """The item's 128-bit identity: two independently seeded 64-bit hashes of its id."""
+    item = pl.col("item_id")
+    return item.hash(_SEED_1).cast(pl.Int128) * 2**64 + item.hash(_SEED_2).cast(pl.Int128)
+
+
+@dataclass(frozen=True)
+class _Facts:
+    """Whole-folder facts from one cheap pass over the low-cardinality columns."""
+
+    facilities: list[str]  # in rank (byte) order
+    rows: int
+    lo: dt.datetime
+    hi: dt.datetime
+    # Which row checks can fail at all (a check that cannot is left out of the filter).
+    null_ts: bool
+    null_facility: bool
+
+
+def _facts(events: pl.LazyFrame) -> _Facts:
+    facts = (
+        events.group_by("event", "facility")
+        .agg(
+            pl.len().alias("n"),
+            pl.col("ts").min().alias("lo"),
+            pl.col("ts").max().alias("hi"),
+            pl.col("ts").null_count().alias("null_ts"),
+        )
+        .collect(engine="streaming")
+    )
+    names = _check_vocabulary(facts)
+    lo, hi = facts.select(pl.col("lo").min(), pl.col("hi").max()).row(0)
+    if lo is None or not names:
+        raise _NeedsGeneralPathError("no timestamped events with a facility")
+    return _Facts(
+        facilities=names,
+        rows=int(facts.get_column("n").sum()),
+        lo=lo,
+        hi=hi,
+        null_ts=bool(facts.get_column("null_ts").sum()),
+        null_facility=bool(facts.get_column("facility").null_count()),
+    )
+
+
+def _valid(facts: _Facts, null_ids: bool) -> pl.Expr:
+    """The validation's row checks, for values the proofs showed need no cleaning.
+
+    Checks that the facts show cannot fail are left out (they would cost a read of
+    their columns for nothing). The fields required on acceptances and failed
+    attempts are not checked here: the passes that read those rows prove them present.
+    """
+    event = pl.col("event").cast(EventType, strict=False)
+    checks = [event.is_not_null(), pl.col("item_id").is_not_null()]
+    if facts.null_ts:
+        checks.append(pl.col("ts").is_not_null())
+    if facts.null_facility:
+        checks.append(pl.col("facility").is_not_null())
+    if null_ids:
+        checks.append(pl.col("event_id").is_not_null())
+    return pl.all_horizontal(checks)
+
+
+def _scan(files: Sequence[Path], as_of: dt.datetime | None) -> ScannedState:
+    """Passes, each its own streaming plan (sharing one scan between plans held every
+    row in memory): facts, event ids, item totals, attempts, acceptances."""
+    events = _events(files)
+    facts = _facts(events)
+    stripped = pl.col("event_id").str.strip_chars()
+    ids = (
+        events.filter(pl.col("event_id").is_not_null())
+        .select(
+            stripped.hash(_ID_SEED).alias("h"),
+            (stripped.str.len_bytes() != pl.col("event_id").str.len_bytes()).alias("padded"),
+        )
+        .collect(engine="streaming")
+    )
+    _check_ids(ids)
+    null_ids = ids.height < facts.rows
+    del ids
+
+    names = facts.facilities
+    n_fac = len(names)
+    base = int(pl.Series([facts.lo]).dt.epoch("us").item()) * RANK_BITS
+    span = (int(pl.Series([facts.hi]).dt.epoch("us").item()) + 1) * RANK_BITS - base
+    if span * n_fac >= 2**63:
+        raise _NeedsGeneralPathError("time range too wide to pack the facility rank")
+
+    event = pl.col("event")
+    stage = event.cast(EventType, strict=False).to_physical().cast(pl.Int64)
+    key = pl.col("ts").dt.epoch("us") * RANK_BITS + stage
+    rank = pl.col("facility").cast(pl.Enum(names)).to_physical().cast(pl.Int64)
+    good = events.filter(_valid(facts, null_ids))
+    if as_of is not None:
+        good = good.filter(pl.col("ts") <= as_of)
+    # The latest scan of every item, packed with its facility's rank (ties: greatest name).
+    totals = (
+        good.select("event", _item_key().alias("k"), ((key - base) * n_fac + rank).alias("packed"))
+        .group_by("k")
+        .agg(
+            pl.col("packed").max(),
+            pl.col("packed").min().alias("first_packed"),
+            pl.len(),
+            (event == "accepted").sum().alias("acceptances"),
+        )
+        .collect(engine="streaming")
+    )
+    attempts = (
+        good.filter(event.is_in(("delivered", "delivery_failed", "returned")))
+        .select(
+            _item_key().alias("k"),
+            pl.when(event != "returned").then(key).alias("attempt_key"),
+            pl.when(event == "delivered").then(pl.col("ts")).alias("delivered_at"),
+            pl.when(event == "returned").then(pl.col("ts")).alias("returned_at"),
+            # A failed attempt without a reason is a reject: proved absent below.
+            ((event == "delivery_failed") & _blank("reason")).alias("reasonless"),
+        )
+        .group_by("k")
+        .agg(
+            pl.col("attempt_key").min(),
+            pl.col("delivered_at").min(),
+            pl.col("returned_at").min(),
+            pl.col("reasonless").any(),
+        )
+        .collect(engine="streaming")
+    )
+    if attempts.get_column("reasonless").any():
+        raise _NeedsGeneralPathError("failed attempts without a reason")
+    acc = (
+        good.filter(event == "accepted")
+        .select(
+            _item_key().alias("k"),
+            "item_id",
+            pl.col("ts").alias("accepted_at"),
+            pl.col("event_id").alias("accepted_event_id"),
+            *_ACCEPTANCE,
+            pl.col("promised_by").alias("promised_by_given"),
+        )
+        .collect(engine="streaming")
+    )
+    for col in _ACCEPTANCE:
+        values = acc.get_column(col)
+        if values.null_count() or _padded_or_blank(values.unique()):
+            raise _NeedsGeneralPathError(f"acceptances with a missing, blank or padded {col}")
+    # The winning acceptance: earliest, then the smallest event id (ids are distinct).
+    if (totals.get_column("acceptances") > 1).any():
+        repeated = acc.get_column("k").is_duplicated()
+        several = acc.filter(repeated).sort("accepted_at", "accepted_event_id")
+        acc = pl.concat([acc.filter(~repeated), several.unique("k", keep="first")])
+    state = totals.join(attempts, on="k", how="left").join(acc, on="k", how="left")
+    missing = state.filter(pl.col("item_id").is_null()).get_column("k")
+    if missing.len():
+        # Items without an acceptance: their id text from one more pass.
+        texts = (
+            good.filter(_item_key().is_in(missing.implode()))
+            .group_by(_item_key().alias("k"))
+            .agg(pl.col("item_id").first().alias("_id"))
+            .collect(engine="streaming")
+        )
+        state = state.join(texts, on="k", how="left").with_columns(
+            pl.coalesce("item_id", "_id").alias("item_id")
+        )
+    if _padded_or_blank(state.get_column("item_id")):
+        raise _NeedsGeneralPathError("blank or padded item ids")
+
+    packed = pl.col("packed")
+    state = state.with_columns((packed // n_fac + base).alias("last_key"))
+    facility = pl.Series("last_facility", names, pl.String)
+    state = state.with_columns(facility.gather(state.get_column("packed") % n_fac))
+    first, last = (
+        state.select(
+            _ts(pl.col("first_packed").min() // n_fac + base).alias("first"),
+            _ts(pl.col("last_key").max()).alias("last"),
+        ).row(0)
+        if state.height
+        else (None, None)
+    )
+    good_rows = int(state.get_column("len").sum())
+    return ScannedState(
+        state.select(STATE_SCHEMA.keys()).cast(STATE_SCHEMA),  # type: ignore[arg-type]
+        first,
+        last,
+        facts.rows - good_rows if as_of is None else None,
+    )
+
+
+def _ts(key: pl.Expr) -> pl.Expr:
+    return (key // RANK_BITS).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+
+
+__all__ = ["ScannedState", "scan_state"]
