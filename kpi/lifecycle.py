@@ -22,7 +22,7 @@ from typing import Final
 import polars as pl
 
 from kpi.contract import EVENT_TYPES, UTC, EventType
-from kpi.standards import ServiceStandards, promised_by_expr
+from kpi.standards import ServiceStandards, with_promised_by
 
 RANK_BITS: Final = 8  # event rank is packed below the microsecond timestamp
 _ATTEMPTS: Final = ("delivered", "delivery_failed")
@@ -213,13 +213,13 @@ def merge_events(state: pl.DataFrame, events: pl.LazyFrame) -> pl.DataFrame:
 
 def lifecycle(state: pl.LazyFrame, standards: ServiceStandards) -> pl.LazyFrame:
     """The lifecycle table (``LIFECYCLE_SCHEMA``) from a state: decoded keys and the promise."""
-    return state.select(
+    return with_promised_by(state, standards).select(
         pl.col("item_id"),
         pl.col("accepted_at"),
         pl.col("product"),
         pl.col("origin"),
         pl.col("destination"),
-        promised_by_expr(standards),
+        pl.col("promised_by"),
         _key_ts("attempt_key").alias("first_attempt_at"),
         _key_event("attempt_key").alias("first_attempt_outcome"),
         pl.col("delivered_at"),

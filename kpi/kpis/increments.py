@@ -41,7 +41,7 @@ import polars as pl
 from kpi.contract import COMPLAINT_SCHEMA, EVENT_SCHEMA
 from kpi.lifecycle import lifecycle
 from kpi.sources.folder import latest_complaints
-from kpi.standards import ServiceStandards, promised_by_expr
+from kpi.standards import ServiceStandards, with_promised_by
 
 UNKNOWN: Final = "unknown"
 COUNT: Final = "count"
@@ -133,7 +133,7 @@ def _first_in_batch(*keys: str) -> pl.Expr:
 
 
 def _with_promise(frame: pl.DataFrame, standards: ServiceStandards) -> pl.DataFrame:
-    return frame.with_columns(promised_by_expr(standards))
+    return with_promised_by(frame.lazy(), standards).collect()
 
 
 def _known_acceptance(

@@ -24,6 +24,7 @@ from kpi.standards import (
     ServiceStandards,
     ZoneDays,
     computed_deadline_expr,
+    with_promised_by,
 )
 
 SH = dt.timezone(dt.timedelta(hours=8))
@@ -56,7 +57,12 @@ def engine_deadlines(
         },
         orient="row",
     )
-    return frame.select(computed_deadline_expr(standards).alias("d"))["d"].to_list()
+    per_row = frame.select(computed_deadline_expr(standards).alias("d"))["d"].to_list()
+    # The lifecycle's table-driven version must give the same deadlines, row for row.
+    given = frame.with_columns(promised_by_given=pl.lit(None, UTC))
+    table = with_promised_by(given.lazy(), standards).collect()["promised_by"].to_list()
+    assert table == per_row
+    return per_row
 
 
 def both(
