@@ -230,8 +230,11 @@ def with_promised_by(frame: pl.LazyFrame, standards: ServiceStandards) -> pl.Laz
         .with_columns(product.alias("product"), day.alias("_day"), (c % _DAY_SHIFT).alias("_n"))
         .select("_code", deadline.alias("_deadline"))
     )
+    # Join the key column alone and put the deadlines beside the frame: joining the whole
+    # frame would copy every column of a million rows.
+    deadlines = keyed.select("_code").join(table, on="_code", how="left", maintain_order="left")
     return (
-        keyed.join(table, on="_code", how="left", maintain_order="left")
+        pl.concat([keyed, deadlines.select("_deadline")], how="horizontal")
         .with_columns(pl.coalesce("promised_by_given", "_deadline").alias("promised_by"))
         .drop("_code", "_deadline")
     )
