@@ -212,10 +212,13 @@ def with_promised_by(frame: pl.LazyFrame, standards: ServiceStandards) -> pl.Laz
         n = _days_allowed(std, standards.remote_regions)
         return names.index(name) * _PRODUCT_SHIFT + day * _DAY_SHIFT + n
 
+    # Collected once: the deadlines are matched to rows by key value, and a second
+    # evaluation of a lazy input (a group-by) may come back in another row order.
     keyed = (
         frame.with_columns(_local_wall_time(tz).alias(col) for tz, col in zones.items())
         .with_columns(_per_product(standards, code, pl.Int64()).alias("_code"))
         .drop(zones.values())
+        .collect()
     )
     c = pl.col("_code")
     product = (c // _PRODUCT_SHIFT).replace_strict(list(range(len(names))), names)
@@ -230,13 +233,12 @@ def with_promised_by(frame: pl.LazyFrame, standards: ServiceStandards) -> pl.Laz
         .with_columns(product.alias("product"), day.alias("_day"), (c % _DAY_SHIFT).alias("_n"))
         .select("_code", deadline.alias("_deadline"))
     )
-    # Join the key column alone and put the deadlines beside the frame: joining the whole
-    # frame would copy every column of a million rows.
-    deadlines = keyed.select("_code").join(table, on="_code", how="left", maintain_order="left")
+    # A lookup by key adds one column; a join would copy every column of the frame.
+    computed = c.replace_strict(table["_code"], table["_deadline"], default=None, return_dtype=UTC)
     return (
-        pl.concat([keyed, deadlines.select("_deadline")], how="horizontal")
-        .with_columns(pl.coalesce("promised_by_given", "_deadline").alias("promised_by"))
-        .drop("_code", "_deadline")
+        keyed.lazy()
+        .with_columns(pl.coalesce(pl.col("promised_by_given"), computed).alias("promised_by"))
+        .drop("_code")
     )
 
 
