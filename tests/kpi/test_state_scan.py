@@ -270,31 +270,30 @@ def _failure_changed(kit: Any, **changes: Any) -> list[Row]:
     return rows
 
 
+def _plus(kit: Any, *args: Any, **kw: Any) -> list[Row]:
+    """The clean rows plus one more event (``kit.ev`` arguments)."""
+    return [*clean_rows(kit), kit.ev(*args, **kw)]
+
+
 FALLBACKS: dict[str, Any] = {
     "padded item_id": lambda kit: _first_changed(kit, item_id=" A1"),
     "blank item_id": lambda kit: _first_changed(kit, item_id="  "),
-    "padded item_id without acceptance": lambda kit: [
-        *clean_rows(kit),
-        kit.ev("C3 ", "arrived", "2027-01-12T01:00"),
-    ],
+    "padded item_id without acceptance": lambda kit: _plus(
+        kit, "C3 ", "arrived", "2027-01-12T01:00"
+    ),
     "padded event_id": lambda kit: _first_changed(kit, event_id="E1 "),
     "blank event_id": lambda kit: _first_changed(kit, event_id=""),
     "whitespace event_id": lambda kit: _first_changed(kit, event_id=" \t"),
-    "repeated event_id": lambda kit: [
-        *clean_rows(kit),
-        kit.ev("C3", "arrived", "2027-01-12T01:00", event_id="b-0"),
-    ],
-    "repeated event_id on a reject": lambda kit: [
-        *clean_rows(kit),
-        kit.ev("C3", "teleported", "2027-01-12T01:00", event_id="b-0"),
-    ],
+    "repeated event_id": lambda kit: _plus(
+        kit, "C3", "arrived", "2027-01-12T01:00", event_id="b-0"
+    ),
+    "repeated event_id on a reject": lambda kit: _plus(
+        kit, "C3", "teleported", "2027-01-12T01:00", event_id="b-0"
+    ),
     "capitalised event": lambda kit: _first_changed(kit, event="Accepted"),
     "padded event": lambda kit: _first_changed(kit, event=" accepted"),
     "UPU alias": lambda kit: _first_changed(kit, event="EMA"),
-    "lowercase UPU alias": lambda kit: [
-        *clean_rows(kit),
-        kit.ev("C3", "emb", "2027-01-12T01:00"),
-    ],
+    "lowercase UPU alias": lambda kit: _plus(kit, "C3", "emb", "2027-01-12T01:00"),
     "padded facility": lambda kit: _first_changed(kit, facility="HUB1 "),
     "blank facility": lambda kit: _first_changed(kit, facility=""),
     "blank reason": lambda kit: _failure_changed(kit, reason=""),
