@@ -46,8 +46,22 @@ def report(
     list_kpis: Annotated[
         bool, typer.Option("--list", help="print the KPI catalog and exit")
     ] = False,
+    log_level: Annotated[
+        str,
+        typer.Option("--log-level", help="INFO shows how the lifecycle was built (to stderr)"),
+    ] = "WARNING",
 ) -> None:
     """Compute KPIs over a data folder (one row per group and period, one column per KPI)."""
+    import logging
+
+    if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise typer.BadParameter("use DEBUG, INFO, WARNING or ERROR", param_hint="--log-level")
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
     from kpi.kpis.catalog import KpiError
     from kpi.kpis.docs import catalog_table
     from kpi.kpis.query import KpiQuery, Snapshot
@@ -75,6 +89,13 @@ def report(
     except (KpiError, TimestampError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+    if snap.rejected_events:
+        # Left-out rows never vanish silently: say how many and where to see them.
+        typer.echo(
+            f"note: {snap.rejected_events} event row(s) failed validation and were left out;"
+            f" `kpi validate {data_dir}` lists them",
+            err=True,
+        )
     if fmt == "table":
         import polars as pl
 

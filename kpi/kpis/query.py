@@ -59,6 +59,8 @@ class Snapshot:
     as_of: dt.datetime
     first_event_at: dt.datetime | None
     version: str = field(default="0")
+    #: Event rows validation left out, when the build counted them (the fast path does).
+    rejected_events: int | None = None
 
     @classmethod
     def from_dataset(cls, ds: DataSet, as_of: dt.datetime | None = None) -> Snapshot:
@@ -66,10 +68,17 @@ class Snapshot:
         # The state and the events' time span together: from the raw files when they
         # prove clean enough for the fast path (same answer), else from the validated rows.
         scanned = scan_state(ds.event_files, as_of) if ds.event_files else "no event files"
+        rejected: int | None = None
         if isinstance(scanned, ScannedState):
-            state, first, last = scanned.state, scanned.first, scanned.last
+            log.info("lifecycle state from the typed-Parquet fast path")
+            state, first, last, rejected = (
+                scanned.state,
+                scanned.first,
+                scanned.last,
+                scanned.rejected,
+            )
         else:
-            log.debug("lifecycle state from validated rows: %s", scanned)
+            log.info("lifecycle state from the validated rows: %s", scanned)
             state, first, last = collect_state(ds.events, as_of)
         if as_of is not None and first is None:
             # Nothing up to as-of: the window still starts at the first event (if any).
@@ -77,7 +86,7 @@ class Snapshot:
         effective = as_of or last or dt.datetime.now(dt.UTC)
         table = lifecycle(state.lazy(), ds.standards).collect()
         complaints = ds.complaints.filter(pl.col("opened_at") <= effective).collect()
-        return cls(table, complaints, ds.facilities, effective, first)
+        return cls(table, complaints, ds.facilities, effective, first, rejected_events=rejected)
 
     def window(self, q: KpiQuery) -> Window:
         """The query's window with the snapshot's defaults filled in."""

@@ -228,3 +228,41 @@ def test_report_window_is_half_open(folder: Path) -> None:
 def test_kpi_docs_are_current() -> None:
     result = runner.invoke(app, ["docs", "--check", "--out", str(ROOT / "docs" / "kpis.md")])
     assert result.exit_code == 0, "docs/kpis.md is stale: run `kpi docs`"
+
+
+def _parquet_folder(tmp_path: Path, extra: list[dict[str, str | None]]) -> Path:
+    """The same events as typed Parquet (what the fast path reads), plus ``extra`` rows."""
+    from kpi.contract import EVENT_SCHEMA
+
+    rows = pl.DataFrame(EVENTS + extra, schema=dict.fromkeys(EVENTS[0], pl.String))
+    is_time = {c for c, t in EVENT_SCHEMA.items() if isinstance(t, pl.Datetime)}
+
+    def column(c: str) -> pl.Expr:
+        if c not in rows.columns:
+            return pl.lit(None, pl.Datetime("us", "UTC") if c in is_time else pl.String).alias(c)
+        if c in is_time:
+            return pl.col(c).str.to_datetime(time_zone="UTC", time_unit="us")
+        return pl.col(c)
+
+    typed = rows.select(column(c) for c in EVENT_SCHEMA)
+    (tmp_path / "events").mkdir(parents=True)
+    typed.write_parquet(tmp_path / "events" / "e.parquet")
+    return tmp_path
+
+
+def test_report_says_how_the_lifecycle_was_built_and_what_it_left_out(
+    folder: Path, tmp_path: Path
+) -> None:
+    unknown = {**EVENTS[3], "event_id": "b3", "event": "teleported"}
+    parquet = _parquet_folder(tmp_path / "pq", [unknown])
+    args = ["report", "--format", "json", "--log-level", "INFO"]
+    fast = runner.invoke(app, [*args[:1], str(parquet), *args[1:]])
+    general = runner.invoke(app, [*args[:1], str(folder), *args[1:]])
+    assert fast.exit_code == 0 and general.exit_code == 0, fast.output + general.output
+    assert "typed-Parquet fast path" in fast.stderr
+    assert "note: 1 event row(s) failed validation" in fast.stderr
+    assert "validated rows: e.csv is not Parquet" in general.stderr
+    # Both paths answer alike: the rejected row changes nothing.
+    assert json.loads(fast.stdout) == json.loads(general.stdout)
+    quiet = runner.invoke(app, ["report", str(parquet), "--format", "json"])
+    assert "fast path" not in quiet.stderr and "note: 1 event row" in quiet.stderr
