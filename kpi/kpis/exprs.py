@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, TypeVar
 
 import polars as pl
 
 from kpi.kpis.catalog import AGE_BAND_EDGES, AGE_BANDS
+
+_Frame = TypeVar("_Frame", pl.DataFrame, pl.LazyFrame)
 
 PERIOD: Final = "period"
 _EVERY: Final = {"hour": "1h", "day": "1d", "week": "1w", "month": "1mo"}
@@ -68,3 +71,15 @@ def count_if(cond: pl.Expr) -> pl.Expr:
 def ratio(num: str, den: str) -> pl.Expr:
     """num / den, null (not NaN or infinity) when the denominator is zero or null."""
     return pl.when(pl.col(den) > 0).then(pl.col(num) / pl.col(den)).otherwise(None)
+
+
+def outer_join(frames: Sequence[_Frame], keys: list[str]) -> _Frame:
+    """Frames side by side: a full join on ``keys`` (nulls match), or columns beside
+    columns when there are no keys (one row each)."""
+    out = frames[0]
+    for f in frames[1:]:
+        if keys:
+            out = out.join(f, on=keys, how="full", coalesce=True, nulls_equal=True)
+        else:
+            out = pl.concat([out, f], how="horizontal")
+    return out

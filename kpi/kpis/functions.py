@@ -21,6 +21,7 @@ from kpi.kpis.exprs import (
     count_if,
     hours_between,
     in_window,
+    outer_join,
     period,
     ratio,
 )
@@ -48,16 +49,6 @@ def _grouped(
     """Rows whose ``time_col`` is in the window, with dimension (and period) columns."""
     keys = _dims(by, columns) + ([period(time_col, w)] if w.granularity else [])
     return frame.filter(in_window(time_col, w)).with_columns(keys)
-
-
-def _outer(frames: list[pl.LazyFrame], keys: list[str]) -> pl.LazyFrame:
-    out = frames[0]
-    for f in frames[1:]:
-        if keys:
-            out = out.join(f, on=keys, how="full", coalesce=True, nulls_equal=True)
-        else:
-            out = pl.concat([out, f], how="horizontal")
-    return out
 
 
 def flow_kpis(lifecycle: pl.LazyFrame, by: list[str], w: Window) -> pl.LazyFrame:
@@ -109,7 +100,7 @@ def flow_kpis(lifecycle: pl.LazyFrame, by: list[str], w: Window) -> pl.LazyFrame
         "_first_ok",
         "_first_n",
     ]
-    joined = _outer([accepted, delivered, returned, attempts], keys)
+    joined = outer_join([accepted, delivered, returned, attempts], keys)
     return joined.with_columns(pl.col(counts).fill_null(0)).with_columns(
         ratio("on_time_items", "_judged").alias("on_time_ratio"),
         ratio("_within_72h", "_transit_n").alias("within_72h_ratio"),
@@ -250,7 +241,7 @@ def backlog_kpis(
         .then(pl.col("backlog_threshold_items"))
         .alias("backlog_threshold_items")
     ).drop("_has_threshold")
-    joined = _outer([counted, fac_agg], keys)
+    joined = outer_join([counted, fac_agg], keys)
     return joined.with_columns(
         pl.col(count_cols).fill_null(0), pl.col("backlog_over_threshold").fill_null(0)
     )

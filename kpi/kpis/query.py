@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from kpi.kpis.catalog import FAMILY_DIMS, Family, Kpi, KpiError, resolve
-from kpi.kpis.exprs import PERIOD, Window
+from kpi.kpis.exprs import PERIOD, Window, outer_join
 from kpi.kpis.functions import (
     backlog_kpis,
     complaint_kpis,
@@ -148,12 +148,7 @@ def join_families(
     frames: Sequence[pl.DataFrame], kpis: Sequence[Kpi], keys: list[str]
 ) -> pl.DataFrame:
     """One tidy frame from per-family answers: full join on the keys, counts zero-filled."""
-    out = frames[0]
-    for f in frames[1:]:
-        if keys:
-            out = out.join(f, on=keys, how="full", coalesce=True, nulls_equal=True)
-        else:
-            out = pl.concat([out, f], how="horizontal")
+    out = outer_join(frames, keys)
     # A group missing from one family had nothing to count there: zero, not unknown.
     zero_fill = [k.name for k in kpis if k.dtype == "int" and k.name not in NULLABLE_COUNTS]
     out = out.select(*keys, *(k.name for k in kpis)).with_columns(pl.col(zero_fill).fill_null(0))
