@@ -16,13 +16,26 @@ EVENT_COLUMNS = tuple(EVENT_SCHEMA)
 
 
 def write_rows(
-    path: Path, rows: list[dict[str, str | None]], columns: tuple[str, ...] = EVENT_COLUMNS
+    path: Path,
+    rows: list[dict[str, str | None]],
+    columns: tuple[str, ...] = EVENT_COLUMNS,
+    typed: bool = False,
 ) -> Path:
-    """Write string rows as CSV, JSONL, JSONL.gz or Parquet (all-string) by the file's suffix."""
+    """Write string rows as CSV, JSONL, JSONL.gz or Parquet by the file's suffix.
+
+    Columns are text, except with ``typed``: timestamps of the event schema are then
+    parsed into UTC timestamps (typed Parquet, as producers write it).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     frame = pl.DataFrame(
         [{c: r.get(c) for c in columns} for r in rows], schema=dict.fromkeys(columns, pl.String)
     )
+    if typed:
+        frame = frame.with_columns(
+            pl.col(c).str.to_datetime(time_zone="UTC", time_unit="us")
+            for c, t in EVENT_SCHEMA.items()
+            if c in columns and isinstance(t, pl.Datetime)
+        )
     name = path.name
     if name.endswith(".csv"):
         frame.write_csv(path)

@@ -230,31 +230,12 @@ def test_kpi_docs_are_current() -> None:
     assert result.exit_code == 0, "docs/kpis.md is stale: run `kpi docs`"
 
 
-def _parquet_folder(tmp_path: Path, extra: list[dict[str, str | None]]) -> Path:
-    """The same events as typed Parquet (what the fast path reads), plus ``extra`` rows."""
-    from kpi.contract import EVENT_SCHEMA
-
-    rows = pl.DataFrame(EVENTS + extra, schema=dict.fromkeys(EVENTS[0], pl.String))
-    is_time = {c for c, t in EVENT_SCHEMA.items() if isinstance(t, pl.Datetime)}
-
-    def column(c: str) -> pl.Expr:
-        if c not in rows.columns:
-            return pl.lit(None, pl.Datetime("us", "UTC") if c in is_time else pl.String).alias(c)
-        if c in is_time:
-            return pl.col(c).str.to_datetime(time_zone="UTC", time_unit="us")
-        return pl.col(c)
-
-    typed = rows.select(column(c) for c in EVENT_SCHEMA)
-    (tmp_path / "events").mkdir(parents=True)
-    typed.write_parquet(tmp_path / "events" / "e.parquet")
-    return tmp_path
-
-
 def test_report_says_how_the_lifecycle_was_built_and_what_it_left_out(
     folder: Path, tmp_path: Path
 ) -> None:
     unknown = {**EVENTS[3], "event_id": "b3", "event": "teleported"}
-    parquet = _parquet_folder(tmp_path / "pq", [unknown])
+    parquet = tmp_path / "pq"
+    write_rows(parquet / "events" / "e.parquet", [*EVENTS, unknown], typed=True)
     args = ["report", "--format", "json", "--log-level", "INFO"]
     fast = runner.invoke(app, [*args[:1], str(parquet), *args[1:]])
     general = runner.invoke(app, [*args[:1], str(folder), *args[1:]])
