@@ -67,7 +67,11 @@ class Snapshot:
         """Build the lifecycle from all events up to ``as_of`` (default: the latest event)."""
         # The state and the events' time span together: from the raw files when they
         # prove clean enough for the fast path (same answer), else from the validated rows.
-        scanned = scan_state(ds.event_files, as_of) if ds.event_files else "no event files"
+        scanned = (
+            scan_state(ds.event_files, as_of, event_ids=False)
+            if ds.event_files
+            else "no event files"
+        )
         rejected: int | None = None
         if isinstance(scanned, ScannedState):
             log.info("lifecycle state from the typed-Parquet fast path")

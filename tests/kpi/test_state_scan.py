@@ -62,13 +62,20 @@ def general(
     return collect_state(load_data_dir(data_dir).events, as_of)
 
 
-def scan(data_dir: Path, as_of: dt.datetime | None = None) -> ScannedState | str:
-    return scan_state(source_files(data_dir, Kind.EVENTS), as_of)
+def scan(
+    data_dir: Path, as_of: dt.datetime | None = None, *, event_ids: bool = True
+) -> ScannedState | str:
+    return scan_state(source_files(data_dir, Kind.EVENTS), as_of, event_ids=event_ids)
 
 
 def assert_same(data_dir: Path, as_of: dt.datetime | None = None) -> ScannedState | str:
-    """``scan_state``'s answer; when it is a state, asserted equal to the general path's."""
+    """``scan_state``'s answer; when it is a state, asserted equal to the general path's.
+
+    The answer without the acceptances' event ids is checked too: the same state with
+    ``accepted_event_id`` null, or the same fallback.
+    """
     result = scan(data_dir, as_of)
+    without_ids = scan(data_dir, as_of, event_ids=False)
     state, first, last = general(data_dir, as_of)  # the general path always works
     if isinstance(result, ScannedState):
         assert result.state.schema == pl.Schema(STATE_SCHEMA)
@@ -76,6 +83,15 @@ def assert_same(data_dir: Path, as_of: dt.datetime | None = None) -> ScannedStat
         assert (result.first, result.last) == (first, last)
         if as_of is not None:
             assert result.rejected is None
+        assert isinstance(without_ids, ScannedState)
+        assert_frame_equal(
+            without_ids.state.sort("item_id"),
+            state.with_columns(pl.lit(None, pl.String).alias("accepted_event_id")).sort("item_id"),
+        )
+        assert (without_ids.first, without_ids.last) == (first, last)
+        assert without_ids.rejected == result.rejected
+    else:
+        assert without_ids == result
     return result
 
 
@@ -206,12 +222,14 @@ ROW_REJECTS: dict[str, dict[str, Any]] = {
     "null item_id": {"item_id": None},
     "null facility": {"facility": None},
     "null event_id": {"event_id": None},
+    "failed attempt without reason": {"event": "delivery_failed"},
+    "failed attempt with a blank reason": {"event": "delivery_failed", "reason": ""},
+    "failed attempt with a whitespace reason": {"event": "delivery_failed", "reason": " \t"},
 }
 #: Row rejects that the docstring's proofs do not cover: they need the general path.
 ROW_REJECTS_FALLING_BACK: dict[str, dict[str, Any]] = {
     "accepted without product": {"event": "accepted", "origin": "CN-BJ", "destination": "CN-SH"},
     "accepted without destination": {"event": "accepted", "product": "x", "origin": "CN-BJ"},
-    "failed attempt without reason": {"event": "delivery_failed"},
 }
 
 
@@ -296,11 +314,21 @@ FALLBACKS: dict[str, Any] = {
     "lowercase UPU alias": lambda kit: _plus(kit, "C3", "emb", "2027-01-12T01:00"),
     "padded facility": lambda kit: _first_changed(kit, facility="HUB1 "),
     "blank facility": lambda kit: _first_changed(kit, facility=""),
-    "blank reason": lambda kit: _failure_changed(kit, reason=""),
-    "whitespace reason": lambda kit: _failure_changed(kit, reason="   "),
     "padded product": lambda kit: _first_changed(kit, product=" express"),
     "blank origin": lambda kit: _first_changed(kit, origin=""),
 }
+
+
+@pytest.mark.parametrize("reason", [None, "", "   "])
+def test_reasonless_failed_attempt_is_a_counted_reject(
+    kit: Any, tmp_path: Path, reason: str | None
+) -> None:
+    data = write_events(tmp_path / "data", _failure_changed(kit, reason=reason), 2)
+    got = fast(assert_same(data))
+    assert got.rejected == 1 == validation_rejects(data, tmp_path / "rejects")
+    # D4's only attempt (the failure) is gone: no first attempt; E5 keeps its own.
+    assert items(got)["D4"]["attempt_key"] is None
+    assert items(got)["E5"]["attempt_key"] is not None
 
 
 def _check_general(data: Path) -> None:
