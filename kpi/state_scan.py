@@ -176,6 +176,7 @@ class _Facts:
     lo: dt.datetime
     hi: dt.datetime
     # Which row checks can fail at all (a check that cannot is left out of the filter).
+    unknown_events: bool  # rows whose event is no event name (or none)
     null_ts: bool
     null_facility: bool
     reasonless: bool  # failed attempts without a reason (rejects)
@@ -206,6 +207,7 @@ def _facts(events: pl.LazyFrame) -> _Facts:
         rows=int(facts.get_column("n").sum()),
         lo=lo,
         hi=hi,
+        unknown_events=not facts.get_column("event").is_in(EVENT_TYPES).fill_null(False).all(),
         null_ts=bool(facts.get_column("null_ts").sum()),
         null_facility=bool(facts.get_column("facility").null_count()),
         reasonless=bool(no_reason.sum()) or bool(reasons.filter(_blank("reason")).height),
@@ -219,8 +221,9 @@ def _valid(facts: _Facts, null_ids: bool) -> pl.Expr:
     their columns for nothing). The fields required on acceptances and failed
     attempts are not checked here: the passes that read those rows prove them present.
     """
-    event = pl.col("event").cast(EventType, strict=False)
-    checks = [event.is_not_null(), pl.col("item_id").is_not_null()]
+    checks = [pl.col("item_id").is_not_null()]
+    if facts.unknown_events:  # the cast of every row's event cost 0.1 s at 10 M events
+        checks.append(pl.col("event").cast(EventType, strict=False).is_not_null())
     if facts.null_ts:
         checks.append(pl.col("ts").is_not_null())
     if facts.null_facility:
