@@ -253,11 +253,8 @@ def _acceptances(
     ).collect(engine="streaming")
 
 
-def _scan(files: Sequence[Path], as_of: dt.datetime | None, event_ids: bool) -> ScannedState:
-    """Passes, each its own streaming plan (sharing one scan between plans held every
-    row in memory): facts, event ids, item totals, attempts, acceptances."""
-    events = _events(files)
-    facts = _facts(events)
+def _event_ids(events: pl.LazyFrame) -> bool:
+    """Prove the event ids clean and distinct; whether any is null (such rows are rejects)."""
     # Unpadded ids are their stripped selves: the raw text is hashed (stripping every
     # id only to hash it cost 0.1 s per 10 M rows).
     eid = pl.col("event_id")
@@ -265,9 +262,44 @@ def _scan(files: Sequence[Path], as_of: dt.datetime | None, event_ids: bool) -> 
         eid.hash(_ID_SEED).alias("h"),
         (eid.str.strip_chars().str.len_bytes() != eid.str.len_bytes()).alias("padded"),
     ).collect(engine="streaming")
-    null_ids = _check_ids(ids)
-    del ids
+    return _check_ids(ids)
 
+
+def _totals(good: pl.LazyFrame, names: list[str], base: int, counted: bool) -> pl.DataFrame:
+    """Per item: the latest scan packed with its facility's rank (ties: greatest name), the
+    first attempt, delivery and return; with ``counted``, also the earliest scan and the
+    number of rows (needed only where rows may be rejected)."""
+    n_fac = len(names)
+    event = pl.col("event")
+    stage = event.cast(EventType, strict=False).to_physical().cast(pl.Int64)
+    key = pl.col("ts").dt.epoch("us") * RANK_BITS + stage
+    rank = pl.col("facility").cast(pl.Enum(names)).to_physical().cast(pl.Int64)
+    counts = (pl.col("packed").min().alias("first_packed"), pl.len()) if counted else ()
+    return (
+        good.select(
+            _item_key().alias("k"),
+            ((key - base) * n_fac + rank).alias("packed"),
+            pl.when(event.is_in(_ATTEMPTS)).then(key).alias("attempt_key"),
+            pl.when(event == "delivered").then(pl.col("ts")).alias("delivered_at"),
+            pl.when(event == "returned").then(pl.col("ts")).alias("returned_at"),
+        )
+        .group_by("k")
+        .agg(
+            pl.col("packed").max(),
+            *counts,
+            pl.col("attempt_key").min(),
+            pl.col("delivered_at").min(),
+            pl.col("returned_at").min(),
+        )
+        .collect(engine="streaming")
+    )
+
+
+def _scan(files: Sequence[Path], as_of: dt.datetime | None, event_ids: bool) -> ScannedState:
+    """Passes, each its own streaming plan (sharing one scan between plans held every
+    row in memory): facts, item totals, event ids, acceptances."""
+    events = _events(files)
+    facts = _facts(events)
     names = facts.facilities
     n_fac = len(names)
     base = int(pl.Series([facts.lo]).dt.epoch("us").item()) * RANK_BITS
@@ -275,44 +307,30 @@ def _scan(files: Sequence[Path], as_of: dt.datetime | None, event_ids: bool) -> 
     if span * n_fac >= 2**63:
         raise _NeedsGeneralPathError("time range too wide to pack the facility rank")
 
-    event = pl.col("event")
-    stage = event.cast(EventType, strict=False).to_physical().cast(pl.Int64)
-    key = pl.col("ts").dt.epoch("us") * RANK_BITS + stage
-    rank = pl.col("facility").cast(pl.Enum(names)).to_physical().cast(pl.Int64)
-    good = events.filter(_valid(facts, null_ids))
-    if as_of is not None:
-        good = good.filter(pl.col("ts") <= as_of)
+    def cut(frame: pl.LazyFrame) -> pl.LazyFrame:
+        return frame if as_of is None else frame.filter(pl.col("ts") <= as_of)
+
     # The item totals run first, while nothing else is held: their pass sets the peak
-    # memory (holding the acceptances meanwhile added ~0.25 GB at 10 M events; the
-    # attempts as aggregations of this group-by ~0.1 GB, as did one pass reading the
-    # acceptances and the attempts together).
-    # The latest scan of every item, packed with its facility's rank (ties: greatest name).
-    totals = (
-        good.select(_item_key().alias("k"), ((key - base) * n_fac + rank).alias("packed"))
-        .group_by("k")
-        .agg(
-            pl.col("packed").max(),
-            pl.col("packed").min().alias("first_packed"),
-            pl.len(),
-        )
-        .collect(engine="streaming")
-    )
-    attempts = (
-        good.filter(event.is_in((*_ATTEMPTS, "returned")))
-        .select(
-            _item_key().alias("k"),
-            pl.when(event != "returned").then(key).alias("attempt_key"),
-            pl.when(event == "delivered").then(pl.col("ts")).alias("delivered_at"),
-            pl.when(event == "returned").then(pl.col("ts")).alias("returned_at"),
-        )
-        .group_by("k")
-        .agg(
-            pl.col("attempt_key").min(),
-            pl.col("delivered_at").min(),
-            pl.col("returned_at").min(),
-        )
-        .collect(engine="streaming")
-    )
+    # memory (the id check before it raised the peak by ~0.1 GB, holding the
+    # acceptances meanwhile by ~0.25 GB). The attempts are aggregations of the same
+    # group-by (a pass of their own and its join cost 0.2 s more at 10 M events).
+    # When the facts show no row can be rejected but by a null item or event id, the
+    # totals are taken from every row, without the rows' count and earliest scan (both
+    # then known: the facts' own, and 0.1 GB less); the rows of null items gather under
+    # the key of a null id and null event ids show in the id check. Either sends the
+    # totals through again with the row checks.
+    counted = facts.unknown_events or facts.null_ts or facts.null_facility or facts.reasonless
+    null_ids = False
+    if counted:
+        null_ids = _event_ids(events)
+    else:
+        totals = _totals(cut(events), names, base, counted=False)
+        null_item = pl.select(pl.lit(None, pl.String).alias("item_id")).select(_item_key()).item()
+        null_ids = _event_ids(events)
+        counted = null_ids or bool((totals.get_column("k") == null_item).any())
+    good = cut(events.filter(_valid(facts, null_ids)) if counted else events)
+    if counted:
+        totals = _totals(good, names, base, counted=True)
     acc = _acceptances(good, event_ids)
     if _padded_or_blank(acc.get_column("item_id")):
         raise _NeedsGeneralPathError("blank or padded item ids")
@@ -330,7 +348,7 @@ def _scan(files: Sequence[Path], as_of: dt.datetime | None, event_ids: bool) -> 
         if not event_ids:
             winners = winners.with_columns(pl.lit(None, pl.String).alias("accepted_event_id"))
         acc = pl.concat([acc.filter(~repeated), winners])
-    state = totals.join(attempts, on="k", how="left").join(acc, on="k", how="left")
+    state = totals.join(acc, on="k", how="left")
     missing = state.filter(pl.col("item_id").is_null()).get_column("k")
     if missing.len():
         # Items without an acceptance: their id text from one more pass.
@@ -352,13 +370,17 @@ def _scan(files: Sequence[Path], as_of: dt.datetime | None, event_ids: bool) -> 
     state = state.with_columns(facility.gather(state.get_column("packed") % n_fac))
     first, last = (
         state.select(
-            _ts(pl.col("first_packed").min() // n_fac + base).alias("first"),
+            (
+                _ts(pl.col("first_packed").min() // n_fac + base)
+                if counted
+                else pl.lit(facts.lo, UTC)  # every row is good: the facts' earliest
+            ).alias("first"),
             _ts(pl.col("last_key").max()).alias("last"),
         ).row(0)
         if state.height
         else (None, None)
     )
-    good_rows = int(state.get_column("len").sum())
+    good_rows = int(state.get_column("len").sum()) if counted else facts.rows
     return ScannedState(
         state.select(STATE_SCHEMA.keys()).cast(STATE_SCHEMA),  # type: ignore[arg-type]
         first,
