@@ -118,9 +118,30 @@ def _events(files: Sequence[Path]) -> pl.LazyFrame:
     return pl.concat(frames, how="vertical")
 
 
+def maybe_padded(text: pl.Expr) -> pl.Expr:
+    """False where ``text`` certainly has nothing for ``str.strip_chars()`` to strip.
+
+    Stripping removes Unicode White_Space: ASCII 0x09-0x0D and 0x20, and characters
+    whose UTF-8 lead byte is 0xC2 or 0xE1-0xE3 and whose last byte is non-ASCII. A
+    text whose first byte is none of those leads and whose last byte is above 0x20
+    and ASCII has none at either end. Two byte reads per text, no copy: stripping 10 M
+    texts only to compare lengths cost 0.05-0.1 s more. Null for null or empty texts.
+    """
+    raw = text.cast(pl.Binary)
+    first = raw.bin.get(0, null_on_oob=True)
+    last = raw.bin.get(-1, null_on_oob=True)
+    return (first <= 0x20) | first.is_between(0xC2, 0xE3) | (last <= 0x20) | (last >= 0x80)
+
+
 def _padded_or_blank(values: pl.Series) -> bool:
     """Whether any non-null text would change when validation strips it (or is blank)."""
     values = values.drop_nulls()
+    quick = values.to_frame("t").select(
+        maybe_padded(pl.col("t")).any().alias("maybe"),
+        (pl.col("t").str.len_bytes() == 0).any().alias("empty"),
+    )
+    if not quick.item(0, "maybe") and not quick.item(0, "empty"):
+        return False
     length = values.str.strip_chars().str.len_bytes()
     # Stripping only removes bytes: a changed text is a shorter one.
     return bool((length != values.str.len_bytes()).any() or (length == 0).any())
@@ -139,15 +160,12 @@ def _check_vocabulary(facts: pl.DataFrame) -> list[str]:
     return sorted(facilities.to_list())
 
 
-def _check_ids(ids: pl.DataFrame) -> bool:
-    """Event ids: none blank or padded, all distinct (by 64-bit hash: a collision falls back).
+def _check_ids(hashes: pl.Series) -> bool:
+    """Event ids (their hashes): none blank, all distinct (a hash collision falls back).
 
     Returns whether any id may be null (such rows are rejects). Nulls share one hash;
     a non-null id that happens to hash like a null is still distinct from every other.
     """
-    if ids.get_column("padded").any():
-        raise _NeedsGeneralPathError("padded event ids")
-    hashes = ids.get_column("h")
     blank, null = pl.Series(["", None], dtype=pl.String).hash(_ID_SEED)
     if (hashes == blank).any():
         raise _NeedsGeneralPathError("blank event ids")
@@ -185,21 +203,21 @@ class _Facts:
 def _facts(events: pl.LazyFrame) -> _Facts:
     facts = (
         events.group_by("event", "facility")
-        .agg(
-            pl.len().alias("n"),
-            pl.col("ts").min().alias("lo"),
-            pl.col("ts").max().alias("hi"),
-            pl.col("ts").null_count().alias("null_ts"),
-            pl.col("reason").null_count().alias("null_reason"),
-        )
+        .agg(pl.len().alias("n"), pl.col("reason").null_count().alias("null_reason"))
         .collect(engine="streaming")
+    )
+    # The time span apart: 0.04 s, as aggregations of each group 0.07 s more.
+    ts = pl.col("ts")
+    lo, hi, null_ts = (
+        events.select(ts.min(), ts.max().alias("hi"), ts.null_count().alias("n"))
+        .collect(engine="streaming")
+        .row(0)
     )
     # Reasons are few: their distinct texts cost 0.02 s at 10 M events (grouping the
     # facts by reason too cost 0.12 s).
     reasons = events.select(pl.col("reason").drop_nulls().unique()).collect(engine="streaming")
     no_reason = facts.filter(pl.col("event") == "delivery_failed").get_column("null_reason")
     names = _check_vocabulary(facts)
-    lo, hi = facts.select(pl.col("lo").min(), pl.col("hi").max()).row(0)
     if lo is None or not names:
         raise _NeedsGeneralPathError("no timestamped events with a facility")
     return _Facts(
@@ -208,7 +226,7 @@ def _facts(events: pl.LazyFrame) -> _Facts:
         lo=lo,
         hi=hi,
         unknown_events=not facts.get_column("event").is_in(EVENT_TYPES).fill_null(False).all(),
-        null_ts=bool(facts.get_column("null_ts").sum()),
+        null_ts=bool(null_ts),
         null_facility=bool(facts.get_column("facility").null_count()),
         reasonless=bool(no_reason.sum()) or bool(reasons.filter(_blank("reason")).height),
     )
@@ -258,11 +276,16 @@ def _event_ids(events: pl.LazyFrame) -> bool:
     # Unpadded ids are their stripped selves: the raw text is hashed (stripping every
     # id only to hash it cost 0.1 s per 10 M rows).
     eid = pl.col("event_id")
-    ids = events.select(
-        eid.hash(_ID_SEED).alias("h"),
-        (eid.str.strip_chars().str.len_bytes() != eid.str.len_bytes()).alias("padded"),
-    ).collect(engine="streaming")
-    return _check_ids(ids)
+    ids = events.select(eid.hash(_ID_SEED).alias("h"), maybe_padded(eid).alias("padded")).collect(
+        engine="streaming"
+    )
+    if ids.get_column("padded").any():  # some id may be padded: strip them all to know
+        padded = events.select(
+            (eid.str.strip_chars().str.len_bytes() != eid.str.len_bytes()).any()
+        ).collect(engine="streaming")
+        if padded.item():
+            raise _NeedsGeneralPathError("padded event ids")
+    return _check_ids(ids.get_column("h"))
 
 
 def _totals(good: pl.LazyFrame, names: list[str], base: int, counted: bool) -> pl.DataFrame:
@@ -338,8 +361,11 @@ def _scan(files: Sequence[Path], as_of: dt.datetime | None, event_ids: bool) -> 
         values = acc.get_column(col)
         if values.null_count() or _padded_or_blank(values.unique()):
             raise _NeedsGeneralPathError(f"acceptances with a missing, blank or padded {col}")
-    # The winning acceptance: earliest, then the smallest event id (ids are distinct).
-    if acc.get_column("k").n_unique() < acc.height:
+    state = totals.join(acc, on="k", how="left")
+    # An item with several acceptances has several rows: keep the winning acceptance,
+    # earliest, then the smallest event id (ids are distinct). Checked by the join's
+    # height rather than counting distinct keys up front (0.04 s at 10 M events).
+    if state.height > totals.height:
         repeated = acc.get_column("k").is_duplicated()
         several = acc.filter(repeated)
         if not event_ids:
@@ -348,7 +374,7 @@ def _scan(files: Sequence[Path], as_of: dt.datetime | None, event_ids: bool) -> 
         if not event_ids:
             winners = winners.with_columns(pl.lit(None, pl.String).alias("accepted_event_id"))
         acc = pl.concat([acc.filter(~repeated), winners])
-    state = totals.join(acc, on="k", how="left")
+        state = totals.join(acc, on="k", how="left")
     missing = state.filter(pl.col("item_id").is_null()).get_column("k")
     if missing.len():
         # Items without an acceptance: their id text from one more pass.

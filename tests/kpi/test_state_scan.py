@@ -23,7 +23,7 @@ from kpi.contract import EVENT_SCHEMA, EVENT_TIMESTAMPS, EVENT_TYPES, UTC, Kind
 from kpi.kpis.query import Snapshot
 from kpi.lifecycle import STATE_SCHEMA, collect_state
 from kpi.sources.folder import DataSet, load_data_dir, source_files, validate_data_dir
-from kpi.state_scan import ScannedState, scan_state
+from kpi.state_scan import ScannedState, maybe_padded, scan_state
 
 Row = dict[str, Any]
 
@@ -300,6 +300,8 @@ FALLBACKS: dict[str, Any] = {
         kit, "C3 ", "arrived", "2027-01-12T01:00"
     ),
     "padded event_id": lambda kit: _first_changed(kit, event_id="E1 "),
+    "event_id ending in a no-break space": lambda kit: _first_changed(kit, event_id="E1\u00a0"),
+    "event_id after an ideographic space": lambda kit: _first_changed(kit, event_id="\u3000E1"),
     "blank event_id": lambda kit: _first_changed(kit, event_id=""),
     "whitespace event_id": lambda kit: _first_changed(kit, event_id=" \t"),
     "repeated event_id": lambda kit: _plus(
@@ -344,6 +346,29 @@ def test_proof_violations_fall_back(kit: Any, tmp_path: Path, case: str) -> None
     data = write_events(tmp_path, FALLBACKS[case](kit), 2)
     assert isinstance(assert_same(data), str)
     _check_general(data)
+
+
+def test_maybe_padded_flags_every_text_stripping_changes() -> None:
+    """Every code point, alone and at either end of a text: where ``strip_chars`` would
+    change the text, the two-byte test must say "maybe"."""
+    chars = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
+    texts = pl.Series("t", [*chars, *(f"{c}x" for c in chars), *(f"x{c}" for c in chars)])
+    got = texts.to_frame().select(
+        maybe_padded(pl.col("t")).fill_null(True).alias("maybe"),
+        (pl.col("t").str.strip_chars() != pl.col("t")).alias("changed"),
+    )
+    assert got.get_column("changed").sum() > 3 * 20  # the test sees whitespace at all
+    assert got.filter(pl.col("changed") & ~pl.col("maybe")).height == 0
+    # ... and lets plain ids through without the strip.
+    plain = pl.Series("t", ["CP123456785CN-00", "a", "Z9", "x-é-1", "E1"]).to_frame()
+    assert not plain.select(maybe_padded(pl.col("t"))).to_series().any()
+
+
+def test_event_ids_with_non_ascii_ends_take_the_fast_path(kit: Any, tmp_path: Path) -> None:
+    """The byte test says "maybe" for ids ending in "é"; the exact check clears them."""
+    rows = [{**r, "event_id": f"{r['event_id']}é"} for r in clean_rows(kit)]
+    got = fast(assert_same(write_events(tmp_path, rows, 2)))
+    assert got.rejected == 0
 
 
 def test_padded_item_id_merges_in_the_general_path(kit: Any, tmp_path: Path) -> None:
