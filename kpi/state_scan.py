@@ -320,7 +320,9 @@ def _totals(good: pl.LazyFrame, names: list[str], base: int, counted: bool) -> p
 
 def _scan(files: Sequence[Path], as_of: dt.datetime | None, event_ids: bool) -> ScannedState:
     """Passes, each its own streaming plan (sharing one scan between plans held every
-    row in memory): facts, item totals, event ids, acceptances."""
+    row in memory): facts (names, time span, reasons), item totals, event ids,
+    acceptances; then item ids of items never accepted, and the acceptances' event ids
+    of items accepted more than once without them, where there are such items."""
     events = _events(files)
     facts = _facts(events)
     names = facts.facilities
@@ -419,4 +421,4 @@ def _ts(key: pl.Expr) -> pl.Expr:
     return (key // RANK_BITS).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
 
 
-__all__ = ["ScannedState", "scan_state"]
+__all__ = ["ScannedState", "maybe_padded", "scan_state"]
