@@ -595,26 +595,35 @@ def summarize(runs: list[Run], engines: list[str]) -> dict[str, dict[str, Any]]:
             }
     ours = table.get("polars")
     if ours:
-        for row in table.values():
+        polars_runs = [r for r in runs if r.engine == "polars"]
+        for engine, row in table.items():
             row["time_ratio_polars_over_this"] = ours["median_s"] / row["median_s"]
             row["rss_ratio_polars_over_this"] = (
                 ours["median_peak_rss_mb"] / row["median_peak_rss_mb"]
             )
+            # Runs are interleaved: the i-th runs of two engines saw the same machine
+            # load, so their ratios show how much of a median ratio is noise.
+            mine = [r for r in runs if r.engine == engine]
+            paired = [p.seconds / r.seconds for p, r in zip(polars_runs, mine, strict=False)]
+            row["time_ratio_paired_min_max"] = [min(paired), max(paired)] if paired else None
     return table
 
 
 def print_table(table: dict[str, dict[str, Any]], stream: Any = sys.stdout) -> None:
     """The summary as a markdown table."""
     print(
-        "| engine | runs | median time (s) | CPU (s) | peak RSS (MB) | polars time / this | polars RSS / this |",
+        "| engine | runs | median time (s) | CPU (s) | peak RSS (MB) | polars time / this "
+        "| same-round runs: polars time / this | polars RSS / this |",
         file=stream,
     )
-    print("|---|---:|---:|---:|---:|---:|---:|", file=stream)
+    print("|---|---:|---:|---:|---:|---:|---:|---:|", file=stream)
     for engine, row in table.items():
+        paired = row.get("time_ratio_paired_min_max")
+        spread = f"{paired[0]:.2f}-{paired[1]:.2f}" if paired else "-"
         print(
             f"| {engine} | {row['runs']} | {row['median_s']:.2f} | {row['median_cpu_s']:.1f} "
             f"| {row['median_peak_rss_mb']:.0f} | {row.get('time_ratio_polars_over_this', math.nan):.2f} "
-            f"| {row.get('rss_ratio_polars_over_this', math.nan):.2f} |",
+            f"| {spread} | {row.get('rss_ratio_polars_over_this', math.nan):.2f} |",
             file=stream,
         )
     stages = table.get("polars", {}).get("stages_median_s")

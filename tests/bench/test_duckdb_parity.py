@@ -154,3 +154,23 @@ def test_compare_answers_reports_differences(bench: ModuleType) -> None:
     assert bench.compare_answers(a, a.with_columns(pl.col("n") + 1))
     assert bench.compare_answers(a, a.with_columns(pl.col("r") * 1.001))
     assert bench.compare_answers(a, a.head(1))
+
+
+def test_summary_pairs_the_interleaved_runs(bench: ModuleType) -> None:
+    """Medians per engine, and the spread of same-round ratios (hand-computed)."""
+
+    def run(engine: str, seconds: float, rss: float) -> Any:
+        return bench.Run(engine, seconds, 2 * seconds, rss, {})
+
+    runs = [
+        *(run("polars", 3.0, 800), run("duckdb-lean", 4.0, 900)),  # round 1: 0.75
+        *(run("polars", 2.0, 700), run("duckdb-lean", 4.0, 1000)),  # round 2: 0.50
+        *(run("polars", 4.5, 750), run("duckdb-lean", 5.0, 950)),  # round 3: 0.90
+    ]
+    table = bench.summarize(runs, ["polars", "duckdb-lean"])
+    lean = table["duckdb-lean"]
+    assert lean["median_s"] == 4.0 and lean["median_peak_rss_mb"] == 950
+    assert lean["time_ratio_polars_over_this"] == 3.0 / 4.0
+    assert lean["rss_ratio_polars_over_this"] == 750 / 950
+    assert lean["time_ratio_paired_min_max"] == [0.5, 0.9]
+    assert table["polars"]["time_ratio_paired_min_max"] == [1.0, 1.0]
