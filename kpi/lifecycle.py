@@ -184,15 +184,26 @@ def collect_state(
     ``as_of=None`` every event that has a ``ts`` is used. One pass over ``events`` (the
     span comes from the same aggregation), on the streaming engine.
     """
+    state, first, last, _ = collect_state_counted(events, as_of)
+    return state, first, last
+
+
+def collect_state_counted(
+    events: pl.LazyFrame, as_of: dt.datetime | None = None
+) -> tuple[pl.DataFrame, dt.datetime | None, dt.datetime | None, int]:
+    """``collect_state`` plus the number of events the state was built from."""
     ts = pl.col("ts")
     events = events.filter(ts.is_not_null() if as_of is None else ts <= as_of)
     first_key = pl.col("last_key").min().alias("_first_key")
-    table = _reduce(event_partials(events), first_key).collect(engine="streaming")
+    table = _reduce(event_partials(events), first_key, pl.len().alias("_rows")).collect(
+        engine="streaming"
+    )
     span = table.select(
         _key_ts("_first_key").min().alias("first"), _key_ts("last_key").max().alias("last")
     )
     first, last = span.row(0) if table.height else (None, None)
-    return table.select(STATE_SCHEMA.keys()), first, last
+    rows = int(table.get_column("_rows").sum())
+    return table.select(STATE_SCHEMA.keys()), first, last, rows
 
 
 def merge_events(state: pl.DataFrame, events: pl.LazyFrame) -> pl.DataFrame:
@@ -246,6 +257,7 @@ __all__ = [
     "build_lifecycle",
     "build_state",
     "collect_state",
+    "collect_state_counted",
     "empty_state",
     "event_partials",
     "lifecycle",

@@ -89,11 +89,17 @@ def report(
     except (KpiError, TimestampError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+    # Left-out rows never vanish silently: say how many and where to see them.
     if snap.rejected_events:
-        # Left-out rows never vanish silently: say how many and where to see them.
         typer.echo(
-            f"note: {snap.rejected_events} event row(s) failed validation and were left out;"
-            f" `kpi validate {data_dir}` lists them",
+            f"note: {snap.rejected_events} event row(s) were left out (failed validation"
+            f" or repeated an event id); `kpi validate {data_dir}` lists them",
+            err=True,
+        )
+    if snap.unreadable_event_files:
+        typer.echo(
+            f"note: {snap.unreadable_event_files} event file(s) could not be read;"
+            f" `kpi validate {data_dir}` says why",
             err=True,
         )
     if fmt == "table":

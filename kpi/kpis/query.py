@@ -23,7 +23,7 @@ from kpi.kpis.functions import (
     network_kpis,
     open_complaint_kpis,
 )
-from kpi.lifecycle import collect_state, lifecycle
+from kpi.lifecycle import collect_state_counted, lifecycle
 from kpi.sources.folder import DataSet
 from kpi.state_scan import ScannedState, scan_state
 
@@ -59,8 +59,11 @@ class Snapshot:
     as_of: dt.datetime
     first_event_at: dt.datetime | None
     version: str = field(default="0")
-    #: Event rows validation left out, when the build counted them (the fast path does).
+    #: Event rows left out of the lifecycle (failed validation, or repeated an event id),
+    #: when the build counted them (it does for a whole folder, without ``as_of``).
     rejected_events: int | None = None
+    #: Event files that could not be read at all (counted where ``rejected_events`` is).
+    unreadable_event_files: int = 0
 
     @classmethod
     def from_dataset(cls, ds: DataSet, as_of: dt.datetime | None = None) -> Snapshot:
@@ -73,6 +76,7 @@ class Snapshot:
             else "no event files"
         )
         rejected: int | None = None
+        unreadable = 0
         if isinstance(scanned, ScannedState):
             log.info("lifecycle state from the typed-Parquet fast path")
             state, first, last, rejected = (
@@ -83,14 +87,25 @@ class Snapshot:
             )
         else:
             log.info("lifecycle state from the validated rows: %s", scanned)
-            state, first, last = collect_state(ds.events, as_of)
+            state, first, last, used = collect_state_counted(ds.events, as_of)
+            if as_of is None and ds.events_read is not None:
+                read = ds.events_read()
+                rejected, unreadable = read.rows - used, read.unreadable_files
         if as_of is not None and first is None:
             # Nothing up to as-of: the window still starts at the first event (if any).
             first = ds.events.select(pl.col("ts").min()).collect().item()
         effective = as_of or last or dt.datetime.now(dt.UTC)
         table = lifecycle(state.lazy(), ds.standards).collect()
         complaints = ds.complaints.filter(pl.col("opened_at") <= effective).collect()
-        return cls(table, complaints, ds.facilities, effective, first, rejected_events=rejected)
+        return cls(
+            table,
+            complaints,
+            ds.facilities,
+            effective,
+            first,
+            rejected_events=rejected,
+            unreadable_event_files=unreadable,
+        )
 
     def window(self, q: KpiQuery) -> Window:
         """The query's window with the snapshot's defaults filled in."""

@@ -99,6 +99,7 @@ class DataSet:
         facilities: pl.DataFrame,
         standards: ServiceStandards,
         event_files: Sequence[Path] = (),
+        events_read: Callable[[], ReadCounts] | None = None,
     ) -> None:
         self._events = events
         self.complaints = complaints
@@ -106,6 +107,8 @@ class DataSet:
         self.standards = standards
         #: The raw files behind ``events`` (empty when the events come from elsewhere).
         self.event_files = tuple(event_files)
+        #: What reading those files found, before validation (None when unknown).
+        self.events_read = events_read
 
     @property
     def events(self) -> pl.LazyFrame:
@@ -115,8 +118,46 @@ class DataSet:
         return self._events
 
 
+@dataclass(frozen=True)
+class ReadCounts:
+    """Rows read from a folder's files of one kind (parsed, or rejected while parsing),
+    and files that could not be read at all."""
+
+    rows: int
+    unreadable_files: int
+
+
+class _EventFiles:
+    """A folder's event files, read once on first use: the validated plan, and counts."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self._dir = data_dir
+        self._batches: list[RawBatch] | None = None
+
+    def _read(self) -> list[RawBatch]:
+        if self._batches is None:
+            self._batches = [read_file(p) for p in source_files(self._dir, Kind.EVENTS)]
+        return self._batches
+
+    def plan(self) -> pl.LazyFrame:
+        return _plan(self._read(), Kind.EVENTS)
+
+    def counts(self) -> ReadCounts:
+        batches = self._read()
+        # Parquet row counts come from the footer; CSV and JSONL are parsed in memory.
+        parsed = sum(b.frame.select(pl.len()).collect().item() for b in batches)
+        rejects = [r for b in batches for r in b.rejects]
+        return ReadCounts(
+            rows=parsed + sum(r["row"] is not None for r in rejects),
+            unreadable_files=sum(r["row"] is None for r in rejects),
+        )
+
+
 def _stream(data_dir: Path, kind: Kind) -> pl.LazyFrame:
-    batches = [read_file(p) for p in source_files(data_dir, kind)]
+    return _plan([read_file(p) for p in source_files(data_dir, kind)], kind)
+
+
+def _plan(batches: list[RawBatch], kind: Kind) -> pl.LazyFrame:
     frames = [validated(batch, kind)[0] for batch in batches]
     if not frames:
         return pl.LazyFrame(schema=SCHEMAS[kind])
@@ -136,12 +177,14 @@ def load_data_dir(data_dir: Path) -> DataSet:
     Lazy, except that planning the events reads the event ids once, on first use of
     ``DataSet.events``, to decide whether they need de-duplicating (see ``ids_distinct``).
     """
+    events = _EventFiles(data_dir)
     return DataSet(
-        events=lambda: _stream(data_dir, Kind.EVENTS),
+        events=events.plan,
         complaints=_stream(data_dir, Kind.COMPLAINTS),
         facilities=load_facilities(data_dir),
         standards=load_standards(data_dir),
         event_files=source_files(data_dir, Kind.EVENTS),
+        events_read=events.counts,
     )
 
 

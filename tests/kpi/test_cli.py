@@ -11,7 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from kpi.cli import app
+from kpi.contract import Kind, RejectReason
 from kpi.kpis.catalog import KPIS
+from kpi.sources.folder import validate_data_dir
 from tests.conftest import write_rows
 
 runner = CliRunner()
@@ -241,9 +243,49 @@ def test_report_says_how_the_lifecycle_was_built_and_what_it_left_out(
     general = runner.invoke(app, [*args[:1], str(folder), *args[1:]])
     assert fast.exit_code == 0 and general.exit_code == 0, fast.output + general.output
     assert "typed-Parquet fast path" in fast.stderr
-    assert "note: 1 event row(s) failed validation" in fast.stderr
+    assert "note: 1 event row(s) were left out (failed validation" in fast.stderr
     assert "validated rows: e.csv is not Parquet" in general.stderr
     # Both paths answer alike: the rejected row changes nothing.
     assert json.loads(fast.stdout) == json.loads(general.stdout)
     quiet = runner.invoke(app, ["report", str(parquet), "--format", "json"])
     assert "fast path" not in quiet.stderr and "note: 1 event row" in quiet.stderr
+
+
+def test_report_counts_what_the_general_path_left_out(folder: Path) -> None:
+    """CSV and JSONL take the general path; its left-out rows are counted too.
+
+    Hand count: a row with an unknown event, a row without an item id, a JSONL line
+    that is no JSON object, and a repeated event id (same content, second read) = 4
+    rows; one file that is not readable at all.
+    """
+    bad = [
+        {**EVENTS[3], "event_id": "b3", "event": "teleported"},
+        {**EVENTS[3], "event_id": "b4", "item_id": None},
+        EVENTS[1],  # a2 again
+    ]
+    write_rows(folder / "events" / "f.jsonl", bad)
+    with (folder / "events" / "f.jsonl").open("a") as out:
+        out.write("[1, 2]\n")
+    (folder / "events" / "g.parquet").write_bytes(b"PAR1 not really")
+    result = runner.invoke(app, ["report", str(folder), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert "note: 4 event row(s) were left out" in result.stderr
+    assert "note: 1 event file(s) could not be read" in result.stderr
+    # The same rows by `kpi validate`'s own count (rejects plus repeated ids).
+    files = [r for r in validate_data_dir(folder) if r.kind is Kind.EVENTS]
+    file_level = sum(r.rejected[RejectReason.UNREADABLE_FILE] for r in files)
+    rows = sum(r.rejected_total + r.duplicate_ids for r in files) - file_level
+    assert (rows, file_level) == (4, 1)
+    # The left-out rows change nothing: the report equals the clean folder's.
+    clean = runner.invoke(app, ["report", str(folder), "--format", "json", "--kpi",
+                                "accepted_items,delivered_items,backlog_items"])  # fmt: skip
+    assert json.loads(clean.stdout) == [{"accepted_items": 2, "delivered_items": 1,
+                                         "backlog_items": 1}]  # fmt: skip
+
+
+def test_report_with_as_of_does_not_count_left_out_rows(folder: Path) -> None:
+    """With an as-of the rows left out cannot be split by time: no count, no note."""
+    write_rows(folder / "events" / "f.csv", [{**EVENTS[3], "event_id": "b3", "event": "x"}])
+    as_of = dt.datetime(2027, 1, 12, 5, 0, tzinfo=dt.UTC).isoformat()
+    result = runner.invoke(app, ["report", str(folder), "--as-of", as_of, "--format", "json"])
+    assert result.exit_code == 0 and "left out" not in result.stderr
