@@ -9,6 +9,7 @@ between two batches, where read positions and counters agree.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 import threading
 import time
@@ -35,7 +36,7 @@ from kpi.kpis.increments import (
     event_increments,
     merge_complaints,
 )
-from kpi.lifecycle import empty_state, merge_events
+from kpi.lifecycle import RANK_BITS, empty_state, merge_events
 from kpi.sources.files import reject
 from kpi.sources.folder import FACILITIES_FILE, load_facilities, validated
 from kpi.sources.validate import REJECT_SCHEMA, ROW, SOURCE
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 
 #: Reject reason of an event whose id was already counted (the row is valid, it adds nothing).
 DUPLICATE: Final = RejectReason.DUPLICATE.value
+#: Reject reason of an event of an item retired from the state (see ``IngestConfig``).
+RETIRED: Final = RejectReason.RETIRED_ITEM.value
 #: Every reject reason, so their series exist (at 0) from the start.
 REJECT_REASONS: Final = tuple(r.value for r in RejectReason)
 _MAX_CHUNKS: Final = 16
@@ -59,6 +62,9 @@ class IngestConfig:
     max_batch_bytes: int = 32 << 20
     max_batch_rows: int = 250_000
     grace: float = 10.0
+    #: Finished items whose last scan is this much older than the newest event read
+    #: leave the state (event time, so a replay retires the same items); None keeps all.
+    retention: dt.timedelta | None = None
 
 
 @dataclass
@@ -85,6 +91,7 @@ class _Batch:
     rejects: pl.DataFrame
     newest_event_us: int | None
     rows: int = 0
+    retired: Hashes = field(default_factory=lambda: np.empty(0, dtype=np.uint64))
 
 
 @dataclass
@@ -109,6 +116,17 @@ def _raw_json(frame: pl.DataFrame) -> pl.Expr:
     return pl.struct([pl.col(c).cast(pl.String) for c in cols]).struct.json_encode()
 
 
+def _rejects_of(rows: pl.DataFrame, reason: str, field_name: str) -> pl.DataFrame:
+    """Valid rows dropped for ``reason`` (about ``field_name``), as reject records."""
+    return rows.select(
+        pl.col(SOURCE).alias("source"),
+        pl.col(ROW).cast(pl.Int64).alias("row"),
+        pl.lit(reason).alias("reason"),
+        pl.lit(field_name).alias("field"),
+        _raw_json(rows).alias("raw"),
+    )
+
+
 def _empty_rejects() -> pl.DataFrame:
     return pl.DataFrame(schema=REJECT_SCHEMA)
 
@@ -126,6 +144,8 @@ class Ingestor:
         self.items: pl.DataFrame = ckpt.items if ckpt else empty_state()
         self.complaints: pl.DataFrame = ckpt.complaints if ckpt else empty_complaint_state()
         self.seen = SeenIds.from_array(ckpt.seen) if ckpt else SeenIds()
+        #: Item ids retired from ``items`` (hashes): their later events are rejects.
+        self.retired = SeenIds.from_array(ckpt.retired) if ckpt else SeenIds()
         self.counters: CounterStore = ckpt.counters if ckpt else CounterStore()
         self.last_event_us: int | None = ckpt.last_event_us if ckpt else None
         self.last_checkpoint_at: float | None = ckpt.created_at if ckpt else None
@@ -181,11 +201,11 @@ class Ingestor:
 
     def _compute_one_by_one(self, chunks: list[Chunk]) -> _Batch:
         """Apply chunks separately; a chunk that still fails is rejected as a whole."""
-        items, complaints, seen = self.items, self.complaints, self.seen
+        items, complaints, seen, retired = self.items, self.complaints, self.seen, self.retired
         parts: list[_Batch] = []
         for chunk in chunks:
             try:
-                part = self._compute([chunk], items, complaints, seen)
+                part = self._compute([chunk], items, complaints, seen, retired)
             except Exception as exc:
                 log.exception("cannot apply %s; rejecting this chunk", chunk.source)
                 bad = reject(
@@ -209,6 +229,7 @@ class Ingestor:
                 )
             items, complaints = part.items, part.complaints
             seen = seen.add(part.new_hashes)
+            retired = retired.add(part.retired)
             parts.append(part)
         return _combine(parts)
 
@@ -235,10 +256,12 @@ class Ingestor:
         items: pl.DataFrame | None = None,
         complaints: pl.DataFrame | None = None,
         seen: SeenIds | None = None,
+        retired: SeenIds | None = None,
     ) -> _Batch:
         items = self.items if items is None else items
         complaints = self.complaints if complaints is None else complaints
         seen = self.seen if seen is None else seen
+        retired = self.retired if retired is None else retired
         standards = self.reference.standards
         good: dict[Kind, list[pl.DataFrame]] = {Kind.EVENTS: [], Kind.COMPLAINTS: []}
         rejects: list[pl.DataFrame] = []
@@ -252,6 +275,13 @@ class Ingestor:
             if good[Kind.EVENTS]
             else pl.DataFrame(schema={SOURCE: pl.String, ROW: pl.Int64, **EVENT_SCHEMA})
         )
+        if len(retired) and events.height:
+            # A retired item's counters are final; its state is gone, so a late scan
+            # could count it again (a second delivery, acceptance...): drop the scan.
+            late = pl.Series(retired.contains(hash_ids(events["item_id"])))
+            if late.any():
+                rejects.append(_rejects_of(events.filter(late), RETIRED, "item_id"))
+                events = events.filter(~late)
         # Duplicates: within the batch the first arrival wins; across batches the seen set.
         first = events.filter(pl.col("event_id").is_first_distinct())
         hashes = hash_ids(first["event_id"])
@@ -264,15 +294,7 @@ class Ingestor:
         )
         handled = events.height + sum(r.filter(pl.col("row").is_not_null()).height for r in rejects)
         if not duplicates.is_empty():
-            rejects.append(
-                duplicates.select(
-                    pl.col(SOURCE).alias("source"),
-                    pl.col(ROW).cast(pl.Int64).alias("row"),
-                    pl.lit(DUPLICATE).alias("reason"),
-                    pl.lit("event_id").alias("field"),
-                    _raw_json(duplicates).alias("raw"),
-                )
-            )
+            rejects.append(_rejects_of(duplicates, DUPLICATE, "event_id"))
         new_events = fresh.select(EVENT_SCHEMA.keys())
         records = (
             pl.concat(good[Kind.COMPLAINTS], how="vertical")
@@ -293,6 +315,7 @@ class Ingestor:
             if new_events.height
             else None
         )
+        new_items, gone = self._retire(new_items, newest)
         return _Batch(
             chunks=chunks,
             items=new_items,
@@ -305,12 +328,27 @@ class Ingestor:
             rejects=all_rejects,
             newest_event_us=newest,
             rows=handled + records.height,
+            retired=gone,
         )
+
+    def _retire(self, items: pl.DataFrame, newest_us: int | None) -> tuple[pl.DataFrame, Hashes]:
+        """``items`` without the finished items past the retention, and their id hashes."""
+        retention = self.config.retention
+        clock = max((t for t in (self.last_event_us, newest_us) if t is not None), default=None)
+        if retention is None or clock is None or items.is_empty():
+            return items, np.empty(0, dtype=np.uint64)
+        horizon_key = (clock - retention // dt.timedelta(microseconds=1)) * RANK_BITS
+        finished = pl.col("delivered_at").is_not_null() | pl.col("returned_at").is_not_null()
+        old = items.select(finished & (pl.col("last_key") < horizon_key)).to_series()
+        if not old.any():
+            return items, np.empty(0, dtype=np.uint64)
+        return items.filter(~old), hash_ids(items.filter(old)["item_id"])
 
     def _publish(self, batch: _Batch) -> None:
         """Make a computed batch the current state (one step for every reader)."""
         self.rejects.append(batch.rejects)
         seen = self.seen.add(batch.new_hashes) if len(batch.new_hashes) else self.seen
+        retired = self.retired.add(batch.retired) if len(batch.retired) else self.retired
         items, complaints = batch.items, batch.complaints
         # Each merge appends a chunk; many small chunks slow every later join.
         if items.n_chunks() > _MAX_CHUNKS:
@@ -321,6 +359,7 @@ class Ingestor:
             self.items = items
             self.complaints = complaints
             self.seen = seen
+            self.retired = retired
             _apply(self.counters, batch)
             if batch.newest_event_us is not None:
                 self.last_event_us = max(
@@ -345,6 +384,7 @@ class Ingestor:
                 rejects_bytes=self.rejects.sync(),
                 last_event_us=self.last_event_us,
                 data_dir=str(self.config.data_dir),
+                retired=self.retired.array(),
             )
 
     def close(self) -> None:
@@ -382,6 +422,7 @@ def _combine(parts: list[_Batch]) -> _Batch:
         items=last.items,
         complaints=last.complaints,
         new_hashes=np.concatenate([p.new_hashes for p in parts]),
+        retired=np.concatenate([p.retired for p in parts]),
         events=sum(p.events for p in parts),
         complaint_records=sum(p.complaint_records for p in parts),
         increments=_sum_event_increments([p.increments for p in parts if p.increments]),

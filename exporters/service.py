@@ -51,6 +51,10 @@ def version() -> str:
         return "unknown"
 
 
+#: Default retention of finished items (seconds): a month of event time.
+RETENTION_DEFAULT: Final = 30 * 86400.0
+
+
 @dataclass(frozen=True)
 class ExporterConfig:
     """Everything ``kpi exporter`` takes (durations in seconds; port 0 picks a free port)."""
@@ -67,6 +71,9 @@ class ExporterConfig:
     grace: float = 10.0
     max_batch_bytes: int = 32 << 20
     max_batch_rows: int = 250_000
+    #: Finished items leave the state this long (event time) after their last scan;
+    #: None keeps them forever (memory then grows with every item ever seen).
+    retention: float | None = RETENTION_DEFAULT
 
 
 class ExporterService:
@@ -107,7 +114,12 @@ class ExporterService:
             cfg = self.config
             self._ingestor = Ingestor(
                 IngestConfig(
-                    cfg.data_dir, cfg.state_dir, cfg.max_batch_bytes, cfg.max_batch_rows, cfg.grace
+                    cfg.data_dir,
+                    cfg.state_dir,
+                    cfg.max_batch_bytes,
+                    cfg.max_batch_rows,
+                    cfg.grace,
+                    None if cfg.retention is None else dt.timedelta(seconds=cfg.retention),
                 )
             )
             if self._ingestor.restored_from is not None:

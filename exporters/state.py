@@ -7,7 +7,9 @@ A checkpoint is a directory ``STATE_DIR/checkpoint-<seq>`` holding
   the rejects file and the newest event time;
 - ``items.parquet``: the lifecycle state (``kpi.lifecycle.STATE_SCHEMA``);
 - ``complaints.parquet``: current complaint versions and resolution flags;
-- ``seen.npy``: the sorted 64-bit hashes of every event id counted.
+- ``seen.npy``: the sorted 64-bit hashes of every event id counted;
+- ``retired.npy``: the sorted 64-bit hashes of the item ids retired from the state
+  (finished items past the retention), whose later events are rejects.
 
 It is written as ``checkpoint-<seq>.tmp`` (each file fsynced, then the directory),
 renamed to its final name (the commit point) and the parent directory fsynced;
@@ -22,7 +24,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
 
@@ -61,6 +63,7 @@ class Checkpoint:
     rejects_bytes: int
     last_event_us: int | None
     data_dir: str = ""
+    retired: Hashes = field(default_factory=lambda: np.empty(0, dtype=np.uint64))
 
 
 def _fsync_path(path: Path) -> None:
@@ -92,6 +95,7 @@ def write_checkpoint(state_dir: Path, ckpt: Checkpoint) -> Path:
         tmp / "complaints.parquet", statistics=False
     )
     np.save(tmp / "seen.npy", ckpt.seen, allow_pickle=False)
+    np.save(tmp / "retired.npy", ckpt.retired, allow_pickle=False)
     meta = {
         "format": FORMAT,
         "seq": ckpt.seq,
@@ -103,7 +107,7 @@ def write_checkpoint(state_dir: Path, ckpt: Checkpoint) -> Path:
         "last_event_us": ckpt.last_event_us,
     }
     (tmp / "meta.json").write_bytes(orjson.dumps(meta, option=orjson.OPT_INDENT_2))
-    for name in ("items.parquet", "complaints.parquet", "seen.npy", "meta.json"):
+    for name in ("items.parquet", "complaints.parquet", "seen.npy", "retired.npy", "meta.json"):
         _fsync_path(tmp / name)
     _fsync_path(tmp)
     os.rename(tmp, final)
@@ -122,6 +126,9 @@ def read_checkpoint(path: Path) -> Checkpoint:
     items = pl.read_parquet(path / "items.parquet")
     complaints = pl.read_parquet(path / "complaints.parquet")
     seen = np.load(path / "seen.npy", allow_pickle=False).astype(np.uint64, copy=False)
+    retired = np.empty(0, dtype=np.uint64)
+    if (path / "retired.npy").exists():  # checkpoints written before retention have none
+        retired = np.load(path / "retired.npy", allow_pickle=False).astype(np.uint64, copy=False)
     return Checkpoint(
         seq=int(meta["seq"]),
         created_at=float(meta["created_at"]),
@@ -133,6 +140,7 @@ def read_checkpoint(path: Path) -> Checkpoint:
         rejects_bytes=int(meta["rejects_bytes"]),
         last_event_us=meta.get("last_event_us"),
         data_dir=str(meta.get("data_dir", "")),
+        retired=retired,
     )
 
 

@@ -137,6 +137,9 @@ class RejectReason(StrEnum):
     LINE_TOO_LONG = "line_too_long"
     #: A repeated event_id: the same scan again; counted once, the repeat is dropped.
     DUPLICATE = "duplicate"
+    #: (exporter) An event of an item that finished and left the state after the
+    #: retention: it could be counted again, so it is dropped.
+    RETIRED_ITEM = "retired_item"
 
 
 # --- UPU S10 item identifiers ------------------------------------------------

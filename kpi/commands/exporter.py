@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from kpi.commands.options import DataDir, parse_duration, parse_listen
+from kpi.commands.options import DataDir, parse_duration, parse_listen, parse_retention
 
 
 def exporter(
@@ -46,6 +46,14 @@ def exporter(
             help="read a last line without newline once the file is idle this long",
         ),
     ] = "10s",
+    retention: Annotated[
+        str,
+        typer.Option(
+            "--retention",
+            help="finished items leave the state this long after their last scan (event"
+            " time; their later scans are rejected as retired_item), or `forever`",
+        ),
+    ] = "30d",
     log_level: Annotated[
         str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR")
     ] = "INFO",
@@ -72,6 +80,7 @@ def exporter(
         as_of="latest" if as_of == "latest" else "now",
         stall_hours=stall_hours,
         grace=parse_duration(grace),
+        retention=parse_retention(retention),
     )
     try:
         ExporterService(config).run()

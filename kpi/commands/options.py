@@ -15,16 +15,21 @@ DataDir = Annotated[
     typer.Argument(exists=True, file_okay=False, help="data folder (events/, complaints/, ...)"),
 ]
 
-_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 
 
 def parse_duration(text: str) -> float:
-    """Seconds in ``15s``, ``500ms``, ``2m``, ``1h`` or a bare number of seconds."""
+    """Seconds in ``15s``, ``500ms``, ``2m``, ``1h``, ``30d`` or a bare number of seconds."""
     match = _DURATION.match(text)
     if match is None:
         raise typer.BadParameter(f"not a duration: {text!r} (e.g. 15s, 500ms, 2m)")
     return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+
+
+def parse_retention(text: str) -> float | None:
+    """``--retention``: a duration, or ``forever`` (None: finished items are kept)."""
+    return None if text.strip().lower() == "forever" else parse_duration(text)
 
 
 def parse_listen(text: str) -> tuple[str, int]:

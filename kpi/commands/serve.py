@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from kpi.commands.options import DataDir, parse_duration, parse_listen
+from kpi.commands.options import DataDir, parse_duration, parse_listen, parse_retention
 
 
 def serve(
@@ -32,6 +32,14 @@ def serve(
         Path | None,
         typer.Option("--config", exists=True, dir_okay=False, help="API settings (YAML or JSON)"),
     ] = None,
+    retention: Annotated[
+        str,
+        typer.Option(
+            "--retention",
+            help="exporter: finished items leave the state this long after their last scan,"
+            " or `forever`",
+        ),
+    ] = "30d",
 ) -> None:
     """Run the exporter (background threads) and the API (foreground) over DATA_DIR."""
     import logging
@@ -54,6 +62,7 @@ def serve(
             port=ex_port,
             refresh_interval=parse_duration(refresh_interval),
             as_of="latest" if as_of == "latest" else "now",
+            retention=parse_retention(retention),
         )
     )
     exporter.start()

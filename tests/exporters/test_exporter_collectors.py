@@ -225,6 +225,7 @@ def test_self_monitoring() -> None:
         postal_exporter_events_rejected_total{reason="line_too_long"} 0.0
         postal_exporter_events_rejected_total{reason="malformed_row"} 2.0
         postal_exporter_events_rejected_total{reason="missing_field"} 0.0
+        postal_exporter_events_rejected_total{reason="retired_item"} 0.0
         postal_exporter_events_rejected_total{reason="timestamp_without_offset"} 0.0
         postal_exporter_events_rejected_total{reason="unknown_category"} 0.0
         postal_exporter_events_rejected_total{reason="unknown_event"} 0.0

@@ -171,3 +171,58 @@ def test_facilities_and_standards_are_reloaded_when_changed(tmp_path: Path) -> N
     (data / "service-standards.yaml").write_text("products: [not, a, mapping]\n")
     ing.step()  # a broken file is logged and the previous standards kept
     assert list(ing.reference.standards.products) == ["express"]
+
+
+def test_finished_items_retire_and_their_late_scans_are_rejected(tmp_path: Path) -> None:
+    """Retention 30 days of event time: A (delivered on day 1) leaves the state once an
+    event of day 40 is read; B, never finished, stays however old. A's later scans are
+    rejects (`retired_item`), also after a restart; the item counters are those of an
+    exporter that keeps every item."""
+    data, state, ref_state = tmp_path / "data", tmp_path / "state", tmp_path / "ref"
+    t0 = dt.datetime(2027, 3, 1, tzinfo=dt.UTC)
+    day = dt.timedelta(days=1)
+    live = data / "events" / "live.jsonl"
+    acc = {"product": "express", "origin": "CN-BJ", "destination": "CN-SH"}
+    append_jsonl(
+        live,
+        [
+            event("a1", "A", "accepted", t0, **acc),
+            event("a2", "A", "delivered", t0 + day),
+            event("b1", "B", "accepted", t0, **acc),
+            event("b2", "B", "arrived", t0 + day, facility="PC-1"),
+        ],
+    )
+    month = dt.timedelta(days=30)
+    ing = Ingestor(IngestConfig(data, state, retention=month))
+    keep = Ingestor(IngestConfig(data, ref_state))
+    drain(ing)
+    assert sorted(ing.items["item_id"]) == ["A", "B"]  # day 1: nothing is old yet
+    append_jsonl(live, [event("c1", "C", "accepted", t0 + 40 * day, **acc)])
+    drain(ing)
+    assert sorted(ing.items["item_id"]) == ["B", "C"]
+    # A late second delivery of A: a new id, so only the retirement keeps it out.
+    append_jsonl(live, [event("a3", "A", "delivered", t0 + 2 * day)])
+    drain(ing)
+    drain(keep)
+    retired = ("retired_item",)
+    assert ing.counters.value(cat.EXPORTER_EVENTS_REJECTED, retired) == 1
+    for spec in (cat.ITEMS_ACCEPTED, cat.ITEMS_DELIVERED):
+        assert ing.counters.total(spec) == keep.counters.total(spec)
+    assert ing.counters.total(cat.ITEMS_DELIVERED) == 1
+    # The one difference: the dropped scan is not counted as a repeat attempt.
+    assert ing.counters.total(cat.DELIVERY_ATTEMPTS) == 1
+    assert keep.counters.total(cat.DELIVERY_ATTEMPTS) == 2
+    checkpoint(ing, state)
+    ing.close()
+
+    append_jsonl(live, [event("a4", "A", "returned", t0 + 3 * day)])
+    again = Ingestor(IngestConfig(data, state, retention=month))
+    drain(again)
+    assert again.counters.value(cat.EXPORTER_EVENTS_REJECTED, retired) == 2
+    assert again.counters.total(cat.ITEMS_RETURNED) == 0
+    assert sorted(again.items["item_id"]) == ["B", "C"]
+    rejects = [json.loads(line) for line in (state / "rejects.jsonl").read_text().splitlines()]
+    assert [r["reason"] for r in rejects if r["reason"] == "retired_item"] == [
+        "retired_item",
+        "retired_item",
+    ]

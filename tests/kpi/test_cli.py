@@ -8,9 +8,11 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from kpi.cli import app
+from kpi.commands.options import parse_duration, parse_retention
 from kpi.contract import Kind, RejectReason
 from kpi.kpis.catalog import KPIS
 from kpi.sources.folder import validate_data_dir
@@ -289,3 +291,20 @@ def test_report_with_as_of_does_not_count_left_out_rows(folder: Path) -> None:
     as_of = dt.datetime(2027, 1, 12, 5, 0, tzinfo=dt.UTC).isoformat()
     result = runner.invoke(app, ["report", str(folder), "--as-of", as_of, "--format", "json"])
     assert result.exit_code == 0 and "left out" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("15s", 15.0), ("500ms", 0.5), ("2m", 120.0), ("1.5h", 5400.0), ("30d", 2_592_000.0),
+     ("7", 7.0), ("forever", None), (" Forever ", None)],
+)  # fmt: skip
+def test_retention_and_durations_parse(text: str, seconds: float | None) -> None:
+    assert parse_retention(text) == seconds
+    if seconds is not None:
+        assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "30 days", "-1d", "1w", "forever and ever"])
+def test_bad_durations_are_refused(text: str) -> None:
+    with pytest.raises(typer.BadParameter):
+        parse_retention(text)
