@@ -215,12 +215,20 @@ def test_finished_items_retire_and_their_late_scans_are_rejected(tmp_path: Path)
     checkpoint(ing, state)
     ing.close()
 
-    append_jsonl(live, [event("a4", "A", "returned", t0 + 3 * day)])
+    # After a restart: A's scans are still rejected; a new item D is counted as usual.
+    append_jsonl(
+        live,
+        [
+            event("a4", "A", "returned", t0 + 3 * day),
+            event("d1", "D", "accepted", t0 + 41 * day, **acc),
+        ],
+    )
     again = Ingestor(IngestConfig(data, state, retention=month))
     drain(again)
     assert again.counters.value(cat.EXPORTER_EVENTS_REJECTED, retired) == 2
     assert again.counters.total(cat.ITEMS_RETURNED) == 0
-    assert sorted(again.items["item_id"]) == ["B", "C"]
+    assert again.counters.total(cat.ITEMS_ACCEPTED) == 4
+    assert sorted(again.items["item_id"]) == ["B", "C", "D"]
     rejects = [json.loads(line) for line in (state / "rejects.jsonl").read_text().splitlines()]
     assert [r["reason"] for r in rejects if r["reason"] == "retired_item"] == [
         "retired_item",
