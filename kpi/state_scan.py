@@ -187,7 +187,7 @@ def _item_key() -> pl.Expr:
 
 @dataclass(frozen=True)
 class _Facts:
-    """Whole-folder facts from one cheap pass over the low-cardinality columns."""
+    """Whole-folder facts from cheap passes over the low-cardinality columns and ``ts``."""
 
     facilities: list[str]  # in rank (byte) order
     rows: int
