@@ -234,3 +234,19 @@ def test_finished_items_retire_and_their_late_scans_are_rejected(tmp_path: Path)
         "retired_item",
         "retired_item",
     ]
+
+
+def test_checkpoint_without_retired_ids_restores(tmp_path: Path) -> None:
+    """Checkpoints written before retention existed have no retired.npy: none retired."""
+    data, state = tmp_path / "data", tmp_path / "state"
+    append_jsonl(data / "events" / "a.jsonl", FEED.interleaved(0, 5))
+    ing = Ingestor(IngestConfig(data, state))
+    drain(ing)
+    checkpoint(ing, state)
+    ing.close()
+    ckpt = latest_checkpoint(state)
+    assert ckpt is not None
+    (state / f"checkpoint-{ckpt.seq:012d}" / "retired.npy").unlink()
+    again = Ingestor(IngestConfig(data, state))
+    assert again.restored_from == ckpt.seq and len(again.retired) == 0
+    assert again.items.height == ing.items.height == 5
