@@ -78,13 +78,17 @@ class Snapshot:
         rejected: int | None = None
         unreadable = 0
         if isinstance(scanned, ScannedState):
-            log.info("lifecycle state from the typed-Parquet fast path")
+            log.info(
+                "lifecycle state from the typed-Parquet fast path%s",
+                f" and {scanned.text_files} validated text file(s)" if scanned.text_files else "",
+            )
             state, first, last, rejected = (
                 scanned.state,
                 scanned.first,
                 scanned.last,
                 scanned.rejected,
             )
+            unreadable = scanned.unreadable_files
         else:
             log.info("lifecycle state from the validated rows: %s", scanned)
             state, first, last, used = collect_state_counted(ds.events, as_of)

@@ -246,7 +246,7 @@ def test_report_says_how_the_lifecycle_was_built_and_what_it_left_out(
     assert fast.exit_code == 0 and general.exit_code == 0, fast.output + general.output
     assert "typed-Parquet fast path" in fast.stderr
     assert "note: 1 event row(s) were left out (failed validation" in fast.stderr
-    assert "validated rows: e.csv is not Parquet" in general.stderr
+    assert "validated rows: no Parquet event files" in general.stderr
     # Both paths answer alike: the rejected row changes nothing.
     assert json.loads(fast.stdout) == json.loads(general.stdout)
     quiet = runner.invoke(app, ["report", str(parquet), "--format", "json"])
