@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from exporters import catalog as cat
@@ -250,3 +251,49 @@ def test_checkpoint_without_retired_ids_restores(tmp_path: Path) -> None:
     again = Ingestor(IngestConfig(data, state))
     assert again.restored_from == ckpt.seq and len(again.retired) == 0
     assert again.items.height == ing.items.height == 5
+
+
+def _retirement_stream() -> list[dict[str, str | None]]:
+    """Items a week apart (each finishes within days), with late scans of old items mixed
+    in: under a 10-day retention, items retire while the stream goes on."""
+    feed = Feed(spacing=dt.timedelta(days=7))
+    rows = feed.interleaved(0, 8)
+    out: list[dict[str, str | None]] = []
+    for n, row in enumerate(rows):
+        out.append(row)
+        if n % 9 == 8:  # a second delivery of an item two weeks older, under a new id
+            old = feed.lifecycle(max(0, n // 9 - 2))[-1]
+            out.append({**old, "event_id": f"late-{n}", "event": "delivered"})
+    return out
+
+
+def test_retirement_does_not_depend_on_batching_or_restarts(tmp_path: Path) -> None:
+    """The same stream in one batch, a line per batch, and with a restart half-way:
+    the same counters, rejects by reason, items and retired ids."""
+    rows = _retirement_stream()
+    ten_days = dt.timedelta(days=10)
+
+    def run(name: str, max_bytes: int, restart_at: int | None = None) -> Ingestor:
+        data, state = tmp_path / name / "data", tmp_path / name / "state"
+        live = data / "events" / "live.jsonl"
+        cut = len(rows) if restart_at is None else restart_at
+        append_jsonl(live, rows[:cut])
+        ing = Ingestor(IngestConfig(data, state, max_batch_bytes=max_bytes, retention=ten_days))
+        drain(ing)
+        if restart_at is not None:
+            checkpoint(ing, state)
+            ing.close()
+            append_jsonl(live, rows[cut:])
+            ing = Ingestor(IngestConfig(data, state, max_batch_bytes=max_bytes, retention=ten_days))
+            drain(ing)
+        return ing
+
+    whole = run("whole", 32 << 20)
+    lines = run("lines", 1)
+    restarted = run("restarted", 2_000, restart_at=len(rows) // 2)
+    retired = whole.counters.value(cat.EXPORTER_EVENTS_REJECTED, ("retired_item",))
+    assert retired > 0 and len(whole.retired) > 0  # the stream does retire items
+    for other in (lines, restarted):
+        assert counters(other) == counters(whole)
+        assert other.items.sort("item_id").equals(whole.items.sort("item_id"))
+        assert np.array_equal(other.retired.array(), whole.retired.array())
