@@ -29,7 +29,11 @@ def parse_duration(text: str) -> float:
 
 def parse_retention(text: str) -> float | None:
     """``--retention``: a duration, or ``forever`` (None: finished items are kept)."""
-    return None if text.strip().lower() == "forever" else parse_duration(text)
+    if text.strip().lower() == "forever":
+        return None
+    if _DURATION.match(text) is None:
+        raise typer.BadParameter(f"not a duration: {text!r} (e.g. 30d, 12h) nor `forever`")
+    return parse_duration(text)
 
 
 def parse_listen(text: str) -> tuple[str, int]:
