@@ -36,7 +36,7 @@ from kpi.kpis.increments import (
     event_increments,
     merge_complaints,
 )
-from kpi.lifecycle import RANK_BITS, empty_state, merge_events
+from kpi.lifecycle import RANK_BITS, empty_state, finished, merge_events
 from kpi.sources.files import reject
 from kpi.sources.folder import FACILITIES_FILE, load_facilities, validated
 from kpi.sources.validate import REJECT_SCHEMA, ROW, SOURCE
@@ -151,6 +151,10 @@ class Ingestor:
         self.seen = SeenIds.from_array(ckpt.seen) if ckpt else SeenIds()
         #: Item ids retired from ``items`` (hashes): their later events are rejects.
         self.retired = SeenIds.from_array(ckpt.retired) if ckpt else SeenIds()
+        retention = config.retention
+        self._retention_us = (
+            None if retention is None else retention // dt.timedelta(microseconds=1)
+        )
         self.counters: CounterStore = ckpt.counters if ckpt else CounterStore()
         self.last_event_us: int | None = ckpt.last_event_us if ckpt else None
         self.last_checkpoint_at: float | None = ckpt.created_at if ckpt else None
@@ -348,8 +352,8 @@ class Ingestor:
         would count a late scan in one batching and drop it in another).
         """
         none = pl.repeat(False, fresh.height, eager=True)
-        retention = self.config.retention
-        if fresh.is_empty() or (retention is None and not len(retired)):
+        window = self._retention_us
+        if fresh.is_empty() or (window is None and not len(retired)):
             return none
         ids = fresh.get_column("item_id")
         known = items.get_column("item_id")
@@ -360,14 +364,11 @@ class Ingestor:
             candidates = ids.filter(~ids.is_in(known.implode())).unique()
             stale = candidates.filter(pl.Series(retired.contains(hash_ids(candidates))))
             late = ids.is_in(stale.implode())
-        if retention is None:
+        if window is None:
             return late
-        window = retention // dt.timedelta(microseconds=1)
         prior = items.filter(known.is_in(ids.unique().implode())).select(
             "item_id",
-            (pl.col("delivered_at").is_not_null() | pl.col("returned_at").is_not_null()).alias(
-                "_finished"
-            ),
+            finished().alias("_finished"),
             (pl.col("last_key") // RANK_BITS).alias("_last"),
         )
         ts = pl.col("_ts")
@@ -414,12 +415,11 @@ class Ingestor:
 
     def _retire(self, items: pl.DataFrame, clock: int | None) -> tuple[pl.DataFrame, Hashes]:
         """``items`` without the finished items past the retention, and their id hashes."""
-        retention = self.config.retention
-        if retention is None or clock is None or items.is_empty():
+        window = self._retention_us
+        if window is None or clock is None or items.is_empty():
             return items, np.empty(0, dtype=np.uint64)
-        horizon_key = (clock - retention // dt.timedelta(microseconds=1)) * RANK_BITS
-        finished = pl.col("delivered_at").is_not_null() | pl.col("returned_at").is_not_null()
-        old = items.select(finished & (pl.col("last_key") < horizon_key)).to_series()
+        horizon_key = (clock - window) * RANK_BITS
+        old = items.select(finished() & (pl.col("last_key") < horizon_key)).to_series()
         if not old.any():
             return items, np.empty(0, dtype=np.uint64)
         return items.filter(~old), hash_ids(items.filter(old)["item_id"])

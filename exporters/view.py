@@ -17,7 +17,7 @@ from exporters.store import CounterStore
 from kpi.contract import COMPLAINT_SCHEMA
 from kpi.kpis.catalog import KPI_BY_NAME
 from kpi.kpis.query import KpiQuery, Snapshot
-from kpi.lifecycle import lifecycle
+from kpi.lifecycle import finished, lifecycle
 from kpi.standards import ServiceStandards
 
 #: KPI column of each backlog age band (the exporter's bands are the engine's).
@@ -71,7 +71,7 @@ class MetricsView:
 
 def unfinished(items: pl.DataFrame) -> pl.DataFrame:
     """State rows of items neither delivered nor returned (all the gauges look at)."""
-    return items.filter(pl.col("delivered_at").is_null() & pl.col("returned_at").is_null())
+    return items.filter(~finished())
 
 
 def gauge_snapshot(

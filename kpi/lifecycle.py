@@ -222,6 +222,11 @@ def merge_events(state: pl.DataFrame, events: pl.LazyFrame) -> pl.DataFrame:
     return pl.concat([rest, merged.collect()], how="vertical")
 
 
+def finished() -> pl.Expr:
+    """Whether an item is finished: delivered or returned (state or lifecycle columns)."""
+    return pl.col("delivered_at").is_not_null() | pl.col("returned_at").is_not_null()
+
+
 def lifecycle(state: pl.LazyFrame, standards: ServiceStandards) -> pl.LazyFrame:
     """The lifecycle table (``LIFECYCLE_SCHEMA``) from a state: decoded keys and the promise."""
     return with_promised_by(state, standards).select(
@@ -238,9 +243,7 @@ def lifecycle(state: pl.LazyFrame, standards: ServiceStandards) -> pl.LazyFrame:
         _key_event("last_key").alias("last_event"),
         _key_ts("last_key").alias("last_event_at"),
         pl.col("last_facility"),
-        (pl.col("delivered_at").is_not_null() | pl.col("returned_at").is_not_null()).alias(
-            "finished"
-        ),
+        finished().alias("finished"),
     )
 
 
@@ -260,6 +263,7 @@ __all__ = [
     "collect_state_counted",
     "empty_state",
     "event_partials",
+    "finished",
     "lifecycle",
     "merge_events",
     "reduce_states",

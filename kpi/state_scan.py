@@ -47,8 +47,8 @@ import polars as pl
 from kpi.contract import EVENT_TYPES, UTC, EventType, Kind
 from kpi.lifecycle import RANK_BITS, STATE_SCHEMA, collect_state_counted, reduce_states
 from kpi.sources.files import file_format, read_file
-from kpi.sources.folder import validated
-from kpi.sources.validate import EVENT_NAMES, ROW, SOURCE, dedupe
+from kpi.sources.folder import read_counts, validated_frame
+from kpi.sources.validate import EVENT_NAMES
 
 _TEXT: Final = ("event_id", "item_id", "event", "facility", "product", "origin", "destination")
 _TEXT_OPTIONAL: Final = ("reason",)
@@ -452,8 +452,7 @@ def _with_text_files(
     fast, parquet_ids = _scan(parquet, as_of, event_ids=True, keep_ids=True)
     assert parquet_ids is not None
     batches = [read_file(p) for p in text]
-    good = pl.concat([validated(b, Kind.EVENTS)[0] for b in batches], how="vertical")
-    events = dedupe(good, Kind.EVENTS).drop(SOURCE, ROW).collect()
+    events = validated_frame(batches, Kind.EVENTS).collect()
     text_ids = events.get_column("event_id").hash(_ID_SEED)
     if text_ids.is_in(parquet_ids.implode()).any():
         raise _NeedsGeneralPathError("event ids repeat across Parquet and text files")
@@ -464,17 +463,15 @@ def _with_text_files(
     state = pl.concat([fast.state.filter(~touched), merged.collect()], how="vertical")
     if not event_ids:
         state = state.with_columns(pl.lit(None, pl.String).alias("accepted_event_id"))
-    rejects = [r for b in batches for r in b.rejects]
-    read = sum(b.frame.select(pl.len()).collect().item() for b in batches)
-    read += sum(r["row"] is not None for r in rejects)
+    read = read_counts(batches)
     firsts = [t for t in (fast.first, first) if t is not None]
     lasts = [t for t in (fast.last, last) if t is not None]
     return ScannedState(
         state,
         min(firsts) if firsts else None,
         max(lasts) if lasts else None,
-        None if fast.rejected is None or as_of is not None else fast.rejected + read - used,
-        unreadable_files=sum(r["row"] is None for r in rejects),
+        None if fast.rejected is None or as_of is not None else fast.rejected + read.rows - used,
+        unreadable_files=read.unreadable_files,
         text_files=len(text),
     )
 

@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from kpi.commands.options import DataDir, parse_duration, parse_listen, parse_retention
+from kpi.commands.options import (
+    RETENTION_DEFAULT,
+    DataDir,
+    Retention,
+    parse_duration,
+    parse_listen,
+    parse_retention,
+)
 
 
 def exporter(
@@ -46,14 +53,7 @@ def exporter(
             help="read a last line without newline once the file is idle this long",
         ),
     ] = "10s",
-    retention: Annotated[
-        str,
-        typer.Option(
-            "--retention",
-            help="finished items leave the state this long after their last scan (event"
-            " time; their later scans are rejected as retired_item), or `forever`",
-        ),
-    ] = "30d",
+    retention: Retention = RETENTION_DEFAULT,
     log_level: Annotated[
         str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR")
     ] = "INFO",

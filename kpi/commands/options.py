@@ -27,6 +27,19 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2) or "s"]
 
 
+#: ``--retention`` of the exporter (``kpi exporter`` and ``kpi serve``), and its default
+#: (``exporters.service.RETENTION_DEFAULT`` in seconds).
+RETENTION_DEFAULT: Final = "30d"
+Retention = Annotated[
+    str,
+    typer.Option(
+        "--retention",
+        help="exporter: finished items leave the state this long after their last scan (event"
+        " time; their later scans are rejected as retired_item), or `forever`",
+    ),
+]
+
+
 def parse_retention(text: str) -> float | None:
     """``--retention``: a duration, or ``forever`` (None: finished items are kept)."""
     if text.strip().lower() == "forever":

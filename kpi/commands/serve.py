@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from kpi.commands.options import DataDir, parse_duration, parse_listen, parse_retention
+from kpi.commands.options import (
+    RETENTION_DEFAULT,
+    DataDir,
+    Retention,
+    parse_duration,
+    parse_listen,
+    parse_retention,
+)
 
 
 def serve(
@@ -32,14 +39,7 @@ def serve(
         Path | None,
         typer.Option("--config", exists=True, dir_okay=False, help="API settings (YAML or JSON)"),
     ] = None,
-    retention: Annotated[
-        str,
-        typer.Option(
-            "--retention",
-            help="exporter: finished items leave the state this long after their last scan,"
-            " or `forever`",
-        ),
-    ] = "30d",
+    retention: Retention = RETENTION_DEFAULT,
 ) -> None:
     """Run the exporter (background threads) and the API (foreground) over DATA_DIR."""
     import logging

@@ -140,24 +140,29 @@ class _EventFiles:
         return self._batches
 
     def plan(self) -> pl.LazyFrame:
-        return _plan(self._read(), Kind.EVENTS)
+        return validated_frame(self._read(), Kind.EVENTS)
 
     def counts(self) -> ReadCounts:
-        batches = self._read()
-        # Parquet row counts come from the footer; CSV and JSONL are parsed in memory.
-        parsed = sum(b.frame.select(pl.len()).collect().item() for b in batches)
-        rejects = [r for b in batches for r in b.rejects]
-        return ReadCounts(
-            rows=parsed + sum(r["row"] is not None for r in rejects),
-            unreadable_files=sum(r["row"] is None for r in rejects),
-        )
+        return read_counts(self._read())
+
+
+def read_counts(batches: Sequence[RawBatch]) -> ReadCounts:
+    """What reading ``batches`` found: rows (parsed or rejected while parsing), and files."""
+    # Parquet row counts come from the footer; CSV and JSONL are parsed in memory.
+    parsed = sum(b.frame.select(pl.len()).collect().item() for b in batches)
+    rejects = [r for b in batches for r in b.rejects]
+    return ReadCounts(
+        rows=parsed + sum(r["row"] is not None for r in rejects),
+        unreadable_files=sum(r["row"] is None for r in rejects),
+    )
 
 
 def _stream(data_dir: Path, kind: Kind) -> pl.LazyFrame:
-    return _plan([read_file(p) for p in source_files(data_dir, kind)], kind)
+    return validated_frame([read_file(p) for p in source_files(data_dir, kind)], kind)
 
 
-def _plan(batches: list[RawBatch], kind: Kind) -> pl.LazyFrame:
+def validated_frame(batches: Sequence[RawBatch], kind: Kind) -> pl.LazyFrame:
+    """The good rows of ``batches`` in the pinned schema, de-duplicated (first read wins)."""
     frames = [validated(batch, kind)[0] for batch in batches]
     if not frames:
         return pl.LazyFrame(schema=SCHEMAS[kind])

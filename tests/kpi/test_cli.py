@@ -308,3 +308,10 @@ def test_retention_and_durations_parse(text: str, seconds: float | None) -> None
 def test_bad_durations_are_refused(text: str) -> None:
     with pytest.raises(typer.BadParameter):
         parse_retention(text)
+
+
+def test_retention_default_of_the_cli_is_the_services() -> None:
+    from exporters.service import RETENTION_DEFAULT as SERVICE_DEFAULT
+    from kpi.commands.options import RETENTION_DEFAULT
+
+    assert parse_retention(RETENTION_DEFAULT) == SERVICE_DEFAULT == 30 * 86_400

@@ -24,6 +24,7 @@ from kpi.kpis.query import Snapshot
 from kpi.lifecycle import STATE_SCHEMA, collect_state, collect_state_counted
 from kpi.sources.folder import DataSet, load_data_dir, source_files, validate_data_dir
 from kpi.state_scan import ScannedState, maybe_padded, scan_state
+from tests.conftest import write_rows
 
 Row = dict[str, Any]
 
@@ -380,16 +381,10 @@ def test_padded_item_id_merges_in_the_general_path(kit: Any, tmp_path: Path) -> 
 
 def write_text(path: Path, rows: Sequence[Row]) -> Path:
     """Rows as a CSV or JSONL file (by suffix), timestamps as ISO text with an offset."""
-    frame = pl.DataFrame([{c: r[c] for c in EVENT_SCHEMA} for r in rows], schema=FILE_SCHEMA)
-    frame = frame.with_columns(
-        pl.col(c).dt.to_string("%Y-%m-%dT%H:%M:%S%.6fZ") for c in EVENT_TIMESTAMPS
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".csv":
-        frame.write_csv(path)
-    else:
-        frame.write_ndjson(path)
-    return path
+    text = [
+        {c: v.isoformat() if isinstance(v, dt.datetime) else v for c, v in r.items()} for r in rows
+    ]
+    return write_rows(path, text)
 
 
 def test_text_files_beside_parquet_are_merged_in(kit: Any, tmp_path: Path) -> None:
