@@ -42,6 +42,7 @@ class SelfMonitoringCollector(Collector):
         for spec, sample in (
             (cat.EXPORTER_LAST_EVENT_TIMESTAMP, stats.last_event_timestamp),
             (cat.EXPORTER_ITEMS_TRACKED, float(stats.items_tracked)),
+            (cat.EXPORTER_AWAITING_ACCEPTANCE, float(stats.deliveries_awaiting_acceptance)),
             (cat.EXPORTER_LAST_CHECKPOINT_TIMESTAMP, stats.last_checkpoint_timestamp),
         ):
             family = gauge(spec)

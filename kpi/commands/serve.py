@@ -8,8 +8,12 @@ from typing import Annotated
 import typer
 
 from kpi.commands.options import (
+    DEDUP_WINDOW_DEFAULT,
+    LATE_GRACE_DEFAULT,
     RETENTION_DEFAULT,
     DataDir,
+    DedupWindow,
+    LateGrace,
     Retention,
     parse_duration,
     parse_listen,
@@ -40,6 +44,8 @@ def serve(
         typer.Option("--config", exists=True, dir_okay=False, help="API settings (YAML or JSON)"),
     ] = None,
     retention: Retention = RETENTION_DEFAULT,
+    late_grace: LateGrace = LATE_GRACE_DEFAULT,
+    dedup_window: DedupWindow = DEDUP_WINDOW_DEFAULT,
 ) -> None:
     """Run the exporter (background threads) and the API (foreground) over DATA_DIR."""
     import logging
@@ -63,6 +69,8 @@ def serve(
             refresh_interval=parse_duration(refresh_interval),
             as_of="latest" if as_of == "latest" else "now",
             retention=parse_retention(retention),
+            late_grace=parse_duration(late_grace),
+            dedup_window=parse_retention(dedup_window),
         )
     )
     exporter.start()
