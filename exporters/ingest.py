@@ -195,6 +195,7 @@ class Ingestor:
         durations = pl.DataFrame({SECONDS: [seconds]}, schema={SECONDS: pl.Float64})
         with self.lock:
             self.local.observe(cat.EXPORTER_BATCH_DURATION, durations)
+            self.local.add(cat.EXPORTER_LATE_EVENTS, (), intake.late_events)
         return StepResult(rows, poll.pending, seconds)
 
     def _apply(self, intake: Intake) -> None:

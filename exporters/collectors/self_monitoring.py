@@ -35,7 +35,9 @@ class SelfMonitoringCollector(Collector):
             rejected.add_metric([reason], float(reasons[reason]))
         yield rejected
         late = cast(CounterMetricFamily, cat.EXPORTER_LATE_EVENTS.family())
-        late.add_metric([], float(store.value(cat.EXPORTER_LATE_EVENTS)))
+        # Process-local (like the batch durations): a restart re-reads what it lost as
+        # one larger set, in which fewer events are late.
+        late.add_metric([], float(view.local.value(cat.EXPORTER_LATE_EVENTS)))
         yield late
         yield histogram_family(cat.EXPORTER_BATCH_DURATION, view.local)
         stats = view.stats

@@ -203,8 +203,8 @@ def test_self_monitoring() -> None:
     store.add(cat.EXPORTER_EVENTS_INGESTED, (), 120)
     store.add(cat.EXPORTER_EVENTS_REJECTED, ("malformed_row",), 2)
     store.add(cat.EXPORTER_EVENTS_REJECTED, ("duplicate",), 1)
-    store.add(cat.EXPORTER_LATE_EVENTS, (), 5)
     local = CounterStore()
+    local.add(cat.EXPORTER_LATE_EVENTS, (), 5)
     local.observe(cat.EXPORTER_BATCH_DURATION, pl.DataFrame({"seconds": [0.05, 0.3]}))
     stats = SelfStats(
         items_tracked=40,

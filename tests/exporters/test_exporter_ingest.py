@@ -137,7 +137,7 @@ def test_a_delivery_read_before_its_acceptance_in_one_set_is_judged(tmp_path: Pa
     drain(ing)
     assert ing.counters.value(cat.ITEMS_DELIVERED, ("express", "CN-SH", "true")) == 1
     assert ing.counters.total(cat.ITEMS_DELIVERED) == 1
-    assert ing.counters.value(cat.EXPORTER_LATE_EVENTS) == 0
+    assert ing.local.value(cat.EXPORTER_LATE_EVENTS) == 0
     assert ing.items.height == 1
 
 
@@ -186,7 +186,7 @@ def test_late_acceptance_is_waited_for_within_the_grace(tmp_path: Path) -> None:
     drain(ing)
     assert ing.ledger.held_deliveries() == 0
     assert ing.counters.value(cat.ITEMS_DELIVERED, ("unknown", "unknown", "unknown")) == 1
-    assert ing.counters.value(cat.EXPORTER_LATE_EVENTS) == 1  # I's acceptance
+    assert ing.local.value(cat.EXPORTER_LATE_EVENTS) == 1  # I's acceptance
 
 
 def test_state_dir_is_locked_by_one_exporter(tmp_path: Path) -> None:
