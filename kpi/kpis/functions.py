@@ -13,7 +13,7 @@ from typing import Final
 import polars as pl
 
 from kpi.contract import FACILITY_SCHEMA
-from kpi.kpis.catalog import AGE_BANDS, Family
+from kpi.kpis.catalog import AGE_BANDS
 from kpi.kpis.exprs import (
     PERIOD,
     Window,
@@ -275,15 +275,6 @@ def open_complaint_kpis(complaints: pl.LazyFrame, by: list[str], w: Window) -> p
         count_if(pl.col("opened_at") < w.as_of - w.complaint_deadline).alias("overdue_complaints"),
     )
     return rows.group_by(by).agg(*exprs) if by else rows.select(*exprs)
-
-
-FAMILY_FUNCTIONS: Final = (
-    Family.FLOW,
-    Family.COMPLAINT,
-    Family.BACKLOG,
-    Family.NETWORK,
-    Family.OPEN_COMPLAINT,
-)
 
 
 def empty_facilities() -> pl.LazyFrame:
