@@ -374,6 +374,12 @@ def _scan(
     good = cut(events.filter(_valid(facts, null_ids)) if counted else events)
     if counted:
         totals = _totals(good, names, base, counted=True)
+    state = _with_acceptances(totals, _checked_acceptances(good, event_ids), good, event_ids)
+    return _scanned(_with_unaccepted_ids(state, good), facts, base, counted, as_of), kept
+
+
+def _checked_acceptances(good: pl.LazyFrame, event_ids: bool) -> pl.DataFrame:
+    """The acceptances, proved free of blank or padded ids and manifest fields."""
     acc = _acceptances(good, event_ids)
     if _padded_or_blank(acc.get_column("item_id")):
         raise _NeedsGeneralPathError("blank or padded item ids")
@@ -381,6 +387,13 @@ def _scan(
         values = acc.get_column(col)
         if values.null_count() or _padded_or_blank(values.unique()):
             raise _NeedsGeneralPathError(f"acceptances with a missing, blank or padded {col}")
+    return acc
+
+
+def _with_acceptances(
+    totals: pl.DataFrame, acc: pl.DataFrame, good: pl.LazyFrame, event_ids: bool
+) -> pl.DataFrame:
+    """The item totals joined with each item's winning acceptance."""
     state = totals.join(acc, on="k", how="left")
     # An item with several acceptances has several rows: keep the winning acceptance,
     # earliest, then the smallest event id (ids are distinct). Checked by the join's
@@ -395,21 +408,33 @@ def _scan(
             winners = winners.with_columns(pl.lit(None, pl.String).alias("accepted_event_id"))
         acc = pl.concat([acc.filter(~repeated), winners])
         state = totals.join(acc, on="k", how="left")
-    missing = state.filter(pl.col("item_id").is_null()).get_column("k")
-    if missing.len():
-        # Items without an acceptance: their id text from one more pass.
-        texts = (
-            good.filter(_item_key().is_in(missing.implode()))
-            .group_by(_item_key().alias("k"))
-            .agg(pl.col("item_id").first().alias("_id"))
-            .collect(engine="streaming")
-        )
-        if _padded_or_blank(texts.get_column("_id")):
-            raise _NeedsGeneralPathError("blank or padded item ids")
-        state = state.join(texts, on="k", how="left").with_columns(
-            pl.coalesce("item_id", "_id").alias("item_id")
-        )
+    return state
 
+
+def _with_unaccepted_ids(state: pl.DataFrame, good: pl.LazyFrame) -> pl.DataFrame:
+    """Items without an acceptance: their id text from one more pass."""
+    missing = state.filter(pl.col("item_id").is_null()).get_column("k")
+    if not missing.len():
+        return state
+    texts = (
+        good.filter(_item_key().is_in(missing.implode()))
+        .group_by(_item_key().alias("k"))
+        .agg(pl.col("item_id").first().alias("_id"))
+        .collect(engine="streaming")
+    )
+    if _padded_or_blank(texts.get_column("_id")):
+        raise _NeedsGeneralPathError("blank or padded item ids")
+    return state.join(texts, on="k", how="left").with_columns(
+        pl.coalesce("item_id", "_id").alias("item_id")
+    )
+
+
+def _scanned(
+    state: pl.DataFrame, facts: _Facts, base: int, counted: bool, as_of: dt.datetime | None
+) -> ScannedState:
+    """The packed keys unpacked (last scan, its facility), the time span and the rejects."""
+    names = facts.facilities
+    n_fac = len(names)
     packed = pl.col("packed")
     state = state.with_columns((packed // n_fac + base).alias("last_key"))
     facility = pl.Series("last_facility", names, pl.String)
@@ -427,13 +452,12 @@ def _scan(
         else (None, None)
     )
     good_rows = int(state.get_column("len").sum()) if counted else facts.rows
-    scanned = ScannedState(
+    return ScannedState(
         state.select(STATE_SCHEMA.keys()).cast(STATE_SCHEMA),  # type: ignore[arg-type]
         first,
         last,
         facts.rows - good_rows if as_of is None else None,
     )
-    return scanned, kept
 
 
 def _with_text_files(
