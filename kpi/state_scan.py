@@ -45,6 +45,7 @@ from typing import Final
 import polars as pl
 
 from kpi.contract import EVENT_TYPES, UTC, EventType, Kind
+from kpi.events import EVENT_RULES, Effect, event_has
 from kpi.lifecycle import RANK_BITS, STATE_SCHEMA, collect_state_counted, reduce_states
 from kpi.sources.files import file_format, read_file
 from kpi.sources.folder import read_counts, validated_frame
@@ -53,12 +54,16 @@ from kpi.sources.validate import EVENT_NAMES
 _TEXT: Final = ("event_id", "item_id", "event", "facility", "product", "origin", "destination")
 _TEXT_OPTIONAL: Final = ("reason",)
 _TIMES: Final = ("ts", "promised_by")
-_ACCEPTANCE: Final = ("product", "origin", "destination")
+#: The manifest fields acceptances require, proved present on every accepted row.
+_ACCEPTANCE: Final = tuple(
+    dict.fromkeys(c for r in EVENT_RULES if Effect.ACCEPTS in r.effects for c in r.requires)
+)
+#: Event types that require a reason (failed attempts).
+_NEEDS_REASON: Final = tuple(r.name for r in EVENT_RULES if "reason" in r.requires)
 # Seeds of the two item-id hashes (xxh3 seeded from each): any two different values.
 _SEED_1: Final = 0x5EED_0001
 _SEED_2: Final = 0x7A11_5EED
 _ID_SEED: Final = 0x1D5
-_ATTEMPTS: Final = ("delivered", "delivery_failed")
 
 
 class _NeedsGeneralPathError(Exception):
@@ -229,7 +234,7 @@ def _facts(events: pl.LazyFrame) -> _Facts:
     # Reasons are few: their distinct texts cost 0.02 s at 10 M events (grouping the
     # facts by reason too cost 0.12 s).
     reasons = events.select(pl.col("reason").drop_nulls().unique()).collect(engine="streaming")
-    no_reason = facts.filter(pl.col("event") == "delivery_failed").get_column("null_reason")
+    no_reason = facts.filter(pl.col("event").is_in(_NEEDS_REASON)).get_column("null_reason")
     names = _check_vocabulary(facts)
     if lo is None or not names:
         raise _NeedsGeneralPathError("no timestamped events with a facility")
@@ -262,7 +267,7 @@ def _valid(facts: _Facts, null_ids: bool) -> pl.Expr:
     if null_ids:
         checks.append(pl.col("event_id").is_not_null())
     if facts.reasonless:
-        checks.append(~((pl.col("event") == "delivery_failed") & _blank("reason")))
+        checks.append(~(pl.col("event").is_in(_NEEDS_REASON) & _blank("reason")))
     return pl.all_horizontal(checks)
 
 
@@ -270,7 +275,7 @@ def _acceptances(
     good: pl.LazyFrame, event_ids: bool, items: pl.Series | None = None
 ) -> pl.DataFrame:
     """The accepted rows (of ``items`` only, when given) as state columns, keyed by item."""
-    rows = good.filter(pl.col("event") == "accepted")
+    rows = good.filter(event_has(Effect.ACCEPTS))
     if items is not None:
         rows = rows.filter(_item_key().is_in(items.implode()))
     eid = pl.col("event_id") if event_ids else pl.lit(None, pl.String)
@@ -317,9 +322,9 @@ def _totals(good: pl.LazyFrame, names: list[str], base: int, counted: bool) -> p
         good.select(
             _item_key().alias("k"),
             ((key - base) * n_fac + rank).alias("packed"),
-            pl.when(event.is_in(_ATTEMPTS)).then(key).alias("attempt_key"),
-            pl.when(event == "delivered").then(pl.col("ts")).alias("delivered_at"),
-            pl.when(event == "returned").then(pl.col("ts")).alias("returned_at"),
+            pl.when(event_has(Effect.ATTEMPTS)).then(key).alias("attempt_key"),
+            pl.when(event_has(Effect.DELIVERS)).then(pl.col("ts")).alias("delivered_at"),
+            pl.when(event_has(Effect.RETURNS)).then(pl.col("ts")).alias("returned_at"),
         )
         .group_by("k")
         .agg(
