@@ -120,6 +120,9 @@ class RejectReason(StrEnum):
     #: (exporter) An event of an item that finished and left the state after the
     #: retention: it could be counted again, so it is dropped.
     RETIRED_ITEM = "retired_item"
+    #: (exporter) An event older than the dedup window behind the newest event read:
+    #: its id may have been forgotten, so it could be counted twice; it is dropped.
+    TOO_OLD = "too_old"
 
 
 # --- UPU S10 item identifiers ------------------------------------------------

@@ -112,15 +112,17 @@ def _last_facility() -> pl.Expr:
     return pl.when(key.is_not_null()).then(facility).max_by(pl.struct(key, facility))
 
 
-def reduce_states(states: pl.LazyFrame) -> pl.LazyFrame:
+def reduce_states(states: pl.LazyFrame, *extra: pl.Expr) -> pl.LazyFrame:
     """Combine partial states of the same item into one row per item.
 
     Two passes over ``states`` that avoid per-group filters: min/max aggregations per
     item (the last scan's facility is a ``max_by`` of a struct key), and the acceptance
     winner from the rows that have an acceptance, sorted by the tie rule (earliest
     ``accepted_at``, smallest ``accepted_event_id``, then the first row read).
+    ``extra`` per-item aggregations (e.g. the exporter's event counts) come out as
+    trailing columns.
     """
-    return _reduce(states)
+    return _reduce(states, *extra)
 
 
 def _reduce(states: pl.LazyFrame, *extra: pl.Expr) -> pl.LazyFrame:
