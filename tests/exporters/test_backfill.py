@@ -1,0 +1,337 @@
+"""``kpi backfill`` end to end: blocks made by the real promtool, queried in a real Prometheus.
+
+Expected numbers come from the KPI engine as ``kpi report`` asks it
+(``Snapshot.from_dataset`` + ``KpiQuery``) on the same folder: window answers
+``[d, d+1)`` for counters, as-of answers for gauges. Two folders: a generated
+scenario and a slice of the real Olist orders.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from exporters import catalog as cat
+from exporters.backfill import BackfillError, Options, backfill
+from exporters.testkit import ExporterProcess
+from kpi.cli import app
+from kpi.kpis.query import KpiQuery, Snapshot
+from kpi.simulate import SimConfig, generate, write_data_folder
+from kpi.sources.folder import load_data_dir
+from tests import promkit
+
+pytestmark = pytest.mark.prometheus
+
+UTC = dt.UTC
+OLIST = Path(__file__).parents[1] / "fixtures" / "olist" / "orders-2018-03-01-to-14.csv"
+SIM_START = dt.datetime(2026, 1, 10, tzinfo=UTC)
+BRT = "-03:00"  # Olist timestamps are local Brazilian time without an offset
+
+
+def olist_folder(target: Path) -> Path:
+    """The Olist slice as a data folder: hand-over = accepted, customer delivery = delivered."""
+    orders = pl.read_csv(OLIST, infer_schema=False)
+
+    def ts(col: str) -> pl.Expr:
+        return (pl.col(col).str.replace(" ", "T") + BRT).alias("ts")
+
+    common = [pl.col("order_id").alias("item_id")]
+    accepted = orders.filter(pl.col("order_delivered_carrier_date").is_not_null()).select(
+        (pl.col("order_id") + "-a").alias("event_id"),
+        *common,
+        pl.lit("accepted").alias("event"),
+        ts("order_delivered_carrier_date"),
+        pl.lit("BR-CARRIER").alias("facility"),
+        pl.lit("standard").alias("product"),
+        pl.lit("BR").alias("origin"),
+        pl.lit("BR").alias("destination"),
+        (pl.col("order_estimated_delivery_date").str.slice(0, 10) + "T23:59:59" + BRT).alias(
+            "promised_by"
+        ),
+    )
+    delivered = orders.filter(pl.col("order_delivered_customer_date").is_not_null()).select(
+        (pl.col("order_id") + "-d").alias("event_id"),
+        *common,
+        pl.lit("delivered").alias("event"),
+        ts("order_delivered_customer_date"),
+        pl.lit("BR-LASTMILE").alias("facility"),
+    )
+    (target / "events").mkdir(parents=True)
+    pl.concat([accepted, delivered], how="diagonal").sort("ts").write_csv(
+        target / "events" / "olist.csv"
+    )
+    return target
+
+
+@dataclass
+class Loaded:
+    data: Path
+    prom: promkit.PrometheusServer
+    start: dt.datetime
+    end: dt.datetime
+    step: dt.timedelta
+
+
+def _load(root: Path, data: Path, **kwargs: Any) -> Iterator[Loaded]:
+    opts = Options(data_dir=data, out=root / "prom" / "data", **kwargs)
+    result = backfill(opts)
+    server = promkit.start_prometheus(root / "prom", scrape={})
+    try:
+        yield Loaded(data, server, result.start, result.end, opts.step)
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loaded]:
+    root = tmp_path_factory.mktemp("backfill-sim")
+    data = root / "data"
+    write_data_folder(generate(SimConfig(items=1500, days=4, seed=7, start=SIM_START)), data)
+    yield from _load(root, data, start=SIM_START, end=SIM_START + dt.timedelta(days=4))
+
+
+@pytest.fixture(scope="module")
+def olist(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loaded]:
+    root = tmp_path_factory.mktemp("backfill-olist")
+    data = olist_folder(root / "data")
+    yield from _load(
+        root,
+        data,
+        start=dt.datetime(2018, 3, 1, tzinfo=UTC),
+        end=dt.datetime(2018, 5, 9, tzinfo=UTC),
+        step=dt.timedelta(hours=1),
+        rules=False,
+    )
+
+
+def _by(prom: promkit.PrometheusServer, expr: str, label: str, at: dt.datetime) -> dict[str, float]:
+    return {
+        r["metric"].get(label, ""): float(r["value"][1])
+        for r in prom.query(expr, at=at.timestamp())
+    }
+
+
+def _nonzero(values: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in values.items() if v}
+
+
+def _window(data: Path, a: dt.datetime, b: dt.datetime, *kpis: str) -> dict[str, Any]:
+    snap = Snapshot.from_dataset(load_data_dir(data))
+    return dict(snap.query(KpiQuery(kpis=kpis, start=a, end=b)).row(0, named=True))
+
+
+def _as_of(data: Path, t: dt.datetime, kpis: tuple[str, ...], by: str) -> dict[str, float]:
+    frame = Snapshot.from_dataset(load_data_dir(data), t).query(KpiQuery(kpis=kpis, by=(by,)))
+    return _nonzero({str(r[by]): float(r[kpis[0]]) for r in frame.iter_rows(named=True)})
+
+
+def _increase(loaded: Loaded, expr: str, label: str, a: dt.datetime, b: dt.datetime) -> dict:
+    end, start = _by(loaded.prom, expr, label, b), _by(loaded.prom, expr, label, a)
+    return _nonzero({k: end[k] - start.get(k, 0.0) for k in end})
+
+
+def _days(loaded: Loaded) -> list[dt.datetime]:
+    first = loaded.start
+    return [first + dt.timedelta(days=i) for i in range((loaded.end - first).days)]
+
+
+def _check_days(loaded: Loaded, days: list[dt.datetime]) -> int:
+    delivered_days = 0
+    for a in days:
+        b = a + dt.timedelta(days=1)
+        report = _window(
+            loaded.data,
+            a,
+            b,
+            "accepted_items",
+            "delivered_items",
+            "on_time_items",
+            "late_1d_items",
+            "late_2d_items",
+            "late_3d_plus_items",
+            "returned_items",
+            "complaints",
+        )
+        late = report["late_1d_items"] + report["late_2d_items"] + report["late_3d_plus_items"]
+        expected = _nonzero(
+            {
+                "true": report["on_time_items"],
+                "false": late,
+                "unknown": report["delivered_items"] - report["on_time_items"] - late,
+            }
+        )
+        got = _increase(loaded, f"sum by (on_time) ({cat.ITEMS_DELIVERED.series})", "on_time", a, b)
+        assert got == expected, a
+        delivered_days += bool(expected)
+        accepted = _increase(loaded, f"sum({cat.ITEMS_ACCEPTED.series})", "", a, b)
+        assert accepted == _nonzero({"": report["accepted_items"]}), a
+        returned = _increase(loaded, f"sum({cat.ITEMS_RETURNED.series})", "", a, b)
+        assert returned == _nonzero({"": report["returned_items"]}), a
+        complaints = _increase(loaded, f"sum({cat.COMPLAINTS.series})", "", a, b)
+        assert complaints == _nonzero({"": report["complaints"]}), a
+    return delivered_days
+
+
+def test_sim_daily_counters_equal_the_report_windows(sim: Loaded) -> None:
+    assert _check_days(sim, _days(sim)) >= 2
+
+
+def test_olist_daily_counters_equal_the_report_windows(olist: Loaded) -> None:
+    days = [dt.datetime(2018, 3, d, tzinfo=UTC) for d in (2, 5, 9, 13)]
+    days += [dt.datetime(2018, 3, 20, tzinfo=UTC), dt.datetime(2018, 4, 3, tzinfo=UTC)]
+    assert _check_days(olist, days) >= 3
+
+
+@pytest.mark.parametrize("hours", [7.5, 30, 61, 90.25])
+def test_sim_gauges_equal_the_report_as_of(sim: Loaded, hours: float) -> None:
+    t = sim.start + dt.timedelta(hours=hours)
+    backlog = _as_of(sim.data, t, ("backlog_items",), "facility")
+    assert backlog  # the scenario has items waiting at every checked instant
+    got = _nonzero(_by(sim.prom, f"sum by (facility) ({cat.BACKLOG_ITEMS.series})", "facility", t))
+    assert got == backlog
+    for kpi, spec in (
+        ("in_network_items", cat.ITEMS_IN_NETWORK),
+        ("overdue_items", cat.ITEMS_OVERDUE),
+        ("stalled_items", cat.ITEMS_STALLED),
+    ):
+        label = "region" if spec is cat.ITEMS_STALLED else "destination"
+        expected = _as_of(sim.data, t, (kpi,), "destination")
+        got = _nonzero(_by(sim.prom, f"sum by ({label}) ({spec.series})", label, t))
+        assert got == expected, kpi
+    expected_open = _as_of(sim.data, t, ("open_complaints",), "region")
+    got_open = _by(sim.prom, f"sum by (region) ({cat.COMPLAINTS_OPEN.series})", "region", t)
+    assert _nonzero(got_open) == expected_open
+
+
+def test_olist_in_network_equals_the_report_as_of(olist: Loaded) -> None:
+    for t in (dt.datetime(2018, 3, 7, 15, tzinfo=UTC), dt.datetime(2018, 3, 21, tzinfo=UTC)):
+        expected = _as_of(olist.data, t, ("in_network_items",), "destination")
+        assert expected
+        expr = f"sum by (destination) ({cat.ITEMS_IN_NETWORK.series})"
+        assert _nonzero(_by(olist.prom, expr, "destination", t)) == expected
+
+
+def test_sim_recording_rule_has_history(sim: Loaded) -> None:
+    """The 1-day on-time rule over the backfilled range equals the report's trailing day."""
+    from exporters.mixin import rules
+
+    checked = 0
+    for hours in (36, 60, 84, 96):
+        t = sim.start + dt.timedelta(hours=hours)
+        ratio = sim.prom.query(rules.on_time_ratio("1d"), at=t.timestamp())
+        assert ratio, f"no {rules.on_time_ratio('1d')} at {t}"
+        # The recorded numerator is increase() over [t-1d, t]: with samples on both ends
+        # it is the report's window [t-1d, t) exactly.
+        report = _window(sim.data, t - dt.timedelta(days=1), t, "on_time_items")
+        got = sim.prom.query(f"sum({rules.on_time_delivered('1d')})", at=t.timestamp())
+        assert float(got[0]["value"][1]) == pytest.approx(report["on_time_items"])
+        checked += 1
+    assert checked == 4
+
+
+def test_live_exporter_continues_every_counter(tmp_path: Path) -> None:
+    """Backfill up to now, then scrape the exporter on the same (finished) folder: every
+    counter goes on from the backfilled value, so increase() across the seam is 0."""
+    data = tmp_path / "data"
+    start = dt.datetime.now(UTC).replace(microsecond=0) - dt.timedelta(days=2)
+    write_data_folder(generate(SimConfig(items=400, days=2, seed=3, start=start)), data)
+    port = promkit.free_port()
+    instance = f"127.0.0.1:{port}"
+    prom_dir = tmp_path / "prom"
+    result = backfill(
+        Options(data_dir=data, out=prom_dir / "data", end=None, rules=False, instance=instance)
+    )
+    exporter = ExporterProcess(data, tmp_path / "state", ["--refresh-interval", "1s"], port=port)
+    exporter.start()
+    try:
+        exporter.wait_ready()
+        config = promkit.prometheus_config({cat.EXPORTER_JOB: [instance]})
+        with promkit.run_prometheus(prom_dir, config=config) as prom:
+            live = f'{cat.ITEMS_ACCEPTED.series}{{instance="{instance}"}}[1m]'
+            prom.wait_for(
+                lambda: (
+                    len(prom.query(f"count_over_time({live})")) > 0
+                    and min(float(r["value"][1]) for r in prom.query(f"count_over_time({live})"))
+                    >= 3
+                ),
+                timeout=60,
+                what="three live scrapes",
+            )
+            now = dt.datetime.now(UTC)
+            window = int((now - result.end).total_seconds()) + 120
+            counters = [
+                cat.ITEMS_ACCEPTED.series,
+                cat.ITEMS_DELIVERED.series,
+                cat.ITEMS_RETURNED.series,
+                cat.DELIVERY_ATTEMPTS.series,
+                cat.DELIVERY_FAILURES.series,
+                cat.COMPLAINTS.series,
+                cat.TRANSIT_TIME.count,
+                cat.TRANSIT_TIME.bucket,
+                cat.TRANSIT_TIME.sum,
+            ]
+            for name in counters:
+                last = prom.query(name, at=result.end.timestamp())
+                assert last, name  # the backfilled series exist at the seam
+                current = {
+                    json.dumps(r["metric"], sort_keys=True): r["value"][1] for r in prom.query(name)
+                }
+                before = {json.dumps(r["metric"], sort_keys=True): r["value"][1] for r in last}
+                assert current == before, name
+                jump = prom.query(f"sum(increase({name}[{window}s]))")
+                assert float(jump[0]["value"][1]) == 0.0, name
+    finally:
+        exporter.terminate()
+
+
+def test_bad_input_is_refused_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner = CliRunner()
+    empty = tmp_path / "empty"
+    (empty / "events").mkdir(parents=True)
+    out = tmp_path / "blocks"
+
+    def run(*args: str) -> tuple[int, str]:
+        res = runner.invoke(app, ["backfill", *args, "--out", str(out)])
+        return res.exit_code, res.output
+
+    code, text = run(str(empty))
+    assert code == 2 and "no valid events" in text
+    data = olist_folder(tmp_path / "olist")
+    code, text = run(str(data), "--from", "2019-01-01T00:00:00Z", "--to", "2019-02-01T00:00:00Z")
+    assert code == 2 and "no events between" in text
+    code, text = run(str(data), "--from", "2018-03-05T00:00:00Z", "--to", "2018-03-01T00:00:00Z")
+    assert code == 2 and "must be after --from" in text
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    code, text = run(str(data))
+    assert code == 2 and "promtool not found on PATH" in text
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_failure_midway_leaves_nothing_in_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A promtool that fails (here: a disk-full stand-in) aborts the run: --out stays
+    absent and no temporary directory is left beside it."""
+    data = olist_folder(tmp_path / "olist")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "promtool"
+    fake.write_text("#!/bin/sh\necho 'write block: no space left on device' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    out = tmp_path / "blocks"
+    with pytest.raises(BackfillError, match="no space left"):
+        backfill(Options(data_dir=data, out=out, rules=False))
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
