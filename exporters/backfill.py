@@ -730,8 +730,10 @@ def _floor(t: dt.datetime, step: dt.timedelta) -> dt.datetime:
 
 def _work_dir(out: Path) -> Path:
     parent = out.resolve().parent
-    if not parent.is_dir():
-        raise BackfillError(f"the parent of --out ({parent}) is not a directory")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BackfillError(f"cannot create the parent of --out ({parent}): {exc}") from exc
     return Path(tempfile.mkdtemp(prefix=f".{out.name}.backfill-", dir=parent))
 
 
@@ -782,8 +784,9 @@ def backfill(opts: Options, progress: Callable[[str], None] = lambda _: None) ->
         end = _floor(opts.end, second)
     elif opts.as_of is not None:
         end = _floor(opts.as_of, second)
-    else:  # the first step after the newest event, so the last counters count every event
-        end = _floor(last, opts.step) + opts.step
+    else:  # the first step after the newest event (the last counters count every event),
+        # but never in the future: live scrapes will follow from now on.
+        end = min(_floor(last, opts.step) + opts.step, _floor(dt.datetime.now(dt.UTC), second))
     if end <= start:
         raise BackfillError(f"--to ({end.isoformat()}) must be after --from ({start.isoformat()})")
     in_range = events.filter((pl.col("ts") >= start) & (pl.col("ts") < end)).select(pl.len())
