@@ -29,6 +29,7 @@ system-deps:
 lint: env
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-logo
 
 typecheck: env
 	$(BIN)/mypy

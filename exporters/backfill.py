@@ -25,11 +25,15 @@ history at 5-minute steps has ~90 M points (see docs/backfill.md and the bench).
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +47,9 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics import exposition as _openmetrics
 
 from exporters import catalog as cat
+from exporters.mixin.config import MixinConfig
+from exporters.mixin.promql import metric_names
+from exporters.mixin.rules import rules_file
 from exporters.store import bucket_edges_us
 from kpi.kpis.steps import (
     HISTOGRAMS,
@@ -55,6 +62,7 @@ from kpi.kpis.steps import (
 )
 from kpi.kpis.steps import VALUE as _VALUE
 from kpi.kpis.steps import K as _K
+from kpi.sources.folder import load_data_dir
 
 #: Range of the blocks written (one of the TSDB's compaction ranges 2h, 6h, 18h, 54h, ...):
 #: every block costs promtool an fsync'd write (~2 s here), so 18 h rather than the
@@ -401,8 +409,6 @@ class _BlockMaker:
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -484,9 +490,6 @@ def _link_blocks(src: Path, dst: Path) -> None:
 
 def default_rules() -> dict[str, Any]:
     """The project's recording rules (what ``kpi mixin`` writes to prometheus/rules.yml)."""
-    from exporters.mixin.config import MixinConfig
-    from exporters.mixin.rules import rules_file
-
     return rules_file(MixinConfig())
 
 
@@ -497,8 +500,6 @@ def rule_rounds(rules: Mapping[str, Any]) -> list[dict[str, Any]]:
     another rule's series needs that rule's blocks loaded first. Alerting rules are
     dropped (promtool ignores them). Each round keeps the groups' names and intervals.
     """
-    from exporters.mixin.promql import metric_names
-
     groups = [g for g in rules.get("groups", []) if isinstance(g, dict)]
     recording = [(g, r) for g in groups for r in g.get("rules", []) if "record" in r]
     records = {str(r["record"]) for _, r in recording}
@@ -531,10 +532,6 @@ def rule_rounds(rules: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def _query_range(url: str, expr: str, start: int, end: int, step: int) -> list[dict[str, Any]]:
     """``/api/v1/query_range`` (times in seconds); the result matrix, or a clear error."""
-    import json
-    import urllib.error
-    import urllib.parse
-
     params = urllib.parse.urlencode(
         {"query": expr, "start": start, "end": end, "step": step, "timeout": "600s"}
     )
@@ -749,8 +746,6 @@ def _install(blocks: Path, out: Path) -> None:
 
 def backfill(opts: Options, progress: Callable[[str], None] = lambda _: None) -> Result:
     """Run a backfill (see the module docstring); raises ``BackfillError`` with the reason."""
-    from kpi.sources.folder import load_data_dir
-
     if opts.step < dt.timedelta(seconds=1) or opts.step % dt.timedelta(seconds=1):
         raise BackfillError("--step must be a whole number of seconds")
     promtool = find_tool("promtool")

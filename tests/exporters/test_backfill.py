@@ -21,12 +21,13 @@ from typer.testing import CliRunner
 
 from exporters import catalog as cat
 from exporters.backfill import BackfillError, Options, backfill
-from exporters.testkit import ExporterProcess
-from kpi.cli import app
+from exporters.mixin import rules
 from kpi.kpis.query import KpiQuery, Snapshot
 from kpi.simulate import SimConfig, generate, write_data_folder
 from kpi.sources.folder import load_data_dir
+from kpi_cli.app import app
 from tests import promkit
+from tests.exporterkit import ExporterProcess
 
 pytestmark = pytest.mark.prometheus
 
@@ -233,8 +234,6 @@ def test_olist_in_network_equals_the_report_as_of(olist: Loaded) -> None:
 
 def test_sim_recording_rule_has_history(sim: Loaded) -> None:
     """The 1-day on-time rule over the backfilled range equals the report's trailing day."""
-    from exporters.mixin import rules
-
     checked = 0
     for hours in (30, 48, 60, 72):
         t = sim.start + dt.timedelta(hours=hours)

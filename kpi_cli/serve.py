@@ -7,13 +7,14 @@ from typing import Annotated
 
 import typer
 
-from kpi.commands.options import (
+from kpi_cli.options import (
     RETENTION_DEFAULT,
     DataDir,
     Retention,
     parse_duration,
     parse_listen,
     parse_retention,
+    setup_logging,
 )
 
 
@@ -40,18 +41,24 @@ def serve(
         typer.Option("--config", exists=True, dir_okay=False, help="API settings (YAML or JSON)"),
     ] = None,
     retention: Retention = RETENTION_DEFAULT,
+    log_level: Annotated[
+        str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR")
+    ] = "INFO",
 ) -> None:
     """Run the exporter (background threads) and the API (foreground) over DATA_DIR."""
-    import logging
+    # Lazy: uvicorn, the exporter and the API load only when this verb runs.
+    import uvicorn  # noqa: PLC0415
 
-    import uvicorn
-
-    from exporters.service import AS_OF_CHOICES, ExporterConfig, ExporterService
-    from kpi.api import create_app, load_settings
+    from exporters.service import (  # noqa: PLC0415
+        AS_OF_CHOICES,
+        ExporterConfig,
+        ExporterService,
+    )
+    from kpi.api import create_app, load_settings  # noqa: PLC0415
 
     if as_of not in AS_OF_CHOICES:
         raise typer.BadParameter(f"use one of {', '.join(AS_OF_CHOICES)}", param_hint="--as-of")
-    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(log_level)
     ex_host, ex_port = parse_listen(exporter_listen)
     api_host, api_port = parse_listen(api_listen)
     exporter = ExporterService(

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from kpi.commands.options import DataDir, parse_as_of, parse_duration
+from kpi_cli.options import DataDir, parse_as_of, parse_duration
 
 
 def _instant(text: str | None, param: str) -> dt.datetime | None:
@@ -64,8 +64,9 @@ def backfill(
     ] = None,
 ) -> None:
     """Write the metrics of docs/metrics.md over the folder's history as TSDB blocks."""
-    from exporters.backfill import BackfillError, Options
-    from exporters.backfill import backfill as run
+    # Lazy: the face loads polars and prometheus_client, which `kpi --help` does not need.
+    from exporters.backfill import BackfillError, Options  # noqa: PLC0415
+    from exporters.backfill import backfill as run  # noqa: PLC0415
 
     opts = Options(
         data_dir=data_dir,
