@@ -627,8 +627,10 @@ class StepValues:
 
     def thresholds(self) -> pl.DataFrame:
         """Configured backlog thresholds of listed facilities (``facility``, ``value``)."""
-        return self._d.listed.filter(pl.col("backlog_threshold").is_not_null()).select(
-            "facility", pl.col("backlog_threshold").alias(VALUE)
+        return (
+            self._d.listed.filter(pl.col("backlog_threshold").is_not_null())
+            .select("facility", pl.col("backlog_threshold").alias(VALUE))
+            .sort("facility")
         )
 
 
