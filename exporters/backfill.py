@@ -352,16 +352,6 @@ class Stager:
 # --- promtool and a throw-away Prometheus ---------------------------------------------------
 
 
-def _run(argv: Sequence[str], what: str, timeout: float | None = None) -> str:
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise BackfillError(f"{what}: timed out after {timeout} s") from exc
-    if done.returncode != 0:
-        raise BackfillError(f"{what} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
-    return done.stdout
-
-
 class _BlockMaker:
     """``promtool tsdb create-blocks-from openmetrics`` on staging files, ``jobs`` at a time."""
 

@@ -70,16 +70,7 @@ LABELS: Final[Mapping[str, tuple[str, ...]]] = {
     "complaints_open": ("region",),
     "complaints_overdue": ("region",),
 }
-COUNTERS: Final = ("accepted", "delivered", "returned", "attempts", "failures", "complaints")
 HISTOGRAMS: Final = ("transit", "resolution")
-GAUGES: Final = (
-    "backlog",
-    "in_network",
-    "overdue",
-    "stalled",
-    "complaints_open",
-    "complaints_overdue",
-)
 
 
 class StepError(ValueError):
