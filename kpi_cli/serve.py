@@ -8,8 +8,12 @@ from typing import Annotated
 import typer
 
 from kpi_cli.options import (
+    DEDUP_WINDOW_DEFAULT,
+    LATE_GRACE_DEFAULT,
     RETENTION_DEFAULT,
     DataDir,
+    DedupWindow,
+    LateGrace,
     Retention,
     parse_duration,
     parse_listen,
@@ -44,6 +48,8 @@ def serve(
     log_level: Annotated[
         str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR")
     ] = "INFO",
+    late_grace: LateGrace = LATE_GRACE_DEFAULT,
+    dedup_window: DedupWindow = DEDUP_WINDOW_DEFAULT,
 ) -> None:
     """Run the exporter (background threads) and the API (foreground) over DATA_DIR."""
     # Lazy: uvicorn, the exporter and the API load only when this verb runs.
@@ -70,6 +76,8 @@ def serve(
             refresh_interval=parse_duration(refresh_interval),
             as_of="latest" if as_of == "latest" else "now",
             retention=parse_retention(retention),
+            late_grace=parse_duration(late_grace),
+            dedup_window=parse_retention(dedup_window),
         )
     )
     exporter.start()
