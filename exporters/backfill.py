@@ -734,8 +734,8 @@ def _install(blocks: Path, out: Path) -> None:
         (blocks / name).rename(out / name)
 
 
-def backfill(opts: Options, progress: Callable[[str], None] = lambda _: None) -> Result:
-    """Run a backfill (see the module docstring); raises ``BackfillError`` with the reason."""
+def _check(opts: Options) -> str:
+    """Refuse what cannot work before reading anything; returns promtool's path."""
     if opts.step < dt.timedelta(seconds=1) or opts.step % dt.timedelta(seconds=1):
         raise BackfillError("--step must be a whole number of seconds")
     promtool = find_tool("promtool")
@@ -749,13 +749,11 @@ def backfill(opts: Options, progress: Callable[[str], None] = lambda _: None) ->
         )
     if opts.as_of is not None and opts.end is not None and opts.end > opts.as_of:
         raise BackfillError("--to must not be after --as-of (nothing is known after it)")
-    clock = time.monotonic()
-    ds = load_data_dir(opts.data_dir)
-    events = ds.events
-    complaints = ds.complaints
-    if opts.as_of is not None:
-        events = events.filter(pl.col("ts") <= opts.as_of)
-        complaints = complaints.filter(pl.col("opened_at") <= opts.as_of)
+    return promtool
+
+
+def _range(opts: Options, events: pl.LazyFrame) -> tuple[dt.datetime, dt.datetime]:
+    """The first and last step: the options, or the defaults from the events' span."""
     first, last = (
         events.select(pl.col("ts").min().alias("first"), pl.col("ts").max().alias("last"))
         .collect()
@@ -780,6 +778,43 @@ def backfill(opts: Options, progress: Callable[[str], None] = lambda _: None) ->
             f"no events between {start.isoformat()} and {end.isoformat()}"
             f" (the folder's events span {first.isoformat()} .. {last.isoformat()})"
         )
+    return start, end
+
+
+def _metric_blocks(
+    opts: Options, promtool: str, deltas: StepDeltas, work: Path, result: Result
+) -> Path:
+    """The metrics' blocks (in ``work/blocks``), staging file by staging file."""
+    blocks = work / "blocks"
+    staging = work / "staging"
+    staging.mkdir()
+    blocks.mkdir()
+    stager = Stager(deltas, {"job": opts.job, "instance": opts.instance})
+    result.series = stager.series_count
+    maker = _BlockMaker(promtool, blocks, opts.jobs, opts.block)
+    try:
+        for k0, k1 in stager.windows(opts.block):
+            path = staging / f"{k0:08d}.om"
+            with path.open("wb") as sink:
+                result.samples += stager.write(sink, k0, k1)
+            maker.submit(path)
+        maker.finish()
+    finally:
+        maker.abort()
+    result.blocks = _blocks(blocks)
+    return blocks
+
+
+def backfill(opts: Options, progress: Callable[[str], None] = lambda _: None) -> Result:
+    """Run a backfill (see the module docstring); raises ``BackfillError`` with the reason."""
+    promtool = _check(opts)
+    clock = time.monotonic()
+    ds = load_data_dir(opts.data_dir)
+    events, complaints = ds.events, ds.complaints
+    if opts.as_of is not None:
+        events = events.filter(pl.col("ts") <= opts.as_of)
+        complaints = complaints.filter(pl.col("opened_at") <= opts.as_of)
+    start, end = _range(opts, events)
     steps = step_grid(start, end, opts.step)
     result = Result(start=start, end=end, steps=steps.len())
     progress(f"{steps.len()} steps from {start.isoformat()} to {end.isoformat()}")
@@ -796,24 +831,8 @@ def backfill(opts: Options, progress: Callable[[str], None] = lambda _: None) ->
     result.seconds["engine"] = time.monotonic() - clock
     work = _work_dir(opts.out)
     try:
-        blocks = work / "blocks"
-        staging = work / "staging"
-        staging.mkdir()
-        blocks.mkdir()
         clock = time.monotonic()
-        stager = Stager(deltas, {"job": opts.job, "instance": opts.instance})
-        result.series = stager.series_count
-        maker = _BlockMaker(promtool, blocks, opts.jobs, opts.block)
-        try:
-            for k0, k1 in stager.windows(opts.block):
-                path = staging / f"{k0:08d}.om"
-                with path.open("wb") as sink:
-                    result.samples += stager.write(sink, k0, k1)
-                maker.submit(path)
-            maker.finish()
-        finally:
-            maker.abort()
-        result.blocks = _blocks(blocks)
+        blocks = _metric_blocks(opts, promtool, deltas, work, result)
         result.seconds["blocks"] = time.monotonic() - clock
         progress(f"{len(result.blocks)} blocks, {result.samples} samples, {result.series} series")
         if opts.rules:

@@ -249,11 +249,20 @@ def test_sim_recording_rule_has_history(sim: Loaded) -> None:
 
 
 def test_live_exporter_continues_every_counter(tmp_path: Path) -> None:
-    """Backfill up to now, then scrape the exporter on the same (finished) folder: every
-    counter goes on from the backfilled value, so increase() across the seam is 0."""
+    """Backfill up to now, then scrape the exporter on the same (finished) folder, whose
+    files are not in time order: every counter goes on from the backfilled value, so
+    increase() across the seam is 0."""
     data = tmp_path / "data"
     start = dt.datetime.now(UTC).replace(microsecond=0) - dt.timedelta(days=2)
     write_data_folder(generate(SimConfig(items=400, days=2, seed=3, start=start)), data)
+    # Files not in time order: every delivery and scan is read before any acceptance.
+    day_files = sorted((data / "events").glob("*.parquet"))
+    events = pl.concat([pl.read_parquet(f) for f in day_files])
+    for f in day_files:
+        f.unlink()
+    accepted = pl.col("event") == "accepted"
+    events.filter(~accepted).write_parquet(data / "events" / "a-scans-and-deliveries.parquet")
+    events.filter(accepted).write_parquet(data / "events" / "z-acceptances.parquet")
     port = promkit.free_port()
     instance = f"127.0.0.1:{port}"
     prom_dir = tmp_path / "prom"
