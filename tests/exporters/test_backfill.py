@@ -17,7 +17,6 @@ from typing import Any
 
 import polars as pl
 import pytest
-from typer.testing import CliRunner
 
 from exporters import catalog as cat
 from exporters.backfill import BackfillError, Options, backfill
@@ -25,14 +24,13 @@ from exporters.mixin import rules
 from kpi.kpis.query import KpiQuery, Snapshot
 from kpi.simulate import SimConfig, generate, write_data_folder
 from kpi.sources.folder import load_data_dir
-from kpi_cli.app import app
 from tests import promkit
 from tests.exporterkit import ExporterProcess
+from tests.olist import olist_folder
 
 pytestmark = pytest.mark.prometheus
 
 UTC = dt.UTC
-OLIST = Path(__file__).parents[1] / "fixtures" / "olist" / "orders-2018-03-01-to-14.csv"
 SIM_START = dt.datetime(2026, 1, 10, tzinfo=UTC)
 BRT = "-03:00"
 #: Prometheus deletes blocks older than its retention (default 15 d) counted back from
@@ -40,41 +38,6 @@ BRT = "-03:00"
 RETENTION = (
     "--storage.tsdb.retention.time=3650d",
 )  # Olist timestamps are local Brazilian time without an offset
-
-
-def olist_folder(target: Path) -> Path:
-    """The Olist slice as a data folder: hand-over = accepted, customer delivery = delivered."""
-    orders = pl.read_csv(OLIST, infer_schema=False)
-
-    def ts(col: str) -> pl.Expr:
-        return (pl.col(col).str.replace(" ", "T") + BRT).alias("ts")
-
-    common = [pl.col("order_id").alias("item_id")]
-    accepted = orders.filter(pl.col("order_delivered_carrier_date").is_not_null()).select(
-        (pl.col("order_id") + "-a").alias("event_id"),
-        *common,
-        pl.lit("accepted").alias("event"),
-        ts("order_delivered_carrier_date"),
-        pl.lit("BR-CARRIER").alias("facility"),
-        pl.lit("standard").alias("product"),
-        pl.lit("BR").alias("origin"),
-        pl.lit("BR").alias("destination"),
-        (pl.col("order_estimated_delivery_date").str.slice(0, 10) + "T23:59:59" + BRT).alias(
-            "promised_by"
-        ),
-    )
-    delivered = orders.filter(pl.col("order_delivered_customer_date").is_not_null()).select(
-        (pl.col("order_id") + "-d").alias("event_id"),
-        *common,
-        pl.lit("delivered").alias("event"),
-        ts("order_delivered_customer_date"),
-        pl.lit("BR-LASTMILE").alias("facility"),
-    )
-    (target / "events").mkdir(parents=True)
-    pl.concat([accepted, delivered], how="diagonal").sort("ts").write_csv(
-        target / "events" / "olist.csv"
-    )
-    return target
 
 
 @dataclass
@@ -324,32 +287,6 @@ def test_live_exporter_continues_every_counter(tmp_path: Path) -> None:
                 assert float(jump[0]["value"][1]) == 0.0 if last else not jump, name
     finally:
         exporter.terminate()
-
-
-def test_bad_input_is_refused_and_leaves_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    runner = CliRunner()
-    empty = tmp_path / "empty"
-    (empty / "events").mkdir(parents=True)
-    out = tmp_path / "blocks"
-
-    def run(*args: str) -> tuple[int, str]:
-        res = runner.invoke(app, ["backfill", *args, "--out", str(out)])
-        return res.exit_code, res.output
-
-    code, text = run(str(empty))
-    assert code == 2 and "no valid events" in text
-    data = olist_folder(tmp_path / "olist")
-    code, text = run(str(data), "--from", "2019-01-01T00:00:00Z", "--to", "2019-02-01T00:00:00Z")
-    assert code == 2 and "no events between" in text
-    code, text = run(str(data), "--from", "2018-03-05T00:00:00Z", "--to", "2018-03-01T00:00:00Z")
-    assert code == 2 and "must be after --from" in text
-    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
-    code, text = run(str(data))
-    assert code == 2 and "promtool not found on PATH" in text
-    assert not out.exists()
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
 def test_failure_midway_leaves_nothing_in_out(
