@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from kpi.commands.api import DatabaseOption, InsecureOption, database_url
 from kpi.commands.options import (
     RETENTION_DEFAULT,
     DataDir,
@@ -40,6 +41,8 @@ def serve(
         typer.Option("--config", exists=True, dir_okay=False, help="API settings (YAML or JSON)"),
     ] = None,
     retention: Retention = RETENTION_DEFAULT,
+    database: DatabaseOption = "sqlite:///var/duty.db",
+    insecure_no_auth: InsecureOption = False,
 ) -> None:
     """Run the exporter (background threads) and the API (foreground) over DATA_DIR."""
     import logging
@@ -48,12 +51,22 @@ def serve(
 
     from exporters.service import AS_OF_CHOICES, ExporterConfig, ExporterService
     from kpi.api import create_app, load_settings
+    from kpi.api.settings import StartupError
+    from kpi.api.startup import check_startup
 
     if as_of not in AS_OF_CHOICES:
         raise typer.BadParameter(f"use one of {', '.join(AS_OF_CHOICES)}", param_hint="--as-of")
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     ex_host, ex_port = parse_listen(exporter_listen)
     api_host, api_port = parse_listen(api_listen)
+    settings = load_settings(config, data_dir=data_dir, database=database_url(database))
+    try:
+        warning = check_startup(settings, api_host, insecure_no_auth=insecure_no_auth)
+    except StartupError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    if warning:
+        typer.echo(f"WARNING: {warning}", err=True)
     exporter = ExporterService(
         ExporterConfig(
             data_dir=data_dir,
@@ -67,7 +80,7 @@ def serve(
     )
     exporter.start()
     try:
-        app = create_app(load_settings(config, data_dir=data_dir))
+        app = create_app(settings)
         # uvicorn handles SIGINT/SIGTERM; the exporter's final checkpoint follows in stop().
         uvicorn.run(app, host=api_host, port=api_port, log_level="info", access_log=False)
     finally:
