@@ -431,6 +431,7 @@ class IncidentRegister:
         """Incidents open at some time in [start, end), newest first, with the total count."""
         if status is not None and status not in STATUSES:
             raise DutyError(400, f"unknown status {status!r}; use one of {', '.join(STATUSES)}")
+        start, end = utc(start), utc(end)
         query = sa.select(incidents)
         if status is not None:
             query = query.where(_status_clause(status))
@@ -458,6 +459,7 @@ class IncidentRegister:
         self, start: dt.datetime, end: dt.datetime, regions: frozenset[str] | None = None
     ) -> list[dict[str, Any]]:
         """Every incident that was open, or acted on, at some time in [start, end)."""
+        start, end = utc(start), utc(end)  # type: ignore[assignment]
         query = _scoped(
             sa.select(incidents).where(
                 incidents.c.starts_at < end,

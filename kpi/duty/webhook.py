@@ -5,7 +5,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 #: Alertmanager writes Go's zero time for "no end" (firing alerts it did not get an end for).
 GO_ZERO_YEAR = 1
@@ -22,6 +29,14 @@ class WebhookAlert(BaseModel):
     endsAt: AwareDatetime | None = None  # noqa: N815
     generatorURL: str = ""  # noqa: N815
     fingerprint: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{1,64}$")]
+
+    @field_validator("startsAt", "endsAt", mode="after")
+    @classmethod
+    def _in_utc(cls, v: dt.datetime | None) -> dt.datetime | None:
+        # SQLite keeps wall-clock text without the offset: everything is stored in UTC.
+        if v is None or v.year <= GO_ZERO_YEAR:
+            return v
+        return v.astimezone(dt.UTC)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from kpi.api.deps import PrincipalDep, SettingsDep, StoreDep, _bearer
-from kpi.api.errors import ERROR_RESPONSES, ApiError, forbidden
+from kpi.api.errors import ERROR_RESPONSES, ApiError, Problem, forbidden
 from kpi.api.models import Instant
 from kpi.api.routers.kpis import ListParam, split
 from kpi.api.store import DataStore
@@ -28,6 +28,18 @@ from kpi.duty.webhook import WebhookAlert, WebhookPayload
 
 log = logging.getLogger("kpi.api.duty")
 router = APIRouter(tags=["incidents"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERROR_RESPONSES,
+    403: {"model": Problem, "description": "The key may not see this region or act on incidents."},
+    404: {"model": Problem, "description": "No such incident (or not in the key's regions)."},
+    409: {"model": Problem, "description": "Already done: acknowledged or closed before."},
+    503: {"model": Problem, "description": "The duty desk has no database configured."},
+}
+
+
+def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {k: _ERRORS[k] for k in codes}
 
 
 # --- models (documentation and validation of answers) ------------------------------------
@@ -273,7 +285,7 @@ async def opening_kpis(store: DataStore, alert: WebhookAlert) -> dict[str, Any]:
 @router.post(
     "/incidents/alertmanager",
     response_model=WebhookResult,
-    responses={k: ERROR_RESPONSES[k] for k in (401, 422, 503)},
+    responses=_responses(401, 422, 503),
     summary="Alertmanager webhook (payload version 4): one incident per alert episode",
     description=(
         "Point an Alertmanager `webhook_configs` receiver here, with `send_resolved: true` "
@@ -310,7 +322,7 @@ async def alertmanager_webhook(
 @router.get(
     "/incidents",
     response_model=IncidentPage,
-    responses={k: ERROR_RESPONSES[k] for k in (400, 401, 403, 422, 503)},
+    responses=_responses(400, 401, 403, 422, 503),
     summary="Incidents open at some time in [from, to), newest first",
 )
 async def list_incidents(
@@ -347,7 +359,7 @@ async def list_incidents(
     "/incidents/report",
     response_model=DutyReport,
     responses={
-        **{k: ERROR_RESPONSES[k] for k in (400, 401, 422, 503)},
+        **_responses(400, 401, 422, 503),
         200: {"content": {"text/csv": {}, "text/markdown": {}}},
     },
     summary="Daily duty report: opened, resolved, time to acknowledge and resolve, open at end",
@@ -382,7 +394,7 @@ async def duty_report(
 @router.post(
     "/incidents/handover",
     response_model=Handover,
-    responses={k: ERROR_RESPONSES[k] for k in (401, 403, 422, 503)},
+    responses=_responses(401, 403, 422, 503),
     summary="Hand the shift over: a note listing every open incident",
 )
 async def handover(principal: DutyDep, register: RegisterDep, body: HandoverBody) -> Handover:
@@ -394,7 +406,7 @@ async def handover(principal: DutyDep, register: RegisterDep, body: HandoverBody
 @router.get(
     "/incidents/{incident_id}",
     response_model=IncidentDetail,
-    responses={k: ERROR_RESPONSES[k] for k in (401, 404, 503)},
+    responses=_responses(401, 404, 503),
     summary="One incident with its timeline",
 )
 async def get_incident(
@@ -407,7 +419,7 @@ async def get_incident(
 @router.post(
     "/incidents/{incident_id}/acknowledge",
     response_model=IncidentDetail,
-    responses={k: ERROR_RESPONSES[k] for k in (401, 403, 404, 409, 503)},
+    responses=_responses(401, 403, 404, 409, 503),
     summary="Acknowledge an incident (who: the key's name; when: now)",
 )
 async def acknowledge(
@@ -422,7 +434,7 @@ async def acknowledge(
 @router.post(
     "/incidents/{incident_id}/notes",
     response_model=IncidentDetail,
-    responses={k: ERROR_RESPONSES[k] for k in (401, 403, 404, 422, 503)},
+    responses=_responses(401, 403, 404, 422, 503),
     summary="Add a note to an incident's timeline",
 )
 async def add_note(
@@ -436,7 +448,7 @@ async def add_note(
 @router.post(
     "/incidents/{incident_id}/close",
     response_model=IncidentDetail,
-    responses={k: ERROR_RESPONSES[k] for k in (401, 403, 404, 409, 422, 503)},
+    responses=_responses(401, 403, 404, 409, 422, 503),
     summary="Close an incident under a cause category",
 )
 async def close(
