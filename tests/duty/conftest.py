@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +19,7 @@ import pytest
 
 from kpi.duty.register import IncidentRegister, open_register
 from tests import pgkit
+from tests.promkit import free_port, wait_for
 
 BACKENDS = ("sqlite", "postgresql")
 _names = itertools.count()
@@ -100,3 +108,78 @@ def payload(*alerts: dict[str, Any]) -> dict[str, Any]:
         "externalURL": "http://alertmanager:9093",
         "alerts": list(alerts),
     }
+
+
+# --- the API as a real server (a subprocess killed with SIGKILL) ---------------------------
+
+
+@dataclass
+class ApiServer:
+    """``kpi api`` running in a subprocess on 127.0.0.1."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        """Base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def request(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
+        """(status, JSON answer) of one request."""
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(
+            self.url + path,
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json", **(headers or {})},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=30) as response:
+                return response.status, json.load(response)
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.load(exc)
+
+    def log(self) -> str:
+        """Output so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=10)
+
+
+def start_api(
+    workdir: Path, data: Path, database: str, *extra: str, port: int | None = None
+) -> ApiServer:
+    """``kpi api DATA --database URL`` on a free port; returns once /readyz answers 200."""
+    port = port or free_port()
+    log_path = workdir / f"api-{port}-{time.monotonic_ns()}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "kpi.cli", "api", str(data), "--listen", f"127.0.0.1:{port}",
+             "--database", database, *extra],
+            stdout=log, stderr=subprocess.STDOUT, cwd=workdir,
+        )  # fmt: skip
+    server = ApiServer(process, port, log_path)
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"kpi api exited with {process.returncode}:\n{server.log()}")
+        try:
+            with urllib.request.urlopen(f"{server.url}/readyz", timeout=2) as response:
+                return bool(response.status == 200)
+        except (OSError, urllib.error.HTTPError):
+            return False
+
+    try:
+        wait_for(ready, timeout=90, what="kpi api /readyz")
+    except BaseException:
+        server.kill()
+        raise
+    return server
