@@ -82,6 +82,17 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 #: Where the docs pages' scripts and styles are served from (no CDN: air-gapped networks).
 DOCS_ASSETS: Final = "/docs-assets"
+#: The docs pages may load from this API only: ReDoc's sidebar would otherwise fetch its
+#: vendor's logo from the internet (inline scripts: the pages' own bootstrap code).
+DOCS_CSP: Final = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'"
+)
+
+
+def _offline(page: HTMLResponse) -> HTMLResponse:
+    page.headers["Content-Security-Policy"] = DOCS_CSP
+    return page
 
 
 def _install_docs(app: FastAPI, settings: Settings) -> None:
@@ -96,23 +107,27 @@ def _install_docs(app: FastAPI, settings: Settings) -> None:
         return JSONResponse(app.openapi())
 
     async def swagger() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url="/openapi.json",
-            title=f"{app.title} - docs",
-            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
-            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
-            swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
-            # "Authorize" keeps the key across page reloads of this browser tab.
-            swagger_ui_parameters={"persistAuthorization": True},
+        return _offline(
+            get_swagger_ui_html(
+                openapi_url="/openapi.json",
+                title=f"{app.title} - docs",
+                swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+                # "Authorize" keeps the key across page reloads of this browser tab.
+                swagger_ui_parameters={"persistAuthorization": True},
+            )
         )
 
     async def redoc() -> HTMLResponse:
-        return get_redoc_html(
-            openapi_url="/openapi.json",
-            title=f"{app.title} - ReDoc",
-            redoc_js_url=f"{DOCS_ASSETS}/redoc.standalone.js",
-            redoc_favicon_url=f"{DOCS_ASSETS}/favicon.png",
-            with_google_fonts=False,
+        return _offline(
+            get_redoc_html(
+                openapi_url="/openapi.json",
+                title=f"{app.title} - ReDoc",
+                redoc_js_url=f"{DOCS_ASSETS}/redoc.standalone.js",
+                redoc_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+                with_google_fonts=False,
+            )
         )
 
     deps = guard if settings.docs_require_key else []
