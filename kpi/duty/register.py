@@ -134,6 +134,8 @@ class IncidentRegister:
         from alembic import command
         from alembic.config import Config
 
+        # Alembic announces each of its plugins at INFO; the revision lines stay.
+        logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
         cfg = Config()
         cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
         with self.engine.begin() as conn:
