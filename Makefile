@@ -35,6 +35,7 @@ system-deps:
 lint: env
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-logo
 
 typecheck: env
 	$(BIN)/mypy

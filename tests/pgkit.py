@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from tests.promkit import free_port, wait_for
@@ -83,8 +84,6 @@ class PostgresServer:
 
     def create_database(self, name: str) -> str:
         """Create an empty database; returns its URL."""
-        import psycopg
-
         with psycopg.connect(
             f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True
         ) as conn:
@@ -147,8 +146,6 @@ def run_postgres() -> Iterator[PostgresServer]:
 def _ready(server: PostgresServer) -> bool:
     if server.process.poll() is not None:
         raise RuntimeError(f"postgres exited with {server.process.returncode}:\n{server.log()}")
-    import psycopg
-
     try:
         with psycopg.connect(
             f"host=127.0.0.1 port={server.port} user=postgres dbname=postgres", connect_timeout=2

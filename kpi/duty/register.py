@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any, Final
 
 import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -131,9 +134,6 @@ class IncidentRegister:
 
     def upgrade(self) -> None:
         """Bring the schema to the newest migration (Alembic ``upgrade head``)."""
-        from alembic import command
-        from alembic.config import Config
-
         # Alembic announces each of its plugins at INFO; the revision lines stay.
         logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
         cfg = Config()
@@ -144,8 +144,6 @@ class IncidentRegister:
 
     def revision(self) -> str | None:
         """The schema's current migration revision (None before the first upgrade)."""
-        from alembic.runtime.migration import MigrationContext
-
         with self.engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from fastapi.testclient import TestClient
 
 from kpi.api import Settings, create_app
 from kpi.api.settings import ApiKey, hash_key
@@ -111,8 +112,6 @@ def test_docs_and_redoc_render_offline(tmp_path: Path) -> None:
 
 
 def test_openapi_offers_the_api_key_to_authorize(tmp_path: Path) -> None:
-    from fastapi.testclient import TestClient
-
     settings = Settings(data_dir=write_hand_folder(tmp_path / "data"))
     with TestClient(create_app(settings)) as client:
         schemes = client.get("/openapi.json").json()["components"]["securitySchemes"]

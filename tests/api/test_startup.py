@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from kpi.api.settings import ApiKey, Settings, StartupError, check_keys, hash_key, is_loopback
 from kpi.api.startup import check_startup, known_regions
-from kpi.cli import app
+from kpi_cli.app import app
 from tests.api.conftest import write_hand_folder
 from tests.promkit import free_port, wait_for
 
@@ -50,7 +50,7 @@ def test_insecure_no_auth_starts_and_warns(data: Path, tmp_path: Path) -> None:
     log = tmp_path / "api.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "kpi.cli", "api", str(data), "--listen", f"0.0.0.0:{port}",
+            [sys.executable, "-m", "kpi_cli", "api", str(data), "--listen", f"0.0.0.0:{port}",
              "--database", "none", "--insecure-no-auth"],
             stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
         )  # fmt: skip

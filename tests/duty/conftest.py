@@ -162,7 +162,7 @@ def start_api(
     log_path = workdir / f"api-{port}-{time.monotonic_ns()}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "kpi.cli", "api", str(data), "--listen", f"127.0.0.1:{port}",
+            [sys.executable, "-m", "kpi_cli", "api", str(data), "--listen", f"127.0.0.1:{port}",
              "--database", database, *extra],
             stdout=log, stderr=subprocess.STDOUT, cwd=workdir,
         )  # fmt: skip

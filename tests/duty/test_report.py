@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from kpi.cli import app
-from kpi.duty.register import IncidentRegister
-from kpi.duty.report import daily_report
+from kpi.duty.register import IncidentRegister, open_register
+from kpi.duty.report import daily_report, day_window
 from kpi.duty.webhook import WebhookPayload
+from kpi_cli.app import app
 from tests.api.conftest import api_client, write_hand_folder
 from tests.duty.conftest import alert, payload, utc
 
@@ -103,8 +103,6 @@ def test_report_matches_the_hand_computed_day(register: IncidentRegister) -> Non
 def test_report_day_in_another_time_zone(register: IncidentRegister) -> None:
     """Shanghai's 5 March is [4 March 16:00Z, 5 March 16:00Z): C, D and F open in it."""
     build_day(register)
-    from kpi.duty.report import day_window
-
     start, end = day_window(dt.date(2026, 3, 5), "Asia/Shanghai")
     assert (start, end) == (utc("2026-03-04T16:00:00Z"), utc("2026-03-05T16:00:00Z"))
     total = daily_report(register.overlapping(start, end), dt.date(2026, 3, 5), "Asia/Shanghai")[-1]
@@ -115,8 +113,6 @@ def test_report_day_in_another_time_zone(register: IncidentRegister) -> None:
 
 def test_cli_and_api_give_the_same_report(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'duty.db'}"
-    from kpi.duty.register import open_register
-
     build_day(open_register(url))
     runner = CliRunner()
     out = runner.invoke(

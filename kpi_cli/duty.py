@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from kpi.commands.api import DatabaseOption
+from kpi_cli.options import DatabaseOption
 
 
 def duty_report(
@@ -21,10 +21,11 @@ def duty_report(
     ] = None,
 ) -> None:
     """Incidents opened and resolved, time to acknowledge and resolve, open at end of day."""
-    from sqlalchemy.exc import SQLAlchemyError
+    # Lazy: SQLAlchemy and Alembic load only when this verb runs, not for `kpi --help`.
+    from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
 
-    from kpi.duty.register import open_register
-    from kpi.duty.report import FORMATS, daily_report, day_window, render
+    from kpi.duty.register import open_register  # noqa: PLC0415
+    from kpi.duty.report import FORMATS, daily_report, day_window, render  # noqa: PLC0415
 
     if fmt not in FORMATS:
         raise typer.BadParameter(f"use one of {', '.join(FORMATS)}", param_hint="--format")

@@ -7,14 +7,17 @@ from typing import Annotated
 
 import typer
 
-from kpi.commands.api import DatabaseOption, InsecureOption, database_url
-from kpi.commands.options import (
+from kpi_cli.options import (
     RETENTION_DEFAULT,
+    DatabaseOption,
     DataDir,
+    InsecureOption,
     Retention,
+    database_url,
     parse_duration,
     parse_listen,
     parse_retention,
+    setup_logging,
 )
 
 
@@ -41,22 +44,28 @@ def serve(
         typer.Option("--config", exists=True, dir_okay=False, help="API settings (YAML or JSON)"),
     ] = None,
     retention: Retention = RETENTION_DEFAULT,
+    log_level: Annotated[
+        str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR")
+    ] = "INFO",
     database: DatabaseOption = "sqlite:///var/duty.db",
     insecure_no_auth: InsecureOption = False,
 ) -> None:
     """Run the exporter (background threads) and the API (foreground) over DATA_DIR."""
-    import logging
+    # Lazy: uvicorn, the exporter and the API load only when this verb runs.
+    import uvicorn  # noqa: PLC0415
 
-    import uvicorn
-
-    from exporters.service import AS_OF_CHOICES, ExporterConfig, ExporterService
-    from kpi.api import create_app, load_settings
-    from kpi.api.settings import StartupError
-    from kpi.api.startup import check_startup
+    from exporters.service import (  # noqa: PLC0415
+        AS_OF_CHOICES,
+        ExporterConfig,
+        ExporterService,
+    )
+    from kpi.api import create_app, load_settings  # noqa: PLC0415
+    from kpi.api.settings import StartupError  # noqa: PLC0415
+    from kpi.api.startup import check_startup  # noqa: PLC0415
 
     if as_of not in AS_OF_CHOICES:
         raise typer.BadParameter(f"use one of {', '.join(AS_OF_CHOICES)}", param_hint="--as-of")
-    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(log_level)
     ex_host, ex_port = parse_listen(exporter_listen)
     api_host, api_port = parse_listen(api_listen)
     settings = load_settings(config, data_dir=data_dir, database=database_url(database))

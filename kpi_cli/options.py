@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
+import sys
 from pathlib import Path
 from typing import Annotated, Final
 
@@ -59,9 +61,49 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 def parse_as_of(text: str, param: str = "--as-of") -> dt.datetime:
     """An ISO 8601 instant with a UTC offset (never guessed), as a CLI parameter."""
-    from kpi.output import TimestampError, parse_timestamp
+    # Lazy: kpi.output loads polars, which `kpi --help` does not need.
+    from kpi.output import TimestampError, parse_timestamp  # noqa: PLC0415
 
     try:
         return parse_timestamp(text, param)
     except TimestampError as exc:
         raise typer.BadParameter(str(exc), param_hint=param) from exc
+
+
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def setup_logging(level: str) -> None:
+    """The one logging set-up of every verb: timestamped lines on stderr at ``level``."""
+    if level.upper() not in LOG_LEVELS:
+        raise typer.BadParameter(f"use one of {', '.join(LOG_LEVELS)}", param_hint="--log-level")
+    # force: a second verb in the same process (tests, `kpi serve`) replaces the handler and
+    # writes to the stderr of its own run.
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+#: ``--database`` of ``kpi api`` and ``kpi serve`` (the duty desk's incident register).
+DatabaseOption = Annotated[
+    str,
+    typer.Option(
+        "--database",
+        help="incident register: sqlite:///FILE or postgresql://USER@HOST/DB; `none` turns the duty desk off",
+    ),
+]
+InsecureOption = Annotated[
+    bool,
+    typer.Option(
+        "--insecure-no-auth",
+        help="serve without API keys on a non-loopback address (anyone on the network reads and acts)",
+    ),
+]
+
+
+def database_url(value: str) -> str | None:
+    """The ``--database`` value, None for ``none``."""
+    return None if value.strip().lower() == "none" else value

@@ -76,11 +76,11 @@ def simulate(
     ] = False,
 ) -> None:
     """Generate a peak-season data folder (events/, complaints/, facilities.csv)."""
-    # The engine pulls in numpy and polars; keep `kpi --help` and other verbs fast.
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    # Lazy: the engine pulls in numpy and polars; keep `kpi --help` and other verbs fast.
+    from rich.console import Console  # noqa: PLC0415
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
 
-    from kpi import simulate as engine
+    from kpi import simulate as engine  # noqa: PLC0415
 
     console = Console(stderr=True, quiet=quiet)
     base = items is not None or not live or not (out / "facilities.csv").exists()

@@ -7,13 +7,14 @@ from typing import Annotated
 
 import typer
 
-from kpi.commands.options import (
+from kpi_cli.options import (
     RETENTION_DEFAULT,
     DataDir,
     Retention,
     parse_duration,
     parse_listen,
     parse_retention,
+    setup_logging,
 )
 
 
@@ -59,15 +60,16 @@ def exporter(
     ] = "INFO",
 ) -> None:
     """Follow DATA_DIR live (events/, complaints/) and serve Prometheus metrics."""
-    import logging
-
-    from exporters.service import AS_OF_CHOICES, ExporterConfig, ExporterService
+    # Lazy: the exporter loads polars and prometheus_client, which `kpi --help` does not need.
+    from exporters.service import (  # noqa: PLC0415
+        AS_OF_CHOICES,
+        ExporterConfig,
+        ExporterService,
+    )
 
     if as_of not in AS_OF_CHOICES:
         raise typer.BadParameter(f"--as-of must be one of {', '.join(AS_OF_CHOICES)}")
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(log_level)
     host, port = parse_listen(listen)
     config = ExporterConfig(
         data_dir=data_dir,
@@ -90,7 +92,3 @@ def exporter(
     except OSError as exc:  # port in use
         typer.echo(f"error: cannot listen on {listen}: {exc}", err=True)
         raise typer.Exit(1) from exc
-
-
-if __name__ == "__main__":
-    typer.run(exporter)

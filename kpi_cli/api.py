@@ -7,28 +7,15 @@ from typing import Annotated
 
 import typer
 
-from kpi.commands.options import DataDir, parse_as_of, parse_listen
-
-#: ``--database`` of ``kpi api`` and ``kpi serve`` (the duty desk's incident register).
-DatabaseOption = Annotated[
-    str,
-    typer.Option(
-        "--database",
-        help="incident register: sqlite:///FILE or postgresql://USER@HOST/DB; `none` turns the duty desk off",
-    ),
-]
-InsecureOption = Annotated[
-    bool,
-    typer.Option(
-        "--insecure-no-auth",
-        help="serve without API keys on a non-loopback address (anyone on the network reads and acts)",
-    ),
-]
-
-
-def database_url(value: str) -> str | None:
-    """The ``--database`` value, None for ``none``."""
-    return None if value.strip().lower() == "none" else value
+from kpi_cli.options import (
+    DatabaseOption,
+    DataDir,
+    InsecureOption,
+    database_url,
+    parse_as_of,
+    parse_listen,
+    setup_logging,
+)
 
 
 def api(
@@ -47,16 +34,15 @@ def api(
     insecure_no_auth: InsecureOption = False,
 ) -> None:
     """Serve the analyst API (KPIs, drill-downs, exports, the duty desk) over a data folder."""
-    import logging
+    # Lazy: uvicorn, pydantic and the API load only when this verb runs, not for `kpi --help`.
+    import uvicorn  # noqa: PLC0415
+    from pydantic import ValidationError  # noqa: PLC0415
 
-    import uvicorn
-    from pydantic import ValidationError
+    from kpi.api import create_app, load_settings  # noqa: PLC0415
+    from kpi.api.settings import StartupError  # noqa: PLC0415
+    from kpi.api.startup import check_startup  # noqa: PLC0415
 
-    from kpi.api import create_app, load_settings
-    from kpi.api.settings import StartupError
-    from kpi.api.startup import check_startup
-
-    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging("INFO")  # the audit log (kpi.api.audit) and the duty desk's lines
     host, port = parse_listen(listen)
     try:
         settings = load_settings(
