@@ -6,10 +6,11 @@ on them. Alertmanager authenticates with a bearer token of its own (``webhook_to
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import logging
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import polars as pl
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -21,12 +22,15 @@ from kpi.api.deps import PrincipalDep, SettingsDep, StoreDep, _bearer
 from kpi.api.errors import ERROR_RESPONSES, ApiError, Problem, forbidden
 from kpi.api.models import Instant
 from kpi.api.routers.kpis import ListParam, split
-from kpi.api.store import DataStore
+from kpi.api.store import DataStore, Generation
 from kpi.duty.register import CAUSES, STATUSES, DutyError, Episode, IncidentRegister
 from kpi.duty.report import FORMATS, daily_report, day_window, render
 from kpi.duty.webhook import WebhookAlert, WebhookPayload
+from kpi.kpis.query import Snapshot
 
 log = logging.getLogger("kpi.api.duty")
+#: Seconds the webhook waits for the KPI values at opening before recording without them.
+KPI_BUDGET_SECONDS: Final = 10.0
 router = APIRouter(tags=["incidents"])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -249,10 +253,19 @@ async def opening_kpis(store: DataStore, alert: WebhookAlert) -> dict[str, Any]:
     out: dict[str, Any] = {"as_of": alert.startsAt.astimezone(dt.UTC).isoformat()}
     if not facility and not region:
         return out
-    try:
+
+    async def compute() -> tuple[Generation, Snapshot, pl.DataFrame]:
         gen = await store.current()
         snap = await store.snapshot(gen, alert.startsAt)
-        waiting = await store.waiting(gen, snap)
+        return gen, snap, await store.waiting(gen, snap)
+
+    try:
+        # Alertmanager gives up on a slow webhook and sends again: past the budget the
+        # incident is recorded without the values (the computation goes on and is cached).
+        gen, snap, waiting = await asyncio.wait_for(compute(), KPI_BUDGET_SECONDS)
+    except TimeoutError:
+        out["error"] = f"KPI values not computed within {KPI_BUDGET_SECONDS:g} s"
+        return out
     except ApiError as exc:
         out["error"] = exc.detail
         return out
