@@ -14,6 +14,7 @@ from typing import Annotated, Any, Final, Literal
 
 import polars as pl
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import Path as PathParam
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -43,7 +44,12 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {k: _ERRORS[k] for k in codes}
+    # 400 (an unreadable body) and 422 (a malformed parameter) can answer any route.
+    return {k: _ERRORS[k] for k in sorted({*codes, 400, 422})}
+
+
+#: Incident ids are PostgreSQL INTEGERs; larger ones are a 422, not a database error.
+IncidentId = Annotated[int, PathParam(ge=1, le=2**31 - 1, description="incident id")]
 
 
 # --- models (documentation and validation of answers) ------------------------------------
@@ -380,23 +386,27 @@ async def list_incidents(
 async def duty_report(
     principal: PrincipalDep,
     register: RegisterDep,
-    date: Annotated[dt.date, Query(description="the day (YYYY-MM-DD)")],
+    date: Annotated[str, Query(pattern=r"^\d{4}-\d{2}-\d{2}$", description="the day (YYYY-MM-DD)")],
     tz: Annotated[str, Query(description="time zone the day is counted in")] = "UTC",
     format: Annotated[Literal["json", "csv", "md"], Query()] = "json",
 ) -> Any:
     """The day's report by region and severity (a region-scoped key: its regions only)."""
     try:
-        start, end = day_window(date, tz)
+        day = dt.date.fromisoformat(date)
+    except ValueError as exc:
+        raise ApiError(422, f"query.date: not a day: {date!r}") from exc
+    try:
+        start, end = day_window(day, tz)
     except (KeyError, ValueError) as exc:
         raise ApiError(400, f"unknown time zone {tz!r}") from exc
     incidents = await _run(register.overlapping, start, end, principal.regions)
-    rows = daily_report(incidents, date, tz)
+    rows = daily_report(incidents, day, tz)
     if format != "json":
         assert format in FORMATS
         media = "text/csv" if format == "csv" else "text/markdown"
         return Response(render(rows, format), media_type=f"{media}; charset=utf-8")
     return DutyReport(
-        date=date.isoformat(),
+        date=day.isoformat(),
         tz=tz,
         start=start,
         end=end,
@@ -417,26 +427,26 @@ async def handover(principal: DutyDep, register: RegisterDep, body: HandoverBody
 
 
 @router.get(
-    "/incidents/{incident_id}",
+    "/incidents/{incident_id:int}",
     response_model=IncidentDetail,
     responses=_responses(401, 404, 503),
     summary="One incident with its timeline",
 )
 async def get_incident(
-    incident_id: int, principal: PrincipalDep, register: RegisterDep
+    incident_id: IncidentId, principal: PrincipalDep, register: RegisterDep
 ) -> IncidentDetail:
     """The incident, its timeline and the neighbouring episodes."""
     return IncidentDetail.model_validate(await _run(register.get, incident_id, principal.regions))
 
 
 @router.post(
-    "/incidents/{incident_id}/acknowledge",
+    "/incidents/{incident_id:int}/acknowledge",
     response_model=IncidentDetail,
     responses=_responses(401, 403, 404, 409, 503),
     summary="Acknowledge an incident (who: the key's name; when: now)",
 )
 async def acknowledge(
-    incident_id: int, principal: DutyDep, register: RegisterDep, body: AckBody | None = None
+    incident_id: IncidentId, principal: DutyDep, register: RegisterDep, body: AckBody | None = None
 ) -> IncidentDetail:
     """409 when someone already acknowledged it."""
     note = body.note if body else None
@@ -445,13 +455,13 @@ async def acknowledge(
 
 
 @router.post(
-    "/incidents/{incident_id}/notes",
+    "/incidents/{incident_id:int}/notes",
     response_model=IncidentDetail,
     responses=_responses(401, 403, 404, 422, 503),
     summary="Add a note to an incident's timeline",
 )
 async def add_note(
-    incident_id: int, principal: DutyDep, register: RegisterDep, body: NoteBody
+    incident_id: IncidentId, principal: DutyDep, register: RegisterDep, body: NoteBody
 ) -> IncidentDetail:
     """The note is kept with the key's name and the time."""
     out = await _run(register.note, incident_id, principal.name, body.text, principal.regions)
@@ -459,13 +469,13 @@ async def add_note(
 
 
 @router.post(
-    "/incidents/{incident_id}/close",
+    "/incidents/{incident_id:int}/close",
     response_model=IncidentDetail,
     responses=_responses(401, 403, 404, 409, 422, 503),
     summary="Close an incident under a cause category",
 )
 async def close(
-    incident_id: int, principal: DutyDep, register: RegisterDep, body: CloseBody
+    incident_id: IncidentId, principal: DutyDep, register: RegisterDep, body: CloseBody
 ) -> IncidentDetail:
     """409 when it is already closed."""
     out = await _run(
