@@ -36,9 +36,12 @@ class AuditMiddleware:
             await self.app(scope, receive, send_status)
         finally:
             # The authentication dependency puts the key's name in the request state; a
-            # request refused before that (no key, unknown key) logs as "-".
+            # request refused before that (no key, unknown key) logs as "-", and every
+            # request to an API without keys as "anonymous".
             state = scope.get("state") or {}
-            who = state.get("principal_name", "-")
+            settings = getattr(getattr(scope.get("app"), "state", None), "settings", None)
+            open_api = settings is not None and not settings.auth_enabled
+            who = state.get("principal_name") or ("anonymous" if open_api else "-")
             client = scope.get("client") or ("-", 0)
             # The query string is logged: it holds filters, never secrets (keys go in headers).
             query = scope.get("query_string", b"").decode("latin-1")

@@ -230,13 +230,18 @@ class IncidentRegister:
         if new_id is None:
             return None
         self._event(conn, new_id, alert.startsAt, "opened", ALERTMANAGER, notes.get("summary"))
+        # Notifications may arrive out of order (retries, several Alertmanagers): the
+        # episodes before and after this one are linked whichever came first.
+        episodes = sa.select(incidents.c.id, incidents.c.starts_at, incidents.c.resolved_at)
+        same = incidents.c.fingerprint == alert.fingerprint
         previous = conn.execute(
-            sa.select(incidents.c.id, incidents.c.resolved_at, incidents.c.closed_at)
-            .where(
-                incidents.c.fingerprint == alert.fingerprint,
-                incidents.c.starts_at < alert.startsAt,
-            )
+            episodes.where(same, incidents.c.starts_at < alert.startsAt)
             .order_by(incidents.c.starts_at.desc())
+            .limit(1)
+        ).first()
+        following = conn.execute(
+            episodes.where(same, incidents.c.starts_at > alert.startsAt)
+            .order_by(incidents.c.starts_at)
             .limit(1)
         ).first()
         if previous is not None:
@@ -244,33 +249,41 @@ class IncidentRegister:
                 incidents.update().where(incidents.c.id == new_id).values(previous_id=previous.id)
             )
             if previous.resolved_at is None:
-                # Alertmanager gives an alert a new startsAt only after it resolved: the
-                # resolved notification was lost (API down, retries exhausted).
-                conn.execute(
-                    incidents.update()
-                    .where(incidents.c.id == previous.id)
-                    .values(resolved_at=alert.startsAt)
-                )
-                self._event(
-                    conn,
-                    previous.id,
-                    alert.startsAt,
-                    "resolved",
-                    ALERTMANAGER,
-                    f"no resolved notification came; ended when the alert fired again "
-                    f"(incident {new_id})",
-                )
+                self._infer_end(conn, previous.id, alert.startsAt, new_id)
+        if following is not None:
+            conn.execute(
+                incidents.update().where(incidents.c.id == following.id).values(previous_id=new_id)
+            )
+            self._infer_end(conn, new_id, utc(following.starts_at), following.id)  # type: ignore[arg-type]
         return int(new_id)
+
+    def _infer_end(self, conn: Connection, incident_id: int, at: dt.datetime, next_id: int) -> None:
+        """End an episode whose resolved notification never came at the next one's start."""
+        # Alertmanager gives an alert a new startsAt only after it resolved: the
+        # resolved notification was lost (API down, retries exhausted) or is late; a
+        # late one still corrects the time (see _resolve).
+        conn.execute(incidents.update().where(incidents.c.id == incident_id).values(resolved_at=at))
+        self._event(
+            conn,
+            incident_id,
+            at,
+            "resolved",
+            ALERTMANAGER,
+            f"no resolved notification (yet); ended when the alert fired again "
+            f"(incident {next_id})",
+        )
 
     def _resolve(
         self, conn: Connection, fingerprint: str, starts_at: dt.datetime, ends_at: dt.datetime
     ) -> int | None:
+        # An end inferred from the next episode is always at or after the real end: the
+        # real one, arriving late, replaces it; an equal one is a re-send.
         done = conn.execute(
             incidents.update()
             .where(
                 incidents.c.fingerprint == fingerprint,
                 incidents.c.starts_at == starts_at,
-                incidents.c.resolved_at.is_(None),
+                sa.or_(incidents.c.resolved_at.is_(None), incidents.c.resolved_at > ends_at),
             )
             .values(resolved_at=ends_at)
             .returning(incidents.c.id)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from kpi.duty.register import DutyError, IncidentRegister, open_register
 from kpi.duty.schema import incident_events, incidents
@@ -144,3 +147,71 @@ def test_duty_actions_and_timeline(register: IncidentRegister) -> None:
     early = register.search(end=utc("2026-03-04T10:30:00Z"))[0]
     assert [r["id"] for r in early] == [gd]
     assert register.counts() == ({"critical": 1}, {"critical": 2})
+
+
+def _episode_plan() -> st.SearchStrategy[list[tuple[str, int, int | None]]]:
+    """(fingerprint, start hour, end hour or None) for 1-3 episodes of 1-2 alerts."""
+
+    def episodes(fp: str) -> st.SearchStrategy[list[tuple[str, int, int | None]]]:
+        return st.lists(
+            st.tuples(st.integers(1, 5), st.one_of(st.none(), st.integers(0, 4))),
+            min_size=1,
+            max_size=3,
+        ).map(
+            lambda gaps: [
+                (fp, start, None if end is None else start + end) for start, end in _starts(gaps)
+            ]
+        )
+
+    return st.tuples(episodes("a1"), st.one_of(st.just([]), episodes("b2"))).map(
+        lambda pair: pair[0] + pair[1]
+    )
+
+
+def _starts(gaps: list[tuple[int, int | None]]) -> list[tuple[int, int | None]]:
+    """Episode start hours 10 h apart plus a gap, so an episode ends before the next starts."""
+    return [(10 * i + gap, end) for i, (gap, end) in enumerate(gaps)]
+
+
+def _hour(h: int) -> str:
+    return f"2026-03-0{1 + h // 24}T{h % 24:02d}:00:00Z"
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(plan=_episode_plan(), data=st.data())
+def test_any_delivery_order_and_resends_give_the_same_register(
+    plan: list[tuple[str, int, int | None]], data: st.DataObject
+) -> None:
+    """Property: whatever the order and the duplicates, the register ends up the same.
+
+    Reference: one incident per episode; resolved at its endsAt when a resolution was
+    delivered, else at the next episode's start when there is one (Alertmanager only
+    re-fires a resolved alert), else open; each episode linked to the one before.
+    """
+    notes: list[dict[str, object]] = []
+    for fp, start, end in plan:
+        copies = data.draw(st.integers(1, 3), label="copies")
+        notes += [alert(fp, _hour(start))] * copies
+        if end is not None:
+            notes += [alert(fp, _hour(start), _hour(end))] * copies
+    order = data.draw(st.permutations(notes), label="order")
+    with tempfile.TemporaryDirectory() as tmp:
+        reg = open_register(f"sqlite:///{tmp}/duty.db")
+        for note in order:
+            reg.record(WebhookPayload.model_validate(payload(note)))
+        got = {(r["fingerprint"], r["starts_at"]): r for r in reg.search(limit=1000)[0]}
+        reg.engine.dispose()
+    assert len(got) == len(plan)
+    for fp in ("a1", "b2"):
+        mine = sorted((s, e) for f, s, e in plan if f == fp)
+        for i, (start, end) in enumerate(mine):
+            row = got[(fp, utc(_hour(start)))]
+            if end is not None:
+                expected_end = utc(_hour(end))
+            elif i + 1 < len(mine):
+                expected_end = utc(_hour(mine[i + 1][0]))
+            else:
+                expected_end = None
+            assert row["resolved_at"] == expected_end, (fp, start, end)
+            previous = got[(fp, utc(_hour(mine[i - 1][0])))]["id"] if i else None
+            assert row["previous_id"] == previous
