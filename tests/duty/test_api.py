@@ -227,7 +227,14 @@ def test_requests_are_audited_by_key_name(
     assert not any(s in x for x in lines for s in ("am-token", "duty-secret", "reader-secret"))
 
 
-def test_without_a_database_the_desk_answers_503(tmp_path: Path) -> None:
-    with api_client(write_hand_folder(tmp_path / "data")) as c:
+def test_without_a_database_the_desk_answers_503(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with (
+        api_client(write_hand_folder(tmp_path / "data")) as c,
+        caplog.at_level(logging.INFO, logger="kpi.api.audit"),
+    ):
         r = c.get("/api/v1/incidents")
         assert r.status_code == 503 and "--database" in r.json()["detail"]
+    # No keys configured: the audit log says so instead of a blank name.
+    assert any("key=anonymous" in x.getMessage() for x in caplog.records)
