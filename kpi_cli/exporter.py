@@ -8,8 +8,12 @@ from typing import Annotated
 import typer
 
 from kpi_cli.options import (
+    DEDUP_WINDOW_DEFAULT,
+    LATE_GRACE_DEFAULT,
     RETENTION_DEFAULT,
     DataDir,
+    DedupWindow,
+    LateGrace,
     Retention,
     parse_duration,
     parse_listen,
@@ -55,6 +59,8 @@ def exporter(
         ),
     ] = "10s",
     retention: Retention = RETENTION_DEFAULT,
+    late_grace: LateGrace = LATE_GRACE_DEFAULT,
+    dedup_window: DedupWindow = DEDUP_WINDOW_DEFAULT,
     log_level: Annotated[
         str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR")
     ] = "INFO",
@@ -83,6 +89,8 @@ def exporter(
         stall_hours=stall_hours,
         grace=parse_duration(grace),
         retention=parse_retention(retention),
+        late_grace=parse_duration(late_grace),
+        dedup_window=parse_retention(dedup_window),
     )
     try:
         ExporterService(config).run()

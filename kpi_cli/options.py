@@ -51,6 +51,28 @@ def parse_retention(text: str) -> float | None:
     return parse_duration(text)
 
 
+#: ``--late-grace`` and ``--dedup-window`` of the exporter, and their defaults
+#: (``exporters.service.LATE_GRACE_DEFAULT`` / ``DEDUP_WINDOW_DEFAULT`` in seconds).
+LATE_GRACE_DEFAULT: Final = "24h"
+DEDUP_WINDOW_DEFAULT: Final = "14d"
+LateGrace = Annotated[
+    str,
+    typer.Option(
+        "--late-grace",
+        help="exporter: attempts, deliveries and returns wait this long (event time) for"
+        " their item's acceptance before they are counted with unknown labels",
+    ),
+]
+DedupWindow = Annotated[
+    str,
+    typer.Option(
+        "--dedup-window",
+        help="exporter: event ids are remembered this long (event time, at least"
+        " --late-grace); older events are rejected as too_old; or `forever`",
+    ),
+]
+
+
 def parse_listen(text: str) -> tuple[str, int]:
     """``HOST:PORT`` (or ``:PORT`` for all interfaces) as a (host, port) pair."""
     host, sep, port = text.rpartition(":")

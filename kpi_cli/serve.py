@@ -8,10 +8,14 @@ from typing import Annotated
 import typer
 
 from kpi_cli.options import (
+    DEDUP_WINDOW_DEFAULT,
+    LATE_GRACE_DEFAULT,
     RETENTION_DEFAULT,
     DatabaseOption,
     DataDir,
+    DedupWindow,
     InsecureOption,
+    LateGrace,
     Retention,
     database_url,
     parse_duration,
@@ -47,6 +51,8 @@ def serve(
     log_level: Annotated[
         str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR")
     ] = "INFO",
+    late_grace: LateGrace = LATE_GRACE_DEFAULT,
+    dedup_window: DedupWindow = DEDUP_WINDOW_DEFAULT,
     database: DatabaseOption = "sqlite:///var/duty.db",
     insecure_no_auth: InsecureOption = False,
 ) -> None:
@@ -85,6 +91,8 @@ def serve(
             refresh_interval=parse_duration(refresh_interval),
             as_of="latest" if as_of == "latest" else "now",
             retention=parse_retention(retention),
+            late_grace=parse_duration(late_grace),
+            dedup_window=parse_retention(dedup_window),
         )
     )
     exporter.start()

@@ -34,7 +34,7 @@ ARGS = [
     "0.2s",
 ]
 #: Process-local by design (reset on restart, like process_* metrics).
-LOCAL = (cat.EXPORTER_BATCH_DURATION.name,)
+LOCAL = (cat.EXPORTER_BATCH_DURATION.name, cat.EXPORTER_LATE_EVENTS.name)
 COUNTER_SUFFIXES = ("_total", "_bucket", "_sum", "_count")
 
 

@@ -19,10 +19,9 @@ from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from kpi.api.deps import PrincipalDep, SettingsDep, StoreDep, _bearer
+from kpi.api.deps import ListParam, PrincipalDep, SettingsDep, StoreDep, _bearer, split
 from kpi.api.errors import ERROR_RESPONSES, ApiError, Problem, forbidden
 from kpi.api.models import Instant
-from kpi.api.routers.kpis import ListParam, split
 from kpi.api.store import DataStore, Generation
 from kpi.duty.register import CAUSES, STATUSES, DutyError, Episode, IncidentRegister
 from kpi.duty.report import FORMATS, daily_report, day_window, render
