@@ -42,7 +42,7 @@ def child(data: Path, window: str, retention: str) -> list[dict[str, float]]:
     import datetime as dt
 
     from exporters.ingest import IngestConfig, Ingestor
-    from kpi.commands.options import parse_retention
+    from kpi_cli.options import parse_retention
 
     def delta(text: str) -> dt.timedelta | None:
         seconds = parse_retention(text)
@@ -53,9 +53,7 @@ def child(data: Path, window: str, retention: str) -> list[dict[str, float]]:
     with tempfile.TemporaryDirectory() as tmp:
         live, state = Path(tmp) / "data", Path(tmp) / "state"
         (live / "events").mkdir(parents=True)
-        config = IngestConfig(
-            live, state, retention=delta(retention), dedup_window=delta(window)
-        )
+        config = IngestConfig(live, state, retention=delta(retention), dedup_window=delta(window))
         ing = Ingestor(config)
         started = time.perf_counter()
         for n, path in enumerate(days, 1):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import subprocess
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -160,8 +161,6 @@ def test_families_expose_exactly_the_catalog_sample_names() -> None:
 def test_promtool_check_metrics_is_clean() -> None:
     # promtool's linter flags counters without _total, non-base units, missing help, etc.
     binary = promkit.require_binary("promtool")
-    import subprocess
-
     result = subprocess.run(
         [binary, "check", "metrics"],
         input=_exposition(),

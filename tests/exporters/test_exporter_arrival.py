@@ -22,7 +22,7 @@ from exporters import catalog as cat
 from exporters.ingest import IngestConfig, Ingestor
 from exporters.state import write_checkpoint
 from exporters.store import CounterStore
-from exporters.testkit import (
+from tests.exporterkit import (
     ExporterProcess,
     append_jsonl,
     counters_only,

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from exporters import catalog as cat
-from exporters.testkit import (
+from kpi.simulate import live_append
+from tests.exporterkit import (
     ExporterProcess,
     counters_only,
     fetch,
@@ -23,7 +24,6 @@ from exporters.testkit import (
     total,
     wait_until,
 )
-from kpi.simulate import live_append
 
 ARGS = [
     "--batch-interval",

@@ -15,7 +15,7 @@ from exporters.ingest import IngestConfig, Ingestor
 from exporters.service import ExporterConfig, ExporterService
 from exporters.state import StateDirLock, latest_checkpoint, write_checkpoint
 from exporters.store import CounterStore
-from exporters.testkit import Feed, append_jsonl, event, facilities_csv, write_parquet_atomic
+from tests.exporterkit import Feed, append_jsonl, event, facilities_csv, write_parquet_atomic
 
 FEED = Feed()
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from exporters import catalog as cat
 from exporters.ingest import IngestConfig, Ingestor
 from kpi.simulate import SimConfig, generate
 from tests.exporters.parity import (
@@ -111,9 +112,7 @@ def test_split_by_format_deliveries_read_before_acceptances(
     assert ing.counters.total(cat_rejected()) == 50  # the duplicates
 
 
-def cat_rejected():  # type: ignore[no-untyped-def]
-    from exporters import catalog as cat
-
+def cat_rejected() -> cat.MetricSpec:
     return cat.EXPORTER_EVENTS_REJECTED
 
 
@@ -187,8 +186,6 @@ def test_olist_sample_deliveries_first(tmp_path: Path) -> None:
     late = raw.filter(
         pl.col("order_delivered_customer_date") > pl.col("order_estimated_delivery_date")
     ).height
-    from exporters import catalog as cat
-
     assert ing.counters.value(cat.ITEMS_DELIVERED, ("standard", "BR", "false")) == late
     assert ing.counters.total(cat.ITEMS_DELIVERED) == raw.height + _delivered_without_carrier(raw)
 
