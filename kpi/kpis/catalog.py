@@ -113,8 +113,8 @@ _DWELL = (
 )
 _LEG = (
     "leg = an `arrived` scan at facility g minus the same item's latest `departed` scan"
-    " strictly before it, when that departure is at another facility f (route f -> g;"
-    " a departure from g itself, a truck turned back, makes no leg)"
+    " strictly before it among those at other facilities f (route f -> g; at equal times"
+    " the greatest facility name)"
 )
 _FIRST = (
     "first mile = the item's first `departed` scan at or after its acceptance minus the"

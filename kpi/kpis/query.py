@@ -118,7 +118,13 @@ class Snapshot:
         table = lifecycle(state.lazy(), ds.standards).collect()
         complaints = ds.complaints.filter(pl.col("opened_at") <= effective).collect()
         clean_parquet = isinstance(scanned, ScannedState) and not scanned.text_files
-        stage_events = _raw_stage_events(ds) if clean_parquet else ds.events
+        # A snapshot may come from any frame of events: repeated event ids (one scan read
+        # twice) must not count twice as stages (the lifecycle's rules are idempotent).
+        stage_events = (
+            _raw_stage_events(ds)
+            if clean_parquet
+            else ds.events.unique("event_id", keep="first", maintain_order=True)
+        )
         if as_of is not None:
             stage_events = stage_events.filter(pl.col("ts") <= as_of)
         tables = stage_tables(stage_events)

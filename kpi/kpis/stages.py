@@ -6,7 +6,7 @@ it lost the time:
 - **dwell** (processing): a ``departed`` scan's ``ts`` minus the same item's latest
   ``arrived`` scan at the same facility at or before it;
 - **leg** (transport): an ``arrived`` scan at facility *g* minus the same item's
-  latest ``departed`` scan before it (strictly earlier), at another facility *f*;
+  latest ``departed`` scan strictly before it among those at other facilities *f*;
 - **first mile** (collection): the item's first ``departed`` scan at or after its
   acceptance minus the acceptance;
 - **last mile** (delivery): the delivery (earliest ``delivered`` scan) minus the
@@ -462,10 +462,10 @@ def first_mile_kpis(items: pl.LazyFrame, by: list[str], w: Window) -> pl.LazyFra
     departed = pl.col("first_departed_at")
     same_day = departed.is_not_null() & (departed <= pl.col("dispatch_by"))
     counts = _agg(
-        accepted, by, keys, count_if(due & same_day).alias("_same_day"), count_if(due).alias("_due")
+        accepted, by, keys, count_if(due & same_day).alias("_fm_same_day"), count_if(due).alias("_fm_due")
     )
     joined = outer_join([timed, counts], keys)
-    return joined.with_columns(ratio("_same_day", "_due").alias("dispatched_same_day_ratio"))
+    return joined.with_columns(ratio("_fm_same_day", "_fm_due").alias("dispatched_same_day_ratio"))
 
 
 def last_mile_kpis(items: pl.LazyFrame, by: list[str], w: Window) -> pl.LazyFrame:
