@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -77,9 +77,20 @@ class Snapshot:
     rejected_events: int | None = None
     #: Event files that could not be read at all (counted where ``rejected_events`` is).
     unreadable_event_files: int = 0
-    #: Per-scan dwell and leg rows, per-item first and last mile rows (stage KPIs).
-    stages: StageTables = field(default_factory=empty_stage_tables)
+    #: Builds the stage tables (per-scan dwell and leg rows, per-item first and last
+    #: mile rows) on the first stage question: the other KPIs never pay for them.
+    stage_builder: Callable[[], StageTables] | None = None
     stage_targets: StageTargets = field(default_factory=StageTargets)
+    _stages: list[StageTables] = field(default_factory=list, repr=False)
+
+    @property
+    def stages(self) -> StageTables:
+        """The stage tables, built once (empty when the snapshot has no builder)."""
+        if not self._stages:
+            self._stages.append(
+                self.stage_builder() if self.stage_builder else empty_stage_tables()
+            )
+        return self._stages[0]
 
     @classmethod
     def from_dataset(cls, ds: DataSet, as_of: dt.datetime | None = None) -> Snapshot:
@@ -118,17 +129,19 @@ class Snapshot:
         table = lifecycle(state.lazy(), ds.standards).collect()
         complaints = ds.complaints.filter(pl.col("opened_at") <= effective).collect()
         clean_parquet = isinstance(scanned, ScannedState) and not scanned.text_files
-        # A snapshot may come from any frame of events: repeated event ids (one scan read
-        # twice) must not count twice as stages (the lifecycle's rules are idempotent).
-        stage_events = (
-            _raw_stage_events(ds)
-            if clean_parquet
-            else ds.events.unique("event_id", keep="first", maintain_order=True)
-        )
-        if as_of is not None:
-            stage_events = stage_events.filter(pl.col("ts") <= as_of)
-        tables = stage_tables(stage_events)
-        stages = item_stage_rows(tables, table, ds.standards)
+
+        def build_stages() -> StageTables:
+            # A snapshot may come from any frame of events: repeated event ids (one scan
+            # read twice) must not count twice (the lifecycle's rules are idempotent).
+            events = (
+                _raw_stage_events(ds)
+                if clean_parquet
+                else ds.events.unique("event_id", keep="first", maintain_order=True)
+            )
+            if as_of is not None:
+                events = events.filter(pl.col("ts") <= as_of)
+            return item_stage_rows(stage_tables(events), table, ds.standards)
+
         return cls(
             table,
             complaints,
@@ -137,7 +150,7 @@ class Snapshot:
             first,
             rejected_events=rejected,
             unreadable_event_files=unreadable,
-            stages=stages,
+            stage_builder=build_stages,
             stage_targets=ds.standards.stages,
         )
 

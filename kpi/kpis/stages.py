@@ -462,7 +462,11 @@ def first_mile_kpis(items: pl.LazyFrame, by: list[str], w: Window) -> pl.LazyFra
     departed = pl.col("first_departed_at")
     same_day = departed.is_not_null() & (departed <= pl.col("dispatch_by"))
     counts = _agg(
-        accepted, by, keys, count_if(due & same_day).alias("_fm_same_day"), count_if(due).alias("_fm_due")
+        accepted,
+        by,
+        keys,
+        count_if(due & same_day).alias("_fm_same_day"),
+        count_if(due).alias("_fm_due"),
     )
     joined = outer_join([timed, counts], keys)
     return joined.with_columns(ratio("_fm_same_day", "_fm_due").alias("dispatched_same_day_ratio"))
