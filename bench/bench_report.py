@@ -460,7 +460,7 @@ def run_polars(
     end_to_end = [k.name for k in KPIS if k.name not in STAGE_NAMES]
     default = snap.query(KpiQuery(kpis=None if with_stages else tuple(end_to_end)))
     lap("query default")
-    fits = [k.name for k in KPIS if set(GROUPED_BY) <= set(k.dimensions)]
+    fits = [k.name for k in KPIS if set(GROUPED_BY) <= set(k.dimensions) and k.windowed]
     grouped = snap.query(
         KpiQuery(
             kpis=tuple(n for n in fits if with_stages or n in end_to_end),

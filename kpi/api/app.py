@@ -15,7 +15,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from kpi.api.deps import authenticate
 from kpi.api.errors import ApiError
 from kpi.api.metrics import ApiMetrics, MetricsMiddleware
-from kpi.api.routers import admin, backlog, complaints, health, items, kpis, late_items, query
+from kpi.api.routers import (
+    admin,
+    backlog,
+    complaints,
+    health,
+    items,
+    kpis,
+    late_items,
+    legs,
+    query,
+)
 from kpi.api.settings import Settings
 from kpi.api.store import DataStore
 
@@ -111,7 +121,7 @@ def create_app(settings: Settings, *, wait_for_data: bool = False) -> FastAPI:
     app.state.keys_by_hash = {k.sha256: k for k in settings.api_keys}
     _install_error_handlers(app)
     _install_docs(app, settings)
-    for module in (kpis, query, items, backlog, late_items, complaints, admin):
+    for module in (kpis, query, items, backlog, late_items, legs, complaints, admin):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(health.router)
     app.include_router(health.router, prefix=API_PREFIX, include_in_schema=False)

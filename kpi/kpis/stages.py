@@ -478,3 +478,97 @@ def last_mile_kpis(items: pl.LazyFrame, by: list[str], w: Window) -> pl.LazyFram
     rows, keys = _rows(rows, "delivered_at", by, w, LAST_MILE_COLUMNS)
     hours = hours_between("delivered_at", "last_arrived_at")
     return _agg(rows, by, keys, *_hours_stats("last_mile", hours, mean=False))
+
+
+# --- slices (the API's filters) and the legs drill-down ----------------------------------
+
+_ITEM_FILTER_COLUMNS: Final = {
+    "origin": "origin",
+    "destination": "destination",
+    "region": "destination",  # as for item KPIs: the destination region
+    "product": "product",
+    "facility": "last_arrival_facility",
+}
+
+
+def _facilities_where(facilities: pl.DataFrame, column: str, values: tuple[str, ...]) -> list[str]:
+    return facilities.filter(pl.col(column).cast(pl.String).is_in(list(values)))[
+        "facility"
+    ].to_list()
+
+
+def stage_filter(
+    tables: StageTables,
+    facilities: pl.DataFrame,
+    dimension: str,
+    values: tuple[str, ...],
+    exclude: bool = False,
+) -> StageTables:
+    """The stage rows whose ``dimension`` is one of ``values`` (or none of them, with
+    ``exclude``; unknown values never match either way). ``region`` keeps dwell rows of
+    facilities in those regions, legs that start or end in them, and items destined there.
+    """
+
+    def match(col: pl.Expr) -> pl.Expr:
+        text = col.cast(pl.String)
+        inside = text.is_in(list(values))
+        return text.is_not_null() & (~inside if exclude else inside)
+
+    def in_regions(col: str) -> pl.Expr:
+        names = _facilities_where(facilities, "region", values)
+        inside = pl.col(col).cast(pl.String).is_in(names)
+        return pl.col(col).is_not_null() & (~inside if exclude else inside)
+
+    scans = tables.scans
+    fac, frm = pl.col("facility"), pl.col("from_facility")
+    is_dwell = pl.col("kind") == DWELL
+    scan_cond: pl.Expr | None = {
+        "facility": is_dwell & match(fac),
+        "facility_type": is_dwell
+        & match(
+            fac.cast(pl.String).replace_strict(
+                facilities["facility"], facilities["type"].cast(pl.String), default=None
+            )
+        ),
+        "region": pl.when(is_dwell)
+        .then(in_regions("facility"))
+        .otherwise(in_regions("facility") | in_regions("from_facility")),
+        "from_facility": ~is_dwell & match(frm),
+        "to_facility": ~is_dwell & match(fac),
+        "from_region": ~is_dwell & in_regions("from_facility"),
+        "to_region": ~is_dwell & in_regions("facility"),
+    }.get(dimension)
+    if scan_cond is not None:
+        scans = scans.filter(scan_cond)
+    items = tables.items
+    if dimension in _ITEM_FILTER_COLUMNS:
+        items = items.filter(match(pl.col(_ITEM_FILTER_COLUMNS[dimension])))
+    return StageTables(scans, items, tables.item_ids)
+
+
+def slow_legs(
+    tables: StageTables, facilities: pl.DataFrame, min_hours: float | None = None
+) -> pl.DataFrame:
+    """Every leg (slowest first): item, route, regions, departure, arrival and hours."""
+    region = dict(
+        zip(facilities["facility"].to_list(), facilities["region"].to_list(), strict=True)
+    )
+    legs = tables.scans.filter(pl.col("kind") == LEG)
+    if min_hours is not None:
+        legs = legs.filter(pl.col("hours") >= min_hours)
+    return legs.select(
+        tables.item_ids.gather(legs["j"]).alias("item_id"),
+        pl.col("from_facility").cast(pl.String),
+        pl.col("facility").cast(pl.String).alias("to_facility"),
+        pl.col("from_facility")
+        .cast(pl.String)
+        .replace_strict(region, default=None, return_dtype=pl.String)
+        .alias("from_region"),
+        pl.col("facility")
+        .cast(pl.String)
+        .replace_strict(region, default=None, return_dtype=pl.String)
+        .alias("to_region"),
+        pl.col("started_at").alias("departed_at"),
+        pl.col("at").alias("arrived_at"),
+        "hours",
+    ).sort(["hours", "item_id"], descending=[True, False])
