@@ -58,22 +58,20 @@ class StageTables:
     """The stage rows of one snapshot.
 
     ``scans``: one row per departure (dwell; ``hours`` null when it had no arrival) and
-    per leg: ``kind, j, at, facility, from_facility, started_at, hours``, where ``at`` is
+    per leg: ``kind, h, at, facility, from_facility, started_at, hours``, where ``at`` is
     the departure (dwell) or the arrival (leg), ``facility`` the departure's (dwell) or
-    the arrival's (leg) and ``from_facility`` the leg's departure facility. Facilities
-    are an ``Enum`` of the snapshot's facility names (integers to group and compare).
-    ``items``: one row per item with an acceptance or a delivery: ``j, accepted_at,
+    the arrival's (leg) and ``from_facility`` the leg's departure facility (facilities
+    as ``Categorical``: integers to group and compare).
+    ``items``: one row per item with an acceptance or a delivery: ``h, accepted_at,
     first_departed_at, delivered_at, last_arrived_at, last_arrival_facility`` (plus the
     item's ``product, origin, destination, dispatch_by`` after ``item_stage_rows``).
-    ``j`` is the row of the item's id in ``item_ids``.
+    ``h`` identifies the item: ``ids`` maps it to the item id (None until
+    ``item_stage_rows`` when ``h`` is the hash of the id).
     """
 
     scans: pl.DataFrame
     items: pl.DataFrame
-    item_ids: pl.Series
-
-
-_NO_FACILITY: Final = pl.Enum([])
+    ids: pl.DataFrame | None = None
 
 
 def empty_stage_tables() -> StageTables:
@@ -81,88 +79,94 @@ def empty_stage_tables() -> StageTables:
     scans = pl.DataFrame(
         schema={
             "kind": StageKind,
-            "j": pl.UInt32(),
+            "h": pl.UInt64(),
             "at": UTC,
-            "facility": _NO_FACILITY,
-            "from_facility": _NO_FACILITY,
+            "facility": pl.Categorical(),
+            "from_facility": pl.Categorical(),
             "started_at": UTC,
             "hours": pl.Float64(),
         }
     )
     items = pl.DataFrame(
         schema={
-            "j": pl.UInt32(),
+            "h": pl.UInt64(),
             "accepted_at": UTC,
             "first_departed_at": UTC,
             "delivered_at": UTC,
             "last_arrived_at": UTC,
-            "last_arrival_facility": _NO_FACILITY,
+            "last_arrival_facility": pl.Categorical(),
         }
     )
-    return StageTables(scans, items, pl.Series("item_id", [], pl.String))
+    ids = pl.DataFrame(schema={"h": pl.UInt64(), "item_id": pl.String()})
+    return StageTables(scans, items, ids)
+
+
+def _stage_rows(events: pl.LazyFrame) -> pl.LazyFrame:
+    rank = (
+        pl.col("event").cast(pl.String).replace_strict(_RANK, default=None, return_dtype=pl.Int64)
+    )
+    return events.filter(
+        pl.col("event").cast(pl.String).is_in(_STAGE_EVENTS)
+        & pl.col("item_id").is_not_null()
+        & pl.col("ts").is_not_null()
+        & pl.col("facility").is_not_null()
+    ).with_columns(
+        (pl.col("ts").dt.epoch("us") * _RANK_BITS + rank).alias("key"), rank.alias("_rank")
+    )
 
 
 def _base(events: pl.LazyFrame) -> pl.DataFrame:
-    """The stage scans (acceptances, arrivals, departures, deliveries), unsorted."""
-    rank = pl.col("event").cast(pl.String).replace_strict(_RANK, return_dtype=pl.Int64)
+    """The stage scans (acceptances, arrivals, departures, deliveries), unsorted: item
+    hashes, time key, event rank and facility; the ids' text is never kept."""
     return (
-        events.filter(
-            pl.col("event").cast(pl.String).is_in(_STAGE_EVENTS)
-            & pl.col("item_id").is_not_null()
-            & pl.col("ts").is_not_null()
-            & pl.col("facility").is_not_null()
-        )
+        _stage_rows(events)
         .select(
-            "item_id",
-            "facility",
-            (pl.col("ts").dt.epoch("us") * _RANK_BITS + rank).alias("key"),
-            rank.cast(pl.UInt8).alias("ev"),
+            pl.col("item_id").hash(_SEED).alias("h"),
+            pl.col("item_id").hash(_SEED_2).alias("h2"),
+            "key",
+            pl.col("_rank").cast(pl.UInt8).alias("ev"),
+            pl.col("facility").cast(pl.Categorical),
         )
         .collect()
     )
 
 
-def _sorted(base: pl.DataFrame) -> pl.DataFrame:
-    """The scans' integer columns sorted by item, then time, lifecycle stage and facility.
+def _sorted(base: pl.DataFrame, events: pl.LazyFrame) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """The scans sorted by item, then time, lifecycle stage and facility name, and the
+    item ids by ``h`` when ``h`` is not the hash of the id.
 
-    Only integers move: items are ordered by a 64-bit hash ``h`` of their id, facilities
-    are an ``Enum`` (sorted names), and ``j`` points back to the row in ``base``. Within
-    an item, ties at one instant follow the lifecycle order (arrival before departure
-    before delivery), then the facility name. Two stable integer sorts (time and facility
-    packed in one key, then the item) cost a fraction of one sort of the rows. Two ids
-    sharing ``h`` are caught by a second, independent hash (as in ``kpi.state_scan``)
-    and then items are ordered by their id text.
+    Items are ordered by a 64-bit hash ``h`` of their id. Event logs mostly come in time
+    order: then one stable integer sort by ``h`` is all it takes; otherwise a sort by
+    time first. Within an item, ties at one instant follow the lifecycle order (arrival
+    before departure before delivery) and then the facility name, which takes a full
+    sort only when two scans of an item share an instant and a stage. Two ids sharing
+    ``h`` are caught by a second, independent hash (as in ``kpi.state_scan``); items are
+    then numbered by their id text instead.
     """
-    names = base.get_column("facility").unique().sort()
-    fac_type = pl.Enum(names)
-    ints = base.select(
-        pl.col("item_id").hash(_SEED).alias("h"),
-        pl.col("item_id").hash(_SEED_2).alias("h2"),
-        "key",
-        "ev",
-        pl.col("facility").cast(fac_type).alias("facility"),
-        pl.int_range(pl.len(), dtype=pl.UInt32).alias("j"),
-    )
-    fac_code = pl.col("facility").to_physical().cast(pl.Int64)
-    fbits = max(len(names), 1).bit_length()
-    kmin, kmax = ints.select(pl.col("key").min().alias("lo"), pl.col("key").max().alias("hi")).row(
-        0
-    )
-    if kmin is not None and (kmax - kmin).bit_length() + fbits <= 62:
-        packed = (pl.col("key") - kmin) * (1 << fbits) + fac_code
-        first = ints.select(packed.arg_sort()).to_series()
-        by_item = ints.get_column("h").gather(first).to_frame()
-        second = by_item.select(pl.arg_sort_by("h", maintain_order=True)).to_series()
-        s = ints[first.gather(second)]
+    key, h = pl.col("key"), pl.col("h")
+    in_time_order = base.select((key.diff().fill_null(0) >= 0).all()).item()
+    if in_time_order:
+        order = base.select(pl.arg_sort_by("h", maintain_order=True)).to_series()
     else:
-        s = ints.sort(["h", "key", fac_code])
-    h, h2 = pl.col("h"), pl.col("h2")
-    if s.select(((h == h.shift(1)) & (h2 != h2.shift(1))).any()).item():
-        ranked = ints.with_columns(
-            base.get_column("item_id").rank("dense").cast(pl.UInt64).alias("h")
-        )
-        s = ranked.sort(["h", "key", fac_code])
-    return s.drop("h2")
+        first = base.get_column("key").arg_sort()
+        by_item = base.get_column("h").gather(first).to_frame()
+        order = first.gather(by_item.select(pl.arg_sort_by("h", maintain_order=True)).to_series())
+    s = base[order]
+    ids = None
+    if s.select(((h == h.shift(1)) & (pl.col("h2") != pl.col("h2").shift(1))).any()).item():
+        texts = _stage_rows(events).select("item_id").collect().get_column("item_id")
+        ranked = texts.rank("dense").cast(pl.UInt64)
+        ids = pl.DataFrame({"h": ranked, "item_id": texts}).unique("h")
+        base = base.with_columns(ranked.alias("h"))
+        s = base.sort(["h", "key"])
+    tie = (
+        (h == h.shift(1))
+        & (key == key.shift(1))
+        & (pl.col("facility") != pl.col("facility").shift(1))
+    )
+    if s.select(tie.any()).item():
+        s = s.sort(["h", "key", pl.col("facility").cast(pl.String)])
+    return s.drop("h2"), ids
 
 
 def _ts(key: pl.Expr) -> pl.Expr:
@@ -233,11 +237,12 @@ def stage_tables(events: pl.LazyFrame) -> StageTables:
     base = _base(events)
     if base.is_empty():
         return empty_stage_tables()
-    a = _annotated(_sorted(base))
+    s, ids = _sorted(base, events)
+    a = _annotated(s)
     fac, key, ev = pl.col("facility"), pl.col("key"), pl.col("ev")
     has_arr = pl.col("arr_i").is_not_null() & (pl.col("arr_i") >= pl.col("start"))
     has_dep = pl.col("dep_i").is_not_null() & (pl.col("dep_i") >= pl.col("start"))
-    cols = ("j", "key", "facility")
+    cols = ("h", "key", "facility")
     fac_type = a.schema["facility"]
 
     # Dwell: every departure, from its latest arrival at the same facility (if any).
@@ -246,11 +251,11 @@ def stage_tables(events: pl.LazyFrame) -> StageTables:
         *cols, pl.col("arr_key").alias("from_key")
     )
     dwell_none = deps.filter(~has_arr).select(*cols, pl.lit(None, pl.Int64).alias("from_key"))
-    rare = deps.filter(has_arr & (pl.col("arr_fac") != fac)).select("h", "i", *cols)
+    rare = deps.filter(has_arr & (pl.col("arr_fac") != fac)).select("i", *cols)
     dwell_rare = _settle(a, rare, _ARR, same=True).select(*cols, pl.col("c_key").alias("from_key"))
     dwell = pl.concat([dwell_easy, dwell_none, dwell_rare]).select(
         pl.lit(DWELL, StageKind).alias("kind"),
-        "j",
+        "h",
         _ts(key).alias("at"),
         "facility",
         pl.lit(None, fac_type).alias("from_facility"),
@@ -262,7 +267,7 @@ def stage_tables(events: pl.LazyFrame) -> StageTables:
     leg_easy = arrs.filter(has_dep & (pl.col("dep_fac") != fac)).select(
         *cols, pl.col("dep_fac").alias("from_facility"), pl.col("dep_key").alias("from_key")
     )
-    rare = arrs.filter(has_dep & (pl.col("dep_fac") == fac)).select("h", "i", *cols)
+    rare = arrs.filter(has_dep & (pl.col("dep_fac") == fac)).select("i", *cols)
     leg_rare = (
         _settle(a, rare, _DEP, same=False)
         .filter(pl.col("c_key").is_not_null())
@@ -270,7 +275,7 @@ def stage_tables(events: pl.LazyFrame) -> StageTables:
     )
     legs = pl.concat([leg_easy, leg_rare]).select(
         pl.lit(LEG, StageKind).alias("kind"),
-        "j",
+        "h",
         _ts(key).alias("at"),
         "facility",
         "from_facility",
@@ -281,14 +286,13 @@ def stage_tables(events: pl.LazyFrame) -> StageTables:
     # Items: the first acceptance, the first departure at or after it, the delivery
     # (first `delivered`) and the latest arrival at or before it.
     first_acc = a.filter((ev == _ACC) & (pl.col("n_acc") == 1)).select(
-        "h", "j", _ts(key).alias("accepted_at")
+        "h", _ts(key).alias("accepted_at")
     )
     first_dep = a.filter((ev == _DEP) & (pl.col("n_dep_acc") == 1)).select(
         "h", _ts(key).alias("first_departed_at")
     )
     first_del = a.filter((ev == _DEL) & (pl.col("n_del") == 1)).select(
         "h",
-        pl.col("j").alias("_j"),
         _ts(key).alias("delivered_at"),
         pl.when(has_arr).then(_ts(pl.col("arr_key"))).alias("last_arrived_at"),
         pl.when(has_arr).then(pl.col("arr_fac")).alias("last_arrival_facility"),
@@ -297,7 +301,7 @@ def stage_tables(events: pl.LazyFrame) -> StageTables:
         first_acc.join(first_dep, on="h", how="left")
         .join(first_del, on="h", how="full", coalesce=True)
         .select(
-            pl.coalesce("j", "_j").alias("j"),
+            "h",
             "accepted_at",
             "first_departed_at",
             "delivered_at",
@@ -305,25 +309,30 @@ def stage_tables(events: pl.LazyFrame) -> StageTables:
             "last_arrival_facility",
         )
     )
-    return StageTables(scans, items, base.get_column("item_id"))
+    return StageTables(scans, items, ids)
 
 
 def item_stage_rows(
     tables: StageTables, lifecycle: pl.DataFrame, standards: ServiceStandards
 ) -> StageTables:
-    """``tables`` with the items' product, origin, destination (from the lifecycle) and
-    the end of their deposit day (``dispatch_by``)."""
-    ids = tables.item_ids.gather(tables.items.get_column("j"))
-    lc = lifecycle.lazy().select("item_id", "product", "origin", "destination")
+    """``tables`` with the items' product, origin, destination (from the lifecycle), the
+    end of their deposit day (``dispatch_by``) and the item ids."""
+    ids = tables.ids
+    if ids is None:  # h is the hash of the id: every staged item is in the lifecycle
+        ids = lifecycle.select(pl.col("item_id").hash(_SEED).alias("h"), "item_id")
+    dims = (
+        lifecycle.lazy()
+        .select("item_id", "product", "origin", "destination")
+        .join(ids.lazy(), on="item_id", how="inner")
+        .drop("item_id")
+    )
     items = (
         tables.items.lazy()
-        .with_columns(ids.alias("item_id"))
-        .join(lc, on="item_id", how="left")
+        .join(dims, on="h", how="left")
         .with_columns(dispatch_deadline_expr(standards).alias("dispatch_by"))
-        .drop("item_id")
         .collect()
     )
-    return StageTables(tables.scans, items, tables.item_ids)
+    return StageTables(tables.scans, items, ids)
 
 
 # --- the family functions -------------------------------------------------------------
@@ -543,7 +552,7 @@ def stage_filter(
     items = tables.items
     if dimension in _ITEM_FILTER_COLUMNS:
         items = items.filter(match(pl.col(_ITEM_FILTER_COLUMNS[dimension])))
-    return StageTables(scans, items, tables.item_ids)
+    return StageTables(scans, items, tables.ids)
 
 
 def slow_legs(
@@ -556,8 +565,14 @@ def slow_legs(
     legs = tables.scans.filter(pl.col("kind") == LEG)
     if min_hours is not None:
         legs = legs.filter(pl.col("hours") >= min_hours)
+    ids = (
+        tables.ids
+        if tables.ids is not None
+        else pl.DataFrame(schema={"h": pl.UInt64, "item_id": pl.String})
+    )
+    legs = legs.join(ids, on="h", how="left")
     return legs.select(
-        tables.item_ids.gather(legs["j"]).alias("item_id"),
+        "item_id",
         pl.col("from_facility").cast(pl.String),
         pl.col("facility").cast(pl.String).alias("to_facility"),
         pl.col("from_facility")
