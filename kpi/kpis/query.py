@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from kpi.contract import UTC
-from kpi.kpis.catalog import FAMILY_DIMS, Family, Kpi, KpiError, resolve
+from kpi.kpis.catalog import FAMILY_DIMS, STAGE_FAMILIES, Family, Kpi, KpiError, resolve
 from kpi.kpis.exprs import PERIOD, Window, outer_join
 from kpi.kpis.functions import (
     backlog_kpis,
@@ -200,8 +200,7 @@ def _raw_stage_events(ds: DataSet) -> pl.LazyFrame:
     )
 
 
-def _family_frame(snap: Snapshot, family: Family, by: list[str], w: Window) -> pl.LazyFrame:
-    lc = snap.lifecycle.lazy()
+def _stage_frame(snap: Snapshot, family: Family, by: list[str], w: Window) -> pl.LazyFrame:
     targets = snap.stage_targets
     if family is Family.DWELL:
         return dwell_kpis(snap.stages.scans.lazy(), snap.facilities.lazy(), by, w, targets)
@@ -209,8 +208,13 @@ def _family_frame(snap: Snapshot, family: Family, by: list[str], w: Window) -> p
         return leg_kpis(snap.stages.scans.lazy(), snap.facilities.lazy(), by, w, targets)
     if family is Family.FIRST_MILE:
         return first_mile_kpis(snap.stages.items.lazy(), by, w)
-    if family is Family.LAST_MILE:
-        return last_mile_kpis(snap.stages.items.lazy(), by, w)
+    return last_mile_kpis(snap.stages.items.lazy(), by, w)
+
+
+def _family_frame(snap: Snapshot, family: Family, by: list[str], w: Window) -> pl.LazyFrame:
+    lc = snap.lifecycle.lazy()
+    if family in STAGE_FAMILIES:
+        return _stage_frame(snap, family, by, w)
     if family is Family.FLOW:
         return flow_kpis(lc, by, w)
     if family is Family.COMPLAINT:

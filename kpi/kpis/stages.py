@@ -227,6 +227,36 @@ def _settle(a: pl.DataFrame, rows: pl.DataFrame, candidate_ev: int, same: bool) 
     return rows.join(best, on="i", how="left")
 
 
+def _item_rows(a: pl.DataFrame, has_arr: pl.Expr) -> pl.DataFrame:
+    """The first acceptance, the first departure at or after it, the delivery (first
+    ``delivered``) and the latest arrival at or before it, per item."""
+    ev, key = pl.col("ev"), pl.col("key")
+    first_acc = a.filter((ev == _ACC) & (pl.col("n_acc") == 1)).select(
+        "h", _ts(key).alias("accepted_at")
+    )
+    first_dep = a.filter((ev == _DEP) & (pl.col("n_dep_acc") == 1)).select(
+        "h", _ts(key).alias("first_departed_at")
+    )
+    first_del = a.filter((ev == _DEL) & (pl.col("n_del") == 1)).select(
+        "h",
+        _ts(key).alias("delivered_at"),
+        pl.when(has_arr).then(_ts(pl.col("arr_key"))).alias("last_arrived_at"),
+        pl.when(has_arr).then(pl.col("arr_fac")).alias("last_arrival_facility"),
+    )
+    return (
+        first_acc.join(first_dep, on="h", how="left")
+        .join(first_del, on="h", how="full", coalesce=True)
+        .select(
+            "h",
+            "accepted_at",
+            "first_departed_at",
+            "delivered_at",
+            "last_arrived_at",
+            "last_arrival_facility",
+        )
+    )
+
+
 def stage_tables(events: pl.LazyFrame) -> StageTables:
     """Dwell and leg rows per scan, first and last mile per item, from validated events.
 
@@ -283,33 +313,7 @@ def stage_tables(events: pl.LazyFrame) -> StageTables:
     )
     scans = pl.concat([dwell, legs]).with_columns(hours_between("at", "started_at").alias("hours"))
 
-    # Items: the first acceptance, the first departure at or after it, the delivery
-    # (first `delivered`) and the latest arrival at or before it.
-    first_acc = a.filter((ev == _ACC) & (pl.col("n_acc") == 1)).select(
-        "h", _ts(key).alias("accepted_at")
-    )
-    first_dep = a.filter((ev == _DEP) & (pl.col("n_dep_acc") == 1)).select(
-        "h", _ts(key).alias("first_departed_at")
-    )
-    first_del = a.filter((ev == _DEL) & (pl.col("n_del") == 1)).select(
-        "h",
-        _ts(key).alias("delivered_at"),
-        pl.when(has_arr).then(_ts(pl.col("arr_key"))).alias("last_arrived_at"),
-        pl.when(has_arr).then(pl.col("arr_fac")).alias("last_arrival_facility"),
-    )
-    items = (
-        first_acc.join(first_dep, on="h", how="left")
-        .join(first_del, on="h", how="full", coalesce=True)
-        .select(
-            "h",
-            "accepted_at",
-            "first_departed_at",
-            "delivered_at",
-            "last_arrived_at",
-            "last_arrival_facility",
-        )
-    )
-    return StageTables(scans, items, ids)
+    return StageTables(scans, _item_rows(a, has_arr), ids)
 
 
 def item_stage_rows(

@@ -135,6 +135,133 @@ def dispatch_by(
     )
 
 
+def _dwell(
+    by_item: dict[str, list[Row]], fac: dict[str, Row], standards: Any, q: Any
+) -> dict[Key, Row]:
+    targets = standards.stages
+    groups: dict[Key, list[tuple[Row, dt.timedelta | None]]] = defaultdict(list)
+    for evs in by_item.values():
+        for d, dwell in dwells(evs):
+            if q.in_window(d["ts"]):
+                f = fac.get(d["facility"], {})
+                dims = {
+                    "facility": d["facility"],
+                    "facility_type": f.get("type"),
+                    "region": f.get("region"),
+                }
+                groups[q.key(dims, d["ts"])].append((d, dwell))
+    if not q.by and q.granularity is None:
+        groups.setdefault((), [])
+    res: dict[Key, Row] = {}
+    for k, rows in groups.items():
+        timed = [(d, w) for d, w in rows if w is not None]
+        judged = [
+            (w, targets.dwell_target(fac.get(d["facility"], {}).get("type"))) for d, w in timed
+        ]
+        judged = [(w, t) for w, t in judged if t is not None]
+        ok = sum(1 for w, t in judged if w <= dt.timedelta(hours=t))
+        res[k] = {
+            "handled_items": len(rows),
+            "departures_without_arrival": len(rows) - len(timed),
+            **_stats("dwell", [hours(w) for _, w in timed]),
+            "dwell_within_target_ratio": ok / len(judged) if judged else None,
+        }
+    return res
+
+
+def _leg(
+    by_item: dict[str, list[Row]], fac: dict[str, Row], standards: Any, q: Any
+) -> dict[Key, Row]:
+    targets = standards.stages
+    lgroups: dict[Key, list[dt.timedelta]] = defaultdict(list)
+    for evs in by_item.values():
+        for d, a in legs(evs):
+            if q.in_window(a["ts"]):
+                dims = {
+                    "from_facility": d["facility"],
+                    "to_facility": a["facility"],
+                    "from_region": fac.get(d["facility"], {}).get("region"),
+                    "to_region": fac.get(a["facility"], {}).get("region"),
+                }
+                lgroups[q.key(dims, a["ts"])].append(a["ts"] - d["ts"])
+    if not q.by and q.granularity is None:
+        lgroups.setdefault((), [])
+    target = targets.leg_target()
+    return {
+        k: {
+            "leg_items": len(ds),
+            **_stats("leg", [hours(x) for x in ds]),
+            "leg_within_target_ratio": (
+                sum(1 for x in ds if x <= dt.timedelta(hours=target)) / len(ds)
+                if target is not None and ds
+                else None
+            ),
+        }
+        for k, ds in lgroups.items()
+    }
+
+
+def _first_mile(
+    by_item: dict[str, list[Row]], items: dict[str, Row], standards: Any, q: Any
+) -> dict[Key, Row]:
+    timed_g: dict[Key, list[float]] = defaultdict(list)
+    due: dict[Key, int] = defaultdict(int)
+    same: dict[Key, int] = defaultdict(int)
+    keys: set[Key] = set()
+    for item, evs in by_item.items():
+        it = items.get(item)
+        acc = [e["ts"] for e in evs if e["event"] == "accepted"]
+        if not acc or it is None:
+            continue
+        accepted_at = min(acc)
+        deps = [e["ts"] for e in evs if e["event"] == "departed" and e["ts"] >= accepted_at]
+        first = min(deps) if deps else None
+        dims = {"origin": it["origin"], "product": it["product"]}
+        if first is not None and q.in_window(first):
+            k = q.key(dims, first)
+            keys.add(k)
+            timed_g[k].append(hours(first - accepted_at))
+        if q.in_window(accepted_at):
+            k = q.key(dims, accepted_at)
+            keys.add(k)
+            by = dispatch_by(accepted_at, it["product"], standards)
+            if by is not None and by <= q.as_of:
+                due[k] += 1
+                same[k] += first is not None and first <= by
+    if not q.by and q.granularity is None:
+        keys.add(())
+    return {
+        k: {
+            **_stats("first_mile", timed_g.get(k, []), mean=False),
+            "dispatched_same_day_ratio": same[k] / due[k] if due.get(k) else None,
+        }
+        for k in keys
+    }
+
+
+def _last_mile(by_item: dict[str, list[Row]], items: dict[str, Row], q: Any) -> dict[Key, Row]:
+    lm: dict[Key, list[float]] = defaultdict(list)
+    for item, evs in by_item.items():
+        delivered = [e["ts"] for e in evs if e["event"] == "delivered"]
+        if not delivered:
+            continue
+        at = min(delivered)
+        arrivals = [e for e in evs if e["event"] == "arrived" and e["ts"] <= at]
+        if not arrivals or not q.in_window(at):
+            continue
+        last = max(arrivals, key=lambda e: (e["ts"], e["facility"]))
+        it = items.get(item, {})
+        dims = {
+            "destination": it.get("destination"),
+            "facility": last["facility"],
+            "product": it.get("product"),
+        }
+        lm[q.key(dims, at)].append(hours(at - last["ts"]))
+    if not q.by and q.granularity is None:
+        lm.setdefault((), [])
+    return {k: _stats("last_mile", v, mean=False) for k, v in lm.items()}
+
+
 def families(
     events: Sequence[Row],
     items: dict[str, Row],
@@ -146,121 +273,13 @@ def families(
     """The stage families asked for (``wanted``), each as ``{key: {kpi: value}}``."""
     by_item = distinct_events(events, q.as_of)
     fac = {f["facility"]: f for f in facilities}
-    targets = standards.stages
     out: list[dict[Key, Row]] = []
     if "dwell" in wanted:
-        groups: dict[Key, list[tuple[Row, dt.timedelta | None]]] = defaultdict(list)
-        for evs in by_item.values():
-            for d, dwell in dwells(evs):
-                if q.in_window(d["ts"]):
-                    f = fac.get(d["facility"], {})
-                    dims = {
-                        "facility": d["facility"],
-                        "facility_type": f.get("type"),
-                        "region": f.get("region"),
-                    }
-                    groups[q.key(dims, d["ts"])].append((d, dwell))
-        if not q.by and q.granularity is None:
-            groups.setdefault((), [])
-        res: dict[Key, Row] = {}
-        for k, rows in groups.items():
-            timed = [(d, w) for d, w in rows if w is not None]
-            judged = [
-                (w, targets.dwell_target(fac.get(d["facility"], {}).get("type"))) for d, w in timed
-            ]
-            judged = [(w, t) for w, t in judged if t is not None]
-            ok = sum(1 for w, t in judged if w <= dt.timedelta(hours=t))
-            res[k] = {
-                "handled_items": len(rows),
-                "departures_without_arrival": len(rows) - len(timed),
-                **_stats("dwell", [hours(w) for _, w in timed]),
-                "dwell_within_target_ratio": ok / len(judged) if judged else None,
-            }
-        out.append(res)
+        out.append(_dwell(by_item, fac, standards, q))
     if "leg" in wanted:
-        lgroups: dict[Key, list[dt.timedelta]] = defaultdict(list)
-        for evs in by_item.values():
-            for d, a in legs(evs):
-                if q.in_window(a["ts"]):
-                    dims = {
-                        "from_facility": d["facility"],
-                        "to_facility": a["facility"],
-                        "from_region": fac.get(d["facility"], {}).get("region"),
-                        "to_region": fac.get(a["facility"], {}).get("region"),
-                    }
-                    lgroups[q.key(dims, a["ts"])].append(a["ts"] - d["ts"])
-        if not q.by and q.granularity is None:
-            lgroups.setdefault((), [])
-        target = targets.leg_target()
-        out.append(
-            {
-                k: {
-                    "leg_items": len(ds),
-                    **_stats("leg", [hours(x) for x in ds]),
-                    "leg_within_target_ratio": (
-                        sum(1 for x in ds if x <= dt.timedelta(hours=target)) / len(ds)
-                        if target is not None and ds
-                        else None
-                    ),
-                }
-                for k, ds in lgroups.items()
-            }
-        )
+        out.append(_leg(by_item, fac, standards, q))
     if "first_mile" in wanted:
-        timed_g: dict[Key, list[float]] = defaultdict(list)
-        due: dict[Key, int] = defaultdict(int)
-        same: dict[Key, int] = defaultdict(int)
-        keys: set[Key] = set()
-        for item, evs in by_item.items():
-            it = items.get(item)
-            acc = [e["ts"] for e in evs if e["event"] == "accepted"]
-            if not acc or it is None:
-                continue
-            accepted_at = min(acc)
-            deps = [e["ts"] for e in evs if e["event"] == "departed" and e["ts"] >= accepted_at]
-            first = min(deps) if deps else None
-            dims = {"origin": it["origin"], "product": it["product"]}
-            if first is not None and q.in_window(first):
-                k = q.key(dims, first)
-                keys.add(k)
-                timed_g[k].append(hours(first - accepted_at))
-            if q.in_window(accepted_at):
-                k = q.key(dims, accepted_at)
-                keys.add(k)
-                by = dispatch_by(accepted_at, it["product"], standards)
-                if by is not None and by <= q.as_of:
-                    due[k] += 1
-                    same[k] += first is not None and first <= by
-        if not q.by and q.granularity is None:
-            keys.add(())
-        out.append(
-            {
-                k: {
-                    **_stats("first_mile", timed_g.get(k, []), mean=False),
-                    "dispatched_same_day_ratio": same[k] / due[k] if due.get(k) else None,
-                }
-                for k in keys
-            }
-        )
+        out.append(_first_mile(by_item, items, standards, q))
     if "last_mile" in wanted:
-        lm: dict[Key, list[float]] = defaultdict(list)
-        for item, evs in by_item.items():
-            delivered = [e["ts"] for e in evs if e["event"] == "delivered"]
-            if not delivered:
-                continue
-            at = min(delivered)
-            arrivals = [e for e in evs if e["event"] == "arrived" and e["ts"] <= at]
-            if not arrivals or not q.in_window(at):
-                continue
-            last = max(arrivals, key=lambda e: (e["ts"], e["facility"]))
-            it = items.get(item, {})
-            dims = {
-                "destination": it.get("destination"),
-                "facility": last["facility"],
-                "product": it.get("product"),
-            }
-            lm[q.key(dims, at)].append(hours(at - last["ts"]))
-        if not q.by and q.granularity is None:
-            lm.setdefault((), [])
-        out.append({k: _stats("last_mile", v, mean=False) for k, v in lm.items()})
+        out.append(_last_mile(by_item, items, q))
     return out
