@@ -186,7 +186,7 @@ def _in_item(cond: pl.Expr, new_item: pl.Expr) -> pl.Expr:
 def _annotated(s: pl.DataFrame) -> pl.DataFrame:
     """Each scan with its item's first row, the latest arrival and departure so far
     (this row included) and counts of acceptances/deliveries so far in the item."""
-    i = pl.int_range(pl.len(), dtype=pl.Int64)
+    i = pl.int_range(pl.len(), dtype=pl.Int32)  # a snapshot's stage scans stay below 2^31
     ev = pl.col("ev")
     new_item = (pl.col("h") != pl.col("h").shift(1)).fill_null(True)
     a = s.with_columns(
@@ -198,12 +198,15 @@ def _annotated(s: pl.DataFrame) -> pl.DataFrame:
         _in_item(ev == _DEL, new_item).alias("n_del"),
     ).with_columns(_in_item((ev == _DEP) & (pl.col("n_acc") >= 1), new_item).alias("n_dep_acc"))
     fac, key = pl.col("facility"), pl.col("key")
+    start = pl.col("start")
     return a.with_columns(
         fac.gather(pl.col("arr_i").fill_null(0)).alias("arr_fac"),
         key.gather(pl.col("arr_i").fill_null(0)).alias("arr_key"),
         fac.gather(pl.col("dep_i").fill_null(0)).alias("dep_fac"),
         key.gather(pl.col("dep_i").fill_null(0)).alias("dep_key"),
-    )
+        (pl.col("arr_i") >= start).fill_null(False).alias("has_arr"),
+        (pl.col("dep_i") >= start).fill_null(False).alias("has_dep"),
+    ).drop("start", "arr_i", "dep_i")
 
 
 def _settle(a: pl.DataFrame, rows: pl.DataFrame, candidate_ev: int, same: bool) -> pl.DataFrame:
@@ -270,8 +273,7 @@ def stage_tables(events: pl.LazyFrame) -> StageTables:
     s, ids = _sorted(base, events)
     a = _annotated(s)
     fac, key, ev = pl.col("facility"), pl.col("key"), pl.col("ev")
-    has_arr = pl.col("arr_i").is_not_null() & (pl.col("arr_i") >= pl.col("start"))
-    has_dep = pl.col("dep_i").is_not_null() & (pl.col("dep_i") >= pl.col("start"))
+    has_arr, has_dep = pl.col("has_arr"), pl.col("has_dep")
     cols = ("h", "key", "facility")
     fac_type = a.schema["facility"]
 
