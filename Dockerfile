@@ -16,6 +16,8 @@ COPY pyproject.toml uv.lock README.md ./
 RUN uv sync --frozen --no-dev --no-install-project
 COPY kpi ./kpi
 COPY exporters ./exporters
+# The runbooks page (/runbooks) that alerts' runbook_url points to.
+COPY docs/runbooks.md ./docs/runbooks.md
 RUN uv sync --frozen --no-dev
 
 RUN useradd --uid 10001 --no-create-home postal \

@@ -12,10 +12,22 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from kpi.api import signed_links
 from kpi.api.deps import authenticate
 from kpi.api.errors import ApiError
 from kpi.api.metrics import ApiMetrics, MetricsMiddleware
-from kpi.api.routers import admin, backlog, complaints, health, items, kpis, late_items, query
+from kpi.api.routers import (
+    admin,
+    backlog,
+    complaints,
+    health,
+    items,
+    kpis,
+    late_items,
+    links,
+    query,
+    runbooks,
+)
 from kpi.api.settings import Settings
 from kpi.api.store import DataStore
 
@@ -111,8 +123,13 @@ def create_app(settings: Settings, *, wait_for_data: bool = False) -> FastAPI:
     app.state.keys_by_hash = {k.sha256: k for k in settings.api_keys}
     _install_error_handlers(app)
     _install_docs(app, settings)
-    for module in (kpis, query, items, backlog, late_items, complaints, admin):
+    for module in (kpis, query, items, backlog, late_items, complaints, admin, links):
         app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(signed_links.router)
+    app.include_router(
+        runbooks.router,
+        dependencies=[Depends(authenticate)] if settings.docs_require_key else [],
+    )
     app.include_router(health.router)
     app.include_router(health.router, prefix=API_PREFIX, include_in_schema=False)
     app.add_api_route(

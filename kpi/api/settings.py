@@ -12,6 +12,8 @@ from typing import Annotated, Any
 import yaml
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
+from kpi.api.signed_links import BrowserAuth
+
 
 class Role(StrEnum):
     """What a key may do: read KPIs and records, or also administer the service."""
@@ -81,6 +83,9 @@ class Settings(BaseModel):
     )
     metrics_require_key: bool = Field(
         default=False, description="whether /metrics needs a key (Prometheus scrapes it)"
+    )
+    browser: BrowserAuth = Field(
+        default=BrowserAuth(), description="read-only browser sessions and signed links"
     )
     watch_interval_seconds: Annotated[float, Field(ge=0)] = Field(
         default=5.0, description="how often, at most, the data folder is checked for changes"

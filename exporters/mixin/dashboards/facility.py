@@ -163,9 +163,9 @@ def build(config: MixinConfig) -> dict[str, Any]:
                     links=(
                         d.api_link(
                             config,
-                            "Stalled items for ${__field.labels.region} by facility (API)",
+                            "Stalled items for ${__field.labels.region} by product (API)",
                             "kpis/stalled_items",
-                            {"by": "facility", "destination": "${__field.labels.region}"},
+                            {"by": "product", "destination": "${__field.labels.region}"},
                             window="as_of",
                         ),
                     ),
