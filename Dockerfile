@@ -16,6 +16,7 @@ COPY pyproject.toml uv.lock README.md ./
 RUN uv sync --frozen --no-dev --no-install-project
 COPY kpi ./kpi
 COPY exporters ./exporters
+COPY kpi_cli ./kpi_cli
 # The runbooks page (/runbooks) that alerts' runbook_url points to.
 COPY docs/runbooks.md ./docs/runbooks.md
 RUN uv sync --frozen --no-dev

@@ -29,6 +29,8 @@ system-deps:
 lint: env
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-logo
+	$(BIN)/python scripts/check_sizes.py
 
 typecheck: env
 	$(BIN)/mypy

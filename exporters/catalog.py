@@ -380,6 +380,12 @@ EXPORTER_ITEMS_TRACKED: Final = MetricSpec(
     G,
     "Items whose state the exporter holds in memory.",
 )
+EXPORTER_AWAITING_ACCEPTANCE: Final = MetricSpec(
+    "postal_exporter_deliveries_awaiting_acceptance",
+    G,
+    "Delivered items not counted yet: their acceptance has not arrived and the late grace "
+    "(event time) has not passed since their delivery.",
+)
 EXPORTER_LAST_CHECKPOINT_TIMESTAMP: Final = MetricSpec(
     "postal_exporter_last_checkpoint_timestamp_seconds",
     G,
@@ -418,6 +424,7 @@ METRICS: Final[tuple[MetricSpec, ...]] = (
     EXPORTER_LAST_EVENT_TIMESTAMP,
     EXPORTER_BATCH_DURATION,
     EXPORTER_ITEMS_TRACKED,
+    EXPORTER_AWAITING_ACCEPTANCE,
     EXPORTER_LAST_CHECKPOINT_TIMESTAMP,
     EXPORTER_BUILD_INFO,
 )

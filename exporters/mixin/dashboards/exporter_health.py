@@ -71,12 +71,19 @@ def build(config: MixinConfig) -> dict[str, Any]:
                 d.Common(
                     "Items tracked (now)",
                     "Items whose state the exporter holds in memory (finished items leave "
-                    "after the retention).",
+                    "after the retention), and the deliveries among them waiting for their "
+                    "acceptance (not counted yet).",
                     "short",
                     (
                         d.Q(
                             f"sum by (instance) ({sel(cat.EXPORTER_ITEMS_TRACKED.name, *scope)})",
                             "{{instance}}",
+                            instant=True,
+                        ),
+                        d.Q(
+                            f"sum by (instance) "
+                            f"({sel(cat.EXPORTER_AWAITING_ACCEPTANCE.name, *scope)})",
+                            "{{instance}} awaiting acceptance",
                             instant=True,
                         ),
                     ),

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from exporters import catalog as cat
-from exporters.mixin import dashboards, render, rules
+from exporters.mixin import alerts, dashboards, render, rules
 from exporters.mixin.config import MixinConfig
 from exporters.mixin.dashboards import overview
 from exporters.mixin.promql import metric_names
@@ -209,9 +209,7 @@ def test_runbook_urls_absolute_from_one_base() -> None:
     assert any("docs/runbooks.md#" in p for p in before), before
     # One setting moves every link.
     moved = MixinConfig(runbook_base_url="https://wiki.example.org/postal/runbooks/")
-    from exporters.mixin import alerts as al
-
-    urls = {a.runbook_url for a in al.all_alerts(moved)}
+    urls = {a.runbook_url for a in alerts.all_alerts(moved)}
     assert all(u.startswith("https://wiki.example.org/postal/runbooks#") for u in urls), urls
     with pytest.raises(ValueError, match="absolute"):
         MixinConfig(runbook_base_url="docs/runbooks.md")

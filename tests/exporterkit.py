@@ -1,6 +1,6 @@
 """Helpers shared by the exporter tests and benchmarks: event rows, feeds, a subprocess, scrapes.
 
-Nothing here is used by the exporter itself.
+It lives under tests/ because nothing in the exporter uses it: it does not ship in the wheel.
 """
 
 from __future__ import annotations
@@ -229,7 +229,8 @@ class ExporterProcess:
         cmd = [
             sys.executable,
             "-m",
-            "kpi.commands.exporter",
+            "kpi_cli",
+            "exporter",
             str(self.data_dir),
             "--listen",
             f"127.0.0.1:{self.port}",

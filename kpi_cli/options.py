@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
+import sys
 from pathlib import Path
 from typing import Annotated, Final
 
@@ -49,6 +51,28 @@ def parse_retention(text: str) -> float | None:
     return parse_duration(text)
 
 
+#: ``--late-grace`` and ``--dedup-window`` of the exporter, and their defaults
+#: (``exporters.service.LATE_GRACE_DEFAULT`` / ``DEDUP_WINDOW_DEFAULT`` in seconds).
+LATE_GRACE_DEFAULT: Final = "24h"
+DEDUP_WINDOW_DEFAULT: Final = "14d"
+LateGrace = Annotated[
+    str,
+    typer.Option(
+        "--late-grace",
+        help="exporter: attempts, deliveries and returns wait this long (event time) for"
+        " their item's acceptance before they are counted with unknown labels",
+    ),
+]
+DedupWindow = Annotated[
+    str,
+    typer.Option(
+        "--dedup-window",
+        help="exporter: event ids are remembered this long (event time, at least"
+        " --late-grace); older events are rejected as too_old; or `forever`",
+    ),
+]
+
+
 def parse_listen(text: str) -> tuple[str, int]:
     """``HOST:PORT`` (or ``:PORT`` for all interfaces) as a (host, port) pair."""
     host, sep, port = text.rpartition(":")
@@ -59,9 +83,27 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 def parse_as_of(text: str, param: str = "--as-of") -> dt.datetime:
     """An ISO 8601 instant with a UTC offset (never guessed), as a CLI parameter."""
-    from kpi.output import TimestampError, parse_timestamp
+    # Lazy: kpi.output loads polars, which `kpi --help` does not need.
+    from kpi.output import TimestampError, parse_timestamp  # noqa: PLC0415
 
     try:
         return parse_timestamp(text, param)
     except TimestampError as exc:
         raise typer.BadParameter(str(exc), param_hint=param) from exc
+
+
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def setup_logging(level: str) -> None:
+    """The one logging set-up of every verb: timestamped lines on stderr at ``level``."""
+    if level.upper() not in LOG_LEVELS:
+        raise typer.BadParameter(f"use one of {', '.join(LOG_LEVELS)}", param_hint="--log-level")
+    # force: a second verb in the same process (tests, `kpi serve`) replaces the handler and
+    # writes to the stderr of its own run.
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )

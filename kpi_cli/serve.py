@@ -7,13 +7,18 @@ from typing import Annotated
 
 import typer
 
-from kpi.commands.options import (
+from kpi_cli.options import (
+    DEDUP_WINDOW_DEFAULT,
+    LATE_GRACE_DEFAULT,
     RETENTION_DEFAULT,
     DataDir,
+    DedupWindow,
+    LateGrace,
     Retention,
     parse_duration,
     parse_listen,
     parse_retention,
+    setup_logging,
 )
 
 
@@ -40,18 +45,26 @@ def serve(
         typer.Option("--config", exists=True, dir_okay=False, help="API settings (YAML or JSON)"),
     ] = None,
     retention: Retention = RETENTION_DEFAULT,
+    log_level: Annotated[
+        str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR")
+    ] = "INFO",
+    late_grace: LateGrace = LATE_GRACE_DEFAULT,
+    dedup_window: DedupWindow = DEDUP_WINDOW_DEFAULT,
 ) -> None:
     """Run the exporter (background threads) and the API (foreground) over DATA_DIR."""
-    import logging
+    # Lazy: uvicorn, the exporter and the API load only when this verb runs.
+    import uvicorn  # noqa: PLC0415
 
-    import uvicorn
-
-    from exporters.service import AS_OF_CHOICES, ExporterConfig, ExporterService
-    from kpi.api import create_app, load_settings
+    from exporters.service import (  # noqa: PLC0415
+        AS_OF_CHOICES,
+        ExporterConfig,
+        ExporterService,
+    )
+    from kpi.api import create_app, load_settings  # noqa: PLC0415
 
     if as_of not in AS_OF_CHOICES:
         raise typer.BadParameter(f"use one of {', '.join(AS_OF_CHOICES)}", param_hint="--as-of")
-    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(log_level)
     ex_host, ex_port = parse_listen(exporter_listen)
     api_host, api_port = parse_listen(api_listen)
     exporter = ExporterService(
@@ -63,6 +76,8 @@ def serve(
             refresh_interval=parse_duration(refresh_interval),
             as_of="latest" if as_of == "latest" else "now",
             retention=parse_retention(retention),
+            late_grace=parse_duration(late_grace),
+            dedup_window=parse_retention(dedup_window),
         )
     )
     exporter.start()

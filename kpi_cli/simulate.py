@@ -7,11 +7,14 @@ import time
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from kpi.signals import SignalStop
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 class ScenarioChoice(StrEnum):
@@ -76,52 +79,74 @@ def simulate(
     ] = False,
 ) -> None:
     """Generate a peak-season data folder (events/, complaints/, facilities.csv)."""
-    # The engine pulls in numpy and polars; keep `kpi --help` and other verbs fast.
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from kpi import simulate as engine
+    # Lazy: rich loads only when this verb runs.
+    from rich.console import Console  # noqa: PLC0415
 
     console = Console(stderr=True, quiet=quiet)
-    base = items is not None or not live or not (out / "facilities.csv").exists()
-    if base:
-        try:
-            cfg = engine.SimConfig(
-                items=engine.DEFAULT_ITEMS if items is None else items,
-                days=days,
-                seed=seed,
-                scenario=scenario.value,
-                start=parse_start(start, days) or engine.DEFAULT_START,
-                bad_rows=bad_rows,
-            )
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc)) from exc
-        began = time.perf_counter()
-        with Progress(
-            TextColumn("{task.description:<34}"),
-            BarColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            disable=quiet or not console.is_terminal,
-            transient=True,
-        ) as progress:
-            task = progress.add_task("simulating", total=1.0)
-
-            def report(step: str, done: float) -> None:
-                progress.update(task, description=step, completed=done)
-
-            result = engine.generate(cfg, report)
-            written = engine.write_data_folder(result, out, report)
-        elapsed = time.perf_counter() - began
-        n_events = sum(v for k, v in written.items() if k.startswith("events/"))
-        console.print(
-            f"wrote {out}: {cfg.items:,} items, {n_events:,} event rows in "
-            f"{sum(k.startswith('events/') for k in written)} files, "
-            f"{written['complaints/complaints.parquet']:,} complaint rows, "
-            f"{result.facilities.height} facilities ({elapsed:.1f} s)"
+    if items is not None or not live or not (out / "facilities.csv").exists():
+        _write_base(
+            console, out, items, days, seed, scenario.value, parse_start(start, days), bad_rows
         )
-    if not live:
-        return
+    if live:
+        _append_live(console, out, rate, seed)
+
+
+def _write_base(
+    console: Console,
+    out: Path,
+    items: int | None,
+    days: int,
+    seed: int,
+    scenario: str,
+    start: datetime | None,
+    bad_rows: float,
+) -> None:
+    """Generate and write the data folder, with a progress bar on a terminal."""
+    # Lazy: the engine pulls in numpy and polars; keep `kpi --help` and other verbs fast.
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
+
+    from kpi import simulate as engine  # noqa: PLC0415
+
+    try:
+        cfg = engine.SimConfig(
+            items=engine.DEFAULT_ITEMS if items is None else items,
+            days=days,
+            seed=seed,
+            scenario=scenario,
+            start=start or engine.DEFAULT_START,
+            bad_rows=bad_rows,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    began = time.perf_counter()
+    with Progress(
+        TextColumn("{task.description:<34}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=console.quiet or not console.is_terminal,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("simulating", total=1.0)
+
+        def report(step: str, done: float) -> None:
+            progress.update(task, description=step, completed=done)
+
+        result = engine.generate(cfg, report)
+        written = engine.write_data_folder(result, out, report)
+    elapsed = time.perf_counter() - began
+    n_events = sum(v for k, v in written.items() if k.startswith("events/"))
+    console.print(
+        f"wrote {out}: {cfg.items:,} items, {n_events:,} event rows in "
+        f"{sum(k.startswith('events/') for k in written)} files, "
+        f"{written['complaints/complaints.parquet']:,} complaint rows, "
+        f"{result.facilities.height} facilities ({elapsed:.1f} s)"
+    )
+
+
+def _append_live(console: Console, out: Path, rate: float, seed: int) -> None:
+    """Append wall-clock events until SIGINT or SIGTERM, then say what was written."""
+    from kpi import simulate as engine  # noqa: PLC0415  (lazy: numpy and polars)
 
     stop = SignalStop()
     previous = {sig: signal.signal(sig, stop.handler) for sig in (signal.SIGINT, signal.SIGTERM)}

@@ -7,13 +7,18 @@ from typing import Annotated
 
 import typer
 
-from kpi.commands.options import (
+from kpi_cli.options import (
+    DEDUP_WINDOW_DEFAULT,
+    LATE_GRACE_DEFAULT,
     RETENTION_DEFAULT,
     DataDir,
+    DedupWindow,
+    LateGrace,
     Retention,
     parse_duration,
     parse_listen,
     parse_retention,
+    setup_logging,
 )
 
 
@@ -54,20 +59,23 @@ def exporter(
         ),
     ] = "10s",
     retention: Retention = RETENTION_DEFAULT,
+    late_grace: LateGrace = LATE_GRACE_DEFAULT,
+    dedup_window: DedupWindow = DEDUP_WINDOW_DEFAULT,
     log_level: Annotated[
         str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR")
     ] = "INFO",
 ) -> None:
     """Follow DATA_DIR live (events/, complaints/) and serve Prometheus metrics."""
-    import logging
-
-    from exporters.service import AS_OF_CHOICES, ExporterConfig, ExporterService
+    # Lazy: the exporter loads polars and prometheus_client, which `kpi --help` does not need.
+    from exporters.service import (  # noqa: PLC0415
+        AS_OF_CHOICES,
+        ExporterConfig,
+        ExporterService,
+    )
 
     if as_of not in AS_OF_CHOICES:
         raise typer.BadParameter(f"--as-of must be one of {', '.join(AS_OF_CHOICES)}")
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(log_level)
     host, port = parse_listen(listen)
     config = ExporterConfig(
         data_dir=data_dir,
@@ -81,6 +89,8 @@ def exporter(
         stall_hours=stall_hours,
         grace=parse_duration(grace),
         retention=parse_retention(retention),
+        late_grace=parse_duration(late_grace),
+        dedup_window=parse_retention(dedup_window),
     )
     try:
         ExporterService(config).run()
@@ -90,7 +100,3 @@ def exporter(
     except OSError as exc:  # port in use
         typer.echo(f"error: cannot listen on {listen}: {exc}", err=True)
         raise typer.Exit(1) from exc
-
-
-if __name__ == "__main__":
-    typer.run(exporter)

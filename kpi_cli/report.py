@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kpi.commands.options import DataDir
+from kpi_cli.options import DataDir, setup_logging
+
+if TYPE_CHECKING:
+    import polars as pl
 
 
 def _split(value: str | None) -> tuple[str, ...]:
@@ -52,21 +55,13 @@ def report(
     ] = "WARNING",
 ) -> None:
     """Compute KPIs over a data folder (one row per group and period, one column per KPI)."""
-    import logging
-
-    if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise typer.BadParameter("use DEBUG, INFO, WARNING or ERROR", param_hint="--log-level")
-    logging.basicConfig(
-        level=log_level.upper(),
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
-    from kpi.kpis.catalog import KpiError
-    from kpi.kpis.docs import catalog_table
-    from kpi.kpis.query import KpiQuery, Snapshot
-    from kpi.output import FORMATS, TimestampError, parse_timestamp, to_bytes
-    from kpi.sources.folder import load_data_dir
+    setup_logging(log_level)
+    # Lazy: the engine loads polars, which `kpi --help` and the other verbs do not need.
+    from kpi.kpis.catalog import KpiError  # noqa: PLC0415
+    from kpi.kpis.docs import catalog_table  # noqa: PLC0415
+    from kpi.kpis.query import KpiQuery, Snapshot  # noqa: PLC0415
+    from kpi.output import FORMATS, TimestampError, parse_timestamp  # noqa: PLC0415
+    from kpi.sources.folder import load_data_dir  # noqa: PLC0415
 
     if list_kpis:
         typer.echo(catalog_table())
@@ -102,13 +97,15 @@ def report(
             f" `kpi validate {data_dir}` says why",
             err=True,
         )
-    if fmt == "table":
-        import polars as pl
+    _emit(frame, fmt, output)
 
-        with pl.Config(
-            tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200, tbl_hide_dataframe_shape=True
-        ):
-            text = str(frame)
+
+def _emit(frame: pl.DataFrame, fmt: str, output: Path | None) -> None:
+    """The answer in ``fmt`` to ``output``, or to stdout."""
+    from kpi.output import to_bytes, to_table  # noqa: PLC0415  (lazy: polars)
+
+    if fmt == "table":
+        text = to_table(frame)
         if output:
             output.write_text(text + "\n")
         else:
@@ -119,8 +116,8 @@ def report(
         output.write_bytes(data)
     else:
         sys.stdout.buffer.write(data)
-        if fmt in ("csv", "json"):
-            sys.stdout.buffer.write(b"\n" if fmt == "json" else b"")
+        if fmt == "json":
+            sys.stdout.buffer.write(b"\n")
         sys.stdout.flush()
 
 
@@ -132,10 +129,11 @@ def validate(
     ] = None,
 ) -> None:
     """Check every file of a data folder; exit 1 when any row was rejected."""
-    from rich.console import Console
-    from rich.table import Table
+    # Lazy: rich and the engine load only when this verb runs.
+    from rich.console import Console  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
 
-    from kpi.sources.folder import validate_data_dir
+    from kpi.sources.folder import validate_data_dir  # noqa: PLC0415
 
     reports = validate_data_dir(data_dir, rejects)
     table = Table(title=f"validation of {data_dir}")

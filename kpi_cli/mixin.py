@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 #: The repository root: generated files live beside ``kpi/``.
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def mixin(
@@ -20,8 +20,8 @@ def mixin(
     ] = False,
 ) -> None:
     """Regenerate prometheus/*.yml, dashboards/*.json and docs/metrics.md from exporters/mixin."""
-    # Imported here so `kpi --help` does not load polars, pydantic and prometheus_client.
-    from exporters.mixin.render import diff, generate, write
+    # Lazy: `kpi --help` does not load polars, pydantic and prometheus_client.
+    from exporters.mixin.render import diff, generate, write  # noqa: PLC0415
 
     files = generate()
     if check:

@@ -11,11 +11,12 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from kpi.cli import app
-from kpi.commands.options import parse_duration, parse_retention
+from exporters.service import RETENTION_DEFAULT as SERVICE_DEFAULT
 from kpi.contract import Kind, RejectReason
 from kpi.kpis.catalog import KPIS
 from kpi.sources.folder import validate_data_dir
+from kpi_cli.app import app
+from kpi_cli.options import RETENTION_DEFAULT, parse_duration, parse_retention
 from tests.conftest import write_rows
 
 runner = CliRunner()
@@ -311,7 +312,4 @@ def test_bad_durations_are_refused(text: str) -> None:
 
 
 def test_retention_default_of_the_cli_is_the_services() -> None:
-    from exporters.service import RETENTION_DEFAULT as SERVICE_DEFAULT
-    from kpi.commands.options import RETENTION_DEFAULT
-
     assert parse_retention(RETENTION_DEFAULT) == SERVICE_DEFAULT == 30 * 86_400

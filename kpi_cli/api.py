@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from kpi.commands.options import DataDir, parse_as_of, parse_listen
+from kpi_cli.options import DataDir, parse_as_of, parse_listen
 
 
 def api(
@@ -24,10 +24,11 @@ def api(
     ] = None,
 ) -> None:
     """Serve the analyst API (KPIs, drill-downs, exports) over a data folder."""
-    import uvicorn
-    from pydantic import ValidationError
+    # Lazy: uvicorn, pydantic and the API load only when this verb runs, not for `kpi --help`.
+    import uvicorn  # noqa: PLC0415
+    from pydantic import ValidationError  # noqa: PLC0415
 
-    from kpi.api import create_app, load_settings
+    from kpi.api import create_app, load_settings  # noqa: PLC0415
 
     host, port = parse_listen(listen)
     try:
