@@ -40,7 +40,8 @@ unit: env system-deps
 
 test: lint typecheck unit
 
-demo: env
+# The demo installs Prometheus and Alertmanager like the tests do, so its alerts fire.
+demo: env system-deps
 	bash scripts/demo.sh "$(DEMO_DIR)" "$(DEMO_ITEMS)" "$(DEMO_DAYS)"
 
 clean:

@@ -43,7 +43,12 @@ wait_http http://127.0.0.1:9108/readyz 120
 wait_http http://127.0.0.1:8000/readyz 120
 
 prom_url="" am_url=""
+notifications="$VAR/alert-notifications.log"
 if command -v prometheus-alertmanager >/dev/null 2>&1; then
+	# Alertmanager's webhook receivers (127.0.0.1:5001) land in a file the demo prints.
+	: >"$notifications"
+	python3 scripts/notification_sink.py "$notifications" 5001 >"$VAR/notification-sink.log" 2>&1 &
+	pids+=($!)
 	mkdir -p "$VAR/alertmanager"
 	prometheus-alertmanager --config.file=prometheus/alertmanager.yml \
 		--storage.path="$VAR/alertmanager" --web.listen-address=127.0.0.1:9093 \
@@ -79,7 +84,11 @@ MSG
 else
 	echo "  (install Debian's prometheus and prometheus-alertmanager to watch the alerts: make system-deps)"
 fi
-[ -n "$am_url" ] && echo "  Alertmanager                     $am_url/#/alerts"
+if [ -n "$am_url" ]; then
+	echo "  Alertmanager                     $am_url/#/alerts"
+	echo "  Alertmanager's notifications     tail -f $notifications   (what the pagers would receive)"
+fi
+echo "  Runbooks (alerts' runbook_url)   http://127.0.0.1:8000/runbooks"
 cat <<MSG
   KPI report on the same data      $KPI report $DATA --by region --kpi on_time_ratio,within_72h_ratio,complaints_per_million
   Full stack with Grafana          docker compose up --build   (where a Docker engine runs), then http://127.0.0.1:3000

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from exporters import catalog as cat
+from exporters.mixin import alerts as al
 from exporters.mixin import rules as rec
 from exporters.mixin.config import MixinConfig
 from exporters.mixin.dashboards import defaults as d
@@ -270,4 +271,36 @@ def build(config: MixinConfig) -> dict[str, Any]:
             )
         )
     )
-    return d.render(board)
+    return d.render(board, config, notes(config))
+
+
+def notes(config: MixinConfig) -> dict[str, d.Note]:
+    """Each panel's question and the alerts that go with it."""
+    days = config.complaint_reply_days
+    return {
+        "Complaints per million items (1 day)": d.note(
+            "Are customers complaining more than usual?", al.COMPLAINT_SPIKE
+        ),
+        "Valid complaints per million items (1 day)": d.note("How many complaints are our fault?"),
+        "Open complaints (now)": d.note("How many complaints wait for an answer?"),
+        f"Past the {days}-day reply deadline (now)": d.note(
+            "Have we missed any reply deadline?", al.COMPLAINTS_PAST_DEADLINE
+        ),
+        "Complaints per hour by category": d.note("What do customers complain about?"),
+        "Complaints per hour by region (1 hour)": d.note(
+            "Is a region spiking right now?", al.COMPLAINT_SPIKE
+        ),
+        "Complaints per million items by region (1 day)": d.note(
+            "Which regions complain most for their volume?", al.COMPLAINT_SPIKE
+        ),
+        "Open complaints by region (now)": d.note("Where do complaints wait for an answer?"),
+        f"Past the {days}-day reply deadline by region (now)": d.note(
+            "Where have we missed reply deadlines?", al.COMPLAINTS_PAST_DEADLINE
+        ),
+        "Resolution time p50 / p90": d.note(
+            "How long do customers wait for an answer?", al.COMPLAINTS_PAST_DEADLINE
+        ),
+        f"Share resolved within {days} days": d.note(
+            "Do we answer within the deadline?", al.COMPLAINTS_PAST_DEADLINE
+        ),
+    }

@@ -8,7 +8,7 @@ whichever direction is bad, and a panel without a meaning is drawn in a neutral 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -533,10 +533,42 @@ def _layout(panels: list[dict[str, Any]]) -> None:
         line = max(line, pos["h"])
 
 
-def render(dashboard: db.Dashboard) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Note:
+    """What an operator asks a panel, and the alerts whose runbooks go with it."""
+
+    question: str
+    alerts: tuple[str, ...] = ()
+
+
+def note(question: str, *alerts: str) -> Note:
+    """A panel's question (it ends in '?') and related alert names."""
+    if not question.endswith("?"):
+        raise ValueError(f"a question ends with '?': {question!r}")
+    return Note(question, alerts)
+
+
+def render(
+    dashboard: db.Dashboard, config: MixinConfig, notes: Mapping[str, Note]
+) -> dict[str, Any]:
     """The dashboard's JSON: laid out, ids numbered in grid order, variable definitions shown,
-    the alert annotation's Prometheus fields."""
+    the alert annotation's Prometheus fields; each panel's question leads its description and
+    its alerts' runbooks are panel links."""
     data: dict[str, Any] = json.loads(json.dumps(dashboard.build(), cls=JSONEncoder))
+    for panel in data["panels"]:
+        if panel["type"] == "row":
+            continue
+        found = notes.get(panel["title"])
+        if found is None:
+            raise KeyError(f"{data['uid']}: no question for panel {panel['title']!r}")
+        panel["description"] = f"{found.question} {panel['description']}"
+        panel["links"] = [
+            {"title": f"Runbook: {name}", "url": config.runbook(name), "targetBlank": True}
+            for name in found.alerts
+        ]
+    unused = set(notes) - {p["title"] for p in data["panels"]}
+    if unused:
+        raise KeyError(f"{data['uid']}: questions for no panel: {sorted(unused)}")
     _layout(data["panels"])
     for i, panel in enumerate(data["panels"], start=1):
         panel["id"] = i

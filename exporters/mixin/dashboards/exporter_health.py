@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from exporters import catalog as cat
+from exporters.mixin import alerts as al
 from exporters.mixin.config import MixinConfig
 from exporters.mixin.dashboards import defaults as d
 from exporters.mixin.dashboards.uids import EXPORTER, OVERVIEW
@@ -215,4 +216,24 @@ def build(config: MixinConfig) -> dict[str, Any]:
             )
         )
     )
-    return d.render(board)
+    return d.render(board, config, notes(config))
+
+
+def notes(config: MixinConfig) -> dict[str, d.Note]:
+    """Each panel's question and the alerts that go with it."""
+    return {
+        "Up (last scrape)": d.note("Can Prometheus reach the exporter?", al.EXPORTER_DOWN),
+        "Event lag (now)": d.note("Are the dashboards up to date?", al.DATA_STALE),
+        "Items tracked (now)": d.note("How much does the exporter hold in memory?"),
+        "Since last checkpoint (now)": d.note("How much would a crash make it re-read?"),
+        "Rows ingested and late events per second": d.note(
+            "Is input flowing, and in order?", al.LATE_EVENTS
+        ),
+        "Rejected share of input rows by reason": d.note(
+            "Is bad input being thrown away, and why?", al.REJECTS_HIGH
+        ),
+        "Batch duration p50 / p99": d.note("Does the exporter keep up with its input?"),
+        "Scrape duration": d.note("Is a scrape close to timing out?"),
+        "Samples per scrape": d.note("Are the series growing?"),
+        "Exporter version (now)": d.note("Which version runs where?"),
+    }

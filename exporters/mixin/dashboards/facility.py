@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from exporters import catalog as cat
+from exporters.mixin import alerts as al
 from exporters.mixin.config import MixinConfig
 from exporters.mixin.dashboards import defaults as d
 from exporters.mixin.dashboards.uids import FACILITY, OVERVIEW
@@ -174,4 +175,33 @@ def build(config: MixinConfig) -> dict[str, Any]:
             )
         )
     )
-    return d.render(board)
+    return d.render(board, config, notes(config))
+
+
+def notes(config: MixinConfig) -> dict[str, d.Note]:
+    """Each panel's question and the alerts that go with it."""
+    top = config.top_n
+    return {
+        f"Backlog as share of threshold, top {top} (now)": d.note(
+            "Which facilities are over, or close to, their backlog limit?", al.BACKLOG_HIGH
+        ),
+        f"Oldest waiting item, top {top} (now)": d.note(
+            "Where has an item waited longest?", al.BACKLOG_OLDEST
+        ),
+        f"Waiting items vs threshold, top {top}": d.note(
+            "How did the fullest facilities' backlog move against their threshold?",
+            al.BACKLOG_HIGH,
+        ),
+        "Waiting items by age band": d.note(
+            "Is the backlog young (flow) or old (stuck)?", al.BACKLOG_OLDEST
+        ),
+        f"Oldest waiting item, top {top}": d.note(
+            "Since when do items wait too long, and where?", al.BACKLOG_OLDEST
+        ),
+        f"Backlog growth over the last hour, top {top}": d.note(
+            "Which backlogs grow fastest, and which drain?", al.BACKLOG_GROWING
+        ),
+        "Stalled items by destination region": d.note(
+            "For which regions do items go silent (no scan for too long)?", al.STALLED_RISING
+        ),
+    }

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from exporters import catalog as cat
+from exporters.mixin import alerts as al
 from exporters.mixin import rules as rec
 from exporters.mixin.config import MixinConfig
 from exporters.mixin.dashboards import defaults as d
@@ -391,4 +392,51 @@ def build(config: MixinConfig) -> dict[str, Any]:
             )
         )
     )
-    return d.render(board)
+    return d.render(board, config, notes(config))
+
+
+def notes(config: MixinConfig) -> dict[str, d.Note]:
+    """Each panel's question and the alerts that go with it."""
+    days = config.complaint_reply_days
+    return {
+        "On-time ratio by product (1 day)": d.note(
+            "Is each product delivered on time, against its objective?", al.BUDGET_BURN
+        ),
+        "72-hour on-time rate (1 day)": d.note("Do deliveries make it within 72 hours?"),
+        "Mean full-process time (1 day)": d.note("How long does an item take, door to door?"),
+        f"On-time error budget remaining ({config.slo_period})": d.note(
+            "How much lateness can each product still afford this period?", al.BUDGET_BURN
+        ),
+        "Facilities over their backlog threshold (now)": d.note(
+            "How many facilities hold more than they should?", al.BACKLOG_HIGH
+        ),
+        "Complaints per million items (1 day)": d.note(
+            "Are customers complaining more than usual?", al.COMPLAINT_SPIKE
+        ),
+        "First-attempt delivery (1 day)": d.note("Do couriers deliver at the first try?"),
+        "Firing Postal alerts (now)": d.note("Is anything on fire right now?"),
+        "On-time ratio by product vs objective (1 day)": d.note(
+            "Is on-time delivery getting better or worse today?", al.BUDGET_BURN
+        ),
+        "Volume: accepted and delivered per hour": d.note(
+            "Does the network deliver as much as it accepts?"
+        ),
+        "Items in network and overdue": d.note(
+            "Is the stock of items in the network, and of overdue ones, rising?",
+            al.OVERDUE_RISING,
+        ),
+        "Backlog hot spots (now)": d.note(
+            "Which facilities hold the most waiting items?", al.BACKLOG_HIGH
+        ),
+        f"Backlog as share of threshold, top {config.top_n}": d.note(
+            "Which facilities are near or over their backlog limit, and since when?",
+            al.BACKLOG_HIGH,
+        ),
+        "Complaints per million items by region (1 day)": d.note(
+            "Where do complaints come from?", al.COMPLAINT_SPIKE
+        ),
+        f"Complaints past the {days}-day reply deadline (now)": d.note(
+            "Where do complaints wait too long for an answer?", al.COMPLAINTS_PAST_DEADLINE
+        ),
+        "Active alerts (now)": d.note("Which alerts fire, for which facility or region?"),
+    }

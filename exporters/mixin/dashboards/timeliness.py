@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from exporters import catalog as cat
+from exporters.mixin import alerts as al
 from exporters.mixin import rules as rec
 from exporters.mixin.config import MixinConfig
 from exporters.mixin.dashboards import defaults as d
@@ -359,4 +360,39 @@ def build(config: MixinConfig) -> dict[str, Any]:
             )
         )
     )
-    return d.render(board)
+    return d.render(board, config, notes(config))
+
+
+def notes(config: MixinConfig) -> dict[str, d.Note]:
+    """Each panel's question and the alerts that go with it."""
+    return {
+        "On-time ratio by product (7 days)": d.note(
+            "Did each product meet its objective over the week?", al.BUDGET_BURN
+        ),
+        f"On-time error budget remaining ({config.slo_period})": d.note(
+            "How much lateness can each product still afford this period?", al.BUDGET_BURN
+        ),
+        "On-time ratio by product (1 hour) vs objective": d.note(
+            "Is on-time delivery dropping right now?", al.BUDGET_BURN
+        ),
+        "On-time ratio by destination (1 day)": d.note("Which destinations receive late?"),
+        "72-hour on-time rate by destination (1 day)": d.note(
+            "Which destinations miss the 72-hour mark?"
+        ),
+        f"Worst {config.top_n} lanes by on-time ratio (1 day)": d.note(
+            "Which product and destination lanes are late, and getting worse or better?"
+        ),
+        "Transit time p50 / p90 by product": d.note("How long do deliveries take now?"),
+        "Share delivered within D+n days": d.note("How many days late are the late deliveries?"),
+        "First-attempt delivery ratio by product (1 day)": d.note(
+            "Do couriers deliver at the first try?"
+        ),
+        "Failed delivery attempts per hour by reason": d.note("Why do delivery attempts fail?"),
+        "Overdue items by product": d.note(
+            "How many items already missed their promise?", al.OVERDUE_RISING
+        ),
+        "Returns per hour by product": d.note("Are more items sent back?"),
+        "On-time SLO burn rate": d.note(
+            "Is the error budget burning fast enough to page?", al.BUDGET_BURN
+        ),
+    }

@@ -399,3 +399,16 @@ def test_live_variable_queries_return_values(live: Live, variable: str) -> None:
             selector = promkit.substitute(match.group(1), VARIABLES)
             result = live.prom.query(f"group by ({match.group(2)}) ({selector})")
             assert [r["metric"].get(match.group(2)) for r in result if r["metric"]], v["definition"]
+
+
+def test_every_panel_says_its_question_and_the_docs_page_lists_it() -> None:
+    page = (REPO / "docs/dashboards.md").read_text()
+    for board in _boards().values():
+        assert f"## {board['title']}" in page
+        for panel in checks.panels(board):
+            question, mark, _ = panel["description"].partition("? ")
+            assert mark and len(question) > 10, f"{board['uid']}/{panel['title']}"
+            assert f"| {panel['title']} | **{question}?**" in page, panel["title"]
+            for link in panel.get("links", []):
+                assert link["url"].startswith("http://127.0.0.1:8000/runbooks#"), link
+    assert "Network flow (planned)" in page
