@@ -412,3 +412,15 @@ def test_every_panel_says_its_question_and_the_docs_page_lists_it() -> None:
             for link in panel.get("links", []):
                 assert link["url"].startswith("http://127.0.0.1:8000/runbooks#"), link
     assert "Network flow (planned)" in page
+
+
+def test_sdk_build_matches_the_grafana_image() -> None:
+    # The SDK's schema is per Grafana version: the pinned build must be the compose image's.
+    pin = re.search(
+        r'"grafana-foundation-sdk==\d+!(\d+\.\d+)\.\d+"', (REPO / "pyproject.toml").read_text()
+    )
+    image = re.search(
+        r"image: grafana/grafana:(\d+\.\d+)\.\d+", (REPO / "docker-compose.yml").read_text()
+    )
+    assert pin and image
+    assert pin.group(1) == image.group(1)
