@@ -20,16 +20,7 @@ MAX_FUNCTION_LINES: Final = 80
 
 #: Temporary exceptions: "path" (the module and every function in it) or "path::function",
 #: each with why and who removes it. An entry that is no longer needed is reported.
-EXCEPTIONS: Final[dict[str, str]] = {
-    # Each dashboard is one declarative chain of SDK builders (row, panel, panel, ...) over
-    # shared selectors; split per row (a function per row taking the shared selectors)
-    # in the follow-up of issue 14 (helper i14 / the dashboards' next owner).
-    "exporters/mixin/dashboards/overview.py::build": "one SDK chain of 16 panels",
-    "exporters/mixin/dashboards/timeliness.py::build": "one SDK chain of 13 panels",
-    "exporters/mixin/dashboards/complaints.py::build": "one SDK chain of 11 panels",
-    "exporters/mixin/dashboards/exporter_health.py::build": "one SDK chain of 10 panels",
-    "exporters/mixin/dashboards/facility.py::build": "one SDK chain of 7 panels",
-}
+EXCEPTIONS: Final[dict[str, str]] = {}
 
 
 def offenders(root: Path, packages: Iterable[str]) -> list[str]:
