@@ -17,6 +17,8 @@ RUN uv sync --frozen --no-dev --no-install-project
 COPY kpi ./kpi
 COPY exporters ./exporters
 COPY kpi_cli ./kpi_cli
+# The runbooks page (/runbooks) that alerts' runbook_url points to.
+COPY docs/runbooks.md ./docs/runbooks.md
 RUN uv sync --frozen --no-dev
 
 RUN useradd --uid 10001 --no-create-home postal \

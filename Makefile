@@ -50,7 +50,8 @@ test: lint typecheck unit
 mutants: env
 	$(BIN)/python scripts/mutants.py $(MODULES)
 
-demo: env
+# The demo installs Prometheus and Alertmanager like the tests do, so its alerts fire.
+demo: env system-deps
 	bash scripts/demo.sh "$(DEMO_DIR)" "$(DEMO_ITEMS)" "$(DEMO_DAYS)"
 
 clean:

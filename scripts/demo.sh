@@ -58,7 +58,12 @@ wait_http http://127.0.0.1:9108/readyz 120
 wait_http http://127.0.0.1:8000/readyz 120
 
 prom_url="" am_url=""
+notifications="$VAR/alert-notifications.log"
 if command -v prometheus-alertmanager >/dev/null 2>&1; then
+	# Alertmanager's webhook receivers (127.0.0.1:5001) land in a file the demo prints.
+	: >"$notifications"
+	python3 scripts/notification_sink.py "$notifications" 5001 >"$VAR/notification-sink.log" 2>&1 &
+	pids+=($!)
 	mkdir -p "$VAR/alertmanager"
 	prometheus-alertmanager --config.file="$AMCONF/alertmanager.yml" \
 		--storage.path="$VAR/alertmanager" --web.listen-address=127.0.0.1:9093 \
@@ -103,7 +108,11 @@ MSG
 else
 	echo "  (install Debian's prometheus and prometheus-alertmanager to watch the alerts: make system-deps)"
 fi
-[ -n "$am_url" ] && echo "  Alertmanager                     $am_url/#/alerts"
+if [ -n "$am_url" ]; then
+	echo "  Alertmanager                     $am_url/#/alerts"
+	echo "  Alertmanager's notifications     tail -f $notifications   (what the pagers would receive)"
+fi
+echo "  Runbooks (alerts' runbook_url)   http://127.0.0.1:8000/runbooks"
 [ -n "$am_url" ] && cat <<MSG
   incidents (alerts on record)     http://127.0.0.1:8000/api/v1/incidents   (appear as alerts fire)
   today's duty report              $KPI duty-report --database $DUTY_DB --date $(date -u +%F)

@@ -26,6 +26,7 @@ from kpi.kpis.query import KpiQuery, Snapshot
 from kpi.simulate import INCIDENT_SLOW_HUB
 from kpi.sources.folder import load_data_dir
 from tests import promkit
+from tests.exporters.mixin.dashboard_checks import panels
 from tests.stack_helpers import REPO, RULE_FILES, Stack, run_stack
 
 pytestmark = pytest.mark.prometheus
@@ -38,7 +39,7 @@ HEADLINE_PANELS = (
     "On-time ratio by product vs objective (1 day)",
     "Volume: accepted and delivered per hour",
     "Items in network and overdue",
-    "Backlog hot spots",
+    "Backlog hot spots (now)",
     "Complaints per million items by region (1 day)",
 )
 #: Grafana variables -> values: everything, and one concrete choice that has data.
@@ -48,6 +49,7 @@ ALL_VALUES = {
     "region": ".*",
     "facility": ".*",
     "product": ".*",
+    "category": ".*",
     "__rate_interval": "1m",
 }
 
@@ -104,7 +106,7 @@ def _panel_exprs() -> list[tuple[str, str, str]]:
     return [
         (path.stem, panel["title"], target["expr"])
         for path in sorted((REPO / "dashboards").glob("*.json"))
-        for panel in json.loads(path.read_text())["panels"]
+        for panel in panels(json.loads(path.read_text()))
         for target in panel["targets"]
     ]
 
@@ -162,10 +164,11 @@ def test_every_dashboard_query_evaluates(stack: Stack, concrete: bool) -> None:
             "region": "CN-GD",
             "facility": INCIDENT_SLOW_HUB,
             "product": "express",
+            "category": "delay",
         }
     exprs = _panel_exprs()
     assert len(exprs) > 40
-    errors, empty_headlines = [], []
+    errors, empty = [], []
     for uid, title, expr in exprs:
         query = promkit.substitute(expr, variables)
         assert "$" not in query, f"{uid}/{title}: unsubstituted variable in {query}"
@@ -174,21 +177,75 @@ def test_every_dashboard_query_evaluates(stack: Stack, concrete: bool) -> None:
         except promkit.PromQLError as exc:
             errors.append(f"{uid}/{title}: {exc}")
             continue
-        if uid == "postal-overview" and title in HEADLINE_PANELS and not result:
-            empty_headlines.append(f"{title}: {query}")
+        if not result and (not concrete or (uid == "postal-overview" and title in HEADLINE_PANELS)):
+            empty.append(f"{uid}/{title}: {query}")
     assert errors == []
-    # The headline panels show data with the defaults and with a concrete selection.
-    assert empty_headlines == []
+    # Every panel shows data on the simulated peak with the defaults (All); the headline
+    # panels also with a concrete selection.
+    assert empty == []
+
+
+def _facility_region(stack: Stack) -> dict[str, str]:
+    csv = pl.read_csv(stack.data / "facilities.csv", infer_schema=False)
+    return {r["facility"]: r["region"] for r in csv.iter_rows(named=True)}
+
+
+def test_every_dashboard_query_honours_the_region(stack: Stack) -> None:
+    # With one region selected no panel shows another region's facilities, regions or
+    # destinations (the old threshold query ignored $region and drew every facility).
+    region = stack.prom.query(
+        f"topk(1, sum by (region) ({cat.BACKLOG_ITEMS.series}))", at=stack.settled_at
+    )[0]["metric"]["region"]
+    where = _facility_region(stack)
+    leaks = []
+    for uid, title, expr in _panel_exprs():
+        query = promkit.substitute(expr, ALL_VALUES | {"region": region})
+        for series in stack.prom.query(query, at=stack.settled_at):
+            labels = series["metric"]
+            shown = {labels.get("region"), labels.get("destination")} - {None}
+            if "facility" in labels:
+                shown.add(where[labels["facility"]])
+            if shown - {region}:
+                leaks.append(f"{uid}/{title}: {labels}")
+    assert leaks == []
+
+
+def test_threshold_series_include_the_default(stack: Stack, engine: Engine) -> None:
+    # "Waiting items vs threshold": each facility drawn has its threshold line, the
+    # default one where the facility has none configured.
+    board = _board("postal-facility-backlog")
+    panel = next(p for p in panels(board) if p["title"].startswith("Waiting items vs threshold"))
+    unset = max(
+        (f for f, (b, thr) in engine.backlog.items() if thr is None and b > 0),
+        key=lambda f: engine.backlog[f][0],
+    )
+    for choice in (".*", unset):
+        items, thresholds = (
+            stack.prom.query(
+                promkit.substitute(t["expr"], ALL_VALUES | {"facility": choice}),
+                at=stack.settled_at,
+            )
+            for t in panel["targets"]
+        )
+        drawn = {r["metric"]["facility"] for r in items}
+        assert len(drawn) == (10 if choice == ".*" else 1)
+        limits = {r["metric"]["facility"]: float(r["value"][1]) for r in thresholds}
+        assert set(limits) == drawn
+        for facility in drawn:
+            configured = engine.backlog[facility][1]
+            expected = DEFAULT_BACKLOG_THRESHOLD if configured is None else configured
+            assert limits[facility] == expected, facility
+    assert limits == {unset: DEFAULT_BACKLOG_THRESHOLD}
 
 
 def test_headline_panels_show_data(stack: Stack, engine: Engine) -> None:
-    panels = {p["title"]: p for p in _board("postal-overview")["panels"]}
-    assert set(HEADLINE_PANELS) <= set(panels)
+    by_title = {p["title"]: p for p in panels(_board("postal-overview"))}
+    assert set(HEADLINE_PANELS) <= set(by_title)
     results: dict[str, list[list[dict[str, Any]]]] = {}
     for title in HEADLINE_PANELS:
         results[title] = [
             stack.prom.query(promkit.substitute(t["expr"], ALL_VALUES), at=stack.settled_at)
-            for t in panels[title]["targets"]
+            for t in by_title[title]["targets"]
         ]
         for i, result in enumerate(results[title]):
             assert result, f"{title}: target {i} returned no data"
@@ -207,7 +264,7 @@ def test_headline_panels_show_data(stack: Stack, engine: Engine) -> None:
     )
     assert _values(in_network) == [network["in_network_items"]]
     assert _values(overdue) == [network["overdue_items"]]
-    (hot_spots,) = results["Backlog hot spots"]
+    (hot_spots,) = results["Backlog hot spots (now)"]
     assert len(hot_spots) == 10
     biggest = max(engine.backlog.items(), key=lambda kv: kv[1][0])
     top = max(hot_spots, key=lambda r: float(r["value"][1]))

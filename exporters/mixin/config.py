@@ -21,6 +21,20 @@ class BurnWindow(BaseModel):
     severity: str
 
 
+class Band(BaseModel):
+    """A panel's warning and critical values; ``critical < warning`` means low is bad."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    warning: float
+    critical: float
+
+    @property
+    def high_is_bad(self) -> bool:
+        """Whether values above the band are the bad ones."""
+        return self.critical >= self.warning
+
+
 class MixinConfig(BaseModel):
     """Everything the generated rules, alerts and dashboards may be tuned by."""
 
@@ -56,11 +70,29 @@ class MixinConfig(BaseModel):
     data_stale_seconds: float = 15 * 60
     rejected_ratio: float = Field(default=0.05, gt=0, lt=1)
     late_events_ratio: float = Field(default=0.10, gt=0, lt=1)
-    #: Where ``runbook_url`` points; the anchor is the alert name in lower case.
-    runbook_base_url: str = "docs/runbooks.md"
-    #: The analyst API, for item-level drill-down links.
+    #: The analyst API, for item-level drill-down links and (by default) the runbooks.
     api_url: str = f"http://127.0.0.1:{API_PORT}"
+    #: Absolute base of every ``runbook_url``; the anchor is the alert name in lower case.
+    #: Empty: the analyst API's ``/runbooks`` page (``{api_url}/runbooks``).
+    runbook_base_url: str = ""
     complaint_reply_days: int = 7
+    # --- dashboard colours: where a panel turns orange (warning) and red (critical) ---
+    #: Share of the SLO period's error budget left (low is bad).
+    budget_remaining: Band = Band(warning=0.5, critical=0.25)
+    #: 72-hour on-time rate (SPB 72小时准时率; 2024 national figure 83.95 %; low is bad).
+    within_72h: Band = Band(warning=0.85, critical=0.80)
+    #: Mean full-process time (SPB 全程时限; 2024 national figure 53.88 h; high is bad).
+    mean_transit_seconds: Band = Band(warning=60 * HOUR, critical=72 * HOUR)
+    #: First-attempt delivery ratio (low is bad).
+    first_attempt: Band = Band(warning=0.90, critical=0.85)
+    #: Complaints per million items accepted (China, Nov 2018: 38.78; high is bad).
+    complaints_per_million: Band = Band(warning=40, critical=100)
+    #: Waiting items as a share of the facility's threshold (1 = the alert's limit).
+    backlog_share: Band = Band(warning=0.8, critical=1.0)
+    #: How many facilities (or lanes) a per-facility view shows (topk): 380 lines help no one.
+    top_n: int = Field(default=10, ge=1, le=50)
+    #: Scrape duration (s): Prometheus' default scrape timeout is 10 s.
+    scrape_duration_seconds: Band = Band(warning=5, critical=10)
 
     @field_validator("objectives")
     @classmethod
@@ -76,6 +108,18 @@ class MixinConfig(BaseModel):
             raise ValueError("oldest-item thresholds must satisfy 0 < warning < critical")
         return self
 
+    @field_validator("api_url", "runbook_base_url")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"must be an absolute http(s) URL, got {value!r}")
+        return value.rstrip("/")
+
+    @property
+    def runbooks_url(self) -> str:
+        """The absolute URL of the runbooks page."""
+        return self.runbook_base_url or f"{self.api_url}/runbooks"
+
     def runbook(self, alertname: str) -> str:
-        """The runbook URL of an alert."""
-        return f"{self.runbook_base_url}#{alertname.lower()}"
+        """The absolute runbook URL of an alert."""
+        return f"{self.runbooks_url}#{alertname.lower()}"

@@ -16,6 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from kpi.api import signed_links
 from kpi.api.audit import AuditMiddleware
 from kpi.api.deps import authenticate
 from kpi.api.errors import ApiError
@@ -30,7 +31,9 @@ from kpi.api.routers import (
     kpis,
     late_items,
     legs,
+    links,
     query,
+    runbooks,
 )
 from kpi.api.settings import Settings
 from kpi.api.store import DataStore
@@ -177,8 +180,24 @@ def create_app(settings: Settings, *, wait_for_data: bool = False) -> FastAPI:
     app.state.keys_by_hash = {k.sha256: k for k in settings.api_keys}
     _install_error_handlers(app)
     _install_docs(app, settings)
-    for module in (kpis, query, items, backlog, late_items, legs, complaints, incidents, admin):
+    for module in (
+        kpis,
+        query,
+        items,
+        backlog,
+        late_items,
+        legs,
+        complaints,
+        incidents,
+        admin,
+        links,
+    ):
         app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(signed_links.router)
+    app.include_router(
+        runbooks.router,
+        dependencies=[Depends(authenticate)] if settings.docs_require_key else [],
+    )
     app.include_router(health.router)
     app.include_router(health.router, prefix=API_PREFIX, include_in_schema=False)
     app.add_api_route(

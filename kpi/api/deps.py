@@ -13,6 +13,7 @@ from kpi.api.errors import ApiError, bad_request, forbidden
 from kpi.api.export import negotiate
 from kpi.api.models import MAX_LIMIT_SCHEMA, MAX_OFFSET, Format
 from kpi.api.settings import ApiKey, Role, Settings
+from kpi.api.signed_links import browser_key_name, sign_in_redirect
 from kpi.api.store import DataStore, Generation
 
 _api_key_header = APIKeyHeader(
@@ -81,6 +82,12 @@ async def authenticate(
     secret = api_key or (bearer.credentials if bearer is not None else None)
     challenge = {"WWW-Authenticate": 'Bearer realm="postal-kpi"'}
     if not secret:
+        browser = _browser_principal(request, settings)
+        if browser is not None:
+            return browser
+        redirect = sign_in_redirect(request)
+        if redirect is not None:
+            raise redirect
         raise ApiError(
             401, "an API key is required: send it as X-API-Key or Authorization: Bearer", challenge
         )
@@ -92,6 +99,20 @@ async def authenticate(
     return Principal(
         key.name, key.role, frozenset(key.regions) if key.regions is not None else None
     )
+
+
+def _browser_principal(request: Request, settings: Settings) -> Principal | None:
+    """A read-only caller from a signed link or a session cookie (kpi.api.signed_links)."""
+    name = browser_key_name(request, settings.browser)
+    if name is None:
+        return None
+    matching = [k for k in settings.api_keys if k.name == name]
+    if len(matching) != 1:  # the key was removed (or its name is ambiguous): no access
+        return None
+    key = matching[0]
+    request.state.principal_name = key.name
+    regions = frozenset(key.regions) if key.regions is not None else None
+    return Principal(key.name, Role.READER, regions)
 
 
 PrincipalDep = Annotated[Principal, Depends(authenticate)]

@@ -13,6 +13,8 @@ from typing import Annotated, Any
 import yaml
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
+from kpi.api.signed_links import BrowserAuth
+
 
 class Role(StrEnum):
     """What a key may do: read KPIs and records, or also administer the service."""
@@ -108,6 +110,9 @@ class Settings(BaseModel):
     )
     webhook_tokens: tuple[WebhookToken, ...] = Field(
         default=(), description="bearer tokens Alertmanager authenticates the webhook with"
+    )
+    browser: BrowserAuth = Field(
+        default=BrowserAuth(), description="read-only browser sessions and signed links"
     )
     watch_interval_seconds: Annotated[float, Field(ge=0)] = Field(
         default=5.0, description="how often, at most, the data folder is checked for changes"
