@@ -11,7 +11,11 @@ import typer
 from kpi_cli.options import DataDir, setup_logging
 
 if TYPE_CHECKING:
+    import datetime as dt
+
     import polars as pl
+
+    from kpi.kpis.query import KpiQuery
 
 
 def _split(value: str | None) -> tuple[str, ...]:
@@ -53,6 +57,22 @@ def report(
         str,
         typer.Option("--log-level", help="INFO shows how the lifecycle was built (to stderr)"),
     ] = "WARNING",
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine", help="polars (one process) or dask (DATA_DIR is a `kpi compact` lake)"
+        ),
+    ] = "polars",
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="dask: local cluster of N worker processes")
+    ] = 2,
+    scheduler: Annotated[
+        str | None,
+        typer.Option("--scheduler", help="dask: an existing cluster, e.g. tcp://HOST:8786"),
+    ] = None,
+    connect_timeout: Annotated[
+        float, typer.Option("--connect-timeout", help="dask: seconds to reach --scheduler")
+    ] = 10.0,
 ) -> None:
     """Compute KPIs over a data folder (one row per group and period, one column per KPI)."""
     setup_logging(log_level)
@@ -68,6 +88,8 @@ def report(
         return
     if fmt not in FORMATS:
         raise typer.BadParameter(f"use one of {', '.join(FORMATS)}", param_hint="--format")
+    if engine not in ("polars", "dask"):
+        raise typer.BadParameter("use polars or dask", param_hint="--engine")
     try:
         as_of_ts = parse_timestamp(as_of, "--as-of") if as_of else None
         query = KpiQuery(
@@ -79,6 +101,13 @@ def report(
             tz=tz,
             stall_hours=stall_hours,
         )
+        if engine == "dask":
+            _emit(
+                _on_cluster(data_dir, query, as_of_ts, scheduler, workers, connect_timeout),
+                fmt,
+                output,
+            )
+            return
         snap = Snapshot.from_dataset(load_data_dir(data_dir), as_of_ts)
         frame = snap.query(query)
     except (KpiError, TimestampError) as exc:
@@ -98,6 +127,27 @@ def report(
             err=True,
         )
     _emit(frame, fmt, output)
+
+
+def _on_cluster(
+    lake: Path,
+    query: KpiQuery,
+    as_of: dt.datetime | None,
+    scheduler: str | None,
+    workers: int,
+    timeout: float,
+) -> pl.DataFrame:
+    """``--engine dask``: the answer from a lake, one task per bucket on a Dask cluster."""
+    from kpi.cluster import ClusterError, connect  # noqa: PLC0415  (lazy: distributed)
+    from kpi.cluster import report as cluster_report  # noqa: PLC0415
+    from kpi.lake import LakeError  # noqa: PLC0415
+
+    try:
+        with connect(scheduler, workers, timeout) as client:
+            return cluster_report(lake, query, client, as_of)
+    except (ClusterError, LakeError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 def _emit(frame: pl.DataFrame, fmt: str, output: Path | None) -> None:
