@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -80,12 +81,7 @@ def connect(
     from distributed import Client, LocalCluster  # noqa: PLC0415  (heavy, only when used)
 
     if scheduler is not None:
-        try:
-            client = Client(scheduler, timeout=timeout, set_as_default=False)  # type: ignore[no-untyped-call]
-        except (OSError, TimeoutError) as exc:
-            raise ClusterError(
-                f"no Dask scheduler answered at {scheduler} within {timeout:g} s ({exc})"
-            ) from exc
+        client = _reach(scheduler, timeout)
         with client:
             yield client
         return
@@ -101,6 +97,32 @@ def connect(
         Client(cluster, set_as_default=False) as client,  # type: ignore[no-untyped-call]
     ):
         yield client
+
+
+def _reach(scheduler: str, timeout: float) -> Client:
+    """A client of ``scheduler``, or ``ClusterError`` after ``timeout`` (plus a grace second).
+
+    Distributed's own ``timeout`` covers a refused connection, not a peer that accepts
+    and never speaks (the handshake then waits forever): a thread bounds both.
+    """
+    from distributed import Client  # noqa: PLC0415
+
+    box: dict[str, object] = {}
+
+    def attempt() -> None:
+        try:
+            box["client"] = Client(scheduler, timeout=timeout, set_as_default=False)  # type: ignore[no-untyped-call]
+        except Exception as exc:  # reported below, whatever distributed raised
+            box["error"] = exc
+
+    thread = threading.Thread(target=attempt, name="dask-connect", daemon=True)
+    thread.start()
+    thread.join(timeout + 1.0)
+    client = box.get("client")
+    if isinstance(client, Client):
+        return client
+    why = box.get("error", "no answer to the handshake")
+    raise ClusterError(f"no Dask scheduler answered at {scheduler} within {timeout:g} s ({why})")
 
 
 def _keys(by: Sequence[str], w: Window) -> list[str]:

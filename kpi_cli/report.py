@@ -15,7 +15,25 @@ if TYPE_CHECKING:
 
     import polars as pl
 
-    from kpi.kpis.query import KpiQuery
+    from kpi.kpis.query import KpiQuery, Snapshot
+
+
+# The cluster engine's options (``--engine dask``), kept beside the verb's signature.
+Engine = Annotated[
+    str,
+    typer.Option(
+        "--engine", help="polars (one process) or dask (DATA_DIR is a `kpi compact` lake)"
+    ),
+]
+Workers = Annotated[
+    int, typer.Option("--workers", min=1, help="dask: local cluster of N worker processes")
+]
+Scheduler = Annotated[
+    str | None, typer.Option("--scheduler", help="dask: an existing cluster, e.g. tcp://HOST:8786")
+]
+ConnectTimeout = Annotated[
+    float, typer.Option("--connect-timeout", help="dask: seconds to reach --scheduler")
+]
 
 
 def _split(value: str | None) -> tuple[str, ...]:
@@ -57,22 +75,10 @@ def report(
         str,
         typer.Option("--log-level", help="INFO shows how the lifecycle was built (to stderr)"),
     ] = "WARNING",
-    engine: Annotated[
-        str,
-        typer.Option(
-            "--engine", help="polars (one process) or dask (DATA_DIR is a `kpi compact` lake)"
-        ),
-    ] = "polars",
-    workers: Annotated[
-        int, typer.Option("--workers", min=1, help="dask: local cluster of N worker processes")
-    ] = 2,
-    scheduler: Annotated[
-        str | None,
-        typer.Option("--scheduler", help="dask: an existing cluster, e.g. tcp://HOST:8786"),
-    ] = None,
-    connect_timeout: Annotated[
-        float, typer.Option("--connect-timeout", help="dask: seconds to reach --scheduler")
-    ] = 10.0,
+    engine: Engine = "polars",
+    workers: Workers = 2,
+    scheduler: Scheduler = None,
+    connect_timeout: ConnectTimeout = 10.0,
 ) -> None:
     """Compute KPIs over a data folder (one row per group and period, one column per KPI)."""
     setup_logging(log_level)
@@ -102,18 +108,19 @@ def report(
             stall_hours=stall_hours,
         )
         if engine == "dask":
-            _emit(
-                _on_cluster(data_dir, query, as_of_ts, scheduler, workers, connect_timeout),
-                fmt,
-                output,
-            )
-            return
+            frame = _on_cluster(data_dir, query, as_of_ts, scheduler, workers, connect_timeout)
+            return _emit(frame, fmt, output)
         snap = Snapshot.from_dataset(load_data_dir(data_dir), as_of_ts)
         frame = snap.query(query)
     except (KpiError, TimestampError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    # Left-out rows never vanish silently: say how many and where to see them.
+    _notes(snap, data_dir)
+    _emit(frame, fmt, output)
+
+
+def _notes(snap: Snapshot, data_dir: Path) -> None:
+    """Left-out rows never vanish silently: say how many and where to see them."""
     if snap.rejected_events:
         typer.echo(
             f"note: {snap.rejected_events} event row(s) were left out (failed validation"
@@ -126,7 +133,6 @@ def report(
             f" `kpi validate {data_dir}` says why",
             err=True,
         )
-    _emit(frame, fmt, output)
 
 
 def _on_cluster(
