@@ -10,7 +10,18 @@ from __future__ import annotations
 
 import typer
 
-from kpi_cli import api, compact, docs, exporter, mixin, report, serve, simulate
+from kpi_cli import (
+    api,
+    backfill,
+    compact,
+    docs,
+    duty,
+    exporter,
+    mixin,
+    report,
+    serve,
+    simulate,
+)
 
 app = typer.Typer(
     name="kpi",
@@ -30,6 +41,8 @@ app.command("api")(api.api)
 app.command("exporter")(exporter.exporter)
 app.command("serve")(serve.serve)
 app.command("docs")(docs.docs)
+app.command("backfill")(backfill.backfill)
+app.command("duty-report")(duty.duty_report)
 
 
 if __name__ == "__main__":
