@@ -10,7 +10,18 @@ from __future__ import annotations
 
 import typer
 
-from kpi_cli import api, backfill, docs, duty, exporter, mixin, report, serve, simulate
+from kpi_cli import (
+    api,
+    backfill,
+    compact,
+    docs,
+    duty,
+    exporter,
+    mixin,
+    report,
+    serve,
+    simulate,
+)
 
 app = typer.Typer(
     name="kpi",
@@ -23,6 +34,7 @@ app = typer.Typer(
 # The verbs, in the order `kpi --help` lists them: one line each.
 app.command("report")(report.report)
 app.command("validate")(report.validate)
+app.command("compact")(compact.compact)
 app.command("simulate")(simulate.simulate)
 app.command("mixin")(mixin.mixin)
 app.command("api")(api.api)

@@ -11,7 +11,29 @@ import typer
 from kpi_cli.options import DataDir, setup_logging
 
 if TYPE_CHECKING:
+    import datetime as dt
+
     import polars as pl
+
+    from kpi.kpis.query import KpiQuery, Snapshot
+
+
+# The cluster engine's options (``--engine dask``), kept beside the verb's signature.
+Engine = Annotated[
+    str,
+    typer.Option(
+        "--engine", help="polars (one process) or dask (DATA_DIR is a `kpi compact` lake)"
+    ),
+]
+Workers = Annotated[
+    int, typer.Option("--workers", min=1, help="dask: local cluster of N worker processes")
+]
+Scheduler = Annotated[
+    str | None, typer.Option("--scheduler", help="dask: an existing cluster, e.g. tcp://HOST:8786")
+]
+ConnectTimeout = Annotated[
+    float, typer.Option("--connect-timeout", help="dask: seconds to reach --scheduler")
+]
 
 
 def _split(value: str | None) -> tuple[str, ...]:
@@ -53,6 +75,10 @@ def report(
         str,
         typer.Option("--log-level", help="INFO shows how the lifecycle was built (to stderr)"),
     ] = "WARNING",
+    engine: Engine = "polars",
+    workers: Workers = 2,
+    scheduler: Scheduler = None,
+    connect_timeout: ConnectTimeout = 10.0,
 ) -> None:
     """Compute KPIs over a data folder (one row per group and period, one column per KPI)."""
     setup_logging(log_level)
@@ -68,6 +94,8 @@ def report(
         return
     if fmt not in FORMATS:
         raise typer.BadParameter(f"use one of {', '.join(FORMATS)}", param_hint="--format")
+    if engine not in ("polars", "dask"):
+        raise typer.BadParameter("use polars or dask", param_hint="--engine")
     try:
         as_of_ts = parse_timestamp(as_of, "--as-of") if as_of else None
         query = KpiQuery(
@@ -79,12 +107,20 @@ def report(
             tz=tz,
             stall_hours=stall_hours,
         )
+        if engine == "dask":
+            frame = _on_cluster(data_dir, query, as_of_ts, scheduler, workers, connect_timeout)
+            return _emit(frame, fmt, output)
         snap = Snapshot.from_dataset(load_data_dir(data_dir), as_of_ts)
         frame = snap.query(query)
     except (KpiError, TimestampError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    # Left-out rows never vanish silently: say how many and where to see them.
+    _notes(snap, data_dir)
+    _emit(frame, fmt, output)
+
+
+def _notes(snap: Snapshot, data_dir: Path) -> None:
+    """Left-out rows never vanish silently: say how many and where to see them."""
     if snap.rejected_events:
         typer.echo(
             f"note: {snap.rejected_events} event row(s) were left out (failed validation"
@@ -97,7 +133,27 @@ def report(
             f" `kpi validate {data_dir}` says why",
             err=True,
         )
-    _emit(frame, fmt, output)
+
+
+def _on_cluster(
+    lake: Path,
+    query: KpiQuery,
+    as_of: dt.datetime | None,
+    scheduler: str | None,
+    workers: int,
+    timeout: float,
+) -> pl.DataFrame:
+    """``--engine dask``: the answer from a lake, one task per bucket on a Dask cluster."""
+    from kpi.cluster import ClusterError, connect  # noqa: PLC0415  (lazy: distributed)
+    from kpi.cluster import report as cluster_report  # noqa: PLC0415
+    from kpi.lake import LakeError  # noqa: PLC0415
+
+    try:
+        with connect(scheduler, workers, timeout) as client:
+            return cluster_report(lake, query, client, as_of)
+    except (ClusterError, LakeError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 def _emit(frame: pl.DataFrame, fmt: str, output: Path | None) -> None:
