@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from kpi.commands import api, exporter, mixin, report, serve, simulate
+from kpi.commands import api, exporter, mixin, publish, report, serve, simulate
 
 app = typer.Typer(
     name="kpi",
@@ -27,6 +27,7 @@ app.command("mixin")(mixin.mixin)
 app.command("api")(api.api)
 app.command("exporter")(exporter.exporter)
 app.command("serve")(serve.serve)
+app.command("publish")(publish.publish)
 
 
 @app.command("docs")
