@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from tests.promkit import free_port, wait_for
 
@@ -124,8 +126,6 @@ class KafkaBroker:
 
     def create_topic(self, name: str, partitions: int = 8) -> str:
         """Create ``name`` with ``partitions`` partitions (replication 1); returns the name."""
-        from confluent_kafka.admin import AdminClient, NewTopic
-
         admin = AdminClient({"bootstrap.servers": self.bootstrap})
         for future in admin.create_topics([NewTopic(name, partitions, 1)]).values():
             future.result(timeout=30)
@@ -219,8 +219,6 @@ def start_kafka(workdir: Path, ready_timeout: float = 90.0, fast_start: bool = T
     def ready() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"kafka exited with {process.returncode}:\n{broker.log()[-3000:]}")
-        from confluent_kafka.admin import AdminClient
-
         admin = AdminClient({"bootstrap.servers": broker.bootstrap, "log_level": 0})
         try:
             return bool(admin.list_topics(timeout=2).brokers)

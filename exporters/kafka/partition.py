@@ -5,26 +5,28 @@ with the exporter's usual checkpoints (``exporters.state``): the partition's nex
 is stored in the same checkpoint as the state it produced, as the position of a source
 named ``kafka:<topic>/<partition>``, so the two are written together or not at all.
 
-This adapts today's file ``Ingestor``: the folder tailer is replaced by the partition's
-offset, and a poll's records go straight to its validate/dedup/count/merge step.
+Built on the file ``Ingestor``'s books (``exporters.books``): the folder tailer is
+replaced by the partition's offset, the position the books carry as an opaque token,
+and each poll's validated records are applied as one set.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 import polars as pl
 
+from exporters import catalog as cat
 from exporters.ingest import IngestConfig, Ingestor
+from exporters.reference import reload
 from exporters.state import StateDirLock
-from exporters.tail import Chunk, FileState
-from kpi.contract import Kind
-from kpi.sources.files import RawBatch
+from exporters.tail import FileState
+from kpi.contract import Kind, RejectReason
+from kpi.sources.files import RawBatch, reject
 from kpi.sources.folder import validated
 from kpi.sources.validate import REJECT_SCHEMA, ROW, SOURCE
 from kpi.streams.messages import source_name
@@ -55,11 +57,11 @@ class PartitionId:
 
 
 @dataclass
-class Validated(RawBatch):
-    """A partition's share of a poll validated as a whole: good rows and every reject."""
+class Validated:
+    """A partition's share of a poll, validated: good rows and every reject."""
 
-    good: pl.DataFrame = field(default_factory=pl.DataFrame)
-    bad: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=REJECT_SCHEMA))
+    good: pl.DataFrame
+    bad: pl.DataFrame
 
 
 def validate_poll(batch: RawBatch, kind: Kind) -> dict[str, Validated]:
@@ -76,26 +78,20 @@ def validate_poll(batch: RawBatch, kind: Kind) -> dict[str, Validated]:
     out: dict[str, Validated] = {}
     for (source,) in {*goods, *bads}:
         out[str(source)] = Validated(
-            batch.frame.clear(),
-            good=goods.get((source,), good.clear()),
-            bad=bads.get((source,), bad.clear()),
+            good=goods.get((source,), good.clear()), bad=bads.get((source,), bad.clear())
         )
     return out
 
 
 class _Positions:
-    """Stands in for the file tailer: the partition's position, advanced on publish."""
+    """Stands in for the file tailer: the partition's position (the books' opaque token)."""
 
     def __init__(self, files: dict[str, FileState]) -> None:
         self.files = files
 
-    def commit(self, chunks: list[Chunk]) -> None:
-        for chunk in chunks:
-            self.files[chunk.after.key] = chunk.after
-
 
 class PartitionState(Ingestor):
-    """The exporter state of one partition, restored from its last checkpoint."""
+    """The exporter books of one partition, restored from its last checkpoint."""
 
     def __init__(
         self,
@@ -121,32 +117,35 @@ class PartitionState(Ingestor):
         state = self.tailer.files.get(self.pid.source)
         return None if state is None else state.offset
 
-    def _validate(self, chunk: Chunk) -> tuple[pl.DataFrame, pl.DataFrame]:
-        if isinstance(chunk.batch, Validated):
-            return chunk.batch.good.sort(ROW), chunk.batch.bad
-        return super()._validate(chunk)
+    def apply(self, share: Validated, next_offset: int) -> int:
+        """Apply one poll's validated records as one set; the position moves to ``next_offset``.
 
-    def apply(self, batch: RawBatch, next_offset: int) -> int:
-        """Validate (unless ``Validated``), de-duplicate, count and merge one poll's records.
-
-        Returns the rows handled; the partition's position moves to ``next_offset``.
+        Returns the rows handled. Records that cannot be applied are one reject, and the
+        partition moves on (a poison message never stops its partition).
         """
-        self._reload_reference()
-        after = FileState(
+        self.reference = reload(self.config.data_dir, self.reference)
+        intake = self.books.intake()
+        if share.good.height:
+            try:
+                self._add_rows(intake, self.pid.kind, share.good.sort(ROW))
+            except Exception as exc:
+                log.exception("cannot apply a poll of %s; rejecting it", self.pid.source)
+                whole = reject(
+                    self.pid.source, None, RejectReason.MALFORMED_ROW, f"cannot apply: {exc}"
+                )
+                intake.add_rejects(pl.DataFrame([whole], schema=REJECT_SCHEMA))
+        intake.add_rejects(share.bad)
+        self.tailer.files[self.pid.source] = FileState(
             key=self.pid.source,
             path=self.pid.source,
             kind=self.pid.kind.value,
             fmt=KAFKA_FMT,
             offset=next_offset,
         )
-        chunk = Chunk(self.pid.kind, self.pid.source, batch, after)
-        try:
-            computed = self._compute([chunk])
-        except Exception:
-            log.exception("batch of %s failed; rejecting it as a whole", self.pid.source)
-            computed = self._compute_one_by_one([dataclasses.replace(chunk)])
-        self._publish(computed)
-        return computed.rows
+        self._apply(intake)
+        with self.lock:
+            self.local.add(cat.EXPORTER_LATE_EVENTS, (), intake.late_events)
+        return int(intake.rows)
 
     def close(self) -> None:
         """Close the rejects file and free the state directory for another shard."""

@@ -461,7 +461,7 @@ class KafkaShard:
         """The partition's counters and histograms, labelled with its topic and partition."""
         state = held.state
         with state.lock:
-            counters, local = state.counters.copy(), state.local.copy()
+            counters, local = state.ledger.counters.copy(), state.local.copy()
         view = MetricsView(counters=counters, local=local)
         families = [
             f
@@ -480,17 +480,20 @@ class KafkaShard:
         reference = None
         last_event_us: list[int] = []
         checkpoints: list[float] = []
+        awaiting = 0
         for h in held:
             with h.state.lock:
-                items.append(h.state.items)
-                complaints.append(h.state.complaints)
-                reference = h.state.reference
-                if h.state.last_event_us is not None:
-                    last_event_us.append(h.state.last_event_us)
+                ledger, reference = h.state.ledger, h.state.reference
+            items.append(ledger.view_items())
+            complaints.append(ledger.complaints)
+            awaiting += ledger.held_deliveries()
+            if ledger.clock_us is not None:
+                last_event_us.append(ledger.clock_us)
             checkpoints.append(h.state.last_checkpoint_at or 0.0)
         all_items = pl.concat(items, how="vertical", rechunk=False)
         stats = SelfStats(
             items_tracked=all_items.height,
+            deliveries_awaiting_acceptance=awaiting,
             last_event_timestamp=max(last_event_us, default=0) / 1e6,
             last_checkpoint_timestamp=max(checkpoints, default=0.0),
             version=self._version,

@@ -888,12 +888,17 @@ def exporter_health(config: MixinConfig) -> Dashboard:
             Panel(
                 "stat",
                 "Items tracked",
-                "Items whose state the exporter holds in memory.",
+                "Items whose state the exporter holds in memory, and the deliveries among"
+                " them waiting for their acceptance (not counted yet).",
                 "short",
                 (
                     Target(
                         f"sum by (instance) ({sel(cat.EXPORTER_ITEMS_TRACKED.name, *scope)})",
                         "{{instance}}",
+                    ),
+                    Target(
+                        f"sum by (instance) ({sel(cat.EXPORTER_AWAITING_ACCEPTANCE.name, *scope)})",
+                        "{{instance}} awaiting acceptance",
                     ),
                 ),
                 width=6,
@@ -926,6 +931,27 @@ def exporter_health(config: MixinConfig) -> Dashboard:
                     Target(
                         _sum_rate(("instance",), sel(cat.EXPORTER_LATE_EVENTS.series, *scope)),
                         "{{instance}} late",
+                    ),
+                ),
+            ),
+            Panel(
+                "timeseries",
+                "Kafka consumer lag",
+                "Kafka shards only: messages of each partition not consumed yet, and how long"
+                " the shard holding it has been behind.",
+                "short",
+                (
+                    Target(
+                        f"max by (topic, partition) ({sel(cat.KAFKA_LAG.name, *scope)})",
+                        "{{topic}}/{{partition}} messages",
+                    ),
+                    Target(
+                        f"max by (topic, partition) ({sel(cat.KAFKA_LAG_AGE.name, *scope)})",
+                        "{{topic}}/{{partition}} seconds behind",
+                    ),
+                    Target(
+                        f"sum by (instance) ({sel(cat.KAFKA_PARTITIONS.name, *scope)})",
+                        "{{instance}} partitions held",
                     ),
                 ),
             ),

@@ -22,17 +22,17 @@ from pathlib import Path
 import pytest
 
 from exporters.kafka.scrape import PARTITION_RELABEL
-from exporters.testkit import (
+from kpi.contract import Kind
+from kpi.sources.files import read_file
+from kpi.sources.folder import source_files
+from tests import kafkakit, promkit
+from tests.exporterkit import (
     ExporterProcess,
     SeriesKey,
     counters_only,
     fetch,
     wait_until,
 )
-from kpi.contract import Kind
-from kpi.sources.files import read_file
-from kpi.sources.folder import source_files
-from tests import kafkakit, promkit
 from tests.stack_helpers import simulate
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -134,6 +134,51 @@ def _shard(
     ).start()
 
 
+def _publish_with_kills(
+    data: Path,
+    kafka: kafkakit.KafkaBroker,
+    topics: tuple[str, str],
+    shards: list[ExporterProcess],
+    ports: list[int],
+    group: str,
+    state: Path,
+) -> int:
+    """Stream the folder at ``RATE`` while SIGKILLing and restarting random shards."""
+    rng = random.Random(12)
+    publish = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kpi_cli",
+            "publish",
+            str(data),
+            "--kafka",
+            kafka.bootstrap,
+            "--topic",
+            topics[0],
+            "--complaints-topic",
+            topics[1],
+            "--rate",
+            str(RATE),
+            "-q",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    kills = 0
+    while publish.poll() is None:
+        time.sleep(rng.uniform(1.5, 3.0))
+        if publish.poll() is not None:
+            break
+        victim = rng.randrange(len(shards))
+        shards[victim].kill()
+        kills += 1
+        time.sleep(rng.uniform(0.0, 1.0))
+        shards[victim] = _shard(data, state, kafka, topics, group, ports[victim])
+    assert publish.wait(60) == 0, publish.stdout.read() if publish.stdout else ""
+    return kills
+
+
 def test_shards_survive_sigkills_and_sum_to_one_exporter(
     kafka: kafkakit.KafkaBroker, tmp_path: Path
 ) -> None:
@@ -148,7 +193,6 @@ def test_shards_survive_sigkills_and_sum_to_one_exporter(
     state = tmp_path / "shared-state"
     ports = [promkit.free_port() for _ in range(3)]
     shards = [_shard(data, state, kafka, topics, group, port) for port in ports]
-    rng = random.Random(12)
     config = promkit.prometheus_config({"postal-exporter": [f"127.0.0.1:{p}" for p in ports]})
     config["scrape_configs"][0]["metric_relabel_configs"] = PARTITION_RELABEL
     with promkit.run_prometheus(tmp_path / "prom", config=config) as prom:
@@ -156,37 +200,7 @@ def test_shards_survive_sigkills_and_sum_to_one_exporter(
             for shard in shards:
                 shard.wait_ready()
             started = time.time()
-            publish = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "kpi.cli",
-                    "publish",
-                    str(data),
-                    "--kafka",
-                    kafka.bootstrap,
-                    "--topic",
-                    topics[0],
-                    "--complaints-topic",
-                    topics[1],
-                    "--rate",
-                    str(RATE),
-                    "-q",
-                ],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-            )
-            kills = 0
-            while publish.poll() is None:
-                time.sleep(rng.uniform(1.5, 3.0))
-                if publish.poll() is not None:
-                    break
-                victim = rng.randrange(len(shards))
-                shards[victim].kill()
-                kills += 1
-                time.sleep(rng.uniform(0.0, 1.0))
-                shards[victim] = _shard(data, state, kafka, topics, group, ports[victim])
-            assert publish.wait(60) == 0, publish.stdout.read() if publish.stdout else ""
+            kills = _publish_with_kills(data, kafka, topics, shards, ports, group, state)
             assert kills >= 2
 
             reference.wait_ready()
@@ -220,27 +234,30 @@ def test_shards_survive_sigkills_and_sum_to_one_exporter(
             assert dirs == sorted(f"{t}-{p}" for t in topics for p in range(PARTITIONS))
             assert all(any((state / f"{topics[0]}-{p}").glob("checkpoint-*")) for p in range(8))
 
-            # Prometheus: no partition series ever reset; increase() over the run = totals.
-            total = expected[ingested]
-            prom.wait_for(
-                lambda: prom.value("sum(postal_exporter_events_ingested_total)") == total,
-                timeout=20,
-            )
-            window = f"{int(time.time() - started) + 30}s"
-            resets = prom.value(f"sum(resets(postal_exporter_events_ingested_total[{window}]))")
-            assert resets == 0
-            increase = prom.value(f"sum(increase(postal_exporter_events_ingested_total[{window}]))")
-            assert increase is not None
-            # A series' first sample is its first batch (Prometheus assumes no zero before
-            # it): about one scrape (1 s) of the publish rate is not seen by increase().
-            assert total - 1.5 * RATE <= increase <= total * 1.05
-            series = prom.query("postal_exporter_events_ingested_total")
-            assert len(series) == 2 * PARTITIONS  # one series per partition, not per owner
-            assert all("instance" not in s["metric"] for s in series)
+            _check_prometheus(prom, expected[ingested], started)
         finally:
             for shard in shards:
                 shard.kill()
             reference.kill()
+
+
+def _check_prometheus(prom: promkit.PrometheusServer, total: float, started: float) -> None:
+    """No partition series ever reset; increase() over the run equals the totals."""
+    prom.wait_for(
+        lambda: prom.value("sum(postal_exporter_events_ingested_total)") == total,
+        timeout=20,
+    )
+    window = f"{int(time.time() - started) + 30}s"
+    resets = prom.value(f"sum(resets(postal_exporter_events_ingested_total[{window}]))")
+    assert resets == 0
+    increase = prom.value(f"sum(increase(postal_exporter_events_ingested_total[{window}]))")
+    assert increase is not None
+    # A series' first sample is its first batch (Prometheus assumes no zero before
+    # it): about one scrape (1 s) of the publish rate is not seen by increase().
+    assert total - 1.5 * RATE <= increase <= total * 1.05
+    series = prom.query("postal_exporter_events_ingested_total")
+    assert len(series) == 2 * PARTITIONS  # one series per partition, not per owner
+    assert all("instance" not in s["metric"] for s in series)
 
 
 def _held(shards: list[ExporterProcess]) -> int:

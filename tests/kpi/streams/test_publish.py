@@ -8,7 +8,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, TopicPartition
 from typer.testing import CliRunner
 
-from kpi.cli import app
+from kpi_cli.app import app
 from tests import kafkakit
 from tests.conftest import write_rows
 

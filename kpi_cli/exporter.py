@@ -1,0 +1,181 @@
+"""``kpi exporter``: follow a data folder live and serve Prometheus metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kpi_cli.options import (
+    DEDUP_WINDOW_DEFAULT,
+    LATE_GRACE_DEFAULT,
+    RETENTION_DEFAULT,
+    DataDir,
+    DedupWindow,
+    LateGrace,
+    Retention,
+    parse_duration,
+    parse_listen,
+    parse_retention,
+    setup_logging,
+)
+
+
+def exporter(
+    data_dir: DataDir,
+    listen: Annotated[
+        str, typer.Option("--listen", help="HOST:PORT to serve /metrics, /healthz, /readyz on")
+    ] = "127.0.0.1:9108",
+    state: Annotated[
+        Path | None,
+        typer.Option(
+            "--state", help="state folder: checkpoints and rejects (default DATA_DIR/_exporter)"
+        ),
+    ] = None,
+    refresh_interval: Annotated[
+        str, typer.Option("--refresh-interval", help="how often gauges are recomputed")
+    ] = "15s",
+    as_of: Annotated[
+        str,
+        typer.Option(
+            "--as-of", help="gauges as of the wall clock (now) or the newest event (latest)"
+        ),
+    ] = "now",
+    batch_interval: Annotated[
+        str, typer.Option("--batch-interval", help="pause between micro-batches when idle")
+    ] = "1s",
+    checkpoint_interval: Annotated[
+        str, typer.Option("--checkpoint-interval", help="minimum time between checkpoints")
+    ] = "10s",
+    stall_hours: Annotated[
+        float, typer.Option("--stall-hours", help="no scan for longer = stalled")
+    ] = 48.0,
+    grace: Annotated[
+        str,
+        typer.Option(
+            "--partial-line-grace",
+            help="read a last line without newline once the file is idle this long",
+        ),
+    ] = "10s",
+    retention: Retention = RETENTION_DEFAULT,
+    late_grace: LateGrace = LATE_GRACE_DEFAULT,
+    dedup_window: DedupWindow = DEDUP_WINDOW_DEFAULT,
+    log_level: Annotated[
+        str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR")
+    ] = "INFO",
+    kafka: Annotated[
+        str | None,
+        typer.Option(
+            "--kafka",
+            help="consume the events from Kafka (bootstrap HOST:PORT[,HOST:PORT]) as one shard "
+            "of --group instead of following DATA_DIR's files (docs/scaling.md)",
+            metavar="HOST:PORT",
+        ),
+    ] = None,
+    topic: Annotated[str, typer.Option(help="Kafka: the events topic")] = "postal.events",
+    complaints_topic: Annotated[
+        str | None, typer.Option(help="Kafka: the complaints topic (none: no complaints)")
+    ] = None,
+    group: Annotated[
+        str, typer.Option(help="Kafka: the consumer group the shards share")
+    ] = "postal-exporters",
+    session_timeout: Annotated[
+        str,
+        typer.Option(
+            "--session-timeout", help="Kafka: a silent shard loses its partitions after this"
+        ),
+    ] = "10s",
+) -> None:
+    """Follow DATA_DIR live (events/, complaints/), or a Kafka topic, and serve Prometheus metrics."""
+    # Lazy: the exporter loads polars and prometheus_client, which `kpi --help` does not need.
+    from exporters.service import (  # noqa: PLC0415
+        AS_OF_CHOICES,
+        ExporterConfig,
+        ExporterService,
+    )
+
+    if as_of not in AS_OF_CHOICES:
+        raise typer.BadParameter(f"--as-of must be one of {', '.join(AS_OF_CHOICES)}")
+    setup_logging(log_level)
+    host, port = parse_listen(listen)
+    if kafka is not None:
+        _shard(
+            data_dir,
+            state or data_dir / "_exporter",
+            kafka,
+            topic,
+            complaints_topic,
+            group,
+            host,
+            port,
+            parse_duration(refresh_interval),
+            parse_duration(checkpoint_interval),
+            parse_duration(session_timeout),
+            stall_hours,
+            parse_retention(retention),
+        )
+        return
+    config = ExporterConfig(
+        data_dir=data_dir,
+        state_dir=state or data_dir / "_exporter",
+        host=host,
+        port=port,
+        refresh_interval=parse_duration(refresh_interval),
+        batch_interval=parse_duration(batch_interval),
+        checkpoint_interval=parse_duration(checkpoint_interval),
+        as_of="latest" if as_of == "latest" else "now",
+        stall_hours=stall_hours,
+        grace=parse_duration(grace),
+        retention=parse_retention(retention),
+        late_grace=parse_duration(late_grace),
+        dedup_window=parse_retention(dedup_window),
+    )
+    try:
+        ExporterService(config).run()
+    except (RuntimeError, ValueError) as exc:  # state folder locked, incompatible checkpoint
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    except OSError as exc:  # port in use
+        typer.echo(f"error: cannot listen on {listen}: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+def _shard(
+    data_dir: Path,
+    state: Path,
+    bootstrap: str,
+    topic: str,
+    complaints_topic: str | None,
+    group: str,
+    host: str,
+    port: int,
+    refresh_interval: float,
+    checkpoint_interval: float,
+    session_timeout: float,
+    stall_hours: float,
+    retention: float | None,
+) -> None:
+    """Run one Kafka shard until SIGTERM/SIGINT."""
+    from exporters.kafka.shard import KafkaShard, ShardConfig  # noqa: PLC0415
+
+    config = ShardConfig(
+        data_dir=data_dir,
+        state_dir=state,
+        bootstrap=bootstrap,
+        topic=topic,
+        group=group,
+        complaints_topic=complaints_topic,
+        host=host,
+        port=port,
+        refresh_interval=refresh_interval,
+        checkpoint_interval=checkpoint_interval,
+        session_timeout=session_timeout,
+        stall_hours=stall_hours,
+        retention=retention,
+    )
+    try:
+        KafkaShard(config).run()
+    except OSError as exc:  # port in use
+        typer.echo(f"error: cannot listen on {host}:{port}: {exc}", err=True)
+        raise typer.Exit(1) from exc
