@@ -14,7 +14,7 @@ KAFKA_POM := tools/kafka/pom.xml
 KAFKA_LIBS ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/postal-kpi/kafka-$(shell sha256sum $(KAFKA_POM) | cut -c1-12)
 MVN_DEPENDENCY_PLUGIN := org.apache.maven.plugins:maven-dependency-plugin:3.8.1
 
-.PHONY: demo demo-kafka test lint typecheck unit env system-deps java-deps kafka-jars clean
+.PHONY: demo test lint typecheck unit env system-deps java-deps kafka-jars clean mutants
 
 # uv comes from PyPI; the lock file pins everything else.
 $(BIN)/kpi: pyproject.toml uv.lock
@@ -71,6 +71,10 @@ unit: env system-deps kafka-jars
 	bash scripts/pytest.sh
 
 test: lint typecheck unit
+
+# Mutation testing of the engine (minutes, not part of `make test`): scores and survivors.
+mutants: env
+	$(BIN)/python scripts/mutants.py $(MODULES)
 
 demo: env
 	bash scripts/demo.sh "$(DEMO_DIR)" "$(DEMO_ITEMS)" "$(DEMO_DAYS)"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Final
+from typing import Annotated, Final, Literal
 
 import polars as pl
 import yaml
@@ -51,6 +51,33 @@ class ProductStandard(BaseModel):
     time_zone: str | None = Field(default=None, description="overrides the standard's time zone")
 
 
+Hours = Annotated[float, Field(gt=0, le=24 * 60)]
+
+
+class StageTargets(BaseModel):
+    """Per-stage time targets in hours (optional ``stages:`` of the standard).
+
+    ``dwell_hours`` is keyed by facility type (``collection``, ``processing``,
+    ``delivery``) or ``default``; ``leg_hours`` by ``default``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    dwell_hours: dict[Literal["collection", "processing", "delivery", "default"], Hours] = Field(
+        default_factory=dict
+    )
+    leg_hours: dict[Literal["default"], Hours] = Field(default_factory=dict)
+
+    def dwell_target(self, facility_type: str | None) -> float | None:
+        """The dwell target of a facility type (its own, else the default; None when unset)."""
+        if facility_type is not None and facility_type in self.dwell_hours:
+            return self.dwell_hours[facility_type]
+        return self.dwell_hours.get("default")
+
+    def leg_target(self) -> float | None:
+        """The leg target (None when unset)."""
+        return self.leg_hours.get("default")
+
+
 class ServiceStandards(BaseModel):
     """Service standards of every product (``service-standards.yaml``)."""
 
@@ -58,6 +85,7 @@ class ServiceStandards(BaseModel):
     time_zone: str = "Asia/Shanghai"
     remote_regions: tuple[str, ...] = ()
     products: dict[str, ProductStandard]
+    stages: StageTargets = Field(default_factory=StageTargets)
 
     def tz_of(self, product: str) -> str:
         """Time zone whose local days and cut-off apply to ``product``."""
@@ -148,9 +176,17 @@ def _deadline_from(std: ProductStandard, tz: str, deposit_day: pl.Expr, days: pl
     start = deposit_day.dt.add_business_days(0, week_mask=mask, holidays=holidays, roll="forward")
     last_day = start.dt.add_business_days(days, week_mask=mask, holidays=holidays)
     next_midnight = (last_day + pl.duration(days=1)).cast(pl.Datetime("us"))
-    return next_midnight.dt.replace_time_zone(
-        tz, ambiguous="earliest", non_existent="null"
-    ).dt.convert_time_zone("UTC") - pl.duration(microseconds=1)
+    # A doubled midnight (clocks back from 01:00) ends the day at its first occurrence.
+    # A skipped one (clocks forward at 00:00, as in Havana or Santiago) does not exist:
+    # the day then ends at the transition, i.e. midnight at the offset in force at 23:00.
+    end = pl.coalesce(
+        next_midnight.dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null"),
+        (next_midnight - pl.duration(hours=1)).dt.replace_time_zone(
+            tz, ambiguous="latest", non_existent="null"
+        )
+        + pl.duration(hours=1),
+    )
+    return end.dt.convert_time_zone("UTC") - pl.duration(microseconds=1)
 
 
 def _deadline_for(std: ProductStandard, tz: str, remote: tuple[str, ...]) -> pl.Expr:
@@ -240,6 +276,22 @@ def with_promised_by(frame: pl.LazyFrame, standards: ServiceStandards) -> pl.Laz
         .with_columns(pl.coalesce(pl.col("promised_by_given"), computed).alias("promised_by"))
         .drop("_code")
     )
+
+
+def dispatch_deadline_expr(standards: ServiceStandards) -> pl.Expr:
+    """End (UTC) of the deposit day for ``accepted_at, product``: same-day dispatch is a
+    first departure at or before it. The deposit day is the local date of acceptance in
+    the product's time zone, the next day after the cut-off; calendar days (a dispatch
+    target, unlike the delivery promise, runs every day). Null for unknown products."""
+
+    def end_of_day(name: str, std: ProductStandard) -> pl.Expr:
+        tz = standards.tz_of(name)
+        next_midnight = (_deposit_day(std, tz) + dt.timedelta(days=1)).cast(pl.Datetime("us"))
+        return next_midnight.dt.replace_time_zone(
+            tz, ambiguous="earliest", non_existent="null"
+        ).dt.convert_time_zone("UTC") - pl.duration(microseconds=1)
+
+    return _per_product(standards, end_of_day, UTC)
 
 
 def promised_by_expr(standards: ServiceStandards) -> pl.Expr:

@@ -29,6 +29,7 @@ from kpi.api.routers import (
     items,
     kpis,
     late_items,
+    legs,
     query,
 )
 from kpi.api.settings import Settings
@@ -176,7 +177,7 @@ def create_app(settings: Settings, *, wait_for_data: bool = False) -> FastAPI:
     app.state.keys_by_hash = {k.sha256: k for k in settings.api_keys}
     _install_error_handlers(app)
     _install_docs(app, settings)
-    for module in (kpis, query, items, backlog, late_items, complaints, incidents, admin):
+    for module in (kpis, query, items, backlog, late_items, legs, complaints, incidents, admin):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(health.router)
     app.include_router(health.router, prefix=API_PREFIX, include_in_schema=False)

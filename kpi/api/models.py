@@ -407,3 +407,22 @@ class ReloadResponse(BaseModel):
     data_version: str
     changed: bool
     items: int
+
+
+class LegRow(BaseModel):
+    """One transport leg of an item (an arrival and the latest earlier departure elsewhere)."""
+
+    item_id: str
+    from_facility: str
+    to_facility: str
+    from_region: str | None
+    to_region: str | None
+    departed_at: dt.datetime
+    arrived_at: dt.datetime
+    hours: float = Field(description="arrived_at - departed_at, in hours")
+
+
+class LegsPage(Page):
+    """Legs, the slowest first."""
+
+    data: list[LegRow]  # type: ignore[assignment]

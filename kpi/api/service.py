@@ -29,10 +29,11 @@ import polars as pl
 
 from kpi.api.errors import bad_request, forbidden
 from kpi.api.settings import Limits
-from kpi.kpis.catalog import ALL_DIMS, Family, Kpi, KpiError, resolve
+from kpi.kpis.catalog import ALL_DIMS, STAGE_FAMILIES, Family, Kpi, KpiError, resolve
 from kpi.kpis.exprs import PERIOD
 from kpi.kpis.functions import ITEM_COLUMNS
 from kpi.kpis.query import KpiQuery, Snapshot, join_families
+from kpi.kpis.stages import stage_filter
 
 FilterOp = Literal["equals", "in", "not_in"]
 _COMPLAINT_COLUMNS: Final = {"region": "region", "product": "product", "category": "category"}
@@ -43,7 +44,7 @@ _GRANULARITY_SPAN: Final = {
     "month": dt.timedelta(days=28),
 }
 #: Dimensions whose values are regions, for a region-scoped key.
-REGION_DIMS: Final = ("region", "destination")
+REGION_DIMS: Final = ("region", "destination", "from_region", "to_region")
 THRESHOLD_KPIS: Final = ("backlog_threshold_items", "backlog_over_threshold")
 
 
@@ -138,11 +139,12 @@ def _check_scope(f: Filter, scope: frozenset[str], facility_region: dict[str, st
                 f"your key is limited to regions {sorted(scope)}; {f.dimension} {outside} "
                 "is outside them"
             )
-    if f.dimension == "facility":
+    if f.dimension in ("facility", "from_facility", "to_facility"):
         outside = sorted(v for v in f.values if facility_region.get(v) not in scope)
         if outside:
             raise forbidden(
-                f"your key is limited to regions {sorted(scope)}; facility {outside} is not in them"
+                f"your key is limited to regions {sorted(scope)}; {f.dimension} {outside} is not"
+                " in them"
             )
 
 
@@ -210,6 +212,11 @@ def _match(col: str, f: Filter) -> pl.Expr:
 
 def restrict(snap: Snapshot, family: Family, filters: Sequence[Filter]) -> Snapshot:
     """The snapshot with only the input rows the filters keep, for one KPI family."""
+    if family in STAGE_FAMILIES:
+        tables = snap.stages
+        for f in filters:
+            tables = stage_filter(tables, snap.facilities, f.dimension, f.values, f.op == "not_in")
+        return replace(snap, stage_builder=lambda: tables, _stages=[tables])
     lc, comp, fac = snap.lifecycle, snap.complaints, snap.facilities
     for f in filters:
         d = f.dimension

@@ -126,6 +126,10 @@ def _known_values(ds: DataSet, events: pl.DataFrame) -> KnownValues:
         "facility": values(events["facility"], fac["facility"]),
         "facility_type": frozenset(FACILITY_TYPES),
         "category": frozenset(COMPLAINT_CATEGORIES),
+        "from_facility": values(events["facility"], fac["facility"]),
+        "to_facility": values(events["facility"], fac["facility"]),
+        "from_region": values(fac["region"]),
+        "to_region": values(fac["region"]),
     }
 
 

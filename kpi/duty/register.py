@@ -248,7 +248,10 @@ class IncidentRegister:
             conn.execute(
                 incidents.update().where(incidents.c.id == new_id).values(previous_id=previous.id)
             )
-            if previous.resolved_at is None:
+            # An end after this start can only have been inferred from a later episode
+            # that arrived first (a real end comes before the next start): this is nearer.
+            ended = utc(previous.resolved_at)
+            if ended is None or ended > alert.startsAt:
                 self._infer_end(conn, previous.id, alert.startsAt, new_id)
         if following is not None:
             conn.execute(

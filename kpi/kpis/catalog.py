@@ -19,14 +19,33 @@ class Family(StrEnum):
     BACKLOG = "backlog"  # items waiting at a facility at as-of
     NETWORK = "network"  # unfinished items at as-of
     OPEN_COMPLAINT = "open_complaint"  # complaints open at as-of
+    DWELL = "dwell"  # departures in a window: processing time at a facility
+    LEG = "leg"  # arrivals in a window: transport time between facilities
+    FIRST_MILE = "first_mile"  # acceptance to first departure (collection)
+    LAST_MILE = "last_mile"  # arrival at the delivering office to delivery
 
 
 #: Families measured over the window [from, to); the others are snapshots at as-of.
-WINDOW_FAMILIES: Final = frozenset({Family.FLOW, Family.COMPLAINT})
+WINDOW_FAMILIES: Final = frozenset(
+    {
+        Family.FLOW,
+        Family.COMPLAINT,
+        Family.DWELL,
+        Family.LEG,
+        Family.FIRST_MILE,
+        Family.LAST_MILE,
+    }
+)
+#: The stage families (the four links: collection, processing, transport, delivery).
+STAGE_FAMILIES: Final = frozenset({Family.DWELL, Family.LEG, Family.FIRST_MILE, Family.LAST_MILE})
 
 ITEM_DIMS: Final = ("product", "origin", "destination", "region")
 COMPLAINT_DIMS: Final = ("region", "product", "category")
 BACKLOG_DIMS: Final = ("facility", "facility_type", "region", "product")
+DWELL_DIMS: Final = ("facility", "facility_type", "region")
+LEG_DIMS: Final = ("from_facility", "to_facility", "from_region", "to_region")
+FIRST_MILE_DIMS: Final = ("origin", "product")
+LAST_MILE_DIMS: Final = ("destination", "facility", "product")
 
 #: Dimensions every family supports, in output order.
 FAMILY_DIMS: Final[dict[Family, tuple[str, ...]]] = {
@@ -35,6 +54,10 @@ FAMILY_DIMS: Final[dict[Family, tuple[str, ...]]] = {
     Family.BACKLOG: BACKLOG_DIMS,
     Family.NETWORK: ITEM_DIMS,
     Family.OPEN_COMPLAINT: COMPLAINT_DIMS,
+    Family.DWELL: DWELL_DIMS,
+    Family.LEG: LEG_DIMS,
+    Family.FIRST_MILE: FIRST_MILE_DIMS,
+    Family.LAST_MILE: LAST_MILE_DIMS,
 }
 ALL_DIMS: Final = (
     "facility",
@@ -44,6 +67,10 @@ ALL_DIMS: Final = (
     "destination",
     "region",
     "category",
+    "from_facility",
+    "to_facility",
+    "from_region",
+    "to_region",
 )
 GRANULARITIES: Final = ("hour", "day", "week", "month")
 AGE_BANDS: Final = ("lt_6h", "6h_12h", "12h_24h", "24h_48h", "ge_48h")
@@ -79,8 +106,28 @@ _F, _C, _B, _N, _O = (
     Family.NETWORK,
     Family.OPEN_COMPLAINT,
 )
+_D, _L, _FM, _LM = (Family.DWELL, Family.LEG, Family.FIRST_MILE, Family.LAST_MILE)
+_DWELL = (
+    "dwell = a `departed` scan's ts minus the same item's latest `arrived` scan at the same"
+    " facility at or before it"
+)
+_LEG = (
+    "leg = an `arrived` scan at facility g minus the same item's latest `departed` scan"
+    " strictly before it among those at other facilities f (route f -> g; at equal times"
+    " the greatest facility name)"
+)
+_FIRST = (
+    "first mile = the item's first `departed` scan at or after its acceptance minus the"
+    " acceptance, over items whose first departure is in the window"
+)
+_LAST = (
+    "last mile = the delivery (earliest `delivered` scan) minus the item's latest `arrived`"
+    " scan at or before it (`facility` = that arrival's, the delivering office), over items"
+    " delivered in the window that have such an arrival"
+)
+_INTERP = "linear interpolation between order statistics, as transit_hours_p50"
 
-KPIS: Final[tuple[Kpi, ...]] = (
+_END_TO_END_KPIS: Final[tuple[Kpi, ...]] = (
     Kpi(
         "accepted_items",
         "items",
@@ -257,6 +304,124 @@ KPIS: Final[tuple[Kpi, ...]] = (
         "Open complaints opened more than 7 days before as-of (past the reply deadline).",
     ),
 )
+
+STAGE_KPIS: Final[tuple[Kpi, ...]] = (
+    Kpi(
+        "handled_items",
+        "items",
+        _D,
+        "Departures (`departed` scans) in the window, by the facility departed from"
+        " (`region`/`facility_type` = that facility's).",
+    ),
+    Kpi(
+        "departures_without_arrival",
+        "items",
+        _D,
+        "Departures in the window with no `arrived` scan of the item at that facility at or"
+        " before them (e.g. leaving the collection office where it was accepted): left out"
+        " of the dwell times.",
+    ),
+    Kpi(
+        "dwell_hours_mean",
+        "hours",
+        _D,
+        f"Mean dwell hours over departures in the window ({_DWELL}); departures without"
+        " arrival left out.",
+        "float",
+    ),
+    Kpi(
+        "dwell_hours_p50",
+        "hours",
+        _D,
+        f"Median dwell hours ({_INTERP}), same departures as dwell_hours_mean.",
+        "float",
+    ),
+    Kpi(
+        "dwell_hours_p90",
+        "hours",
+        _D,
+        f"90th percentile of dwell hours ({_INTERP}), same departures as dwell_hours_mean.",
+        "float",
+    ),
+    Kpi(
+        "dwell_within_target_ratio",
+        "ratio",
+        _D,
+        "Share of timed departures whose dwell <= the facility type's target"
+        " (`stages.dwell_hours` of the service standard: by facility type, else `default`);"
+        " null without targets.",
+        "float",
+    ),
+    Kpi(
+        "leg_items",
+        "items",
+        _L,
+        f"Legs ending in the window ({_LEG}); `from_region`/`to_region` are the two"
+        " facilities' regions.",
+    ),
+    Kpi("leg_hours_mean", "hours", _L, "Mean leg hours over legs ending in the window.", "float"),
+    Kpi(
+        "leg_hours_p50",
+        "hours",
+        _L,
+        f"Median leg hours ({_INTERP}), same legs as leg_items.",
+        "float",
+    ),
+    Kpi(
+        "leg_hours_p90",
+        "hours",
+        _L,
+        f"90th percentile of leg hours ({_INTERP}), same legs as leg_items.",
+        "float",
+    ),
+    Kpi(
+        "leg_within_target_ratio",
+        "ratio",
+        _L,
+        "Share of legs ending in the window whose hours <= `stages.leg_hours.default` of the"
+        " service standard; null without a target.",
+        "float",
+    ),
+    Kpi(
+        "first_mile_hours_p50",
+        "hours",
+        _FM,
+        f"Median first-mile hours ({_FIRST}; {_INTERP}).",
+        "float",
+    ),
+    Kpi(
+        "first_mile_hours_p90",
+        "hours",
+        _FM,
+        f"90th percentile of first-mile hours ({_FIRST}).",
+        "float",
+    ),
+    Kpi(
+        "dispatched_same_day_ratio",
+        "ratio",
+        _FM,
+        "Of items accepted in the window whose deposit day has ended at as-of, the share whose"
+        " first departure is on the deposit day: the local date of acceptance in the product's"
+        " time zone, the next day when accepted after the product's cut-off (calendar days)."
+        " Unknown products are left out.",
+        "float",
+    ),
+    Kpi(
+        "last_mile_hours_p50",
+        "hours",
+        _LM,
+        f"Median last-mile hours ({_LAST}; {_INTERP}).",
+        "float",
+    ),
+    Kpi(
+        "last_mile_hours_p90",
+        "hours",
+        _LM,
+        f"90th percentile of last-mile hours ({_LAST}).",
+        "float",
+    ),
+)
+KPIS: Final[tuple[Kpi, ...]] = (*_END_TO_END_KPIS, *STAGE_KPIS)
 
 KPI_BY_NAME: Final[dict[str, Kpi]] = {k.name: k for k in KPIS}
 

@@ -23,6 +23,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import stage_reference
+
 Row = dict[str, Any]
 Key = tuple[Any, ...]
 
@@ -86,6 +88,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "backlog": BACKLOG,
     "network": NETWORK,
     "open_complaint": OPEN_COMPLAINT,
+    **stage_reference.FAMILIES,
 }
 FAMILY_OF = {kpi: fam for fam, names in FAMILIES.items() for kpi in names}
 FLOAT_KPIS = frozenset(
@@ -99,6 +102,7 @@ FLOAT_KPIS = frozenset(
         "complaints_per_million",
         "resolved_within_7d_ratio",
         "backlog_oldest_hours",
+        *stage_reference.FLOAT_KPIS,
     }
 )
 #: Counts that stay unknown (null) rather than zero when a group has nothing to count.
@@ -550,6 +554,8 @@ def kpis(
         results.append(network(items, q))
     if "open_complaint" in families:
         results.append(open_complaint(comps, q))
+    by_id = {it["item_id"]: it for it in items}
+    results += stage_reference.families(events, by_id, facilities, standards, q, families)
     keys = set().union(*results)
     out: dict[Key, Row] = {}
     for k in keys:

@@ -32,7 +32,8 @@ from kpi.kpis.catalog import ALL_DIMS, GRANULARITIES, KPI_BY_NAME, KPIS
 router = APIRouter(tags=["kpis"])
 
 DIMENSION_DOCS: Final = {
-    "facility": "facility code (backlog KPIs: where the item waits)",
+    "facility": "facility code (backlog: where the item waits; dwell: the facility departed"
+    " from; last mile: the delivering office)",
     "facility_type": "collection, processing or delivery (from facilities.csv)",
     "product": "the item's (or complaint's) product, e.g. express, standard, economy",
     "origin": "the item's origin region",
@@ -40,6 +41,10 @@ DIMENSION_DOCS: Final = {
     "region": "item KPIs: destination region; complaints: the complaint's region; "
     "backlog: the facility's region",
     "category": "complaint category",
+    "from_facility": "leg KPIs: the facility the leg departed from",
+    "to_facility": "leg KPIs: the facility the leg arrived at",
+    "from_region": "leg KPIs: the region of the departure facility",
+    "to_region": "leg KPIs: the region of the arrival facility",
 }
 
 
@@ -124,6 +129,10 @@ async def get_kpi(
     destination: ListParam = None,
     region: ListParam = None,
     category: ListParam = None,
+    from_facility: ListParam = None,
+    to_facility: ListParam = None,
+    from_region: ListParam = None,
+    to_region: ListParam = None,
     order: Annotated[
         list[str] | None, Query(description="col, col:desc or -col; repeated or comma-separated")
     ] = None,
@@ -141,6 +150,10 @@ async def get_kpi(
         "destination": destination,
         "region": region,
         "category": category,
+        "from_facility": from_facility,
+        "to_facility": to_facility,
+        "from_region": from_region,
+        "to_region": to_region,
     }
     filters = tuple(Filter(d, "in", split(v)) for d, v in given.items() if v is not None)
     spec = QuerySpec(
