@@ -7,8 +7,14 @@ UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 DEMO_DIR ?= var/demo
 DEMO_ITEMS ?= 50000
 DEMO_DAYS ?= 30
+# The Kafka broker's jars (tests, make demo-kafka): resolved by Maven from tools/kafka/pom.xml
+# into a cache named after the pom's hash, so a version change resolves anew
+# (tests/kafkakit.py computes the same path).
+KAFKA_POM := tools/kafka/pom.xml
+KAFKA_LIBS ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/postal-kpi/kafka-$(shell sha256sum $(KAFKA_POM) | cut -c1-12)
+MVN_DEPENDENCY_PLUGIN := org.apache.maven.plugins:maven-dependency-plugin:3.8.1
 
-.PHONY: demo test lint typecheck unit env system-deps clean mutants
+.PHONY: demo test lint typecheck unit env system-deps java-deps kafka-jars clean mutants
 
 # uv comes from PyPI; the lock file pins everything else.
 $(BIN)/kpi: pyproject.toml uv.lock
@@ -32,6 +38,26 @@ system-deps:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+# Java 17 runs the Kafka broker; Maven fetches its jars from Maven Central.
+java-deps:
+	@if ! java -XshowSettings:properties -version 2>&1 | grep -Eq 'java.specification.version = (1[7-9]|[2-9][0-9])' \
+		|| ! command -v mvn >/dev/null 2>&1; then \
+		echo "installing Debian packages openjdk-17-jre-headless maven"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq openjdk-17-jre-headless maven >/dev/null; \
+	fi
+
+# Written to a temporary directory and renamed, so an interrupted download is never taken
+# for a complete classpath.
+kafka-jars: java-deps
+	@if [ ! -f "$(KAFKA_LIBS)/.complete" ]; then \
+		echo "resolving the Kafka broker's jars into $(KAFKA_LIBS)"; \
+		rm -rf "$(KAFKA_LIBS).tmp" && \
+		mvn -q -B -Dstyle.color=never -f $(KAFKA_POM) $(MVN_DEPENDENCY_PLUGIN):copy-dependencies \
+			-DincludeScope=runtime -DoutputDirectory="$(KAFKA_LIBS).tmp" && \
+		touch "$(KAFKA_LIBS).tmp/.complete" && rm -rf "$(KAFKA_LIBS)" && mv "$(KAFKA_LIBS).tmp" "$(KAFKA_LIBS)"; \
+	fi
+
 lint: env
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -41,7 +67,7 @@ lint: env
 typecheck: env
 	$(BIN)/mypy
 
-unit: env system-deps
+unit: env system-deps kafka-jars
 	bash scripts/pytest.sh
 
 test: lint typecheck unit

@@ -402,6 +402,36 @@ EXPORTER_BUILD_INFO: Final = MetricSpec(
     ("version",),
 )
 
+# --- Kafka shards (kpi exporter --kafka) -----------------------------------------------
+
+#: Labels a Kafka shard adds to every series of a partition's state, and that its
+#: consumer-lag gauges carry: the series of a partition are the same whichever shard
+#: holds it (Prometheus drops ``instance`` from them, see docs/scaling.md).
+PARTITION_LABELS: Final = ("topic", "partition")
+
+KAFKA_LAG: Final = MetricSpec(
+    "postal_exporter_kafka_lag_messages",
+    G,
+    "Messages of a partition not yet consumed by the shard holding it "
+    "(high watermark minus the shard's position).",
+    PARTITION_LABELS,
+    unit="messages",
+)
+KAFKA_LAG_AGE: Final = MetricSpec(
+    "postal_exporter_kafka_lag_seconds",
+    G,
+    "How long the shard has been behind on a partition: seconds since its position last "
+    "reached the high watermark (0 when caught up).",
+    PARTITION_LABELS,
+    unit="seconds",
+)
+KAFKA_PARTITIONS: Final = MetricSpec(
+    "postal_exporter_kafka_partitions_assigned",
+    G,
+    "Partitions of a topic the shard holds (its share of the consumer group).",
+    ("topic",),
+)
+
 METRICS: Final[tuple[MetricSpec, ...]] = (
     ITEMS_ACCEPTED,
     ITEMS_DELIVERED,
@@ -428,6 +458,9 @@ METRICS: Final[tuple[MetricSpec, ...]] = (
     EXPORTER_AWAITING_ACCEPTANCE,
     EXPORTER_LAST_CHECKPOINT_TIMESTAMP,
     EXPORTER_BUILD_INFO,
+    KAFKA_LAG,
+    KAFKA_LAG_AGE,
+    KAFKA_PARTITIONS,
 )
 
 # The analyst API's duty-desk metrics (its /metrics, job ``postal-api``): here so the

@@ -18,6 +18,7 @@ from kpi_cli import (
     duty,
     exporter,
     mixin,
+    publish,
     report,
     serve,
     simulate,
@@ -43,6 +44,7 @@ app.command("serve")(serve.serve)
 app.command("docs")(docs.docs)
 app.command("backfill")(backfill.backfill)
 app.command("duty-report")(duty.duty_report)
+app.command("publish")(publish.publish)
 
 
 if __name__ == "__main__":

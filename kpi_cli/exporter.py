@@ -64,8 +64,30 @@ def exporter(
     log_level: Annotated[
         str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR")
     ] = "INFO",
+    kafka: Annotated[
+        str | None,
+        typer.Option(
+            "--kafka",
+            help="consume the events from Kafka (bootstrap HOST:PORT[,HOST:PORT]) as one shard "
+            "of --group instead of following DATA_DIR's files (docs/scaling.md)",
+            metavar="HOST:PORT",
+        ),
+    ] = None,
+    topic: Annotated[str, typer.Option(help="Kafka: the events topic")] = "postal.events",
+    complaints_topic: Annotated[
+        str | None, typer.Option(help="Kafka: the complaints topic (none: no complaints)")
+    ] = None,
+    group: Annotated[
+        str, typer.Option(help="Kafka: the consumer group the shards share")
+    ] = "postal-exporters",
+    session_timeout: Annotated[
+        str,
+        typer.Option(
+            "--session-timeout", help="Kafka: a silent shard loses its partitions after this"
+        ),
+    ] = "10s",
 ) -> None:
-    """Follow DATA_DIR live (events/, complaints/) and serve Prometheus metrics."""
+    """Follow DATA_DIR live (events/, complaints/), or a Kafka topic, and serve Prometheus metrics."""
     # Lazy: the exporter loads polars and prometheus_client, which `kpi --help` does not need.
     from exporters.service import (  # noqa: PLC0415
         AS_OF_CHOICES,
@@ -77,6 +99,23 @@ def exporter(
         raise typer.BadParameter(f"--as-of must be one of {', '.join(AS_OF_CHOICES)}")
     setup_logging(log_level)
     host, port = parse_listen(listen)
+    if kafka is not None:
+        _shard(
+            data_dir,
+            state or data_dir / "_exporter",
+            kafka,
+            topic,
+            complaints_topic,
+            group,
+            host,
+            port,
+            parse_duration(refresh_interval),
+            parse_duration(checkpoint_interval),
+            parse_duration(session_timeout),
+            stall_hours,
+            parse_retention(retention),
+        )
+        return
     config = ExporterConfig(
         data_dir=data_dir,
         state_dir=state or data_dir / "_exporter",
@@ -99,4 +138,44 @@ def exporter(
         raise typer.Exit(1) from exc
     except OSError as exc:  # port in use
         typer.echo(f"error: cannot listen on {listen}: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+def _shard(
+    data_dir: Path,
+    state: Path,
+    bootstrap: str,
+    topic: str,
+    complaints_topic: str | None,
+    group: str,
+    host: str,
+    port: int,
+    refresh_interval: float,
+    checkpoint_interval: float,
+    session_timeout: float,
+    stall_hours: float,
+    retention: float | None,
+) -> None:
+    """Run one Kafka shard until SIGTERM/SIGINT."""
+    from exporters.kafka.shard import KafkaShard, ShardConfig  # noqa: PLC0415
+
+    config = ShardConfig(
+        data_dir=data_dir,
+        state_dir=state,
+        bootstrap=bootstrap,
+        topic=topic,
+        group=group,
+        complaints_topic=complaints_topic,
+        host=host,
+        port=port,
+        refresh_interval=refresh_interval,
+        checkpoint_interval=checkpoint_interval,
+        session_timeout=session_timeout,
+        stall_hours=stall_hours,
+        retention=retention,
+    )
+    try:
+        KafkaShard(config).run()
+    except OSError as exc:  # port in use
+        typer.echo(f"error: cannot listen on {host}:{port}: {exc}", err=True)
         raise typer.Exit(1) from exc

@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 
 from kpi.contract import EVENT_SCHEMA
+from tests import kafkakit
 
 EVENT_COLUMNS = tuple(EVENT_SCHEMA)
 
@@ -65,3 +66,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _run_root(config: pytest.Config) -> Path:
+    """The run's base temp dir, shared by the pytest-xdist workers (each has a subdir)."""
+    base = config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
+    return Path(base.parent if hasattr(config, "workerinput") else base)
+
+
+@pytest.fixture(scope="session")
+def kafka(request: pytest.FixtureRequest) -> kafkakit.KafkaBroker:
+    """The session's real Kafka broker (one for all workers; see tests/kafkakit.py)."""
+    return kafkakit.shared_broker(_run_root(request.config))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # Only the controlling process (no workerinput) knows that every worker is done.
+    if not hasattr(session.config, "workerinput"):
+        kafkakit.stop_shared(_run_root(session.config))

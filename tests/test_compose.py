@@ -64,6 +64,10 @@ def test_the_stack_has_every_service(compose: dict[str, Any]) -> None:
         "prometheus",
         "alertmanager",
         "grafana",
+        "kafka",
+        "kafka-publish",
+        "shard-1",
+        "shard-2",
     }
     assert services["prometheus"]["image"].startswith("prom/prometheus:")
     assert services["alertmanager"]["image"].startswith("prom/alertmanager:")
@@ -77,7 +81,7 @@ def test_the_stack_has_every_service(compose: dict[str, Any]) -> None:
     assert services["simulate-live"]["command"][:4] == ["simulate", "--out", "/data", "--live"]
     # Every option a kpi service passes is one its verb really has.
     group = typer.main.get_command(kpi_app)
-    for name in ("simulate-history", "simulate-live", "kpi"):
+    for name in ("simulate-history", "simulate-live", "kpi", "kafka-publish", "shard-1", "shard-2"):
         verb, *args = services[name]["command"]
         sub = group.commands[verb]  # type: ignore[attr-defined]
         known = {opt for p in sub.params for opt in p.opts}
@@ -95,6 +99,24 @@ def test_named_volumes_are_declared(compose: dict[str, Any]) -> None:
                 used.add(source)
     assert used == declared
     assert {"postal-data", "postal-state", "prometheus-data", "grafana-data"} <= declared
+
+
+def test_kafka_profile_runs_a_broker_and_two_shards_of_one_group(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    kafka = services["kafka"]
+    assert kafka["image"].startswith("apache/kafka:4.")
+    assert kafka["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft
+    for name in ("kafka", "kafka-publish", "shard-1", "shard-2"):
+        assert services[name]["profiles"] == ["kafka"], name  # the default stack is unchanged
+    shards = [services[n]["command"] for n in ("shard-1", "shard-2")]
+    assert shards[0] == shards[1]  # same group, same topics, same shared state
+    group = shards[0][shards[0].index("--group") + 1]
+    assert group == "postal-exporters"
+    assert services["shard-1"]["volumes"] == services["shard-2"]["volumes"]
+    bootstrap = shards[0][shards[0].index("--kafka") + 1]
+    assert bootstrap.split(":")[0] == "kafka"
+    publish = services["kafka-publish"]["command"]
+    assert publish[publish.index("--topic") + 1] == shards[0][shards[0].index("--topic") + 1]
 
 
 def test_every_host_path_and_build_context_exists(compose: dict[str, Any]) -> None:

@@ -26,6 +26,9 @@ DATA_STALE: Final = "PostalExporterDataStale"
 EXPORTER_DOWN: Final = "PostalExporterDown"
 REJECTS_HIGH: Final = "PostalExporterRejectingRows"
 LATE_EVENTS: Final = "PostalExporterLateEvents"
+KAFKA_LAG: Final = "PostalExporterKafkaLagGrowing"
+#: A Kafka shard behind on a partition for this long (and falling further behind) pages.
+KAFKA_LAG_SECONDS: Final = 600
 
 #: Alerts that say the exporter's data cannot be trusted; they inhibit the data alerts.
 EXPORTER_HEALTH_ALERTS: Final = (EXPORTER_DOWN, DATA_STALE)
@@ -308,6 +311,19 @@ def exporter_alerts(config: MixinConfig) -> list[Alert]:
             "{{ $value | humanizePercentage }} of the events ingested by {{ $labels.instance }} "
             "in the last hour arrived after a later event of the same item.",
             config.runbook(LATE_EVENTS),
+        ),
+        Alert(
+            KAFKA_LAG,
+            f"max by (job, topic, partition) ({sel(cat.KAFKA_LAG_AGE.name, job)})"
+            f" > {KAFKA_LAG_SECONDS}\nand\n"
+            f"delta(max by (job, topic, partition) ({sel(cat.KAFKA_LAG.name, job)})[10m:1m]) > 0",
+            "10m",
+            "warning",
+            "A Kafka exporter shard falls behind on a partition.",
+            "Partition {{ $labels.partition }} of {{ $labels.topic }} has not been caught up for"
+            " {{ $value | humanizeDuration }} and its lag keeps growing: its KPIs lag behind"
+            " the scans (too few shards, or a shard stuck on this partition).",
+            config.runbook(KAFKA_LAG),
         ),
     ]
 

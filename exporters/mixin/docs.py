@@ -32,6 +32,10 @@ LABEL_VALUES: Final[dict[str, tuple[int, str]]] = {
     "category": (CATEGORIES, "K"),
     "reason": (FAILURE_REASONS, "reasons"),
     "version": (1, "versions"),
+    # Kafka shards only (kpi exporter --kafka): the events and complaints topics, with
+    # `kpi publish`'s default partition count.
+    "topic": (2, "topics"),
+    "partition": (8, "partitions"),
 }
 
 

@@ -209,6 +209,26 @@ def _speed(config: MixinConfig) -> list[Any]:
                 width=8,
             )
         ),
+        d.ts(
+            d.Common(
+                "Kafka consumer lag",
+                "Kafka shards only: messages of each partition not consumed yet, and how "
+                "long the shard holding it has been behind (the lag alert fires from "
+                f"{al.KAFKA_LAG_SECONDS} s while the lag grows).",
+                "short",
+                (
+                    d.Q(
+                        f"max by (topic, partition) ({sel(cat.KAFKA_LAG.name, *scope)})",
+                        "{{topic}}/{{partition}} messages",
+                    ),
+                    d.Q(
+                        f"max by (topic, partition) ({sel(cat.KAFKA_LAG_AGE.name, *scope)})",
+                        "{{topic}}/{{partition}} seconds behind",
+                    ),
+                ),
+                width=24,
+            )
+        ),
         d.grid(
             d.Common(
                 "Exporter version (now)",
@@ -245,5 +265,6 @@ def notes(config: MixinConfig) -> dict[str, d.Note]:
         "Batch duration p50 / p99": d.note("Does the exporter keep up with its input?"),
         "Scrape duration": d.note("Is a scrape close to timing out?"),
         "Samples per scrape": d.note("Are the series growing?"),
+        "Kafka consumer lag": d.note("Do the Kafka shards keep up with the topic?", al.KAFKA_LAG),
         "Exporter version (now)": d.note("Which version runs where?"),
     }

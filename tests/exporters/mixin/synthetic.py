@@ -113,6 +113,9 @@ class SyntheticExporter:
         add(cat.EXPORTER_AWAITING_ACCEPTANCE, [([], 3.0)])
         add(cat.EXPORTER_LAST_CHECKPOINT_TIMESTAMP, [([], time.time() - 30)])
         add(cat.EXPORTER_BUILD_INFO, [(["0.1.0"], 1.0)])
+        add(cat.KAFKA_LAG, [(["postal.events", "0"], 10.0 * n)])
+        add(cat.KAFKA_LAG_AGE, [(["postal.events", "0"], 30.0)])
+        add(cat.KAFKA_PARTITIONS, [(["postal.events"], 8.0)])
         return out
 
 

@@ -173,6 +173,7 @@ def test_alert_style() -> None:
         "PostalExporterDown",
         "PostalExporterRejectingRows",
         "PostalExporterLateEvents",
+        "PostalExporterKafkaLagGrowing",
     }
     assert len(anchors) == len(names), "one runbook section per alert"
 

@@ -1,0 +1,549 @@
+"""An exporter shard: one member of a Kafka consumer group, one exporter state per partition.
+
+Start N shards with the same ``group``: the group coordinator spreads the partitions of
+the events (and complaints) topic over them, cooperatively (``cooperative-sticky``: a
+rebalance moves only the partitions that change hands). For each partition it holds, a
+shard keeps a ``PartitionState`` under ``STATE_DIR/<topic>-<partition>/``:
+
+- **assignment**: the partition's directory lock is taken, its last checkpoint loaded,
+  and the consumer seeks to the offset stored in it (the beginning without one). Kafka's
+  committed offsets are never read: the checkpoint is the truth.
+- **consuming**: a poll's messages are grouped by partition; each partition's values are
+  parsed as one NDJSON buffer and applied to its state.
+- **checkpoint**: per partition, at most every ``checkpoint_interval``, the state and its
+  next offset are written together (atomically); only then is that offset committed to
+  Kafka (for lag tools), so Kafka's offset is never ahead of the state.
+- **revocation**: a last checkpoint, then the state is closed and its lock freed, so the
+  next owner continues exactly there. A shard that dies instead leaves the last
+  checkpoint; the next owner replays from it, and the dedup set and counters in that
+  checkpoint make the replay count nothing twice.
+
+Metrics: every series of a partition's state carries ``topic`` and ``partition`` labels,
+and a partition is only shown once the shard has consumed up to the high watermark it
+saw on assignment. A partition's counters are then never lower than what its previous
+owner showed (they are a function of the messages applied), so with Prometheus dropping
+``instance`` from partition series (docs/scaling.md) each partition's counter is one
+series that never resets across failovers. Per shard: consumer lag and lag age per
+partition, and the partitions held.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import polars as pl
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from exporters import catalog as cat
+from exporters.exposition import Exposition, collectors, registry_of, render
+from exporters.kafka.partition import PartitionId, PartitionState, validate_poll
+from exporters.server import Endpoints, MetricsHTTPServer
+from exporters.service import RETENTION_DEFAULT, version
+from exporters.state import write_checkpoint
+from exporters.store import CounterStore
+from exporters.view import MetricsView, SelfStats, build_view
+from kpi.contract import FACILITY_SCHEMA, Kind
+from kpi.kpis.increments import empty_complaint_state
+from kpi.lifecycle import empty_state
+from kpi.signals import SignalStop
+from kpi.standards import DEFAULT_STANDARDS
+from kpi.streams.messages import Messages, parse_messages, source_name
+
+log = logging.getLogger(__name__)
+
+#: How long an assignment waits for the previous owner to free a partition's state.
+LOCK_WAIT: Final = 30.0
+#: Metric types that are shown per partition (the rest once per shard).
+COUNTER_TYPES: Final = frozenset({"counter", "histogram"})
+#: How often the consumer's watermarks are read for the lag gauges.
+LAG_INTERVAL: Final = 1.0
+
+
+@dataclass(frozen=True)
+class ShardConfig:
+    """Everything ``kpi exporter --kafka`` takes (durations in seconds; port 0 = any free)."""
+
+    data_dir: Path
+    state_dir: Path
+    bootstrap: str
+    topic: str
+    group: str
+    complaints_topic: str | None = None
+    host: str = "127.0.0.1"
+    port: int = cat.EXPORTER_PORT
+    refresh_interval: float = 15.0
+    poll_timeout: float = 1.0
+    checkpoint_interval: float = 10.0
+    max_messages: int = 100_000
+    session_timeout: float = 10.0
+    stall_hours: float = 48.0
+    retention: float | None = RETENTION_DEFAULT
+    #: Extra librdkafka settings (tests shorten timeouts with them).
+    consumer_extra: dict[str, str | int] = field(default_factory=dict)
+
+
+@dataclass
+class _Held:
+    """A partition this shard holds."""
+
+    state: PartitionState
+    #: The high watermark seen on assignment: the partition is shown once consumed to it.
+    show_from: int
+    shown: bool = False
+    dirty: bool = False
+    last_checkpoint: float = 0.0
+    high: int = 0
+    caught_up_at: float = field(default_factory=time.time)
+    families: list[Metric] = field(default_factory=list)
+
+
+class _Families(Collector):
+    """A fixed list of metric families (one refresh's), for a registry to render."""
+
+    def __init__(self) -> None:
+        self.families: list[Metric] = []
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.families)
+
+
+def _labelled(families: Iterable[Metric], labels: dict[str, str]) -> list[Metric]:
+    """Copies of ``families`` with ``labels`` added to every sample."""
+    out = []
+    for family in families:
+        copy = Metric(family.name, family.documentation, family.type, family.unit)
+        copy.samples = [s._replace(labels={**s.labels, **labels}) for s in family.samples]
+        out.append(copy)
+    return out
+
+
+def _merged(groups: Iterable[list[Metric]]) -> list[Metric]:
+    """One family per name, with the samples of every group (each name exposed once)."""
+    by_name: dict[str, Metric] = {}
+    for families in groups:
+        for family in families:
+            into = by_name.get(family.name)
+            if into is None:
+                into = Metric(family.name, family.documentation, family.type, family.unit)
+                by_name[family.name] = into
+            into.samples.extend(family.samples)
+    return list(by_name.values())
+
+
+def _constant(view: MetricsView) -> Callable[[], MetricsView]:
+    return lambda: view
+
+
+class KafkaShard:
+    """The shard, embeddable: ``start()``, ``wait_ready()``, ``url``, ``stop()``."""
+
+    def __init__(self, config: ShardConfig) -> None:
+        self.config = config
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._held: dict[tuple[str, int], _Held] = {}
+        self._held_lock = threading.Lock()
+        self._render_lock = threading.Lock()
+        self._families = _Families()
+        self._registry = registry_of([self._families])
+        self._exposition: Exposition | None = None
+        self._gauges: list[Metric] = []
+        self._threads: list[threading.Thread] = []
+        self._server: MetricsHTTPServer | None = None
+        self._consumer: Consumer | None = None
+        self._version = version()
+        self._last_lag = 0.0
+        self._retention = (
+            None if config.retention is None else dt.timedelta(seconds=config.retention)
+        )
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> KafkaShard:
+        """Join the group, bind the port and start the threads."""
+        cfg = self.config
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        self._server = MetricsHTTPServer(
+            (cfg.host, cfg.port),
+            Endpoints(lambda: self._exposition, self._ready.is_set, self._healthy),
+        )
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": cfg.bootstrap,
+                "group.id": cfg.group,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "partition.assignment.strategy": "cooperative-sticky",
+                "session.timeout.ms": int(cfg.session_timeout * 1000),
+                "heartbeat.interval.ms": max(100, int(cfg.session_timeout * 1000 / 5)),
+                "max.partition.fetch.bytes": 16 << 20,
+                "fetch.max.bytes": 64 << 20,
+                "enable.partition.eof": False,
+                **cfg.consumer_extra,
+            }
+        )
+        topics = [cfg.topic] + ([cfg.complaints_topic] if cfg.complaints_topic else [])
+        self._consumer.subscribe(
+            topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+        self._server.start()
+        for name, target in (("consume", self._consume_loop), ("refresh", self._refresh_loop)):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info("shard of group %s serving on %s", cfg.group, self.url)
+        return self
+
+    def stop(self) -> None:
+        """Leave the group (checkpointing and freeing every partition) and stop serving."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+        self._threads.clear()
+        if self._consumer is not None:
+            # close() revokes the assignment first: the partitions are checkpointed there.
+            self._consumer.close()
+            self._consumer = None
+        with self._held_lock:
+            left = list(self._held.values())
+            self._held.clear()
+        for held in left:  # revocation did not run (e.g. never joined): save them anyway
+            self._checkpoint(held)
+            held.state.close()
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def run(self) -> None:
+        """Run until SIGTERM or SIGINT, then leave the group gracefully."""
+        stop = SignalStop()
+        signal.signal(signal.SIGTERM, stop.handler)
+        signal.signal(signal.SIGINT, stop.handler)
+        self.start()
+        while not stop.event.wait(0.5):
+            if not self._healthy():
+                log.error("a worker thread died; stopping")
+                break
+        self.stop()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Block until the first exposition is rendered."""
+        return self._ready.wait(timeout)
+
+    @property
+    def port(self) -> int:
+        """The bound port."""
+        if self._server is None:
+            raise RuntimeError("shard not started")
+        return self._server.port
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``http://127.0.0.1:9108``."""
+        return f"http://{self.config.host}:{self.port}"
+
+    def held(self) -> dict[str, int | None]:
+        """``<topic>-<partition>`` -> next offset of every partition held."""
+        with self._held_lock:
+            return {h.state.pid.key: h.state.next_offset for h in self._held.values()}
+
+    def _healthy(self) -> bool:
+        return all(t.is_alive() for t in self._threads) or self._stop.is_set()
+
+    # --- assignment (these run inside consume(), on the consume thread) -------------------
+
+    def _pid(self, tp: TopicPartition) -> PartitionId:
+        kind = Kind.EVENTS if tp.topic == self.config.topic else Kind.COMPLAINTS
+        return PartitionId(tp.topic, tp.partition, kind)
+
+    def _open(self, pid: PartitionId) -> PartitionState:
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            try:
+                return PartitionState(
+                    pid, self.config.data_dir, self.config.state_dir, self._retention
+                )
+            except RuntimeError:
+                # The previous owner has not let go yet (it is leaving, or its lock is
+                # being released by the kernel as it dies).
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        assigned = []
+        for tp in partitions:
+            pid = self._pid(tp)
+            state = self._open(pid)
+            offset = state.next_offset
+            start = OFFSET_BEGINNING if offset is None else offset
+            try:
+                _, high = consumer.get_watermark_offsets(
+                    TopicPartition(tp.topic, tp.partition), timeout=10
+                )
+            except KafkaException:
+                high = -1
+            held = _Held(state, show_from=max(high, 0), last_checkpoint=time.monotonic())
+            held.high = max(high, 0)
+            with self._held_lock:
+                self._held[(tp.topic, tp.partition)] = held
+            self._maybe_show(held)
+            log.info("assigned %s from offset %s (high watermark %s)", pid.key, offset, high)
+            assigned.append(TopicPartition(tp.topic, tp.partition, start))
+        consumer.incremental_assign(assigned)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._release(consumer, partitions, save=True)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Another shard may own them already: no checkpoint (it could overwrite theirs).
+        self._release(consumer, partitions, save=False)
+
+    def _release(self, consumer: Consumer, partitions: list[TopicPartition], save: bool) -> None:
+        with self._held_lock:
+            gone = [self._held.pop((tp.topic, tp.partition), None) for tp in partitions]
+        for held in gone:
+            if held is None:
+                continue
+            if save:
+                self._checkpoint(held, consumer)
+            held.state.close()
+            log.info("released %s at offset %s", held.state.pid.key, held.state.next_offset)
+        self._render()  # its series leave this shard's exposition now, not at the next refresh
+        consumer.incremental_unassign([TopicPartition(tp.topic, tp.partition) for tp in partitions])
+
+    # --- consuming ---------------------------------------------------------------------
+
+    def _consume_loop(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        cfg = self.config
+        while not self._stop.is_set():
+            try:
+                messages = consumer.consume(cfg.max_messages, timeout=cfg.poll_timeout)
+                self._apply(messages)
+                self._lag(consumer)
+                self._checkpoints(consumer)
+            except Exception:  # never let one bad poll end the process
+                log.exception("consume step failed")
+                self._stop.wait(cfg.poll_timeout)
+
+    def _apply(self, messages: list[Message]) -> None:
+        # One NDJSON buffer and one validation per topic and poll, then each partition's
+        # share goes to its state (in offset order, which a partition's messages keep).
+        polls: dict[str, tuple[list[bytes | None], list[str], list[int]]] = {}
+        ends: dict[str, tuple[tuple[str, int], int]] = {}
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer error: %s", error)
+                continue
+            topic, partition = message.topic(), message.partition()
+            assert topic is not None and partition is not None
+            offset = message.offset() or 0
+            source = source_name(topic, partition)
+            values, sources, offsets = polls.setdefault(topic, ([], [], []))
+            values.append(message.value())
+            sources.append(source)
+            offsets.append(offset)
+            ends[source] = ((topic, partition), offset + 1)
+        for topic, (values, sources, offsets) in polls.items():
+            kind = Kind.EVENTS if topic == self.config.topic else Kind.COMPLAINTS
+            shares = validate_poll(parse_messages(Messages(values, sources, offsets), kind), kind)
+            for source, share in shares.items():
+                key, next_offset = ends[source]
+                with self._held_lock:
+                    held = self._held.get(key)
+                if held is None:  # revoked while the poll was under way
+                    continue
+                held.state.apply(share, next_offset=next_offset)
+                held.dirty = True
+                self._maybe_show(held)
+
+    def _maybe_show(self, held: _Held) -> None:
+        if not held.shown and (held.state.next_offset or 0) >= held.show_from:
+            held.shown = True
+            log.info("%s caught up; shown", held.state.pid.key)
+
+    def _lag(self, consumer: Consumer) -> None:
+        now = time.monotonic()
+        if now - self._last_lag < LAG_INTERVAL:
+            return
+        self._last_lag = now
+        with self._held_lock:
+            held = list(self._held.items())
+        for (topic, partition), h in held:
+            try:
+                _, high = consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=1, cached=False
+                )
+            except KafkaException:
+                continue
+            h.high = high
+            if (h.state.next_offset or 0) >= high:
+                h.caught_up_at = time.time()
+
+    def _checkpoints(self, consumer: Consumer) -> None:
+        due = time.monotonic() - self.config.checkpoint_interval
+        with self._held_lock:
+            held = list(self._held.values())
+        for h in held:
+            if h.dirty and h.last_checkpoint <= due:
+                self._checkpoint(h, consumer)
+
+    def _checkpoint(self, held: _Held, consumer: Consumer | None = None) -> None:
+        """Write the partition's state with its offset; then (only then) commit the offset."""
+        if not held.dirty:
+            return
+        state = held.state
+        ckpt = state.capture()
+        try:
+            write_checkpoint(state.config.state_dir, ckpt)
+        except OSError:
+            log.exception("checkpoint of %s failed; the previous one stays valid", state.pid.key)
+            return
+        held.dirty = False
+        held.last_checkpoint = time.monotonic()
+        state.last_checkpoint_at = ckpt.created_at
+        offset = state.next_offset
+        if consumer is not None and offset is not None:
+            try:
+                consumer.commit(
+                    offsets=[TopicPartition(state.pid.topic, state.pid.partition, offset)],
+                    asynchronous=True,
+                )
+            except KafkaException as exc:  # informational only: the checkpoint is the truth
+                log.warning("offset commit of %s failed: %s", state.pid.key, exc)
+
+    # --- metrics -------------------------------------------------------------------------
+
+    def _refresh_loop(self) -> None:
+        self._refresh()
+        self._ready.set()
+        while not self._stop.wait(self.config.refresh_interval):
+            try:
+                self._refresh()
+            except Exception:
+                log.exception("refresh failed; serving the previous exposition")
+
+    def refresh(self) -> None:
+        """Recompute every shown partition's gauges and render the exposition once."""
+        self._refresh()
+
+    def _refresh(self) -> None:
+        with self._held_lock:
+            held = [h for h in self._held.values() if h.shown]
+        for h in held:
+            h.families = self._partition_families(h)
+        self._gauges = self._gauge_families(held)
+        self._render()
+
+    def _partition_families(self, held: _Held) -> list[Metric]:
+        """The partition's counters and histograms, labelled with its topic and partition."""
+        state = held.state
+        with state.lock:
+            counters, local = state.ledger.counters.copy(), state.local.copy()
+        view = MetricsView(counters=counters, local=local)
+        families = [
+            f
+            for collector in collectors(_constant(view))
+            for f in collector.collect()
+            if f.type in COUNTER_TYPES
+        ]
+        labels = {"topic": state.pid.topic, "partition": str(state.pid.partition)}
+        return _labelled(families, labels)
+
+    def _gauge_families(self, held: list[_Held]) -> list[Metric]:
+        """The gauges over the union of the shard's partitions (what one exporter would show
+        for those items): a gauge needs no continuity, and one series per shard instead
+        of one per partition keeps the series count of the gauges where it was."""
+        items, complaints = [empty_state()], [empty_complaint_state()]
+        reference = None
+        last_event_us: list[int] = []
+        checkpoints: list[float] = []
+        awaiting = 0
+        for h in held:
+            with h.state.lock:
+                ledger, reference = h.state.ledger, h.state.reference
+            items.append(ledger.view_items())
+            complaints.append(ledger.complaints)
+            awaiting += ledger.held_deliveries()
+            if ledger.clock_us is not None:
+                last_event_us.append(ledger.clock_us)
+            checkpoints.append(h.state.last_checkpoint_at or 0.0)
+        all_items = pl.concat(items, how="vertical", rechunk=False)
+        stats = SelfStats(
+            items_tracked=all_items.height,
+            deliveries_awaiting_acceptance=awaiting,
+            last_event_timestamp=max(last_event_us, default=0) / 1e6,
+            last_checkpoint_timestamp=max(checkpoints, default=0.0),
+            version=self._version,
+        )
+        facilities = reference.facilities if reference else pl.DataFrame(schema=FACILITY_SCHEMA)
+        standards = reference.standards if reference else DEFAULT_STANDARDS
+        view = build_view(
+            all_items,
+            pl.concat(complaints, how="vertical", rechunk=False),
+            facilities,
+            standards,
+            dt.datetime.now(dt.UTC),
+            CounterStore(),
+            CounterStore(),
+            stats,
+            self.config.stall_hours,
+        )
+        return [
+            f
+            for collector in collectors(_constant(view))
+            for f in collector.collect()
+            if f.type not in COUNTER_TYPES
+        ]
+
+    def _shard_families(self) -> list[Metric]:
+        with self._held_lock:
+            held = list(self._held.items())
+        lag = cat.KAFKA_LAG.family()
+        age = cat.KAFKA_LAG_AGE.family()
+        assigned = cat.KAFKA_PARTITIONS.family()
+        per_topic: dict[str, int] = {}
+        now = time.time()
+        for (topic, partition), h in sorted(held):
+            behind = max(0, h.high - (h.state.next_offset or 0))
+            lag.add_metric([topic, str(partition)], float(behind))  # type: ignore[attr-defined]
+            seconds = 0.0 if behind == 0 else max(0.0, now - h.caught_up_at)
+            age.add_metric([topic, str(partition)], seconds)  # type: ignore[attr-defined]
+            per_topic[topic] = per_topic.get(topic, 0) + 1
+        for topic in sorted({self.config.topic, *filter(None, [self.config.complaints_topic])}):
+            assigned.add_metric([topic], float(per_topic.get(topic, 0)))  # type: ignore[attr-defined]
+        return [lag, age, assigned]
+
+    def _render(self) -> None:
+        with self._render_lock:
+            with self._held_lock:
+                shown = [h.families for h in self._held.values() if h.shown]
+            self._families.families = [*_merged(shown), *self._gauges, *self._shard_families()]
+            self._exposition = render(self._registry)
+
+    @property
+    def exposition(self) -> Exposition | None:
+        """The exposition of the last render (None before the first)."""
+        return self._exposition
