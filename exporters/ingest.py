@@ -65,6 +65,11 @@ class IngestConfig:
     #: Finished items whose last scan is this much older than the newest event read
     #: leave the state (event time, so a replay retires the same items); None keeps all.
     retention: dt.timedelta | None = None
+    #: Events dated more than this ahead of the wall clock are rejected (``future_ts``);
+    #: None accepts any date.
+    max_future: dt.timedelta | None = None
+    #: The rejects file is rotated at this size.
+    rejects_max_bytes: int = 64 << 20
 
 
 @dataclass
@@ -160,11 +165,21 @@ class Ingestor:
         self.last_checkpoint_at: float | None = ckpt.created_at if ckpt else None
         #: Process-local metrics (batch durations): not checkpointed, reset on restart.
         self.local = CounterStore()
-        self.rejects = RejectsFile(config.state_dir, ckpt.rejects_bytes if ckpt else None)
+        self.rejects = RejectsFile(
+            config.state_dir, ckpt.rejects_bytes if ckpt else None, config.rejects_max_bytes
+        )
         self.tailer = Tailer(config.data_dir, ckpt.files if ckpt else {}, grace=config.grace)
         if ckpt is not None and ckpt.data_dir and ckpt.data_dir != str(config.data_dir):
             log.warning("checkpoint was taken for %s, not %s", ckpt.data_dir, config.data_dir)
         self.reference = _Reference(pl.DataFrame(schema=FACILITY_SCHEMA), DEFAULT_STANDARDS)
+        #: Reference files whose current version is refused (file -> why); the previous
+        #: version (or none) stays in use.
+        self.reference_errors: dict[str, str] = {}
+        #: False while no valid service standard was ever loaded: nothing is applied then.
+        self.standards_loaded = False
+        #: (since, why) while a batch cannot be applied (its read positions stay).
+        self.apply_error: tuple[float, str] | None = None
+        self._not_after: dt.datetime | None = None
         self._reload_reference(force=True)
 
     # --- reference data ----------------------------------------------------------
@@ -176,16 +191,24 @@ class Ingestor:
         if not force and stamps == self.reference.stamps:
             return
         facilities, standards = self.reference.facilities, self.reference.standards
+        errors: dict[str, str] = {}
         try:
             facilities = load_facilities(data_dir)
-        except Exception as exc:  # keep serving with the last good table
-            log.error("cannot read %s, keeping the previous one: %s", FACILITIES_FILE, exc)
+        except Exception as exc:  # a bad new version is refused: the last good one stays
+            errors[FACILITIES_FILE] = str(exc)
         try:
             standards = load_standards(data_dir)
+            self.standards_loaded = True
         except Exception as exc:
-            log.error("cannot read %s, keeping the previous one: %s", STANDARDS_FILE, exc)
+            errors[STANDARDS_FILE] = str(exc)
+        for file, why in errors.items():
+            if self.reference_errors.get(file) != why:
+                log.error("refusing this version of %s, keeping the previous one: %s", file, why)
+        for file in set(self.reference_errors) - set(errors):
+            log.info("%s is valid again and in use", file)
         with self.lock:
             self.reference = _Reference(facilities, standards, stamps)
+            self.reference_errors = errors
 
     # --- one micro-batch ---------------------------------------------------------------
 
@@ -193,14 +216,22 @@ class Ingestor:
         """Read, validate and apply what is new (one bounded micro-batch)."""
         started = time.perf_counter()
         self._reload_reference()
+        if not self.standards_loaded:
+            # Deadlines need a valid standard: read nothing until there is one.
+            return StepResult(0, False, time.perf_counter() - started)
+        max_future = self.config.max_future
+        self._not_after = None if max_future is None else dt.datetime.now(dt.UTC) + max_future
         poll = self.tailer.poll(self.config.max_batch_bytes, self.config.max_batch_rows)
         if not poll.chunks:
             return StepResult(0, poll.pending, time.perf_counter() - started)
         try:
-            batch = self._compute(poll.chunks)
+            batch: _Batch | None = self._compute(poll.chunks)
+            self.apply_error = None
         except Exception:
             log.exception("batch failed; applying its files one by one")
             batch = self._compute_one_by_one(poll.chunks)
+        if batch is None:
+            return StepResult(0, False, time.perf_counter() - started)
         self._publish(batch)
         seconds = time.perf_counter() - started
         durations = pl.DataFrame({SECONDS: [seconds]}, schema={SECONDS: pl.Float64})
@@ -208,8 +239,14 @@ class Ingestor:
             self.local.observe(cat.EXPORTER_BATCH_DURATION, durations)
         return StepResult(batch.rows, poll.pending, seconds)
 
-    def _compute_one_by_one(self, chunks: list[Chunk]) -> _Batch:
-        """Apply chunks separately; a chunk that still fails is rejected as a whole."""
+    def _compute_one_by_one(self, chunks: list[Chunk]) -> _Batch | None:
+        """Apply chunks separately, in order, up to the first that still fails (None: none).
+
+        The failing chunk and the ones after it are not applied, and their read
+        positions do not move: the next step reads them again. Unreadable data was
+        already rejected by ``_validate``; what fails here is applying valid rows (a
+        reference file or a bug), and dropping them would lose good events for good.
+        """
         items, complaints, seen, retired = self.items, self.complaints, self.seen, self.retired
         clock = self.last_event_us
         parts: list[_Batch] = []
@@ -217,38 +254,24 @@ class Ingestor:
             try:
                 part = self._compute([chunk], items, complaints, seen, retired, clock)
             except Exception as exc:
-                log.exception("cannot apply %s; rejecting this chunk", chunk.source)
-                bad = reject(
-                    chunk.source, None, RejectReason.UNREADABLE_FILE, f"cannot apply: {exc}"
-                )
-                after = dataclasses.replace(
-                    chunk.after, done=chunk.after.fmt not in ("csv", "jsonl") or chunk.after.done
-                )
-                part = _Batch(
-                    [dataclasses.replace(chunk, after=after)],
-                    items,
-                    complaints,
-                    np.empty(0, dtype=np.uint64),
-                    0,
-                    0,
-                    None,
-                    None,
-                    pl.DataFrame([bad], schema=REJECT_SCHEMA),
-                    None,
-                    rows=1,
-                )
+                why = f"cannot apply {chunk.source}: {exc}"
+                if self.apply_error is None or self.apply_error[1] != why:
+                    log.exception("%s; its read position stays, retrying", why)
+                    self.apply_error = (time.monotonic(), why)
+                return _combine(parts) if parts else None
             items, complaints = part.items, part.complaints
             seen = seen.add(part.new_hashes)
             retired = retired.add(part.retired)
             clock = _later(clock, part.newest_event_us)
             parts.append(part)
+        self.apply_error = None
         return _combine(parts)
 
     def _validate(self, chunk: Chunk) -> tuple[pl.DataFrame, pl.DataFrame]:
         """(good rows in file order, all rejects) of one chunk; unreadable data is one reject."""
         parse_rejects = chunk.batch.rejects_frame()
         try:
-            good, bad = validated(chunk.batch, chunk.kind)
+            good, bad = validated(chunk.batch, chunk.kind, self._not_after)
             good_df, bad_df = pl.collect_all([good, bad])
         except Exception as exc:  # e.g. a Parquet file with a valid footer and corrupt pages
             unreadable = reject(

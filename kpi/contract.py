@@ -140,6 +140,10 @@ class RejectReason(StrEnum):
     #: (exporter) An event of an item that finished and left the state after the
     #: retention: it could be counted again, so it is dropped.
     RETIRED_ITEM = "retired_item"
+    #: An event more than the allowed margin (``--max-future``, default 1 h) ahead of
+    #: the reference clock (the wall clock, or the report's as-of): a scanner with a
+    #: wrong clock. Accepting it would move the event-time clock to the future.
+    FUTURE_TS = "future_ts"
 
 
 # --- UPU S10 item identifiers ------------------------------------------------

@@ -913,6 +913,20 @@ def exporter_health(config: MixinConfig) -> Dashboard:
                 width=6,
             ),
             Panel(
+                "stat",
+                "Reference files valid",
+                "1 when the current version of facilities.csv / service-standards.yaml is in "
+                "use; 0 when it was refused (the previous version stays in use).",
+                "none",
+                (
+                    Target(
+                        f"min by (instance, file) ({sel(cat.EXPORTER_CONFIG_VALID.name, *scope)})",
+                        "{{instance}} {{file}}",
+                    ),
+                ),
+                width=6,
+            ),
+            Panel(
                 "timeseries",
                 "Rows ingested and late events per second",
                 "Input rows accepted per second, and events that arrived after a later event "

@@ -32,6 +32,7 @@ LABEL_VALUES: Final[dict[str, tuple[int, str]]] = {
     "category": (CATEGORIES, "K"),
     "reason": (FAILURE_REASONS, "reasons"),
     "version": (1, "versions"),
+    "file": (2, "files"),
 }
 
 

@@ -10,9 +10,11 @@ import typer
 from kpi.commands.options import (
     RETENTION_DEFAULT,
     DataDir,
+    MaxFuture,
     Retention,
     parse_duration,
     parse_listen,
+    parse_max_future,
     parse_retention,
 )
 
@@ -54,6 +56,14 @@ def exporter(
         ),
     ] = "10s",
     retention: Retention = RETENTION_DEFAULT,
+    max_future: MaxFuture = None,
+    rejects_max_bytes: Annotated[
+        str,
+        typer.Option(
+            "--rejects-max-bytes",
+            help="rotate the state folder's rejects.jsonl at this size (e.g. 64MiB, 500KiB)",
+        ),
+    ] = "64MiB",
     log_level: Annotated[
         str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR")
     ] = "INFO",
@@ -61,6 +71,7 @@ def exporter(
     """Follow DATA_DIR live (events/, complaints/) and serve Prometheus metrics."""
     import logging
 
+    from exporters.rejects import parse_size
     from exporters.service import AS_OF_CHOICES, ExporterConfig, ExporterService
 
     if as_of not in AS_OF_CHOICES:
@@ -81,6 +92,8 @@ def exporter(
         stall_hours=stall_hours,
         grace=parse_duration(grace),
         retention=parse_retention(retention),
+        max_future=parse_max_future(max_future, "1h" if as_of == "now" else "off"),
+        rejects_max_bytes=parse_size(rejects_max_bytes),
     )
     try:
         ExporterService(config).run()

@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from kpi.commands.options import DataDir
+from kpi.commands.options import DataDir, MaxFuture, parse_max_future
 
 
 def _split(value: str | None) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
+
+
+def _not_after(as_of: dt.datetime | None, max_future: float | None) -> dt.datetime | None:
+    """Latest acceptable event time: the as-of (else the wall clock) plus ``--max-future``."""
+    if max_future is None:
+        return None
+    return (as_of or dt.datetime.now(dt.UTC)) + dt.timedelta(seconds=max_future)
+
+
+def _margin(max_future: str | None, as_of: dt.datetime | None) -> float | None:
+    """``--max-future``; by default 1 h past an explicit as-of, else off (data dated ahead of
+    the wall clock, e.g. generated, is read on its own clock as the report's as-of is)."""
+    return parse_max_future(max_future, "1h" if as_of is not None else "off")
 
 
 def report(
@@ -50,6 +64,7 @@ def report(
         str,
         typer.Option("--log-level", help="INFO shows how the lifecycle was built (to stderr)"),
     ] = "WARNING",
+    max_future: MaxFuture = None,
 ) -> None:
     """Compute KPIs over a data folder (one row per group and period, one column per KPI)."""
     import logging
@@ -67,6 +82,7 @@ def report(
     from kpi.kpis.query import KpiQuery, Snapshot
     from kpi.output import FORMATS, TimestampError, parse_timestamp, to_bytes
     from kpi.sources.folder import load_data_dir
+    from kpi.standards import ReferenceFileError
 
     if list_kpis:
         typer.echo(catalog_table())
@@ -84,9 +100,12 @@ def report(
             tz=tz,
             stall_hours=stall_hours,
         )
-        snap = Snapshot.from_dataset(load_data_dir(data_dir), as_of_ts)
+        snap = Snapshot.from_dataset(
+            load_data_dir(data_dir, _not_after(as_of_ts, _margin(max_future, as_of_ts))),
+            as_of_ts,
+        )
         frame = snap.query(query)
-    except (KpiError, TimestampError) as exc:
+    except (KpiError, TimestampError, ReferenceFileError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     # Left-out rows never vanish silently: say how many and where to see them.
@@ -130,14 +149,21 @@ def validate(
         Path | None,
         typer.Option("--rejects", help="folder for rejects files (default DATA_DIR/_rejects)"),
     ] = None,
+    max_future: MaxFuture = None,
 ) -> None:
-    """Check every file of a data folder; exit 1 when any row was rejected."""
+    """Check every file of a data folder; exit 1 when any row was rejected or a reference file is bad."""
     from rich.console import Console
     from rich.table import Table
 
-    from kpi.sources.folder import validate_data_dir
+    from kpi.sources.folder import reference_problems, validate_data_dir
 
-    reports = validate_data_dir(data_dir, rejects)
+    bad_reference = reference_problems(data_dir)
+    for file, problems in bad_reference.items():
+        for problem in problems:
+            typer.echo(f"{file}: {problem}", err=True)
+    reports = validate_data_dir(
+        data_dir, rejects, _not_after(None, parse_max_future(max_future, "off"))
+    )
     table = Table(title=f"validation of {data_dir}")
     for col in (
         "file",
@@ -170,6 +196,13 @@ def validate(
         f"duplicate event ids: {sum(r.duplicate_ids for r in reports)}, "
         f"invalid S10 ids: {sum(r.invalid_s10 for r in reports)}"
     )
+    if bad_reference:
+        typer.echo(
+            f"refused reference file(s): {', '.join(bad_reference)} (the exporter keeps the"
+            " previous version; kpi report stops)",
+            err=True,
+        )
     if total_rejected:
         typer.echo(f"rejects written to {rejects or data_dir / '_rejects'}", err=True)
+    if total_rejected or bad_reference:
         raise typer.Exit(1)

@@ -10,9 +10,11 @@ import typer
 from kpi.commands.options import (
     RETENTION_DEFAULT,
     DataDir,
+    MaxFuture,
     Retention,
     parse_duration,
     parse_listen,
+    parse_max_future,
     parse_retention,
 )
 
@@ -40,6 +42,7 @@ def serve(
         typer.Option("--config", exists=True, dir_okay=False, help="API settings (YAML or JSON)"),
     ] = None,
     retention: Retention = RETENTION_DEFAULT,
+    max_future: MaxFuture = None,
 ) -> None:
     """Run the exporter (background threads) and the API (foreground) over DATA_DIR."""
     import logging
@@ -63,6 +66,7 @@ def serve(
             refresh_interval=parse_duration(refresh_interval),
             as_of="latest" if as_of == "latest" else "now",
             retention=parse_retention(retention),
+            max_future=parse_max_future(max_future, "1h" if as_of == "now" else "off"),
         )
     )
     exporter.start()

@@ -46,6 +46,7 @@ EXPECTED: dict[str, tuple[str, tuple[str, ...]]] = {
     "postal_exporter_batch_duration_seconds": ("histogram", ()),
     "postal_exporter_items_tracked": ("gauge", ()),
     "postal_exporter_last_checkpoint_timestamp_seconds": ("gauge", ()),
+    "postal_exporter_config_valid": ("gauge", ("file",)),
     "postal_exporter_build_info": ("gauge", ("version",)),
 }
 

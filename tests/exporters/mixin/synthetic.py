@@ -112,6 +112,10 @@ class SyntheticExporter:
         add(cat.EXPORTER_ITEMS_TRACKED, [([], 1234.0)])
         add(cat.EXPORTER_LAST_CHECKPOINT_TIMESTAMP, [([], time.time() - 30)])
         add(cat.EXPORTER_BUILD_INFO, [(["0.1.0"], 1.0)])
+        add(
+            cat.EXPORTER_CONFIG_VALID,
+            [(["facilities.csv"], 1.0), (["service-standards.yaml"], 1.0)],
+        )
         return out
 
 

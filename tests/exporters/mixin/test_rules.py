@@ -174,6 +174,8 @@ def test_alert_style() -> None:
         "PostalExporterDown",
         "PostalExporterRejectingRows",
         "PostalExporterLateEvents",
+        "PostalExporterConfigInvalid",
+        "PostalExporterCheckpointStale",
     }
     assert len(anchors) == len(names), "one runbook section per alert"
 
