@@ -228,7 +228,8 @@ class Ingestor:
             batch: _Batch | None = self._compute(poll.chunks)
             self.apply_error = None
         except Exception:
-            log.exception("batch failed; applying its files one by one")
+            if self.apply_error is None:  # once, not on every retry
+                log.exception("batch failed; applying its files one by one")
             batch = self._compute_one_by_one(poll.chunks)
         if batch is None:
             return StepResult(0, False, time.perf_counter() - started)

@@ -196,14 +196,8 @@ class RejectsFile:
         data = records.write_ndjson().encode() if records.height else b""
         data += b"".join(orjson.dumps(s) + b"\n" for s in summaries)
         try:
-            if self.bytes > self.base and self.bytes - self.base + len(data) > self.max_bytes:
-                self._rotate()
-            assert self._fd is not None
-            view = memoryview(data)
-            at = self.bytes - self.base
-            while view:
-                n = os.pwrite(self._fd, view, at)
-                view, at = view[n:], at + n
+            for segment in self._segments(data):
+                self._write(segment)
         except OSError as exc:
             # Nothing half-written stays behind the committed length.
             if self._fd is not None:
@@ -211,8 +205,36 @@ class RejectsFile:
                     os.ftruncate(self._fd, self.bytes - self.base)
             self._pause(exc)
             self.unwritten += rows.height
-            return
-        self.bytes += len(data)
+
+    def _segments(self, data: bytes) -> list[bytes]:
+        """``data`` cut at record ends into pieces that fill the current file, then new ones."""
+        out: list[bytes] = []
+        room = self.max_bytes - (self.bytes - self.base)
+        start = 0
+        while start < len(data):
+            end = start
+            while end < len(data):
+                nxt = data.index(b"\n", end) + 1
+                if nxt - start > room and end > start:
+                    break
+                end = nxt
+                if nxt - start > room:  # one record larger than a file: alone
+                    break
+            out.append(data[start:end])
+            start, room = end, self.max_bytes
+        return out
+
+    def _write(self, segment: bytes) -> None:
+        """Write one segment at the committed offset, rotating first if it does not fit."""
+        if self.bytes > self.base and self.bytes - self.base + len(segment) > self.max_bytes:
+            self._rotate()
+        assert self._fd is not None
+        view = memoryview(segment)
+        at = self.bytes - self.base
+        while view:
+            n = os.pwrite(self._fd, view, at)
+            view, at = view[n:], at + n
+        self.bytes += len(segment)
 
     def sync(self) -> int:
         """fsync and return the committed length (recorded in the next checkpoint)."""

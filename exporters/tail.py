@@ -327,16 +327,19 @@ class Tailer:
     def _copy_of(
         self, state: FileState, entry: _Entry, claimed: set[str]
     ) -> tuple[FileState, _Entry] | None:
-        """The copy (same first bytes) of a text file whose content left its inode."""
-        candidates = [e for e in self._others if e.kind == entry.kind]
-        candidates += [
-            e
-            for e in self._listed
-            if e.kind == entry.kind and e.key not in self.files and e.key != entry.key
-        ]
-        for other in candidates:
-            if other.key in claimed or other.stat.st_size < max(state.head_len, 1):
+        """The copy (same first bytes) of a text file whose content left its inode.
+
+        Any file of the folder qualifies, a followed one too: the copy may be written on
+        the freed inode of an older rotated file (``live.jsonl.4`` replaced by a rename).
+        """
+        for other in self._others + self._listed:
+            if other.kind != entry.kind or other.key in (entry.key, *claimed):
                 continue
+            if other.stat.st_size < max(state.head_len, 1):
+                continue
+            tracked = self.files.get(other.key)
+            if tracked is not None and tracked.head == state.head:
+                continue  # already read as this content's continuation
             if state.head_len and _head_of(other.path, state.head_len) != state.head:
                 continue
             claimed.add(other.key)
@@ -423,6 +426,7 @@ class Tailer:
         if complete:
             if after.fmt == "csv":
                 batch = parse_csv(complete, entry.rel, header=after.header, first_row=after.row)
+                after.header = batch.header or after.header
             else:
                 batch = parse_jsonl(complete, entry.rel, first_row=after.row)
         else:

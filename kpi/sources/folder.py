@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,32 @@ def source_files(data_dir: Path, kind: Kind) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.is_file() and file_format(p) is not None)
+
+
+def unreadable_paths(data_dir: Path) -> list[tuple[str, str]]:
+    """(relative path, why) of every stream folder or source file that cannot be read now."""
+    out: list[tuple[str, str]] = []
+    for kind in Kind:
+        folder = data_dir / kind.value
+        try:
+            names = sorted(os.listdir(folder))
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            out.append((f"{kind.value}/", exc.strerror or str(exc)))
+            continue
+        for name in names:
+            path = folder / name
+            if file_format(path) is None or name.startswith("."):
+                continue
+            try:
+                with path.open("rb"):
+                    pass
+            except IsADirectoryError:
+                continue
+            except OSError as exc:
+                out.append((f"{kind.value}/{name}", exc.strerror or str(exc)))
+    return out
 
 
 def validated(
