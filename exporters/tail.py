@@ -47,7 +47,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 import polars as pl
 
@@ -147,8 +147,26 @@ def _sha1(data: bytes) -> str:
     return hashlib.sha1(data, usedforsecurity=False).hexdigest()
 
 
-def _head_of(path: Path, n: int) -> str:
-    with path.open("rb") as fh:
+class _MovedError(Exception):
+    """The name now points to another file than the one listed (renamed in between)."""
+
+
+def _open(entry: _Entry) -> BinaryIO:
+    """``entry``'s file, opened by name and checked to be the listed inode.
+
+    A rotation renames files while the folder is read: reading by name alone could
+    take the bytes of another file for this one's.
+    """
+    fh = entry.path.open("rb")
+    st = os.fstat(fh.fileno())
+    if f"{st.st_dev}:{st.st_ino}" != entry.key:
+        fh.close()
+        raise _MovedError(entry.rel)
+    return fh
+
+
+def _head_of(entry: _Entry, n: int) -> str:
+    with _open(entry) as fh:
         return _sha1(fh.read(n))
 
 
@@ -249,6 +267,9 @@ class Tailer:
                     self._read(copy[0], copy[1], budget, out)
                 if state is not None:
                     self._read(state, entry, budget, out)
+            except _MovedError:  # renamed while listed: it is found again next poll
+                out.pending = True
+                continue
             except OSError as exc:  # unreadable now (permissions, vanished): try again later
                 self._problem(entry.rel, exc.strerror or str(exc))
                 continue
@@ -297,7 +318,7 @@ class Tailer:
             and state.head_len
             and (
                 entry.stat.st_size < state.head_len
-                or _head_of(entry.path, state.head_len) != state.head
+                or _head_of(entry, state.head_len) != state.head
             )
         ):
             reason = "replaced (its first bytes changed)"
@@ -335,12 +356,15 @@ class Tailer:
         for other in self._others + self._listed:
             if other.kind != entry.kind or other.key in (entry.key, *claimed):
                 continue
-            if other.stat.st_size < max(state.head_len, 1):
-                continue
+            if other.stat.st_size < max(state.head_len, state.offset, 1):
+                continue  # too short to hold what was read
             tracked = self.files.get(other.key)
             if tracked is not None and tracked.head == state.head:
                 continue  # already read as this content's continuation
-            if state.head_len and _head_of(other.path, state.head_len) != state.head:
+            try:
+                if state.head_len and _head_of(other, state.head_len) != state.head:
+                    continue
+            except (OSError, _MovedError):
                 continue
             claimed.add(other.key)
             return dataclasses.replace(state, key=other.key, path=other.rel), other
@@ -364,10 +388,10 @@ class Tailer:
         restarted, state.fresh = state.fresh, False
         # A restart is committed even when no complete line is there yet.
         idle = Chunk(entry.kind, entry.rel, RawBatch(_empty_frame()), state) if restarted else None
-        if state.done or size == state.offset:
+        if state.done or size <= state.offset:
             return idle, False
         want = min(size - state.offset, max(budget, MIN_READ))
-        with entry.path.open("rb") as fh:
+        with _open(entry) as fh:
             fh.seek(state.offset)
             data = fh.read(want)
         at_eof = state.offset + len(data) >= size
@@ -376,12 +400,12 @@ class Tailer:
         if chunk is None:
             return idle, not at_eof
         if chunk.after.offset > state.offset and chunk.after.head_len < HEAD_BYTES:
-            self._update_head(chunk.after, entry.path)
+            self._update_head(chunk.after, entry)
         return chunk, not at_eof
 
-    def _update_head(self, state: FileState, path: Path) -> None:
+    def _update_head(self, state: FileState, entry: _Entry) -> None:
         n = min(state.offset, HEAD_BYTES)
-        with path.open("rb") as fh:
+        with _open(entry) as fh:
             state.head = _sha1(fh.read(n))
         state.head_len = n
 
