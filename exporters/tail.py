@@ -317,8 +317,7 @@ class Tailer:
             text
             and state.head_len
             and (
-                entry.stat.st_size < state.head_len
-                or _head_of(entry, state.head_len) != state.head
+                entry.stat.st_size < state.head_len or _head_of(entry, state.head_len) != state.head
             )
         ):
             reason = "replaced (its first bytes changed)"
