@@ -16,6 +16,7 @@ COPY pyproject.toml uv.lock README.md ./
 RUN uv sync --frozen --no-dev --no-install-project
 COPY kpi ./kpi
 COPY exporters ./exporters
+COPY kpi_cli ./kpi_cli
 RUN uv sync --frozen --no-dev
 
 RUN useradd --uid 10001 --no-create-home postal \

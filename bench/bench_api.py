@@ -39,7 +39,7 @@ import httpx
 ROOT: Final = Path(__file__).resolve().parent.parent
 OUT_DIR: Final = ROOT / "bench" / "out"
 ADMIN_KEY: Final = "bench-admin"
-SERVE: Final = "import typer; from kpi.commands.api import api; typer.run(api)"
+SERVE: Final = "import typer; from kpi_cli.api import api; typer.run(api)"
 
 
 def _free_port() -> int:

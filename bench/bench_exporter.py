@@ -48,9 +48,9 @@ from exporters import catalog as cat  # noqa: E402
 from exporters.exposition import collectors, registry_of, render  # noqa: E402
 from exporters.ingest import IngestConfig, Ingestor  # noqa: E402
 from exporters.state import write_checkpoint  # noqa: E402
-from exporters.testkit import ExporterProcess, raw_samples, total  # noqa: E402
 from exporters.view import SelfStats, build_view  # noqa: E402
 from kpi.contract import COMPLAINT_CATEGORIES, PROVINCES  # noqa: E402
+from tests.exporterkit import ExporterProcess, raw_samples, total  # noqa: E402
 
 OUT: Final = ROOT / "bench" / "out" / "exporter.json"
 T_END: Final = dt.datetime(2027, 2, 1, tzinfo=dt.UTC)

@@ -34,7 +34,7 @@ def child(data: Path, retention: str) -> dict[str, float]:
     from exporters import catalog as cat
     from exporters.ingest import IngestConfig, Ingestor
     from exporters.state import write_checkpoint
-    from kpi.commands.options import parse_retention
+    from kpi_cli.options import parse_retention
 
     seconds = parse_retention(retention)
     keep = None if seconds is None else dt.timedelta(seconds=seconds)

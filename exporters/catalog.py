@@ -35,6 +35,7 @@ from prometheus_client.core import (
 from prometheus_client.metrics_core import Metric
 from prometheus_client.utils import floatToGoString
 
+from kpi.duty import metrics as duty_metrics
 from kpi.kpis.catalog import AGE_BAND_EDGES
 from kpi.kpis.catalog import AGE_BANDS as KPI_AGE_BANDS
 from kpi.standards import DEFAULT_STANDARDS
@@ -380,6 +381,12 @@ EXPORTER_ITEMS_TRACKED: Final = MetricSpec(
     G,
     "Items whose state the exporter holds in memory.",
 )
+EXPORTER_AWAITING_ACCEPTANCE: Final = MetricSpec(
+    "postal_exporter_deliveries_awaiting_acceptance",
+    G,
+    "Delivered items not counted yet: their acceptance has not arrived and the late grace "
+    "(event time) has not passed since their delivery.",
+)
 EXPORTER_LAST_CHECKPOINT_TIMESTAMP: Final = MetricSpec(
     "postal_exporter_last_checkpoint_timestamp_seconds",
     G,
@@ -425,10 +432,28 @@ METRICS: Final[tuple[MetricSpec, ...]] = (
     EXPORTER_LAST_EVENT_TIMESTAMP,
     EXPORTER_BATCH_DURATION,
     EXPORTER_ITEMS_TRACKED,
+    EXPORTER_AWAITING_ACCEPTANCE,
     EXPORTER_LAST_CHECKPOINT_TIMESTAMP,
     EXPORTER_CONFIG_VALID,
     EXPORTER_BUILD_INFO,
 )
+
+# The analyst API's duty-desk metrics (its /metrics, job ``postal-api``): here so the
+# dashboards and alerts take their names from the one catalog; not in METRICS, which is
+# what the exporter exposes.
+INCIDENTS_OPEN: Final = MetricSpec(
+    duty_metrics.INCIDENTS_OPEN,
+    G,
+    duty_metrics.INCIDENTS_OPEN_HELP,
+    ("severity",),
+)
+INCIDENTS_OPENED: Final = MetricSpec(
+    duty_metrics.INCIDENTS_OPENED,
+    MetricType.COUNTER,
+    duty_metrics.INCIDENTS_OPENED_HELP,
+    ("severity",),
+)
+API_METRICS: Final[tuple[MetricSpec, ...]] = (INCIDENTS_OPEN, INCIDENTS_OPENED)
 
 #: Metric specs by base name.
 BY_NAME: Final[Mapping[str, MetricSpec]] = MappingProxyType({m.name: m for m in METRICS})

@@ -57,6 +57,14 @@ def version() -> str:
 
 #: Default retention of finished items (seconds): a month of event time.
 RETENTION_DEFAULT: Final = 30 * 86400.0
+#: Default wait of label events for their item's acceptance (seconds of event time).
+LATE_GRACE_DEFAULT: Final = 86400.0
+#: Default dedup window (seconds of event time).
+DEDUP_WINDOW_DEFAULT: Final = 14 * 86400.0
+
+
+def _delta(seconds: float | None) -> dt.timedelta | None:
+    return None if seconds is None else dt.timedelta(seconds=seconds)
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,11 @@ class ExporterConfig:
     #: Finished items leave the state this long (event time) after their last scan;
     #: None keeps them forever (memory then grows with every item ever seen).
     retention: float | None = RETENTION_DEFAULT
+    #: Attempts, deliveries and returns wait this long (event time) for their item's
+    #: acceptance; None counts them at once.
+    late_grace: float | None = LATE_GRACE_DEFAULT
+    #: Event ids are remembered this long (event time); older events are ``too_old``.
+    dedup_window: float | None = DEDUP_WINDOW_DEFAULT
     #: Events dated more than this ahead of the wall clock are ``future_ts`` rejects
     #: (``kpi exporter`` defaults to 1 h with ``--as-of now``); None accepts any date.
     max_future: float | None = None
@@ -132,8 +145,10 @@ class ExporterService:
                     cfg.max_batch_bytes,
                     cfg.max_batch_rows,
                     cfg.grace,
-                    None if cfg.retention is None else dt.timedelta(seconds=cfg.retention),
-                    None if cfg.max_future is None else dt.timedelta(seconds=cfg.max_future),
+                    _delta(cfg.retention),
+                    _delta(cfg.late_grace),
+                    _delta(cfg.dedup_window),
+                    _delta(cfg.max_future),
                     cfg.rejects_max_bytes,
                 )
             )
@@ -279,8 +294,8 @@ class ExporterService:
         notes: list[str] = []
         for rel, why in sorted(ing.tailer.problems.copy().items()):
             failing.append(f"cannot read {rel}: {why}")
-        errors = ing.reference_errors
-        if not ing.standards_loaded:
+        errors = ing.reference.errors
+        if not ing.reference.standards_loaded:
             failing += [f"no valid service standard, nothing is read: {e}" for e in errors.values()]
         else:
             notes += [f"refused, previous version in use: {e}" for e in errors.values()]
@@ -308,16 +323,16 @@ class ExporterService:
         ing = self.ingestor
         with self._render_lock:
             with ing.lock:
-                items, complaints, ref = ing.items, ing.complaints, ing.reference
-                counters, local = ing.counters.copy(), ing.local.copy()
-                last_event_us = ing.last_event_us
-                refused = set(ing.reference_errors)
+                ledger, ref, local = ing.ledger, ing.reference, ing.local.copy()
+            items, complaints = ledger.view_items(), ledger.complaints
+            counters, last_event_us = ledger.counters, ledger.clock_us
             stats = SelfStats(
                 items_tracked=items.height,
+                deliveries_awaiting_acceptance=ledger.held_deliveries(),
                 last_event_timestamp=(last_event_us or 0) / 1e6,
                 last_checkpoint_timestamp=self._last_checkpoint,
                 version=self._version,
-                config_valid=tuple((f, f not in refused) for f in REFERENCE_FILES),
+                config_valid=tuple((f, f not in ref.errors) for f in REFERENCE_FILES),
             )
             self._view = build_view(
                 items,

@@ -9,7 +9,9 @@ A checkpoint is a directory ``STATE_DIR/checkpoint-<seq>`` holding
 - ``complaints.parquet``: current complaint versions and resolution flags;
 - ``seen.npy``: the sorted 64-bit hashes of every event id counted;
 - ``retired.npy``: the sorted 64-bit hashes of the item ids retired from the state
-  (finished items past the retention), whose later events are rejects.
+  (finished items past the retention), whose later events are rejects;
+- ``held.parquet``: attempts, deliveries and returns waiting for their item's
+  acceptance, summarised per item (``kpi.kpis.increments.SET_SCHEMA``).
 
 It is written as ``checkpoint-<seq>.tmp`` (each file fsynced, then the directory),
 renamed to its final name (the commit point) and the parent directory fsynced;
@@ -34,10 +36,10 @@ import polars as pl
 
 from exporters.catalog import BY_NAME, MetricSpec
 from exporters.rejects import REJECTS_FILE, RejectsFile
-from exporters.seen import Hashes, SeenIds
+from exporters.seen import Days, Hashes
 from exporters.store import CounterStore
 from exporters.tail import FileState
-from kpi.kpis.increments import COMPLAINT_STATE_SCHEMA
+from kpi.kpis.increments import COMPLAINT_STATE_SCHEMA, SET_SCHEMA, empty_set
 from kpi.lifecycle import STATE_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,9 @@ class Checkpoint:
     last_event_us: int | None
     data_dir: str = ""
     retired: Hashes = field(default_factory=lambda: np.empty(0, dtype=np.uint64))
+    held: pl.DataFrame = field(default_factory=empty_set)
+    #: Day (event time) of each ``seen`` hash; None in checkpoints of older versions.
+    seen_days: Days | None = None
 
 
 def _fsync_path(path: Path) -> None:
@@ -114,6 +119,9 @@ def _write_files(tmp: Path, ckpt: Checkpoint) -> None:
     )
     np.save(tmp / "seen.npy", ckpt.seen, allow_pickle=False)
     np.save(tmp / "retired.npy", ckpt.retired, allow_pickle=False)
+    days = ckpt.seen_days if ckpt.seen_days is not None else np.zeros(len(ckpt.seen), np.int64)
+    np.save(tmp / "seen_days.npy", days, allow_pickle=False)
+    ckpt.held.select(SET_SCHEMA.keys()).write_parquet(tmp / "held.parquet", statistics=False)
     meta = {
         "format": FORMAT,
         "seq": ckpt.seq,
@@ -125,7 +133,15 @@ def _write_files(tmp: Path, ckpt: Checkpoint) -> None:
         "last_event_us": ckpt.last_event_us,
     }
     (tmp / "meta.json").write_bytes(orjson.dumps(meta, option=orjson.OPT_INDENT_2))
-    for name in ("items.parquet", "complaints.parquet", "seen.npy", "retired.npy", "meta.json"):
+    names = (
+        "items.parquet",
+        "complaints.parquet",
+        "seen.npy",
+        "retired.npy",
+        "held.parquet",
+        "seen_days.npy",
+    )
+    for name in (*names, "meta.json"):
         _fsync_path(tmp / name)
     _fsync_path(tmp)
 
@@ -141,6 +157,13 @@ def read_checkpoint(path: Path) -> Checkpoint:
     retired = np.empty(0, dtype=np.uint64)
     if (path / "retired.npy").exists():  # checkpoints written before retention have none
         retired = np.load(path / "retired.npy", allow_pickle=False).astype(np.uint64, copy=False)
+    held = empty_set()
+    seen_days = None
+    if (path / "seen_days.npy").exists():  # older versions kept ids without their day
+        seen_days = np.load(path / "seen_days.npy", allow_pickle=False).astype(np.int64)
+    if (path / "held.parquet").exists():  # checkpoints of older versions held nothing
+        held = pl.read_parquet(path / "held.parquet")
+        held = held.select(pl.col(c).cast(t) for c, t in SET_SCHEMA.items())
     return Checkpoint(
         seq=int(meta["seq"]),
         created_at=float(meta["created_at"]),
@@ -153,6 +176,8 @@ def read_checkpoint(path: Path) -> Checkpoint:
         last_event_us=meta.get("last_event_us"),
         data_dir=str(meta.get("data_dir", "")),
         retired=retired,
+        held=held,
+        seen_days=seen_days,
     )
 
 
@@ -164,11 +189,6 @@ def latest_checkpoint(state_dir: Path) -> Checkpoint | None:
     if not dirs:
         return None
     return read_checkpoint(dirs[-1][1])
-
-
-def seen_from(ckpt: Checkpoint | None) -> SeenIds:
-    """The seen-id set of a checkpoint."""
-    return SeenIds() if ckpt is None else SeenIds(ckpt.seen)
 
 
 class StateDirLock:

@@ -45,6 +45,7 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Final
@@ -170,6 +171,22 @@ def _head_of(entry: _Entry, n: int) -> str:
         return _sha1(fh.read(n))
 
 
+def _files_of(listing: list[os.DirEntry[str]], kind: Kind) -> Iterator[_Entry]:
+    """The regular files of a folder listing, hidden and ``.tmp`` names left out."""
+    for entry in listing:
+        name = entry.name
+        if name.startswith(".") or name.endswith(".tmp"):
+            continue
+        try:
+            if not entry.is_file():
+                continue
+            st = entry.stat()
+        except OSError:
+            continue  # vanished between listing and stat
+        key = f"{st.st_dev}:{st.st_ino}"
+        yield _Entry(Path(entry.path), f"{kind.value}/{name}", kind, st, key)
+
+
 class Tailer:
     """Follows ``events/`` and ``complaints/`` of a data folder."""
 
@@ -220,24 +237,13 @@ class Tailer:
                 keys.update(k for k, f in self.files.items() if f.kind == kind.value)
                 continue
             self._solved(f"{kind.value}/")
-            for entry in listing:
-                name = entry.name
-                if name.startswith(".") or name.endswith(".tmp"):
-                    continue
-                try:
-                    if not entry.is_file():
-                        continue
-                    st = entry.stat()
-                except OSError:
-                    continue  # vanished between listing and stat
-                key = f"{st.st_dev}:{st.st_ino}"
-                if key in keys:
+            for found in _files_of(listing, kind):
+                if found.key in keys:
                     continue  # a hard link to a file already listed
-                found = _Entry(Path(entry.path), f"{kind.value}/{name}", kind, st, key)
-                if key not in self.files and file_format(Path(name)) is None:
+                if found.key not in self.files and file_format(found.path) is None:
                     self._others.append(found)
                     continue
-                keys.add(key)
+                keys.add(found.key)
                 entries.append(found)
         self._listed = entries
         listed = {e.rel for e in entries} | {e.rel for e in self._others}

@@ -50,6 +50,7 @@ class SelfStats:
     """Exporter gauges: items held, newest event, last checkpoint (0 when never), version."""
 
     items_tracked: int = 0
+    deliveries_awaiting_acceptance: int = 0
     last_event_timestamp: float = 0.0
     last_checkpoint_timestamp: float = 0.0
     version: str = "unknown"

@@ -11,32 +11,14 @@ from typing import Final
 
 import polars as pl
 
-# Lifecycle order matters: ties between events at the same instant are broken by
-# it (a later stage wins for "last event").
-EVENT_TYPES: Final = (
-    "accepted",
-    "arrived",
-    "departed",
-    "out_for_delivery",
-    "delivery_failed",
-    "delivered",
-    "returned",
-)
-EventType: Final = pl.Enum(EVENT_TYPES)
+# The event vocabulary comes from the per-event rules table (kpi/events.py); the enum's
+# order is the lifecycle order, which breaks ties between events at the same instant.
+from kpi import events
 
+EVENT_TYPES: Final = events.EVENT_TYPES
 #: UPU EMSEVT codes accepted as aliases of our event types (matched case-insensitively).
-UPU_ALIASES: Final[dict[str, str]] = {
-    "EMA": "accepted",
-    "EMB": "arrived",
-    "EMD": "arrived",
-    "EMJ": "arrived",
-    "EMG": "arrived",
-    "EMC": "departed",
-    "EMF": "departed",
-    "EMK": "departed",
-    "EMH": "delivery_failed",
-    "EMI": "delivered",
-}
+UPU_ALIASES: Final = events.UPU_ALIASES
+EventType: Final = pl.Enum(EVENT_TYPES)
 
 COMPLAINT_CATEGORIES: Final = (
     "delay",
@@ -69,10 +51,8 @@ EVENT_SCHEMA: Final[dict[str, pl.DataType]] = {
 }
 EVENT_REQUIRED: Final = ("event_id", "item_id", "event", "ts", "facility")
 #: Fields required only on some event types.
-EVENT_REQUIRED_ON: Final[dict[str, tuple[str, ...]]] = {
-    "accepted": ("product", "origin", "destination"),
-    "delivery_failed": ("reason",),
-}
+#: Fields an event type requires besides EVENT_REQUIRED.
+EVENT_REQUIRED_ON: Final = events.EVENT_REQUIRED_ON
 EVENT_TIMESTAMPS: Final = ("ts", "promised_by")
 
 #: Validated complaint records (all versions; the latest wins, see ``latest_complaints``).
@@ -140,6 +120,9 @@ class RejectReason(StrEnum):
     #: (exporter) An event of an item that finished and left the state after the
     #: retention: it could be counted again, so it is dropped.
     RETIRED_ITEM = "retired_item"
+    #: (exporter) An event older than the dedup window behind the newest event read:
+    #: its id may have been forgotten, so it could be counted twice; it is dropped.
+    TOO_OLD = "too_old"
     #: An event more than the allowed margin (``--max-future``, default 1 h) ahead of
     #: the reference clock (the wall clock, or the report's as-of): a scanner with a
     #: wrong clock. Accepting it would move the event-time clock to the future.

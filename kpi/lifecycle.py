@@ -6,7 +6,8 @@ min/max rules that are associative, commutative and idempotent. Building from al
 events and merging batch after batch therefore give the same table, whatever the
 order of the batches and however often an event is repeated.
 
-Tie rules (deterministic, so the merge order never matters):
+What each event type sets, its stage rank and the tie rules are the table in
+``kpi/events.py`` (deterministic, so the merge order never matters):
 - acceptance: earliest ``accepted``; at equal ``ts`` the smallest ``event_id`` wins;
 - first attempt: earliest ``delivered``/``delivery_failed``; at equal ``ts`` the
   earlier lifecycle stage (``delivery_failed``) wins;
@@ -22,10 +23,10 @@ from typing import Final
 import polars as pl
 
 from kpi.contract import EVENT_TYPES, UTC, EventType
+from kpi.events import Effect, event_has
 from kpi.standards import ServiceStandards, with_promised_by
 
 RANK_BITS: Final = 8  # event rank is packed below the microsecond timestamp
-_ATTEMPTS: Final = ("delivered", "delivery_failed")
 _ACCEPTANCE_FIELDS: Final = ("product", "origin", "destination", "promised_by_given")
 
 #: Columns of the mergeable state (what the exporter checkpoints).
@@ -83,17 +84,16 @@ def _key_event(key: str) -> pl.Expr:
 
 def event_partials(events: pl.LazyFrame) -> pl.LazyFrame:
     """Each event as a one-event lifecycle state (``STATE_SCHEMA``)."""
-    ev = pl.col("event")
-    accepted = ev == "accepted"
+    accepted = event_has(Effect.ACCEPTS)
     return events.select(
         pl.col("item_id"),
         pl.when(accepted).then(pl.col("ts")).alias("accepted_at"),
         pl.when(accepted).then(pl.col("event_id")).alias("accepted_event_id"),
         *(pl.when(accepted).then(pl.col(c)).alias(c) for c in ("product", "origin", "destination")),
         pl.when(accepted).then(pl.col("promised_by")).alias("promised_by_given"),
-        pl.when(ev.is_in(_ATTEMPTS)).then(_event_key()).alias("attempt_key"),
-        pl.when(ev == "delivered").then(pl.col("ts")).alias("delivered_at"),
-        pl.when(ev == "returned").then(pl.col("ts")).alias("returned_at"),
+        pl.when(event_has(Effect.ATTEMPTS)).then(_event_key()).alias("attempt_key"),
+        pl.when(event_has(Effect.DELIVERS)).then(pl.col("ts")).alias("delivered_at"),
+        pl.when(event_has(Effect.RETURNS)).then(pl.col("ts")).alias("returned_at"),
         _event_key().alias("last_key"),
         pl.col("facility").alias("last_facility"),
     )
@@ -112,15 +112,17 @@ def _last_facility() -> pl.Expr:
     return pl.when(key.is_not_null()).then(facility).max_by(pl.struct(key, facility))
 
 
-def reduce_states(states: pl.LazyFrame) -> pl.LazyFrame:
+def reduce_states(states: pl.LazyFrame, *extra: pl.Expr) -> pl.LazyFrame:
     """Combine partial states of the same item into one row per item.
 
     Two passes over ``states`` that avoid per-group filters: min/max aggregations per
     item (the last scan's facility is a ``max_by`` of a struct key), and the acceptance
     winner from the rows that have an acceptance, sorted by the tie rule (earliest
     ``accepted_at``, smallest ``accepted_event_id``, then the first row read).
+    ``extra`` per-item aggregations (e.g. the exporter's event counts) come out as
+    trailing columns.
     """
-    return _reduce(states)
+    return _reduce(states, *extra)
 
 
 def _reduce(states: pl.LazyFrame, *extra: pl.Expr) -> pl.LazyFrame:

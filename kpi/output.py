@@ -56,6 +56,12 @@ def to_json(df: pl.DataFrame) -> bytes:
     return orjson.dumps(to_records(df))
 
 
+def to_table(df: pl.DataFrame) -> str:
+    """The whole frame as a text table for a terminal: every row and column, no shape line."""
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200, tbl_hide_dataframe_shape=True):
+        return str(df)
+
+
 def to_bytes(df: pl.DataFrame, fmt: Format) -> bytes:
     """The frame in one of the machine formats (csv, json, parquet, arrow)."""
     if fmt == "json":

@@ -45,6 +45,7 @@ from typing import Final
 import polars as pl
 
 from kpi.contract import EVENT_TYPES, UTC, EventType, Kind
+from kpi.events import EVENT_RULES, Effect, event_has
 from kpi.lifecycle import RANK_BITS, STATE_SCHEMA, collect_state_counted, reduce_states
 from kpi.sources.files import file_format, read_file
 from kpi.sources.folder import read_counts, validated_frame
@@ -53,12 +54,16 @@ from kpi.sources.validate import EVENT_NAMES
 _TEXT: Final = ("event_id", "item_id", "event", "facility", "product", "origin", "destination")
 _TEXT_OPTIONAL: Final = ("reason",)
 _TIMES: Final = ("ts", "promised_by")
-_ACCEPTANCE: Final = ("product", "origin", "destination")
+#: The manifest fields acceptances require, proved present on every accepted row.
+_ACCEPTANCE: Final = tuple(
+    dict.fromkeys(c for r in EVENT_RULES if Effect.ACCEPTS in r.effects for c in r.requires)
+)
+#: Event types that require a reason (failed attempts).
+_NEEDS_REASON: Final = tuple(r.name for r in EVENT_RULES if "reason" in r.requires)
 # Seeds of the two item-id hashes (xxh3 seeded from each): any two different values.
 _SEED_1: Final = 0x5EED_0001
 _SEED_2: Final = 0x7A11_5EED
 _ID_SEED: Final = 0x1D5
-_ATTEMPTS: Final = ("delivered", "delivery_failed")
 
 
 class _NeedsGeneralPathError(Exception):
@@ -229,7 +234,7 @@ def _facts(events: pl.LazyFrame) -> _Facts:
     # Reasons are few: their distinct texts cost 0.02 s at 10 M events (grouping the
     # facts by reason too cost 0.12 s).
     reasons = events.select(pl.col("reason").drop_nulls().unique()).collect(engine="streaming")
-    no_reason = facts.filter(pl.col("event") == "delivery_failed").get_column("null_reason")
+    no_reason = facts.filter(pl.col("event").is_in(_NEEDS_REASON)).get_column("null_reason")
     names = _check_vocabulary(facts)
     if lo is None or not names:
         raise _NeedsGeneralPathError("no timestamped events with a facility")
@@ -262,7 +267,7 @@ def _valid(facts: _Facts, null_ids: bool) -> pl.Expr:
     if null_ids:
         checks.append(pl.col("event_id").is_not_null())
     if facts.reasonless:
-        checks.append(~((pl.col("event") == "delivery_failed") & _blank("reason")))
+        checks.append(~(pl.col("event").is_in(_NEEDS_REASON) & _blank("reason")))
     return pl.all_horizontal(checks)
 
 
@@ -270,7 +275,7 @@ def _acceptances(
     good: pl.LazyFrame, event_ids: bool, items: pl.Series | None = None
 ) -> pl.DataFrame:
     """The accepted rows (of ``items`` only, when given) as state columns, keyed by item."""
-    rows = good.filter(pl.col("event") == "accepted")
+    rows = good.filter(event_has(Effect.ACCEPTS))
     if items is not None:
         rows = rows.filter(_item_key().is_in(items.implode()))
     eid = pl.col("event_id") if event_ids else pl.lit(None, pl.String)
@@ -317,9 +322,9 @@ def _totals(good: pl.LazyFrame, names: list[str], base: int, counted: bool) -> p
         good.select(
             _item_key().alias("k"),
             ((key - base) * n_fac + rank).alias("packed"),
-            pl.when(event.is_in(_ATTEMPTS)).then(key).alias("attempt_key"),
-            pl.when(event == "delivered").then(pl.col("ts")).alias("delivered_at"),
-            pl.when(event == "returned").then(pl.col("ts")).alias("returned_at"),
+            pl.when(event_has(Effect.ATTEMPTS)).then(key).alias("attempt_key"),
+            pl.when(event_has(Effect.DELIVERS)).then(pl.col("ts")).alias("delivered_at"),
+            pl.when(event_has(Effect.RETURNS)).then(pl.col("ts")).alias("returned_at"),
         )
         .group_by("k")
         .agg(
@@ -374,6 +379,12 @@ def _scan(
     good = cut(events.filter(_valid(facts, null_ids)) if counted else events)
     if counted:
         totals = _totals(good, names, base, counted=True)
+    state = _with_acceptances(totals, _checked_acceptances(good, event_ids), good, event_ids)
+    return _scanned(_with_unaccepted_ids(state, good), facts, base, counted, as_of), kept
+
+
+def _checked_acceptances(good: pl.LazyFrame, event_ids: bool) -> pl.DataFrame:
+    """The acceptances, proved free of blank or padded ids and manifest fields."""
     acc = _acceptances(good, event_ids)
     if _padded_or_blank(acc.get_column("item_id")):
         raise _NeedsGeneralPathError("blank or padded item ids")
@@ -381,6 +392,13 @@ def _scan(
         values = acc.get_column(col)
         if values.null_count() or _padded_or_blank(values.unique()):
             raise _NeedsGeneralPathError(f"acceptances with a missing, blank or padded {col}")
+    return acc
+
+
+def _with_acceptances(
+    totals: pl.DataFrame, acc: pl.DataFrame, good: pl.LazyFrame, event_ids: bool
+) -> pl.DataFrame:
+    """The item totals joined with each item's winning acceptance."""
     state = totals.join(acc, on="k", how="left")
     # An item with several acceptances has several rows: keep the winning acceptance,
     # earliest, then the smallest event id (ids are distinct). Checked by the join's
@@ -395,21 +413,33 @@ def _scan(
             winners = winners.with_columns(pl.lit(None, pl.String).alias("accepted_event_id"))
         acc = pl.concat([acc.filter(~repeated), winners])
         state = totals.join(acc, on="k", how="left")
-    missing = state.filter(pl.col("item_id").is_null()).get_column("k")
-    if missing.len():
-        # Items without an acceptance: their id text from one more pass.
-        texts = (
-            good.filter(_item_key().is_in(missing.implode()))
-            .group_by(_item_key().alias("k"))
-            .agg(pl.col("item_id").first().alias("_id"))
-            .collect(engine="streaming")
-        )
-        if _padded_or_blank(texts.get_column("_id")):
-            raise _NeedsGeneralPathError("blank or padded item ids")
-        state = state.join(texts, on="k", how="left").with_columns(
-            pl.coalesce("item_id", "_id").alias("item_id")
-        )
+    return state
 
+
+def _with_unaccepted_ids(state: pl.DataFrame, good: pl.LazyFrame) -> pl.DataFrame:
+    """Items without an acceptance: their id text from one more pass."""
+    missing = state.filter(pl.col("item_id").is_null()).get_column("k")
+    if not missing.len():
+        return state
+    texts = (
+        good.filter(_item_key().is_in(missing.implode()))
+        .group_by(_item_key().alias("k"))
+        .agg(pl.col("item_id").first().alias("_id"))
+        .collect(engine="streaming")
+    )
+    if _padded_or_blank(texts.get_column("_id")):
+        raise _NeedsGeneralPathError("blank or padded item ids")
+    return state.join(texts, on="k", how="left").with_columns(
+        pl.coalesce("item_id", "_id").alias("item_id")
+    )
+
+
+def _scanned(
+    state: pl.DataFrame, facts: _Facts, base: int, counted: bool, as_of: dt.datetime | None
+) -> ScannedState:
+    """The packed keys unpacked (last scan, its facility), the time span and the rejects."""
+    names = facts.facilities
+    n_fac = len(names)
     packed = pl.col("packed")
     state = state.with_columns((packed // n_fac + base).alias("last_key"))
     facility = pl.Series("last_facility", names, pl.String)
@@ -427,13 +457,12 @@ def _scan(
         else (None, None)
     )
     good_rows = int(state.get_column("len").sum()) if counted else facts.rows
-    scanned = ScannedState(
+    return ScannedState(
         state.select(STATE_SCHEMA.keys()).cast(STATE_SCHEMA),  # type: ignore[arg-type]
         first,
         last,
         facts.rows - good_rows if as_of is None else None,
     )
-    return scanned, kept
 
 
 def _with_text_files(

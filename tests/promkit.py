@@ -321,6 +321,7 @@ def start_prometheus(
     interval: str = "1s",
     config: Mapping[str, Any] | None = None,
     ready_timeout: float = 30.0,
+    extra_args: Sequence[str] = (),
 ) -> PrometheusServer:
     """Start Prometheus on a free 127.0.0.1 port with a temp config and TSDB under ``workdir``."""
     binary = require_binary("prometheus")
@@ -338,6 +339,7 @@ def start_prometheus(
             f"--storage.tsdb.path={workdir / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}",
             "--log.level=warn",
+            *extra_args,
         ],
     )
     server = PrometheusServer(process, port, workdir)
@@ -352,9 +354,10 @@ def run_prometheus(
     rule_files: Sequence[Path] = (),
     interval: str = "1s",
     config: Mapping[str, Any] | None = None,
+    extra_args: Sequence[str] = (),
 ) -> Iterator[PrometheusServer]:
     """``start_prometheus`` as a context manager that always kills the server."""
-    server = start_prometheus(workdir, scrape, rule_files, interval, config)
+    server = start_prometheus(workdir, scrape, rule_files, interval, config, extra_args=extra_args)
     try:
         yield server
     finally:

@@ -23,8 +23,8 @@ from pathlib import Path
 import polars as pl
 
 from exporters import catalog as cat
-from exporters.testkit import ExporterProcess
 from tests import promkit
+from tests.exporterkit import ExporterProcess
 from tests.exporters.mixin.synthetic import REPO, fast_rule_copy
 
 #: The data set: small enough to simulate and ingest in a few seconds.
@@ -57,7 +57,7 @@ class Stack:
 def simulate(out: Path) -> None:
     """``kpi simulate --out OUT`` with ``SIM_ARGS`` (the real CLI, in a subprocess)."""
     result = subprocess.run(
-        [sys.executable, "-m", "kpi.cli", "simulate", "--out", str(out), *SIM_ARGS, "-q"],
+        [sys.executable, "-m", "kpi_cli", "simulate", "--out", str(out), *SIM_ARGS, "-q"],
         capture_output=True,
         text=True,
         timeout=120,

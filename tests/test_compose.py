@@ -12,7 +12,7 @@ import typer
 import yaml
 
 from exporters import catalog as cat
-from kpi.cli import app as kpi_app
+from kpi_cli.app import app as kpi_app
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = Path(__file__).parent / "fixtures" / "compose-spec.json"

@@ -22,8 +22,8 @@ from typer.testing import CliRunner
 
 from kpi import contract
 from kpi import simulate as sim
-from kpi.commands.simulate import ScenarioChoice, parse_start
-from kpi.commands.simulate import simulate as simulate_command
+from kpi_cli.simulate import ScenarioChoice, parse_start
+from kpi_cli.simulate import simulate as simulate_command
 
 ITEMS = 20_000
 LOCAL = "Asia/Shanghai"
@@ -595,7 +595,7 @@ def test_live_append_stops_on_request(tmp_path: Path) -> None:
 def test_cli_live_stops_cleanly_on_sigterm(tmp_path: Path, signals: int) -> None:
     script = (
         "import typer\n"
-        "from kpi.commands.simulate import simulate\n"
+        "from kpi_cli.simulate import simulate\n"
         "app = typer.Typer()\n"
         "app.command()(simulate)\n"
         "app()\n"

@@ -35,13 +35,16 @@ class SelfMonitoringCollector(Collector):
             rejected.add_metric([reason], float(reasons[reason]))
         yield rejected
         late = cast(CounterMetricFamily, cat.EXPORTER_LATE_EVENTS.family())
-        late.add_metric([], float(store.value(cat.EXPORTER_LATE_EVENTS)))
+        # Process-local (like the batch durations): a restart re-reads what it lost as
+        # one larger set, in which fewer events are late.
+        late.add_metric([], float(view.local.value(cat.EXPORTER_LATE_EVENTS)))
         yield late
         yield histogram_family(cat.EXPORTER_BATCH_DURATION, view.local)
         stats = view.stats
         for spec, sample in (
             (cat.EXPORTER_LAST_EVENT_TIMESTAMP, stats.last_event_timestamp),
             (cat.EXPORTER_ITEMS_TRACKED, float(stats.items_tracked)),
+            (cat.EXPORTER_AWAITING_ACCEPTANCE, float(stats.deliveries_awaiting_acceptance)),
             (cat.EXPORTER_LAST_CHECKPOINT_TIMESTAMP, stats.last_checkpoint_timestamp),
         ):
             family = gauge(spec)

@@ -888,12 +888,17 @@ def exporter_health(config: MixinConfig) -> Dashboard:
             Panel(
                 "stat",
                 "Items tracked",
-                "Items whose state the exporter holds in memory.",
+                "Items whose state the exporter holds in memory, and the deliveries among"
+                " them waiting for their acceptance (not counted yet).",
                 "short",
                 (
                     Target(
                         f"sum by (instance) ({sel(cat.EXPORTER_ITEMS_TRACKED.name, *scope)})",
                         "{{instance}}",
+                    ),
+                    Target(
+                        f"sum by (instance) ({sel(cat.EXPORTER_AWAITING_ACCEPTANCE.name, *scope)})",
+                        "{{instance}} awaiting acceptance",
                     ),
                 ),
                 width=6,

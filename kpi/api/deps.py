@@ -164,3 +164,12 @@ async def answer_format(
 
 
 FormatDep = Annotated[str, Depends(answer_format)]
+
+
+#: A repeatable query parameter whose values may also be comma-separated.
+ListParam = Annotated[list[str] | None, Query()]
+
+
+def split(values: list[str] | None) -> tuple[str, ...]:
+    """Repeated and comma-separated values, flattened ("a,b" & "c" -> a, b, c)."""
+    return tuple(v.strip() for raw in values or () for v in raw.split(",") if v.strip())

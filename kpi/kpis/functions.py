@@ -13,7 +13,8 @@ from typing import Final
 import polars as pl
 
 from kpi.contract import FACILITY_SCHEMA
-from kpi.kpis.catalog import AGE_BANDS, Family
+from kpi.events import Effect, events_with
+from kpi.kpis.catalog import AGE_BANDS
 from kpi.kpis.exprs import (
     PERIOD,
     Window,
@@ -160,7 +161,7 @@ def unfinished(lifecycle: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def waiting_items(lifecycle: pl.LazyFrame, facilities: pl.LazyFrame, w: Window) -> pl.LazyFrame:
-    """Items waiting at a facility at as-of: last scan ``arrived``/``delivery_failed``, with age."""
+    """Items waiting at a facility at as-of (last scan an event that WAITS, kpi/events.py), with age."""
     fac = facilities.select(
         pl.col("facility").alias("last_facility"),
         pl.col("type").cast(pl.String).alias("facility_type"),
@@ -169,7 +170,7 @@ def waiting_items(lifecycle: pl.LazyFrame, facilities: pl.LazyFrame, w: Window) 
     age = hours_between(pl.lit(w.as_of), "last_event_at")
     return (
         unfinished(lifecycle)
-        .filter(pl.col("last_event").is_in(["arrived", "delivery_failed"]))
+        .filter(pl.col("last_event").is_in(events_with(Effect.WAITS)))
         .join(fac, on="last_facility", how="left")
         .with_columns(age.alias("age_hours"))
         .with_columns(age_band(pl.col("age_hours")).alias("age_band"))
@@ -275,15 +276,6 @@ def open_complaint_kpis(complaints: pl.LazyFrame, by: list[str], w: Window) -> p
         count_if(pl.col("opened_at") < w.as_of - w.complaint_deadline).alias("overdue_complaints"),
     )
     return rows.group_by(by).agg(*exprs) if by else rows.select(*exprs)
-
-
-FAMILY_FUNCTIONS: Final = (
-    Family.FLOW,
-    Family.COMPLAINT,
-    Family.BACKLOG,
-    Family.NETWORK,
-    Family.OPEN_COMPLAINT,
-)
 
 
 def empty_facilities() -> pl.LazyFrame:

@@ -1,32 +1,42 @@
-"""Counter increments: what a batch of newly arrived records adds to the exporter's counters.
+"""Counter increments: what a *set* of newly read records adds to the exporter's counters.
 
 Pure polars, no I/O and no Prometheus. The business rules of the counters live
 here; the exporter only adds the returned counts to its totals.
 
-Every rule classifies a record with what is known *when it arrives*, as if records
-were applied one at a time in arrival order (the row order of the batch), and never
-goes back. So the totals depend on the arrival order only, never on how the stream
-was cut into batches: a restart that re-reads from a checkpoint counts the same.
+The unit is a set of records that became visible together (one micro-batch, or the
+whole history at the first start), applied as if in event-time order (``ts``, then
+lifecycle stage, then ``event_id``): the order in which files or lines were read
+inside a set never matters. A set is summarised per item by the lifecycle's own
+mergeable partial state (``kpi.lifecycle.reduce_states``) plus a few event counts
+(``SET_SCHEMA``), so a set of any size is held in memory per item, not per event,
+and its increments are a function of the state before it and that summary.
 
-- accepted: an item is counted once, at its first arriving ``accepted`` event, with
-  that event's product/origin/destination;
-- delivered / returned: an item is counted once, at its first arriving
-  ``delivered`` / ``returned`` event; ``on_time`` compares that event's ``ts`` with
-  the promise of the acceptance known at that moment (the earliest known
-  ``accepted`` event, as in the lifecycle), ``unknown`` when no acceptance or no
-  promise is known yet; a delivery exactly at the deadline is on time;
+- accepted: an item is counted once, when its first acceptance enters the state,
+  with the acceptance winner's product/origin/destination (the lifecycle's tie rule);
+- delivered / returned: an item is counted once, when its first delivery / return
+  enters the state; ``on_time`` compares the item's delivery time with the promise
+  of its acceptance (a delivery exactly at the deadline is on time), ``unknown``
+  when the item has no acceptance or no promise;
 - delivery attempts: every ``delivered`` / ``delivery_failed`` event; ``first`` for
-  the item's first arriving attempt, ``repeat`` for the others;
-- failures: every ``delivery_failed`` event, by its reason;
-- transit time: one observation (seconds, delivery ``ts`` minus the known
-  acceptance time) per counted delivery whose acceptance is known;
-- late events: events whose ``ts`` is earlier than the newest ``ts`` already known
-  for their item (the per-item watermark);
-- complaints: a complaint id is counted once, at its first arriving record, with
-  that record's region/category/validity (``unknown`` while undecided);
-- complaint resolutions: one observation (resolved_at - opened_at) per complaint,
-  the first time its current version (latest ``updated_at``, ties to the later
-  record, as in ``latest_complaints``) is resolved.
+  the item's earliest attempt (when it had none counted before), ``repeat`` for the
+  others; with the acceptance's product/destination;
+- transit time: one observation (delivery minus acceptance) per counted delivery
+  whose item has an acceptance;
+- failures: every ``delivery_failed`` event by its reason, counted when read;
+- late events: events whose ``ts`` is earlier than the newest ``ts`` known for their
+  item before the set (events of one set are in time order by definition).
+
+**Waiting for acceptances.** Attempts, deliveries and returns (the *label events*)
+of an item whose acceptance is not known are *held* (kept summarised per item, out
+of the counted state) until its acceptance arrives — then they are counted with its
+labels — or until the event-time clock (the newest ``ts`` read) passes the item's
+newest held event plus the grace: then they are counted with ``unknown`` labels.
+
+- complaints: a complaint id is counted once, when first read, with the labels of
+  its current version then (latest ``updated_at``, ties to the later record, as in
+  ``latest_complaints``); ``valid`` is ``unknown`` while undecided;
+- complaint resolutions: one observation (resolved_at - opened_at of the current
+  version) per complaint, the first time its current version is resolved.
 
 Missing label values (unknown product, region, reason) become ``"unknown"``.
 """
@@ -38,18 +48,37 @@ from typing import Final
 
 import polars as pl
 
-from kpi.contract import COMPLAINT_SCHEMA, EVENT_SCHEMA
-from kpi.lifecycle import lifecycle
+from kpi.contract import COMPLAINT_SCHEMA, EVENT_SCHEMA, EVENT_TYPES
+from kpi.lifecycle import (
+    RANK_BITS,
+    STATE_SCHEMA,
+    event_partials,
+    lifecycle,
+    reduce_states,
+)
 from kpi.sources.folder import latest_complaints
-from kpi.standards import ServiceStandards, promised_by_expr
+from kpi.standards import ServiceStandards
 
 UNKNOWN: Final = "unknown"
 COUNT: Final = "count"
 SECONDS: Final = "seconds"
-_SEQ: Final = "_seq"
 _US_PER_S: Final = 1_000_000.0
-# Sorts a missing ``updated_at`` before every real one, like ``latest_complaints`` does.
-_NO_UPDATE: Final = -(2**62)
+_DELIVERED_RANK: Final = EVENT_TYPES.index("delivered")
+
+#: Events whose counters carry the acceptance's labels: held while it is unknown.
+LABEL_EVENTS: Final = ("delivery_failed", "delivered", "returned")
+N_DELIVERED: Final = "n_delivered"
+N_FAILED: Final = "n_failed"
+#: Newest key (``ts`` in microseconds, stage below) of the item's label events.
+LABEL_KEY: Final = "label_key"
+
+#: A set of events summarised per item: the lifecycle's partial state plus counts.
+SET_SCHEMA: Final[dict[str, pl.DataType]] = {
+    **STATE_SCHEMA,
+    N_DELIVERED: pl.Int64(),
+    N_FAILED: pl.Int64(),
+    LABEL_KEY: pl.Int64(),
+}
 
 #: Complaint state: the current version of every complaint seen, plus whether its
 #: resolution has been observed (counted) already.
@@ -81,7 +110,7 @@ RESOLUTION_LABELS: Final = ("region", "category")
 
 @dataclass(frozen=True)
 class EventIncrements:
-    """Counter increments of one batch of events (tidy frames, one row per label set)."""
+    """Counter increments of one set of events (tidy frames, one row per label set)."""
 
     accepted: pl.DataFrame  # product, origin, destination, count
     delivered: pl.DataFrame  # product, destination, on_time, count
@@ -94,10 +123,20 @@ class EventIncrements:
 
 @dataclass(frozen=True)
 class ComplaintIncrements:
-    """Counter increments of one batch of complaint records."""
+    """Counter increments of one set of complaint records."""
 
     complaints: pl.DataFrame  # region, category, valid, count
     resolutions: pl.DataFrame  # region, category, seconds (one row per observation)
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """A set applied to a state: the recomputed items, what stays held, the increments."""
+
+    touched: pl.Series  # item ids whose state rows ``merged`` replaces
+    merged: pl.DataFrame  # STATE_SCHEMA rows of the touched items that have a state
+    held: pl.DataFrame  # SET_SCHEMA rows still waiting for an acceptance
+    increments: EventIncrements
 
 
 def _label(col: str) -> pl.Expr:
@@ -127,207 +166,323 @@ def _counts(rows: pl.DataFrame, labels: tuple[str, ...]) -> pl.DataFrame:
     )
 
 
-def _first_in_batch(*keys: str) -> pl.Expr:
-    """True on the earliest-arriving row of each ``keys`` group."""
-    return pl.col(_SEQ) == pl.col(_SEQ).min().over(keys)
+def _observations(rows: pl.DataFrame, labels: tuple[str, ...]) -> pl.DataFrame:
+    """Observations sorted by labels and value; the histogram schema even when empty."""
+    if rows.is_empty():
+        return pl.DataFrame(schema=_obs_schema(*labels))
+    return rows.select(*labels, pl.col(SECONDS).cast(pl.Float64)).sort(*labels, SECONDS)
 
 
-def _with_promise(frame: pl.DataFrame, standards: ServiceStandards) -> pl.DataFrame:
-    # Per row: an ingest batch touches few items, where the expression (about 2 ms at
-    # 1k rows) beats ``with_promised_by``'s table (about 4 ms); both give equal values.
-    return frame.with_columns(promised_by_expr(standards))
+# --- summarising a set --------------------------------------------------------------
 
 
-def _known_acceptance(
-    targets: pl.DataFrame, ev: pl.DataFrame, before: pl.DataFrame, standards: ServiceStandards
-) -> pl.DataFrame:
-    """For each target event: the acceptance known when it arrived (or nulls)."""
-    # Candidates: the acceptance in the state before the batch and the batch's
-    # ``accepted`` events that arrived earlier; the lifecycle's tie rule picks one.
-    cols = ("accepted_at", "product", "origin", "destination", "promised_by_given")
-    prior = before.filter(pl.col("accepted_at").is_not_null()).select(
-        "item_id",
-        pl.lit(-1, pl.Int64).alias("_aseq"),
-        pl.col("accepted_event_id").alias("_aid"),
-        *cols,
+def set_rows(events: pl.DataFrame) -> pl.DataFrame:
+    """Each event as a one-event set row (``SET_SCHEMA``), not yet reduced."""
+    ev = pl.col("event")
+    label = ev.is_in(LABEL_EVENTS)
+    key = pl.col("ts").dt.epoch("us") * RANK_BITS + ev.to_physical().cast(pl.Int64)
+    extra = events.select(
+        (ev == "delivered").cast(pl.Int64).alias(N_DELIVERED),
+        (ev == "delivery_failed").cast(pl.Int64).alias(N_FAILED),
+        pl.when(label).then(key).alias(LABEL_KEY),
     )
-    batch = ev.filter(pl.col("event") == "accepted").select(
-        "item_id",
-        pl.col(_SEQ).cast(pl.Int64).alias("_aseq"),
-        pl.col("event_id").alias("_aid"),
-        pl.col("ts").alias("accepted_at"),
+    partials = event_partials(events.select(EVENT_SCHEMA.keys()).lazy()).collect()
+    return pl.concat([partials, extra], how="horizontal")
+
+
+def reduce_set(rows: pl.LazyFrame) -> pl.LazyFrame:
+    """One ``SET_SCHEMA`` row per item: the lifecycle's reduction plus summed counts."""
+    return reduce_states(
+        rows,
+        pl.col(N_DELIVERED).sum(),
+        pl.col(N_FAILED).sum(),
+        pl.col(LABEL_KEY).max(),
+    ).select(SET_SCHEMA.keys())
+
+
+def merge_set(summary: pl.DataFrame, rows: pl.DataFrame) -> pl.DataFrame:
+    """``summary`` (reduced) with more set rows folded in; only the items they touch are recomputed."""
+    if rows.is_empty():
+        return summary
+    if summary.is_empty():
+        return reduce_set(rows.lazy()).collect()
+    touched = summary.get_column("item_id").is_in(rows.get_column("item_id").unique().implode())
+    touched = touched.fill_null(False)
+    merged = reduce_set(pl.concat([summary.filter(touched), rows], how="vertical").lazy())
+    return pl.concat([summary.filter(~touched), merged.collect()], how="vertical")
+
+
+def split_events(events: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(events counted at once, label events that may wait for an acceptance)."""
+    label = pl.col("event").is_in(LABEL_EVENTS)
+    return events.filter(~label), events.filter(label)
+
+
+def empty_set() -> pl.DataFrame:
+    """A set summary with no items."""
+    return pl.DataFrame(schema=SET_SCHEMA)
+
+
+def failure_counts(events: pl.DataFrame) -> pl.DataFrame:
+    """``delivery_failed`` events counted by reason (counted when read: no acceptance label)."""
+    failed = events.filter(pl.col("event") == "delivery_failed").select(
+        _label("reason").alias("reason")
+    )
+    return _counts(failed, FAILURE_LABELS)
+
+
+def late_count(events: pl.DataFrame, newest: pl.DataFrame) -> int:
+    """Events earlier than their item's newest known ``ts`` (``newest``: item_id, last_key)."""
+    if events.is_empty() or newest.is_empty():
+        return 0
+    known = newest.join(events.select("item_id").unique(), on="item_id", how="semi")
+    rows = events.select("item_id", "ts").join(known, on="item_id", how="inner")
+    before = (pl.col("last_key") // RANK_BITS).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    return int(rows.select((pl.col("ts") < before).sum()).item())
+
+
+# --- applying a set ---------------------------------------------------------------------
+
+
+def _attempt_counts(released: pl.DataFrame) -> pl.DataFrame:
+    """Attempts of the released label events: the item's earliest one ``first`` when new."""
+    first = pl.col(STATE_ATTEMPT).is_not_null() & ~pl.col("_had_attempt")
+    first_ok = first & ((pl.col(STATE_ATTEMPT) % RANK_BITS) == _DELIVERED_RANK)
+    first_failed = first & ~first_ok
+    per_item = released.select(
         "product",
-        "origin",
         "destination",
-        pl.col("promised_by").alias("promised_by_given"),
+        first_ok.cast(pl.Int64).alias("first|delivered"),
+        first_failed.cast(pl.Int64).alias("first|failed"),
+        (pl.col(N_DELIVERED) - first_ok.cast(pl.Int64)).alias("repeat|delivered"),
+        (pl.col(N_FAILED) - first_failed.cast(pl.Int64)).alias("repeat|failed"),
     )
-    candidates = _with_promise(pl.concat([prior, batch], how="vertical"), standards)
-    out_cols = ("accepted_at", "product", "origin", "destination", "promised_by")
-    known = (
-        targets.select(_SEQ, "item_id")
-        .join(candidates, on="item_id", how="inner")
-        .filter(pl.col("_aseq") < pl.col(_SEQ).cast(pl.Int64))
-        .group_by(_SEQ)
-        .agg(pl.col(c).sort_by(["accepted_at", "_aid"]).first() for c in out_cols)
+    long = (
+        per_item.unpivot(index=["product", "destination"], variable_name="_k", value_name=COUNT)
+        .filter(pl.col(COUNT) > 0)
+        .with_columns(
+            pl.col("_k").str.split_exact("|", 1).struct.rename_fields(["attempt", "outcome"])
+        )
+        .unnest("_k")
     )
-    return targets.join(known, on=_SEQ, how="left")
+    if long.is_empty():
+        return pl.DataFrame(schema=_count_schema(*ATTEMPT_LABELS))
+    return (
+        long.group_by(ATTEMPT_LABELS)
+        .agg(pl.col(COUNT).sum().cast(_COUNT_TYPE))
+        .sort(ATTEMPT_LABELS)
+        .select(*ATTEMPT_LABELS, COUNT)
+    )
+
+
+STATE_ATTEMPT: Final = "attempt_key"
+
+
+def settle(
+    before: pl.DataFrame,
+    rest: pl.DataFrame,
+    labels: pl.DataFrame,
+    standards: ServiceStandards,
+    clock_us: int | None,
+    grace_us: int | None,
+) -> Settlement:
+    """Apply a set to the counted state ``before``.
+
+    ``rest``: the set's events other than label events, ``labels``: its label events
+    together with those held before (both ``SET_SCHEMA``, reduced). Label events of
+    items that have an acceptance (before or in ``rest``) are released; of the others,
+    those whose newest label event is more than ``grace_us`` behind ``clock_us`` are
+    released with unknown labels; the rest stay held. ``grace_us=None`` never holds.
+    Failures and late events are counted when read (``failure_counts``, ``late_count``).
+    """
+    ids = pl.concat([rest.get_column("item_id"), labels.get_column("item_id")]).unique()
+    in_set = before.get_column("item_id").is_in(ids.implode()).fill_null(False)
+    prior = before.filter(in_set)
+    accepted = pl.concat(
+        [
+            prior.filter(pl.col("accepted_at").is_not_null()).get_column("item_id"),
+            rest.filter(pl.col("accepted_at").is_not_null()).get_column("item_id"),
+        ]
+    )
+    known = pl.col("item_id").is_in(accepted.implode())
+    if grace_us is None or clock_us is None:
+        expired = pl.lit(grace_us is None)
+    else:
+        expired = pl.col(LABEL_KEY) // RANK_BITS + grace_us < clock_us
+    release = (known | expired).fill_null(False)
+    released = labels.filter(release)
+    held = labels.filter(~release)
+    state_cols = list(STATE_SCHEMA)
+    merged = reduce_states(
+        pl.concat(
+            [prior.select(state_cols), rest.select(state_cols), released.select(state_cols)],
+            how="vertical",
+        ).lazy()
+    ).collect()
+    touched = merged.get_column("item_id")
+    inc = _increments(prior, merged, released, standards)
+    return Settlement(touched, merged.select(state_cols), held, inc)
+
+
+def _increments(
+    prior: pl.DataFrame, merged: pl.DataFrame, released: pl.DataFrame, standards: ServiceStandards
+) -> EventIncrements:
+    flags = prior.select(
+        "item_id",
+        pl.col("accepted_at").is_not_null().alias("_had_acceptance"),
+        pl.col("attempt_key").is_not_null().alias("_had_attempt"),
+        pl.col("delivered_at").is_not_null().alias("_had_delivery"),
+        pl.col("returned_at").is_not_null().alias("_had_return"),
+    )
+    had = ("_had_acceptance", "_had_attempt", "_had_delivery", "_had_return")
+    lc = (
+        lifecycle(merged.lazy(), standards)
+        .collect()
+        .join(flags, on="item_id", how="left")
+        .with_columns(pl.col(had).fill_null(False))
+    )
+    accepted = lc.filter(pl.col("accepted_at").is_not_null() & ~pl.col("_had_acceptance")).select(
+        *(_label(c).alias(c) for c in ACCEPTED_LABELS)
+    )
+    rel = released.select(
+        "item_id",
+        STATE_ATTEMPT,
+        pl.col("delivered_at").alias("_r_delivered"),
+        pl.col("returned_at").alias("_r_returned"),
+        N_DELIVERED,
+        N_FAILED,
+    ).join(
+        lc.select(
+            "item_id",
+            "accepted_at",
+            "promised_by",
+            "delivered_at",
+            *had[1:],
+            _label("product").alias("product"),
+            _label("destination").alias("destination"),
+        ),
+        on="item_id",
+        how="left",
+    )
+    new_delivery = rel.filter(pl.col("_r_delivered").is_not_null() & ~pl.col("_had_delivery"))
+    judged = pl.col("accepted_at").is_not_null() & pl.col("promised_by").is_not_null()
+    delivered = new_delivery.with_columns(
+        _flag(pl.when(judged).then(pl.col("delivered_at") <= pl.col("promised_by"))).alias(
+            "on_time"
+        )
+    )
+    transit = new_delivery.filter(pl.col("accepted_at").is_not_null()).select(
+        *TRANSIT_LABELS,
+        (
+            (pl.col("delivered_at") - pl.col("accepted_at")).dt.total_microseconds() / _US_PER_S
+        ).alias(SECONDS),
+    )
+    returned = rel.filter(pl.col("_r_returned").is_not_null() & ~pl.col("_had_return"))
+    return EventIncrements(
+        accepted=_counts(accepted, ACCEPTED_LABELS),
+        delivered=_counts(delivered, DELIVERED_LABELS),
+        returned=_counts(returned, RETURNED_LABELS),
+        attempts=_attempt_counts(rel),
+        failures=pl.DataFrame(schema=_count_schema(*FAILURE_LABELS)),
+        transit=_observations(transit, TRANSIT_LABELS),
+        late_events=0,
+    )
 
 
 def event_increments(
     events: pl.DataFrame, before: pl.DataFrame, standards: ServiceStandards
 ) -> EventIncrements:
-    """Counter increments of new, de-duplicated ``events`` (arrival order) given the state ``before``."""
-    ev = events.select(EVENT_SCHEMA.keys()).with_row_index(_SEQ)
-    touched = before.join(ev.select("item_id").unique(), on="item_id", how="semi")
-    prior_lc = lifecycle(touched.lazy(), standards).collect()
-    prior = prior_lc.select(
-        "item_id",
-        pl.col("accepted_at").is_not_null().alias("_had_acceptance"),
-        pl.col("first_attempt_at").is_not_null().alias("_had_attempt"),
-        pl.col("delivered_at").is_not_null().alias("_had_delivery"),
-        pl.col("returned_at").is_not_null().alias("_had_return"),
-        pl.col("last_event_at").alias("_newest_before"),
-    )
-    rows = ev.join(prior, on="item_id", how="left").with_columns(
-        pl.col("_had_acceptance", "_had_attempt", "_had_delivery", "_had_return").fill_null(False),
-        pl.col("event").is_in(["delivered", "delivery_failed"]).alias("_attempt"),
-    )
+    """Increments of one set of new, de-duplicated ``events`` given the state ``before``, holding nothing.
 
-    accepted = rows.filter(
-        (pl.col("event") == "accepted")
-        & ~pl.col("_had_acceptance")
-        & _first_in_batch("item_id", "event")
-    ).select(*(_label(c).alias(c) for c in ACCEPTED_LABELS))
-
-    targets = rows.filter(pl.col("_attempt") | (pl.col("event") == "returned")).with_columns(
-        (
-            pl.col("_attempt") & ~pl.col("_had_attempt") & _first_in_batch("item_id", "_attempt")
-        ).alias("_first_attempt"),
-        (
-            (pl.col("event") == "delivered")
-            & ~pl.col("_had_delivery")
-            & _first_in_batch("item_id", "event")
-        ).alias("_new_delivery"),
-        (
-            (pl.col("event") == "returned")
-            & ~pl.col("_had_return")
-            & _first_in_batch("item_id", "event")
-        ).alias("_new_return"),
-    )
-    known = _known_acceptance(
-        targets.select(
-            _SEQ,
-            "item_id",
-            "event",
-            "ts",
-            "reason",
-            "_first_attempt",
-            "_new_delivery",
-            "_new_return",
-        ),
-        ev,
-        touched,
+    The whole set's counts: settled ones, failures by reason and late events.
+    """
+    rest, labels = split_events(events)
+    settled = settle(
+        before,
+        reduce_set(set_rows(rest).lazy()).collect(),
+        reduce_set(set_rows(labels).lazy()).collect(),
         standards,
-    ).with_columns(_label("product").alias("product"), _label("destination").alias("destination"))
-
-    judged = pl.col("accepted_at").is_not_null() & pl.col("promised_by").is_not_null()
-    on_time = pl.when(judged).then(pl.col("ts") <= pl.col("promised_by"))
-    deliveries = known.filter(pl.col("_new_delivery"))
-    delivered = deliveries.with_columns(_flag(on_time).alias("on_time"))
-    transit = deliveries.filter(pl.col("accepted_at").is_not_null()).select(
-        *TRANSIT_LABELS,
-        ((pl.col("ts") - pl.col("accepted_at")).dt.total_microseconds() / _US_PER_S).alias(SECONDS),
+        None,
+        None,
     )
-    attempts = known.filter(pl.col("event").is_in(["delivered", "delivery_failed"])).with_columns(
-        pl.when(pl.col("event") == "delivered")
-        .then(pl.lit("delivered"))
-        .otherwise(pl.lit("failed"))
-        .alias("outcome"),
-        pl.when(pl.col("_first_attempt"))
-        .then(pl.lit("first"))
-        .otherwise(pl.lit("repeat"))
-        .alias("attempt"),
-    )
-    failures = rows.filter(pl.col("event") == "delivery_failed").select(
-        _label("reason").alias("reason")
+    newest = before.select("item_id", "last_key")
+    return add_counts(
+        settled.increments,
+        failures=failure_counts(events),
+        late_events=late_count(events, newest),
     )
 
-    # Late: earlier than the newest ts known for the item (before the batch or arrived earlier in it).
-    newest_earlier = (
-        rows.sort("item_id", _SEQ)
-        .with_columns(pl.col("ts").cum_max().shift(1).over("item_id").alias("_newest_in_batch"))
-        .select(pl.max_horizontal("_newest_before", "_newest_in_batch").alias("_newest"), "ts")
-    )
-    late = int(
-        newest_earlier.select((pl.col("ts") < pl.col("_newest")).fill_null(False).sum()).item()
-    )
 
+def add_counts(inc: EventIncrements, failures: pl.DataFrame, late_events: int) -> EventIncrements:
+    """``inc`` with the counts taken when read (failures, late events) added."""
     return EventIncrements(
-        accepted=_counts(accepted, ACCEPTED_LABELS),
-        delivered=_counts(delivered, DELIVERED_LABELS),
-        returned=_counts(known.filter(pl.col("_new_return")), RETURNED_LABELS),
-        attempts=_counts(attempts, ATTEMPT_LABELS),
-        failures=_counts(failures, FAILURE_LABELS),
-        transit=transit.sort(*TRANSIT_LABELS, SECONDS)
-        if not transit.is_empty()
-        else pl.DataFrame(schema=_obs_schema(*TRANSIT_LABELS)),
-        late_events=late,
+        accepted=inc.accepted,
+        delivered=inc.delivered,
+        returned=inc.returned,
+        attempts=inc.attempts,
+        failures=sum_counts([inc.failures, failures], FAILURE_LABELS),
+        transit=inc.transit,
+        late_events=inc.late_events + late_events,
     )
 
 
-def _complaint_steps(records: pl.DataFrame, before: pl.DataFrame) -> pl.DataFrame:
-    """Records in arrival order, flagged: first record of a new complaint, first resolution seen."""
-    rec = records.select(COMPLAINT_SCHEMA.keys()).with_row_index(_SEQ)
-    updated = pl.col("updated_at").dt.epoch("us").fill_null(_NO_UPDATE)
-    prior = before.join(rec.select("complaint_id").unique(), on="complaint_id", how="semi").select(
-        "complaint_id",
-        pl.lit(True).alias("_known"),
-        updated.alias("_prior_updated"),
-        pl.col("resolution_counted").fill_null(False).alias("_prior_counted"),
-    )
-    rows = (
-        rec.join(prior, on="complaint_id", how="left")
-        .with_columns(pl.col("_known", "_prior_counted").fill_null(False), updated.alias("_u"))
-        .sort("complaint_id", _SEQ)
-        .with_columns(pl.col("_u").cum_max().shift(1).over("complaint_id").alias("_u_earlier"))
-    )
-    newest = pl.max_horizontal("_prior_updated", "_u_earlier")
-    # A record becomes the current version when no later update is known (ties: later record).
-    current = newest.is_null() | (pl.col("_u") >= newest)
-    resolves = current & pl.col("resolved_at").is_not_null() & ~pl.col("_prior_counted")
-    return (
-        rows.with_columns(pl.when(resolves).then(pl.col(_SEQ)).alias("_res_seq"))
-        .with_columns(
-            (~pl.col("_known") & _first_in_batch("complaint_id")).alias("_new_complaint"),
-            (pl.col(_SEQ) == pl.col("_res_seq").min().over("complaint_id"))
-            .fill_null(False)
-            .alias("_first_resolution"),
-        )
-        .sort(_SEQ)
-    )
+def sum_counts(frames: list[pl.DataFrame], labels: tuple[str, ...]) -> pl.DataFrame:
+    """Count frames added up per label set."""
+    if not frames:
+        return pl.DataFrame(schema=_count_schema(*labels))
+    frame = pl.concat([f.select(*labels, COUNT) for f in frames], how="vertical")
+    if frame.is_empty():
+        return pl.DataFrame(schema=_count_schema(*labels))
+    return frame.group_by(labels).agg(pl.col(COUNT).sum()).sort(labels).select(*labels, COUNT)
+
+
+# --- complaints -------------------------------------------------------------------------
 
 
 def complaint_increments(records: pl.DataFrame, before: pl.DataFrame) -> ComplaintIncrements:
-    """Counter increments of complaint ``records`` (arrival order) given the complaint state ``before``."""
-    steps = _complaint_steps(records, before)
-    opened = steps.filter(pl.col("_new_complaint")).select(
+    """Counter increments of a set of complaint ``records`` (read order) given the state ``before``."""
+    current, prior = _current(records, before)
+    opened = current.filter(~pl.col("_known")).select(
         _label("region").alias("region"),
         _label("category").alias("category"),
         _flag(pl.col("valid")).alias("valid"),
     )
-    resolved = steps.filter(pl.col("_first_resolution")).select(
+    resolved = current.filter(pl.col("_resolves")).select(
         _label("region").alias("region"),
         _label("category").alias("category"),
         ((pl.col("resolved_at") - pl.col("opened_at")).dt.total_microseconds() / _US_PER_S).alias(
             SECONDS
         ),
     )
+    del prior
     return ComplaintIncrements(
         complaints=_counts(opened, COMPLAINT_LABELS),
-        resolutions=resolved.sort(*RESOLUTION_LABELS, SECONDS)
-        if not resolved.is_empty()
-        else pl.DataFrame(schema=_obs_schema(*RESOLUTION_LABELS)),
+        resolutions=_observations(resolved, RESOLUTION_LABELS),
     )
+
+
+def _current(records: pl.DataFrame, before: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The current version of each complaint the records touch, flagged; the prior state rows."""
+    cols = list(COMPLAINT_SCHEMA)
+    touched = records.select("complaint_id").unique()
+    prior = before.join(touched, on="complaint_id", how="semi")
+    # Prior versions first: at an equal ``updated_at`` the later record (a new one) wins.
+    current = latest_complaints(
+        pl.concat([prior.select(cols), records.select(cols)], how="vertical").lazy()
+    ).collect()
+    flags = prior.select(
+        "complaint_id",
+        pl.lit(True).alias("_known"),
+        pl.col("resolution_counted").fill_null(False).alias("_counted"),
+    )
+    current = (
+        current.join(flags, on="complaint_id", how="left")
+        .with_columns(pl.col("_known", "_counted").fill_null(False))
+        .with_columns(
+            (pl.col("resolved_at").is_not_null() & ~pl.col("_counted")).alias("_resolves")
+        )
+    )
+    return current, prior
 
 
 def empty_complaint_state() -> pl.DataFrame:
@@ -336,27 +491,19 @@ def empty_complaint_state() -> pl.DataFrame:
 
 
 def merge_complaints(state: pl.DataFrame, records: pl.DataFrame) -> pl.DataFrame:
-    """The complaint state after ``records``: current versions and resolution-counted flags."""
+    """The complaint state after a set of ``records``: current versions and resolution-counted flags."""
     if records.is_empty():
         return state
-    steps = _complaint_steps(records, state)
-    newly_counted = steps.filter(pl.col("_first_resolution")).select("complaint_id")
-    touched = steps.select("complaint_id").unique()
-    prior = state.join(touched, on="complaint_id", how="semi")
-    current = latest_complaints(
-        pl.concat(
-            [prior.select(COMPLAINT_SCHEMA.keys()), records.select(COMPLAINT_SCHEMA.keys())],
-            how="vertical",
-        ).lazy()
-    ).collect()
-    flags = pl.concat(
-        [
-            prior.filter(pl.col("resolution_counted").fill_null(False)).select("complaint_id"),
-            newly_counted,
-        ],
-        how="vertical",
-    ).unique()
+    current, _ = _current(records, state)
     merged = current.with_columns(
-        pl.col("complaint_id").is_in(flags["complaint_id"].implode()).alias("resolution_counted")
+        (pl.col("_counted") | pl.col("_resolves")).alias("resolution_counted")
     ).select(COMPLAINT_STATE_SCHEMA.keys())
+    touched = records.select("complaint_id").unique()
     return pl.concat([state.join(touched, on="complaint_id", how="anti"), merged], how="vertical")
+
+
+def reduce_complaints(records: pl.DataFrame) -> pl.DataFrame:
+    """A set's complaint records cut to their current versions (read order kept for ties)."""
+    if records.is_empty():
+        return records
+    return latest_complaints(records.select(COMPLAINT_SCHEMA.keys()).lazy()).collect()

@@ -17,7 +17,7 @@ from tests.api.conftest import api_keys
 from tests.conftest import free_port
 
 ADMIN = {"X-API-Key": "admin-secret"}
-SERVE = "import typer; from kpi.commands.api import api; typer.run(api)"
+SERVE = "import typer; from kpi_cli.api import api; typer.run(api)"
 CHECKS = (
     "not_a_server_error,status_code_conformance,content_type_conformance,"
     "response_schema_conformance,response_headers_conformance,negative_data_rejection,"
@@ -50,6 +50,8 @@ def live_url(sim_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             f"127.0.0.1:{port}",
             "--config",
             str(config),
+            "--database",
+            f"sqlite:///{config.with_suffix('.db')}",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from kpi.kpis.query import KpiQuery, Snapshot
 from kpi.sources.folder import load_data_dir
+from kpi_cli.app import app
 
 UTC = dt.UTC
 # The generated folder covers 2027-01-11 .. 2027-01-21 (Asia/Shanghai).
@@ -283,8 +284,6 @@ def test_api_matches_kpi_report_cli(
     sim_client: TestClient, sim_dir: Path, case: dict[str, Any]
 ) -> None:
     """`kpi report --format json` prints the same rows as the API answers."""
-    from kpi.cli import app
-
     args = ["report", str(sim_dir), "--format", "json"]
     if case.get("measures"):
         args += ["--kpi", ",".join(case["measures"])]

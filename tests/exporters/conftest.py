@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from exporters.testkit import ExporterProcess
+from tests.exporterkit import ExporterProcess
 
 
 @pytest.fixture

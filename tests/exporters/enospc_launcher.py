@@ -14,6 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import polars as pl
+
 FLAG = Path(os.environ["ENOSPC_FLAG"])
 ROOT = os.environ["ENOSPC_DIR"]
 
@@ -39,9 +42,6 @@ def _wrap(module: Any, name: str, by_path: bool) -> None:
 
 
 def main() -> None:
-    import numpy as np
-    import polars as pl
-
     _wrap(os, "mkdir", by_path=True)
     _wrap(os, "pwrite", by_path=False)
     _wrap(os, "fsync", by_path=False)

@@ -13,16 +13,16 @@ import time
 from pathlib import Path
 
 from exporters import catalog as cat
-from exporters.testkit import (
+from kpi.contract import Kind
+from kpi.kpis.query import KpiQuery, Snapshot
+from kpi.sources.folder import load_data_dir, validate_data_dir
+from tests.exporterkit import (
     ExporterProcess,
     SeriesKey,
     fetch,
     total,
     wait_until,
 )
-from kpi.contract import Kind
-from kpi.kpis.query import KpiQuery, Snapshot
-from kpi.sources.folder import load_data_dir, validate_data_dir
 
 FAST = ["--batch-interval", "0.1s", "--refresh-interval", "0.2s", "--checkpoint-interval", "0.3s"]
 FLOW = ("accepted_items", "delivered_items", "returned_items")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import subprocess
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -45,6 +46,7 @@ EXPECTED: dict[str, tuple[str, tuple[str, ...]]] = {
     "postal_exporter_last_event_timestamp_seconds": ("gauge", ()),
     "postal_exporter_batch_duration_seconds": ("histogram", ()),
     "postal_exporter_items_tracked": ("gauge", ()),
+    "postal_exporter_deliveries_awaiting_acceptance": ("gauge", ()),
     "postal_exporter_last_checkpoint_timestamp_seconds": ("gauge", ()),
     "postal_exporter_config_valid": ("gauge", ("file",)),
     "postal_exporter_build_info": ("gauge", ("version",)),
@@ -160,8 +162,6 @@ def test_families_expose_exactly_the_catalog_sample_names() -> None:
 def test_promtool_check_metrics_is_clean() -> None:
     # promtool's linter flags counters without _total, non-base units, missing help, etc.
     binary = promkit.require_binary("promtool")
-    import subprocess
-
     result = subprocess.run(
         [binary, "check", "metrics"],
         input=_exposition(),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from exporters import catalog as cat
 from exporters.state import latest_checkpoint
-from exporters.testkit import (
+from tests.exporterkit import (
     ExporterProcess,
     Feed,
     append_jsonl,

@@ -203,8 +203,8 @@ def test_self_monitoring() -> None:
     store.add(cat.EXPORTER_EVENTS_INGESTED, (), 120)
     store.add(cat.EXPORTER_EVENTS_REJECTED, ("malformed_row",), 2)
     store.add(cat.EXPORTER_EVENTS_REJECTED, ("duplicate",), 1)
-    store.add(cat.EXPORTER_LATE_EVENTS, (), 5)
     local = CounterStore()
+    local.add(cat.EXPORTER_LATE_EVENTS, (), 5)
     local.observe(cat.EXPORTER_BATCH_DURATION, pl.DataFrame({"seconds": [0.05, 0.3]}))
     stats = SelfStats(
         items_tracked=40,
@@ -229,6 +229,7 @@ def test_self_monitoring() -> None:
         postal_exporter_events_rejected_total{reason="missing_field"} 0.0
         postal_exporter_events_rejected_total{reason="retired_item"} 0.0
         postal_exporter_events_rejected_total{reason="timestamp_without_offset"} 0.0
+        postal_exporter_events_rejected_total{reason="too_old"} 0.0
         postal_exporter_events_rejected_total{reason="unknown_category"} 0.0
         postal_exporter_events_rejected_total{reason="unknown_event"} 0.0
         postal_exporter_events_rejected_total{reason="unreadable_file"} 0.0
@@ -253,6 +254,8 @@ def test_self_monitoring() -> None:
         postal_exporter_last_event_timestamp_seconds 1.8000000005e+09
         # TYPE postal_exporter_items_tracked gauge
         postal_exporter_items_tracked 40.0
+        # TYPE postal_exporter_deliveries_awaiting_acceptance gauge
+        postal_exporter_deliveries_awaiting_acceptance 0.0
         # TYPE postal_exporter_last_checkpoint_timestamp_seconds gauge
         postal_exporter_last_checkpoint_timestamp_seconds 0.0
         # TYPE postal_exporter_config_valid gauge

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from exporters import catalog as cat
-from exporters.testkit import (
+from kpi.simulate import live_append
+from tests.exporterkit import (
     ExporterProcess,
     counters_only,
     fetch,
@@ -23,7 +24,6 @@ from exporters.testkit import (
     total,
     wait_until,
 )
-from kpi.simulate import live_append
 
 ARGS = [
     "--batch-interval",
@@ -34,7 +34,7 @@ ARGS = [
     "0.2s",
 ]
 #: Process-local by design (reset on restart, like process_* metrics).
-LOCAL = (cat.EXPORTER_BATCH_DURATION.name,)
+LOCAL = (cat.EXPORTER_BATCH_DURATION.name, cat.EXPORTER_LATE_EVENTS.name)
 COUNTER_SUFFIXES = ("_total", "_bucket", "_sum", "_count")
 
 

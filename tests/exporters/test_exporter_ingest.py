@@ -15,7 +15,7 @@ from exporters.ingest import IngestConfig, Ingestor
 from exporters.service import ExporterConfig, ExporterService
 from exporters.state import StateDirLock, latest_checkpoint, write_checkpoint
 from exporters.store import CounterStore
-from exporters.testkit import Feed, append_jsonl, event, facilities_csv, write_parquet_atomic
+from tests.exporterkit import Feed, append_jsonl, event, facilities_csv, write_parquet_atomic
 
 FEED = Feed()
 
@@ -123,7 +123,9 @@ def test_interrupted_checkpoint_write_is_ignored(tmp_path: Path) -> None:
     assert not broken.exists()
 
 
-def test_late_events_and_promise_at_arrival(tmp_path: Path) -> None:
+def test_a_delivery_read_before_its_acceptance_in_one_set_is_judged(tmp_path: Path) -> None:
+    """Records visible together have no file order: the delivery (first line) gets the
+    acceptance of the second line; nothing is late within a set."""
     data, state = tmp_path / "data", tmp_path / "state"
     t0 = dt.datetime(2027, 3, 1, tzinfo=dt.UTC)
     rows = [
@@ -133,9 +135,58 @@ def test_late_events_and_promise_at_arrival(tmp_path: Path) -> None:
     append_jsonl(data / "events" / "a.jsonl", rows)
     ing = Ingestor(IngestConfig(data, state))
     drain(ing)
-    assert ing.counters.value(cat.ITEMS_DELIVERED, ("unknown", "unknown", "unknown")) == 1
-    assert ing.counters.value(cat.EXPORTER_LATE_EVENTS) == 1
+    assert ing.counters.value(cat.ITEMS_DELIVERED, ("express", "CN-SH", "true")) == 1
+    assert ing.counters.total(cat.ITEMS_DELIVERED) == 1
+    assert ing.local.value(cat.EXPORTER_LATE_EVENTS) == 0
     assert ing.items.height == 1
+
+
+def test_late_acceptance_is_waited_for_within_the_grace(tmp_path: Path) -> None:
+    """Live: I's delivery waits (gauge 1) until its acceptance arrives 12 h later (event
+    time), then counts on time; J's acceptance never comes: once the clock passes J's
+    delivery + 24 h it counts `unknown`. The held delivery survives a restart."""
+    data, state = tmp_path / "data", tmp_path / "state"
+    live = data / "events" / "live.jsonl"
+    t0 = dt.datetime(2027, 3, 1, tzinfo=dt.UTC)
+    h = dt.timedelta(hours=1)
+    acc = {"product": "express", "origin": "CN-BJ", "destination": "CN-SH"}
+    append_jsonl(
+        live,
+        [
+            event("j", "J", "delivered", t0 + 2 * h),
+            event("d", "I", "delivered", t0 + 20 * h),
+            event("f", "I", "delivery_failed", t0 + 10 * h, reason="absent"),
+        ],
+    )
+    ing = Ingestor(IngestConfig(data, state))
+    drain(ing)
+    assert ing.counters.total(cat.ITEMS_DELIVERED) == 0
+    assert ing.counters.total(cat.DELIVERY_ATTEMPTS) == 0
+    assert ing.counters.total(cat.DELIVERY_FAILURES) == 1  # no label to wait for
+    assert ing.ledger.held_deliveries() == 2
+    assert sorted(ing.ledger.view_items()["item_id"]) == ["I", "J"]  # the gauges see them
+    checkpoint(ing, state)
+    ing.close()
+
+    ing = Ingestor(IngestConfig(data, state))
+    assert ing.ledger.held_deliveries() == 2
+    append_jsonl(live, [event("a", "I", "accepted", t0 + 8 * h, **acc)])
+    drain(ing)
+    assert ing.counters.value(cat.ITEMS_DELIVERED, ("express", "CN-SH", "true")) == 1
+    assert ing.counters.value(cat.DELIVERY_ATTEMPTS, ("express", "CN-SH", "failed", "first")) == 1
+    assert (
+        ing.counters.value(cat.DELIVERY_ATTEMPTS, ("express", "CN-SH", "delivered", "repeat")) == 1
+    )
+    assert ing.ledger.held_deliveries() == 1
+    # The clock reaches J's delivery + 24 h: not yet past it.
+    append_jsonl(live, [event("x", "X", "arrived", t0 + 26 * h, facility="PC-1")])
+    drain(ing)
+    assert ing.ledger.held_deliveries() == 1
+    append_jsonl(live, [event("y", "X", "arrived", t0 + 26 * h + dt.timedelta(seconds=1))])
+    drain(ing)
+    assert ing.ledger.held_deliveries() == 0
+    assert ing.counters.value(cat.ITEMS_DELIVERED, ("unknown", "unknown", "unknown")) == 1
+    assert ing.local.value(cat.EXPORTER_LATE_EVENTS) == 1  # I's acceptance
 
 
 def test_state_dir_is_locked_by_one_exporter(tmp_path: Path) -> None:
@@ -268,32 +319,71 @@ def _retirement_stream() -> list[dict[str, str | None]]:
 
 
 def test_retirement_does_not_depend_on_batching_or_restarts(tmp_path: Path) -> None:
-    """The same stream in one batch, a line per batch, and with a restart half-way:
-    the same counters, rejects by reason, items and retired ids."""
+    """The same stream arriving in the same parts (a drain after each), read in whole
+    micro-batches, a line per micro-batch, and with a restart half-way: the same
+    counters, rejects by reason, items and retired ids."""
     rows = _retirement_stream()
     ten_days = dt.timedelta(days=10)
+    parts = [rows[i : i + 7] for i in range(0, len(rows), 7)]
 
     def run(name: str, max_bytes: int, restart_at: int | None = None) -> Ingestor:
         data, state = tmp_path / name / "data", tmp_path / name / "state"
         live = data / "events" / "live.jsonl"
-        cut = len(rows) if restart_at is None else restart_at
-        append_jsonl(live, rows[:cut])
-        ing = Ingestor(IngestConfig(data, state, max_batch_bytes=max_bytes, retention=ten_days))
-        drain(ing)
-        if restart_at is not None:
-            checkpoint(ing, state)
-            ing.close()
-            append_jsonl(live, rows[cut:])
-            ing = Ingestor(IngestConfig(data, state, max_batch_bytes=max_bytes, retention=ten_days))
+        config = IngestConfig(data, state, max_batch_bytes=max_bytes, retention=ten_days)
+        ing = Ingestor(config)
+        for n, part in enumerate(parts):
+            if n == restart_at:
+                checkpoint(ing, state)
+                ing.close()
+                ing = Ingestor(config)
+            append_jsonl(live, part)
             drain(ing)
         return ing
 
     whole = run("whole", 32 << 20)
     lines = run("lines", 1)
-    restarted = run("restarted", 2_000, restart_at=len(rows) // 2)
+    restarted = run("restarted", 2_000, restart_at=len(parts) // 2)
     retired = whole.counters.value(cat.EXPORTER_EVENTS_REJECTED, ("retired_item",))
     assert retired > 0 and len(whole.retired) > 0  # the stream does retire items
     for other in (lines, restarted):
         assert counters(other) == counters(whole)
         assert other.items.sort("item_id").equals(whole.items.sort("item_id"))
         assert np.array_equal(other.retired.array(), whole.retired.array())
+
+
+def test_dedup_window_bounds_the_seen_ids_and_never_counts_twice(tmp_path: Path) -> None:
+    """Window 2 days: a repeat within it is a `duplicate` (also after a restart); once the
+    clock is past the window, the old ids are dropped and a repeat of one is `too_old`,
+    never counted again."""
+    data, state = tmp_path / "data", tmp_path / "state"
+    t0 = dt.datetime(2027, 3, 1, tzinfo=dt.UTC)
+    day = dt.timedelta(days=1)
+    acc = {"product": "express", "origin": "CN-BJ", "destination": "CN-SH"}
+    first = [event("a", "I", "accepted", t0, **acc), event("d", "I", "delivered", t0 + day / 2)]
+    config = IngestConfig(data, state, late_grace=day, dedup_window=2 * day)
+    append_jsonl(data / "events" / "one.jsonl", first)
+    ing = Ingestor(config)
+    drain(ing)
+    checkpoint(ing, state)
+    ing.close()
+    append_jsonl(data / "events" / "two.jsonl", first)  # the same scans again
+    ing = Ingestor(config)
+    drain(ing)
+    rejected = cat.EXPORTER_EVENTS_REJECTED
+    assert ing.counters.value(rejected, ("duplicate",)) == 2
+    assert ing.counters.total(cat.ITEMS_DELIVERED) == 1
+    assert len(ing.seen) == 2
+    # Four days later: I's ids leave the window (and the memory).
+    append_jsonl(data / "events" / "one.jsonl", [event("x", "J", "accepted", t0 + 4 * day, **acc)])
+    drain(ing)
+    assert len(ing.seen) == 1
+    checkpoint(ing, state)
+    ing.close()
+    append_jsonl(data / "events" / "three.jsonl", first)
+    ing = Ingestor(config)
+    drain(ing)
+    assert ing.counters.value(rejected, ("too_old",)) == 2
+    assert ing.counters.total(cat.ITEMS_DELIVERED) == 1
+    assert ing.counters.total(cat.ITEMS_ACCEPTED) == 2
+    with pytest.raises(ValueError, match="at least the late grace"):
+        Ingestor(IngestConfig(data, state, late_grace=2 * day, dedup_window=day))

@@ -15,12 +15,12 @@ import polars as pl
 import pytest
 
 from exporters import catalog as cat
-from exporters.testkit import ExporterProcess, fetch
 from kpi.contract import Kind
 from kpi.kpis.query import KpiQuery, Snapshot
 from kpi.simulate import SimConfig, generate, write_data_folder
 from kpi.sources.folder import load_data_dir, validate_data_dir
 from tests import promkit
+from tests.exporterkit import ExporterProcess, fetch
 
 pytestmark = pytest.mark.prometheus
 

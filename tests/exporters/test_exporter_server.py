@@ -15,7 +15,7 @@ from exporters import catalog as cat
 from exporters.exposition import Exposition, negotiate, render
 from exporters.server import Endpoints, MetricsHTTPServer
 from exporters.service import ExporterConfig, ExporterService
-from exporters.testkit import (
+from tests.exporterkit import (
     append_jsonl,
     event,
     facilities_csv,

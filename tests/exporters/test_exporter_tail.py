@@ -9,8 +9,8 @@ import shutil
 from pathlib import Path
 
 from exporters.tail import Poll, Tailer
-from exporters.testkit import event, jsonl_bytes, write_parquet_atomic
 from kpi.sources.files import MAX_LINE_BYTES
+from tests.exporterkit import event, jsonl_bytes, write_parquet_atomic
 
 T0 = dt.datetime(2027, 1, 11, tzinfo=dt.UTC)
 

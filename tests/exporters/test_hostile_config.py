@@ -12,7 +12,13 @@ import yaml
 from typer.testing import CliRunner
 
 from exporters import catalog as cat
-from exporters.testkit import (
+from exporters.books import Books
+from exporters.service import ExporterConfig, ExporterService
+from kpi.kpis.query import KpiQuery, Snapshot
+from kpi.sources.folder import load_data_dir
+from kpi.standards import DEFAULT_STANDARDS
+from kpi_cli.app import app
+from tests.exporterkit import (
     ExporterProcess,
     Feed,
     append_jsonl,
@@ -23,10 +29,6 @@ from exporters.testkit import (
     total,
     wait_until,
 )
-from kpi.cli import app
-from kpi.kpis.query import KpiQuery, Snapshot
-from kpi.sources.folder import load_data_dir
-from kpi.standards import DEFAULT_STANDARDS
 from tests.exporters.hostile import (
     Samples,
     config_valid,
@@ -85,22 +87,19 @@ def test_a_batch_that_cannot_be_applied_keeps_its_positions_and_is_retried(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Fault injection in process: applying fails (as a bad reference file or a bug would)."""
-    from exporters import ingest
-    from exporters.service import ExporterConfig, ExporterService
-
     data = tmp_path / "data"
     live = data / "events" / "live.jsonl"
     feed = Feed()
     append_jsonl(live, feed.interleaved(0, 10))
     broken = threading.Event()
-    real = ingest.event_increments
+    real = Books.apply
 
     def flaky(*args, **kwargs):  # type: ignore[no-untyped-def]
         if broken.is_set():
             raise RuntimeError("injected: cannot compute deadlines")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ingest, "event_increments", flaky)
+    monkeypatch.setattr(Books, "apply", flaky)
     service = ExporterService(
         ExporterConfig(
             data,

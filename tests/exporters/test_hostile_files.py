@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from exporters import catalog as cat
-from exporters.testkit import (
+from tests.exporterkit import (
     ExporterProcess,
     Feed,
     append_jsonl,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 from exporters import catalog as cat
-from exporters.testkit import (
+from exporters.server import Endpoints, MetricsHTTPServer
+from tests.exporterkit import (
     ExporterProcess,
     Feed,
     append_jsonl,
@@ -158,10 +160,6 @@ def test_a_flood_of_junk_is_summarised_and_the_rejects_file_bounded(
 
 
 def test_listen_queue_holds_twenty_scrapers_connecting_at_once() -> None:
-    import socket
-
-    from exporters.server import Endpoints, MetricsHTTPServer
-
     server = MetricsHTTPServer(
         ("127.0.0.1", 0), Endpoints(lambda: None, lambda: False, lambda: True)
     )

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import random
 from typing import Any
 
 import polars as pl
 import pytest
 
-from kpi.contract import COMPLAINT_SCHEMA, EVENT_SCHEMA
+from kpi.contract import COMPLAINT_SCHEMA, EVENT_SCHEMA, EVENT_TYPES
 from kpi.kpis.increments import (
     EventIncrements,
     complaint_increments,
@@ -98,22 +99,33 @@ def summed(incs: list[EventIncrements]) -> dict[str, Any]:
     }
 
 
-def test_accepted_counts_each_item_once_with_first_arriving_labels() -> None:
+def test_accepted_counts_each_item_once_with_the_earliest_acceptances_labels() -> None:
     (inc,) = run(
         [
             [
                 acc(
                     "a1", "I1", T0 + 2 * H, product="standard", origin="CN-GD", destination="CN-GD"
                 ),
-                acc("a2", "I1", T0, product="express"),  # earlier ts, but arrives second
+                acc("a2", "I1", T0, product="express"),  # earlier ts, read second: it wins
                 acc("b1", "I2", T0),
             ]
         ]
     )
-    assert counts(inc.accepted) == {
-        ("standard", "CN-GD", "CN-GD"): 1,
-        ("express", "CN-BJ", "CN-SH"): 1,
-    }
+    assert counts(inc.accepted) == {("express", "CN-BJ", "CN-SH"): 2}
+
+
+def test_acceptance_tie_at_one_instant_goes_to_the_smallest_event_id() -> None:
+    (inc,) = run(
+        [
+            [
+                acc("a9", "I", T0, product="standard"),
+                acc("a1", "I", T0, product="economy"),
+                ev("d", "I", "delivered", T0 + H),
+            ]
+        ]
+    )
+    assert counts(inc.accepted) == {("economy", "CN-BJ", "CN-SH"): 1}
+    assert counts(inc.delivered) == {("economy", "CN-SH", "true"): 1}
 
 
 def test_on_time_is_inclusive_at_the_deadline_and_unknown_without_acceptance() -> None:
@@ -163,22 +175,22 @@ def test_promise_from_the_standard_when_the_event_carries_none() -> None:
     }
 
 
-def test_acceptance_arriving_after_the_delivery_leaves_it_unknown_for_good() -> None:
+def test_a_set_has_no_read_order_but_sets_do() -> None:
     deliver = ev("d1", "I", "delivered", T0 + 10 * H)
     accept = acc("a1", "I", T0, promise=T0 + 24 * H)
-    # Same batch, delivery first in arrival order: unknown (as if applied one by one).
-    (inc,) = run([[deliver, accept]])
-    assert counts(inc.delivered) == {("unknown", "unknown", "unknown"): 1}
-    assert inc.transit.is_empty()
-    assert counts(inc.accepted) == {("express", "CN-BJ", "CN-SH"): 1}
-    assert inc.late_events == 1  # the acceptance is older than the delivery already seen
-    # Acceptance first: judged and on time.
-    (inc,) = run([[accept, deliver]])
-    assert counts(inc.delivered) == {("express", "CN-SH", "true"): 1}
-    assert inc.late_events == 0
+    # One set, whatever the read order: judged, nothing late.
+    for rows in ([deliver, accept], [accept, deliver]):
+        (inc,) = run([rows])
+        assert counts(inc.delivered) == {("express", "CN-SH", "true"): 1}
+        assert counts(inc.accepted) == {("express", "CN-BJ", "CN-SH"): 1}
+        assert inc.late_events == 0
+    # Two sets, nothing held (no grace): the delivery is decided without its acceptance.
+    first, second = run([[deliver], [accept]])
+    assert counts(first.delivered) == {("unknown", "unknown", "unknown"): 1}
+    assert second.delivered.is_empty() and second.late_events == 1
 
 
-def test_delivered_and_returned_count_once_per_item_across_batches() -> None:
+def test_delivered_and_returned_count_once_per_item_across_sets() -> None:
     incs = run(
         [
             [acc("a", "I", T0), ev("d1", "I", "delivered", T0 + 5 * H)],
@@ -194,6 +206,41 @@ def test_delivered_and_returned_count_once_per_item_across_batches() -> None:
         ("express", "CN-SH", "delivered", "first"): 1,
         ("express", "CN-SH", "delivered", "repeat"): 1,
     }
+
+
+def test_returns_and_attempts_of_different_items_in_one_set_each_count() -> None:
+    (inc,) = run(
+        [
+            [
+                acc("a", "I", T0),
+                acc("b", "J", T0),
+                ev("r1", "I", "returned", T0 + 5 * H),
+                ev("f1", "J", "delivery_failed", T0 + 4 * H, reason="refused"),
+                ev("r2", "J", "returned", T0 + 6 * H),
+                ev("d1", "K", "delivered", T0 + 7 * H),
+                ev("d2", "L", "delivered", T0 + 7 * H),
+            ]
+        ]
+    )
+    assert counts(inc.returned) == {("express", "CN-SH"): 2}
+    assert counts(inc.delivered) == {("unknown", "unknown", "unknown"): 2}
+    assert counts(inc.attempts) == {
+        ("express", "CN-SH", "failed", "first"): 1,
+        ("unknown", "unknown", "delivered", "first"): 2,
+    }
+
+
+def test_a_return_before_the_first_attempt_leaves_it_first() -> None:
+    (inc,) = run(
+        [
+            [
+                acc("a", "I", T0),
+                ev("r", "I", "returned", T0 + H),
+                ev("f", "I", "delivery_failed", T0 + 2 * H, reason="refused"),
+            ]
+        ]
+    )
+    assert counts(inc.attempts) == {("express", "CN-SH", "failed", "first"): 1}
 
 
 def test_attempts_first_and_repeat_and_failures_by_reason() -> None:
@@ -221,7 +268,7 @@ def test_attempts_first_and_repeat_and_failures_by_reason() -> None:
     assert s["transit"] == [("express", "CN-SH", 53 * 3600.0)]
 
 
-def test_late_events_against_the_items_newest_known_event() -> None:
+def test_late_events_against_the_items_newest_known_event_before_the_set() -> None:
     incs = run(
         [
             [acc("a", "I", T0), ev("x", "I", "arrived", T0 + 10 * H)],
@@ -229,19 +276,24 @@ def test_late_events_against_the_items_newest_known_event() -> None:
                 ev("y", "I", "departed", T0 + 5 * H),  # older than 10h seen before: late
                 ev("z", "I", "arrived", T0 + 10 * H),  # same instant as the newest: not late
                 ev("w", "J", "arrived", T0 + 3 * H),
-                ev(
-                    "v",
-                    "J",
-                    "accepted",
-                    T0 + 1 * H,
-                    product="express",
-                    origin="CN-BJ",
-                    destination="CN-BJ",
-                ),  # late within the batch
+                acc("v", "J", T0 + H, destination="CN-BJ"),  # same set: in time order, not late
             ],
         ]
     )
-    assert [i.late_events for i in incs] == [0, 2]
+    assert [i.late_events for i in incs] == [0, 1]
+
+
+def test_empty_increments_keep_their_schemas() -> None:
+    (inc,) = run([[acc("a", "I", T0)]])
+    assert inc.transit.schema == pl.Schema(
+        {"product": pl.String, "destination": pl.String, "seconds": pl.Float64}
+    )
+    for frame in (inc.delivered, inc.returned, inc.attempts, inc.failures):
+        assert frame.is_empty() and frame.schema["count"] == pl.Int64
+    none = complaint_increments(cframe([cp("C", T0, T0)]), empty_complaint_state())
+    assert none.resolutions.schema == pl.Schema(
+        {"region": pl.String, "category": pl.String, "seconds": pl.Float64}
+    )
 
 
 def _scenario() -> list[dict[str, Any]]:
@@ -259,39 +311,125 @@ def _scenario() -> list[dict[str, Any]]:
     ]
 
 
-@pytest.mark.parametrize(
-    "cuts", [c for n in range(3) for c in itertools.combinations(range(1, 9), n)]
-)
-def test_totals_do_not_depend_on_how_the_stream_is_cut(cuts: tuple[int, ...]) -> None:
-    rows = _scenario()
-    bounds = [0, *cuts, len(rows)]
-    batches = [rows[a:b] for a, b in itertools.pairwise(bounds)]
-    assert summed(run(batches)) == summed(run([rows]))
-
-
 def test_scenario_totals_by_hand() -> None:
     s = summed(run([_scenario()]))
     assert s["accepted"] == {
         ("express", "CN-BJ", "CN-SH"): 2,  # I1, I3
         ("economy", "CN-BJ", "CN-GD"): 1,  # I2
     }
-    # I2's first delivery arrived before its acceptance -> unknown; I1 31h > 30h promise -> false
+    # One set: I2's delivery (read first) gets its acceptance.
     assert s["delivered"] == {
-        ("unknown", "unknown", "unknown"): 1,
-        ("express", "CN-SH", "false"): 1,
+        ("economy", "CN-GD", "true"): 1,
+        ("express", "CN-SH", "false"): 1,  # I1: 31 h > 30 h promise
     }
-    # I3's return arrived before its acceptance
-    assert s["returned"] == {("unknown", "unknown"): 1}
+    assert s["returned"] == {("express", "CN-SH"): 1}
     assert s["attempts"] == {
-        ("unknown", "unknown", "delivered", "first"): 1,  # d1
+        ("economy", "CN-GD", "delivered", "first"): 1,  # d1
+        ("economy", "CN-GD", "delivered", "repeat"): 1,  # d3
         ("express", "CN-SH", "failed", "first"): 1,  # f1
         ("express", "CN-SH", "delivered", "repeat"): 1,  # d2
-        ("economy", "CN-GD", "delivered", "repeat"): 1,  # d3 (acceptance known by then)
     }
     assert s["failures"] == {("refused",): 1}
-    assert s["transit"] == [("express", "CN-SH", 31 * 3600.0)]
-    # a2 (1h < 3h seen), a3 (0h < 2h seen), e1 (10h < 31h seen)
-    assert s["late"] == 3
+    assert sorted(s["transit"]) == [
+        ("economy", "CN-GD", 2 * 3600.0),
+        ("express", "CN-SH", 31 * 3600.0),
+    ]
+    assert s["late"] == 0
+
+
+# --- an independent model: one record at a time, in event-time order ------------------
+
+
+_RANK = {name: i for i, name in enumerate(EVENT_TYPES)}
+
+
+def naive(sets: list[list[dict[str, Any]]]) -> dict[str, Any]:
+    """The set rules applied record by record (explicit promises only, nothing held)."""
+    out: dict[str, Any] = {
+        k: {} for k in ("accepted", "delivered", "returned", "attempts", "failures")
+    }
+    out["transit"], out["late"] = [], 0
+    items: dict[str, dict[str, Any]] = {}
+
+    def bump(kind: str, key: tuple[str, ...]) -> None:
+        out[kind][key] = out[kind].get(key, 0) + 1
+
+    for rows in sets:
+        newest = {i: s["newest"] for i, s in items.items()}
+        # labels: the acceptance winner once the whole set is known
+        for r in rows:
+            if r["event"] == "accepted":
+                s = items.setdefault(r["item_id"], {"newest": None})
+                best = s.get("acc")
+                if best is None or (r["ts"], r["event_id"]) < (best["ts"], best["event_id"]):
+                    s["acc"] = r
+        for r in sorted(rows, key=lambda r: (r["ts"], _RANK[r["event"]], r["event_id"])):
+            s = items.setdefault(r["item_id"], {"newest": None})
+            if newest.get(r["item_id"]) is not None and r["ts"] < newest[r["item_id"]]:
+                out["late"] += 1
+            s["newest"] = r["ts"] if s["newest"] is None else max(s["newest"], r["ts"])
+            a = s.get("acc")
+            prod = a["product"] if a else "unknown"
+            dest = a["destination"] if a else "unknown"
+            kind = r["event"]
+            if kind == "accepted" and not s.get("counted_acc"):
+                s["counted_acc"] = True
+                bump("accepted", (a["product"], a["origin"], a["destination"]))
+            if kind in ("delivered", "delivery_failed"):
+                outcome = "delivered" if kind == "delivered" else "failed"
+                bump("attempts", (prod, dest, outcome, "repeat" if s.get("att") else "first"))
+                s["att"] = True
+            if kind == "delivery_failed":
+                bump("failures", (r["reason"] or "unknown",))
+            if kind == "delivered" and not s.get("dlv"):
+                s["dlv"] = True
+                promise = a["promised_by"] if a else None
+                on_time = "unknown" if promise is None else str(r["ts"] <= promise).lower()
+                bump("delivered", (prod, dest, on_time))
+                if a:
+                    out["transit"].append((prod, dest, (r["ts"] - a["ts"]).total_seconds()))
+            if kind == "returned" and not s.get("ret"):
+                s["ret"] = True
+                bump("returned", (prod, dest))
+    out["transit"] = sorted(out["transit"])
+    return out
+
+
+def _random_events(rng: random.Random, n_items: int) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for i in range(n_items):
+        item = f"I{i}"
+        for k in range(rng.randint(1, 6)):
+            kind = rng.choice(
+                ["accepted", "arrived", "delivery_failed", "delivered", "returned", "accepted"]
+            )
+            ts = T0 + dt.timedelta(minutes=rng.randint(0, 4) * 30)
+            eid = f"e{i}-{k}"
+            if kind == "accepted":
+                rows.append(
+                    acc(
+                        eid,
+                        item,
+                        ts,
+                        promise=T0 + rng.choice([1, 2]) * H,
+                        product=rng.choice(["express", "standard"]),
+                    )
+                )
+            else:
+                rows.append(ev(eid, item, kind, ts, reason=rng.choice(["refused", None])))
+    rng.shuffle(rows)
+    return rows
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_sets_match_the_record_by_record_model(seed: int) -> None:
+    rng = random.Random(seed)
+    rows = _random_events(rng, 6)
+    cuts = sorted(rng.sample(range(1, len(rows)), k=min(len(rows) - 1, rng.randint(0, 3))))
+    sets = [rows[a:b] for a, b in itertools.pairwise([0, *cuts, len(rows)])]
+    got = summed(run(sets))
+    got["transit"] = sorted(got["transit"])
+    assert got == naive(sets)
 
 
 # --- complaints ---------------------------------------------------------------------------
@@ -323,7 +461,7 @@ def cframe(rows: list[dict[str, Any]]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=COMPLAINT_SCHEMA)
 
 
-def test_complaints_counted_once_with_first_record_validity() -> None:
+def test_complaints_counted_once_with_the_current_versions_labels() -> None:
     state = empty_complaint_state()
     first = cframe([cp("C1", T0, T0), cp("C2", T0, T0, valid=True, category="loss")])
     inc1 = complaint_increments(first, state)

@@ -7,12 +7,19 @@ from typing import Annotated
 import polars as pl
 from fastapi import APIRouter, Query, Response
 
-from kpi.api.deps import FormatDep, GenerationDep, PagingDep, PrincipalDep, StoreDep
+from kpi.api.answer import TABULAR_RESPONSES
+from kpi.api.deps import (
+    FormatDep,
+    GenerationDep,
+    ListParam,
+    PagingDep,
+    PrincipalDep,
+    StoreDep,
+    split,
+)
 from kpi.api.drill import backlog_table, drill_answer, scope_filter, values_filter
 from kpi.api.errors import forbidden
 from kpi.api.models import BacklogPage, Instant
-from kpi.api.routers.kpis import ListParam, split
-from kpi.api.routers.query import TABULAR_RESPONSES
 from kpi.kpis.query import Snapshot
 
 router = APIRouter(tags=["drill-down"])

@@ -7,7 +7,16 @@ from typing import Annotated
 import polars as pl
 from fastapi import APIRouter, Query, Response
 
-from kpi.api.deps import FormatDep, GenerationDep, PagingDep, PrincipalDep, StoreDep
+from kpi.api.answer import TABULAR_RESPONSES
+from kpi.api.deps import (
+    FormatDep,
+    GenerationDep,
+    ListParam,
+    PagingDep,
+    PrincipalDep,
+    StoreDep,
+    split,
+)
 from kpi.api.drill import (
     complaints_table,
     drill_answer,
@@ -16,8 +25,6 @@ from kpi.api.drill import (
     window_filter,
 )
 from kpi.api.models import Category, ComplaintsPage, Instant
-from kpi.api.routers.kpis import ListParam, split
-from kpi.api.routers.query import TABULAR_RESPONSES
 from kpi.kpis.query import Snapshot
 
 router = APIRouter(tags=["drill-down"])

@@ -6,7 +6,16 @@ from typing import Annotated, Final
 
 from fastapi import APIRouter, Path, Query, Response
 
-from kpi.api.deps import FormatDep, GenerationDep, PrincipalDep, SettingsDep, StoreDep
+from kpi.api.answer import TABULAR_RESPONSES, kpi_answer
+from kpi.api.deps import (
+    FormatDep,
+    GenerationDep,
+    ListParam,
+    PrincipalDep,
+    SettingsDep,
+    StoreDep,
+    split,
+)
 from kpi.api.errors import ERROR_RESPONSES, bad_request, not_found
 from kpi.api.export import FORMATS, json_response
 from kpi.api.models import (
@@ -17,7 +26,6 @@ from kpi.api.models import (
     Instant,
     QueryResponse,
 )
-from kpi.api.routers.query import TABULAR_RESPONSES, kpi_answer
 from kpi.api.service import Filter, OrderBy, QuerySpec
 from kpi.kpis.catalog import ALL_DIMS, GRANULARITIES, KPI_BY_NAME, KPIS
 
@@ -33,13 +41,6 @@ DIMENSION_DOCS: Final = {
     "backlog: the facility's region",
     "category": "complaint category",
 }
-
-ListParam = Annotated[list[str] | None, Query()]
-
-
-def split(values: list[str] | None) -> tuple[str, ...]:
-    """Repeated and comma-separated values, flattened ("a,b" & "c" -> a, b, c)."""
-    return tuple(v.strip() for raw in values or () for v in raw.split(",") if v.strip())
 
 
 def parse_order(values: list[str] | None) -> tuple[OrderBy, ...]:

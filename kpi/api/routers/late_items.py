@@ -7,11 +7,18 @@ from typing import Annotated, Literal
 import polars as pl
 from fastapi import APIRouter, Query, Response
 
-from kpi.api.deps import FormatDep, GenerationDep, PagingDep, PrincipalDep, StoreDep
+from kpi.api.answer import TABULAR_RESPONSES
+from kpi.api.deps import (
+    FormatDep,
+    GenerationDep,
+    ListParam,
+    PagingDep,
+    PrincipalDep,
+    StoreDep,
+    split,
+)
 from kpi.api.drill import drill_answer, late_table, scope_filter, values_filter, window_filter
 from kpi.api.models import Instant, LateItemsPage
-from kpi.api.routers.kpis import ListParam, split
-from kpi.api.routers.query import TABULAR_RESPONSES
 from kpi.kpis.query import Snapshot
 
 router = APIRouter(tags=["drill-down"])

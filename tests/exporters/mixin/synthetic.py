@@ -110,6 +110,7 @@ class SyntheticExporter:
         add(cat.EXPORTER_LAST_EVENT_TIMESTAMP, [([], time.time())])
         add(cat.EXPORTER_BATCH_DURATION, [([], histogram(cat.EXPORTER_BATCH_DURATION, 1, 0.2))])
         add(cat.EXPORTER_ITEMS_TRACKED, [([], 1234.0)])
+        add(cat.EXPORTER_AWAITING_ACCEPTANCE, [([], 3.0)])
         add(cat.EXPORTER_LAST_CHECKPOINT_TIMESTAMP, [([], time.time() - 30)])
         add(cat.EXPORTER_BUILD_INFO, [(["0.1.0"], 1.0)])
         add(

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
 import yaml
 from pydantic import ValidationError
 from typer.testing import CliRunner
@@ -16,6 +17,7 @@ from exporters.mixin import alerts, configs, render, rules
 from exporters.mixin.config import MixinConfig
 from exporters.mixin.promql import metric_names
 from kpi.contract import PROVINCES
+from kpi_cli import mixin as command
 from tests import promkit
 from tests.exporters.mixin.synthetic import HEALTHY, OVER, REPO, Live
 
@@ -49,10 +51,6 @@ def test_committed_files_match_regeneration() -> None:
 def test_mixin_check_fails_on_drift_and_writes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import typer
-
-    from kpi.commands import mixin as command
-
     app = typer.Typer()
     app.command()(command.mixin)
     monkeypatch.setattr(command, "ROOT", tmp_path)

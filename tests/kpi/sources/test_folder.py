@@ -9,8 +9,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from kpi.contract import EVENT_SCHEMA
+from kpi.contract import EVENT_SCHEMA, Kind
 from kpi.sources.folder import latest_complaints, load_data_dir, validate_data_dir
+from kpi.sources.validate import ids_distinct
 
 Writer = Callable[[str, list[dict[str, str | None]]], Path]
 
@@ -244,9 +245,6 @@ def test_first_read_wins_whether_or_not_ids_repeat(tmp_path: Path, rows_writer: 
 
 
 def test_ids_distinct_is_certain_only_when_true() -> None:
-    from kpi.contract import Kind
-    from kpi.sources.validate import ids_distinct
-
     def frame(ids: list[object]) -> pl.LazyFrame:
         return pl.LazyFrame({"event_id": ids})
 

@@ -1,0 +1,240 @@
+"""One set of records being gathered before it is applied (see ``exporters.books``).
+
+``Intake.add_events`` takes validated events (``SOURCE``, ``ROW`` and the
+``EVENT_SCHEMA`` columns) in any order and any number of calls; it drops what must
+not count (duplicates, scans of retired items, events older than the dedup window)
+as rejects, counts what is decided when read (failures by reason, late events) and
+folds the rest into per-item summaries (``kpi.kpis.increments.SET_SCHEMA``), so a
+set as large as a whole history is held per item, not per event. Every decision is
+taken against the state the set started from, never against records of the same
+set: so the set's outcome does not depend on the order of its records.
+
+A call either changes the intake completely or not at all (it computes on the side
+and assigns at the end), so a caller can reject a chunk that fails and go on.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import numpy as np
+import polars as pl
+
+from exporters.seen import DAY_US, Days, Hashes, SeenIds, SeenWindow, hash_ids
+from kpi.contract import EVENT_SCHEMA, RejectReason
+from kpi.kpis.increments import (
+    FAILURE_LABELS,
+    empty_set,
+    failure_counts,
+    late_count,
+    merge_set,
+    reduce_complaints,
+    reduce_set,
+    set_rows,
+    split_events,
+    sum_counts,
+)
+from kpi.lifecycle import RANK_BITS, finished
+from kpi.sources.validate import REJECT_SCHEMA, ROW, SOURCE
+
+DUPLICATE: Final = RejectReason.DUPLICATE.value
+RETIRED: Final = RejectReason.RETIRED_ITEM.value
+TOO_OLD: Final = RejectReason.TOO_OLD.value
+
+
+def _raw_json(frame: pl.DataFrame) -> pl.Expr:
+    cols = [c for c in frame.columns if c not in (SOURCE, ROW)]
+    return pl.struct([pl.col(c).cast(pl.String) for c in cols]).struct.json_encode()
+
+
+def rejects_of(rows: pl.DataFrame, reason: str, field_name: str) -> pl.DataFrame:
+    """Valid rows dropped for ``reason`` (about ``field_name``), as reject records."""
+    return rows.select(
+        pl.col(SOURCE).alias("source"),
+        pl.col(ROW).cast(pl.Int64).alias("row"),
+        pl.lit(reason).alias("reason"),
+        pl.lit(field_name).alias("field"),
+        _raw_json(rows).alias("raw"),
+    )
+
+
+class Intake:
+    """A set being gathered against a fixed state (the ledger it was opened on)."""
+
+    def __init__(
+        self,
+        items: pl.DataFrame,
+        held: pl.DataFrame,
+        seen: SeenWindow,
+        retired: SeenIds,
+        clock_us: int | None,
+        retention_us: int | None,
+        dedup_window_us: int | None,
+    ) -> None:
+        self.base_items = items
+        self._held = held
+        self._seen = seen
+        self._retired = retired
+        self._clock = clock_us
+        self._retention = retention_us
+        self._window = dedup_window_us
+        self._new_seen = SeenIds()
+        self._new_hashes: list[Hashes] = []
+        self._new_days: list[Days] = []
+        self.rest = empty_set()
+        self.labels = empty_set()
+        self.failures = sum_counts([], FAILURE_LABELS)
+        self.late_events = 0
+        self.events = 0
+        self.complaint_records = 0
+        self.complaints = pl.DataFrame()
+        self.newest_us: int | None = None
+        self._rejects: list[pl.DataFrame] = []
+        self.rows = 0  # input rows handled (counted, dropped or rejected)
+
+    # --- adding records -------------------------------------------------------------
+
+    def add_rejects(self, rejects: pl.DataFrame) -> None:
+        """Rows rejected before they got here (parsing, validation), as reject records."""
+        if rejects.is_empty():
+            return
+        frame = rejects.select(REJECT_SCHEMA.keys()).cast(REJECT_SCHEMA)  # type: ignore[arg-type]
+        self._rejects.append(frame)
+        self.rows += frame.filter(pl.col("row").is_not_null()).height
+
+    def add_events(self, events: pl.DataFrame) -> None:
+        """Validated events (``SOURCE``, ``ROW``, ``EVENT_SCHEMA``), in any order."""
+        if events.is_empty():
+            return
+        first = events.filter(pl.col("event_id").is_first_distinct())
+        hashes = hash_ids(first["event_id"])
+        known_mask = self._seen.contains(hashes) | self._new_seen.contains(hashes)
+        fresh = first.filter(~pl.Series(known_mask))
+        rejects = [
+            rejects_of(
+                pl.concat(
+                    [
+                        events.filter(~pl.col("event_id").is_first_distinct()),
+                        first.filter(pl.Series(known_mask)),
+                    ],
+                    how="vertical",
+                ),
+                DUPLICATE,
+                "event_id",
+            )
+        ]
+        old = self._too_old(fresh)
+        rejects.append(rejects_of(fresh.filter(old), TOO_OLD, "ts"))
+        fresh, fresh_hashes = fresh.filter(~old), hashes[~known_mask][~old.to_numpy()]
+        fresh_days = (fresh.get_column("ts").dt.epoch("us").to_numpy() // DAY_US).astype(np.int64)
+        gone = self._of_retired_items(fresh)
+        rejects.append(rejects_of(fresh.filter(gone), RETIRED, "item_id"))
+        # The clock counts every new event read, a retired item's scans included.
+        newest = fresh.select(pl.col("ts").max().dt.epoch("us")).item() if fresh.height else None
+        counted = fresh.filter(~gone).select(EVENT_SCHEMA.keys())
+        rest, labels = split_events(counted)
+        new_rest = merge_set(self.rest, reduce_set(set_rows(rest).lazy()).collect())
+        new_labels = merge_set(self.labels, reduce_set(set_rows(labels).lazy()).collect())
+        failures = sum_counts([self.failures, failure_counts(counted)], FAILURE_LABELS)
+        late = late_count(counted, self._newest_before())
+        # All computed: now change the intake in one go.
+        self._new_seen = self._new_seen.add(fresh_hashes)
+        self._new_hashes.append(fresh_hashes)
+        self._new_days.append(fresh_days)
+        self.rest, self.labels, self.failures = new_rest, new_labels, failures
+        self.late_events += late
+        self.events += counted.height
+        self.newest_us = _later(self.newest_us, newest)
+        self._rejects.extend(r for r in rejects if r.height)
+        self.rows += events.height
+
+    def add_complaints(self, records: pl.DataFrame) -> None:
+        """Validated complaint records, in read order."""
+        if records.is_empty():
+            return
+        frame = records.drop(SOURCE, ROW, strict=False)
+        both = (
+            pl.concat([self.complaints, frame], how="vertical") if self.complaints.width else frame
+        )
+        self.complaints = reduce_complaints(both)
+        self.complaint_records += frame.height
+        self.rows += frame.height
+
+    # --- what the set holds ---------------------------------------------------------
+
+    def rejects(self) -> pl.DataFrame:
+        """Every reject of the set, in the order added."""
+        if not self._rejects:
+            return pl.DataFrame(schema=REJECT_SCHEMA)
+        return pl.concat(self._rejects, how="vertical")
+
+    def new_hashes(self) -> tuple[Hashes, Days]:
+        """Hashes of the event ids this set counts, and their events' days."""
+        if not self._new_hashes:
+            return no_hashes(), np.empty(0, dtype=np.int64)
+        return np.concatenate(self._new_hashes), np.concatenate(self._new_days)
+
+    @property
+    def empty(self) -> bool:
+        """Whether nothing at all was added."""
+        return self.rows == 0 and not self._rejects
+
+    # --- rules ------------------------------------------------------------------------
+
+    def _newest_before(self) -> pl.DataFrame:
+        """Each item's newest known key before the set (counted or held)."""
+        cols = ["item_id", "last_key"]
+        return pl.concat([self.base_items.select(cols), self._held.select(cols)], how="vertical")
+
+    def _too_old(self, fresh: pl.DataFrame) -> pl.Series:
+        """Events older than the dedup window behind the clock the set started at."""
+        if self._window is None or self._clock is None or fresh.is_empty():
+            return pl.repeat(False, fresh.height, eager=True)
+        horizon = self._clock - self._window
+        return fresh.select((pl.col("ts").dt.epoch("us") < horizon).alias("old")).to_series()
+
+    def _of_retired_items(self, fresh: pl.DataFrame) -> pl.Series:
+        """Events of items retired before the set, or retired by the rule at the event.
+
+        Retired: in the retired set, or finished in the state the set started from with
+        a last scan older than the retention behind the clock (the newer of the set's
+        starting clock and the event's own ``ts``).
+        """
+        none = pl.repeat(False, fresh.height, eager=True)
+        if fresh.is_empty() or (self._retention is None and not len(self._retired)):
+            return none
+        ids = fresh.get_column("item_id")
+        known = self.base_items.get_column("item_id")
+        late = none
+        if len(self._retired):
+            # Only ids not in the state can be retired: hash just those.
+            candidates = ids.filter(~ids.is_in(known.implode())).unique()
+            stale = candidates.filter(pl.Series(self._retired.contains(hash_ids(candidates))))
+            late = ids.is_in(stale.implode())
+        if self._retention is None:
+            return late
+        prior = self.base_items.filter(known.is_in(ids.unique().implode())).filter(finished())
+        if prior.is_empty():
+            return late
+        clock = pl.max_horizontal(pl.lit(self._clock, pl.Int64), pl.col("ts").dt.epoch("us"))
+        by_rule = (
+            fresh.select("item_id", "ts")
+            .join(
+                prior.select("item_id", (pl.col("last_key") // RANK_BITS).alias("_last")),
+                on="item_id",
+                how="left",
+                maintain_order="left",
+            )
+            .select((pl.col("_last") < clock - self._retention).fill_null(False))
+            .to_series()
+        )
+        return late | by_rule
+
+
+def _later(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def no_hashes() -> Hashes:
+    """An empty hash array."""
+    return np.empty(0, dtype=np.uint64)

@@ -1,1 +1,0 @@
-"""CLI verbs, one module each; ``kpi.cli`` registers them on the ``kpi`` app."""

@@ -1,0 +1,638 @@
+"""KPI values at a grid of instants, in event time, computed in one pass: the backfill's engine.
+
+Pure polars (frames in, frames out; no I/O, no Prometheus). ``step_deltas`` turns the
+validated events and complaints into *deltas*: for every series (a label set of one
+measure) the steps at which its value changes and by how much. ``StepValues`` then
+adds them up window by window (cumulative sums, a carry between windows), so the
+value of every series at every step comes out of one sort of the events instead of
+one report per step.
+
+Definitions, for a step instant ``t`` (the same rules as ``kpi report``):
+
+- a **counter** at ``t`` counts what happened strictly before ``t``: items accepted
+  with ``accepted_at < t``, first deliveries with ``delivered_at < t`` (``on_time``
+  from the item's all-time acceptance and promise, as the report classifies a
+  window), returns, delivery attempts (``first`` = the item's first attempt in event
+  time: earliest ``ts``, a failed attempt before a delivery at the same instant, then
+  the smallest ``event_id``), failures by reason, complaints opened (latest version's
+  region, category, validity). So ``value(to) - value(from)`` is the report's window
+  ``[from, to)``. Histograms observe transit times at ``delivered_at`` and complaint
+  resolution times at ``resolved_at``; sums are kept in integer microseconds;
+- a **gauge** at ``t`` is the report's as-of-``t`` answer (events with ``ts <= t``):
+  an item is in the network from its first event until it is delivered or returned;
+  its product/destination (and promise) are known from its acceptance on; its last
+  event (latest ``ts``, then the later stage, then the greater facility) says where it
+  waits and since when. Backlog age bands, overdue (``promised_by < t``), stalled
+  (``t - last_event_at > stall``), open complaints (``opened_at <= t < resolved_at``)
+  and overdue complaints (``opened_at < t - deadline``) follow.
+
+A gauge's *interval* ``[a, b)`` of instants becomes step indices with two binary
+searches on the step grid (``+1`` at the first step in it, ``-1`` at the first step
+after it); a counter's event at ``ts`` adds 1 from the first step after ``ts``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import polars as pl
+
+from kpi.kpis.catalog import AGE_BAND_EDGES, AGE_BANDS
+from kpi.lifecycle import collect_state, lifecycle
+from kpi.standards import ServiceStandards
+
+UNKNOWN: Final = "unknown"
+K: Final = "_k"  # step index
+D: Final = "_d"  # delta
+VALUE: Final = "value"
+US_PER_S: Final = 1_000_000
+_US_PER_H: Final = 3_600 * US_PER_S
+_NEVER: Final = 2**62  # an instant after every step (an open interval end)
+
+#: Label columns of every measure (the exporter's metric labels, in the catalog's order).
+LABELS: Final[Mapping[str, tuple[str, ...]]] = {
+    "accepted": ("product", "origin", "destination"),
+    "delivered": ("product", "destination", "on_time"),
+    "returned": ("product", "destination"),
+    "attempts": ("product", "destination", "outcome", "attempt"),
+    "failures": ("reason",),
+    "transit": ("product", "destination"),
+    "complaints": ("region", "category", "valid"),
+    "resolution": ("region", "category"),
+    "backlog": ("facility", "facility_type", "region", "age_band"),
+    "backlog_oldest": ("facility", "facility_type", "region"),
+    "in_network": ("product", "destination"),
+    "overdue": ("product", "destination"),
+    "stalled": ("region",),
+    "complaints_open": ("region",),
+    "complaints_overdue": ("region",),
+}
+HISTOGRAMS: Final = ("transit", "resolution")
+
+
+class StepError(ValueError):
+    """A step grid that cannot be evaluated (empty, unsorted, or not a positive step)."""
+
+
+def step_grid(start: dt.datetime, end: dt.datetime, step: dt.timedelta) -> pl.Series:
+    """Instants ``start, start+step, ...`` up to ``end``, with ``end`` itself always last."""
+    if step <= dt.timedelta(0):
+        raise StepError("the step must be positive")
+    if end < start:
+        raise StepError(f"`to` ({end.isoformat()}) is before `from` ({start.isoformat()})")
+    s0, s1 = _us(start), _us(end)
+    width = int(step / dt.timedelta(microseconds=1))
+    grid = list(range(s0, s1 + 1, width))
+    if grid[-1] != s1:
+        grid.append(s1)
+    return pl.Series("step_us", grid, dtype=pl.Int64)
+
+
+def _us(t: dt.datetime) -> int:
+    return int((t - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) / dt.timedelta(microseconds=1))
+
+
+def _label(col: str) -> pl.Expr:
+    """A label value: the text, ``unknown`` when missing or empty."""
+    text = pl.col(col).cast(pl.String)
+    return pl.when(text.is_null() | (text == "")).then(pl.lit(UNKNOWN)).otherwise(text).alias(col)
+
+
+def _flag(cond: pl.Expr) -> pl.Expr:
+    return (
+        pl.when(cond.is_null())
+        .then(pl.lit(UNKNOWN))
+        .when(cond)
+        .then(pl.lit("true"))
+        .otherwise(pl.lit("false"))
+    )
+
+
+def _us_col(col: str) -> pl.Expr:
+    return pl.col(col).dt.epoch("us")
+
+
+@dataclass(frozen=True)
+class StepDeltas:
+    """Per-measure deltas on a step grid (``LABELS[name]`` columns, ``_k``, ``_d``).
+
+    ``steps`` is the grid (epoch microseconds). Histograms have a ``bucket`` column
+    (index of the first edge the observation is not above; ``len(edges)`` = ``+Inf``)
+    and their microsecond sums in ``sum_us`` (a separate delta frame). ``oldest`` holds
+    per-facility ranges ``[_k, _k_end)`` with the waiting-since instant ``since_us`` of
+    the oldest waiting item. ``listed`` are the facilities of ``facilities.csv`` (their
+    backlog series exist at every step), with their type, region and threshold.
+    """
+
+    steps: pl.Series
+    counters: Mapping[str, pl.DataFrame]
+    histograms: Mapping[str, pl.DataFrame]
+    histogram_sums: Mapping[str, pl.DataFrame]
+    gauges: Mapping[str, pl.DataFrame]
+    oldest: pl.DataFrame
+    listed: pl.DataFrame
+
+
+def _k_after(col: str | pl.Expr, steps: pl.Series) -> pl.Expr:
+    """Index of the first step strictly after the instant (µs) in ``col``."""
+    c = pl.col(col) if isinstance(col, str) else col
+    return pl.lit(steps).search_sorted(c.fill_null(_NEVER), side="right").cast(pl.Int64)
+
+
+def _k_from(col: str | pl.Expr, steps: pl.Series) -> pl.Expr:
+    """Index of the first step at or after the instant (µs) in ``col`` (null: never)."""
+    c = pl.col(col) if isinstance(col, str) else col
+    return pl.lit(steps).search_sorted(c.fill_null(_NEVER), side="left").cast(pl.Int64)
+
+
+def _sum_deltas(frame: pl.LazyFrame, labels: Sequence[str], n: int) -> pl.LazyFrame:
+    """Deltas summed per series and step, the steps past the grid dropped."""
+    return (
+        frame.filter(pl.col(K) < n).group_by(*labels, K).agg(pl.col(D).sum()).filter(pl.col(D) != 0)
+    )
+
+
+def _interval_deltas(
+    frame: pl.LazyFrame, labels: Sequence[str], lo: str, hi: str, n: int
+) -> pl.LazyFrame:
+    """+1 at step ``lo``, -1 at step ``hi`` for every non-empty ``[lo, hi)`` row."""
+    rows = frame.filter(pl.col(lo) < pl.col(hi)).select(*labels, lo, hi)
+    plus = rows.select(*labels, pl.col(lo).alias(K), pl.lit(1, pl.Int64).alias(D))
+    minus = rows.select(*labels, pl.col(hi).alias(K), pl.lit(-1, pl.Int64).alias(D))
+    return _sum_deltas(pl.concat([plus, minus]), labels, n)
+
+
+def _counter_deltas(frame: pl.LazyFrame, labels: Sequence[str], n: int) -> pl.LazyFrame:
+    return _sum_deltas(frame.with_columns(pl.lit(1, pl.Int64).alias(D)), labels, n)
+
+
+def step_deltas(
+    events: pl.LazyFrame,
+    complaints: pl.LazyFrame,
+    facilities: pl.DataFrame,
+    standards: ServiceStandards,
+    steps: pl.Series,
+    *,
+    transit_edges_us: Sequence[int],
+    resolution_edges_us: Sequence[int],
+    stall_hours: float = 48.0,
+    complaint_deadline: dt.timedelta = dt.timedelta(days=7),
+) -> StepDeltas:
+    """Deltas of every measure on ``steps`` (epoch µs, sorted) from validated events and
+    the complaints' latest versions; see the module docstring for the definitions."""
+    if steps.len() == 0:
+        raise StepError("no steps")
+    if not steps.is_sorted():
+        raise StepError("steps must be sorted")
+    n = steps.len()
+    ev = events.select(
+        "item_id", "event_id", "event", "ts", "facility", "reason", "product", "origin",
+        "destination", "promised_by",
+    ).collect()  # fmt: skip
+    state, _, _ = collect_state(ev.lazy())
+    lc = (
+        lifecycle(state.lazy(), standards)
+        .select(
+            "item_id",
+            _us_col("accepted_at").alias("acc_us"),
+            _label("product"),
+            _label("origin"),
+            _label("destination"),
+            _us_col("promised_by").alias("promise_us"),
+            _us_col("delivered_at").alias("del_us"),
+            _us_col("returned_at").alias("ret_us"),
+        )
+        .collect()
+    )
+    items = lc.lazy()
+    counters: dict[str, pl.LazyFrame] = {}
+    histos: dict[str, pl.LazyFrame] = {}
+    sums: dict[str, pl.LazyFrame] = {}
+
+    counters["accepted"] = _counter_deltas(
+        items.filter(pl.col("acc_us").is_not_null()).select(
+            *LABELS["accepted"], _k_after("acc_us", steps).alias(K)
+        ),
+        LABELS["accepted"],
+        n,
+    )
+    judged = pl.col("acc_us").is_not_null() & pl.col("promise_us").is_not_null()
+    delivered = items.filter(pl.col("del_us").is_not_null())
+    counters["delivered"] = _counter_deltas(
+        delivered.select(
+            "product",
+            "destination",
+            _flag(pl.when(judged).then(pl.col("del_us") <= pl.col("promise_us"))).alias("on_time"),
+            _k_after("del_us", steps).alias(K),
+        ),
+        LABELS["delivered"],
+        n,
+    )
+    counters["returned"] = _counter_deltas(
+        items.filter(pl.col("ret_us").is_not_null()).select(
+            *LABELS["returned"], _k_after("ret_us", steps).alias(K)
+        ),
+        LABELS["returned"],
+        n,
+    )
+    transit = delivered.filter(pl.col("acc_us").is_not_null()).select(
+        *LABELS["transit"],
+        _k_after("del_us", steps).alias(K),
+        (pl.col("del_us") - pl.col("acc_us")).alias("_v"),
+    )
+    histos["transit"], sums["transit"] = _histogram_deltas(
+        transit, LABELS["transit"], transit_edges_us, n
+    )
+
+    evk = ev.lazy().select(
+        "item_id",
+        "event_id",
+        "event",
+        _us_col("ts").alias("ts_us"),
+        pl.col("event").to_physical().cast(pl.Int64).alias("_st"),
+        "facility",
+        "reason",
+    )
+    attempts = (
+        evk.filter(pl.col("event").is_in(["delivered", "delivery_failed"]))
+        .join(items.select("item_id", "product", "destination"), on="item_id", how="left")
+        .sort("item_id", "ts_us", "_st", "event_id")
+        .with_columns(
+            _label("product"),
+            _label("destination"),
+            pl.when(pl.col("event") == "delivered")
+            .then(pl.lit("delivered"))
+            .otherwise(pl.lit("failed"))
+            .alias("outcome"),
+            pl.when(pl.col("item_id").is_first_distinct())
+            .then(pl.lit("first"))
+            .otherwise(pl.lit("repeat"))
+            .alias("attempt"),
+        )
+    )
+    counters["attempts"] = _counter_deltas(
+        attempts.select(*LABELS["attempts"], _k_after("ts_us", steps).alias(K)),
+        LABELS["attempts"],
+        n,
+    )
+    counters["failures"] = _counter_deltas(
+        evk.filter(pl.col("event") == "delivery_failed").select(
+            _label("reason"), _k_after("ts_us", steps).alias(K)
+        ),
+        LABELS["failures"],
+        n,
+    )
+
+    gauges, oldest = _gauge_deltas(evk, items, facilities, steps, stall_hours)
+
+    cmp = complaints.select(
+        _label("region"),
+        _label("category"),
+        _flag(pl.col("valid")).alias("valid"),
+        _us_col("opened_at").alias("open_us"),
+        _us_col("resolved_at").alias("res_us"),
+    )
+    counters["complaints"] = _counter_deltas(
+        cmp.select(*LABELS["complaints"], _k_after("open_us", steps).alias(K)),
+        LABELS["complaints"],
+        n,
+    )
+    histos["resolution"], sums["resolution"] = _histogram_deltas(
+        cmp.filter(pl.col("res_us").is_not_null()).select(
+            *LABELS["resolution"],
+            _k_after("res_us", steps).alias(K),
+            (pl.col("res_us") - pl.col("open_us")).alias("_v"),
+        ),
+        LABELS["resolution"],
+        resolution_edges_us,
+        n,
+    )
+    deadline_us = int(complaint_deadline / dt.timedelta(microseconds=1))
+    is_open = cmp.select(
+        "region",
+        _k_from("open_us", steps).alias("_lo"),
+        _k_from("res_us", steps).alias("_hi"),
+        _k_after(pl.col("open_us") + deadline_us, steps).alias("_due"),
+    )
+    gauges["complaints_open"] = _interval_deltas(is_open, ("region",), "_lo", "_hi", n)
+    gauges["complaints_overdue"] = _interval_deltas(
+        is_open.with_columns(pl.max_horizontal("_lo", "_due").alias("_lo")),
+        ("region",),
+        "_lo",
+        "_hi",
+        n,
+    )
+
+    listed = facilities.select(
+        _label("facility"),
+        _label("type").alias("facility_type"),
+        _label("region"),
+        pl.col("backlog_threshold"),
+    ).unique("facility", keep="first", maintain_order=True)
+
+    groups = (counters, histos, sums, gauges)
+    frames = iter(pl.collect_all([f for g in groups for f in g.values()] + [oldest]))
+    done = [{name: next(frames) for name in g} for g in groups]
+    return StepDeltas(
+        steps=steps,
+        counters=done[0],
+        histograms=done[1],
+        histogram_sums=done[2],
+        gauges=done[3],
+        oldest=next(frames),
+        listed=listed,
+    )
+
+
+def _histogram_deltas(
+    obs: pl.LazyFrame, labels: Sequence[str], edges_us: Sequence[int], n: int
+) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """Bucket-count deltas (non-cumulative buckets) and microsecond-sum deltas."""
+    edges = pl.Series(list(edges_us), dtype=pl.Int64)
+    # ``le`` is inclusive: a value exactly at an edge lands in that edge's bucket.
+    with_bucket = obs.with_columns(
+        pl.lit(edges).search_sorted(pl.col("_v"), side="left").cast(pl.Int64).alias("bucket"),
+        pl.lit(1, pl.Int64).alias(D),
+    )
+    counts = _sum_deltas(with_bucket, (*labels, "bucket"), n)
+    sums = _sum_deltas(obs.with_columns(pl.col("_v").alias(D)), labels, n)
+    return counts, sums
+
+
+def _gauge_deltas(
+    evk: pl.LazyFrame,
+    items: pl.LazyFrame,
+    facilities: pl.DataFrame,
+    steps: pl.Series,
+    stall_hours: float,
+) -> tuple[dict[str, pl.LazyFrame], pl.LazyFrame]:
+    """The as-of gauges from each item's *segments*: the spans during which one event is
+    its last, from that event's ``ts`` to the item's next distinct ``ts`` (or its finish)."""
+    n = steps.len()
+    # The last event at each instant: greatest stage, then greatest facility.
+    last_at_ts = (
+        evk.sort("item_id", "ts_us", "_st", "facility", nulls_last=False)
+        .with_columns(
+            pl.col("item_id").shift(-1).alias("_next_item"),
+            pl.col("ts_us").shift(-1).alias("_next_ts"),
+        )
+        .filter(
+            (pl.col("_next_item") != pl.col("item_id"))
+            | pl.col("_next_item").is_null()
+            | (pl.col("_next_ts") != pl.col("ts_us"))
+        )
+        .select(
+            "item_id",
+            "event",
+            "facility",
+            pl.col("ts_us").alias("a"),
+            pl.when(pl.col("_next_item") == pl.col("item_id"))
+            .then(pl.col("_next_ts"))
+            .alias("_next"),
+        )
+    )
+    finish = pl.min_horizontal("del_us", "ret_us")
+    known = pl.col("acc_us").is_not_null() & (pl.col("acc_us") <= pl.col("a"))
+    seg = (
+        last_at_ts.join(items, on="item_id", how="left")
+        .with_columns(pl.min_horizontal("_next", finish).alias("b"))
+        .filter(pl.col("b").is_null() | (pl.col("a") < pl.col("b")))
+        .select(
+            "event",
+            "facility",
+            "a",
+            "b",
+            pl.when(known).then(pl.col("product")).otherwise(pl.lit(UNKNOWN)).alias("product"),
+            pl.when(known)
+            .then(pl.col("destination"))
+            .otherwise(pl.lit(UNKNOWN))
+            .alias("destination"),
+            pl.when(known).then(pl.col("promise_us")).alias("promise_us"),
+            _k_from("a", steps).alias("_lo"),
+            _k_from("b", steps).alias("_hi"),
+        )
+    )
+    out: dict[str, pl.LazyFrame] = {}
+    out["in_network"] = _interval_deltas(seg, ("product", "destination"), "_lo", "_hi", n)
+    overdue = seg.filter(pl.col("promise_us").is_not_null()).with_columns(
+        pl.max_horizontal("_lo", _k_after("promise_us", steps)).alias("_lo")
+    )
+    out["overdue"] = _interval_deltas(overdue, ("product", "destination"), "_lo", "_hi", n)
+    stall_us = round(stall_hours * _US_PER_H)
+    stalled = seg.select(
+        pl.col("destination").alias("region"),
+        pl.max_horizontal("_lo", _k_after(pl.col("a") + stall_us, steps)).alias("_lo"),
+        "_hi",
+    )
+    out["stalled"] = _interval_deltas(stalled, ("region",), "_lo", "_hi", n)
+
+    fac = (
+        facilities.lazy()
+        .select(
+            _label("facility"),
+            _label("type").alias("facility_type"),
+            _label("region"),
+        )
+        .unique("facility", keep="first")
+    )
+    waiting = (
+        seg.filter(pl.col("event").is_in(["arrived", "delivery_failed"]))
+        .select(_label("facility"), "a", "_lo", "_hi")
+        .join(fac, on="facility", how="left")
+        .with_columns(_label("facility_type"), _label("region"))
+    )
+    fac_labels = ("facility", "facility_type", "region")
+    edges = [0, *(round(h * _US_PER_H) for h in AGE_BAND_EDGES)]
+    bands = []
+    for j, band in enumerate(AGE_BANDS):
+        lo = pl.max_horizontal("_lo", _k_from(pl.col("a") + edges[j], steps))
+        hi = (
+            pl.min_horizontal("_hi", _k_from(pl.col("a") + edges[j + 1], steps))
+            if j + 1 < len(edges)
+            else pl.col("_hi")
+        )
+        bands.append(
+            waiting.select(
+                *fac_labels, pl.lit(band).alias("age_band"), lo.alias("_blo"), hi.alias("_bhi")
+            )
+        )
+    out["backlog"] = _interval_deltas(
+        pl.concat(bands), (*fac_labels, "age_band"), "_blo", "_bhi", n
+    )
+    # The oldest waiting item of a facility at step k: sorted by waiting-since, a segment
+    # is the oldest from its first step once every earlier-starting one has ended.
+    oldest = (
+        waiting.filter(pl.col("_lo") < pl.col("_hi"))
+        .sort("facility", "a", "_hi")
+        .with_columns(
+            pl.col("_hi").cum_max().shift(1).over("facility").fill_null(0).alias("_ended")
+        )
+        .select(
+            *fac_labels,
+            pl.max_horizontal("_lo", "_ended").alias(K),
+            pl.col("_hi").alias("_k_end"),
+            pl.col("a").alias("since_us"),
+        )
+        .filter(pl.col(K) < pl.col("_k_end"))
+    )
+    return out, oldest
+
+
+# --- adding the deltas up, window by window -------------------------------------------
+
+
+class StepValues:
+    """Values of every series at every step, produced window by window (bounded memory).
+
+    ``window(k0, k1)`` must be called with consecutive, increasing ranges; each returns
+    per-measure frames of ``labels..., _k, value`` (gauges only where the report would
+    have a row: a listed facility always, others while items wait; network and
+    complaint groups while they are non-empty; counters and histograms at every step
+    from the start, 0 before their first event).
+    """
+
+    def __init__(self, deltas: StepDeltas) -> None:
+        self._d = deltas
+        self._next = 0
+        self._carry: dict[str, pl.DataFrame] = {}
+        self._series: dict[str, pl.DataFrame] = {}
+        for name, frame in {
+            **deltas.counters,
+            **{f"{h}:bucket": f for h, f in deltas.histograms.items()},
+            **{f"{h}:sum": f for h, f in deltas.histogram_sums.items()},
+            **deltas.gauges,
+        }.items():
+            labels = [c for c in frame.columns if c not in (K, D)]
+            series = frame.select(labels).unique().sort(labels)
+            if name == "backlog":
+                listed = deltas.listed.select("facility", "facility_type", "region")
+                bands = pl.DataFrame({"age_band": list(AGE_BANDS)})
+                series = pl.concat([series, listed.join(bands, how="cross")]).unique().sort(labels)
+            self._series[name] = series
+            self._carry[name] = series.with_columns(pl.lit(0, pl.Int64).alias(VALUE))
+
+    def series(self, name: str) -> pl.DataFrame:
+        """Every label set a measure has at some step (histograms: ``NAME:bucket``/``NAME:sum``)."""
+        return self._series[name]
+
+    @property
+    def steps(self) -> pl.Series:
+        """The step grid (epoch µs)."""
+        return self._d.steps
+
+    def windows(self, size: int) -> Iterator[tuple[int, int]]:
+        """Consecutive ``(k0, k1)`` ranges of ``size`` steps covering the grid."""
+        n = self._d.steps.len()
+        for k0 in range(0, n, size):
+            yield k0, min(n, k0 + size)
+
+    def _cumulative(self, name: str, frame: pl.DataFrame, k0: int, k1: int) -> pl.DataFrame:
+        series = self._series[name]
+        labels = series.columns
+        ks = pl.DataFrame({K: pl.int_range(k0, k1, eager=True).cast(pl.Int64)})
+        in_window = frame.filter((pl.col(K) >= k0) & (pl.col(K) < k1))
+        grid = series.join(ks, how="cross")
+        carry = self._carry[name].rename({VALUE: "_carry"})
+        values = (
+            grid.join(in_window, on=[*labels, K], how="left", nulls_equal=True)
+            .with_columns(pl.col(D).fill_null(0))
+            .sort([*labels, K])
+            .with_columns(pl.col(D).cum_sum().over(labels).alias(VALUE))
+            .join(carry, on=labels, how="left", nulls_equal=True)
+            .select(*labels, K, (pl.col(VALUE) + pl.col("_carry")).alias(VALUE))
+        )
+        self._carry[name] = values.filter(pl.col(K) == k1 - 1).select(*labels, VALUE)
+        return values
+
+    def window(self, k0: int, k1: int) -> dict[str, pl.DataFrame]:
+        """Values at steps ``k0 <= k < k1`` of every measure (see the class docstring)."""
+        if k0 != self._next or k1 <= k0:
+            raise StepError(f"windows must be consecutive: expected {self._next}, got {k0}")
+        self._next = k1
+        d = self._d
+        out: dict[str, pl.DataFrame] = {}
+        for name, frame in d.counters.items():
+            out[name] = self._cumulative(name, frame, k0, k1)
+        for name in d.histograms:
+            out[f"{name}:bucket"] = self._cumulative(f"{name}:bucket", d.histograms[name], k0, k1)
+            out[f"{name}:sum"] = self._cumulative(f"{name}:sum", d.histogram_sums[name], k0, k1)
+        for name in ("in_network", "overdue", "complaints_open", "complaints_overdue"):
+            out[name] = self._cumulative(name, d.gauges[name], k0, k1)
+        stalled = self._cumulative("stalled", d.gauges["stalled"], k0, k1)
+        backlog = self._cumulative("backlog", d.gauges["backlog"], k0, k1)
+        # Rows exist where the report has a group: in-network and stalled while the
+        # destination has items in the network, complaints while some are open.
+        network = out["in_network"]
+        present = network.filter(pl.col(VALUE) > 0).select("product", "destination", K)
+        out["overdue"] = out["overdue"].join(
+            present, on=["product", "destination", K], how="semi", nulls_equal=True
+        )
+        out["in_network"] = network.filter(pl.col(VALUE) > 0)
+        regions = present.select(pl.col("destination").alias("region"), K).unique()
+        out["stalled"] = stalled.join(regions, on=["region", K], how="semi")
+        open_ = out["complaints_open"].filter(pl.col(VALUE) > 0)
+        out["complaints_overdue"] = out["complaints_overdue"].join(
+            open_.select("region", K), on=["region", K], how="semi"
+        )
+        out["complaints_open"] = open_
+        fac_present = (
+            backlog.group_by("facility", K)
+            .agg(pl.col(VALUE).sum().alias("_total"))
+            .filter(pl.col("_total") > 0)
+            .select("facility", K)
+        )
+        listed_ks = d.listed.select("facility").join(
+            pl.DataFrame({K: pl.int_range(k0, k1, eager=True).cast(pl.Int64)}), how="cross"
+        )
+        fac_present = pl.concat([fac_present, listed_ks]).unique()
+        out["backlog"] = backlog.join(fac_present, on=["facility", K], how="semi")
+        out["backlog_oldest"] = self._oldest(
+            out["backlog"].select("facility", "facility_type", "region", K).unique(), k0, k1
+        )
+        return out
+
+    def _oldest(self, present: pl.DataFrame, k0: int, k1: int) -> pl.DataFrame:
+        """Age (µs) of the oldest waiting item per present facility and step (0: none)."""
+        ranges = self._d.oldest.filter((pl.col("_k_end") > k0) & (pl.col(K) < k1)).select(
+            "facility", pl.col(K).alias("_from"), "_k_end", "since_us"
+        )
+        steps = pl.DataFrame(
+            {K: pl.int_range(k0, k1, eager=True).cast(pl.Int64), "_t": self._d.steps[k0:k1]}
+        )
+        grid = present.join(steps, on=K, how="left").sort("facility", K)
+        found = grid.join_asof(
+            ranges.sort("facility", "_from"),
+            left_on=K,
+            right_on="_from",
+            by="facility",
+            strategy="backward",
+            check_sortedness=False,  # both sides are sorted by (facility, step) above
+        )
+        age = pl.when(pl.col(K) < pl.col("_k_end")).then(pl.col("_t") - pl.col("since_us"))
+        return found.select(
+            "facility", "facility_type", "region", K, age.fill_null(0).alias(VALUE)
+        ).sort("facility", K)
+
+    def thresholds(self) -> pl.DataFrame:
+        """Configured backlog thresholds of listed facilities (``facility``, ``value``)."""
+        return (
+            self._d.listed.filter(pl.col("backlog_threshold").is_not_null())
+            .select("facility", pl.col("backlog_threshold").alias(VALUE))
+            .sort("facility")
+        )
+
+
+def cumulative_buckets(frame: pl.DataFrame, labels: Sequence[str], buckets: int) -> pl.DataFrame:
+    """Per-bucket values (bucket ``0..buckets``) made cumulative over ``le``, every bucket present."""
+    keys = frame.select(*labels, K).unique()
+    all_buckets = pl.DataFrame({"bucket": pl.int_range(0, buckets + 1, eager=True).cast(pl.Int64)})
+    return (
+        keys.join(all_buckets, how="cross")
+        .join(frame, on=[*labels, K, "bucket"], how="left", nulls_equal=True)
+        .with_columns(pl.col(VALUE).fill_null(0))
+        .sort([*labels, K, "bucket"])
+        .with_columns(pl.col(VALUE).cum_sum().over([*labels, K]))
+    )

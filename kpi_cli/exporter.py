@@ -1,0 +1,115 @@
+"""``kpi exporter``: follow a data folder live and serve Prometheus metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kpi_cli.options import (
+    DEDUP_WINDOW_DEFAULT,
+    LATE_GRACE_DEFAULT,
+    RETENTION_DEFAULT,
+    DataDir,
+    DedupWindow,
+    LateGrace,
+    MaxFuture,
+    Retention,
+    parse_duration,
+    parse_listen,
+    parse_max_future,
+    parse_retention,
+    setup_logging,
+)
+
+
+def exporter(
+    data_dir: DataDir,
+    listen: Annotated[
+        str, typer.Option("--listen", help="HOST:PORT to serve /metrics, /healthz, /readyz on")
+    ] = "127.0.0.1:9108",
+    state: Annotated[
+        Path | None,
+        typer.Option(
+            "--state", help="state folder: checkpoints and rejects (default DATA_DIR/_exporter)"
+        ),
+    ] = None,
+    refresh_interval: Annotated[
+        str, typer.Option("--refresh-interval", help="how often gauges are recomputed")
+    ] = "15s",
+    as_of: Annotated[
+        str,
+        typer.Option(
+            "--as-of", help="gauges as of the wall clock (now) or the newest event (latest)"
+        ),
+    ] = "now",
+    batch_interval: Annotated[
+        str, typer.Option("--batch-interval", help="pause between micro-batches when idle")
+    ] = "1s",
+    checkpoint_interval: Annotated[
+        str, typer.Option("--checkpoint-interval", help="minimum time between checkpoints")
+    ] = "10s",
+    stall_hours: Annotated[
+        float, typer.Option("--stall-hours", help="no scan for longer = stalled")
+    ] = 48.0,
+    grace: Annotated[
+        str,
+        typer.Option(
+            "--partial-line-grace",
+            help="read a last line without newline once the file is idle this long",
+        ),
+    ] = "10s",
+    retention: Retention = RETENTION_DEFAULT,
+    late_grace: LateGrace = LATE_GRACE_DEFAULT,
+    dedup_window: DedupWindow = DEDUP_WINDOW_DEFAULT,
+    max_future: MaxFuture = None,
+    rejects_max_bytes: Annotated[
+        str,
+        typer.Option(
+            "--rejects-max-bytes",
+            help="rotate the state folder's rejects.jsonl at this size (e.g. 64MiB, 500KiB)",
+        ),
+    ] = "64MiB",
+    log_level: Annotated[
+        str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR")
+    ] = "INFO",
+) -> None:
+    """Follow DATA_DIR live (events/, complaints/) and serve Prometheus metrics."""
+    # Lazy: the exporter loads polars and prometheus_client, which `kpi --help` does not need.
+    from exporters.rejects import parse_size  # noqa: PLC0415
+    from exporters.service import (  # noqa: PLC0415
+        AS_OF_CHOICES,
+        ExporterConfig,
+        ExporterService,
+    )
+
+    if as_of not in AS_OF_CHOICES:
+        raise typer.BadParameter(f"--as-of must be one of {', '.join(AS_OF_CHOICES)}")
+    setup_logging(log_level)
+    host, port = parse_listen(listen)
+    config = ExporterConfig(
+        data_dir=data_dir,
+        state_dir=state or data_dir / "_exporter",
+        host=host,
+        port=port,
+        refresh_interval=parse_duration(refresh_interval),
+        batch_interval=parse_duration(batch_interval),
+        checkpoint_interval=parse_duration(checkpoint_interval),
+        as_of="latest" if as_of == "latest" else "now",
+        stall_hours=stall_hours,
+        grace=parse_duration(grace),
+        retention=parse_retention(retention),
+        late_grace=parse_duration(late_grace),
+        dedup_window=parse_retention(dedup_window),
+        max_future=parse_max_future(max_future, "1h" if as_of == "now" else "off"),
+        rejects_max_bytes=parse_size(rejects_max_bytes),
+    )
+    try:
+        ExporterService(config).run()
+    except (RuntimeError, ValueError) as exc:  # state folder locked, incompatible checkpoint
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    except OSError as exc:  # port in use
+        typer.echo(f"error: cannot listen on {listen}: {exc}", err=True)
+        raise typer.Exit(1) from exc

@@ -1,0 +1,206 @@
+"""``kpi report`` and ``kpi validate``: KPIs and data checks on a data folder."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from kpi_cli.options import DataDir, MaxFuture, parse_max_future, setup_logging
+
+if TYPE_CHECKING:
+    import polars as pl
+
+
+def _split(value: str | None) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
+
+
+def _not_after(as_of: dt.datetime | None, max_future: float | None) -> dt.datetime | None:
+    """Latest acceptable event time: the as-of (else the wall clock) plus ``--max-future``."""
+    if max_future is None:
+        return None
+    return (as_of or dt.datetime.now(dt.UTC)) + dt.timedelta(seconds=max_future)
+
+
+def _margin(max_future: str | None, as_of: dt.datetime | None) -> float | None:
+    """``--max-future``; by default 1 h past an explicit as-of, else off (data dated ahead of
+    the wall clock, e.g. generated, is read on its own clock as the report's as-of is)."""
+    return parse_max_future(max_future, "1h" if as_of is not None else "off")
+
+
+def report(
+    data_dir: DataDir,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="snapshot instant (default: latest event)")
+    ] = None,
+    start: Annotated[
+        str | None, typer.Option("--from", help="window start, inclusive (default: earliest event)")
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option("--to", help="window end, exclusive (default: just after as-of)")
+    ] = None,
+    by: Annotated[str | None, typer.Option("--by", help="comma-separated dimensions")] = None,
+    granularity: Annotated[
+        str | None, typer.Option("--granularity", help="hour, day, week or month")
+    ] = None,
+    tz: Annotated[str, typer.Option("--tz", help="time zone of the time buckets")] = "UTC",
+    kpi: Annotated[
+        str | None, typer.Option("--kpi", help="comma-separated KPI names (default: all that fit)")
+    ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help="table, csv, json, parquet or arrow")
+    ] = "table",
+    output: Annotated[
+        Path | None, typer.Option("--output", help="write to this file instead of stdout")
+    ] = None,
+    stall_hours: Annotated[
+        float, typer.Option("--stall-hours", help="no scan for longer = stalled")
+    ] = 48.0,
+    list_kpis: Annotated[
+        bool, typer.Option("--list", help="print the KPI catalog and exit")
+    ] = False,
+    log_level: Annotated[
+        str,
+        typer.Option("--log-level", help="INFO shows how the lifecycle was built (to stderr)"),
+    ] = "WARNING",
+    max_future: MaxFuture = None,
+) -> None:
+    """Compute KPIs over a data folder (one row per group and period, one column per KPI)."""
+    setup_logging(log_level)
+    # Lazy: the engine loads polars, which `kpi --help` and the other verbs do not need.
+    from kpi.kpis.catalog import KpiError  # noqa: PLC0415
+    from kpi.kpis.docs import catalog_table  # noqa: PLC0415
+    from kpi.kpis.query import KpiQuery, Snapshot  # noqa: PLC0415
+    from kpi.output import FORMATS, TimestampError, parse_timestamp  # noqa: PLC0415
+    from kpi.sources.folder import load_data_dir  # noqa: PLC0415
+    from kpi.standards import ReferenceFileError  # noqa: PLC0415
+
+    if list_kpis:
+        typer.echo(catalog_table())
+        return
+    if fmt not in FORMATS:
+        raise typer.BadParameter(f"use one of {', '.join(FORMATS)}", param_hint="--format")
+    try:
+        as_of_ts = parse_timestamp(as_of, "--as-of") if as_of else None
+        query = KpiQuery(
+            kpis=_split(kpi) or None,
+            by=_split(by),
+            start=parse_timestamp(start, "--from") if start else None,
+            end=parse_timestamp(end, "--to") if end else None,
+            granularity=granularity,
+            tz=tz,
+            stall_hours=stall_hours,
+        )
+        snap = Snapshot.from_dataset(
+            load_data_dir(data_dir, _not_after(as_of_ts, _margin(max_future, as_of_ts))),
+            as_of_ts,
+        )
+        frame = snap.query(query)
+    except (KpiError, TimestampError, ReferenceFileError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    # Left-out rows never vanish silently: say how many and where to see them.
+    if snap.rejected_events:
+        typer.echo(
+            f"note: {snap.rejected_events} event row(s) were left out (failed validation"
+            f" or repeated an event id); `kpi validate {data_dir}` lists them",
+            err=True,
+        )
+    if snap.unreadable_event_files:
+        typer.echo(
+            f"note: {snap.unreadable_event_files} event file(s) could not be read;"
+            f" `kpi validate {data_dir}` says why",
+            err=True,
+        )
+    _emit(frame, fmt, output)
+
+
+def _emit(frame: pl.DataFrame, fmt: str, output: Path | None) -> None:
+    """The answer in ``fmt`` to ``output``, or to stdout."""
+    from kpi.output import to_bytes, to_table  # noqa: PLC0415  (lazy: polars)
+
+    if fmt == "table":
+        text = to_table(frame)
+        if output:
+            output.write_text(text + "\n")
+        else:
+            typer.echo(text)
+        return
+    data = to_bytes(frame, fmt)  # type: ignore[arg-type]
+    if output:
+        output.write_bytes(data)
+    else:
+        sys.stdout.buffer.write(data)
+        if fmt == "json":
+            sys.stdout.buffer.write(b"\n")
+        sys.stdout.flush()
+
+
+def validate(
+    data_dir: DataDir,
+    rejects: Annotated[
+        Path | None,
+        typer.Option("--rejects", help="folder for rejects files (default DATA_DIR/_rejects)"),
+    ] = None,
+    max_future: MaxFuture = None,
+) -> None:
+    """Check every file of a data folder; exit 1 when any row was rejected or a reference file is bad."""
+    # Lazy: rich and the engine load only when this verb runs.
+    from rich.console import Console  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+
+    from kpi.sources.folder import reference_problems, validate_data_dir  # noqa: PLC0415
+
+    bad_reference = reference_problems(data_dir)
+    for file, problems in bad_reference.items():
+        for problem in problems:
+            typer.echo(f"{file}: {problem}", err=True)
+    reports = validate_data_dir(
+        data_dir, rejects, _not_after(None, parse_max_future(max_future, "off"))
+    )
+    table = Table(title=f"validation of {data_dir}")
+    for col in (
+        "file",
+        "rows read",
+        "accepted",
+        "rejected",
+        "by reason",
+        "duplicate ids",
+        "invalid S10",
+    ):
+        table.add_column(col, justify="left" if col in ("file", "by reason") else "right")
+    for r in reports:
+        reasons = ", ".join(f"{k}={v}" for k, v in sorted(r.rejected.items()))
+        table.add_row(
+            str(Path(r.source).relative_to(data_dir))
+            if r.source.startswith(str(data_dir))
+            else r.source,
+            str(r.rows_read),
+            str(r.accepted),
+            str(r.rejected_total),
+            reasons,
+            str(r.duplicate_ids),
+            str(r.invalid_s10),
+        )
+    total_rejected = sum(r.rejected_total for r in reports)
+    Console(width=160).print(table)
+    typer.echo(
+        f"files: {len(reports)}, rows read: {sum(r.rows_read for r in reports)}, "
+        f"accepted: {sum(r.accepted for r in reports)}, rejected: {total_rejected}, "
+        f"duplicate event ids: {sum(r.duplicate_ids for r in reports)}, "
+        f"invalid S10 ids: {sum(r.invalid_s10 for r in reports)}"
+    )
+    if bad_reference:
+        typer.echo(
+            f"refused reference file(s): {', '.join(bad_reference)} (the exporter keeps the"
+            " previous version; kpi report stops)",
+            err=True,
+        )
+    if total_rejected:
+        typer.echo(f"rejects written to {rejects or data_dir / '_rejects'}", err=True)
+    if total_rejected or bad_reference:
+        raise typer.Exit(1)
