@@ -8,7 +8,7 @@ DEMO_DIR ?= var/demo
 DEMO_ITEMS ?= 50000
 DEMO_DAYS ?= 30
 
-.PHONY: demo test lint typecheck unit env system-deps clean
+.PHONY: demo test lint typecheck unit env system-deps clean mutants
 
 # uv comes from PyPI; the lock file pins everything else.
 $(BIN)/kpi: pyproject.toml uv.lock
@@ -45,6 +45,10 @@ unit: env system-deps
 	bash scripts/pytest.sh
 
 test: lint typecheck unit
+
+# Mutation testing of the engine (minutes, not part of `make test`): scores and survivors.
+mutants: env
+	$(BIN)/python scripts/mutants.py $(MODULES)
 
 demo: env
 	bash scripts/demo.sh "$(DEMO_DIR)" "$(DEMO_ITEMS)" "$(DEMO_DAYS)"
