@@ -393,6 +393,13 @@ EXPORTER_LAST_CHECKPOINT_TIMESTAMP: Final = MetricSpec(
     "Unix time of the exporter's last state checkpoint.",
     unit="seconds",
 )
+EXPORTER_CONFIG_VALID: Final = MetricSpec(
+    "postal_exporter_config_valid",
+    G,
+    "1 when the current version of a reference file (facilities.csv, service-standards.yaml)"
+    " is valid and in use, 0 when it was refused (the previous version stays in use).",
+    ("file",),
+)
 # A constant-1 gauge rather than an Info metric: same series name on every client
 # version and usable in group_left joins.
 EXPORTER_BUILD_INFO: Final = MetricSpec(
@@ -457,6 +464,7 @@ METRICS: Final[tuple[MetricSpec, ...]] = (
     EXPORTER_ITEMS_TRACKED,
     EXPORTER_AWAITING_ACCEPTANCE,
     EXPORTER_LAST_CHECKPOINT_TIMESTAMP,
+    EXPORTER_CONFIG_VALID,
     EXPORTER_BUILD_INFO,
     KAFKA_LAG,
     KAFKA_LAG_AGE,

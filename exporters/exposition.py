@@ -13,7 +13,12 @@ from dataclasses import dataclass
 from typing import Final
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.exposition import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    choose_encoder,
+    generate_latest,
+    gzip_accepted,
+)
 from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import Collector
 
@@ -80,35 +85,11 @@ def render(registry: CollectorRegistry) -> Exposition:
     )
 
 
-def _tokens(header: str) -> list[tuple[str, dict[str, str]]]:
-    out: list[tuple[str, dict[str, str]]] = []
-    for part in header.split(","):
-        name, *params = (p.strip() for p in part.split(";"))
-        if not name:
-            continue
-        values = {}
-        for param in params:
-            key, _, value = param.partition("=")
-            values[key.strip().lower()] = value.strip()
-        out.append((name.lower(), values))
-    return out
+def negotiate(accept: str, accept_encoding: str) -> tuple[bool, bool]:
+    """(OpenMetrics?, gzip?) for a request's Accept and Accept-Encoding headers.
 
-
-def _quality(params: dict[str, str]) -> float:
-    try:
-        return float(params.get("q", "1"))
-    except ValueError:
-        return 0.0
-
-
-def negotiate(accept: str | None, accept_encoding: str | None) -> tuple[bool, bool]:
-    """(OpenMetrics?, gzip?) for a request's Accept and Accept-Encoding headers."""
-    # Prometheus lists OpenMetrics first; any non-zero quality for it is enough.
-    use_om = any(
-        name == "application/openmetrics-text" and _quality(p) > 0
-        for name, p in _tokens(accept or "")
-    )
-    use_gzip = any(
-        name in ("gzip", "x-gzip") and _quality(p) > 0 for name, p in _tokens(accept_encoding or "")
-    )
-    return use_om, use_gzip
+    prometheus_client's own negotiation (``choose_encoder``, ``gzip_accepted``), as its
+    ``MetricsHandler`` does; the bodies were rendered beforehand, so only its choice is used.
+    """
+    _, content_type = choose_encoder(accept)
+    return content_type.startswith("application/openmetrics-text"), gzip_accepted(accept_encoding)

@@ -68,6 +68,11 @@ class IngestConfig:
     #: Event ids are kept this long (event time) to drop duplicates; events older than
     #: the window behind the newest event are rejected ``too_old``. None keeps every id.
     dedup_window: dt.timedelta | None = None
+    #: Events dated more than this ahead of the wall clock are rejected (``future_ts``)
+    #: and never move the event-time clock; None accepts any date.
+    max_future: dt.timedelta | None = None
+    #: The rejects file is rotated at this size.
+    rejects_max_bytes: int = 64 << 20
 
     def policy(self) -> Policy:
         """The books' time rules."""
@@ -132,12 +137,17 @@ class Ingestor:
         self.books = Books(_restore(ckpt), config.policy())
         #: Process-local metrics (batch durations): not checkpointed, reset on restart.
         self.local = CounterStore()
-        self.rejects = RejectsFile(config.state_dir, ckpt.rejects_bytes if ckpt else None)
+        self.rejects = RejectsFile(
+            config.state_dir, ckpt.rejects_bytes if ckpt else None, config.rejects_max_bytes
+        )
         self.tailer = Tailer(config.data_dir, ckpt.files if ckpt else {}, grace=config.grace)
         if ckpt is not None and ckpt.data_dir and ckpt.data_dir != str(config.data_dir):
             log.warning("checkpoint was taken for %s, not %s", ckpt.data_dir, config.data_dir)
         self.reference = reload(config.data_dir, Reference(), force=True)
         self._intake: Intake | None = None
+        #: (since, why) while a set cannot be applied (its read positions stay; retried).
+        self.apply_error: tuple[float, str] | None = None
+        self._not_after: dt.datetime | None = None
 
     # --- the published state (between two sets) -----------------------------------------
 
@@ -187,6 +197,11 @@ class Ingestor:
         """Read one bounded micro-batch into the open set; apply the set when nothing more waits."""
         started = time.perf_counter()
         self.reference = reload(self.config.data_dir, self.reference)
+        if not self.reference.standards_loaded:
+            # Deadlines need a valid standard: read nothing until there is one.
+            return StepResult(0, False, time.perf_counter() - started)
+        future = self.config.max_future
+        self._not_after = None if future is None else dt.datetime.now(dt.UTC) + future
         poll = self.tailer.poll(self.config.max_batch_bytes, self.config.max_batch_rows)
         if not poll.chunks and self._intake is None:
             return StepResult(0, poll.pending, time.perf_counter() - started)
@@ -198,7 +213,17 @@ class Ingestor:
         rows = intake.rows - rows_before
         if poll.pending and intake.events < MAX_SET_EVENTS:
             return StepResult(rows, True, time.perf_counter() - started)
-        self._apply(intake)
+        try:
+            self._apply(intake)
+        except Exception as exc:
+            # The positions went back to the last applied set: the same rows are read
+            # and tried again next step (a bad reference file or a bug loses nothing).
+            why = f"cannot apply {intake.rows} rows: {exc}"
+            if self.apply_error is None or self.apply_error[1] != why:
+                log.exception("%s; retrying from the last applied position", why)
+                self.apply_error = (time.monotonic(), why)
+            return StepResult(0, False, time.perf_counter() - started)
+        self.apply_error = None
         seconds = time.perf_counter() - started
         durations = pl.DataFrame({SECONDS: [seconds]}, schema={SECONDS: pl.Float64})
         with self.lock:
@@ -256,7 +281,7 @@ class Ingestor:
         """(good rows in file order, all rejects) of one chunk; unreadable data is one reject."""
         parse_rejects = chunk.batch.rejects_frame()
         try:
-            good, bad = validated(chunk.batch, chunk.kind)
+            good, bad = validated(chunk.batch, chunk.kind, self._not_after)
             good_df, bad_df = pl.collect_all([good, bad])
         except Exception as exc:  # e.g. a Parquet file with a valid footer and corrupt pages
             unreadable = reject(

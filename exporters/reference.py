@@ -24,6 +24,10 @@ class Reference:
     facilities: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=FACILITY_SCHEMA))
     standards: ServiceStandards = DEFAULT_STANDARDS
     stamps: tuple[Stamp, ...] = (None, None)
+    #: Files whose current version is refused (file -> why); the previous one stays in use.
+    errors: dict[str, str] = field(default_factory=dict)
+    #: False while no valid service standard was ever loaded (nothing is applied then).
+    standards_loaded: bool = False
 
 
 def _stamp(path: Path) -> Stamp:
@@ -35,17 +39,29 @@ def _stamp(path: Path) -> Stamp:
 
 
 def reload(data_dir: Path, current: Reference, force: bool = False) -> Reference:
-    """``current``, or the files re-read when they changed (a broken file keeps the last good one)."""
+    """``current``, or the files re-read when they changed.
+
+    A bad new version (``ReferenceFileError``: validated completely on load) is refused
+    with its reasons in ``errors``, logged once, and the last good one stays in use.
+    """
     stamps = (_stamp(data_dir / FACILITIES_FILE), _stamp(data_dir / STANDARDS_FILE))
     if not force and stamps == current.stamps:
         return current
     facilities, standards = current.facilities, current.standards
+    loaded = current.standards_loaded
+    errors: dict[str, str] = {}
     try:
         facilities = load_facilities(data_dir)
-    except Exception as exc:  # keep serving with the last good table
-        log.error("cannot read %s, keeping the previous one: %s", FACILITIES_FILE, exc)
+    except Exception as exc:  # a bad new version is refused: the last good one stays
+        errors[FACILITIES_FILE] = str(exc)
     try:
         standards = load_standards(data_dir)
+        loaded = True
     except Exception as exc:
-        log.error("cannot read %s, keeping the previous one: %s", STANDARDS_FILE, exc)
-    return Reference(facilities, standards, stamps)
+        errors[STANDARDS_FILE] = str(exc)
+    for file, why in errors.items():
+        if current.errors.get(file) != why:
+            log.error("refusing this version of %s, keeping the previous one: %s", file, why)
+    for file in set(current.errors) - set(errors):
+        log.info("%s is valid again and in use", file)
+    return Reference(facilities, standards, stamps, errors, loaded)

@@ -1,22 +1,39 @@
 """HTTP serving: cached ``/metrics`` bytes, ``/healthz`` and ``/readyz``.
 
-A ``ThreadingHTTPServer`` answers every request from memory; nothing is computed
-while a scrape waits, which keeps latency flat while batches and refreshes run.
+Every request is answered from memory; nothing is computed while a scrape waits,
+which keeps latency flat while batches and refreshes run. Connections are served by
+a fixed pool of ``WORKERS`` threads (no thread started per connection), and the
+listen backlog is ``BACKLOG``: with the socketserver default of 5, twenty scrapers
+connecting at once overflow the kernel's queue and the dropped SYNs are retried
+after 1 s, 3 s, 7 s.
+
+``/readyz`` is 503 before the first catch-up and while something stops the exporter
+from reading all of its input (unreadable files or folders, no valid service
+standard, a batch that cannot be applied for a while), with the reasons in the body;
+degraded but counting (a refused reference file, the rejects file or checkpoints
+failing on a full disk) it stays 200 and lists the notes.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
+import socket
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Final
 
 from exporters.exposition import Exposition, negotiate
 
 log = logging.getLogger(__name__)
+
+#: Listen queue length (the kernel caps it at net.core.somaxconn).
+BACKLOG: Final = 128
+#: Serving threads: more than the concurrent scrapers expected, each answer is a copy.
+WORKERS: Final = 32
 
 INDEX = b"""<html><head><title>Postal exporter</title></head><body>
 <h1>Postal service-quality exporter</h1>
@@ -32,6 +49,10 @@ class Endpoints:
     exposition: Callable[[], Exposition | None]
     ready: Callable[[], bool]
     healthy: Callable[[], bool]
+    #: (reasons for a 503, notes shown with a 200) of ``/readyz``.
+    condition: Callable[[], tuple[tuple[str, ...], tuple[str, ...]]] = field(
+        default=lambda: ((), ())
+    )
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -67,7 +88,7 @@ class _Handler(BaseHTTPRequestHandler):
                 )
                 return
             use_om, use_gzip = negotiate(
-                self.headers.get("Accept"), self.headers.get("Accept-Encoding")
+                self.headers.get("Accept", ""), self.headers.get("Accept-Encoding", "")
             )
             body, content_type = exposition.body(use_om, use_gzip)
             extra = {"Vary": "Accept, Accept-Encoding"}
@@ -79,9 +100,14 @@ class _Handler(BaseHTTPRequestHandler):
             status = HTTPStatus.OK if ok else HTTPStatus.INTERNAL_SERVER_ERROR
             self._send(status, b"ok\n" if ok else b"ingest loop stopped\n", "text/plain")
         elif path == "/readyz":
-            ok = ep.ready()
-            status = HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE
-            self._send(status, b"ready\n" if ok else b"catching up\n", "text/plain")
+            failing, notes = ep.condition()
+            lines = list(failing) if ep.ready() else ["catching up", *failing]
+            if not lines:
+                lines = ["ready"]
+            lines += [f"note: {n}" for n in notes]
+            status = HTTPStatus.SERVICE_UNAVAILABLE if failing or not ep.ready() else HTTPStatus.OK
+            body = "".join(line + "\n" for line in lines).encode()
+            self._send(status, body, "text/plain; charset=utf-8")
         elif path == "/":
             self._send(HTTPStatus.OK, INDEX, "text/html; charset=utf-8")
         else:
@@ -95,15 +121,41 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class MetricsHTTPServer(ThreadingHTTPServer):
-    """A threaded HTTP server bound to the exporter's endpoints."""
+    """An HTTP server bound to the exporter's endpoints, served by a fixed thread pool."""
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = BACKLOG
 
     def __init__(self, address: tuple[str, int], endpoints: Endpoints) -> None:
         super().__init__(address, _Handler)
         self.endpoints = endpoints
         self._thread: threading.Thread | None = None
+        self._requests: queue.SimpleQueue[tuple[socket.socket, Any] | None] = queue.SimpleQueue()
+        self._workers = [
+            threading.Thread(target=self._work, name=f"http-{i}", daemon=True)
+            for i in range(WORKERS)
+        ]
+        for worker in self._workers:
+            worker.start()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Hand the connection to a pooled thread (instead of a new thread per connection)."""
+        self._requests.put((request, client_address))
+
+    def _work(self) -> None:
+        while (job := self._requests.get()) is not None:
+            request, client_address = job
+            try:
+                self.finish_request(request, client_address)
+            except Exception:
+                self.handle_error(request, client_address)
+            finally:
+                self.shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away mid-answer is no error worth a traceback."""
+        log.debug("request from %s failed", client_address, exc_info=True)
 
     @property
     def port(self) -> int:
@@ -121,5 +173,7 @@ class MetricsHTTPServer(ThreadingHTTPServer):
         """Stop serving and close the socket."""
         self.shutdown()
         self.server_close()
+        for _ in self._workers:
+            self._requests.put(None)
         if self._thread is not None:
             self._thread.join(timeout=5)

@@ -35,12 +35,16 @@ from exporters.server import Endpoints, MetricsHTTPServer
 from exporters.state import Checkpoint, StateDirLock, write_checkpoint
 from exporters.view import MetricsView, SelfStats, build_view
 from kpi.signals import SignalStop
+from kpi.sources.folder import FACILITIES_FILE
+from kpi.standards import STANDARDS_FILE
 
 log = logging.getLogger(__name__)
 
 AsOf = Literal["now", "latest"]
 AS_OF_CHOICES: Final = ("now", "latest")
 SWITCH_INTERVAL: Final = 0.001
+#: The reference files whose validity ``postal_exporter_config_valid`` shows.
+REFERENCE_FILES: Final = (FACILITIES_FILE, STANDARDS_FILE)
 
 
 def version() -> str:
@@ -87,6 +91,12 @@ class ExporterConfig:
     late_grace: float | None = LATE_GRACE_DEFAULT
     #: Event ids are remembered this long (event time); older events are ``too_old``.
     dedup_window: float | None = DEDUP_WINDOW_DEFAULT
+    #: Events dated more than this ahead of the wall clock are ``future_ts`` rejects
+    #: (``kpi exporter`` defaults to 1 h with ``--as-of now``); None accepts any date.
+    max_future: float | None = None
+    rejects_max_bytes: int = 64 << 20
+    #: A batch that cannot be applied this long turns ``/readyz`` 503 (its reason shown).
+    stuck_after: float = 60.0
 
 
 class ExporterService:
@@ -107,6 +117,9 @@ class ExporterService:
         self._ingestor: Ingestor | None = None
         self._server: MetricsHTTPServer | None = None
         self._version = version()
+        #: (what makes /readyz 503, what it notes), recomputed by the ingest loop.
+        self._condition: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
+        self._checkpoint_error: str | None = None
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -135,6 +148,8 @@ class ExporterService:
                     _delta(cfg.retention),
                     _delta(cfg.late_grace),
                     _delta(cfg.dedup_window),
+                    _delta(cfg.max_future),
+                    cfg.rejects_max_bytes,
                 )
             )
             if self._ingestor.restored_from is not None:
@@ -142,7 +157,12 @@ class ExporterService:
             self._last_checkpoint = self._ingestor.last_checkpoint_at or 0.0
             self._server = MetricsHTTPServer(
                 (cfg.host, cfg.port),
-                Endpoints(lambda: self._exposition, self._ready.is_set, self._healthy),
+                Endpoints(
+                    lambda: self._exposition,
+                    self._ready.is_set,
+                    self._healthy,
+                    lambda: self._condition,
+                ),
             )
         except BaseException:
             self._lock.release()
@@ -222,6 +242,7 @@ class ExporterService:
                 self._stop.wait(cfg.batch_interval)
                 continue
             dirty = dirty or result.rows > 0
+            self._condition = self.condition()
             if not self._ready.is_set() and not result.pending:
                 if dirty or self.ingestor.restored_from is None:
                     self._write(self.ingestor.capture())
@@ -255,10 +276,39 @@ class ExporterService:
     def _write(self, ckpt: Checkpoint) -> None:
         try:
             write_checkpoint(self.config.state_dir, ckpt)
-        except OSError:
-            log.exception("checkpoint %d failed; the previous one stays valid", ckpt.seq)
+        except Exception as exc:  # disk full, read-only (polars raises its own error types)
+            why = f"checkpoint {ckpt.seq} failed, the previous one stays valid: {exc}"
+            if self._checkpoint_error is None:
+                log.error("%s", why)
+            self._checkpoint_error = why
             return
+        if self._checkpoint_error is not None:
+            log.info("checkpoint %d written; checkpoints work again", ckpt.seq)
+        self._checkpoint_error = None
         self._last_checkpoint = ckpt.created_at
+
+    def condition(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(reasons ``/readyz`` answers 503 for, notes it shows with a 200)."""
+        ing = self.ingestor
+        failing: list[str] = []
+        notes: list[str] = []
+        for rel, why in sorted(ing.tailer.problems.copy().items()):
+            failing.append(f"cannot read {rel}: {why}")
+        errors = ing.reference.errors
+        if not ing.reference.standards_loaded:
+            failing += [f"no valid service standard, nothing is read: {e}" for e in errors.values()]
+        else:
+            notes += [f"refused, previous version in use: {e}" for e in errors.values()]
+        stuck = ing.apply_error
+        if stuck is not None:
+            since = time.monotonic() - stuck[0]
+            text = f"a batch cannot be applied for {since:.0f}s (retrying): {stuck[1]}"
+            (failing if since >= self.config.stuck_after else notes).append(text)
+        if ing.rejects.paused:
+            notes.append(f"rejects file paused (rejects still counted): {ing.rejects.paused}")
+        if self._checkpoint_error:
+            notes.append(self._checkpoint_error)
+        return tuple(failing), tuple(notes)
 
     # --- refresh ---------------------------------------------------------------------------
 
@@ -282,6 +332,7 @@ class ExporterService:
                 last_event_timestamp=(last_event_us or 0) / 1e6,
                 last_checkpoint_timestamp=self._last_checkpoint,
                 version=self._version,
+                config_valid=tuple((f, f not in ref.errors) for f in REFERENCE_FILES),
             )
             self._view = build_view(
                 items,

@@ -35,6 +35,7 @@ import orjson
 import polars as pl
 
 from exporters.catalog import BY_NAME, MetricSpec
+from exporters.rejects import REJECTS_FILE, RejectsFile
 from exporters.seen import Days, Hashes
 from exporters.store import CounterStore
 from exporters.tail import FileState
@@ -46,9 +47,10 @@ log = logging.getLogger(__name__)
 FORMAT: Final = 1
 PREFIX: Final = "checkpoint-"
 TMP_SUFFIX: Final = ".tmp"
-REJECTS_FILE: Final = "rejects.jsonl"
 LOCK_FILE: Final = "lock"
 _SPECS: Final[dict[str, MetricSpec]] = dict(BY_NAME)
+#: The rejects file moved to ``exporters.rejects``; re-exported for existing imports.
+__all__ = ["REJECTS_FILE", "RejectsFile"]
 
 
 @dataclass
@@ -94,6 +96,22 @@ def write_checkpoint(state_dir: Path, ckpt: Checkpoint) -> Path:
     tmp = final.with_name(final.name + TMP_SUFFIX)
     if tmp.exists():
         shutil.rmtree(tmp)
+    try:
+        _write_files(tmp, ckpt)
+    except BaseException:
+        # Disk full, read-only: no half-written temporary stays behind (it would hold
+        # space on a full disk until the next start).
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    os.rename(tmp, final)
+    _fsync_path(state_dir)
+    for seq, path in _checkpoint_dirs(state_dir):
+        if seq < ckpt.seq:
+            shutil.rmtree(path, ignore_errors=True)
+    return final
+
+
+def _write_files(tmp: Path, ckpt: Checkpoint) -> None:
     tmp.mkdir(parents=True)
     ckpt.items.select(STATE_SCHEMA.keys()).write_parquet(tmp / "items.parquet", statistics=False)
     ckpt.complaints.select(COMPLAINT_STATE_SCHEMA.keys()).write_parquet(
@@ -127,12 +145,6 @@ def write_checkpoint(state_dir: Path, ckpt: Checkpoint) -> Path:
     for name in (*names, "meta.json"):
         _fsync_path(tmp / name)
     _fsync_path(tmp)
-    os.rename(tmp, final)
-    _fsync_path(state_dir)
-    for seq, path in _checkpoint_dirs(state_dir):
-        if seq < ckpt.seq:
-            shutil.rmtree(path, ignore_errors=True)
-    return final
 
 
 def read_checkpoint(path: Path) -> Checkpoint:
@@ -212,37 +224,6 @@ class StateDirLock:
             fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
             self._fh.close()
             self._fh = None
-
-
-class RejectsFile:
-    """``STATE_DIR/rejects.jsonl``: rejected rows appended, cut back to the checkpoint on restore."""
-
-    def __init__(self, state_dir: Path, restore_bytes: int | None) -> None:
-        self.path = state_dir / REJECTS_FILE
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = self.path.open("ab")
-        # Rows written after the last checkpoint are re-read and re-rejected on restart.
-        self._fh.truncate(restore_bytes or 0)
-        self._fh.seek(0, os.SEEK_END)
-        self.bytes = self._fh.tell()
-
-    def append(self, rows: pl.DataFrame) -> None:
-        """Append rejects (``REJECT_SCHEMA`` columns)."""
-        if rows.is_empty():
-            return
-        data = rows.write_ndjson().encode()
-        self._fh.write(data)
-        self._fh.flush()
-        self.bytes += len(data)
-
-    def sync(self) -> int:
-        """fsync and return the size (recorded in the next checkpoint)."""
-        os.fsync(self._fh.fileno())
-        return self.bytes
-
-    def close(self) -> None:
-        """Close the file."""
-        self._fh.close()
 
 
 def now() -> float:

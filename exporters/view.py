@@ -54,6 +54,8 @@ class SelfStats:
     last_event_timestamp: float = 0.0
     last_checkpoint_timestamp: float = 0.0
     version: str = "unknown"
+    #: Reference file -> whether its current version is in use.
+    config_valid: tuple[tuple[str, bool], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -123,6 +123,10 @@ class RejectReason(StrEnum):
     #: (exporter) An event older than the dedup window behind the newest event read:
     #: its id may have been forgotten, so it could be counted twice; it is dropped.
     TOO_OLD = "too_old"
+    #: An event more than the allowed margin (``--max-future``, default 1 h) ahead of
+    #: the reference clock (the wall clock, or the report's as-of): a scanner with a
+    #: wrong clock. Accepting it would move the event-time clock to the future.
+    FUTURE_TS = "future_ts"
 
 
 # --- UPU S10 item identifiers ------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Annotated, Final, Literal
 
 import polars as pl
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from kpi.contract import UTC
 
@@ -25,6 +25,26 @@ _SPRING_FESTIVAL_2026 = [dt.date(2026, 2, 15) + dt.timedelta(days=i) for i in ra
 _SPRING_FESTIVAL_2027 = [dt.date(2027, 2, 5) + dt.timedelta(days=i) for i in range(7)]
 
 Days = Annotated[int, Field(ge=0, le=60)]
+
+
+class ReferenceFileError(ValueError):
+    """A reference file (service standards, facilities) that must not be used, with every reason."""
+
+    def __init__(self, file: str, problems: list[str]) -> None:
+        super().__init__(f"{file}: " + "; ".join(problems))
+        self.file = file
+        self.problems = problems
+
+
+def _resolvable_tz(tz: str | None) -> str | None:
+    """``tz`` if the KPI engine (polars, chrono-tz) knows it; a typo fails at load, not per batch."""
+    if tz is None:
+        return tz
+    try:
+        pl.Series([dt.datetime(2000, 1, 1)]).dt.replace_time_zone(tz)
+    except Exception as exc:  # polars raises ComputeError (or InvalidOperationError)
+        raise ValueError(f"unknown time zone {tz!r}") from exc
+    return tz
 
 
 class ZoneDays(BaseModel):
@@ -49,6 +69,8 @@ class ProductStandard(BaseModel):
     )
     holidays: tuple[dt.date, ...] = ()
     time_zone: str | None = Field(default=None, description="overrides the standard's time zone")
+
+    _tz = field_validator("time_zone")(_resolvable_tz)
 
 
 Hours = Annotated[float, Field(gt=0, le=24 * 60)]
@@ -87,6 +109,8 @@ class ServiceStandards(BaseModel):
     products: dict[str, ProductStandard]
     stages: StageTargets = Field(default_factory=StageTargets)
 
+    _tz = field_validator("time_zone")(_resolvable_tz)
+
     def tz_of(self, product: str) -> str:
         """Time zone whose local days and cut-off apply to ``product``."""
         return self.products[product].time_zone or self.time_zone
@@ -124,11 +148,26 @@ DEFAULT_STANDARDS: Final = ServiceStandards(
 
 
 def load_standards(data_dir: Path) -> ServiceStandards:
-    """The data folder's ``service-standards.yaml``, or the built-in default when absent."""
+    """The data folder's ``service-standards.yaml``, or the built-in default when absent.
+
+    Validated completely (structure, day counts, time zones resolved): any problem
+    raises ``ReferenceFileError`` listing every reason.
+    """
     path = data_dir / STANDARDS_FILE
     if not path.exists():
         return DEFAULT_STANDARDS
-    return ServiceStandards.model_validate(yaml.safe_load(path.read_text()))
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ReferenceFileError(STANDARDS_FILE, [f"unreadable: {exc}"]) from exc
+    try:
+        return ServiceStandards.model_validate(raw)
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(str(p) for p in err['loc']) or 'file'}: {err['msg']}"
+            for err in exc.errors()
+        ]
+        raise ReferenceFileError(STANDARDS_FILE, problems) from exc
 
 
 _ALL_DAYS: Final = (True,) * 7

@@ -14,9 +14,11 @@ from kpi_cli.options import (
     DataDir,
     DedupWindow,
     LateGrace,
+    MaxFuture,
     Retention,
     parse_duration,
     parse_listen,
+    parse_max_future,
     parse_retention,
     setup_logging,
 )
@@ -61,6 +63,14 @@ def exporter(
     retention: Retention = RETENTION_DEFAULT,
     late_grace: LateGrace = LATE_GRACE_DEFAULT,
     dedup_window: DedupWindow = DEDUP_WINDOW_DEFAULT,
+    max_future: MaxFuture = None,
+    rejects_max_bytes: Annotated[
+        str,
+        typer.Option(
+            "--rejects-max-bytes",
+            help="rotate the state folder's rejects.jsonl at this size (e.g. 64MiB, 500KiB)",
+        ),
+    ] = "64MiB",
     log_level: Annotated[
         str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR")
     ] = "INFO",
@@ -89,6 +99,7 @@ def exporter(
 ) -> None:
     """Follow DATA_DIR live (events/, complaints/), or a Kafka topic, and serve Prometheus metrics."""
     # Lazy: the exporter loads polars and prometheus_client, which `kpi --help` does not need.
+    from exporters.rejects import parse_size  # noqa: PLC0415
     from exporters.service import (  # noqa: PLC0415
         AS_OF_CHOICES,
         ExporterConfig,
@@ -130,6 +141,8 @@ def exporter(
         retention=parse_retention(retention),
         late_grace=parse_duration(late_grace),
         dedup_window=parse_retention(dedup_window),
+        max_future=parse_max_future(max_future, "1h" if as_of == "now" else "off"),
+        rejects_max_bytes=parse_size(rejects_max_bytes),
     )
     try:
         ExporterService(config).run()

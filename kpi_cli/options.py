@@ -73,6 +73,31 @@ DedupWindow = Annotated[
 ]
 
 
+#: ``--max-future``: how far ahead of the reference clock an event may be dated.
+MAX_FUTURE_DEFAULT: Final = "1h"
+MaxFuture = Annotated[
+    str | None,
+    typer.Option(
+        "--max-future",
+        help="reject events dated more than this ahead of the reference clock (the wall"
+        " clock; kpi report: --as-of when given) as future_ts (a scanner with a wrong clock),"
+        " or `off` [default: 1h where there is a reference: the exporter with --as-of now,"
+        " kpi report with --as-of; else off]",
+        show_default=False,
+    ),
+]
+
+
+def parse_max_future(text: str | None, default: str = MAX_FUTURE_DEFAULT) -> float | None:
+    """``--max-future``: seconds, or None for ``off`` (``default`` when not given)."""
+    text = default if text is None else text
+    if text.strip().lower() == "off":
+        return None
+    if _DURATION.match(text) is None:
+        raise typer.BadParameter(f"not a duration: {text!r} (e.g. 1h, 10m) nor `off`")
+    return parse_duration(text)
+
+
 def parse_listen(text: str) -> tuple[str, int]:
     """``HOST:PORT`` (or ``:PORT`` for all interfaces) as a (host, port) pair."""
     host, sep, port = text.rpartition(":")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kpi_cli.options import DataDir, setup_logging
+from kpi_cli.options import DataDir, MaxFuture, parse_max_future, setup_logging
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -38,6 +39,19 @@ ConnectTimeout = Annotated[
 
 def _split(value: str | None) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
+
+
+def _not_after(as_of: dt.datetime | None, max_future: float | None) -> dt.datetime | None:
+    """Latest acceptable event time: the as-of (else the wall clock) plus ``--max-future``."""
+    if max_future is None:
+        return None
+    return (as_of or dt.datetime.now(dt.UTC)) + dt.timedelta(seconds=max_future)
+
+
+def _margin(max_future: str | None, as_of: dt.datetime | None) -> float | None:
+    """``--max-future``; by default 1 h past an explicit as-of, else off (data dated ahead of
+    the wall clock, e.g. generated, is read on its own clock as the report's as-of is)."""
+    return parse_max_future(max_future, "1h" if as_of is not None else "off")
 
 
 def report(
@@ -79,6 +93,7 @@ def report(
     workers: Workers = 2,
     scheduler: Scheduler = None,
     connect_timeout: ConnectTimeout = 10.0,
+    max_future: MaxFuture = None,
 ) -> None:
     """Compute KPIs over a data folder (one row per group and period, one column per KPI)."""
     setup_logging(log_level)
@@ -88,6 +103,7 @@ def report(
     from kpi.kpis.query import KpiQuery, Snapshot  # noqa: PLC0415
     from kpi.output import FORMATS, TimestampError, parse_timestamp  # noqa: PLC0415
     from kpi.sources.folder import load_data_dir  # noqa: PLC0415
+    from kpi.standards import ReferenceFileError  # noqa: PLC0415
 
     if list_kpis:
         typer.echo(catalog_table())
@@ -110,9 +126,12 @@ def report(
         if engine == "dask":
             frame = _on_cluster(data_dir, query, as_of_ts, scheduler, workers, connect_timeout)
             return _emit(frame, fmt, output)
-        snap = Snapshot.from_dataset(load_data_dir(data_dir), as_of_ts)
+        snap = Snapshot.from_dataset(
+            load_data_dir(data_dir, _not_after(as_of_ts, _margin(max_future, as_of_ts))),
+            as_of_ts,
+        )
         frame = snap.query(query)
-    except (KpiError, TimestampError) as exc:
+    except (KpiError, TimestampError, ReferenceFileError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     _notes(snap, data_dir)
@@ -183,15 +202,22 @@ def validate(
         Path | None,
         typer.Option("--rejects", help="folder for rejects files (default DATA_DIR/_rejects)"),
     ] = None,
+    max_future: MaxFuture = None,
 ) -> None:
-    """Check every file of a data folder; exit 1 when any row was rejected."""
+    """Check every file of a data folder; exit 1 when any row was rejected or a reference file is bad."""
     # Lazy: rich and the engine load only when this verb runs.
     from rich.console import Console  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
 
-    from kpi.sources.folder import validate_data_dir  # noqa: PLC0415
+    from kpi.sources.folder import reference_problems, validate_data_dir  # noqa: PLC0415
 
-    reports = validate_data_dir(data_dir, rejects)
+    bad_reference = reference_problems(data_dir)
+    for file, problems in bad_reference.items():
+        for problem in problems:
+            typer.echo(f"{file}: {problem}", err=True)
+    reports = validate_data_dir(
+        data_dir, rejects, _not_after(None, parse_max_future(max_future, "off"))
+    )
     table = Table(title=f"validation of {data_dir}")
     for col in (
         "file",
@@ -224,6 +250,13 @@ def validate(
         f"duplicate event ids: {sum(r.duplicate_ids for r in reports)}, "
         f"invalid S10 ids: {sum(r.invalid_s10 for r in reports)}"
     )
+    if bad_reference:
+        typer.echo(
+            f"refused reference file(s): {', '.join(bad_reference)} (the exporter keeps the"
+            " previous version; kpi report stops)",
+            err=True,
+        )
     if total_rejected:
         typer.echo(f"rejects written to {rejects or data_dir / '_rejects'}", err=True)
+    if total_rejected or bad_reference:
         raise typer.Exit(1)

@@ -16,10 +16,12 @@ from kpi_cli.options import (
     DedupWindow,
     InsecureOption,
     LateGrace,
+    MaxFuture,
     Retention,
     database_url,
     parse_duration,
     parse_listen,
+    parse_max_future,
     parse_retention,
     setup_logging,
 )
@@ -48,6 +50,7 @@ def serve(
         typer.Option("--config", exists=True, dir_okay=False, help="API settings (YAML or JSON)"),
     ] = None,
     retention: Retention = RETENTION_DEFAULT,
+    max_future: MaxFuture = None,
     log_level: Annotated[
         str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR")
     ] = "INFO",
@@ -91,6 +94,7 @@ def serve(
             refresh_interval=parse_duration(refresh_interval),
             as_of="latest" if as_of == "latest" else "now",
             retention=parse_retention(retention),
+            max_future=parse_max_future(max_future, "1h" if as_of == "now" else "off"),
             late_grace=parse_duration(late_grace),
             dedup_window=parse_retention(dedup_window),
         )

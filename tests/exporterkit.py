@@ -211,6 +211,8 @@ class ExporterProcess:
     state_dir: Path
     args: Sequence[str] = ()
     port: int = 0
+    #: Command words before the interpreter (e.g. ``setpriv`` dropping capabilities).
+    prefix: Sequence[str] = ()
     log_path: Path | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _log: IO[bytes] | None = field(default=None, repr=False)
@@ -227,6 +229,7 @@ class ExporterProcess:
         self.log_path = log_path
         self._log = log_path.open("ab")
         cmd = [
+            *self.prefix,
             sys.executable,
             "-m",
             "kpi_cli",
@@ -238,6 +241,10 @@ class ExporterProcess:
             str(self.state_dir),
             *self.args,
         ]
+        if "--max-future" not in self.args:
+            # The fixtures are dated from EPOCH (2027-01-11), which may be ahead of the
+            # wall clock: only the tests of future_ts set the limit.
+            cmd += ["--max-future", "off"]
         self.process = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
         return self
 

@@ -50,6 +50,10 @@ class SelfMonitoringCollector(Collector):
             family = gauge(spec)
             family.add_metric([], sample)
             yield family
+        valid = gauge(cat.EXPORTER_CONFIG_VALID)
+        for file, ok in stats.config_valid:
+            valid.add_metric([file], 1.0 if ok else 0.0)
+        yield valid
         build = gauge(cat.EXPORTER_BUILD_INFO)
         build.add_metric([stats.version], 1.0)
         yield build

@@ -29,6 +29,11 @@ LATE_EVENTS: Final = "PostalExporterLateEvents"
 KAFKA_LAG: Final = "PostalExporterKafkaLagGrowing"
 #: A Kafka shard behind on a partition for this long (and falling further behind) pages.
 KAFKA_LAG_SECONDS: Final = 600
+CONFIG_INVALID: Final = "PostalExporterConfigInvalid"
+CHECKPOINT_STALE: Final = "PostalExporterCheckpointStale"
+#: A checkpoint older than this (every 10 s by default) means the state folder is
+#: full or read-only: a restart would re-read everything since.
+CHECKPOINT_STALE_SECONDS: Final = 600
 
 #: Alerts that say the exporter's data cannot be trusted; they inhibit the data alerts.
 EXPORTER_HEALTH_ALERTS: Final = (EXPORTER_DOWN, DATA_STALE)
@@ -260,6 +265,8 @@ def exporter_alerts(config: MixinConfig) -> list[Alert]:
     )
     ingested = f"{cat.EXPORTER_EVENTS_INGESTED.series}{{{job}}}"
     late = f"{cat.EXPORTER_LATE_EVENTS.series}{{{job}}}"
+    valid = sel(cat.EXPORTER_CONFIG_VALID.name, job)
+    checkpoint = sel(cat.EXPORTER_LAST_CHECKPOINT_TIMESTAMP.name, job)
     inst = ("job", "instance")
     minutes = int(config.data_stale_seconds // 60)
     all_rows = (
@@ -324,6 +331,28 @@ def exporter_alerts(config: MixinConfig) -> list[Alert]:
             " {{ $value | humanizeDuration }} and its lag keeps growing: its KPIs lag behind"
             " the scans (too few shards, or a shard stuck on this partition).",
             config.runbook(KAFKA_LAG),
+        ),
+        Alert(
+            CONFIG_INVALID,
+            f"min {by(*inst, 'file')} ({valid}) == 0",
+            "5m",
+            "warning",
+            "The postal exporter refused a new version of {{ $labels.file }}.",
+            "{{ $labels.instance }} refused the current {{ $labels.file }} (valid = {{ $value }}) "
+            "and keeps using the previous version: the edit has no effect until it is fixed "
+            "(the exporter's /readyz and log say why).",
+            config.runbook(CONFIG_INVALID),
+        ),
+        Alert(
+            CHECKPOINT_STALE,
+            f"time() - max {by(*inst)} ({checkpoint}) > {CHECKPOINT_STALE_SECONDS}",
+            "5m",
+            "warning",
+            "The postal exporter cannot checkpoint its state.",
+            "The last checkpoint of {{ $labels.instance }} is {{ $value | humanizeDuration }} "
+            "old: its state folder is probably full or read-only. Counting goes on, but a "
+            "restart would re-read everything since that checkpoint.",
+            config.runbook(CHECKPOINT_STALE),
         ),
     ]
 

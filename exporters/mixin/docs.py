@@ -36,6 +36,7 @@ LABEL_VALUES: Final[dict[str, tuple[int, str]]] = {
     # `kpi publish`'s default partition count.
     "topic": (2, "topics"),
     "partition": (8, "partitions"),
+    "file": (2, "files"),
 }
 
 

@@ -399,6 +399,8 @@ class Readiness(BaseModel):
     loaded_at: dt.datetime | None = None
     items: int | None = None
     detail: str | None = None
+    #: Files or folders of the data folder that cannot be read (left out of every answer).
+    unreadable: list[str] = []
 
 
 class ReloadResponse(BaseModel):

@@ -8,6 +8,7 @@ hide the good lines around it. Parquet keeps its types for speed.
 from __future__ import annotations
 
 import csv
+import logging
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +17,14 @@ from typing import Final, Literal
 import orjson
 import polars as pl
 
-from kpi.contract import RejectReason
+from kpi.contract import REQUIRED, SCHEMAS, RejectReason
 from kpi.sources.validate import REJECT_SCHEMA, ROW, SOURCE
 
+log = logging.getLogger(__name__)
+
 Format = Literal["parquet", "csv", "jsonl", "jsonl.gz"]
+#: Every column name of the contract: a CSV line made of these only is a header.
+_COLUMNS: Final = frozenset(c for schema in SCHEMAS.values() for c in schema)
 #: A single line longer than this is rejected unparsed (it is not a scan record).
 MAX_LINE_BYTES: Final = 1 << 20
 
@@ -41,6 +46,8 @@ class RawBatch:
 
     frame: pl.LazyFrame
     rejects: list[dict[str, object]] = field(default_factory=list)
+    #: CSV: the header in force after the last line (it may change mid-file).
+    header: list[str] | None = None
 
     def rejects_frame(self) -> pl.DataFrame:
         """Parsing rejects in the rejects-file schema."""
@@ -65,10 +72,11 @@ def _records_frame(
     for rec in records:
         cols += [k for k in rec if k not in cols]
     data: dict[str, list[str | None]] = {c: [r.get(c) for r in records] for c in cols}
-    frame = pl.DataFrame(data, schema=dict.fromkeys(cols, pl.String))
-    return frame.with_columns(
-        pl.lit(source).alias(SOURCE), pl.Series(ROW, rows, dtype=pl.Int64)
-    ).lazy()
+    # The row numbers come first: a batch of ``{}`` lines has rows but no column.
+    frame = pl.DataFrame({ROW: rows}, schema={ROW: pl.Int64}).with_columns(
+        pl.Series(c, data[c], dtype=pl.String) for c in cols
+    )
+    return frame.with_columns(pl.lit(source).alias(SOURCE)).lazy()
 
 
 def _json_scalar(value: object) -> str | None:
@@ -108,10 +116,25 @@ def parse_jsonl(data: bytes, source: str, first_row: int = 1) -> RawBatch:
     return RawBatch(_records_frame(records, rows, source), rejects)
 
 
+def is_header(values: list[str]) -> bool:
+    """Whether a CSV line is a header: distinct contract column names, a kind's required ones among them."""
+    names = set(values)
+    return (
+        len(names) == len(values)
+        and names <= _COLUMNS
+        and any(set(required) <= names for required in REQUIRED.values())
+    )
+
+
 def parse_csv(
     data: bytes, source: str, header: list[str] | None = None, first_row: int = 1
 ) -> RawBatch:
-    """Parse CSV text (first line is the header unless ``header`` is given)."""
+    """Parse CSV text (first line is the header unless ``header`` is given).
+
+    A later line that is a header (``is_header``: the contract's columns in any order,
+    as when files with different headers are concatenated) is the header from there
+    on; a change of names or order is logged once, where it happens.
+    """
     rejects: list[dict[str, object]] = []
     if b"\x00" in data:
         return RawBatch(
@@ -140,6 +163,18 @@ def parse_csv(
                 reject(source, i, RejectReason.MALFORMED_ROW, f"unparseable CSV line: {exc}")
             )
             continue
+        if is_header([v.strip() for v in values]):
+            new = [v.strip() for v in values]
+            if new != header:
+                log.warning(
+                    "%s: line %d: the CSV header changes from %s to %s",
+                    source,
+                    i,
+                    ",".join(header),
+                    ",".join(new),
+                )
+            header = new
+            continue
         if len(values) != len(header):
             rejects.append(
                 reject(
@@ -152,7 +187,7 @@ def parse_csv(
             continue
         records.append({h: (v if v != "" else None) for h, v in zip(header, values, strict=True)})
         rows.append(i)
-    return RawBatch(_records_frame(records, rows, source), rejects)
+    return RawBatch(_records_frame(records, rows, source), rejects, header)
 
 
 def _gunzip(data: bytes) -> tuple[bytes, str | None]:

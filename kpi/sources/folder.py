@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -10,7 +12,7 @@ from typing import Final
 
 import polars as pl
 
-from kpi.contract import FACILITY_SCHEMA, SCHEMAS, Kind, s10_invalid_expr
+from kpi.contract import FACILITY_SCHEMA, FACILITY_TYPES, SCHEMAS, Kind, s10_invalid_expr
 from kpi.sources.files import RawBatch, file_format, read_file
 from kpi.sources.validate import (
     ROW,
@@ -21,9 +23,11 @@ from kpi.sources.validate import (
     rejected_rows,
     validate_lazy,
 )
-from kpi.standards import ServiceStandards, load_standards
+from kpi.standards import STANDARDS_FILE, ReferenceFileError, ServiceStandards, load_standards
 
 FACILITIES_FILE: Final = "facilities.csv"
+#: Columns ``facilities.csv`` must have (``name`` and ``backlog_threshold`` may be absent).
+FACILITY_REQUIRED: Final = ("facility", "type", "region")
 REJECTS_DIR: Final = "_rejects"
 
 
@@ -35,9 +39,37 @@ def source_files(data_dir: Path, kind: Kind) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and file_format(p) is not None)
 
 
-def validated(batch: RawBatch, kind: Kind) -> tuple[pl.LazyFrame, pl.LazyFrame]:
-    """(good rows, row-level rejects) of one raw batch."""
-    checked = validate_lazy(batch.frame, kind)
+def unreadable_paths(data_dir: Path) -> list[tuple[str, str]]:
+    """(relative path, why) of every stream folder or source file that cannot be read now."""
+    out: list[tuple[str, str]] = []
+    for kind in Kind:
+        folder = data_dir / kind.value
+        try:
+            names = sorted(os.listdir(folder))
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            out.append((f"{kind.value}/", exc.strerror or str(exc)))
+            continue
+        for name in names:
+            path = folder / name
+            if file_format(path) is None or name.startswith("."):
+                continue
+            try:
+                with path.open("rb"):
+                    pass
+            except IsADirectoryError:
+                continue
+            except OSError as exc:
+                out.append((f"{kind.value}/{name}", exc.strerror or str(exc)))
+    return out
+
+
+def validated(
+    batch: RawBatch, kind: Kind, not_after: dt.datetime | None = None
+) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """(good rows, row-level rejects) of one raw batch (events after ``not_after``: ``future_ts``)."""
+    checked = validate_lazy(batch.frame, kind, not_after)
     return good_rows(checked, kind), rejected_rows(checked, batch.frame)
 
 
@@ -55,15 +87,62 @@ def latest_complaints(complaints: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def load_facilities(data_dir: Path) -> pl.DataFrame:
-    """``facilities.csv`` in its schema (empty when the folder has none)."""
+    """``facilities.csv`` in its schema (empty when the folder has none).
+
+    Validated completely: required columns, a non-blank facility id appearing once,
+    a known type, a whole non-negative threshold (or blank: none). Any problem raises
+    ``ReferenceFileError`` listing every reason (a duplicated row would double a
+    facility's backlog; a threshold ``abc`` would silently become "no threshold").
+    """
     path = data_dir / FACILITIES_FILE
     if not path.exists():
         return pl.DataFrame(schema=FACILITY_SCHEMA)
-    raw = pl.read_csv(path, infer_schema=False)
-    return raw.select(
-        pl.col(c).cast(t, strict=False) if c in raw.columns else pl.lit(None, t).alias(c)
-        for c, t in FACILITY_SCHEMA.items()
+    try:
+        raw = pl.read_csv(path, infer_schema=False)
+    except Exception as exc:  # unreadable, not CSV, ragged rows (polars error types vary)
+        raise ReferenceFileError(FACILITIES_FILE, [f"unreadable: {exc}"]) from exc
+    problems = [f"missing column {c!r}" for c in FACILITY_REQUIRED if c not in raw.columns]
+    if problems:
+        raise ReferenceFileError(FACILITIES_FILE, problems)
+    frame = raw.select(
+        pl.col(c).str.strip_chars() if c in raw.columns else pl.lit(None, pl.String).alias(c)
+        for c in FACILITY_SCHEMA
+    ).with_row_index("_line", offset=2)  # line 1 is the header
+    threshold = pl.col("backlog_threshold")
+    checks = {
+        "blank facility id": pl.col("facility").fill_null("") == "",
+        "unknown type (use collection, processing or delivery)": pl.col("type").is_not_null()
+        & ~pl.col("type").is_in(FACILITY_TYPES),
+        "threshold is not a whole number >= 0": threshold.is_not_null()
+        & (threshold != "")
+        & ~threshold.str.contains(r"^[0-9]+$"),
+        "facility listed more than once": pl.col("facility").is_duplicated()
+        & (pl.col("facility").fill_null("") != ""),
+    }
+    for reason, bad in checks.items():
+        hits = frame.filter(bad)
+        if hits.height:
+            where = ", ".join(
+                f"line {n} ({f})" for n, f in hits.select("_line", "facility").head(5).iter_rows()
+            )
+            more = f" and {hits.height - 5} more" if hits.height > 5 else ""
+            problems.append(f"{reason}: {where}{more}")
+    if problems:
+        raise ReferenceFileError(FACILITIES_FILE, problems)
+    return frame.select(
+        pl.col(c).replace("", None).cast(t, strict=True) for c, t in FACILITY_SCHEMA.items()
     )
+
+
+def reference_problems(data_dir: Path) -> dict[str, list[str]]:
+    """Why each reference file of a folder would be refused (empty when both are fine)."""
+    out: dict[str, list[str]] = {}
+    for file, load in ((FACILITIES_FILE, load_facilities), (STANDARDS_FILE, load_standards)):
+        try:
+            load(data_dir)
+        except ReferenceFileError as exc:
+            out[file] = exc.problems
+    return out
 
 
 @dataclass
@@ -130,8 +209,9 @@ class ReadCounts:
 class _EventFiles:
     """A folder's event files, read once on first use: the validated plan, and counts."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, not_after: dt.datetime | None = None) -> None:
         self._dir = data_dir
+        self._not_after = not_after
         self._batches: list[RawBatch] | None = None
 
     def _read(self) -> list[RawBatch]:
@@ -140,7 +220,7 @@ class _EventFiles:
         return self._batches
 
     def plan(self) -> pl.LazyFrame:
-        return validated_frame(self._read(), Kind.EVENTS)
+        return validated_frame(self._read(), Kind.EVENTS, self._not_after)
 
     def counts(self) -> ReadCounts:
         return read_counts(self._read())
@@ -161,9 +241,11 @@ def _stream(data_dir: Path, kind: Kind) -> pl.LazyFrame:
     return validated_frame([read_file(p) for p in source_files(data_dir, kind)], kind)
 
 
-def validated_frame(batches: Sequence[RawBatch], kind: Kind) -> pl.LazyFrame:
+def validated_frame(
+    batches: Sequence[RawBatch], kind: Kind, not_after: dt.datetime | None = None
+) -> pl.LazyFrame:
     """The good rows of ``batches`` in the pinned schema, de-duplicated (first read wins)."""
-    frames = [validated(batch, kind)[0] for batch in batches]
+    frames = [validated(batch, kind, not_after)[0] for batch in batches]
     if not frames:
         return pl.LazyFrame(schema=SCHEMAS[kind])
     good = pl.concat(frames, how="vertical")
@@ -176,28 +258,48 @@ def validated_frame(batches: Sequence[RawBatch], kind: Kind) -> pl.LazyFrame:
     return latest_complaints(good) if kind is Kind.COMPLAINTS else good
 
 
-def load_data_dir(data_dir: Path) -> DataSet:
+def _clear_of(files: Sequence[Path], not_after: dt.datetime) -> bool:
+    """Whether every file is typed Parquet with no event after ``not_after`` (cheap: one column)."""
+    if not files or any(file_format(p) != "parquet" for p in files):
+        return False
+    try:
+        newest = pl.scan_parquet(list(files)).select(pl.col("ts").max()).collect().item()
+    except Exception:  # untyped or unreadable: the general path decides, row by row
+        return False
+    return isinstance(newest, dt.datetime) and newest.tzinfo is not None and newest <= not_after
+
+
+def load_data_dir(data_dir: Path, not_after: dt.datetime | None = None) -> DataSet:
     """The folder's validated, de-duplicated frames (rejects are dropped, see ``validate_data_dir``).
 
     Lazy, except that planning the events reads the event ids once, on first use of
     ``DataSet.events``, to decide whether they need de-duplicating (see ``ids_distinct``).
+    With ``not_after``, events dated later are rejects (``future_ts``); the raw
+    files' fast path (``DataSet.event_files``) is then offered only when no event can
+    be one.
     """
-    events = _EventFiles(data_dir)
+    events = _EventFiles(data_dir, not_after)
+    files = source_files(data_dir, Kind.EVENTS)
+    if not_after is not None and not _clear_of(files, not_after):
+        files = []
     return DataSet(
         events=events.plan,
         complaints=_stream(data_dir, Kind.COMPLAINTS),
         facilities=load_facilities(data_dir),
         standards=load_standards(data_dir),
-        event_files=source_files(data_dir, Kind.EVENTS),
+        event_files=files,
         events_read=events.counts,
     )
 
 
-def validate_data_dir(data_dir: Path, rejects_dir: Path | None = None) -> list[FileReport]:
+def validate_data_dir(
+    data_dir: Path, rejects_dir: Path | None = None, not_after: dt.datetime | None = None
+) -> list[FileReport]:
     """Check every file, write rejects (source, row, reason, raw) and report counts per file.
 
     Rejects go to ``<rejects_dir>/<kind>.jsonl`` (default ``DATA_DIR/_rejects``).
     Duplicate event ids are counted against every id seen earlier in the folder.
+    Events dated after ``not_after`` are rejects (``future_ts``).
     """
     out_dir = rejects_dir or data_dir / REJECTS_DIR
     reports: list[FileReport] = []
@@ -208,7 +310,7 @@ def validate_data_dir(data_dir: Path, rejects_dir: Path | None = None) -> list[F
         rejects: list[pl.DataFrame] = []
         for path in source_files(data_dir, kind):
             batch = read_file(path)
-            good, bad = validated(batch, kind)
+            good, bad = validated(batch, kind, not_after)
             rep = FileReport(source=str(path), kind=kind)
             if kind is Kind.EVENTS:
                 summary = good.select(

@@ -6,6 +6,7 @@ Parquet scan lazily and a handful of lines appended to a JSONL file.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Final
 
@@ -156,11 +157,12 @@ class _Plan:
     checks: list[Check]
 
 
-def _prepare(kind: Kind, schema: pl.Schema) -> _Plan:
+def _prepare(kind: Kind, schema: pl.Schema, not_after: dt.datetime | None = None) -> _Plan:
     """Typed column expressions and checks for a raw frame with ``schema``.
 
     Checks read typed values through ``_typed`` (and texts by name), so every
-    expression is evaluated once per row.
+    expression is evaluated once per row. Events later than ``not_after`` are
+    ``future_ts``.
     """
     target = SCHEMAS[kind]
     plan = _Plan({}, {}, {}, [])
@@ -223,6 +225,9 @@ def _prepare(kind: Kind, schema: pl.Schema) -> _Plan:
                 Check((event == ev) & _typed(c).is_null(), RejectReason.MISSING_FIELD, c)
                 for c in cols
             ]
+        if not_after is not None:
+            limit = pl.lit(not_after.astimezone(dt.UTC), UTC)
+            plan.checks.append(Check(_typed("ts") > limit, RejectReason.FUTURE_TS, "ts"))
     return plan
 
 
@@ -243,15 +248,17 @@ def _first_failure(checks: list[Check]) -> tuple[pl.Expr, pl.Expr]:
     return reason, field
 
 
-def validate_lazy(raw: pl.LazyFrame, kind: Kind) -> pl.LazyFrame:
+def validate_lazy(
+    raw: pl.LazyFrame, kind: Kind, not_after: dt.datetime | None = None
+) -> pl.LazyFrame:
     """Typed frame with every schema column plus ``reason``/``field`` (null for good rows).
 
     ``raw`` may hold strings (CSV, JSONL) or typed columns (Parquet); it must carry
     ``_row`` (row number within its source) and ``_source``. Unknown extra columns
-    are ignored.
+    are ignored. With ``not_after``, events dated later are rejected as ``future_ts``.
     """
     schema = raw.collect_schema()
-    plan = _prepare(kind, schema)
+    plan = _prepare(kind, schema, not_after)
     reason, field = _first_failure(plan.checks)
     failed = [f"{_FAILED}{i}" for i in range(len(plan.checks))]
     first_failed = pl.coalesce(

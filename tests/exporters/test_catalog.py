@@ -48,6 +48,7 @@ EXPECTED: dict[str, tuple[str, tuple[str, ...]]] = {
     "postal_exporter_items_tracked": ("gauge", ()),
     "postal_exporter_deliveries_awaiting_acceptance": ("gauge", ()),
     "postal_exporter_last_checkpoint_timestamp_seconds": ("gauge", ()),
+    "postal_exporter_config_valid": ("gauge", ("file",)),
     "postal_exporter_build_info": ("gauge", ("version",)),
     "postal_exporter_kafka_lag_messages": ("gauge", ("topic", "partition")),
     "postal_exporter_kafka_lag_seconds": ("gauge", ("topic", "partition")),

@@ -211,6 +211,7 @@ def test_self_monitoring() -> None:
         last_event_timestamp=1800000000.5,
         last_checkpoint_timestamp=0.0,
         version="9.9.9",
+        config_valid=(("facilities.csv", False), ("service-standards.yaml", True)),
     )
     view = MetricsView(counters=store, local=local, stats=stats)
     text = exposition(SelfMonitoringCollector(lambda: view))
@@ -222,6 +223,7 @@ def test_self_monitoring() -> None:
         postal_exporter_events_rejected_total{reason="bad_timestamp"} 0.0
         postal_exporter_events_rejected_total{reason="bad_type"} 0.0
         postal_exporter_events_rejected_total{reason="duplicate"} 1.0
+        postal_exporter_events_rejected_total{reason="future_ts"} 0.0
         postal_exporter_events_rejected_total{reason="line_too_long"} 0.0
         postal_exporter_events_rejected_total{reason="malformed_row"} 2.0
         postal_exporter_events_rejected_total{reason="missing_field"} 0.0
@@ -256,6 +258,9 @@ def test_self_monitoring() -> None:
         postal_exporter_deliveries_awaiting_acceptance 0.0
         # TYPE postal_exporter_last_checkpoint_timestamp_seconds gauge
         postal_exporter_last_checkpoint_timestamp_seconds 0.0
+        # TYPE postal_exporter_config_valid gauge
+        postal_exporter_config_valid{file="facilities.csv"} 0.0
+        postal_exporter_config_valid{file="service-standards.yaml"} 1.0
         # TYPE postal_exporter_build_info gauge
         postal_exporter_build_info{version="9.9.9"} 1.0
         """

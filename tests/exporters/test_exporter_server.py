@@ -7,7 +7,7 @@ import gzip
 import http.client
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -44,15 +44,41 @@ def _request(
     return response.status, {k.lower(): v for k, v in response.getheaders()}, body
 
 
-def test_negotiation_rules() -> None:
-    prometheus_accept = (
-        "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
-        "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
-    )
-    assert negotiate(prometheus_accept, "gzip") == (True, True)
-    assert negotiate("text/plain", None) == (False, False)
-    assert negotiate(None, "deflate, gzip;q=0") == (False, False)
-    assert negotiate("application/openmetrics-text; q=0", "x-gzip") == (False, True)
+ACCEPTS = (
+    # what Prometheus sends, then the odd cases
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+    "text/plain",
+    "",
+    "application/openmetrics-text; q=0",
+    "application/openmetrics-text",
+    "*/*",
+)
+ENCODINGS = ("gzip", "", "deflate, gzip;q=0", "x-gzip", "br, gzip")
+
+
+def test_negotiation_is_prometheus_clients_own() -> None:
+    """Our choice equals what prometheus_client's own HTTP server answers, header for header."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_One())
+    reference, thread = start_http_server(0, "127.0.0.1", registry)
+    try:
+        port = reference.server_address[1]
+        for accept in ACCEPTS:
+            for encoding in ENCODINGS:
+                _, headers, _ = _request(
+                    port, "/metrics", {"Accept": accept, "Accept-Encoding": encoding}
+                )
+                theirs = (
+                    headers["content-type"].startswith("application/openmetrics-text"),
+                    headers.get("content-encoding") == "gzip",
+                )
+                assert negotiate(accept, encoding) == theirs, (accept, encoding)
+    finally:
+        reference.shutdown()
+        thread.join()
+    assert negotiate(ACCEPTS[0], "gzip") == (True, True)
+    assert negotiate("text/plain", "") == (False, False)
 
 
 def test_endpoints_before_and_after_ready() -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
+import shutil
 from pathlib import Path
 
 from exporters.tail import Poll, Tailer
@@ -220,3 +222,68 @@ def test_removed_file_is_forgotten(tmp_path: Path) -> None:
     assert len(tailer.files) == 1  # maybe caught mid-rename: kept for a while
     step(tailer)
     assert tailer.files == {}
+
+
+def test_new_file_on_a_reused_inode_is_a_new_file(tmp_path: Path) -> None:
+    """A checkpoint says this inode was ``a.jsonl``; it now holds ``b.parquet`` (inode reuse)."""
+    events = tmp_path / "events"
+    events.mkdir()
+    (events / "a.jsonl").write_bytes(jsonl_bytes(rows(3, "a")))
+    first = Tailer(tmp_path)
+    step(first)
+    (old,) = first.files.values()
+    (events / "a.jsonl").unlink()
+    write_parquet_atomic(events / "b.parquet", rows(4, "b"))
+    st = (events / "b.parquet").stat()
+    key = f"{st.st_dev}:{st.st_ino}"
+    reused = dataclasses.replace(old, key=key)  # what ext4 does when it hands the inode out again
+    tailer = Tailer(tmp_path, {key: reused})
+    poll = step(tailer)
+    assert rejects(poll) == []
+    assert [r[1:] for r in taken(poll)] == [(i + 1, f"b{i}") for i in range(4)]
+    assert tailer.files[key].fmt == "parquet"
+    # and a text file on a text file's inode, with other first bytes, is read from 0
+    (events / "b.parquet").unlink()
+    (events / "c.jsonl").write_bytes(jsonl_bytes(rows(5, "c")))
+    st = (events / "c.jsonl").stat()
+    key = f"{st.st_dev}:{st.st_ino}"
+    tailer = Tailer(tmp_path, {key: dataclasses.replace(old, key=key)})
+    assert [r[2] for r in taken(step(tailer))] == [f"c{i}" for i in range(5)]
+
+
+def test_copytruncate_reads_the_copy_tail_then_the_original_from_zero(tmp_path: Path) -> None:
+    events = tmp_path / "events"
+    events.mkdir()
+    live = events / "live.jsonl"
+    live.write_bytes(jsonl_bytes(rows(3, "a")))
+    tailer = Tailer(tmp_path)
+    assert len(taken(step(tailer))) == 3
+    with live.open("ab") as fh:  # written after the last poll, before the rotation
+        fh.write(jsonl_bytes(rows(2, "b")))
+    shutil.copyfile(live, events / "live.jsonl.1")  # logrotate copytruncate: copy...
+    with live.open("r+b") as fh:  # ... then truncate, and the writer goes on
+        fh.truncate(0)
+    live.write_bytes(jsonl_bytes(rows(1, "c")))
+    assert taken(step(tailer)) == [
+        ("events/live.jsonl.1", 4, "b0"),
+        ("events/live.jsonl.1", 5, "b1"),
+        ("events/live.jsonl", 1, "c0"),
+    ]
+    assert taken(step(tailer)) == []
+
+
+def test_copy_under_a_readable_name_is_not_read_twice(tmp_path: Path) -> None:
+    events = tmp_path / "events"
+    events.mkdir()
+    live = events / "live.jsonl"
+    live.write_bytes(jsonl_bytes(rows(3, "a")))
+    tailer = Tailer(tmp_path)
+    step(tailer)
+    with live.open("ab") as fh:
+        fh.write(jsonl_bytes(rows(1, "b")))
+    shutil.copyfile(live, events / "live-1.jsonl")
+    live.write_bytes(b"")  # truncated, nothing new yet
+    assert taken(step(tailer)) == [("events/live-1.jsonl", 4, "b0")]
+    live.write_bytes(jsonl_bytes(rows(1, "c")))
+    assert taken(step(tailer)) == [("events/live.jsonl", 1, "c0")]
+    assert taken(step(tailer)) == []

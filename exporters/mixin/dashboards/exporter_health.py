@@ -105,7 +105,9 @@ def _now_2(config: MixinConfig) -> list[Any]:
             d.Common(
                 "Since last checkpoint (now)",
                 "Seconds since the exporter last checkpointed its state: what a crash "
-                "would make it re-read.",
+                "would make it re-read; red from "
+                f"{al.CHECKPOINT_STALE_SECONDS} s, where the checkpoint-stale alert fires "
+                "(state folder full or read-only).",
                 "s",
                 (
                     d.Q(
@@ -115,9 +117,29 @@ def _now_2(config: MixinConfig) -> list[Any]:
                         instant=True,
                     ),
                 ),
+                d.above_bad(al.CHECKPOINT_STALE_SECONDS),
                 width=6,
                 height=4,
             )
+        ),
+        d.big(
+            d.Common(
+                "Reference files valid (now)",
+                "VALID when the current facilities.csv / service-standards.yaml is in use, "
+                "REFUSED (red) when a bad new version was refused and the previous one kept.",
+                "none",
+                (
+                    d.Q(
+                        f"min by (instance, file) ({sel(cat.EXPORTER_CONFIG_VALID.name, *scope)})",
+                        "{{instance}} {{file}}",
+                        instant=True,
+                    ),
+                ),
+                d.below_bad(1),
+                width=6,
+                height=4,
+            ),
+            mappings=d.health_mappings("VALID", "REFUSED"),
         ),
     ]
 
@@ -255,7 +277,12 @@ def notes(config: MixinConfig) -> dict[str, d.Note]:
         "Up (last scrape)": d.note("Can Prometheus reach the exporter?", al.EXPORTER_DOWN),
         "Event lag (now)": d.note("Are the dashboards up to date?", al.DATA_STALE),
         "Items tracked (now)": d.note("How much does the exporter hold in memory?"),
-        "Since last checkpoint (now)": d.note("How much would a crash make it re-read?"),
+        "Since last checkpoint (now)": d.note(
+            "How much would a crash make it re-read?", al.CHECKPOINT_STALE
+        ),
+        "Reference files valid (now)": d.note(
+            "Is the last edit of a reference file in use?", al.CONFIG_INVALID
+        ),
         "Rows ingested and late events per second": d.note(
             "Is input flowing, and in order?", al.LATE_EVENTS
         ),

@@ -9,6 +9,7 @@ from kpi.api.deps import StoreDep
 from kpi.api.export import json_response
 from kpi.api.metrics import ApiMetrics
 from kpi.api.models import Health, Readiness
+from kpi.sources.folder import unreadable_paths
 
 router = APIRouter(tags=["health"])
 
@@ -26,13 +27,20 @@ async def healthz() -> Response:
     summary="Readiness: data loaded (no key needed)",
 )
 async def readyz(store: StoreDep) -> Response:
-    """200 once a data version is loaded; 503 while loading or after a failed first load."""
+    """200 once a data version is loaded; 503 while loading or after a failed first load.
+
+    ``unreadable`` lists the files and folders that cannot be read (permissions): their
+    rows are missing from every answer.
+    """
     gen = store.gen
+    unreadable = [f"{rel}: {why}" for rel, why in unreadable_paths(store.settings.data_dir)]
     if gen is None:
         status = "failed" if store.error else "loading"
         if store.error is None:
             store.start_load()
-        return json_response({"status": status, "detail": store.error}, 503)
+        return json_response(
+            {"status": status, "detail": store.error, "unreadable": unreadable}, 503
+        )
     return json_response(
         {
             "status": "ready",
@@ -41,6 +49,7 @@ async def readyz(store: StoreDep) -> Response:
             "loaded_at": gen.loaded_at,
             "items": gen.default.lifecycle.height,
             "detail": store.error,
+            "unreadable": unreadable,
         }
     )
 

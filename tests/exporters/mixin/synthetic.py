@@ -116,6 +116,10 @@ class SyntheticExporter:
         add(cat.KAFKA_LAG, [(["postal.events", "0"], 10.0 * n)])
         add(cat.KAFKA_LAG_AGE, [(["postal.events", "0"], 30.0)])
         add(cat.KAFKA_PARTITIONS, [(["postal.events"], 8.0)])
+        add(
+            cat.EXPORTER_CONFIG_VALID,
+            [(["facilities.csv"], 1.0), (["service-standards.yaml"], 1.0)],
+        )
         return out
 
 

@@ -174,6 +174,8 @@ def test_alert_style() -> None:
         "PostalExporterRejectingRows",
         "PostalExporterLateEvents",
         "PostalExporterKafkaLagGrowing",
+        "PostalExporterConfigInvalid",
+        "PostalExporterCheckpointStale",
     }
     assert len(anchors) == len(names), "one runbook section per alert"
 
