@@ -554,10 +554,12 @@ class _RulePoints:
     def add(self, record: str, labels: Mapping[str, str], values: Sequence[Sequence[Any]]) -> None:
         key = (record, tuple(sorted((k, v) for k, v in labels.items() if k != "__name__")))
         sid = self.series.setdefault(key, len(self.series))
-        for ts, value in values:
-            self._ids.append(sid)
-            self._ts.append(round(float(ts) * 1000))
-            self._values.append(str(value))
+        if not values:
+            return
+        stamps, texts = zip(*values, strict=True)
+        self._ids.extend([sid] * len(stamps))
+        self._ts.extend(round(float(t) * 1000) for t in stamps)
+        self._values.extend(texts)
 
     def frame(self) -> pl.DataFrame:
         """``_sid``, ``_ms``, ``_v`` (the value text Prometheus answered), one row per sample."""
