@@ -8,7 +8,7 @@ DEMO_DIR ?= var/demo
 DEMO_ITEMS ?= 50000
 DEMO_DAYS ?= 30
 
-.PHONY: demo test lint typecheck unit env system-deps clean
+.PHONY: demo test lint typecheck unit env system-deps clean mutants
 
 # uv comes from PyPI; the lock file pins everything else.
 $(BIN)/kpi: pyproject.toml uv.lock
@@ -18,12 +18,18 @@ $(BIN)/kpi: pyproject.toml uv.lock
 
 env: $(BIN)/kpi
 
-# Debian's prometheus and alertmanager are the real servers the tests run against.
+# Debian's prometheus and alertmanager, PostgreSQL (the duty desk's production database)
+# and chromium (the API docs page in a real browser) are the real servers the tests use.
 system-deps:
-	@if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus-alertmanager >/dev/null 2>&1; then \
-		echo "installing Debian packages prometheus prometheus-alertmanager"; \
+	@missing=""; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v prometheus-alertmanager >/dev/null 2>&1 || missing="$$missing prometheus-alertmanager"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq prometheus prometheus-alertmanager >/dev/null; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
 lint: env
@@ -39,6 +45,10 @@ unit: env system-deps
 	bash scripts/pytest.sh
 
 test: lint typecheck unit
+
+# Mutation testing of the engine (minutes, not part of `make test`): scores and survivors.
+mutants: env
+	$(BIN)/python scripts/mutants.py $(MODULES)
 
 demo: env
 	bash scripts/demo.sh "$(DEMO_DIR)" "$(DEMO_ITEMS)" "$(DEMO_DAYS)"

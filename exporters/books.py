@@ -25,7 +25,7 @@ import polars as pl
 
 from exporters import catalog as cat
 from exporters.intake import Intake
-from exporters.seen import Hashes, SeenIds, hash_ids
+from exporters.seen import Hashes, SeenIds, SeenWindow, hash_ids
 from exporters.store import CounterStore
 from kpi.kpis.increments import (
     COUNT,
@@ -70,7 +70,7 @@ class Ledger:
     #: Label events waiting for their item's acceptance (``SET_SCHEMA``, one row per item).
     held: pl.DataFrame = field(default_factory=empty_set)
     complaints: pl.DataFrame = field(default_factory=empty_complaint_state)
-    seen: SeenIds = field(default_factory=SeenIds)
+    seen: SeenWindow = field(default_factory=SeenWindow)
     retired: SeenIds = field(default_factory=SeenIds)
     counters: CounterStore = field(default_factory=CounterStore)
     #: The event-time clock: the newest ``ts`` read (microseconds).
@@ -159,7 +159,9 @@ class Books:
             items=items,
             held=settled.held,
             complaints=complaints,
-            seen=led.seen.add(intake.new_hashes()),
+            seen=led.seen.add(*intake.new_hashes()).prune(
+                _minus(clock, self.policy.dedup_window_us)
+            ),
             retired=led.retired.add(gone) if len(gone) else led.retired,
             counters=counters,
             clock_us=clock,
@@ -174,6 +176,10 @@ class Books:
         """Publish the ledger with some fields changed (e.g. new positions only)."""
         with self.lock:
             self.ledger = dataclasses.replace(self.ledger, **changes)
+
+
+def _minus(clock: int | None, window: int | None) -> int | None:
+    return None if clock is None or window is None else clock - window
 
 
 def _later(a: int | None, b: int | None) -> int | None:

@@ -35,6 +35,7 @@ from prometheus_client.core import (
 from prometheus_client.metrics_core import Metric
 from prometheus_client.utils import floatToGoString
 
+from kpi.duty import metrics as duty_metrics
 from kpi.kpis.catalog import AGE_BAND_EDGES
 from kpi.kpis.catalog import AGE_BANDS as KPI_AGE_BANDS
 from kpi.standards import DEFAULT_STANDARDS
@@ -428,6 +429,23 @@ METRICS: Final[tuple[MetricSpec, ...]] = (
     EXPORTER_LAST_CHECKPOINT_TIMESTAMP,
     EXPORTER_BUILD_INFO,
 )
+
+# The analyst API's duty-desk metrics (its /metrics, job ``postal-api``): here so the
+# dashboards and alerts take their names from the one catalog; not in METRICS, which is
+# what the exporter exposes.
+INCIDENTS_OPEN: Final = MetricSpec(
+    duty_metrics.INCIDENTS_OPEN,
+    G,
+    duty_metrics.INCIDENTS_OPEN_HELP,
+    ("severity",),
+)
+INCIDENTS_OPENED: Final = MetricSpec(
+    duty_metrics.INCIDENTS_OPENED,
+    MetricType.COUNTER,
+    duty_metrics.INCIDENTS_OPENED_HELP,
+    ("severity",),
+)
+API_METRICS: Final[tuple[MetricSpec, ...]] = (INCIDENTS_OPEN, INCIDENTS_OPENED)
 
 #: Metric specs by base name.
 BY_NAME: Final[Mapping[str, MetricSpec]] = MappingProxyType({m.name: m for m in METRICS})

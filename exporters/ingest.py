@@ -21,13 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+import numpy as np
 import polars as pl
 
 from exporters import catalog as cat
 from exporters.books import Books, Ledger, Policy, micros
 from exporters.intake import DUPLICATE, RETIRED, TOO_OLD, Intake
 from exporters.reference import Reference, reload
-from exporters.seen import SeenIds
+from exporters.seen import DAY_US, SeenIds, SeenWindow
 from exporters.state import Checkpoint, RejectsFile, latest_checkpoint
 from exporters.store import CounterStore
 from exporters.tail import Chunk, FileState, Tailer
@@ -95,6 +96,13 @@ def _files(positions: object) -> dict[str, FileState]:
     return {k: FileState.from_json(v) for k, v in positions.items()}
 
 
+def _seen(ckpt: Checkpoint) -> SeenWindow:
+    days = ckpt.seen_days
+    if days is None:  # ids of an older checkpoint: kept as of its clock's day
+        days = np.full(len(ckpt.seen), (ckpt.last_event_us or 0) // DAY_US, dtype=np.int64)
+    return SeenWindow.from_arrays(ckpt.seen, days)
+
+
 def _restore(ckpt: Checkpoint | None) -> Ledger:
     if ckpt is None:
         return Ledger(positions={})
@@ -102,7 +110,7 @@ def _restore(ckpt: Checkpoint | None) -> Ledger:
         items=ckpt.items,
         held=ckpt.held,
         complaints=ckpt.complaints,
-        seen=SeenIds.from_array(ckpt.seen),
+        seen=_seen(ckpt),
         retired=SeenIds.from_array(ckpt.retired),
         counters=ckpt.counters,
         clock_us=ckpt.last_event_us,
@@ -159,7 +167,7 @@ class Ingestor:
         return self.books.ledger.counters
 
     @property
-    def seen(self) -> SeenIds:
+    def seen(self) -> SeenWindow:
         """Hashes of the event ids counted."""
         return self.books.ledger.seen
 
@@ -267,6 +275,7 @@ class Ingestor:
         """A consistent checkpoint of the last applied set (call from the ingest thread)."""
         self.rejects.sync()
         led = self.ledger
+        seen, days = led.seen.arrays()
         self.seq += 1
         return Checkpoint(
             seq=self.seq,
@@ -275,7 +284,8 @@ class Ingestor:
             counters=led.counters.copy(),
             items=led.items,
             complaints=led.complaints,
-            seen=led.seen.array(),
+            seen=seen,
+            seen_days=days,
             rejects_bytes=led.rejects_bytes,
             last_event_us=led.clock_us,
             data_dir=str(self.config.data_dir),

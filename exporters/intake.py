@@ -20,7 +20,7 @@ from typing import Final
 import numpy as np
 import polars as pl
 
-from exporters.seen import Hashes, SeenIds, hash_ids
+from exporters.seen import DAY_US, Days, Hashes, SeenIds, SeenWindow, hash_ids
 from kpi.contract import EVENT_SCHEMA, RejectReason
 from kpi.kpis.increments import (
     FAILURE_LABELS,
@@ -65,7 +65,7 @@ class Intake:
         self,
         items: pl.DataFrame,
         held: pl.DataFrame,
-        seen: SeenIds,
+        seen: SeenWindow,
         retired: SeenIds,
         clock_us: int | None,
         retention_us: int | None,
@@ -79,6 +79,8 @@ class Intake:
         self._retention = retention_us
         self._window = dedup_window_us
         self._new_seen = SeenIds()
+        self._new_hashes: list[Hashes] = []
+        self._new_days: list[Days] = []
         self.rest = empty_set()
         self.labels = empty_set()
         self.failures = sum_counts([], FAILURE_LABELS)
@@ -124,6 +126,7 @@ class Intake:
         old = self._too_old(fresh)
         rejects.append(rejects_of(fresh.filter(old), TOO_OLD, "ts"))
         fresh, fresh_hashes = fresh.filter(~old), hashes[~known_mask][~old.to_numpy()]
+        fresh_days = (fresh.get_column("ts").dt.epoch("us").to_numpy() // DAY_US).astype(np.int64)
         gone = self._of_retired_items(fresh)
         rejects.append(rejects_of(fresh.filter(gone), RETIRED, "item_id"))
         # The clock counts every new event read, a retired item's scans included.
@@ -136,6 +139,8 @@ class Intake:
         late = late_count(counted, self._newest_before())
         # All computed: now change the intake in one go.
         self._new_seen = self._new_seen.add(fresh_hashes)
+        self._new_hashes.append(fresh_hashes)
+        self._new_days.append(fresh_days)
         self.rest, self.labels, self.failures = new_rest, new_labels, failures
         self.late_events += late
         self.events += counted.height
@@ -163,9 +168,11 @@ class Intake:
             return pl.DataFrame(schema=REJECT_SCHEMA)
         return pl.concat(self._rejects, how="vertical")
 
-    def new_hashes(self) -> Hashes:
-        """Hashes of the event ids this set counts."""
-        return self._new_seen.array()
+    def new_hashes(self) -> tuple[Hashes, Days]:
+        """Hashes of the event ids this set counts, and their events' days."""
+        if not self._new_hashes:
+            return no_hashes(), np.empty(0, dtype=np.int64)
+        return np.concatenate(self._new_hashes), np.concatenate(self._new_days)
 
     @property
     def empty(self) -> bool:

@@ -96,3 +96,67 @@ class SeenIds:
     def nbytes(self) -> int:
         """Memory held by the arrays."""
         return int(self.main.nbytes + self.recent.nbytes)
+
+
+Days = npt.NDArray[np.int64]
+#: Width of one bucket of event time (microseconds): a day.
+DAY_US: Final = 86_400 * 1_000_000
+
+
+@dataclass(frozen=True)
+class SeenWindow:
+    """Event-id hashes in buckets by the event's day (event time), so old days can be dropped.
+
+    A duplicate carries its event's ``ts``, so its first copy sits in a bucket that is
+    kept as long as that ``ts`` is inside the window; events older than the window are
+    refused before they are looked up (``too_old``). Memory: 8 bytes per event id of the
+    window (plus a day), whatever the history before it.
+    """
+
+    buckets: tuple[tuple[int, SeenIds], ...] = ()
+
+    @classmethod
+    def from_arrays(cls, hashes: Hashes, days: Days) -> SeenWindow:
+        """A window holding ``hashes``, each in the bucket of its day."""
+        return cls().add(hashes, days)
+
+    def __len__(self) -> int:
+        """Number of hashes held."""
+        return sum(len(s) for _, s in self.buckets)
+
+    def contains(self, hashes: Hashes) -> npt.NDArray[np.bool_]:
+        """Membership of each hash, in any bucket."""
+        found = np.zeros(len(hashes), dtype=np.bool_)
+        for _, ids in self.buckets:
+            found |= ids.contains(hashes)
+        return found
+
+    def add(self, hashes: Hashes, days: Days) -> SeenWindow:
+        """A new window with ``hashes`` added to the buckets of their ``days``."""
+        if len(hashes) == 0:
+            return self
+        by_day = dict(self.buckets)
+        for day in np.unique(days).tolist():
+            ids = by_day.get(int(day), SeenIds())
+            by_day[int(day)] = ids.add(hashes[days == day])
+        return SeenWindow(tuple(sorted(by_day.items())))
+
+    def prune(self, horizon_us: int | None) -> SeenWindow:
+        """Without the buckets whose whole day is before ``horizon_us`` (None keeps all)."""
+        if horizon_us is None:
+            return self
+        keep = tuple((d, s) for d, s in self.buckets if (d + 1) * DAY_US > horizon_us)
+        return self if len(keep) == len(self.buckets) else SeenWindow(keep)
+
+    def arrays(self) -> tuple[Hashes, Days]:
+        """Every hash and its day (for the checkpoint)."""
+        if not self.buckets:
+            return np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.int64)
+        hashes = np.concatenate([s.array() for _, s in self.buckets])
+        days = np.concatenate([np.full(len(s), d, dtype=np.int64) for d, s in self.buckets])
+        return hashes, days
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the arrays."""
+        return sum(s.nbytes for _, s in self.buckets)

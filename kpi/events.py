@@ -16,6 +16,10 @@ A row says:
   ``delivered``). The acceptance is the earliest, then the smallest event id;
 - what it **sets** in the item's state (``Effect``), each kept by the rule above;
 - the fields it **requires** besides the common ones (a row without them is rejected).
+
+Ranks are packed into the exporter's checkpointed state: appending a row keeps every
+existing rank, inserting one renumbers the rows after it, so a checkpoint written with
+the old table must not be read with the new one (``exporters/state.py``'s format).
 """
 
 from __future__ import annotations

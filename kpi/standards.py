@@ -148,9 +148,17 @@ def _deadline_from(std: ProductStandard, tz: str, deposit_day: pl.Expr, days: pl
     start = deposit_day.dt.add_business_days(0, week_mask=mask, holidays=holidays, roll="forward")
     last_day = start.dt.add_business_days(days, week_mask=mask, holidays=holidays)
     next_midnight = (last_day + pl.duration(days=1)).cast(pl.Datetime("us"))
-    return next_midnight.dt.replace_time_zone(
-        tz, ambiguous="earliest", non_existent="null"
-    ).dt.convert_time_zone("UTC") - pl.duration(microseconds=1)
+    # A doubled midnight (clocks back from 01:00) ends the day at its first occurrence.
+    # A skipped one (clocks forward at 00:00, as in Havana or Santiago) does not exist:
+    # the day then ends at the transition, i.e. midnight at the offset in force at 23:00.
+    end = pl.coalesce(
+        next_midnight.dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null"),
+        (next_midnight - pl.duration(hours=1)).dt.replace_time_zone(
+            tz, ambiguous="latest", non_existent="null"
+        )
+        + pl.duration(hours=1),
+    )
+    return end.dt.convert_time_zone("UTC") - pl.duration(microseconds=1)
 
 
 def _deadline_for(std: ProductStandard, tz: str, remote: tuple[str, ...]) -> pl.Expr:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from kpi_cli import api, backfill, docs, exporter, mixin, report, serve, simulate
+from kpi_cli import api, backfill, docs, duty, exporter, mixin, report, serve, simulate
 
 app = typer.Typer(
     name="kpi",
@@ -30,6 +30,7 @@ app.command("exporter")(exporter.exporter)
 app.command("serve")(serve.serve)
 app.command("docs")(docs.docs)
 app.command("backfill")(backfill.backfill)
+app.command("duty-report")(duty.duty_report)
 
 
 if __name__ == "__main__":

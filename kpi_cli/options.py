@@ -107,3 +107,25 @@ def setup_logging(level: str) -> None:
         stream=sys.stderr,
         force=True,
     )
+
+
+#: ``--database`` of ``kpi api`` and ``kpi serve`` (the duty desk's incident register).
+DatabaseOption = Annotated[
+    str,
+    typer.Option(
+        "--database",
+        help="incident register: sqlite:///FILE or postgresql://USER@HOST/DB; `none` turns the duty desk off",
+    ),
+]
+InsecureOption = Annotated[
+    bool,
+    typer.Option(
+        "--insecure-no-auth",
+        help="serve without API keys on a non-loopback address (anyone on the network reads and acts)",
+    ),
+]
+
+
+def database_url(value: str) -> str | None:
+    """The ``--database`` value, None for ``none``."""
+    return None if value.strip().lower() == "none" else value

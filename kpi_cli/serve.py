@@ -11,10 +11,13 @@ from kpi_cli.options import (
     DEDUP_WINDOW_DEFAULT,
     LATE_GRACE_DEFAULT,
     RETENTION_DEFAULT,
+    DatabaseOption,
     DataDir,
     DedupWindow,
+    InsecureOption,
     LateGrace,
     Retention,
+    database_url,
     parse_duration,
     parse_listen,
     parse_retention,
@@ -50,6 +53,8 @@ def serve(
     ] = "INFO",
     late_grace: LateGrace = LATE_GRACE_DEFAULT,
     dedup_window: DedupWindow = DEDUP_WINDOW_DEFAULT,
+    database: DatabaseOption = "sqlite:///var/duty.db",
+    insecure_no_auth: InsecureOption = False,
 ) -> None:
     """Run the exporter (background threads) and the API (foreground) over DATA_DIR."""
     # Lazy: uvicorn, the exporter and the API load only when this verb runs.
@@ -61,12 +66,22 @@ def serve(
         ExporterService,
     )
     from kpi.api import create_app, load_settings  # noqa: PLC0415
+    from kpi.api.settings import StartupError  # noqa: PLC0415
+    from kpi.api.startup import check_startup  # noqa: PLC0415
 
     if as_of not in AS_OF_CHOICES:
         raise typer.BadParameter(f"use one of {', '.join(AS_OF_CHOICES)}", param_hint="--as-of")
     setup_logging(log_level)
     ex_host, ex_port = parse_listen(exporter_listen)
     api_host, api_port = parse_listen(api_listen)
+    settings = load_settings(config, data_dir=data_dir, database=database_url(database))
+    try:
+        warning = check_startup(settings, api_host, insecure_no_auth=insecure_no_auth)
+    except StartupError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    if warning:
+        typer.echo(f"WARNING: {warning}", err=True)
     exporter = ExporterService(
         ExporterConfig(
             data_dir=data_dir,
@@ -82,7 +97,7 @@ def serve(
     )
     exporter.start()
     try:
-        app = create_app(load_settings(config, data_dir=data_dir))
+        app = create_app(settings)
         # uvicorn handles SIGINT/SIGTERM; the exporter's final checkpoint follows in stop().
         uvicorn.run(app, host=api_host, port=api_port, log_level="info", access_log=False)
     finally:

@@ -37,9 +37,22 @@ $KPI simulate --out "$DATA" --items "$ITEMS" --days "$DAYS" --seed 1 --start now
 $KPI simulate --out "$DATA" --live --rate 20 --quiet >"$VAR/simulate-live.log" 2>&1 &
 pids+=($!)
 
-echo "== starting the service (exporter :9108, API :8000)"
+# The duty desk: Alertmanager posts every alert to the API with a bearer token that the
+# API knows only by its SHA-256 digest; incidents go to an SQLite file.
+AMCONF="$VAR/alertmanager-config"
+mkdir -p "$AMCONF"
+cp prometheus/alertmanager.yml "$AMCONF/"
+TOKEN=$(python3 -c 'import secrets; print(secrets.token_hex(24))')
+printf '%s\n' "$TOKEN" >"$AMCONF/duty-webhook.token"
+chmod 600 "$AMCONF/duty-webhook.token"
+DIGEST=$(printf '%s' "$TOKEN" | sha256sum | cut -d' ' -f1)
+printf 'webhook_tokens:\n  - name: demo-alertmanager\n    sha256: %s\n' "$DIGEST" >"$VAR/demo-api.yaml"
+DUTY_DB="sqlite:///$VAR/duty.db"
+
+echo "== starting the service (exporter :9108, API :8000, incidents in $VAR/duty.db)"
 $KPI serve "$DATA" --exporter-listen 127.0.0.1:9108 --api-listen 127.0.0.1:8000 \
-	--state "$STATE" --refresh-interval 5s >"$VAR/serve.log" 2>&1 &
+	--state "$STATE" --refresh-interval 5s --config "$VAR/demo-api.yaml" --database "$DUTY_DB" \
+	>"$VAR/serve.log" 2>&1 &
 pids+=($!)
 wait_http http://127.0.0.1:9108/readyz 120
 wait_http http://127.0.0.1:8000/readyz 120
@@ -47,7 +60,7 @@ wait_http http://127.0.0.1:8000/readyz 120
 prom_url="" am_url=""
 if command -v prometheus-alertmanager >/dev/null 2>&1; then
 	mkdir -p "$VAR/alertmanager"
-	prometheus-alertmanager --config.file=prometheus/alertmanager.yml \
+	prometheus-alertmanager --config.file="$AMCONF/alertmanager.yml" \
 		--storage.path="$VAR/alertmanager" --web.listen-address=127.0.0.1:9093 \
 		--cluster.listen-address= >"$VAR/alertmanager.log" 2>&1 &
 	pids+=($!)
@@ -91,6 +104,10 @@ else
 	echo "  (install Debian's prometheus and prometheus-alertmanager to watch the alerts: make system-deps)"
 fi
 [ -n "$am_url" ] && echo "  Alertmanager                     $am_url/#/alerts"
+[ -n "$am_url" ] && cat <<MSG
+  incidents (alerts on record)     http://127.0.0.1:8000/api/v1/incidents   (appear as alerts fire)
+  today's duty report              $KPI duty-report --database $DUTY_DB --date $(date -u +%F)
+MSG
 cat <<MSG
   KPI report on the same data      $KPI report $DATA --by region --kpi on_time_ratio,within_72h_ratio,complaints_per_million
   Full stack with Grafana          docker compose up --build   (where a Docker engine runs), then http://127.0.0.1:3000

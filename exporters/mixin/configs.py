@@ -12,6 +12,12 @@ PROMETHEUS_PORT: Final = 9090
 ALERTMANAGER_PORT: Final = 9093
 #: Placeholder webhook receiver: nothing listens there until a site wires its pager.
 WEBHOOK_BASE: Final = "http://127.0.0.1:5001/alerts"
+#: The duty desk: every postal alert becomes an incident on record in the API.
+DUTY_RECEIVER: Final = "duty-desk"
+DUTY_WEBHOOK_PATH: Final = "/api/v1/incidents/alertmanager"
+#: The bearer token Alertmanager sends, in a file next to alertmanager.yml (relative paths
+#: are read from the config's folder); the API keeps only its digest (``webhook_tokens``).
+DUTY_TOKEN_FILE: Final = "duty-webhook.token"
 
 #: Regional duty desks (China's seven geographic regions) by ISO 3166-2:CN code.
 REGION_DESKS: Final[dict[str, tuple[str, ...]]] = {
@@ -83,6 +89,22 @@ def _receiver(name: str) -> dict[str, Any]:
     }
 
 
+def duty_receiver(api: str = f"127.0.0.1:{API_PORT}") -> dict[str, Any]:
+    """The webhook receiver that records every alert as an incident in the API at ``api``."""
+    return {
+        "name": DUTY_RECEIVER,
+        "webhook_configs": [
+            {
+                "url": f"http://{api}{DUTY_WEBHOOK_PATH}",
+                "send_resolved": True,
+                "http_config": {
+                    "authorization": {"type": "Bearer", "credentials_file": DUTY_TOKEN_FILE}
+                },
+            }
+        ],
+    }
+
+
 def _regex(values: tuple[str, ...]) -> str:
     return "|".join(values)
 
@@ -106,6 +128,16 @@ def alertmanager_config(config: MixinConfig) -> dict[str, Any]:
             "group_interval": "5m",
             "repeat_interval": "4h",
             "routes": [
+                {
+                    # Every postal alert is recorded first; `continue` lets routing go on
+                    # to the pagers and desks below. Small group_wait and group_interval:
+                    # the record's times come from the alerts, but the desk sees them soon.
+                    "receiver": DUTY_RECEIVER,
+                    "matchers": ['alertname=~"Postal.+"'],
+                    "group_wait": "5s",
+                    "group_interval": "30s",
+                    "continue": True,
+                },
                 {
                     # Pages go to the national 24-hour duty desk and, via continue,
                     # on to the regional desk below.
@@ -137,6 +169,7 @@ def alertmanager_config(config: MixinConfig) -> dict[str, Any]:
             },
         ],
         "receivers": [
+            duty_receiver(),
             _receiver("national-ops"),
             _receiver("national-duty-pager"),
             _receiver("national-ops-info"),

@@ -4,20 +4,37 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from pathlib import Path
+from typing import Any, Final
 
+import fastapi_offline
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from kpi.api.audit import AuditMiddleware
 from kpi.api.deps import authenticate
 from kpi.api.errors import ApiError
 from kpi.api.metrics import ApiMetrics, MetricsMiddleware
-from kpi.api.routers import admin, backlog, complaints, health, items, kpis, late_items, query
+from kpi.api.routers import (
+    admin,
+    backlog,
+    complaints,
+    health,
+    incidents,
+    items,
+    kpis,
+    late_items,
+    query,
+)
 from kpi.api.settings import Settings
 from kpi.api.store import DataStore
+from kpi.duty.metrics import IncidentCollector
+from kpi.duty.register import IncidentRegister, make_engine
 
 API_PREFIX = "/api/v1"
 DESCRIPTION = """\
@@ -63,18 +80,55 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _problem(exc.status_code, str(exc.detail), dict(exc.headers or {}))
 
 
+#: Where the docs pages' scripts and styles are served from (no CDN: air-gapped networks).
+DOCS_ASSETS: Final = "/docs-assets"
+#: The docs pages may load from this API only: ReDoc's sidebar would otherwise fetch its
+#: vendor's logo from the internet (inline scripts: the pages' own bootstrap code).
+DOCS_CSP: Final = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'"
+)
+
+
+def _offline(page: HTMLResponse) -> HTMLResponse:
+    page.headers["Content-Security-Policy"] = DOCS_CSP
+    return page
+
+
 def _install_docs(app: FastAPI, settings: Settings) -> None:
     """Docs behind the API key when the settings say so (the default keeps them open)."""
     guard = [Depends(authenticate)]
+    # Swagger UI and ReDoc ship inside the fastapi-offline wheel: the pages work on a
+    # machine that reaches nothing but this API.
+    assets = Path(fastapi_offline.__file__).parent / "static"
+    app.mount(DOCS_ASSETS, StaticFiles(directory=assets), name="docs-assets")
 
     async def openapi_json() -> JSONResponse:
         return JSONResponse(app.openapi())
 
     async def swagger() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - docs")
+        return _offline(
+            get_swagger_ui_html(
+                openapi_url="/openapi.json",
+                title=f"{app.title} - docs",
+                swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+                # "Authorize" keeps the key across page reloads of this browser tab.
+                swagger_ui_parameters={"persistAuthorization": True},
+            )
+        )
 
     async def redoc() -> HTMLResponse:
-        return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} - ReDoc")
+        return _offline(
+            get_redoc_html(
+                openapi_url="/openapi.json",
+                title=f"{app.title} - ReDoc",
+                redoc_js_url=f"{DOCS_ASSETS}/redoc.standalone.js",
+                redoc_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+                with_google_fonts=False,
+            )
+        )
 
     deps = guard if settings.docs_require_key else []
     app.add_api_route("/openapi.json", openapi_json, include_in_schema=False, dependencies=deps)
@@ -88,13 +142,23 @@ def create_app(settings: Settings, *, wait_for_data: bool = False) -> FastAPI:
     # done and data requests wait for it up to the request timeout.
     metrics = ApiMetrics.create()
     store = DataStore(settings, metrics)
+    register = IncidentRegister(make_engine(settings.database)) if settings.database else None
+    if register is not None:
+        metrics.registry.register(IncidentCollector(register))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if register is not None:
+            # Migrations first: the webhook must not answer before its tables exist.
+            await run_in_threadpool(register.upgrade)
         task = store.start_load()
         if wait_for_data:
             await task
-        yield
+        try:
+            yield
+        finally:
+            if register is not None:
+                register.engine.dispose()
 
     app = FastAPI(
         title="Postal service-quality KPI API",
@@ -107,11 +171,12 @@ def create_app(settings: Settings, *, wait_for_data: bool = False) -> FastAPI:
     )
     app.state.settings = settings
     app.state.store = store
+    app.state.register = register
     app.state.metrics = metrics
     app.state.keys_by_hash = {k.sha256: k for k in settings.api_keys}
     _install_error_handlers(app)
     _install_docs(app, settings)
-    for module in (kpis, query, items, backlog, late_items, complaints, admin):
+    for module in (kpis, query, items, backlog, late_items, complaints, incidents, admin):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(health.router)
     app.include_router(health.router, prefix=API_PREFIX, include_in_schema=False)
@@ -123,4 +188,5 @@ def create_app(settings: Settings, *, wait_for_data: bool = False) -> FastAPI:
         response_class=Response,
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics, prefixes=(API_PREFIX,))
+    app.add_middleware(AuditMiddleware, prefixes=(API_PREFIX,))
     return app

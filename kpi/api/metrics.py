@@ -9,6 +9,8 @@ from typing import Final
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from kpi.duty import metrics as duty_metrics
+
 #: Every metric the API exposes: (name, type, help). Names are spelled here only.
 METRIC_CATALOG: Final = (
     ("postal_api_requests_total", "counter", "HTTP requests by route template, method and status."),
@@ -34,6 +36,8 @@ METRIC_CATALOG: Final = (
         "Unix time of the last successful data folder load.",
     ),
     ("postal_api_data_items", "gauge", "Items in the default snapshot's lifecycle table."),
+    (duty_metrics.INCIDENTS_OPEN, "gauge", duty_metrics.INCIDENTS_OPEN_HELP),
+    (duty_metrics.INCIDENTS_OPENED + "_total", "counter", duty_metrics.INCIDENTS_OPENED_HELP),
 )
 _HELP: Final = {name: text for name, _, text in METRIC_CATALOG}
 #: Latency buckets (seconds): cached answers take milliseconds, cold ones up to seconds.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import ipaddress
 import json
 from enum import StrEnum
 from pathlib import Path
@@ -17,7 +18,13 @@ class Role(StrEnum):
     """What a key may do: read KPIs and records, or also administer the service."""
 
     READER = "reader"
+    DUTY = "duty"
     ADMIN = "admin"
+
+    @property
+    def acts_on_duty(self) -> bool:
+        """Whether the key may acknowledge, annotate, hand over and close incidents."""
+        return self in (Role.DUTY, Role.ADMIN)
 
 
 class Limits(BaseModel):
@@ -64,6 +71,19 @@ class ApiKey(BaseModel):
         return v.lower() if isinstance(v, str) else v
 
 
+class WebhookToken(BaseModel):
+    """A bearer token Alertmanager sends to the incidents webhook, stored as its SHA-256 digest."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(min_length=1, description="which Alertmanager (logged, never the token)")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 hex digest of the token")
+
+    @field_validator("sha256", mode="before")
+    @classmethod
+    def _lower(cls, v: Any) -> Any:
+        return v.lower() if isinstance(v, str) else v
+
+
 class Settings(BaseModel):
     """Everything the API needs to start; unknown fields are an error, not ignored."""
 
@@ -82,6 +102,13 @@ class Settings(BaseModel):
     metrics_require_key: bool = Field(
         default=False, description="whether /metrics needs a key (Prometheus scrapes it)"
     )
+    database: str | None = Field(
+        default=None,
+        description="incident register: sqlite:///FILE or postgresql://...; none: duty desk off",
+    )
+    webhook_tokens: tuple[WebhookToken, ...] = Field(
+        default=(), description="bearer tokens Alertmanager authenticates the webhook with"
+    )
     watch_interval_seconds: Annotated[float, Field(ge=0)] = Field(
         default=5.0, description="how often, at most, the data folder is checked for changes"
     )
@@ -90,6 +117,11 @@ class Settings(BaseModel):
     def auth_enabled(self) -> bool:
         """Authentication is on as soon as one key is configured."""
         return bool(self.api_keys)
+
+    @property
+    def webhook_auth_enabled(self) -> bool:
+        """The webhook needs a token as soon as any key or token is configured."""
+        return bool(self.api_keys or self.webhook_tokens)
 
 
 def hash_key(secret: str) -> str:
@@ -102,6 +134,7 @@ def load_settings(
     *,
     data_dir: Path | None = None,
     as_of: dt.datetime | None = None,
+    database: str | None = None,
 ) -> Settings:
     """Settings from a YAML/JSON file (optional), with the command line's values winning."""
     raw: dict[str, Any] = {}
@@ -115,4 +148,63 @@ def load_settings(
         raw["data_dir"] = data_dir
     if as_of is not None:
         raw["as_of"] = as_of
+    if database is not None:
+        raw["database"] = database
     return Settings.model_validate(raw)
+
+
+class StartupError(ValueError):
+    """The API must not start as configured; the message names the entry and the fix."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) only accepts connections from this machine."""
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def check_exposure(host: str, settings: Settings, *, insecure_no_auth: bool) -> str | None:
+    """Refuse an open API on a network address; a warning to log when the operator insisted."""
+    if settings.auth_enabled or is_loopback(host):
+        return None
+    if not insecure_no_auth:
+        raise StartupError(
+            f"refusing to serve every region's data without authentication on {host}, which "
+            "is reachable from other machines: configure API keys (api_keys in --config; "
+            "see docs/api.md), listen on 127.0.0.1, or pass --insecure-no-auth to confirm "
+            "that anyone on the network may read and act"
+        )
+    return (
+        f"--insecure-no-auth: the API on {host} answers anyone on the network, "
+        "with every region's data and every duty action"
+    )
+
+
+def check_keys(settings: Settings, known_regions: frozenset[str] | None) -> None:
+    """Key configuration errors that would otherwise pass silently, each naming the entry."""
+    seen: dict[str, str] = {}
+    entries = [(f"api_keys[{i}] ({k.name})", k.sha256) for i, k in enumerate(settings.api_keys)]
+    entries += [
+        (f"webhook_tokens[{i}] ({t.name})", t.sha256) for i, t in enumerate(settings.webhook_tokens)
+    ]
+    for label, digest in entries:
+        if digest in seen:
+            raise StartupError(
+                f"{label} has the same sha256 as {seen[digest]}: one secret would be two "
+                "callers; give each its own key"
+            )
+        seen[digest] = label
+    if known_regions is None:
+        return
+    for i, key in enumerate(settings.api_keys):
+        unknown = sorted(set(key.regions or ()) - known_regions)
+        if unknown:
+            raise StartupError(
+                f"api_keys[{i}] ({key.name}) is scoped to region {unknown}, which appears "
+                f"nowhere in {settings.data_dir}/facilities.csv (its regions: "
+                f"{', '.join(sorted(known_regions)) or 'none'}): the key would see nothing"
+            )

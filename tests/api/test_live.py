@@ -50,6 +50,8 @@ def live_url(sim_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             f"127.0.0.1:{port}",
             "--config",
             str(config),
+            "--database",
+            f"sqlite:///{config.with_suffix('.db')}",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,

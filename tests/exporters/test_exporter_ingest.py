@@ -349,3 +349,41 @@ def test_retirement_does_not_depend_on_batching_or_restarts(tmp_path: Path) -> N
         assert counters(other) == counters(whole)
         assert other.items.sort("item_id").equals(whole.items.sort("item_id"))
         assert np.array_equal(other.retired.array(), whole.retired.array())
+
+
+def test_dedup_window_bounds_the_seen_ids_and_never_counts_twice(tmp_path: Path) -> None:
+    """Window 2 days: a repeat within it is a `duplicate` (also after a restart); once the
+    clock is past the window, the old ids are dropped and a repeat of one is `too_old`,
+    never counted again."""
+    data, state = tmp_path / "data", tmp_path / "state"
+    t0 = dt.datetime(2027, 3, 1, tzinfo=dt.UTC)
+    day = dt.timedelta(days=1)
+    acc = {"product": "express", "origin": "CN-BJ", "destination": "CN-SH"}
+    first = [event("a", "I", "accepted", t0, **acc), event("d", "I", "delivered", t0 + day / 2)]
+    config = IngestConfig(data, state, late_grace=day, dedup_window=2 * day)
+    append_jsonl(data / "events" / "one.jsonl", first)
+    ing = Ingestor(config)
+    drain(ing)
+    checkpoint(ing, state)
+    ing.close()
+    append_jsonl(data / "events" / "two.jsonl", first)  # the same scans again
+    ing = Ingestor(config)
+    drain(ing)
+    rejected = cat.EXPORTER_EVENTS_REJECTED
+    assert ing.counters.value(rejected, ("duplicate",)) == 2
+    assert ing.counters.total(cat.ITEMS_DELIVERED) == 1
+    assert len(ing.seen) == 2
+    # Four days later: I's ids leave the window (and the memory).
+    append_jsonl(data / "events" / "one.jsonl", [event("x", "J", "accepted", t0 + 4 * day, **acc)])
+    drain(ing)
+    assert len(ing.seen) == 1
+    checkpoint(ing, state)
+    ing.close()
+    append_jsonl(data / "events" / "three.jsonl", first)
+    ing = Ingestor(config)
+    drain(ing)
+    assert ing.counters.value(rejected, ("too_old",)) == 2
+    assert ing.counters.total(cat.ITEMS_DELIVERED) == 1
+    assert ing.counters.total(cat.ITEMS_ACCEPTED) == 2
+    with pytest.raises(ValueError, match="at least the late grace"):
+        Ingestor(IngestConfig(data, state, late_grace=2 * day, dedup_window=day))

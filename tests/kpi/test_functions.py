@@ -747,3 +747,25 @@ def test_unknown_kpi_and_other_bad_questions(kit: Any) -> None:
         compute(snap, KpiQuery(start=utc("2027-01-12T00:00"), end=utc("2027-01-12T00:00")))
     with pytest.raises(KpiError, match="twice"):
         compute(snap, KpiQuery(kpis=("accepted_items",), by=("product", "product")))
+
+
+def test_window_and_snapshot_complaint_kpis_together_by_category(kit: Any) -> None:
+    # complaints (window family) and open_complaints (snapshot family) are joined on
+    # category: both must carry it as the same type (String), whatever the input's.
+    events = [kit.ev(f"I{i}", "accepted", ACCEPT) for i in range(2)]
+    complaints = [
+        kit.complaint("c1", "2027-01-11T05:00", category="delay"),
+        kit.complaint("c2", "2027-01-11T05:00", category="loss", resolved_at="2027-01-11T09:00"),
+        kit.complaint("c3", "2027-01-11T06:00", category="delay"),
+    ]
+    got = kit.answer(
+        events,
+        ("complaints", "open_complaints", "complaints_per_million"),
+        complaints=complaints,
+        by=["category"],
+        as_of="2027-01-12T00:00",
+    )
+    assert got == {
+        ("delay",): {"complaints": 2, "open_complaints": 2, "complaints_per_million": 1e6},
+        ("loss",): {"complaints": 1, "open_complaints": 0, "complaints_per_million": 500_000.0},
+    }

@@ -9,6 +9,7 @@ holidays (2027-02-05 .. 2027-02-11). 2027-01-11 is a Monday.
 from __future__ import annotations
 
 import datetime as dt
+from zoneinfo import ZoneInfo
 
 import polars as pl
 import pytest
@@ -303,3 +304,75 @@ def test_engine_deadline_matches_reference(
     got = engine_deadlines(list(rows), standards)
     want = [reference.deadline(*row, standards) for row in rows]
     assert got == want
+
+
+# --- daylight saving at midnight, cut-offs with minutes and seconds -------------------
+
+HAVANA = ZoneInfo("America/Havana")
+DST = ServiceStandards(
+    time_zone="America/Havana",
+    products={
+        "hav": ProductStandard(
+            cutoff=dt.time(17, 30, 15),
+            days=ZoneDays(same_region=0, other_region=1, remote=2),
+        ),
+        "scl": ProductStandard(
+            cutoff=dt.time(0, 0, 30),
+            days=ZoneDays(same_region=1, other_region=2, remote=3),
+            working_days=True,
+            time_zone="America/Santiago",
+        ),
+    },
+)
+
+
+def test_day_ending_at_a_skipped_midnight_ends_at_the_transition() -> None:
+    # Cuba springs forward at 00:00 on 2027-03-14 (00:00 CST -> 01:00 CDT): local midnight
+    # never happens, the day of 03-13 ends at 05:00 UTC (midnight at CST, UTC-5).
+    got = both(local("2027-03-13T10:00:00", HAVANA), "hav", "A", "A", DST)
+    assert got == dt.datetime(2027, 3, 14, 4, 59, 59, 999999, tzinfo=dt.UTC)
+
+
+def test_day_ending_at_a_doubled_midnight_ends_at_its_first_occurrence() -> None:
+    # Cuba falls back at 01:00 CDT on 2026-11-01 to 00:00 CST: midnight happens twice,
+    # the day of 10-31 ends at the first one, 04:00 UTC (CDT, UTC-4), not 05:00.
+    got = both(local("2026-10-31T09:00:00", HAVANA), "hav", "A", "A", DST)
+    assert got == dt.datetime(2026, 11, 1, 3, 59, 59, 999999, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(
+    ("wall", "last_day"),
+    [
+        ("2027-01-11T17:30:15", "2027-01-11"),  # exactly the cut-off: same day
+        ("2027-01-11T17:30:15.000001", "2027-01-12"),
+        ("2027-01-11T17:30:14", "2027-01-11"),
+        ("2027-01-11T17:00:20", "2027-01-11"),  # after 17:00:15, before 17:30:15
+        ("2027-01-11T17:29:00", "2027-01-11"),  # minutes count: 17:29 is before 17:30:15
+    ],
+)
+def test_cutoff_with_minutes_and_seconds(wall: str, last_day: str) -> None:
+    got = both(local(wall, HAVANA), "hav", "A", "A", DST)
+    assert got == end_of_local_day(last_day, HAVANA)
+
+
+dst_instants = st.one_of(
+    st.datetimes(min_value=dt.datetime(2026, 10, 25), max_value=dt.datetime(2026, 11, 5)),
+    st.datetimes(min_value=dt.datetime(2027, 3, 8), max_value=dt.datetime(2027, 3, 16)),
+    st.datetimes(min_value=dt.datetime(2027, 3, 30), max_value=dt.datetime(2027, 4, 6)),
+    st.datetimes(min_value=dt.datetime(2027, 9, 1), max_value=dt.datetime(2027, 9, 8)),
+).map(lambda d: d.replace(tzinfo=dt.UTC))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(dst_instants, st.sampled_from(["hav", "scl"]), regions, regions),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_engine_deadline_matches_reference_across_dst(
+    rows: list[tuple[dt.datetime, str, str, str]],
+) -> None:
+    got = engine_deadlines(list(rows), DST)
+    assert got == [reference.deadline(*row, DST) for row in rows]

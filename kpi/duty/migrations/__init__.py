@@ -1,0 +1,1 @@
+"""Alembic migrations of the incident register (run by ``IncidentRegister.upgrade``)."""
