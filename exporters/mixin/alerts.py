@@ -265,8 +265,6 @@ def exporter_alerts(config: MixinConfig) -> list[Alert]:
     )
     ingested = f"{cat.EXPORTER_EVENTS_INGESTED.series}{{{job}}}"
     late = f"{cat.EXPORTER_LATE_EVENTS.series}{{{job}}}"
-    valid = sel(cat.EXPORTER_CONFIG_VALID.name, job)
-    checkpoint = sel(cat.EXPORTER_LAST_CHECKPOINT_TIMESTAMP.name, job)
     inst = ("job", "instance")
     minutes = int(config.data_stale_seconds // 60)
     all_rows = (
@@ -319,6 +317,16 @@ def exporter_alerts(config: MixinConfig) -> list[Alert]:
             "in the last hour arrived after a later event of the same item.",
             config.runbook(LATE_EVENTS),
         ),
+    ]
+
+
+def exporter_state_alerts(config: MixinConfig) -> list[Alert]:
+    """Exporter inputs and state: Kafka lag, refused reference files, stale checkpoints."""
+    job = eq("job", config.job)
+    valid = sel(cat.EXPORTER_CONFIG_VALID.name, job)
+    checkpoint = sel(cat.EXPORTER_LAST_CHECKPOINT_TIMESTAMP.name, job)
+    inst = ("job", "instance")
+    return [
         Alert(
             KAFKA_LAG,
             f"max by (job, topic, partition) ({sel(cat.KAFKA_LAG_AGE.name, job)})"
@@ -374,7 +382,7 @@ def alert_groups(config: MixinConfig) -> list[tuple[str, list[Alert]]]:
         ("postal-backlog", backlog_alerts(config)),
         ("postal-timeliness", slo_alerts(config) + flow_alerts(config)),
         ("postal-complaints", complaint_alerts(config)),
-        ("postal-exporter", exporter_alerts(config)),
+        ("postal-exporter", exporter_alerts(config) + exporter_state_alerts(config)),
     ]
 
 

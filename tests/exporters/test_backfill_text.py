@@ -16,7 +16,8 @@ from prometheus_client.openmetrics import exposition
 from exporters import catalog as cat
 from exporters.backfill import SPECS, THRESHOLD, Stager
 from exporters.store import bucket_edges_us
-from kpi.kpis.steps import VALUE, K, cumulative_buckets, step_deltas, step_grid
+from kpi.kpis.step_values import cumulative_buckets
+from kpi.kpis.steps import VALUE, K, step_deltas, step_grid
 from kpi.simulate import SimConfig, generate, write_data_folder
 from kpi.sources.folder import load_data_dir
 

@@ -17,12 +17,11 @@ from conftest import Kit, Row
 from reference import utc
 
 from kpi.kpis.query import KpiQuery, Snapshot
+from kpi.kpis.step_values import StepValues, cumulative_buckets
 from kpi.kpis.steps import (
     VALUE,
     K,
     StepError,
-    StepValues,
-    cumulative_buckets,
     step_deltas,
     step_grid,
 )

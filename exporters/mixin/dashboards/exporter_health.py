@@ -26,7 +26,7 @@ def build(config: MixinConfig) -> dict[str, Any]:
     rows = [
         ("Now", [*_now_1(config), *_now_2(config)]),
         ("Input", [*_input(config)]),
-        ("Speed", [*_speed(config)]),
+        ("Speed", [*_speed(config), *_kafka(config)]),
     ]
     for title, panels in rows:
         board = board.with_row(d.row(title))
@@ -231,6 +231,30 @@ def _speed(config: MixinConfig) -> list[Any]:
                 width=8,
             )
         ),
+        d.grid(
+            d.Common(
+                "Exporter version (now)",
+                "Version of each exporter instance, from its build-info series.",
+                "none",
+                (
+                    d.Q(
+                        sel(cat.EXPORTER_BUILD_INFO.series, *scope),
+                        instant=True,
+                        table=True,
+                    ),
+                ),
+                width=24,
+                height=5,
+            ),
+            hide=("Time", "__name__", "job", "Value"),
+        ),
+    ]
+
+
+def _kafka(config: MixinConfig) -> list[Any]:
+    """Kafka shards only: consumer lag per partition."""
+    scope = (d.JOB, d.INSTANCE)
+    return [
         d.ts(
             d.Common(
                 "Kafka consumer lag",
@@ -250,23 +274,6 @@ def _speed(config: MixinConfig) -> list[Any]:
                 ),
                 width=24,
             )
-        ),
-        d.grid(
-            d.Common(
-                "Exporter version (now)",
-                "Version of each exporter instance, from its build-info series.",
-                "none",
-                (
-                    d.Q(
-                        sel(cat.EXPORTER_BUILD_INFO.series, *scope),
-                        instant=True,
-                        table=True,
-                    ),
-                ),
-                width=24,
-                height=5,
-            ),
-            hide=("Time", "__name__", "job", "Value"),
         ),
     ]
 
