@@ -23,79 +23,100 @@ from kpi_cli.options import (
     setup_logging,
 )
 
+# The verb's options, declared once here so that the verb itself reads as their list.
+_Listen = Annotated[
+    str, typer.Option("--listen", help="HOST:PORT to serve /metrics, /healthz, /readyz on")
+]
+
+_State = Annotated[
+    Path | None,
+    typer.Option(
+        "--state", help="state folder: checkpoints and rejects (default DATA_DIR/_exporter)"
+    ),
+]
+
+_RefreshInterval = Annotated[
+    str, typer.Option("--refresh-interval", help="how often gauges are recomputed")
+]
+
+_AsOf = Annotated[
+    str,
+    typer.Option("--as-of", help="gauges as of the wall clock (now) or the newest event (latest)"),
+]
+
+_BatchInterval = Annotated[
+    str, typer.Option("--batch-interval", help="pause between micro-batches when idle")
+]
+
+_CheckpointInterval = Annotated[
+    str, typer.Option("--checkpoint-interval", help="minimum time between checkpoints")
+]
+
+_StallHours = Annotated[float, typer.Option("--stall-hours", help="no scan for longer = stalled")]
+
+_Grace = Annotated[
+    str,
+    typer.Option(
+        "--partial-line-grace",
+        help="read a last line without newline once the file is idle this long",
+    ),
+]
+
+_RejectsMaxBytes = Annotated[
+    str,
+    typer.Option(
+        "--rejects-max-bytes",
+        help="rotate the state folder's rejects.jsonl at this size (e.g. 64MiB, 500KiB)",
+    ),
+]
+
+_LogLevel = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR")]
+
+_Kafka = Annotated[
+    str | None,
+    typer.Option(
+        "--kafka",
+        help="consume the events from Kafka (bootstrap HOST:PORT[,HOST:PORT]) as one shard "
+        "of --group instead of following DATA_DIR's files (docs/scaling.md)",
+        metavar="HOST:PORT",
+    ),
+]
+
+_Topic = Annotated[str, typer.Option(help="Kafka: the events topic")]
+
+_ComplaintsTopic = Annotated[
+    str | None, typer.Option(help="Kafka: the complaints topic (none: no complaints)")
+]
+
+_Group = Annotated[str, typer.Option(help="Kafka: the consumer group the shards share")]
+
+_SessionTimeout = Annotated[
+    str,
+    typer.Option("--session-timeout", help="Kafka: a silent shard loses its partitions after this"),
+]
+
 
 def exporter(
     data_dir: DataDir,
-    listen: Annotated[
-        str, typer.Option("--listen", help="HOST:PORT to serve /metrics, /healthz, /readyz on")
-    ] = "127.0.0.1:9108",
-    state: Annotated[
-        Path | None,
-        typer.Option(
-            "--state", help="state folder: checkpoints and rejects (default DATA_DIR/_exporter)"
-        ),
-    ] = None,
-    refresh_interval: Annotated[
-        str, typer.Option("--refresh-interval", help="how often gauges are recomputed")
-    ] = "15s",
-    as_of: Annotated[
-        str,
-        typer.Option(
-            "--as-of", help="gauges as of the wall clock (now) or the newest event (latest)"
-        ),
-    ] = "now",
-    batch_interval: Annotated[
-        str, typer.Option("--batch-interval", help="pause between micro-batches when idle")
-    ] = "1s",
-    checkpoint_interval: Annotated[
-        str, typer.Option("--checkpoint-interval", help="minimum time between checkpoints")
-    ] = "10s",
-    stall_hours: Annotated[
-        float, typer.Option("--stall-hours", help="no scan for longer = stalled")
-    ] = 48.0,
-    grace: Annotated[
-        str,
-        typer.Option(
-            "--partial-line-grace",
-            help="read a last line without newline once the file is idle this long",
-        ),
-    ] = "10s",
+    listen: _Listen = "127.0.0.1:9108",
+    state: _State = None,
+    refresh_interval: _RefreshInterval = "15s",
+    as_of: _AsOf = "now",
+    batch_interval: _BatchInterval = "1s",
+    checkpoint_interval: _CheckpointInterval = "10s",
+    stall_hours: _StallHours = 48.0,
+    grace: _Grace = "10s",
     retention: Retention = RETENTION_DEFAULT,
     late_grace: LateGrace = LATE_GRACE_DEFAULT,
     dedup_window: DedupWindow = DEDUP_WINDOW_DEFAULT,
     max_future: MaxFuture = None,
-    rejects_max_bytes: Annotated[
-        str,
-        typer.Option(
-            "--rejects-max-bytes",
-            help="rotate the state folder's rejects.jsonl at this size (e.g. 64MiB, 500KiB)",
-        ),
-    ] = "64MiB",
-    log_level: Annotated[
-        str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR")
-    ] = "INFO",
-    kafka: Annotated[
-        str | None,
-        typer.Option(
-            "--kafka",
-            help="consume the events from Kafka (bootstrap HOST:PORT[,HOST:PORT]) as one shard "
-            "of --group instead of following DATA_DIR's files (docs/scaling.md)",
-            metavar="HOST:PORT",
-        ),
-    ] = None,
-    topic: Annotated[str, typer.Option(help="Kafka: the events topic")] = "postal.events",
-    complaints_topic: Annotated[
-        str | None, typer.Option(help="Kafka: the complaints topic (none: no complaints)")
-    ] = None,
-    group: Annotated[
-        str, typer.Option(help="Kafka: the consumer group the shards share")
-    ] = "postal-exporters",
-    session_timeout: Annotated[
-        str,
-        typer.Option(
-            "--session-timeout", help="Kafka: a silent shard loses its partitions after this"
-        ),
-    ] = "10s",
+    rejects_max_bytes: _RejectsMaxBytes = "64MiB",
+    log_level: _LogLevel = "INFO",
+    kafka: _Kafka = None,
+    topic: _Topic = "postal.events",
+    complaints_topic: _ComplaintsTopic = None,
+    group: _Group = "postal-exporters",
+    session_timeout: _SessionTimeout = "10s",
 ) -> None:
     """Follow DATA_DIR live (events/, complaints/), or a Kafka topic, and serve Prometheus metrics."""
     # Lazy: the exporter loads polars and prometheus_client, which `kpi --help` does not need.

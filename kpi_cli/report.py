@@ -54,6 +54,17 @@ def _margin(max_future: str | None, as_of: dt.datetime | None) -> float | None:
     return parse_max_future(max_future, "1h" if as_of is not None else "off")
 
 
+_Format = Annotated[str, typer.Option("--format", help="table, csv, json, parquet or arrow")]
+_Output = Annotated[
+    Path | None, typer.Option("--output", help="write to this file instead of stdout")
+]
+_StallHours = Annotated[float, typer.Option("--stall-hours", help="no scan for longer = stalled")]
+_List = Annotated[bool, typer.Option("--list", help="print the KPI catalog and exit")]
+_LogLevel = Annotated[
+    str, typer.Option("--log-level", help="INFO shows how the lifecycle was built (to stderr)")
+]
+
+
 def report(
     data_dir: DataDir,
     as_of: Annotated[
@@ -73,22 +84,11 @@ def report(
     kpi: Annotated[
         str | None, typer.Option("--kpi", help="comma-separated KPI names (default: all that fit)")
     ] = None,
-    fmt: Annotated[
-        str, typer.Option("--format", help="table, csv, json, parquet or arrow")
-    ] = "table",
-    output: Annotated[
-        Path | None, typer.Option("--output", help="write to this file instead of stdout")
-    ] = None,
-    stall_hours: Annotated[
-        float, typer.Option("--stall-hours", help="no scan for longer = stalled")
-    ] = 48.0,
-    list_kpis: Annotated[
-        bool, typer.Option("--list", help="print the KPI catalog and exit")
-    ] = False,
-    log_level: Annotated[
-        str,
-        typer.Option("--log-level", help="INFO shows how the lifecycle was built (to stderr)"),
-    ] = "WARNING",
+    fmt: _Format = "table",
+    output: _Output = None,
+    stall_hours: _StallHours = 48.0,
+    list_kpis: _List = False,
+    log_level: _LogLevel = "WARNING",
     engine: Engine = "polars",
     workers: Workers = 2,
     scheduler: Scheduler = None,
