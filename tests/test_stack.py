@@ -35,6 +35,9 @@ BACKLOG_ALERT = "PostalFacilityBacklogHigh"
 #: The alert's threshold for a facility without one (see prometheus/alerts.yml).
 DEFAULT_BACKLOG_THRESHOLD = 5000
 #: The overview's headline panels, by title.
+#: Series only Kafka shards export (`kpi exporter --kafka`); this stack follows files, so
+#: their panels must evaluate but may be empty (tests/exporters/kafka covers them).
+KAFKA_ONLY = (cat.KAFKA_LAG.name, cat.KAFKA_LAG_AGE.name, cat.KAFKA_PARTITIONS.name)
 HEADLINE_PANELS = (
     "On-time ratio by product vs objective (1 day)",
     "Volume: accepted and delivered per hour",
@@ -176,6 +179,8 @@ def test_every_dashboard_query_evaluates(stack: Stack, concrete: bool) -> None:
             result = stack.prom.query(query, at=stack.settled_at)
         except promkit.PromQLError as exc:
             errors.append(f"{uid}/{title}: {exc}")
+            continue
+        if any(name in expr for name in KAFKA_ONLY):
             continue
         if not result and (not concrete or (uid == "postal-overview" and title in HEADLINE_PANELS)):
             empty.append(f"{uid}/{title}: {query}")

@@ -259,7 +259,8 @@ def _kafka(config: MixinConfig) -> list[Any]:
             d.Common(
                 "Kafka consumer lag",
                 "Kafka shards only: messages of each partition not consumed yet, and how "
-                "long the shard holding it has been behind (the lag alert fires from "
+                "long the shard holding it has been behind, and the partitions each shard holds "
+                "(the lag alert fires from "
                 f"{al.KAFKA_LAG_SECONDS} s while the lag grows).",
                 "short",
                 (
@@ -270,6 +271,10 @@ def _kafka(config: MixinConfig) -> list[Any]:
                     d.Q(
                         f"max by (topic, partition) ({sel(cat.KAFKA_LAG_AGE.name, *scope)})",
                         "{{topic}}/{{partition}} seconds behind",
+                    ),
+                    d.Q(
+                        f"sum by (instance) ({sel(cat.KAFKA_PARTITIONS.name, *scope)})",
+                        "{{instance}} partitions held",
                     ),
                 ),
                 width=24,
