@@ -199,6 +199,13 @@ def test_shards_survive_sigkills_and_sum_to_one_exporter(
         try:
             for shard in shards:
                 shard.wait_ready()
+            # As in production, the group settles before the traffic: every partition is
+            # shown (at 0) and scraped once, so increase() sees each series from its start.
+            wait_until(lambda: _held(shards) == 2 * PARTITIONS, timeout=60)
+            prom.wait_for(
+                lambda: len(prom.query("postal_exporter_events_ingested_total")) == 2 * PARTITIONS,
+                timeout=30,
+            )
             started = time.time()
             kills = _publish_with_kills(data, kafka, topics, shards, ports, group, state)
             assert kills >= 2
