@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import signal
 import sys
 import threading
 import time
@@ -34,7 +33,7 @@ from exporters.ingest import IngestConfig, Ingestor
 from exporters.server import Endpoints, MetricsHTTPServer
 from exporters.state import Checkpoint, StateDirLock, write_checkpoint
 from exporters.view import MetricsView, SelfStats, build_view
-from kpi.signals import SignalStop
+from kpi.signals import run_until_signalled
 from kpi.sources.folder import FACILITIES_FILE
 from kpi.standards import STANDARDS_FILE
 
@@ -194,15 +193,7 @@ class ExporterService:
 
     def run(self) -> None:
         """Run until SIGTERM or SIGINT, then stop gracefully (final checkpoint)."""
-        stop = SignalStop()
-        signal.signal(signal.SIGTERM, stop.handler)
-        signal.signal(signal.SIGINT, stop.handler)
-        self.start()
-        while not stop.event.wait(0.5):
-            if not self._healthy():
-                log.error("a worker thread died; stopping")
-                break
-        self.stop()
+        run_until_signalled(self.start, self._healthy, self.stop)
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Block until the first catch-up is done (True) or ``timeout`` passes (False)."""

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import signal
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
+
+log = logging.getLogger(__name__)
 
 
 class SignalStop:
@@ -29,3 +34,18 @@ class SignalStop:
         while not self.requested and not self.event.is_set():
             time.sleep(self._poll)
         self.event.set()
+
+
+def run_until_signalled(
+    start: Callable[[], object], healthy: Callable[[], bool], stop: Callable[[], None]
+) -> None:
+    """``start()``, then wait for SIGTERM/SIGINT or an unhealthy worker, then ``stop()``."""
+    requested = SignalStop()
+    signal.signal(signal.SIGTERM, requested.handler)
+    signal.signal(signal.SIGINT, requested.handler)
+    start()
+    while not requested.event.wait(0.5):
+        if not healthy():
+            log.error("a worker thread died; stopping")
+            break
+    stop()

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -62,7 +61,7 @@ from exporters.view import MetricsView, SelfStats, build_view
 from kpi.contract import FACILITY_SCHEMA, Kind
 from kpi.kpis.increments import empty_complaint_state
 from kpi.lifecycle import empty_state
-from kpi.signals import SignalStop
+from kpi.signals import run_until_signalled
 from kpi.standards import DEFAULT_STANDARDS
 from kpi.streams.messages import Messages, parse_messages, source_name
 
@@ -234,15 +233,7 @@ class KafkaShard:
 
     def run(self) -> None:
         """Run until SIGTERM or SIGINT, then leave the group gracefully."""
-        stop = SignalStop()
-        signal.signal(signal.SIGTERM, stop.handler)
-        signal.signal(signal.SIGINT, stop.handler)
-        self.start()
-        while not stop.event.wait(0.5):
-            if not self._healthy():
-                log.error("a worker thread died; stopping")
-                break
-        self.stop()
+        run_until_signalled(self.start, self._healthy, self.stop)
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Block until the first exposition is rendered."""
