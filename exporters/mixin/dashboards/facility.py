@@ -36,15 +36,13 @@ def build(config: MixinConfig) -> dict[str, Any]:
     return d.render(board, config, notes(config))
 
 
-def _now(config: MixinConfig) -> list[Any]:
-    """The Now row."""
+def _backlog(config: MixinConfig) -> tuple[str, str, d.Steps, tuple[float, float]]:
+    """What the facility panels share: waiting items and oldest age per facility (scoped
+    by the dashboard's variables), the oldest-item colours and their limits in hours."""
     scope = (d.JOB, d.INSTANCE, d.REGION, d.FACILITY)
-    items = cat.BACKLOG_ITEMS.name
-    per_facility = f"sum by (facility) ({sel(items, *scope)})"
-    share = f"{per_facility}\n/ on (facility)\n(\n{d.effective_threshold(config)}\n)"
+    per_facility = f"sum by (facility) ({sel(cat.BACKLOG_ITEMS.name, *scope)})"
     oldest = f"max by (facility) ({sel(cat.BACKLOG_OLDEST_AGE.name, *scope)})"
-    top = config.top_n
-    oldest_steps = d.ramp_up(
+    steps = d.ramp_up(
         (config.backlog_oldest_warning_seconds, d.WARN),
         (config.backlog_oldest_critical_seconds, d.BAD),
     )
@@ -52,15 +50,26 @@ def _now(config: MixinConfig) -> list[Any]:
         config.backlog_oldest_warning_seconds / cat.HOUR,
         config.backlog_oldest_critical_seconds / cat.HOUR,
     )
+    return per_facility, oldest, steps, hours
 
-    def backlog_link(field: str) -> Any:
-        return d.api_link(
-            config,
-            f"Waiting items at ${{{field}}} (API)",
-            "backlog",
-            {"facility": f"${{{field}}}"},
-            window="as_of",
-        )
+
+def _backlog_link(config: MixinConfig) -> Any:
+    """Drill-down from a facility series to its waiting items in the API (as of the panel)."""
+    field = "__field.labels.facility"
+    return d.api_link(
+        config,
+        f"Waiting items at ${{{field}}} (API)",
+        "backlog",
+        {"facility": f"${{{field}}}"},
+        window="as_of",
+    )
+
+
+def _now(config: MixinConfig) -> list[Any]:
+    """The Now row."""
+    per_facility, oldest, oldest_steps, hours = _backlog(config)
+    share = f"{per_facility}\n/ on (facility)\n(\n{d.effective_threshold(config)}\n)"
+    top = config.top_n
 
     return [
         d.bars(
@@ -73,7 +82,7 @@ def _now(config: MixinConfig) -> list[Any]:
                 "percentunit",
                 (d.Q(d.topk(config, share), "{{facility}}", instant=True),),
                 d.band(config.backlog_share),
-                links=(backlog_link("__field.labels.facility"),),
+                links=(_backlog_link(config),),
                 min=0,
             )
         ),
@@ -86,7 +95,7 @@ def _now(config: MixinConfig) -> list[Any]:
                 "s",
                 (d.Q(d.topk(config, oldest), "{{facility}}", instant=True),),
                 oldest_steps,
-                links=(backlog_link("__field.labels.facility"),),
+                links=(_backlog_link(config),),
                 min=0,
             )
         ),
@@ -97,26 +106,8 @@ def _over_time_1(config: MixinConfig) -> list[Any]:
     """The Over time row (part 1)."""
     scope = (d.JOB, d.INSTANCE, d.REGION, d.FACILITY)
     items = cat.BACKLOG_ITEMS.name
-    per_facility = f"sum by (facility) ({sel(items, *scope)})"
-    oldest = f"max by (facility) ({sel(cat.BACKLOG_OLDEST_AGE.name, *scope)})"
+    per_facility, oldest, oldest_steps, hours = _backlog(config)
     top = config.top_n
-    oldest_steps = d.ramp_up(
-        (config.backlog_oldest_warning_seconds, d.WARN),
-        (config.backlog_oldest_critical_seconds, d.BAD),
-    )
-    hours = (
-        config.backlog_oldest_warning_seconds / cat.HOUR,
-        config.backlog_oldest_critical_seconds / cat.HOUR,
-    )
-
-    def backlog_link(field: str) -> Any:
-        return d.api_link(
-            config,
-            f"Waiting items at ${{{field}}} (API)",
-            "backlog",
-            {"facility": f"${{{field}}}"},
-            window="as_of",
-        )
 
     return [
         d.ts(
@@ -134,7 +125,7 @@ def _over_time_1(config: MixinConfig) -> list[Any]:
                         "{{facility}} threshold",
                     ),
                 ),
-                links=(backlog_link("__field.labels.facility"),),
+                links=(_backlog_link(config),),
             ),
             dashed=".*threshold",
         ),
@@ -157,7 +148,7 @@ def _over_time_1(config: MixinConfig) -> list[Any]:
                 "s",
                 (d.Q(d.topk(config, oldest), "{{facility}}"),),
                 oldest_steps,
-                links=(backlog_link("__field.labels.facility"),),
+                links=(_backlog_link(config),),
             )
         ),
     ]
@@ -168,15 +159,6 @@ def _over_time_2(config: MixinConfig) -> list[Any]:
     scope = (d.JOB, d.INSTANCE, d.REGION, d.FACILITY)
     items = cat.BACKLOG_ITEMS.name
     top = config.top_n
-
-    def backlog_link(field: str) -> Any:
-        return d.api_link(
-            config,
-            f"Waiting items at ${{{field}}} (API)",
-            "backlog",
-            {"facility": f"${{{field}}}"},
-            window="as_of",
-        )
 
     return [
         d.ts(
@@ -192,7 +174,7 @@ def _over_time_2(config: MixinConfig) -> list[Any]:
                         "{{facility}}",
                     ),
                 ),
-                links=(backlog_link("__field.labels.facility"),),
+                links=(_backlog_link(config),),
             )
         ),
         d.ts(
