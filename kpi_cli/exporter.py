@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -131,39 +131,38 @@ def exporter(
         raise typer.BadParameter(f"--as-of must be one of {', '.join(AS_OF_CHOICES)}")
     setup_logging(log_level)
     host, port = parse_listen(listen)
+    # What the file exporter and a Kafka shard share: the time rules of their books too.
+    common: dict[str, Any] = {
+        "data_dir": data_dir,
+        "state_dir": state or data_dir / "_exporter",
+        "host": host,
+        "port": port,
+        "refresh_interval": parse_duration(refresh_interval),
+        "checkpoint_interval": parse_duration(checkpoint_interval),
+        "stall_hours": stall_hours,
+        "retention": parse_retention(retention),
+        "late_grace": parse_duration(late_grace),
+        "dedup_window": parse_retention(dedup_window),
+        "rejects_max_bytes": parse_size(rejects_max_bytes),
+    }
     if kafka is not None:
+        # A shard's gauges are always as of the wall clock: --max-future defaults to 1h.
         _shard(
-            data_dir,
-            state or data_dir / "_exporter",
-            kafka,
-            topic,
-            complaints_topic,
-            group,
-            host,
-            port,
-            parse_duration(refresh_interval),
-            parse_duration(checkpoint_interval),
-            parse_duration(session_timeout),
-            stall_hours,
-            parse_retention(retention),
+            **common,
+            bootstrap=kafka,
+            topic=topic,
+            complaints_topic=complaints_topic,
+            group=group,
+            session_timeout=parse_duration(session_timeout),
+            max_future=parse_max_future(max_future, "1h"),
         )
         return
     config = ExporterConfig(
-        data_dir=data_dir,
-        state_dir=state or data_dir / "_exporter",
-        host=host,
-        port=port,
-        refresh_interval=parse_duration(refresh_interval),
+        **common,
         batch_interval=parse_duration(batch_interval),
-        checkpoint_interval=parse_duration(checkpoint_interval),
         as_of="latest" if as_of == "latest" else "now",
-        stall_hours=stall_hours,
         grace=parse_duration(grace),
-        retention=parse_retention(retention),
-        late_grace=parse_duration(late_grace),
-        dedup_window=parse_retention(dedup_window),
         max_future=parse_max_future(max_future, "1h" if as_of == "now" else "off"),
-        rejects_max_bytes=parse_size(rejects_max_bytes),
     )
     try:
         ExporterService(config).run()
@@ -175,41 +174,19 @@ def exporter(
         raise typer.Exit(1) from exc
 
 
-def _shard(
-    data_dir: Path,
-    state: Path,
-    bootstrap: str,
-    topic: str,
-    complaints_topic: str | None,
-    group: str,
-    host: str,
-    port: int,
-    refresh_interval: float,
-    checkpoint_interval: float,
-    session_timeout: float,
-    stall_hours: float,
-    retention: float | None,
-) -> None:
-    """Run one Kafka shard until SIGTERM/SIGINT."""
+def _shard(**settings: Any) -> None:
+    """Run one Kafka shard until SIGTERM/SIGINT (``settings``: its ``ShardConfig``)."""
     from exporters.kafka.shard import KafkaShard, ShardConfig  # noqa: PLC0415
 
-    config = ShardConfig(
-        data_dir=data_dir,
-        state_dir=state,
-        bootstrap=bootstrap,
-        topic=topic,
-        group=group,
-        complaints_topic=complaints_topic,
-        host=host,
-        port=port,
-        refresh_interval=refresh_interval,
-        checkpoint_interval=checkpoint_interval,
-        session_timeout=session_timeout,
-        stall_hours=stall_hours,
-        retention=retention,
-    )
+    config = ShardConfig(**settings)
+    host, port = config.host, config.port
     try:
-        KafkaShard(config).run()
+        shard = KafkaShard(config)
+    except ValueError as exc:  # time rules that contradict each other
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    try:
+        shard.run()
     except OSError as exc:  # port in use
         typer.echo(f"error: cannot listen on {host}:{port}: {exc}", err=True)
         raise typer.Exit(1) from exc

@@ -5,9 +5,10 @@ with the exporter's usual checkpoints (``exporters.state``): the partition's nex
 is stored in the same checkpoint as the state it produced, as the position of a source
 named ``kafka:<topic>/<partition>``, so the two are written together or not at all.
 
-Built on the file ``Ingestor``'s books (``exporters.books``): the folder tailer is
-replaced by the partition's offset, the position the books carry as an opaque token,
-and each poll's validated records are applied as one set.
+Built on the exporter's counting core (``exporters.books``) through its public seam: a
+poll's validated records go into one ``Intake`` and are applied as one set with the
+partition's next offset as the position the books carry (an opaque token to them). The
+time rules are the file exporter's (``IngestConfig.policy``), set per shard.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Final
 
 import polars as pl
 
 from exporters import catalog as cat
 from exporters.ingest import IngestConfig, Ingestor
+from exporters.intake import Intake
 from exporters.reference import reload
 from exporters.state import StateDirLock
 from exporters.tail import FileState
@@ -64,13 +65,16 @@ class Validated:
     bad: pl.DataFrame
 
 
-def validate_poll(batch: RawBatch, kind: Kind) -> dict[str, Validated]:
+def validate_poll(
+    batch: RawBatch, kind: Kind, not_after: dt.datetime | None = None
+) -> dict[str, Validated]:
     """Validate a poll's raw rows once and split them by source (partition).
 
     Validation has a fixed cost per call far above its cost per row, so a poll spread
-    over many partitions is validated in one go rather than once per partition.
+    over many partitions is validated in one go rather than once per partition. Events
+    dated after ``not_after`` are ``future_ts`` rejects, as in the file exporter.
     """
-    good_lazy, bad_lazy = validated(batch, kind)
+    good_lazy, bad_lazy = validated(batch, kind, not_after)
     good, bad = pl.collect_all([good_lazy, bad_lazy])
     bad = pl.concat([batch.rejects_frame(), bad], how="vertical_relaxed")
     goods = good.partition_by(SOURCE, as_dict=True, maintain_order=True)
@@ -83,39 +87,32 @@ def validate_poll(batch: RawBatch, kind: Kind) -> dict[str, Validated]:
     return out
 
 
-class _Positions:
-    """Stands in for the file tailer: the partition's position (the books' opaque token)."""
-
-    def __init__(self, files: dict[str, FileState]) -> None:
-        self.files = files
-
-
 class PartitionState(Ingestor):
-    """The exporter books of one partition, restored from its last checkpoint."""
+    """The exporter books of one partition, restored from its last checkpoint.
 
-    def __init__(
-        self,
-        pid: PartitionId,
-        data_dir: Path,
-        state_root: Path,
-        retention: dt.timedelta | None,
-    ) -> None:
+    An ``Ingestor`` for its checkpoint, rejects file, reference files and policy (the
+    partition's ``IngestConfig``: late grace, dedup window, retention, future margin), fed
+    through the books' public seam (``Books.intake`` / ``Books.apply``) instead of the
+    folder tailer: ``step`` is never called, and the partition's offset is the position
+    the books carry (``{source: FileState}``, as a file's is).
+    """
+
+    def __init__(self, pid: PartitionId, config: IngestConfig) -> None:
         self.pid = pid
-        state_dir = state_root / pid.key
-        self.dir_lock = StateDirLock(state_dir)
+        self.dir_lock = StateDirLock(config.state_dir)
         self.dir_lock.acquire()  # RuntimeError while another shard still holds it
         try:
-            super().__init__(IngestConfig(data_dir, state_dir, retention=retention))
+            super().__init__(config)
         except BaseException:
             self.dir_lock.release()
             raise
-        self.tailer = _Positions(self.tailer.files)  # type: ignore[assignment]
 
     @property
     def next_offset(self) -> int | None:
         """The first offset not yet applied (None: nothing applied since the beginning)."""
-        state = self.tailer.files.get(self.pid.source)
-        return None if state is None else state.offset
+        positions = self.ledger.positions
+        state = positions.get(self.pid.source) if isinstance(positions, dict) else None
+        return None if state is None else int(state["offset"])
 
     def apply(self, share: Validated, next_offset: int) -> int:
         """Apply one poll's validated records as one set; the position moves to ``next_offset``.
@@ -124,28 +121,50 @@ class PartitionState(Ingestor):
         partition moves on (a poison message never stops its partition).
         """
         self.reference = reload(self.config.data_dir, self.reference)
-        intake = self.books.intake()
-        if share.good.height:
-            try:
-                self._add_rows(intake, self.pid.kind, share.good.sort(ROW))
-            except Exception as exc:
-                log.exception("cannot apply a poll of %s; rejecting it", self.pid.source)
-                whole = reject(
-                    self.pid.source, None, RejectReason.MALFORMED_ROW, f"cannot apply: {exc}"
-                )
-                intake.add_rejects(pl.DataFrame([whole], schema=REJECT_SCHEMA))
-        intake.add_rejects(share.bad)
-        self.tailer.files[self.pid.source] = FileState(
+        position = FileState(
             key=self.pid.source,
             path=self.pid.source,
             kind=self.pid.kind.value,
             fmt=KAFKA_FMT,
             offset=next_offset,
         )
-        self._apply(intake)
+        positions = {self.pid.source: position.to_json()}
+        intake = self._set_of(share)
+        try:
+            self.books.apply(intake, self.reference.standards, positions)
+        except Exception as exc:  # the poll's records cannot be counted: one reject, move on
+            log.exception("cannot apply a poll of %s; rejecting it", self.pid.source)
+            intake = self._set_of(Validated(share.good.clear(), share.bad), exc)
+            self.books.apply(intake, self.reference.standards, positions)
+        # Written once the set is applied (as the file source does); the checkpoint
+        # records the rejects file's size with the offset.
+        self.rejects.append(intake.rejects())
+        self.books.replace(rejects_bytes=self.rejects.bytes)
         with self.lock:
             self.local.add(cat.EXPORTER_LATE_EVENTS, (), intake.late_events)
         return int(intake.rows)
+
+    def _set_of(self, share: Validated, failed: Exception | None = None) -> Intake:
+        """A set of the share's records against the current state (``failed``: one reject)."""
+        intake = self.books.intake()
+        if share.good.height:
+            rows = share.good.sort(ROW)
+            try:
+                if self.pid.kind is Kind.EVENTS:
+                    intake.add_events(rows)
+                else:
+                    intake.add_complaints(rows)
+            except Exception as exc:
+                log.exception("cannot add a poll of %s; rejecting it", self.pid.source)
+                failed = exc
+                intake = self.books.intake()
+        if failed is not None:
+            whole = reject(
+                self.pid.source, None, RejectReason.MALFORMED_ROW, f"cannot apply: {failed}"
+            )
+            intake.add_rejects(pl.DataFrame([whole], schema=REJECT_SCHEMA))
+        intake.add_rejects(share.bad)
+        return intake
 
     def close(self) -> None:
         """Close the rejects file and free the state directory for another shard."""

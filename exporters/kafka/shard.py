@@ -52,9 +52,15 @@ from prometheus_client.registry import Collector
 
 from exporters import catalog as cat
 from exporters.exposition import Exposition, collectors, registry_of, render
+from exporters.ingest import IngestConfig
 from exporters.kafka.partition import PartitionId, PartitionState, validate_poll
 from exporters.server import Endpoints, MetricsHTTPServer
-from exporters.service import RETENTION_DEFAULT, version
+from exporters.service import (
+    DEDUP_WINDOW_DEFAULT,
+    LATE_GRACE_DEFAULT,
+    RETENTION_DEFAULT,
+    version,
+)
 from exporters.state import write_checkpoint
 from exporters.store import CounterStore
 from exporters.view import MetricsView, SelfStats, build_view
@@ -94,8 +100,37 @@ class ShardConfig:
     session_timeout: float = 10.0
     stall_hours: float = 48.0
     retention: float | None = RETENTION_DEFAULT
+    #: The time rules of each partition's books, as ``kpi exporter``'s (``ExporterConfig``).
+    late_grace: float | None = LATE_GRACE_DEFAULT
+    dedup_window: float | None = DEDUP_WINDOW_DEFAULT
+    max_future: float | None = None
+    rejects_max_bytes: int = 64 << 20
     #: Extra librdkafka settings (tests shorten timeouts with them).
     consumer_extra: dict[str, str | int] = field(default_factory=dict)
+
+    def ingest_config(self, pid: PartitionId) -> IngestConfig:
+        """The partition's books: its state directory and the shard's time rules."""
+        return IngestConfig(
+            self.data_dir,
+            self.state_dir / pid.key,
+            retention=_delta(self.retention),
+            late_grace=_delta(self.late_grace),
+            dedup_window=_delta(self.dedup_window),
+            max_future=_delta(self.max_future),
+            rejects_max_bytes=self.rejects_max_bytes,
+        )
+
+    def not_after(self) -> dt.datetime | None:
+        """Events dated after this are ``future_ts`` (``max_future`` ahead of the wall clock)."""
+        return None if self.max_future is None else _now() + dt.timedelta(seconds=self.max_future)
+
+
+def _delta(seconds: float | None) -> dt.timedelta | None:
+    return None if seconds is None else dt.timedelta(seconds=seconds)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 @dataclass
@@ -169,9 +204,9 @@ class KafkaShard:
         self._consumer: Consumer | None = None
         self._version = version()
         self._last_lag = 0.0
-        self._retention = (
-            None if config.retention is None else dt.timedelta(seconds=config.retention)
-        )
+        # Invalid time rules (a dedup window shorter than the late grace) fail here, at
+        # start, not at the first assignment.
+        config.ingest_config(PartitionId(config.topic, 0, Kind.EVENTS)).policy()
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -269,9 +304,7 @@ class KafkaShard:
         deadline = time.monotonic() + LOCK_WAIT
         while True:
             try:
-                return PartitionState(
-                    pid, self.config.data_dir, self.config.state_dir, self._retention
-                )
+                return PartitionState(pid, self.config.ingest_config(pid))
             except RuntimeError:
                 # The previous owner has not let go yet (it is leaving, or its lock is
                 # being released by the kernel as it dies).
@@ -334,8 +367,21 @@ class KafkaShard:
                 self._lag(consumer)
                 self._checkpoints(consumer)
             except Exception:  # never let one bad poll end the process
-                log.exception("consume step failed")
+                log.exception("consume step failed; reading again from the applied offsets")
+                self._rewind(consumer)
                 self._stop.wait(cfg.poll_timeout)
+
+    def _rewind(self, consumer: Consumer) -> None:
+        """Seek every partition held back to its state's offset: nothing consumed is skipped."""
+        with self._held_lock:
+            held = list(self._held.values())
+        for h in held:
+            offset = h.state.next_offset
+            start = OFFSET_BEGINNING if offset is None else offset
+            try:
+                consumer.seek(TopicPartition(h.state.pid.topic, h.state.pid.partition, start))
+            except KafkaException as exc:
+                log.warning("cannot seek %s back to %s: %s", h.state.pid.key, start, exc)
 
     def _apply(self, messages: list[Message]) -> None:
         # One NDJSON buffer and one validation per topic and poll, then each partition's
@@ -357,9 +403,11 @@ class KafkaShard:
             sources.append(source)
             offsets.append(offset)
             ends[source] = ((topic, partition), offset + 1)
+        not_after = self.config.not_after()
         for topic, (values, sources, offsets) in polls.items():
             kind = Kind.EVENTS if topic == self.config.topic else Kind.COMPLAINTS
-            shares = validate_poll(parse_messages(Messages(values, sources, offsets), kind), kind)
+            batch = parse_messages(Messages(values, sources, offsets), kind)
+            shares = validate_poll(batch, kind, not_after)
             for source, share in shares.items():
                 key, next_offset = ends[source]
                 with self._held_lock:
