@@ -12,6 +12,7 @@ import typer
 import yaml
 
 from exporters import catalog as cat
+from exporters.kafka.scrape import PARTITION_RELABEL, SHARD_JOB
 from kpi_cli.app import app as kpi_app
 
 REPO = Path(__file__).resolve().parents[1]
@@ -151,7 +152,9 @@ def test_prometheus_in_compose_reads_the_compose_config(compose: dict[str, Any])
         assert (host_file.parent / rule_file).is_file()
     # Scrape targets are compose service names on the ports the services listen on.
     targets = {
-        job["job_name"]: job["static_configs"][0]["targets"][0] for job in config["scrape_configs"]
+        job["job_name"]: job["static_configs"][0]["targets"][0]
+        for job in config["scrape_configs"]
+        if "static_configs" in job
     }
     assert targets[cat.EXPORTER_JOB] == f"kpi:{cat.EXPORTER_PORT}"
     assert targets[cat.API_JOB] == f"kpi:{cat.API_PORT}"
@@ -175,3 +178,26 @@ def test_grafana_provisioning_points_at_the_mounted_dashboards(compose: dict[str
     assert datasource["datasources"][0]["url"] == "${PROMETHEUS_URL}"
     home = env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     assert (REPO / "dashboards" / Path(home).name).is_file()
+
+
+def test_prometheus_in_compose_scrapes_every_exporter_shard(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    # The shards: every service running `kpi exporter --kafka`, on the port it listens on.
+    shards = {
+        name: service["command"][service["command"].index("--listen") + 1]
+        for name, service in services.items()
+        if service.get("command", [None])[0] == "exporter" and "--kafka" in service["command"]
+    }
+    assert sorted(shards) == ["shard-1", "shard-2"]
+    config = yaml.safe_load((REPO / "prometheus" / "prometheus.compose.yml").read_text())
+    jobs = [j for j in config["scrape_configs"] if j["job_name"] == SHARD_JOB]
+    assert len(jobs) == 1
+    (sd,) = jobs[0]["dns_sd_configs"]
+    assert sorted(sd["names"]) == sorted(shards)
+    assert {f"0.0.0.0:{sd['port']}"} == set(shards.values())
+    # Each partition's series continues across its owners (docs/scaling.md).
+    assert jobs[0]["metric_relabel_configs"] == PARTITION_RELABEL
+    # Their own job: the file exporter's job, which the rules read, counts nothing twice.
+    assert SHARD_JOB != cat.EXPORTER_JOB
+    exporter_jobs = [j for j in config["scrape_configs"] if j["job_name"] == cat.EXPORTER_JOB]
+    assert exporter_jobs[0]["static_configs"][0]["targets"] == [f"kpi:{cat.EXPORTER_PORT}"]

@@ -5,10 +5,13 @@ from __future__ import annotations
 from typing import Any, Final
 
 from exporters.catalog import API_JOB, API_PORT, EXPORTER_JOB, EXPORTER_PORT
+from exporters.kafka.scrape import SHARD_JOB, shard_job
 from exporters.mixin import alerts as al
 from exporters.mixin.config import MixinConfig
 
 PROMETHEUS_PORT: Final = 9090
+#: docker-compose.yml's exporter shards (profile ``kafka``), each listening on EXPORTER_PORT.
+COMPOSE_SHARDS: Final = ("shard-1", "shard-2")
 ALERTMANAGER_PORT: Final = 9093
 #: Placeholder webhook receiver: nothing listens there until a site wires its pager.
 WEBHOOK_BASE: Final = "http://127.0.0.1:5001/alerts"
@@ -73,13 +76,20 @@ def local_prometheus_config() -> dict[str, Any]:
 
 
 def compose_prometheus_config() -> dict[str, Any]:
-    """``prometheus/prometheus.compose.yml``: the docker-compose service names."""
-    return prometheus_config(
+    """``prometheus/prometheus.compose.yml``: the docker-compose service names.
+
+    The exporter shards of the ``kafka`` profile (``COMPOSE_SHARDS``) are found by DNS:
+    without the profile their names do not resolve and they are no targets at all.
+    """
+    config = prometheus_config(
         exporter=f"kpi:{EXPORTER_PORT}",
         api=f"kpi:{API_PORT}",
         alertmanager=f"alertmanager:{ALERTMANAGER_PORT}",
         prometheus=f"localhost:{PROMETHEUS_PORT}",
     )
+    shards = shard_job(SHARD_JOB, dns_names=list(COMPOSE_SHARDS), port=EXPORTER_PORT)
+    config["scrape_configs"].insert(1, shards)
+    return config
 
 
 def _receiver(name: str) -> dict[str, Any]:
