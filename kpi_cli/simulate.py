@@ -74,6 +74,21 @@ def simulate(
         bool, typer.Option("--live", help="Then keep appending wall-clock events until Ctrl-C.")
     ] = False,
     rate: Annotated[float, typer.Option(help="Live events per second.", min=0.01)] = 20.0,
+    kafka: Annotated[
+        str | None,
+        typer.Option(
+            "--kafka",
+            help="With --live: publish the live events to this Kafka (bootstrap "
+            "HOST:PORT[,HOST:PORT]) instead of appending them to OUT, keyed as kpi publish does.",
+            metavar="HOST:PORT",
+        ),
+    ] = None,
+    topic: Annotated[
+        str, typer.Option(help="With --kafka: the events topic (created when missing).")
+    ] = "postal.events",
+    partitions: Annotated[
+        int, typer.Option(help="With --kafka: partitions of a topic created here.", min=1)
+    ] = 8,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")
     ] = False,
@@ -82,13 +97,15 @@ def simulate(
     # Lazy: rich loads only when this verb runs.
     from rich.console import Console  # noqa: PLC0415
 
+    if kafka is not None and not live:
+        raise typer.BadParameter("--kafka publishes the live feed: add --live")
     console = Console(stderr=True, quiet=quiet)
     if items is not None or not live or not (out / "facilities.csv").exists():
         _write_base(
             console, out, items, days, seed, scenario.value, parse_start(start, days), bad_rows
         )
     if live:
-        _append_live(console, out, rate, seed)
+        _live(console, out, rate, seed, None if kafka is None else (kafka, topic, partitions))
 
 
 def _write_base(
@@ -144,17 +161,32 @@ def _write_base(
     )
 
 
-def _append_live(console: Console, out: Path, rate: float, seed: int) -> None:
-    """Append wall-clock events until SIGINT or SIGTERM, then say what was written."""
-    from kpi import simulate as engine  # noqa: PLC0415  (lazy: numpy and polars)
+def _live(
+    console: Console, out: Path, rate: float, seed: int, kafka: tuple[str, str, int] | None
+) -> None:
+    """Append (or, with ``kafka``, publish) wall-clock events until SIGINT or SIGTERM."""
+    # Lazy: numpy, polars and the Kafka client load only when this verb runs.
+    from kpi import simulate as engine  # noqa: PLC0415
+    from kpi.simulate.live_kafka import live_publish  # noqa: PLC0415
 
     stop = SignalStop()
     previous = {sig: signal.signal(sig, stop.handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        console.print(
-            f"appending ~{rate:g} events/s to {out / 'events'}/live-*.jsonl (Ctrl-C stops)"
-        )
-        run = engine.live_append(out, rate=rate, seed=seed, stop=stop.event)
+        if kafka is None:
+            console.print(
+                f"appending ~{rate:g} events/s to {out / 'events'}/live-*.jsonl (Ctrl-C stops)"
+            )
+            run = engine.live_append(out, rate=rate, seed=seed, stop=stop.event)
+            summary = f"live: {run.events:,} events in {run.path}"
+        else:
+            bootstrap, topic, partitions = kafka
+            console.print(f"publishing ~{rate:g} events/s to {topic} on {bootstrap} (Ctrl-C stops)")
+            sent = live_publish(
+                bootstrap, topic, rate, seed=seed, stop=stop.event, partitions=partitions
+            )
+            summary = f"live: {sent.delivered:,} events published to {topic}"
+            if sent.failed:
+                summary += f", {sent.failed:,} not delivered: {sent.errors[:3]}"
     finally:
         stop.event.set()  # ends the watcher
         # Once stopped by a signal, keep absorbing repeats until exit: a supervisor's
@@ -162,4 +194,4 @@ def _append_live(console: Console, out: Path, rate: float, seed: int) -> None:
         if not stop.requested:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-    console.print(f"live: {run.events:,} events in {run.path}")
+    console.print(summary)

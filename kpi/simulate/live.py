@@ -1,4 +1,4 @@
-"""Live mode: wall-clock events appended as JSON lines until stopped."""
+"""Live mode: wall-clock events as JSON lines until stopped (appended to a file, or published)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import heapq
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC as UTC_TZ
 from datetime import datetime
@@ -101,6 +101,44 @@ class _LiveFeed:
         return lines
 
 
+def live_feed(
+    rate: float,
+    seed: int = 0,
+    stop: threading.Event | None = None,
+    max_events: int | None = None,
+    seconds_per_hour: float = 2.0,
+    clock: Callable[[], float] = time.time,
+    tick: float = 0.25,
+    wall0: float | None = None,
+) -> Iterator[list[bytes]]:
+    """Batches of wall-clock events (~``rate``/s) as JSON lines, each batch as it falls due.
+
+    New items are accepted continuously and travel their route in compressed time
+    (``seconds_per_hour`` wall seconds per simulated hour); each scan is yielded when its
+    wall-clock time (from ``wall0``, default now) comes, with that time as ``ts``. Ends
+    when ``stop`` is set or after ``max_events``. Where they go is the caller's: a file
+    (``live_append``) or a Kafka topic (``kpi.simulate.live_kafka``).
+    """
+    if rate <= 0:
+        raise ValueError("rate must be positive")
+    stop = stop or threading.Event()
+    wall0 = clock() if wall0 is None else wall0
+    feed = _LiveFeed(rate, seed, wall0, seconds_per_hour)
+    written = 0
+    while not stop.is_set():
+        now = clock()
+        feed.fill_until(now + _CHUNK_S)
+        left = None if max_events is None else max_events - written
+        lines = feed.due_lines(now, left)
+        if left is not None and len(lines) >= left:
+            stop.set()
+        if lines:
+            written += len(lines)
+            yield lines
+        if not stop.is_set():
+            stop.wait(tick)
+
+
 def live_append(
     out_dir: Path,
     rate: float,
@@ -111,35 +149,20 @@ def live_append(
     clock: Callable[[], float] = time.time,
     tick: float = 0.25,
 ) -> LiveRun:
-    """Append wall-clock events (~``rate``/s) as JSON lines to ``events/live-*.jsonl`` until stopped.
-
-    New items are accepted continuously and travel their route in compressed time
-    (``seconds_per_hour`` wall seconds per simulated hour); each scan is written when
-    its wall-clock time comes, with that time as ``ts``. Stops when ``stop`` is set or
-    after ``max_events``.
-    """
+    """Append wall-clock events (``live_feed``) as JSON lines to ``events/live-*.jsonl`` until stopped."""
     if rate <= 0:
         raise ValueError("rate must be positive")
-    stop = stop or threading.Event()
     wall0 = clock()
-    feed = _LiveFeed(rate, seed, wall0, seconds_per_hour)
     events_dir = Path(out_dir) / "events"
     events_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.fromtimestamp(wall0, UTC_TZ).strftime("%Y%m%dT%H%M%SZ")
     path = events_dir / f"live-{stamp}-s{seed}.jsonl"
     written = 0
     with path.open("ab") as fh:
-        while not stop.is_set():
-            now = clock()
-            feed.fill_until(now + _CHUNK_S)
-            left = None if max_events is None else max_events - written
-            lines = feed.due_lines(now, left)
-            if left is not None and len(lines) >= left:
-                stop.set()
-            if lines:
-                fh.write(b"".join(lines))
-                fh.flush()
-                written += len(lines)
-            if not stop.is_set():
-                stop.wait(tick)
+        for lines in live_feed(
+            rate, seed, stop, max_events, seconds_per_hour, clock, tick, wall0=wall0
+        ):
+            fh.write(b"".join(lines))
+            fh.flush()
+            written += len(lines)
     return LiveRun(path=path, events=written)
