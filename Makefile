@@ -14,7 +14,7 @@ KAFKA_POM := tools/kafka/pom.xml
 KAFKA_LIBS ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/postal-kpi/kafka-$(shell sha256sum $(KAFKA_POM) | cut -c1-12)
 MVN_DEPENDENCY_PLUGIN := org.apache.maven.plugins:maven-dependency-plugin:3.8.1
 
-.PHONY: demo test lint typecheck unit env system-deps java-deps kafka-jars clean mutants
+.PHONY: demo demo-kafka test lint typecheck unit env system-deps java-deps kafka-jars clean mutants
 
 # uv comes from PyPI; the lock file pins everything else.
 $(BIN)/kpi: pyproject.toml uv.lock
@@ -79,6 +79,11 @@ mutants: env
 # The demo installs Prometheus and Alertmanager like the tests do, so its alerts fire.
 demo: env system-deps
 	bash scripts/demo.sh "$(DEMO_DIR)" "$(DEMO_ITEMS)" "$(DEMO_DAYS)"
+
+# The same on Kafka: a local broker (the tests' jars), an 8-partition topic, two exporter
+# shards, Prometheus over both, the API and the live simulator publishing (docs/scaling.md).
+demo-kafka: env system-deps kafka-jars
+	KAFKA_LIBS="$(KAFKA_LIBS)" bash scripts/demo_kafka.sh var/demo-kafka/data "$(DEMO_ITEMS)" "$(DEMO_DAYS)"
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -92,6 +92,32 @@ def compose_prometheus_config() -> dict[str, Any]:
     return config
 
 
+def shards_prometheus_config(
+    shards: list[str],
+    api: str,
+    prometheus: str,
+    alertmanager: str = f"127.0.0.1:{ALERTMANAGER_PORT}",
+    interval: str = "15s",
+) -> dict[str, Any]:
+    """A Prometheus config where Kafka shards are the exporter (``make demo-kafka``).
+
+    The shards are scraped as the exporter's job, so the generated recording rules,
+    alerts and dashboards aggregate over them (sums over shards and partitions, oldest
+    ages as maxima) with no edit per shard count; the partition relabelling keeps each
+    partition one series across its owners (docs/scaling.md).
+    """
+    config = prometheus_config(
+        exporter=shards[0],
+        api=api,
+        alertmanager=alertmanager,
+        prometheus=prometheus,
+        scrape_interval=interval,
+        evaluation_interval=interval,
+    )
+    config["scrape_configs"][0] = shard_job(EXPORTER_JOB, targets=list(shards))
+    return config
+
+
 def _receiver(name: str) -> dict[str, Any]:
     return {
         "name": name,

@@ -1,0 +1,128 @@
+"""``make demo-kafka``: its Prometheus config scrapes both shards as the exporter's job, and
+the script brings a broker, two shards, the API, the live feed and Prometheus up, with
+queries over the shards answering."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from exporters import catalog as cat
+from exporters.kafka.scrape import PARTITION_RELABEL
+from exporters.mixin.configs import shards_prometheus_config
+from tests import kafkakit, promkit
+from tests.exporterkit import fetch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_demo_config_scrapes_both_shards_as_the_exporter(tmp_path: Path) -> None:
+    shards = ["127.0.0.1:9108", "127.0.0.1:9109"]
+    config = shards_prometheus_config(shards, "127.0.0.1:8000", "127.0.0.1:9090")
+    jobs = {j["job_name"]: j for j in config["scrape_configs"]}
+    exporter = jobs[cat.EXPORTER_JOB]
+    assert exporter["static_configs"] == [{"targets": shards}]
+    assert exporter["metric_relabel_configs"] == PARTITION_RELABEL
+    assert jobs[cat.API_JOB]["static_configs"] == [{"targets": ["127.0.0.1:8000"]}]
+    # The project's rules and alerts are loaded (they select the exporter's job).
+    assert config["rule_files"] == ["rules.yml", "alerts.yml"]
+    path = tmp_path / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    for name in config["rule_files"]:
+        (tmp_path / name).write_text((REPO / "prometheus" / name).read_text())
+    result = promkit.promtool("check", "config", path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _query(prom: str, expr: str) -> list[dict[str, object]]:
+    import json  # noqa: PLC0415
+    import urllib.parse  # noqa: PLC0415
+
+    status, body = fetch(f"{prom}/api/v1/query?query={urllib.parse.quote(expr)}", timeout=5)
+    assert status == 200
+    result: list[dict[str, object]] = json.loads(body)["data"]["result"]
+    return result
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(480)
+def test_the_demo_brings_shards_and_prometheus_up(tmp_path: Path) -> None:
+    kafkakit.require_kafka()
+    promkit.require_binary("prometheus")
+    ports = {
+        name: str(promkit.free_port())
+        for name in ("KAFKA_PORT", "CONTROLLER_PORT", "SHARD1_PORT", "SHARD2_PORT", "API_PORT")
+    }
+    ports["PROM_PORT"] = str(promkit.free_port())
+    env = {**os.environ, **ports, "KAFKA_LIBS": str(kafkakit.jars_dir()), "LIVE_RATE": "20"}
+    log = (tmp_path / "demo.log").open("wb")
+    demo = subprocess.Popen(
+        ["bash", "scripts/demo_kafka.sh", str(tmp_path / "var" / "data"), "300", "3"],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    prom = f"http://127.0.0.1:{ports['PROM_PORT']}"
+    try:
+
+        def ready() -> bool:
+            if demo.poll() is not None:
+                raise AssertionError((tmp_path / "demo.log").read_text())
+            return "demo-kafka ready" in (tmp_path / "demo.log").read_text()
+
+        promkit.wait_for(ready, timeout=200, interval=1, what="the demo")
+        # Both shards are up as targets of the exporter's job, and each holds partitions.
+        promkit.wait_for(
+            lambda: len(_query(prom, f'up{{job="{cat.EXPORTER_JOB}"}} == 1')) == 2,
+            timeout=60,
+            what="both shards scraped",
+        )
+
+        def held() -> list[dict[str, object]]:
+            return _query(
+                prom, 'postal_exporter_kafka_partitions_assigned{topic="postal.events"} > 0'
+            )
+
+        promkit.wait_for(lambda: len(held()) == 2, timeout=120, what="partitions on both shards")
+        assert sum(float(s["value"][1]) for s in held()) == 8  # type: ignore[index]
+        # The events of all 8 partitions are counted, one series each (no instance).
+        series = _query(prom, 'postal_exporter_events_ingested_total{topic="postal.events"}')
+        assert sorted(int(s["metric"]["partition"]) for s in series) == list(range(8))  # type: ignore[index]
+        assert all("instance" not in s["metric"] for s in series)  # type: ignore[operator]
+        assert sum(float(s["value"][1]) for s in series) > 0  # type: ignore[index]
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGTERM)
+            try:
+                demo.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(demo.pid, signal.SIGKILL)
+                demo.wait()
+        log.close()
+
+    # Ctrl-C stops everything: no process of the demo's session is left.
+    def left() -> str:
+        out = subprocess.run(
+            ["ps", "-o", "pid=,args=", "-s", str(demo.pid)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return out.stdout.strip()
+
+    deadline = time.monotonic() + 60
+    while left() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert left() == ""
+    # The broker (in a session of its own, stopped last) is gone too.
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", int(ports["KAFKA_PORT"])), timeout=2).close()
