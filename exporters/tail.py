@@ -13,7 +13,14 @@ the new file it is.
 - ``copytruncate`` rotation: when a followed text file loses its content (shrinks
   below the read position, or its first bytes change), a file of the folder whose
   first bytes match the old fingerprint (``live.jsonl.1``) is the copy: its unread
-  tail is read first, then the truncated original from offset 0.
+  tail is read first, then the truncated original from offset 0. When the file was
+  rotated more than once since it was last read (``live.jsonl.1`` became
+  ``live.jsonl.2``, a new ``live.jsonl.1`` was copied), the generations in between
+  are read whole: copies named after the file (``live.jsonl.*``, not compressed),
+  never read, written after the file was last read and not a copy of what it holds
+  now. The folder is listed afresh for this, and every file is stat'ed again just
+  before it is read and its first bytes checked again after the read, so a rotation
+  in the middle of a poll is seen at the next one instead of mixing two generations.
 
 - CSV and JSONL are read as they grow, complete lines only: a partial last line is
   left for the next poll, unless the file has not changed for ``grace`` seconds
@@ -41,17 +48,28 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import logging
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Final
+from typing import Any, Final
 
 import polars as pl
 
+from exporters.tail_files import (
+    HEAD_BYTES,
+    Entry,
+    MovedError,
+    copy_in_progress,
+    files_of,
+    head_of,
+    open_checked,
+    restat,
+    rotated_name_of,
+    sha1,
+    starts_like,
+)
 from kpi.contract import Kind, RejectReason
 from kpi.sources.files import (
     MAX_LINE_BYTES,
@@ -68,12 +86,12 @@ from kpi.sources.validate import ROW, SOURCE
 log = logging.getLogger(__name__)
 
 TEXT_FORMATS: Final = ("csv", "jsonl")
-#: Bytes at the start of a text file whose hash detects a file replaced in place.
-HEAD_BYTES: Final = 512
 #: Enough to always hold one maximal line plus its newline.
 MIN_READ: Final = MAX_LINE_BYTES + 2
 #: Polls a tracked file must be absent from before its read position is dropped.
 _FORGET_AFTER: Final = 3
+#: File system timestamps lag the wall clock by up to a tick: the slack when comparing.
+_MTIME_SLACK_NS: Final = 50_000_000
 
 
 def _empty_frame() -> pl.LazyFrame:
@@ -97,6 +115,12 @@ class FileState:
     mtime_ns: int = 0
     head: str = ""  # fingerprint: sha1 of the first head_len bytes (text: of those consumed)
     head_len: int = 0
+    #: Text: wall clock (ns) since which the file may have been rotated unseen: copies
+    #: written since then that hold content not read are read (0: unknown).
+    read_ns: int = 0
+    #: Text: False after a read from offset 0 (no fingerprint to check it against): the
+    #: next poll looks for copies written since ``read_ns`` before moving it on.
+    settled: bool = True
     #: A new file found where a followed one was: committed even before it has a line.
     fresh: bool = field(default=False, compare=False)
 
@@ -135,58 +159,6 @@ class Poll:
     pending: bool = False
 
 
-@dataclass
-class _Entry:
-    path: Path
-    rel: str
-    kind: Kind
-    stat: os.stat_result
-    key: str
-
-
-def _sha1(data: bytes) -> str:
-    return hashlib.sha1(data, usedforsecurity=False).hexdigest()
-
-
-class _MovedError(Exception):
-    """The name now points to another file than the one listed (renamed in between)."""
-
-
-def _open(entry: _Entry) -> BinaryIO:
-    """``entry``'s file, opened by name and checked to be the listed inode.
-
-    A rotation renames files while the folder is read: reading by name alone could
-    take the bytes of another file for this one's.
-    """
-    fh = entry.path.open("rb")
-    st = os.fstat(fh.fileno())
-    if f"{st.st_dev}:{st.st_ino}" != entry.key:
-        fh.close()
-        raise _MovedError(entry.rel)
-    return fh
-
-
-def _head_of(entry: _Entry, n: int) -> str:
-    with _open(entry) as fh:
-        return _sha1(fh.read(n))
-
-
-def _files_of(listing: list[os.DirEntry[str]], kind: Kind) -> Iterator[_Entry]:
-    """The regular files of a folder listing, hidden and ``.tmp`` names left out."""
-    for entry in listing:
-        name = entry.name
-        if name.startswith(".") or name.endswith(".tmp"):
-            continue
-        try:
-            if not entry.is_file():
-                continue
-            st = entry.stat()
-        except OSError:
-            continue  # vanished between listing and stat
-        key = f"{st.st_dev}:{st.st_ino}"
-        yield _Entry(Path(entry.path), f"{kind.value}/{name}", kind, st, key)
-
-
 class Tailer:
     """Follows ``events/`` and ``complaints/`` of a data folder."""
 
@@ -203,8 +175,9 @@ class Tailer:
         self._clock = clock
         self._missing: dict[str, int] = {}
         #: Untracked files the reader would not pick up by name (copies of rotated files).
-        self._others: list[_Entry] = []
-        self._listed: list[_Entry] = []
+        self._others: list[Entry] = []
+        self._listed: list[Entry] = []
+        self._poll_ns = 0
         #: What cannot be read right now (relative path -> reason), logged once each.
         self.problems: dict[str, str] = {}
 
@@ -219,9 +192,9 @@ class Tailer:
 
     # --- scanning -------------------------------------------------------------
 
-    def _scan(self) -> list[_Entry]:
+    def _scan(self) -> list[Entry]:
         """Candidate files: tracked identities first (old tails before new files), by name."""
-        entries: list[_Entry] = []
+        entries: list[Entry] = []
         keys: set[str] = set()
         self._others = []
         for kind in Kind:
@@ -237,7 +210,7 @@ class Tailer:
                 keys.update(k for k, f in self.files.items() if f.kind == kind.value)
                 continue
             self._solved(f"{kind.value}/")
-            for found in _files_of(listing, kind):
+            for found in files_of(listing, kind):
                 if found.key in keys:
                     continue  # a hard link to a file already listed
                 if found.key not in self.files and file_format(found.path) is None:
@@ -264,25 +237,32 @@ class Tailer:
         out = Poll()
         budget = [max_bytes, max_rows]
         claimed: set[str] = set()  # copies already read as the tail of a truncated file
-        for entry in self._scan():
-            if entry.key in claimed:
+        self._poll_ns = time.time_ns()
+        for listed in self._scan():
+            if listed.key in claimed:
                 continue
+            entry = listed
+            # A file and the copies its content went to are read together or not at all.
+            group = Poll()
             try:
-                state, copy = self._identify(entry, claimed)
-                if copy is not None:
-                    self._read(copy[0], copy[1], budget, out)
+                entry = restat(listed)
+                state, copies = self._identify(entry, claimed)
+                for copy in copies:
+                    self._read(copy[0], copy[1], budget, group)
                 if state is not None:
-                    self._read(state, entry, budget, out)
-            except _MovedError:  # renamed while listed: it is found again next poll
+                    self._read(state, entry, budget, group)
+            except MovedError:  # renamed while listed: it is found again next poll
                 out.pending = True
                 continue
             except OSError as exc:  # unreadable now (permissions, vanished): try again later
                 self._problem(entry.rel, exc.strerror or str(exc))
                 continue
+            out.chunks += group.chunks
+            out.pending = out.pending or group.pending
             self._solved(entry.rel)
         return out
 
-    def _read(self, state: FileState, entry: _Entry, budget: list[int], out: Poll) -> None:
+    def _read(self, state: FileState, entry: Entry, budget: list[int], out: Poll) -> None:
         """Read ``entry`` from ``state`` within ``budget`` (bytes, rows), into ``out``."""
         if budget[0] <= 0 or budget[1] <= 0:
             out.pending = out.pending or self._has_news(state, entry)
@@ -298,21 +278,27 @@ class Tailer:
             out.chunks.append(chunk)
 
     def _identify(
-        self, entry: _Entry, claimed: set[str]
-    ) -> tuple[FileState | None, tuple[FileState, _Entry] | None]:
-        """The state to read ``entry`` from (None: not a file to read), and a copy to read first.
+        self, entry: Entry, claimed: set[str]
+    ) -> tuple[FileState | None, list[tuple[FileState, Entry]]]:
+        """The state to read ``entry`` from (None: not a file to read), and copies to read first.
 
         A tracked state is kept only when the file still holds what was read: its
         first bytes hash to the fingerprint (and, for text, it did not shrink below
         the read position) and its name announces no other format. Otherwise the
         inode holds a new file; if the old content is gone, a file of the folder with
-        the old fingerprint is its ``copytruncate`` copy, whose unread tail comes first.
+        the old fingerprint is its ``copytruncate`` copy, whose unread tail comes first,
+        then the generations rotated in between (see the module docstring).
         """
         fmt = file_format(entry.path)
         state = self.files.get(entry.key)
         if state is None:
             assert fmt is not None
-            return FileState(entry.key, entry.rel, entry.kind.value, fmt), None
+            # A new text file is followed from now on, even empty (see ``read_ns``).
+            fresh = fmt in TEXT_FORMATS
+            since = self._poll_ns if fresh else 0
+            return FileState(
+                entry.key, entry.rel, entry.kind.value, fmt, read_ns=since, fresh=fresh
+            ), []
         text = state.fmt in TEXT_FORMATS
         reason = None
         if fmt is not None and fmt != state.fmt:
@@ -323,22 +309,30 @@ class Tailer:
             text
             and state.head_len
             and (
-                entry.stat.st_size < state.head_len or _head_of(entry, state.head_len) != state.head
+                entry.stat.st_size < state.head_len or head_of(entry, state.head_len) != state.head
             )
         ):
             reason = "replaced (its first bytes changed)"
+        live = text and fmt is not None
         if reason is None:
             if state.path != entry.rel:
                 log.info("following %s, now named %s", state.path, entry.rel)
                 state.path = entry.rel
-            return state, None
-        copy = self._copy_of(state, entry, claimed) if text and state.offset else None
-        if copy is not None:
+            unsettled = not state.settled if state.offset else entry.stat.st_size > 0
+            if live and state.read_ns and unsettled:
+                # Read from 0 only since it was found: if it was rotated meanwhile, the
+                # generations it lost are in copies written since.
+                copies = self._copies_of(state, entry, claimed, live)
+                state.settled = bool(state.offset)
+                return state, copies
+            return state, []
+        copies = self._copies_of(state, entry, claimed, live) if text and state.offset else []
+        if copies:
             log.warning(
                 "%s was %s; reading the rest of its copy %s, then it from the start",
                 entry.rel,
                 reason,
-                copy[1].rel,
+                ", ".join(c[1].rel for c in copies),
             )
         elif text and fmt is None:
             log.warning("%s was %s", entry.rel, reason)
@@ -347,40 +341,71 @@ class Tailer:
         if fmt is None:
             # The content read is gone and the name announces nothing to read.
             del self.files[entry.key]
-            return None, copy
-        return FileState(entry.key, entry.rel, entry.kind.value, fmt, fresh=True), copy
+            return None, copies
+        restart = FileState(entry.key, entry.rel, entry.kind.value, fmt, read_ns=self._poll_ns)
+        restart.fresh = True
+        return restart, copies
 
-    def _copy_of(
-        self, state: FileState, entry: _Entry, claimed: set[str]
-    ) -> tuple[FileState, _Entry] | None:
-        """The copy (same first bytes) of a text file whose content left its inode.
+    def _copies_of(
+        self, state: FileState, entry: Entry, claimed: set[str], live: bool
+    ) -> list[tuple[FileState, Entry]]:
+        """Where the content that left ``entry``'s inode went: its copy, then later generations.
 
-        Any file of the folder qualifies, a followed one too: the copy may be written on
-        the freed inode of an older rotated file (``live.jsonl.4`` replaced by a rename).
+        The copy (same first bytes) may be any file of the folder, a followed one too:
+        it may be written on the freed inode of an older rotated file (``live.jsonl.4``
+        replaced by a rename). It is read from the old position (and followed from then
+        on, even with nothing left to read, so it is never taken for a new file). For a
+        ``live`` file (one read by its name), the copies of generations never read come
+        next, read from the start, oldest first.
         """
-        for other in self._others + self._listed:
-            if other.kind != entry.kind or other.key in (entry.key, *claimed):
-                continue
+        found: list[tuple[FileState, Entry]] = []
+        others = [e for e in self._fresh_listing(entry.kind) if e.key not in (entry.key, *claimed)]
+        for other in others if state.offset else ():
             if other.stat.st_size < max(state.head_len, state.offset, 1):
                 continue  # too short to hold what was read
             tracked = self.files.get(other.key)
             if tracked is not None and tracked.head == state.head:
                 continue  # already read as this content's continuation
-            try:
-                if state.head_len and _head_of(other, state.head_len) != state.head:
-                    continue
-            except (OSError, _MovedError):
+            if state.head_len and not starts_like(other, state.head_len, state.head):
                 continue
             claimed.add(other.key)
-            return dataclasses.replace(state, key=other.key, path=other.rel), other
-        return None
+            found.append(
+                (dataclasses.replace(state, key=other.key, path=other.rel, fresh=True), other)
+            )
+            break
+        if not live or not state.read_ns:
+            return found
+        since = state.read_ns - _MTIME_SLACK_NS
+        between = [
+            other
+            for other in others
+            if other.key not in claimed
+            and other.key not in self.files
+            and rotated_name_of(other.path.name, entry.path.name)
+            and other.stat.st_size > 0
+            and other.stat.st_mtime_ns >= since
+            and not copy_in_progress(other, entry)
+        ]
+        for other in sorted(between, key=lambda e: (e.stat.st_mtime_ns, e.rel)):
+            claimed.add(other.key)
+            fresh = FileState(other.key, other.rel, entry.kind.value, state.fmt, fresh=True)
+            found.append((fresh, other))
+        return found
+
+    def _fresh_listing(self, kind: Kind) -> list[Entry]:
+        """The files of ``kind``'s folder as they are now (the poll's listing may be old)."""
+        try:
+            listing = sorted(os.scandir(self.data_dir / kind.value), key=lambda e: e.name)
+        except OSError:
+            return []
+        return list(files_of(listing, kind))
 
     def commit(self, chunks: list[Chunk]) -> None:
         """Record that ``chunks`` were applied."""
         for chunk in chunks:
             self.files[chunk.after.key] = chunk.after
 
-    def _has_news(self, state: FileState, entry: _Entry) -> bool:
+    def _has_news(self, state: FileState, entry: Entry) -> bool:
         size = entry.stat.st_size
         if state.fmt in TEXT_FORMATS:
             return size != state.offset and not (state.done and size >= state.offset)
@@ -388,35 +413,47 @@ class Tailer:
 
     # --- text files ---------------------------------------------------------------
 
-    def _read_text(self, state: FileState, entry: _Entry, budget: int) -> tuple[Chunk | None, bool]:
-        size = entry.stat.st_size
+    def _read_text(self, state: FileState, entry: Entry, budget: int) -> tuple[Chunk | None, bool]:
+        started_ns = time.time_ns()
         restarted, state.fresh = state.fresh, False
         # A restart is committed even when no complete line is there yet.
-        idle = Chunk(entry.kind, entry.rel, RawBatch(_empty_frame()), state) if restarted else None
-        if state.done or size <= state.offset:
+        idle = None
+        if restarted:
+            idle = Chunk(entry.kind, entry.rel, RawBatch(_empty_frame()), state)
+        if state.done or entry.stat.st_size <= state.offset:
             return idle, False
-        want = min(size - state.offset, max(budget, MIN_READ))
-        with _open(entry) as fh:
+        with open_checked(entry) as fh:
+            st = os.fstat(fh.fileno())
+            if st.st_size <= state.offset:  # truncated since the stat: seen next poll
+                return idle, st.st_size < state.offset
+            want = min(st.st_size - state.offset, max(budget, MIN_READ))
             fh.seek(state.offset)
             data = fh.read(want)
-        at_eof = state.offset + len(data) >= size
-        quiet = self._clock() - entry.stat.st_mtime >= self.grace
-        chunk = self._text_chunk(state, entry, data, at_eof and quiet)
-        if chunk is None:
-            return idle, not at_eof
-        if chunk.after.offset > state.offset and chunk.after.head_len < HEAD_BYTES:
-            self._update_head(chunk.after, entry)
+            # The first bytes as they are after the read: unchanged, the file was not
+            # truncated or replaced before or during it (otherwise what was read may be
+            # new content at the old offset; the next poll sees the change and finds
+            # the copy). The fingerprint is taken from these bytes or from ``data``,
+            # never from a later read that could see another generation.
+            fh.seek(0)
+            first = fh.read(HEAD_BYTES) if state.offset else data[:HEAD_BYTES]
+            if state.head_len and sha1(first[: state.head_len]) != state.head:
+                return None, True
+            at_eof = state.offset + len(data) >= st.st_size
+            quiet = self._clock() - st.st_mtime >= self.grace
+            chunk = self._text_chunk(state, entry, data, at_eof and quiet)
+            if chunk is None:
+                return idle, not at_eof
+        after = chunk.after
+        if not state.offset:
+            after.settled = False  # nothing to check this read against: see ``settled``
+        elif state.settled:
+            after.read_ns = started_ns
+        if after.offset > state.offset and after.head_len < HEAD_BYTES:
+            after.head_len = min(after.offset, HEAD_BYTES)
+            after.head = sha1(first[: after.head_len])
         return chunk, not at_eof
 
-    def _update_head(self, state: FileState, entry: _Entry) -> None:
-        n = min(state.offset, HEAD_BYTES)
-        with _open(entry) as fh:
-            state.head = _sha1(fh.read(n))
-        state.head_len = n
-
-    def _text_chunk(
-        self, state: FileState, entry: _Entry, data: bytes, final: bool
-    ) -> Chunk | None:
+    def _text_chunk(self, state: FileState, entry: Entry, data: bytes, final: bool) -> Chunk | None:
         """Parse the complete lines of ``data`` (read at ``state.offset``)."""
         after = dataclasses.replace(state, header=list(state.header) if state.header else None)
         rejects: list[dict[str, object]] = []
@@ -477,7 +514,7 @@ class Tailer:
 
     def _skip_only(
         self,
-        entry: _Entry,
+        entry: Entry,
         after: FileState,
         consumed: int,
         rejects: list[dict[str, object]],
@@ -500,9 +537,7 @@ class Tailer:
 
     # --- whole files ------------------------------------------------------------------
 
-    def _read_whole(
-        self, state: FileState, entry: _Entry, budget: int
-    ) -> tuple[Chunk | None, bool]:
+    def _read_whole(self, state: FileState, entry: Entry, budget: int) -> tuple[Chunk | None, bool]:
         st = entry.stat
         version = (st.st_size, st.st_mtime_ns)
         if state.done and (state.size, state.mtime_ns) == version:

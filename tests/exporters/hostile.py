@@ -48,19 +48,13 @@ def exporter_counts(samples: Samples) -> dict[str, float]:
     }
 
 
-def read_all(
-    exporter: ExporterProcess, rows: int, timeout: float = 30, *, rereads_ok: bool = False
-) -> Samples:
-    """Wait until the exporter has handled ``rows`` input rows (ingested + rejected).
-
-    ``rereads_ok``: wait for ``rows`` accepted rows instead, whatever was rejected besides
-    (a line read twice is a ``duplicate`` reject; the caller checks the reasons).
-    """
+def read_all(exporter: ExporterProcess, rows: int, timeout: float = 30) -> Samples:
+    """Wait until the exporter has handled ``rows`` input rows (ingested + rejected)."""
     out: list[Samples] = []
 
     def done() -> bool:
         s = exporter.scrape()
-        rejected = 0.0 if rereads_ok else total(s or {}, cat.EXPORTER_EVENTS_REJECTED.series)
+        rejected = total(s or {}, cat.EXPORTER_EVENTS_REJECTED.series)
         handled = total(s, cat.EXPORTER_EVENTS_INGESTED.series) + rejected if s else -1
         if s is not None and handled == rows:
             out.append(s)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as dt
+import multiprocessing
 import os
+import random
 import shutil
+import time
 from pathlib import Path
 
 from exporters.tail import Poll, Tailer
@@ -287,3 +291,81 @@ def test_copy_under_a_readable_name_is_not_read_twice(tmp_path: Path) -> None:
     live.write_bytes(jsonl_bytes(rows(1, "c")))
     assert taken(step(tailer)) == [("events/live.jsonl", 1, "c0")]
     assert taken(step(tailer)) == []
+
+
+def _rotate(events: Path, generations: int) -> None:
+    """logrotate ``copytruncate``: live.jsonl.N -> N+1 ..., copy to live.jsonl.1, truncate."""
+    for n in range(generations, 0, -1):
+        (events / f"live.jsonl.{n}").rename(events / f"live.jsonl.{n + 1}")
+    shutil.copyfile(events / "live.jsonl", events / "live.jsonl.1")
+    with (events / "live.jsonl").open("r+b") as fh:
+        fh.truncate(0)
+
+
+def test_two_rotations_between_polls_lose_nothing_and_read_nothing_twice(tmp_path: Path) -> None:
+    events = tmp_path / "events"
+    events.mkdir()
+    live = events / "live.jsonl"
+    old = events / "live.jsonl.1"
+    old.write_bytes(jsonl_bytes(rows(2, "old")))  # rotated before the exporter ever ran
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    live.write_bytes(jsonl_bytes(rows(3, "a")))
+    tailer = Tailer(tmp_path)
+    assert [r[2] for r in taken(step(tailer))] == ["a0", "a1", "a2"]
+    with live.open("ab") as fh:  # unread, then rotated (live.jsonl.1 -> .2)
+        fh.write(jsonl_bytes(rows(2, "b")))
+    _rotate(events, 1)
+    live.write_bytes(jsonl_bytes(rows(2, "c")))  # a whole generation never polled
+    _rotate(events, 2)
+    live.write_bytes(jsonl_bytes(rows(1, "d")))
+    got = taken(step(tailer))
+    assert sorted(r[2] for r in got) == ["b0", "b1", "c0", "c1", "d0"]
+    assert ("events/live.jsonl.2", 4, "b0") in got  # the copy's tail, at its line numbers
+    assert taken(step(tailer)) == []
+    with live.open("ab") as fh:
+        fh.write(jsonl_bytes(rows(1, "e")))
+    _rotate(events, 3)
+    assert [r[2] for r in taken(step(tailer))] == ["e0"]
+    assert taken(step(tailer)) == []
+
+
+def _rotating_writer(events: Path, rotations: int, seed: int) -> None:
+    rnd = random.Random(seed)
+    gen = done = 0
+    for _ in range(rotations):
+        for _ in range(rnd.randint(1, 3)):
+            with (events / "live.jsonl").open("ab") as fh:
+                fh.write(jsonl_bytes(rows(5, f"g{gen}-")))
+            gen += 1
+            time.sleep(rnd.random() * 0.005)
+        for _ in range(rnd.choice((1, 1, 2))):  # sometimes twice in a row
+            _rotate(events, done)
+            done += 1
+    with (events / "live.jsonl").open("ab") as fh:
+        fh.write(jsonl_bytes(rows(5, f"g{gen}-")))
+    (events / "generations").write_text(str(gen + 1))
+
+
+def test_rotations_racing_the_polls_lose_nothing_and_read_nothing_twice(tmp_path: Path) -> None:
+    """Another process rotates every few ms while the tailer polls: every line read once."""
+    for seed in range(2):
+        root = tmp_path / str(seed)
+        events = root / "events"
+        events.mkdir(parents=True)
+        (events / "live.jsonl").write_bytes(b"")
+        tailer = Tailer(root)
+        ctx = multiprocessing.get_context("spawn")
+        writer = ctx.Process(target=_rotating_writer, args=(events, 20, seed))
+        writer.start()
+        seen: collections.Counter[str] = collections.Counter()
+        while writer.is_alive():
+            seen.update(r[2] for r in taken(step(tailer)))
+            time.sleep(0.002)
+        writer.join()
+        assert writer.exitcode == 0
+        for _ in range(3):
+            seen.update(r[2] for r in taken(step(tailer)))
+        gens = int((events / "generations").read_text())
+        written = {f"g{g}-{i}" for g in range(gens) for i in range(5)}
+        assert set(seen) == written, (len(written - set(seen)), "lost")
+        assert max(seen.values()) == 1, "read twice"
