@@ -27,6 +27,7 @@ SETS: dict[Effect, set[str]] = {
     Effect.ACCEPTS: {"accepted_at", "accepted_event_id", "product", "origin", "destination"},
     Effect.ATTEMPTS: {"attempt_key"},
     Effect.DELIVERS: {"delivered_at"},
+    Effect.FAILS: set(),
     Effect.RETURNS: {"returned_at"},
     Effect.WAITS: set(),
 }
