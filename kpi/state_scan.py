@@ -167,7 +167,7 @@ def _padded_or_blank(values: pl.Series) -> bool:
 
 def _check_vocabulary(facts: pl.DataFrame) -> list[str]:
     """Facility names in rank order, after proving event and facility names clean."""
-    texts = facts.get_column("event").drop_nulls().unique()
+    texts = facts.get_column("event").drop_nulls().unique().sort()  # sorted: one reason
     normal = texts.str.strip_chars().str.to_lowercase()  # as validation normalises them
     for text, name in zip(texts, normal, strict=True):
         if text not in EVENT_TYPES and name in EVENT_NAMES:
