@@ -27,6 +27,7 @@ from exporters import catalog as cat
 from exporters.intake import Intake
 from exporters.seen import Hashes, SeenIds, SeenWindow, hash_ids
 from exporters.store import CounterStore
+from kpi.events import key_us
 from kpi.kpis.increments import (
     COUNT,
     add_counts,
@@ -37,7 +38,7 @@ from kpi.kpis.increments import (
     merge_set,
     settle,
 )
-from kpi.lifecycle import RANK_BITS, STATE_SCHEMA, empty_state, finished, reduce_states
+from kpi.lifecycle import STATE_SCHEMA, empty_state, finished, reduce_states
 from kpi.standards import ServiceStandards
 
 #: Each merge appends a chunk; many small chunks slow every later join.
@@ -193,8 +194,7 @@ def _retire(
     """``items`` without the finished items past the retention, and their id hashes."""
     if retention_us is None or clock is None or items.is_empty():
         return items, np.empty(0, dtype=np.uint64)
-    horizon_key = (clock - retention_us) * RANK_BITS
-    old = items.select(finished() & (pl.col("last_key") < horizon_key)).to_series()
+    old = items.select(finished() & (key_us("last_key") < clock - retention_us)).to_series()
     if not old.any():
         return items, np.empty(0, dtype=np.uint64)
     return items.filter(~old), hash_ids(items.filter(old)["item_id"])

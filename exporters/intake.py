@@ -22,6 +22,7 @@ import polars as pl
 
 from exporters.seen import DAY_US, Days, Hashes, SeenIds, SeenWindow, hash_ids
 from kpi.contract import EVENT_SCHEMA, RejectReason
+from kpi.events import key_us
 from kpi.kpis.increments import (
     FAILURE_LABELS,
     empty_set,
@@ -34,7 +35,7 @@ from kpi.kpis.increments import (
     split_events,
     sum_counts,
 )
-from kpi.lifecycle import RANK_BITS, finished
+from kpi.lifecycle import finished
 from kpi.sources.validate import REJECT_SCHEMA, ROW, SOURCE
 
 DUPLICATE: Final = RejectReason.DUPLICATE.value
@@ -220,7 +221,7 @@ class Intake:
         by_rule = (
             fresh.select("item_id", "ts")
             .join(
-                prior.select("item_id", (pl.col("last_key") // RANK_BITS).alias("_last")),
+                prior.select("item_id", key_us("last_key").alias("_last")),
                 on="item_id",
                 how="left",
                 maintain_order="left",

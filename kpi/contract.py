@@ -18,7 +18,7 @@ from kpi import events
 EVENT_TYPES: Final = events.EVENT_TYPES
 #: UPU EMSEVT codes accepted as aliases of our event types (matched case-insensitively).
 UPU_ALIASES: Final = events.UPU_ALIASES
-EventType: Final = pl.Enum(EVENT_TYPES)
+EventType: Final = events.EVENT_ENUM
 
 COMPLAINT_CATEGORIES: Final = (
     "delay",

@@ -23,10 +23,9 @@ from typing import Final
 import polars as pl
 
 from kpi.contract import EVENT_TYPES, UTC, EventType
-from kpi.events import Effect, event_has
+from kpi.events import RANK_BITS, Effect, event_has, event_key, key_ts
 from kpi.standards import ServiceStandards, with_promised_by
 
-RANK_BITS: Final = 8  # event rank is packed below the microsecond timestamp
 _ACCEPTANCE_FIELDS: Final = ("product", "origin", "destination", "promised_by_given")
 
 #: Columns of the mergeable state (what the exporter checkpoints).
@@ -64,19 +63,6 @@ LIFECYCLE_SCHEMA: Final[dict[str, pl.DataType]] = {
 }
 
 
-def _stage() -> pl.Expr:
-    return pl.col("event").to_physical().cast(pl.Int64)
-
-
-def _event_key() -> pl.Expr:
-    """``ts`` in microseconds with the lifecycle stage packed below it (orders ties)."""
-    return pl.col("ts").dt.epoch("us") * RANK_BITS + _stage()
-
-
-def _key_ts(key: str) -> pl.Expr:
-    return (pl.col(key) // RANK_BITS).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
-
-
 def _key_event(key: str) -> pl.Expr:
     names = dict(enumerate(EVENT_TYPES))
     return pl.col(key).mod(RANK_BITS).replace_strict(names, default=None, return_dtype=EventType)
@@ -91,10 +77,10 @@ def event_partials(events: pl.LazyFrame) -> pl.LazyFrame:
         pl.when(accepted).then(pl.col("event_id")).alias("accepted_event_id"),
         *(pl.when(accepted).then(pl.col(c)).alias(c) for c in ("product", "origin", "destination")),
         pl.when(accepted).then(pl.col("promised_by")).alias("promised_by_given"),
-        pl.when(event_has(Effect.ATTEMPTS)).then(_event_key()).alias("attempt_key"),
+        pl.when(event_has(Effect.ATTEMPTS)).then(event_key()).alias("attempt_key"),
         pl.when(event_has(Effect.DELIVERS)).then(pl.col("ts")).alias("delivered_at"),
         pl.when(event_has(Effect.RETURNS)).then(pl.col("ts")).alias("returned_at"),
-        _event_key().alias("last_key"),
+        event_key().alias("last_key"),
         pl.col("facility").alias("last_facility"),
     )
 
@@ -201,7 +187,7 @@ def collect_state_counted(
         engine="streaming"
     )
     span = table.select(
-        _key_ts("_first_key").min().alias("first"), _key_ts("last_key").max().alias("last")
+        key_ts("_first_key").min().alias("first"), key_ts("last_key").max().alias("last")
     )
     first, last = span.row(0) if table.height else (None, None)
     rows = int(table.get_column("_rows").sum())
@@ -238,12 +224,12 @@ def lifecycle(state: pl.LazyFrame, standards: ServiceStandards) -> pl.LazyFrame:
         pl.col("origin"),
         pl.col("destination"),
         pl.col("promised_by"),
-        _key_ts("attempt_key").alias("first_attempt_at"),
+        key_ts("attempt_key").alias("first_attempt_at"),
         _key_event("attempt_key").alias("first_attempt_outcome"),
         pl.col("delivered_at"),
         pl.col("returned_at"),
         _key_event("last_key").alias("last_event"),
-        _key_ts("last_key").alias("last_event_at"),
+        key_ts("last_key").alias("last_event_at"),
         pl.col("last_facility"),
         finished().alias("finished"),
     )
@@ -258,6 +244,7 @@ def build_lifecycle(
 
 __all__ = [
     "LIFECYCLE_SCHEMA",
+    "RANK_BITS",
     "STATE_SCHEMA",
     "build_lifecycle",
     "build_state",

@@ -45,7 +45,7 @@ from typing import Final
 import polars as pl
 
 from kpi.contract import EVENT_TYPES, UTC, EventType, Kind
-from kpi.events import EVENT_RULES, Effect, event_has
+from kpi.events import EVENT_RULES, Effect, event_has, event_key, key_ts
 from kpi.lifecycle import RANK_BITS, STATE_SCHEMA, collect_state_counted, reduce_states
 from kpi.sources.files import file_format, read_file
 from kpi.sources.folder import read_counts, validated_frame
@@ -167,7 +167,7 @@ def _padded_or_blank(values: pl.Series) -> bool:
 
 def _check_vocabulary(facts: pl.DataFrame) -> list[str]:
     """Facility names in rank order, after proving event and facility names clean."""
-    texts = facts.get_column("event").drop_nulls().unique()
+    texts = facts.get_column("event").drop_nulls().unique().sort()  # sorted: one reason
     normal = texts.str.strip_chars().str.to_lowercase()  # as validation normalises them
     for text, name in zip(texts, normal, strict=True):
         if text not in EVENT_TYPES and name in EVENT_NAMES:
@@ -313,9 +313,7 @@ def _totals(good: pl.LazyFrame, names: list[str], base: int, counted: bool) -> p
     first attempt, delivery and return; with ``counted``, also the earliest scan and the
     number of rows (needed only where rows may be rejected)."""
     n_fac = len(names)
-    event = pl.col("event")
-    stage = event.cast(EventType, strict=False).to_physical().cast(pl.Int64)
-    key = pl.col("ts").dt.epoch("us") * RANK_BITS + stage
+    key = event_key()  # the rules table's stage rank packed below ts (text event: cast)
     rank = pl.col("facility").cast(pl.Enum(names)).to_physical().cast(pl.Int64)
     counts = (pl.col("packed").min().alias("first_packed"), pl.len()) if counted else ()
     return (
@@ -447,11 +445,11 @@ def _scanned(
     first, last = (
         state.select(
             (
-                _ts(pl.col("first_packed").min() // n_fac + base)
+                key_ts(pl.col("first_packed").min() // n_fac + base)
                 if counted
                 else pl.lit(facts.lo, UTC)  # every row is good: the facts' earliest
             ).alias("first"),
-            _ts(pl.col("last_key").max()).alias("last"),
+            key_ts(pl.col("last_key").max()).alias("last"),
         ).row(0)
         if state.height
         else (None, None)
@@ -503,10 +501,6 @@ def _with_text_files(
         unreadable_files=read.unreadable_files,
         text_files=len(text),
     )
-
-
-def _ts(key: pl.Expr) -> pl.Expr:
-    return (key // RANK_BITS).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
 
 
 __all__ = ["ScannedState", "maybe_padded", "scan_state"]

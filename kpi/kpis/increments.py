@@ -17,12 +17,13 @@ and its increments are a function of the state before it and that summary.
   enters the state; ``on_time`` compares the item's delivery time with the promise
   of its acceptance (a delivery exactly at the deadline is on time), ``unknown``
   when the item has no acceptance or no promise;
-- delivery attempts: every ``delivered`` / ``delivery_failed`` event; ``first`` for
-  the item's earliest attempt (when it had none counted before), ``repeat`` for the
-  others; with the acceptance's product/destination;
+- delivery attempts: every event that attempts (``Effect.ATTEMPTS``), ``outcome``
+  ``delivered`` when it delivers, ``failed`` when it fails; ``first`` for the item's
+  earliest attempt (when it had none counted before), ``repeat`` for the others; with
+  the acceptance's product/destination;
 - transit time: one observation (delivery minus acceptance) per counted delivery
   whose item has an acceptance;
-- failures: every ``delivery_failed`` event by its reason, counted when read;
+- failures: every event that fails (``Effect.FAILS``) by its reason, counted when read;
 - late events: events whose ``ts`` is earlier than the newest ``ts`` known for their
   item before the set (events of one set are in time order by definition).
 
@@ -39,6 +40,9 @@ newest held event plus the grace: then they are counted with ``unknown`` labels.
   version) per complaint, the first time its current version is resolved.
 
 Missing label values (unknown product, region, reason) become ``"unknown"``.
+
+Which event types accept, attempt, deliver, fail or return, their stage rank and tie
+rules are read from the rules table (``kpi.events``); nothing here names an event.
 """
 
 from __future__ import annotations
@@ -48,14 +52,18 @@ from typing import Final
 
 import polars as pl
 
-from kpi.contract import COMPLAINT_SCHEMA, EVENT_SCHEMA, EVENT_TYPES
-from kpi.lifecycle import (
-    RANK_BITS,
-    STATE_SCHEMA,
-    event_partials,
-    lifecycle,
-    reduce_states,
+from kpi.contract import COMPLAINT_SCHEMA, EVENT_SCHEMA
+from kpi.events import (
+    Effect,
+    event_has,
+    event_in,
+    event_key,
+    events_with_any,
+    key_has,
+    key_ts,
+    key_us,
 )
+from kpi.lifecycle import STATE_SCHEMA, event_partials, lifecycle, reduce_states
 from kpi.sources.folder import latest_complaints
 from kpi.standards import ServiceStandards
 
@@ -63,10 +71,9 @@ UNKNOWN: Final = "unknown"
 COUNT: Final = "count"
 SECONDS: Final = "seconds"
 _US_PER_S: Final = 1_000_000.0
-_DELIVERED_RANK: Final = EVENT_TYPES.index("delivered")
 
 #: Events whose counters carry the acceptance's labels: held while it is unknown.
-LABEL_EVENTS: Final = ("delivery_failed", "delivered", "returned")
+LABEL_EVENTS: Final = events_with_any(Effect.ATTEMPTS, Effect.DELIVERS, Effect.RETURNS)
 N_DELIVERED: Final = "n_delivered"
 N_FAILED: Final = "n_failed"
 #: Newest key (``ts`` in microseconds, stage below) of the item's label events.
@@ -178,13 +185,10 @@ def _observations(rows: pl.DataFrame, labels: tuple[str, ...]) -> pl.DataFrame:
 
 def set_rows(events: pl.DataFrame) -> pl.DataFrame:
     """Each event as a one-event set row (``SET_SCHEMA``), not yet reduced."""
-    ev = pl.col("event")
-    label = ev.is_in(LABEL_EVENTS)
-    key = pl.col("ts").dt.epoch("us") * RANK_BITS + ev.to_physical().cast(pl.Int64)
     extra = events.select(
-        (ev == "delivered").cast(pl.Int64).alias(N_DELIVERED),
-        (ev == "delivery_failed").cast(pl.Int64).alias(N_FAILED),
-        pl.when(label).then(key).alias(LABEL_KEY),
+        event_has(Effect.ATTEMPTS, Effect.DELIVERS).cast(pl.Int64).alias(N_DELIVERED),
+        event_has(Effect.FAILS).cast(pl.Int64).alias(N_FAILED),
+        pl.when(event_in(LABEL_EVENTS)).then(event_key()).alias(LABEL_KEY),
     )
     partials = event_partials(events.select(EVENT_SCHEMA.keys()).lazy()).collect()
     return pl.concat([partials, extra], how="horizontal")
@@ -214,7 +218,7 @@ def merge_set(summary: pl.DataFrame, rows: pl.DataFrame) -> pl.DataFrame:
 
 def split_events(events: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(events counted at once, label events that may wait for an acceptance)."""
-    label = pl.col("event").is_in(LABEL_EVENTS)
+    label = event_in(LABEL_EVENTS)
     return events.filter(~label), events.filter(label)
 
 
@@ -224,10 +228,8 @@ def empty_set() -> pl.DataFrame:
 
 
 def failure_counts(events: pl.DataFrame) -> pl.DataFrame:
-    """``delivery_failed`` events counted by reason (counted when read: no acceptance label)."""
-    failed = events.filter(pl.col("event") == "delivery_failed").select(
-        _label("reason").alias("reason")
-    )
+    """Failed attempts counted by reason (counted when read: no acceptance label)."""
+    failed = events.filter(event_has(Effect.FAILS)).select(_label("reason").alias("reason"))
     return _counts(failed, FAILURE_LABELS)
 
 
@@ -237,7 +239,7 @@ def late_count(events: pl.DataFrame, newest: pl.DataFrame) -> int:
         return 0
     known = newest.join(events.select("item_id").unique(), on="item_id", how="semi")
     rows = events.select("item_id", "ts").join(known, on="item_id", how="inner")
-    before = (pl.col("last_key") // RANK_BITS).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    before = key_ts("last_key")
     return int(rows.select((pl.col("ts") < before).sum()).item())
 
 
@@ -247,7 +249,7 @@ def late_count(events: pl.DataFrame, newest: pl.DataFrame) -> int:
 def _attempt_counts(released: pl.DataFrame) -> pl.DataFrame:
     """Attempts of the released label events: the item's earliest one ``first`` when new."""
     first = pl.col(STATE_ATTEMPT).is_not_null() & ~pl.col("_had_attempt")
-    first_ok = first & ((pl.col(STATE_ATTEMPT) % RANK_BITS) == _DELIVERED_RANK)
+    first_ok = first & key_has(STATE_ATTEMPT, Effect.DELIVERS)
     first_failed = first & ~first_ok
     per_item = released.select(
         "product",
@@ -308,7 +310,7 @@ def settle(
     if grace_us is None or clock_us is None:
         expired = pl.lit(grace_us is None)
     else:
-        expired = pl.col(LABEL_KEY) // RANK_BITS + grace_us < clock_us
+        expired = key_us(LABEL_KEY) + grace_us < clock_us
     release = (known | expired).fill_null(False)
     released = labels.filter(release)
     held = labels.filter(~release)

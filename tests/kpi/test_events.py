@@ -6,15 +6,29 @@ instant, sets what its row says, in the lifecycle and on the report's fast path.
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pytest
 from reference import utc
 
-from kpi.contract import EVENT_REQUIRED_ON, EVENT_TYPES, UPU_ALIASES, EventType, Kind
-from kpi.events import EVENT_RULES, STAGE, Effect, events_with
+from kpi.contract import EVENT_REQUIRED_ON, EVENT_TYPES, UPU_ALIASES, UTC, EventType, Kind
+from kpi.events import (
+    EVENT_ENUM,
+    EVENT_RULES,
+    STAGE,
+    Effect,
+    EventRule,
+    _check,
+    event_key,
+    events_with,
+    key_has,
+    key_ts,
+)
+from kpi.kpis.increments import event_increments
 from kpi.lifecycle import RANK_BITS, collect_state, event_partials, lifecycle
 from kpi.sources.folder import load_data_dir, source_files
 from kpi.sources.validate import EVENT_NAMES
@@ -27,10 +41,12 @@ SETS: dict[Effect, set[str]] = {
     Effect.ACCEPTS: {"accepted_at", "accepted_event_id", "product", "origin", "destination"},
     Effect.ATTEMPTS: {"attempt_key"},
     Effect.DELIVERS: {"delivered_at"},
+    Effect.FAILS: set(),
     Effect.RETURNS: {"returned_at"},
     Effect.WAITS: set(),
 }
 ALWAYS = {"item_id", "last_key", "last_facility"}
+RULES = {rule.name: rule for rule in EVENT_RULES}
 
 
 def test_the_table_is_well_formed() -> None:
@@ -105,3 +121,86 @@ def test_the_fast_path_reads_each_event_as_the_lifecycle_does(
     assert isinstance(fast, ScannedState), fast
     general, _, _ = collect_state(load_data_dir(tmp_path).events)
     assert fast.state.sort("item_id").equals(general.sort("item_id"))
+
+
+# --- the table's own checks and the key helpers ------------------------------------
+
+_E = Effect
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        EventRule("arrived"),  # a name twice
+        EventRule("x", aliases=("emb",)),  # an alias twice (any case)
+        EventRule("x", aliases=("Arrived",)),  # an alias that is a name
+        EventRule("x", frozenset({_E.ATTEMPTS})),  # an attempt that neither delivers nor fails
+        EventRule("x", frozenset({_E.FAILS})),  # a failure that is no attempt
+        EventRule("x", frozenset({_E.ATTEMPTS, _E.FAILS, _E.DELIVERS})),
+    ],
+    ids=lambda r: f"{r.name}:{sorted(r.effects)}:{r.aliases}",
+)
+def test_a_bad_row_fails_the_tables_check(bad: EventRule) -> None:
+    with pytest.raises(ValueError, match=r"."):
+        _check((*EVENT_RULES, bad))
+
+
+def test_more_types_than_the_key_holds_fail_the_tables_check() -> None:
+    extra = tuple(EventRule(f"x{i}") for i in range(RANK_BITS + 1 - len(EVENT_RULES)))
+    _check((*EVENT_RULES, *extra[:-1]))  # exactly RANK_BITS types: fine
+    with pytest.raises(ValueError, match="at most"):
+        _check((*EVENT_RULES, *extra))
+
+
+@pytest.mark.parametrize("dtype", [pl.String(), EVENT_ENUM])
+def test_keys_pack_the_stage_below_the_instant_and_read_back(dtype: pl.DataType) -> None:
+    instants = [
+        utc("2027-01-11T08:00"),
+        dt.datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=dt.UTC),
+    ]
+    rows = [(rule.name, ts) for rule in EVENT_RULES for ts in instants]
+    frame = pl.DataFrame(rows, schema={"event": dtype, "ts": UTC}, orient="row")
+    got = frame.select(event_key().alias("k")).with_columns(
+        key_ts("k").alias("ts"),
+        *(key_has("k", e).alias(e.value) for e in Effect),
+    )
+    for (name, ts), r in zip(rows, got.to_dicts(), strict=True):
+        micros = (ts - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(microseconds=1)
+        assert r["k"] == micros * 8 + [x.name for x in EVENT_RULES].index(name)
+        assert r["ts"] == ts
+        assert {e for e in Effect if r[e.value]} == set(RULES[name].effects)
+    unknown = pl.DataFrame(
+        {"event": ["teleported", None], "ts": instants}, schema={"event": pl.String(), "ts": UTC}
+    )
+    assert unknown.select(event_key()).to_series().to_list() == [None, None]
+
+
+#: What one event of each effect adds to the counters, written out by hand: (counter,
+#: labels) for an item accepted before it (express, CN-BJ -> CN-SH, no promise given).
+COUNTS: dict[Effect, set[tuple[str, tuple[str, ...]]]] = {
+    Effect.ACCEPTS: {("accepted", ("express", "CN-BJ", "CN-SH"))},
+    Effect.ATTEMPTS: set(),  # with DELIVERS or FAILS, below
+    Effect.DELIVERS: {("delivered", ("express", "CN-SH")), ("transit", ("express", "CN-SH"))},
+    Effect.FAILS: {("failures", ("refused",))},
+    Effect.RETURNS: {("returned", ("express", "CN-SH"))},
+    Effect.WAITS: set(),
+}
+
+
+@pytest.mark.parametrize("rule", EVENT_RULES, ids=lambda r: r.name)
+def test_one_event_counts_what_its_row_says(kit: Any, rule: EventRule) -> None:
+    before = collect_state(kit.events([kit.ev("A", "accepted", "2027-01-11T01:00", "F0")]))[0]
+    row = kit.ev("A", rule.name, "2027-01-11T08:00", "F1", reason="refused")
+    if Effect.ACCEPTS in rule.effects:
+        before = before.clear()  # the item's first acceptance
+    inc = event_increments(kit.events([row]).collect(), before, DEFAULT_STANDARDS)
+    got = set()
+    for counter in ("accepted", "delivered", "returned", "failures", "attempts", "transit"):
+        for r in getattr(inc, counter).iter_rows(named=True):
+            labels = tuple(v for k, v in r.items() if k not in ("count", "seconds", "on_time"))
+            got.add((counter, labels))
+    expected = set().union(*(COUNTS[e] for e in rule.effects))
+    if Effect.ATTEMPTS in rule.effects:
+        outcome = "delivered" if Effect.DELIVERS in rule.effects else "failed"
+        expected.add(("attempts", ("express", "CN-SH", outcome, "first")))
+    assert got == expected
