@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Final
 import polars as pl
 
 from kpi.cluster.combine import combine
-from kpi.cluster.partials import Ask, Part, bucket_partial, complaints_partial, empty_partial
+from kpi.cluster.partials import (
+    Ask,
+    Part,
+    bad_part,
+    bucket_partial,
+    complaints_partial,
+    empty_partial,
+)
 from kpi.kpis.catalog import Family, KpiError, resolve
 from kpi.kpis.exprs import PERIOD
 from kpi.kpis.query import KpiQuery, Snapshot, join_families
@@ -38,9 +45,17 @@ def lake_span(
     ts = pl.col("ts")
     events = read_events(lake)
     upto = events.filter(ts.is_not_null() if as_of is None else ts <= as_of)
-    first, last = upto.select(ts.min().alias("first"), ts.max().alias("last")).collect().row(0)
-    if as_of is not None and first is None:
-        first = events.select(ts.min()).collect().item()
+    try:
+        first, last = upto.select(ts.min().alias("first"), ts.max().alias("last")).collect().row(0)
+        if as_of is not None and first is None:
+            first = events.select(ts.min()).collect().item()
+    except Exception as exc:  # a part polars cannot read: name it (and its bucket)
+        manifest = Manifest.load(lake)
+        for bucket, files in (manifest.bucket_parts(lake) if manifest else {}).items():
+            found = bad_part(files, f"bucket {bucket}")
+            if found is not None:
+                raise found from exc
+        raise LakeError(f"{lake}: the events cannot be read ({exc})") from exc
     return first, last
 
 

@@ -265,22 +265,31 @@ def _collect(plans: dict[str, pl.LazyFrame]) -> dict[str, Part]:
     return parts
 
 
+def bad_part(files: Sequence[str | Path], where: str) -> LakeError | None:
+    """A ``LakeError`` naming the first of ``files`` that cannot be read, if any."""
+    for path in files:
+        try:
+            pl.read_parquet(path)
+        except Exception as exc:
+            return LakeError(f"{where}: lake part {path} cannot be read ({exc})")
+    return None
+
+
+def unreadable(exc: Exception, files: Sequence[str | Path], where: str) -> LakeError:
+    """A ``LakeError`` for ``exc`` (raised reading ``files``) naming the part at fault."""
+    return bad_part(files, where) or LakeError(
+        f"{where}: its parts cannot be read together ({exc})"
+    )
+
+
 def _events(files: Sequence[str], bucket: int) -> pl.DataFrame:
     """The bucket's events, or ``LakeError`` naming the part that cannot be read."""
-    paths = [Path(f) for f in files]
     try:
-        return read_events(Path(), paths).collect()
+        return read_events(Path(), [Path(f) for f in files]).collect()
     except LakeError:
         raise
     except Exception as exc:  # polars or the OS: find the part to name it
-        for path in paths:
-            try:
-                pl.read_parquet(path)
-            except Exception as part_exc:
-                raise LakeError(
-                    f"bucket {bucket}: lake part {path} cannot be read ({part_exc})"
-                ) from exc
-        raise LakeError(f"bucket {bucket}: its parts cannot be read together ({exc})") from exc
+        raise unreadable(exc, files, f"bucket {bucket}") from exc
 
 
 def bucket_partial(files: Sequence[str], bucket: int, ask: Ask) -> dict[str, Part]:
