@@ -7,6 +7,6 @@ engine on the folder: see ``kpi.cluster.engine`` (the run), ``kpi.cluster.partia
 """
 
 from kpi.cluster.connect import ClusterError, connect
-from kpi.cluster.engine import lake_span, report
+from kpi.cluster.engine import report
 
-__all__ = ["ClusterError", "connect", "lake_span", "report"]
+__all__ = ["ClusterError", "connect", "report"]

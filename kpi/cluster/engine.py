@@ -19,15 +19,16 @@ from kpi.cluster.combine import combine
 from kpi.cluster.partials import (
     Ask,
     Part,
-    bad_part,
+    Span,
     bucket_partial,
+    bucket_span,
     complaints_partial,
     empty_partial,
 )
 from kpi.kpis.catalog import Family, KpiError, resolve
 from kpi.kpis.exprs import PERIOD
 from kpi.kpis.query import KpiQuery, Snapshot, join_families
-from kpi.lake import LakeError, Manifest, read_events
+from kpi.lake import LakeError, Manifest
 from kpi.sources.folder import load_facilities
 from kpi.standards import load_standards
 
@@ -36,27 +37,6 @@ if TYPE_CHECKING:
 
 #: Families read from the complaints (one task), not from the buckets.
 COMPLAINT_FAMILIES: Final = frozenset({Family.COMPLAINT, Family.OPEN_COMPLAINT})
-
-
-def lake_span(
-    lake: Path, as_of: dt.datetime | None
-) -> tuple[dt.datetime | None, dt.datetime | None]:
-    """(first, last) event instants as the single-process snapshot defines them."""
-    ts = pl.col("ts")
-    events = read_events(lake)
-    upto = events.filter(ts.is_not_null() if as_of is None else ts <= as_of)
-    try:
-        first, last = upto.select(ts.min().alias("first"), ts.max().alias("last")).collect().row(0)
-        if as_of is not None and first is None:
-            first = events.select(ts.min()).collect().item()
-    except Exception as exc:  # a part polars cannot read: name it (and its bucket)
-        manifest = Manifest.load(lake)
-        for bucket, files in (manifest.bucket_parts(lake) if manifest else {}).items():
-            found = bad_part(files, f"bucket {bucket}")
-            if found is not None:
-                raise found from exc
-        raise LakeError(f"{lake}: the events cannot be read ({exc})") from exc
-    return first, last
 
 
 def _check(q: KpiQuery) -> None:
@@ -87,6 +67,21 @@ def _manifest(lake: Path) -> Manifest:
     return manifest
 
 
+def _span(
+    client: Client, buckets: list[tuple[int, list[str]]], as_of: dt.datetime | None
+) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """(first, last) event instants as the single-process snapshot defines them, bucket by
+    bucket on the cluster (the client reads no event)."""
+    futures = [client.submit(bucket_span, files, b, as_of, pure=False) for b, files in buckets]
+    spans: list[Span] = client.gather(futures)  # type: ignore[no-untyped-call]
+    firsts = [s[0] for s in spans if s[0] is not None]
+    lasts = [s[1] for s in spans if s[1] is not None]
+    first = min(firsts) if firsts else None
+    if as_of is not None and first is None:  # nothing up to as-of: the first event at all
+        first = min((s[2] for s in spans if s[2] is not None), default=None)
+    return first, max(lasts) if lasts else None
+
+
 def report(
     lake: Path, q: KpiQuery, client: Client, as_of: dt.datetime | None = None
 ) -> pl.DataFrame:
@@ -95,7 +90,9 @@ def report(
     manifest = _manifest(lake)
     by = list(q.by)
     kpis = resolve(list(q.kpis) if q.kpis else None, by, q.granularity)
-    first, last = lake_span(lake, as_of)
+    parts = manifest.bucket_parts(lake)
+    buckets = [(b, [str(p) for p in files]) for b, files in parts.items() if files]
+    first, last = _span(client, buckets, as_of)
     effective = as_of or last or dt.datetime.now(dt.UTC)
     # The window exactly as the single-process snapshot forms it (defaults, errors).
     shell = Snapshot(
@@ -114,8 +111,6 @@ def report(
         standards=load_standards(lake),
         facilities=load_facilities(lake),
     )
-    parts = manifest.bucket_parts(lake)
-    buckets = [(b, [str(p) for p in files]) for b, files in parts.items() if files]
     [ask_future] = client.scatter([ask], broadcast=True)  # type: ignore[no-untyped-call]
     futures = [
         client.submit(bucket_partial, files, b, ask_future, pure=False) for b, files in buckets

@@ -292,6 +292,27 @@ def _events(files: Sequence[str], bucket: int) -> pl.DataFrame:
         raise unreadable(exc, files, f"bucket {bucket}") from exc
 
 
+Span = tuple[dt.datetime | None, dt.datetime | None, dt.datetime | None]
+
+
+def bucket_span(files: Sequence[str], bucket: int, as_of: dt.datetime | None) -> Span:
+    """(first, last) event instant up to ``as_of`` (all when None), and the first of all."""
+    ts = pl.col("ts")
+    upto = ts if as_of is None else ts.filter(ts <= as_of)
+    try:
+        row = (
+            read_events(Path(), [Path(f) for f in files])
+            .select(upto.min().alias("a"), upto.max().alias("b"), ts.min().alias("c"))
+            .collect()
+            .row(0)
+        )
+    except LakeError:
+        raise
+    except Exception as exc:
+        raise unreadable(exc, files, f"bucket {bucket}") from exc
+    return row[0], row[1], row[2]
+
+
 def bucket_partial(files: Sequence[str], bucket: int, ask: Ask) -> dict[str, Part]:
     """One bucket's partials, family by family (the task a worker runs)."""
     events = _events(files, bucket) if files else read_events(Path(), []).collect()
