@@ -22,8 +22,8 @@ COPY docs/runbooks.md ./docs/runbooks.md
 RUN uv sync --frozen --no-dev
 
 RUN useradd --uid 10001 --no-create-home postal \
-    && mkdir -p /data /state \
-    && chown postal:postal /data /state
+    && mkdir -p /data /state /lake \
+    && chown postal:postal /data /state /lake
 USER postal
 VOLUME ["/data", "/state"]
 EXPOSE 9108 8000

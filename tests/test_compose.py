@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,10 @@ def test_the_stack_has_every_service(compose: dict[str, Any]) -> None:
         "kafka-publish",
         "shard-1",
         "shard-2",
+        "lake-compact",
+        "dask-scheduler",
+        "dask-worker",
+        "report-dask",
     }
     assert services["prometheus"]["image"].startswith("prom/prometheus:")
     assert services["alertmanager"]["image"].startswith("prom/alertmanager:")
@@ -82,7 +87,9 @@ def test_the_stack_has_every_service(compose: dict[str, Any]) -> None:
     assert services["simulate-live"]["command"][:4] == ["simulate", "--out", "/data", "--live"]
     # Every option a kpi service passes is one its verb really has.
     group = typer.main.get_command(kpi_app)
-    for name in ("simulate-history", "simulate-live", "kpi", "kafka-publish", "shard-1", "shard-2"):
+    kpi_verbs = ("simulate-history", "simulate-live", "kpi", "kafka-publish", "shard-1", "shard-2",
+                 "lake-compact", "report-dask")  # fmt: skip
+    for name in kpi_verbs:
         verb, *args = services[name]["command"]
         sub = group.commands[verb]  # type: ignore[attr-defined]
         known = {opt for p in sub.params for opt in p.opts}
@@ -118,6 +125,31 @@ def test_kafka_profile_runs_a_broker_and_two_shards_of_one_group(compose: dict[s
     assert bootstrap.split(":")[0] == "kafka"
     publish = services["kafka-publish"]["command"]
     assert publish[publish.index("--topic") + 1] == shards[0][shards[0].index("--topic") + 1]
+
+
+def test_dask_profile_runs_a_scheduler_a_worker_and_the_report_on_them(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    for name in ("lake-compact", "dask-scheduler", "dask-worker", "report-dask"):
+        assert services[name]["profiles"] == ["dask"], name  # the default stack is unchanged
+    scheduler = services["dask-scheduler"]
+    assert scheduler["image"].startswith("ghcr.io/dask/dask:")  # the official image
+    port = scheduler["command"][scheduler["command"].index("--port") + 1]
+    address = f"tcp://dask-scheduler:{port}"
+    worker = services["dask-worker"]["entrypoint"]
+    assert worker[:3] == ["dask", "worker", address]
+    report = services["report-dask"]["command"]
+    assert report[report.index("--engine") + 1] == "dask"
+    assert report[report.index("--scheduler") + 1] == address
+    # The report reads the lake the compaction writes, and the worker sees it at that path.
+    compact = services["lake-compact"]["command"]
+    lake = compact[compact.index("--out") + 1]
+    assert report[1] == lake
+    for name in ("lake-compact", "dask-worker", "report-dask"):
+        assert any(v.split(":")[1] == lake for v in services[name]["volumes"]), name
+    # Client and scheduler speak the same distributed version (the image tag).
+    assert scheduler["image"].split(":")[1].split("-")[0] == version("distributed")
 
 
 def test_every_host_path_and_build_context_exists(compose: dict[str, Any]) -> None:

@@ -143,7 +143,13 @@ def complaint_kpis(
         joined = counted.join(accepted, on=acc_keys, how="left", nulls_equal=True)
     else:  # one denominator for every group (e.g. by category only)
         joined = counted.join(accepted, how="cross")
-    return joined.with_columns(
+    return joined.with_columns(complaint_rates())
+
+
+def complaint_rates() -> tuple[pl.Expr, pl.Expr]:
+    """The complaint ratios from their counts (``complaints``, ``_accepted``,
+    ``_resolved_7d``, ``_due``): formed once the counts are complete."""
+    return (
         (
             pl.col("complaints")
             * 1_000_000
@@ -196,16 +202,6 @@ def backlog_kpis(
     """
     waiting = waiting_items(lifecycle, facilities, w)
     band_counts = [count_if(pl.col("age_band") == b).alias(f"backlog_items_{b}") for b in AGE_BANDS]
-    per_facility = waiting.group_by("last_facility").agg(
-        pl.len().cast(pl.Int64).alias("_fac_total")
-    )
-    fac = facilities.select(
-        pl.col("facility").alias("last_facility"),
-        pl.col("backlog_threshold").alias("_threshold"),
-    )
-    thresholds = fac.join(per_facility, on="last_facility", how="left").with_columns(
-        (pl.col("_fac_total").fill_null(0) > pl.col("_threshold")).cast(pl.Int64).alias("_over")
-    )
     keys = [*by]
     rows = waiting.with_columns(_dims(by, BACKLOG_COLUMNS))
     exprs = (
@@ -220,8 +216,32 @@ def backlog_kpis(
             pl.lit(None, pl.Int64).alias("backlog_threshold_items"),
             pl.lit(None, pl.Int64).alias("backlog_over_threshold"),
         )
-    # Facility-level columns (threshold, over) aggregated to the requested dimensions,
-    # starting from every known facility so idle ones show zero.
+    fac_agg = backlog_thresholds(facilities, facility_backlog(waiting), by)
+    joined = outer_join([counted, fac_agg], keys)
+    return joined.with_columns(
+        pl.col(count_cols).fill_null(0), pl.col("backlog_over_threshold").fill_null(0)
+    )
+
+
+def facility_backlog(waiting: pl.LazyFrame) -> pl.LazyFrame:
+    """How many items wait at each facility (``last_facility``, ``_fac_total``)."""
+    return waiting.group_by("last_facility").agg(pl.len().cast(pl.Int64).alias("_fac_total"))
+
+
+def backlog_thresholds(
+    facilities: pl.LazyFrame, per_facility: pl.LazyFrame, by: list[str]
+) -> pl.LazyFrame:
+    """Facility-level columns (threshold, over) from each facility's whole backlog
+    (``facility_backlog``), aggregated to ``by``, starting from every known facility so
+    idle ones show zero (not split by product)."""
+    keys = [*by]
+    fac = facilities.select(
+        pl.col("facility").alias("last_facility"),
+        pl.col("backlog_threshold").alias("_threshold"),
+    )
+    thresholds = fac.join(per_facility, on="last_facility", how="left").with_columns(
+        (pl.col("_fac_total").fill_null(0) > pl.col("_threshold")).cast(pl.Int64).alias("_over")
+    )
     fac_rows = (
         facilities.select(
             pl.col("facility").alias("last_facility"),
@@ -237,15 +257,11 @@ def backlog_kpis(
         pl.col("_over").sum().alias("backlog_over_threshold"),
     )
     fac_agg = fac_rows.group_by(keys).agg(*fac_exprs) if keys else fac_rows.select(*fac_exprs)
-    fac_agg = fac_agg.with_columns(
+    return fac_agg.with_columns(
         pl.when(pl.col("_has_threshold"))
         .then(pl.col("backlog_threshold_items"))
         .alias("backlog_threshold_items")
     ).drop("_has_threshold")
-    joined = outer_join([counted, fac_agg], keys)
-    return joined.with_columns(
-        pl.col(count_cols).fill_null(0), pl.col("backlog_over_threshold").fill_null(0)
-    )
 
 
 def network_kpis(lifecycle: pl.LazyFrame, by: list[str], w: Window) -> pl.LazyFrame:

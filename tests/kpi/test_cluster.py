@@ -8,10 +8,10 @@ lake was compacted from, kill a worker with SIGKILL mid-run, and shut everything
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,71 +19,34 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from clusterkit import BIN, Cluster
 from distributed import Client
 from polars.testing import assert_frame_equal
 
 import kpi.simulate as sim
 from kpi import cluster
-from kpi.kpis.catalog import KpiError
 from kpi.kpis.query import KpiQuery, Snapshot
-from kpi.lake import compact
+from kpi.lake import LakeError, Manifest, compact
 from kpi.output import to_bytes
 from kpi.sources.folder import load_data_dir
 from tests.conftest import free_port
 
-BIN = Path(sys.executable).parent
-#: The families the cluster engine supports today (flow: volumes, timeliness, transit).
-FLOW_AND_NETWORK = (
+#: Window and snapshot KPIs of every family, in one question.
+EVERY_FAMILY = (
     "accepted_items",
-    "delivered_items",
-    "delivered_without_acceptance",
-    "returned_items",
-    "on_time_items",
     "on_time_ratio",
-    "late_1d_items",
-    "late_2d_items",
-    "late_3d_plus_items",
-    "transit_hours_mean",
-    "transit_hours_p50",
     "transit_hours_p90",
-    "within_72h_ratio",
-    "first_attempt_ratio",
+    "complaints_per_million",
+    "backlog_items",
+    "backlog_over_threshold",
+    "backlog_oldest_hours",
+    "in_network_items",
+    "open_complaints",
+    "dwell_hours_p50",
+    "leg_hours_mean",
+    "first_mile_hours_p90",
+    "last_mile_hours_p50",
 )
-SNAPSHOT_KPIS = ("in_network_items", "overdue_items", "stalled_items")
-
-
-class Cluster:
-    """A scheduler and two workers, each a real process."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.address = f"tcp://127.0.0.1:{free_port()}"
-        port = self.address.rsplit(":", 1)[1]
-        self.log = workdir / "dask.log"
-        out = self.log.open("ab")
-        self.scheduler = subprocess.Popen(
-            [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", port,
-             "--no-dashboard"],
-            stdout=out, stderr=subprocess.STDOUT, cwd=workdir,
-        )  # fmt: skip
-        worker = [str(BIN / "dask"), "worker", self.address, "--host", "127.0.0.1",
-                  "--nthreads", "1", "--no-nanny", "--no-dashboard"]  # fmt: skip
-        self.workers = [
-            subprocess.Popen(
-                [*worker, "--name", f"w{i}"], stdout=out, stderr=subprocess.STDOUT, cwd=workdir
-            )
-            for i in range(2)
-        ]
-
-    def client(self, workers: int = 2, timeout: float = 90.0) -> Client:
-        client = Client(self.address, timeout=timeout, set_as_default=False)  # type: ignore[no-untyped-call]
-        client.wait_for_workers(workers, timeout=timeout)  # type: ignore[no-untyped-call]
-        return client
-
-    def stop(self) -> None:
-        for p in [*self.workers, self.scheduler]:
-            if p.poll() is None:
-                p.send_signal(signal.SIGKILL)
-            p.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -117,10 +80,11 @@ def single_process(folder: Path, q: KpiQuery) -> pl.DataFrame:
 
 
 QUESTIONS = [
-    KpiQuery(kpis=(*FLOW_AND_NETWORK, *SNAPSHOT_KPIS)),
-    KpiQuery(kpis=(*FLOW_AND_NETWORK, *SNAPSHOT_KPIS), by=("product", "destination")),
-    KpiQuery(kpis=FLOW_AND_NETWORK, by=("origin",), granularity="day", tz="Asia/Shanghai"),
-    KpiQuery(kpis=FLOW_AND_NETWORK, by=("region",), granularity="week", tz="America/New_York"),
+    KpiQuery(),  # the whole catalog
+    KpiQuery(by=("product", "destination")),
+    KpiQuery(by=("origin",), granularity="day", tz="Asia/Shanghai"),
+    KpiQuery(by=("region",), granularity="week", tz="America/New_York"),
+    KpiQuery(by=("facility",)),
 ]
 
 
@@ -134,17 +98,9 @@ def test_cluster_answers_as_one_process(data: tuple[Path, Path], client: Client)
     # With an as-of inside the data and an explicit window too.
     snap = Snapshot.from_dataset(load_data_dir(folder))
     as_of = snap.first_event_at + (snap.as_of - snap.first_event_at) / 2  # type: ignore[operator]
-    q = KpiQuery(kpis=(*FLOW_AND_NETWORK, *SNAPSHOT_KPIS), by=("product",))
+    q = KpiQuery(by=("product",))
     expected = Snapshot.from_dataset(load_data_dir(folder), as_of).query(q)
     assert_frame_equal(cluster.report(lake, q, client, as_of), expected, rel_tol=1e-9, abs_tol=1e-9)
-
-
-def test_unsupported_kpis_are_refused_not_left_out(data: tuple[Path, Path], client: Client) -> None:
-    _, lake = data
-    with pytest.raises(KpiError, match="backlog_items"):
-        cluster.report(lake, KpiQuery(kpis=("accepted_items", "backlog_items")), client)
-    with pytest.raises(KpiError, match="does not compute"):
-        cluster.report(lake, KpiQuery(), client)  # the whole catalog: not yet
 
 
 def test_a_scheduler_that_does_not_answer_is_a_clear_error_in_time() -> None:
@@ -165,18 +121,78 @@ def test_a_scheduler_that_does_not_answer_is_a_clear_error_in_time() -> None:
             assert time.monotonic() - t0 < 15
 
 
+def _copy(lake: Path, tmp_path: Path) -> tuple[Path, Manifest]:
+    bad = tmp_path / "lake"
+    shutil.copytree(lake, bad)
+    manifest = Manifest.load(bad)
+    assert manifest is not None
+    return bad, manifest
+
+
+def test_a_lake_missing_a_bucket_is_refused(
+    data: tuple[Path, Path], client: Client, tmp_path: Path
+) -> None:
+    _, lake = data
+    bad, manifest = _copy(lake, tmp_path)
+    shutil.rmtree(bad / "events" / "bucket=03")
+    assert any("bucket=03/" in p for p in manifest.parts)  # the bucket had parts
+    with pytest.raises(LakeError, match=r"missing \(bucket\(s\) 03;.*refusing a partial answer"):
+        cluster.report(bad, KpiQuery(), client)
+    # The command says so and exits 2, no answer on stdout.
+    run = subprocess.run(
+        [str(BIN / "kpi"), "report", str(bad), "--engine", "dask", "--scheduler", client.scheduler.address,
+         "--format", "csv"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert run.returncode == 2 and run.stdout == "" and "bucket(s) 03" in run.stderr
+
+
+def test_a_corrupt_part_is_named_not_skipped(
+    data: tuple[Path, Path], client: Client, tmp_path: Path
+) -> None:
+    _, lake = data
+    bad, manifest = _copy(lake, tmp_path)
+    victim = next(p for p in manifest.parts if "bucket=05/" in p)
+    (bad / victim).write_bytes(b"PAR1 not really parquet")
+    with pytest.raises(LakeError, match=rf"bucket 5: lake part .*{victim}.* cannot be read"):
+        cluster.report(bad, KpiQuery(kpis=("accepted_items",)), client)
+    # A corrupt complaints part too (read by its own task).
+    bad2, manifest2 = _copy(lake, tmp_path / "2")
+    assert manifest2.complaints is not None
+    (bad2 / manifest2.complaints).write_bytes(b"garbage")
+    with pytest.raises(LakeError, match=r"complaints .* cannot be read"):
+        cluster.report(bad2, KpiQuery(kpis=("open_complaints",)), client)
+    # Complaint KPIs not asked: the complaints are not read, the answer is whole.
+    q = KpiQuery(kpis=("accepted_items",), by=("product",))
+    expected = single_process(data[0], q)
+    assert_frame_equal(cluster.report(bad2, q, client), expected)
+
+
+def test_a_scheduler_without_workers_is_refused_in_time(tmp_path: Path) -> None:
+    lone = Cluster(tmp_path, workers=0)
+    try:
+        lone.client(workers=0).close()  # the scheduler is up and answers
+        t0 = time.monotonic()
+        with (
+            pytest.raises(cluster.ClusterError, match="has no worker"),
+            cluster.connect(lone.address, timeout=3),
+        ):
+            pass
+        assert time.monotonic() - t0 < 15  # 3 s for a worker to join, then refused
+    finally:
+        lone.stop()
+
+
 def test_cli_reports_through_the_cluster(data: tuple[Path, Path], dask_cluster: Cluster) -> None:
     folder, lake = data
-    args = ["--kpi", "accepted_items,on_time_ratio,transit_hours_p90", "--by", "product",
-            "--format", "csv"]  # fmt: skip
+    args = ["--kpi", ",".join(EVERY_FAMILY), "--format", "csv"]
     dask = subprocess.run(
         [str(BIN / "kpi"), "report", str(lake), "--engine", "dask",
          "--scheduler", dask_cluster.address, *args],
         capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip
-    q = KpiQuery(kpis=("accepted_items", "on_time_ratio", "transit_hours_p90"), by=("product",))
-    one = to_bytes(single_process(folder, q), "csv").decode()
-    assert dask.stdout == one and dask.stdout.count("\n") == 4
+    one = to_bytes(single_process(folder, KpiQuery(kpis=EVERY_FAMILY)), "csv").decode()
+    assert dask.stdout == one and dask.stdout.count("\n") == 2
 
 
 def test_a_worker_killed_mid_run_changes_nothing(
@@ -184,7 +200,7 @@ def test_a_worker_killed_mid_run_changes_nothing(
 ) -> None:
     # Last in the file: it leaves the module's cluster with one worker.
     folder, lake = data
-    q = QUESTIONS[2]
+    q = QUESTIONS[0]
     expected = single_process(folder, q)
     result: dict[str, object] = {}
 
