@@ -208,6 +208,7 @@ def refresh_tables(lake: Path, parts: Sequence[str]) -> TableIndex:
             f"delete {TABLES} and {STATE_DIR}/ to rebuild them"
         )
     new = [p for p in parts if p not in covered]
+    _sweep(lake, index)
     if not new:
         return index
     add = summarise(lake, new)
@@ -238,6 +239,20 @@ def refresh_tables(lake: Path, parts: Sequence[str]) -> TableIndex:
     for rel in replaced:
         (lake / rel).unlink(missing_ok=True)
     return out
+
+
+def _sweep(lake: Path, index: TableIndex) -> None:
+    """Remove what a killed refresh left: its staging folder, state files never listed.
+
+    Readers open only listed files, so an unlisted one is nobody's (one writer at a
+    time, as for the lake itself).
+    """
+    for stale in lake.glob("_staging-tables-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    listed = set(index.states.values())
+    for path in lake.glob(f"{STATE_DIR}/bucket=*/state-*.parquet"):
+        if str(path.relative_to(lake)) not in listed:
+            path.unlink(missing_ok=True)
 
 
 @dataclass
