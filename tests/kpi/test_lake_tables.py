@@ -232,3 +232,32 @@ def test_a_table_ahead_of_the_manifest_is_refused(folder: Path, tmp_path: Path) 
     (lake / TABLES).write_text("{not json")
     with pytest.raises(TablesError, match="not a lifecycle table index"):
         read_tables(lake, manifest.parts)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["--by", "destination", "--granularity", "day", "--tz", "Asia/Shanghai"],
+        ["--by", "facility", "--kpi", "backlog_items,dwell_hours_p90"],
+        ["--by", "from_facility,to_facility", "--kpi", "leg_hours_p50"],
+        ["--as-of", "2027-01-14T12:00:00Z", "--by", "product"],
+    ],
+)
+def test_kpi_report_on_a_lake_equals_the_folder(
+    folder: Path, tmp_path: Path, args: list[str]
+) -> None:
+    from typer.testing import CliRunner  # noqa: PLC0415  (test-only)
+
+    from kpi_cli.app import app  # noqa: PLC0415
+
+    lake = tmp_path / "lake"
+    compact(folder, lake, buckets=BUCKETS)
+    runner = CliRunner()
+    got = runner.invoke(app, ["report", str(lake), "--format", "csv", *args])
+    expected = runner.invoke(app, ["report", str(folder), "--format", "csv", *args])
+    assert got.exit_code == expected.exit_code == 0, got.output
+    a = pl.read_csv(got.stdout.encode())
+    b = pl.read_csv(expected.stdout.encode())
+    assert a.height > 0
+    assert_frame_equal(a, b, check_exact=False, rel_tol=1e-9)
