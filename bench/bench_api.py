@@ -291,6 +291,9 @@ def run(
                     "code": str(code),
                     "items": srv.info["items"],
                     "ready_seconds": round(srv.load_s, 2),
+                    # CPU seconds the server used until ready: less sensitive to the
+                    # machine's load than the wall time (the load uses both cores).
+                    "ready_cpu_seconds": _cpu_seconds(srv.proc.pid),
                     "rss_mb_ready": _rss_mb(srv.proc.pid, "VmRSS"),
                 }
             clients_ = {
@@ -331,6 +334,16 @@ def _minus_days(iso: str, days: int) -> str:
     import datetime as dt
 
     return (dt.datetime.fromisoformat(iso) - dt.timedelta(days=days)).isoformat()
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process (and its waited-for children) so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    ticks = sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
+    return round(ticks / os.sysconf("SC_CLK_TCK"), 2)
 
 
 def _rss_mb(pid: int, field: str = "VmRSS") -> float | None:
