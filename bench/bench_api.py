@@ -3,7 +3,13 @@
 Usage::
 
     .venv/bin/python bench/bench_api.py --data /tmp/sim1m          # the 1 M-item folder
+    .venv/bin/python bench/bench_api.py --data /tmp/sim1m --lake /tmp/lake1m --baseline /work/main
     .venv/bin/python bench/bench_api.py --small                    # quick smoke run (20 k items)
+
+With ``--lake`` the same folder compacted into a lake (``kpi compact``) is served
+too, and with ``--baseline`` the folder again by another checkout's sources (e.g. the
+main branch): all servers run at once and every sample is taken on each in turn, so
+the comparison holds on a machine whose load varies (report ratios).
 
 Generate the 1 M-item folder first with
 ``kpi simulate --out /tmp/sim1m --items 1000000 --days 30 --seed 1``.
@@ -11,9 +17,12 @@ Generate the 1 M-item folder first with
 The server is ``kpi api DATA --listen 127.0.0.1:PORT`` in a subprocess (one uvicorn
 worker; an admin key so the benchmark may drop the answer cache). Measured:
 
-- load: seconds from start until ``/readyz`` answers 200;
+- ready: seconds from start until ``/readyz`` answers 200 (interpreter start included);
+- RSS: when ready, at the end, and the peak (``VmHWM``);
 - cold: the answer cache is dropped (``DELETE /api/v1/admin/cache``) before each request;
 - cached: the same request repeated;
+- requests: the 30-day by-destination on-time query, a backlog page, an item
+  (the oldest waiting one: over a lake its timeline is read from its bucket);
 - throughput: 32 concurrent clients (httpx, one asyncio loop) sending a mix of both
   requests for a fixed time; every answer must be 200.
 
@@ -31,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -162,87 +172,162 @@ async def _throughput(
     }
 
 
-def run(data: Path, cold_n: int, warm_n: int, seconds: float, clients: int) -> dict[str, Any]:
-    """Start the server, measure, stop it; returns the figures."""
+@dataclass
+class Server:
+    """One ``kpi api`` subprocess under test."""
+
+    label: str
+    data: Path
+    code: Path
+    proc: subprocess.Popen[bytes]
+    base: str
+    log: Path
+    started: float
+    load_s: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _start(label: str, data: Path, code: Path, tmp: Path) -> Server:
+    """Start ``kpi api`` over ``data`` with the sources of ``code`` (not yet ready)."""
     port = _free_port()
-    base = f"http://127.0.0.1:{port}"
+    cfg = _config(tmp / f"api-{label}.yaml")
+    log = tmp / f"server-{label}.log"
+    env = {**os.environ, "PYTHONPATH": str(code)}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            SERVE,
+            str(data),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--config",
+            str(cfg),
+        ],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        cwd=code,
+        env=env,
+    )
+    return Server(label, data, code, proc, f"http://127.0.0.1:{port}", log, t0)
+
+
+def _wait_ready(srv: Server) -> None:
+    with httpx.Client(base_url=srv.base, timeout=300) as c:
+        while time.perf_counter() - srv.started < 900:
+            if srv.proc.poll() is not None:
+                raise RuntimeError(srv.log.read_text())
+            try:
+                ready = c.get("/readyz")
+                if ready.status_code == 200:
+                    srv.load_s = time.perf_counter() - srv.started
+                    srv.info = ready.json()
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+    raise RuntimeError(f"{srv.label}: not ready in 900 s")
+
+
+def _requests(srv: Server, item: str) -> dict[str, tuple[str, dict[str, Any]]]:
+    end = srv.info["as_of"]
+    return {
+        # A 30-day window ending at the as-of instant, by destination and by day.
+        "on_time_30d": (
+            "/api/v1/kpis/on_time_ratio",
+            {
+                "by": "destination",
+                "granularity": "day",
+                "tz": "Asia/Shanghai",
+                "to": end,
+                "from": _minus_days(end, 30),
+                "limit": 10_000,
+            },
+        ),
+        "backlog": ("/api/v1/backlog", {"region": "CN-GD", "min_age_hours": 6, "limit": 100}),
+        "item": (f"/api/v1/items/{item}", {}),
+    }
+
+
+def _samples(
+    name: str,
+    clients: dict[str, httpx.Client],
+    reqs: dict[str, dict[str, tuple[str, dict[str, Any]]]],
+    cold_n: int,
+    warm_n: int,
+    figures: dict[str, Any],
+) -> None:
+    """Cold and cached samples of one request, taken on every server in turn."""
+    cold: dict[str, list[float]] = {label: [] for label in clients}
+    warm: dict[str, list[float]] = {label: [] for label in clients}
+    for _ in range(cold_n):
+        for label, c in clients.items():
+            c.delete("/api/v1/admin/cache")
+            cold[label].append(_timed(c, *reqs[label][name]))
+    for _ in range(warm_n):
+        for label, c in clients.items():
+            warm[label].append(_timed(c, *reqs[label][name]))
+    for label in clients:
+        figures[label][name] = {"cold": _summary(cold[label]), "cached": _summary(warm[label])}
+
+
+def run(
+    targets: list[tuple[str, Path, Path]], cold_n: int, warm_n: int, seconds: float, clients: int
+) -> dict[str, Any]:
+    """Start every server (one after the other, each timed to ready), then measure them
+    side by side: each cold and cached sample is taken on every server in turn, so they
+    share the machine's load. Returns the figures per server."""
+    figures: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = _config(Path(tmp) / "api.yaml")
-        log = (Path(tmp) / "server.log").open("w")
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                SERVE,
-                str(data),
-                "--listen",
-                f"127.0.0.1:{port}",
-                "--config",
-                str(cfg),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
+        servers: list[Server] = []
         try:
-            with httpx.Client(base_url=base, headers={"X-API-Key": ADMIN_KEY}, timeout=300) as c:
-                ready = None
-                while time.perf_counter() - t0 < 900:
-                    if proc.poll() is not None:
-                        raise RuntimeError((Path(tmp) / "server.log").read_text())
-                    try:
-                        ready = c.get("/readyz")
-                        if ready.status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    time.sleep(0.25)
-                assert ready is not None and ready.status_code == 200, "server not ready"
-                load_s = time.perf_counter() - t0
-                info = ready.json()
-                as_of = info["as_of"]
-                # A 30-day window ending at the as-of instant, by destination and by day.
-                end = as_of
-                q_url = "/api/v1/kpis/on_time_ratio"
-                q_params = {
-                    "by": "destination",
-                    "granularity": "day",
-                    "tz": "Asia/Shanghai",
-                    "to": end,
-                    "from": _minus_days(end, 30),
-                    "limit": 10_000,
+            for label, data, code in targets:
+                srv = _start(label, data, code, Path(tmp))
+                servers.append(srv)
+                _wait_ready(srv)
+                figures[label] = {
+                    "data": str(data),
+                    "code": str(code),
+                    "items": srv.info["items"],
+                    "ready_seconds": round(srv.load_s, 2),
+                    # CPU seconds the server used until ready: less sensitive to the
+                    # machine's load than the wall time (the load uses both cores).
+                    "ready_cpu_seconds": _cpu_seconds(srv.proc.pid),
+                    "rss_mb_ready": _rss_mb(srv.proc.pid, "VmRSS"),
                 }
-                b_url = "/api/v1/backlog"
-                b_params = {"region": "CN-GD", "min_age_hours": 6, "limit": 100}
-                rows = c.get(q_url, params=q_params).json()["total"]
-                backlog_total = c.get(b_url, params=b_params).json()["total"]
-                figures: dict[str, Any] = {
-                    "items": info["items"],
-                    "load_seconds": round(load_s, 1),
-                    "query_rows": rows,
-                    "backlog_total": backlog_total,
-                }
-                for name, url, params in (
-                    ("on_time_30d", q_url, q_params),
-                    ("backlog", b_url, b_params),
-                ):
-                    cold = []
-                    for _ in range(cold_n):
-                        c.delete("/api/v1/admin/cache")
-                        cold.append(_timed(c, url, params))
-                    warm = [_timed(c, url, params) for _ in range(warm_n)]
-                    figures[name] = {"cold": _summary(cold), "cached": _summary(warm)}
-                mix = [(q_url, q_params), (b_url, b_params)]
-                figures["throughput"] = asyncio.run(_throughput(base, mix, clients, seconds))
-                rss = _rss_mb(proc.pid)
-                if rss is not None:
-                    figures["server_rss_mb"] = rss
-                return figures
+            clients_ = {
+                s.label: httpx.Client(
+                    base_url=s.base, headers={"X-API-Key": ADMIN_KEY}, timeout=300
+                )
+                for s in servers
+            }
+            first = clients_[servers[0].label].get("/api/v1/backlog", params={"limit": 1}).json()
+            item = first["data"][0]["item_id"]
+            reqs = {s.label: _requests(s, item) for s in servers}
+            for s in servers:
+                c = clients_[s.label]
+                q_url, q_params = reqs[s.label]["on_time_30d"]
+                b_url, b_params = reqs[s.label]["backlog"]
+                figures[s.label]["query_rows"] = c.get(q_url, params=q_params).json()["total"]
+                figures[s.label]["backlog_total"] = c.get(b_url, params=b_params).json()["total"]
+            for name in ("on_time_30d", "backlog", "item"):
+                _samples(name, clients_, reqs, cold_n, warm_n, figures)
+            for s in servers:
+                mix = [reqs[s.label]["on_time_30d"], reqs[s.label]["backlog"]]
+                figures[s.label]["throughput"] = asyncio.run(
+                    _throughput(s.base, mix, clients, seconds)
+                )
+                figures[s.label]["rss_mb_end"] = _rss_mb(s.proc.pid, "VmRSS")
+                figures[s.label]["rss_mb_peak"] = _rss_mb(s.proc.pid, "VmHWM")
+            for c in clients_.values():
+                c.close()
         finally:
-            proc.terminate()
-            proc.wait(timeout=30)
-            log.close()
+            for s in servers:
+                s.proc.terminate()
+            for s in servers:
+                s.proc.wait(timeout=30)
+    return figures
 
 
 def _minus_days(iso: str, days: int) -> str:
@@ -251,10 +336,20 @@ def _minus_days(iso: str, days: int) -> str:
     return (dt.datetime.fromisoformat(iso) - dt.timedelta(days=days)).isoformat()
 
 
-def _rss_mb(pid: int) -> float | None:
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process (and its waited-for children) so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    ticks = sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
+    return round(ticks / os.sysconf("SC_CLK_TCK"), 2)
+
+
+def _rss_mb(pid: int, field: str = "VmRSS") -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return round(int(line.split()[1]) / 1024, 0)
     except OSError:
         return None
@@ -267,6 +362,12 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--data", type=Path, help="data folder (default: /tmp/sim1m)")
+    ap.add_argument(
+        "--lake", type=Path, help="also serve this lake (compacted from --data first if absent)"
+    )
+    ap.add_argument(
+        "--baseline", type=Path, help="also serve the folder with the sources of this checkout"
+    )
     ap.add_argument("--small", action="store_true", help="generate and use a 20 k-item folder")
     ap.add_argument("--cold", type=int, default=20, help="cold samples per request")
     ap.add_argument("--warm", type=int, default=200, help="cached samples per request")
@@ -279,9 +380,21 @@ def main() -> None:
         data = args.data or Path("/tmp/sim1m")
     if not (data / "events").is_dir():
         sys.exit(f"{data} has no events/: generate it with kpi simulate (see the docstring)")
-    figures = run(data, args.cold, args.warm, args.seconds, args.clients)
-    figures["data"] = str(data)
+    targets = [("folder", data, ROOT)]
+    if args.lake is not None:
+        if not (args.lake / "_manifest.json").exists():
+            sys.path.insert(0, str(ROOT))
+            from kpi.lake import compact
+
+            compact(data, args.lake)
+        targets.append(("lake", args.lake, ROOT))
+    if args.baseline is not None:
+        targets.append(("folder_baseline", data, args.baseline.resolve()))
+    load_before = os.getloadavg()
+    figures = run(targets, args.cold, args.warm, args.seconds, args.clients)
     figures["cpus"] = os.cpu_count()
+    figures["loadavg_before"] = [round(x, 1) for x in load_before]
+    figures["loadavg_after"] = [round(x, 1) for x in os.getloadavg()]
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     (OUT_DIR / "api.json").write_text(json.dumps(figures, indent=2) + "\n")
     print(json.dumps(figures, indent=2))

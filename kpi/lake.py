@@ -23,6 +23,7 @@ from typing import Final
 import polars as pl
 
 from kpi.contract import SCHEMAS, Kind
+from kpi.lake_tables import refresh_tables
 from kpi.sources.files import read_file
 from kpi.sources.folder import (
     FACILITIES_FILE,
@@ -214,6 +215,7 @@ def compact(data_dir: Path, lake: Path, buckets: int = DEFAULT_BUCKETS) -> Compa
             manifest.sources[str(p)] = _stamp(p)
         rep.files = len(ev_files) + len(cp_files)
         manifest.save(lake)
+        refresh_tables(lake, manifest.parts)  # each bucket's lifecycle state, after the commit
         if cp_files and old is not None:
             (lake / old).unlink(missing_ok=True)
     finally:

@@ -101,6 +101,9 @@ def report(
     from kpi.kpis.catalog import KpiError  # noqa: PLC0415
     from kpi.kpis.docs import catalog_table  # noqa: PLC0415
     from kpi.kpis.query import KpiQuery, Snapshot  # noqa: PLC0415
+    from kpi.lake import LakeError  # noqa: PLC0415
+    from kpi.lake_snapshot import LakeReader, is_lake  # noqa: PLC0415
+    from kpi.lake_tables import TablesError  # noqa: PLC0415
     from kpi.output import FORMATS, TimestampError, parse_timestamp  # noqa: PLC0415
     from kpi.sources.folder import load_data_dir  # noqa: PLC0415
     from kpi.standards import ReferenceFileError  # noqa: PLC0415
@@ -126,12 +129,17 @@ def report(
         if engine == "dask":
             frame = _on_cluster(data_dir, query, as_of_ts, scheduler, workers, connect_timeout)
             return _emit(frame, fmt, output)
-        snap = Snapshot.from_dataset(
-            load_data_dir(data_dir, _not_after(as_of_ts, _margin(max_future, as_of_ts))),
-            as_of_ts,
-        )
+        if is_lake(data_dir):
+            # A lake: the snapshot starts from its per-bucket lifecycle tables.
+            reader = LakeReader.open(data_dir)
+            snap = reader.snapshot() if as_of_ts is None else reader.snapshot_at(as_of_ts)
+        else:
+            snap = Snapshot.from_dataset(
+                load_data_dir(data_dir, _not_after(as_of_ts, _margin(max_future, as_of_ts))),
+                as_of_ts,
+            )
         frame = snap.query(query)
-    except (KpiError, TimestampError, ReferenceFileError) as exc:
+    except (KpiError, TimestampError, ReferenceFileError, LakeError, TablesError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     _notes(snap, data_dir)

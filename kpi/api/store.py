@@ -30,6 +30,9 @@ from kpi.contract import COMPLAINT_CATEGORIES, FACILITY_TYPES, Kind
 from kpi.kpis.exprs import Window
 from kpi.kpis.functions import waiting_items
 from kpi.kpis.query import Snapshot
+from kpi.lake import LakeError
+from kpi.lake_snapshot import VERSION_FILES, LakeReader, is_lake
+from kpi.lake_tables import TablesError
 from kpi.sources.folder import FACILITIES_FILE, DataSet, load_data_dir, source_files
 from kpi.standards import STANDARDS_FILE
 
@@ -43,9 +46,16 @@ _EVENT_ORDER: Final = ("item_id", "ts", "event", "event_id")
 
 
 def fingerprint(data_dir: Path) -> Fingerprint:
-    """(relative path, size, mtime) of every file the loader reads, in a stable order."""
-    paths = [p for kind in Kind for p in source_files(data_dir, kind)]
-    paths += [data_dir / name for name in (FACILITIES_FILE, STANDARDS_FILE)]
+    """(relative path, size, mtime) of every file the loader reads, in a stable order.
+
+    A lake's version is its commit points (manifest, lifecycle table index) and
+    reference files: its parts never change once listed.
+    """
+    if is_lake(data_dir):
+        paths = [data_dir / name for name in VERSION_FILES]
+    else:
+        paths = [p for kind in Kind for p in source_files(data_dir, kind)]
+        paths += [data_dir / name for name in (FACILITIES_FILE, STANDARDS_FILE)]
     out: list[tuple[str, int, int]] = []
     for p in paths:
         try:
@@ -92,7 +102,9 @@ class Generation:
     version: str
     fingerprint: Fingerprint
     dataset: DataSet
-    events: pl.DataFrame  # sorted by item, time, stage: timelines are slices of it
+    #: A folder's events sorted by item, time, stage (timelines are slices of it);
+    #: None for a lake, whose timelines are read from the item's bucket (``reader``).
+    events: pl.DataFrame | None
     default: Snapshot
     known: KnownValues
     facility_region: dict[str, str | None]
@@ -100,34 +112,54 @@ class Generation:
     snapshots: Lru
     results: Lru
     inflight: dict[Hashable, asyncio.Future[Any]] = field(default_factory=dict)
+    reader: LakeReader | None = None
 
     def item_events(self, item_id: str, as_of: dt.datetime) -> pl.DataFrame:
-        """The item's events at or before ``as_of``, in lifecycle order (binary search)."""
+        """The item's events at or before ``as_of``, in lifecycle order.
+
+        A folder's: a binary search in the sorted events; a lake's: its bucket only.
+        """
+        if self.events is None:
+            assert self.reader is not None
+            try:
+                return self.reader.item_events(item_id, as_of)
+            except (TablesError, LakeError, pl.exceptions.PolarsError, OSError) as exc:
+                raise ApiError(503, f"the lake cannot be read for {item_id!r}: {exc}") from exc
         ids = self.events["item_id"]
         lo = int(ids.search_sorted(item_id, "left"))
         hi = int(ids.search_sorted(item_id, "right"))
         return self.events.slice(lo, hi - lo).filter(pl.col("ts") <= as_of)
 
 
-def _known_values(ds: DataSet, events: pl.DataFrame) -> KnownValues:
-    """Every value each dimension takes anywhere in the folder (all history)."""
+def event_values(events: pl.DataFrame) -> dict[str, frozenset[str]]:
+    """Values of the event-borne dimensions (acceptances' product, origin, destination;
+    every event's facility), as ``kpi.lake_tables`` keeps them for a lake."""
     accepted = events.filter(pl.col("event") == "accepted")
+    cols = {"product": accepted, "origin": accepted, "destination": accepted, "facility": events}
+    return {c: frozenset(f[c].drop_nulls().unique().to_list()) for c, f in cols.items()}
+
+
+def _known_values(ds: DataSet, ev: dict[str, frozenset[str]]) -> KnownValues:
+    """Every value each dimension takes anywhere in the data (all history)."""
     complaints = ds.complaints.select("region", "product").collect()
     fac = ds.facilities
 
-    def values(*series: pl.Series) -> frozenset[str]:
-        return frozenset(v for s in series for v in s.drop_nulls().unique().to_list())
+    def values(*series: pl.Series | frozenset[str]) -> frozenset[str]:
+        out: set[str] = set()
+        for s in series:
+            out |= s if isinstance(s, frozenset) else set(s.drop_nulls().unique().to_list())
+        return frozenset(out)
 
     return {
-        "product": values(accepted["product"], complaints["product"]),
-        "origin": values(accepted["origin"]),
-        "destination": values(accepted["destination"]),
-        "region": values(accepted["destination"], complaints["region"], fac["region"]),
-        "facility": values(events["facility"], fac["facility"]),
+        "product": values(ev["product"], complaints["product"]),
+        "origin": ev["origin"],
+        "destination": ev["destination"],
+        "region": values(ev["destination"], complaints["region"], fac["region"]),
+        "facility": values(ev["facility"], fac["facility"]),
         "facility_type": frozenset(FACILITY_TYPES),
         "category": frozenset(COMPLAINT_CATEGORIES),
-        "from_facility": values(events["facility"], fac["facility"]),
-        "to_facility": values(events["facility"], fac["facility"]),
+        "from_facility": values(ev["facility"], fac["facility"]),
+        "to_facility": values(ev["facility"], fac["facility"]),
         "from_region": values(fac["region"]),
         "to_region": values(fac["region"]),
     }
@@ -135,6 +167,8 @@ def _known_values(ds: DataSet, events: pl.DataFrame) -> KnownValues:
 
 def build_generation(settings: Settings, fp: Fingerprint) -> Generation:
     """Load the folder into memory and build the default snapshot (blocking; run in a thread)."""
+    if is_lake(settings.data_dir):
+        return build_lake_generation(settings, fp)
     ds = load_data_dir(settings.data_dir)
     loaded = ds.events.collect()
     # The snapshot reads the in-memory frames, so other as-of instants need no re-read.
@@ -156,11 +190,42 @@ def build_generation(settings: Settings, fp: Fingerprint) -> Generation:
         dataset=mem,
         events=loaded.sort(list(_EVENT_ORDER)),
         default=default,
-        known=_known_values(mem, loaded),
+        known=_known_values(mem, event_values(loaded)),
         facility_region=dict(zip(fac["facility"].to_list(), fac["region"].to_list(), strict=True)),
         loaded_at=dt.datetime.now(dt.UTC),
         snapshots=Lru(settings.limits.snapshot_cache),
         results=Lru(settings.limits.result_cache),
+    )
+
+
+def build_lake_generation(settings: Settings, fp: Fingerprint) -> Generation:
+    """A lake's generation: the default snapshot from its lifecycle tables, no event in memory.
+
+    Drill-downs that need events read them from the lake when asked (``LakeReader``):
+    an item's timeline from its bucket, the stage tables from the stage scans.
+    """
+    reader = LakeReader.open(settings.data_dir)
+    tables = reader.tables()
+    version = version_of(fp)
+    if settings.as_of is None:
+        default = reader.snapshot(tables)
+    else:
+        default = reader.snapshot_at(settings.as_of)
+    default.version = version
+    fac = reader.facilities
+    ds = reader.dataset()
+    return Generation(
+        version=version,
+        fingerprint=fp,
+        dataset=ds,
+        events=None,
+        default=default,
+        known=_known_values(ds, dict(tables.known)),
+        facility_region=dict(zip(fac["facility"].to_list(), fac["region"].to_list(), strict=True)),
+        loaded_at=dt.datetime.now(dt.UTC),
+        snapshots=Lru(settings.limits.snapshot_cache),
+        results=Lru(settings.limits.result_cache),
+        reader=reader,
     )
 
 
@@ -303,7 +368,10 @@ class DataStore:
         key = as_of.astimezone(dt.UTC)
 
         def build() -> Snapshot:
-            snap = Snapshot.from_dataset(gen.dataset, key)
+            if gen.reader is not None:
+                snap = gen.reader.snapshot_at(key)
+            else:
+                snap = Snapshot.from_dataset(gen.dataset, key)
             snap.version = gen.version
             return snap
 

@@ -240,7 +240,14 @@ def compute(snap: Snapshot, q: KpiQuery) -> pl.DataFrame:
     w = snap.window(q)
     families = [f for f in Family if any(k.family is f for k in kpis)]
     keys = [*by, PERIOD] if q.granularity else by
-    frames = pl.collect_all([_family_frame(snap, f, by, w) for f in families])
+    # Only the asked KPIs' columns: the optimiser then drops the aggregations no one reads
+    # (percentiles are the costly ones).
+    frames = pl.collect_all(
+        [
+            _family_frame(snap, f, by, w).select(*keys, *(k.name for k in kpis if k.family is f))
+            for f in families
+        ]
+    )
     return join_families(frames, kpis, keys)
 
 
