@@ -144,7 +144,9 @@ def main() -> None:
     if args.child:
         _child(args)
         return
-    figures: dict[str, Any] = {"loadavg_before": list(map(float, Path("/proc/loadavg").read_text().split()[:3]))}
+    figures: dict[str, Any] = {
+        "loadavg_before": list(map(float, Path("/proc/loadavg").read_text().split()[:3]))
+    }
     data = Path(args.data) if args.data else None
     if args.synth_lake:
         lake = Path(args.synth_lake)
