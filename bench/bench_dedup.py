@@ -71,6 +71,7 @@ def child(data: Path, window: str, retention: str) -> list[dict[str, float]]:
                     "seconds": round(time.perf_counter() - started, 1),
                 }
             )
+            print(json.dumps({"window": window, **rows[-1]}), file=sys.stderr, flush=True)
         ing.close()
     return rows
 
@@ -97,7 +98,7 @@ def main() -> None:
         out = subprocess.run(
             [sys.executable, __file__, "--data", str(args.data), "--retention", args.retention,
              "--child", window],
-            capture_output=True, text=True, check=True,
+            stdout=subprocess.PIPE, text=True, check=True,  # per-day lines on stderr
         )  # fmt: skip
         results[window] = json.loads(out.stdout.strip().splitlines()[-1])
     names = list(results)

@@ -4,7 +4,16 @@ Each module runs in its own scratch copy under ``var/mutants/<name>`` (mutmut ke
 state in ``./mutants`` and reads its settings from ``./pyproject.toml``, so separate
 copies let every module have its own test selection and keep results between runs).
 ``forkserver`` isolation: polars' thread pool hangs in a plain fork of a process that
-has already used it.
+has already used it. The fork server must not warm up by collecting the tests
+(mutmut's default, ``forkserver_warmup = "collect"``): collecting imports ``kpi``,
+whose import-time polars work starts the thread pool (``polars-0``, ``polars-1``,
+tokio workers) in the fork server, and every mutant forked from it then waits for
+ever on pool threads that do not exist in the child (idle workers, no CPU, so
+mutmut's CPU limit never fires; only the wall-clock bound, 15x the tests' time, ends
+each one). So the fork server preloads the engine through ``mutants_preload.py``,
+which keeps the pool from starting during that import, and each mutant's process
+starts its own pool. ``timeout_constant`` gives a mutant's process the seconds it
+needs to start on a loaded machine (mutmut's default of 1 s timed them out).
 """
 
 from __future__ import annotations
@@ -25,6 +34,13 @@ PAIRS: dict[str, str] = {
     "kpi/kpis/increments.py": "tests/kpi/test_increments.py",
 }
 COPY = ("kpi", "exporters", "tests", "pyproject.toml", "uv.lock")
+#: imported once by the fork server; none of these starts polars' thread pool
+PRELOAD = (
+    *("pytest", "hypothesis", "numpy", "polars", "polars.testing"),
+    # the pytest plugins each run loads (schemathesis alone is ~0.5 s of CPU per mutant)
+    *("pytest_timeout", "anyio.pytest_plugin", "schemathesis.pytest.plugin", "xdist.plugin"),
+    "tests._mutants_preload",
+)
 
 
 def _settings(module: str, test_file: str) -> str:
@@ -35,6 +51,9 @@ only_mutate = ["{module}"]
 pytest_add_cli_args_test_selection = ["{test_file}"]
 pytest_add_cli_args = ["-p", "no:xdist", "-p", "no:cacheprovider", "--timeout=300"]
 process_isolation = "forkserver"
+forkserver_warmup = "import"
+preload_modules_file = "preload.txt"
+timeout_constant = 10.0
 use_git_change_detection = false
 """
 
@@ -49,6 +68,8 @@ def _prepare(work: Path, module: str, test_file: str) -> None:
             )
         else:
             shutil.copy2(src, dst)
+    shutil.copy2(ROOT / "scripts" / "mutants_preload.py", work / "tests" / "_mutants_preload.py")
+    (work / "preload.txt").write_text("\n".join(PRELOAD) + "\n")
     pyproject = work / "pyproject.toml"
     pyproject.write_text(pyproject.read_text() + _settings(module, test_file))
 
@@ -58,12 +79,14 @@ def run(module: str, test_file: str, children: int) -> dict[str, int]:
     work = ROOT / "var" / "mutants" / module.replace("/", "_").removesuffix(".py")
     _prepare(work, module, test_file)
     mutmut = str(Path(sys.executable).with_name("mutmut"))
-    subprocess.run(
-        [mutmut, "run", "--max-children", str(children)],
-        cwd=work,
-        check=False,
-        stdout=subprocess.DEVNULL,
-    )
+    with (work / "run.log").open("w") as log:  # mutmut's progress, to follow a long run
+        subprocess.run(
+            [mutmut, "run", "--max-children", str(children)],
+            cwd=work,
+            check=False,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     subprocess.run([mutmut, "export-cicd-stats"], cwd=work, check=True, stdout=subprocess.DEVNULL)
     stats: dict[str, int] = json.loads((work / "mutants" / "mutmut-cicd-stats.json").read_text())
     out = subprocess.run([mutmut, "results"], cwd=work, check=True, capture_output=True, text=True)
