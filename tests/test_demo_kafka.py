@@ -87,18 +87,35 @@ def test_the_demo_brings_shards_and_prometheus_up(tmp_path: Path) -> None:
             what="both shards scraped",
         )
 
-        def held() -> list[dict[str, object]]:
-            return _query(
-                prom, 'postal_exporter_kafka_partitions_assigned{topic="postal.events"} > 0'
-            )
+        def shared() -> bool:
+            """Both shards hold partitions, and together all 8 + 8 (the sticky assignor
+            may give one shard only one topic's: the total is what is shared)."""
+            held = _query(prom, "sum by (instance) (postal_exporter_kafka_partitions_assigned)")
+            counts = [float(s["value"][1]) for s in held]  # type: ignore[index]
+            return len(counts) == 2 and min(counts) > 0 and sum(counts) == 16
 
-        promkit.wait_for(lambda: len(held()) == 2, timeout=120, what="partitions on both shards")
-        assert sum(float(s["value"][1]) for s in held()) == 8  # type: ignore[index]
+        promkit.wait_for(shared, timeout=120, what="partitions shared by both shards")
         # The events of all 8 partitions are counted, one series each (no instance).
-        series = _query(prom, 'postal_exporter_events_ingested_total{topic="postal.events"}')
-        assert sorted(int(s["metric"]["partition"]) for s in series) == list(range(8))  # type: ignore[index]
+        query = 'postal_exporter_events_ingested_total{topic="postal.events"}'
+
+        def partitions() -> list[int]:
+            return sorted(int(s["metric"]["partition"]) for s in _query(prom, query))  # type: ignore[index]
+
+        promkit.wait_for(lambda: partitions() == list(range(8)), timeout=60, what="8 partitions")
+        series = _query(prom, query)
         assert all("instance" not in s["metric"] for s in series)  # type: ignore[operator]
         assert sum(float(s["value"][1]) for s in series) > 0  # type: ignore[index]
+        # The project's recording rules run over the shards: the live feed's acceptances,
+        # summed over both shards and all partitions into one series per region.
+        rule = "postal:items_accepted_by_destination:increase1d"
+        promkit.wait_for(
+            lambda: sum(float(s["value"][1]) for s in _query(prom, rule)) > 0,  # type: ignore[index]
+            timeout=120,
+            what="the recording rule over the shards",
+        )
+        for s in _query(prom, rule):
+            assert set(s["metric"]) == {"__name__", "job", "region"}  # type: ignore[arg-type]
+            assert s["metric"]["job"] == cat.EXPORTER_JOB  # type: ignore[index]
     finally:
         if demo.poll() is None:
             os.killpg(demo.pid, signal.SIGTERM)
