@@ -33,7 +33,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 TIGHT = ["--late-grace", "30m", "--dedup-window", "1h", "--max-future", "10m"]
 
 
-def _shard(data: Path, state: Path, kafka: kafkakit.KafkaBroker, topic: str, *extra: str):
+def _shard(
+    data: Path, state: Path, kafka: kafkakit.KafkaBroker, topic: str, *extra: str
+) -> ExporterProcess:
     return ExporterProcess(
         data,
         state,
