@@ -87,6 +87,10 @@ def validate_poll(
     return out
 
 
+class NoStandardsError(RuntimeError):
+    """No valid service standard was ever loaded: deadlines cannot be computed yet."""
+
+
 class PartitionState(Ingestor):
     """The exporter books of one partition, restored from its last checkpoint.
 
@@ -121,6 +125,11 @@ class PartitionState(Ingestor):
         partition moves on (a poison message never stops its partition).
         """
         self.reference = reload(self.config.data_dir, self.reference)
+        if not self.reference.standards_loaded:
+            # As the file exporter reads nothing then, the shard applies nothing: the
+            # records wait in the partition (the shard seeks back) until the file is valid.
+            why = "; ".join(self.reference.errors.values()) or "service standards not loaded"
+            raise NoStandardsError(f"no valid service standard, nothing is applied: {why}")
         position = FileState(
             key=self.pid.source,
             path=self.pid.source,

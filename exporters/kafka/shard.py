@@ -33,7 +33,6 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -48,12 +47,12 @@ from confluent_kafka import (
     TopicPartition,
 )
 from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
 
 from exporters import catalog as cat
 from exporters.exposition import Exposition, collectors, registry_of, render
 from exporters.ingest import IngestConfig
-from exporters.kafka.partition import PartitionId, PartitionState, validate_poll
+from exporters.kafka.families import Families, constant, labelled, merged
+from exporters.kafka.partition import NoStandardsError, PartitionId, PartitionState, validate_poll
 from exporters.server import Endpoints, MetricsHTTPServer
 from exporters.service import (
     DEDUP_WINDOW_DEFAULT,
@@ -148,43 +147,6 @@ class _Held:
     families: list[Metric] = field(default_factory=list)
 
 
-class _Families(Collector):
-    """A fixed list of metric families (one refresh's), for a registry to render."""
-
-    def __init__(self) -> None:
-        self.families: list[Metric] = []
-
-    def collect(self) -> Iterator[Metric]:
-        return iter(self.families)
-
-
-def _labelled(families: Iterable[Metric], labels: dict[str, str]) -> list[Metric]:
-    """Copies of ``families`` with ``labels`` added to every sample."""
-    out = []
-    for family in families:
-        copy = Metric(family.name, family.documentation, family.type, family.unit)
-        copy.samples = [s._replace(labels={**s.labels, **labels}) for s in family.samples]
-        out.append(copy)
-    return out
-
-
-def _merged(groups: Iterable[list[Metric]]) -> list[Metric]:
-    """One family per name, with the samples of every group (each name exposed once)."""
-    by_name: dict[str, Metric] = {}
-    for families in groups:
-        for family in families:
-            into = by_name.get(family.name)
-            if into is None:
-                into = Metric(family.name, family.documentation, family.type, family.unit)
-                by_name[family.name] = into
-            into.samples.extend(family.samples)
-    return list(by_name.values())
-
-
-def _constant(view: MetricsView) -> Callable[[], MetricsView]:
-    return lambda: view
-
-
 class KafkaShard:
     """The shard, embeddable: ``start()``, ``wait_ready()``, ``url``, ``stop()``."""
 
@@ -195,7 +157,7 @@ class KafkaShard:
         self._held: dict[tuple[str, int], _Held] = {}
         self._held_lock = threading.Lock()
         self._render_lock = threading.Lock()
-        self._families = _Families()
+        self._families = Families()
         self._registry = registry_of([self._families])
         self._exposition: Exposition | None = None
         self._gauges: list[Metric] = []
@@ -204,6 +166,8 @@ class KafkaShard:
         self._consumer: Consumer | None = None
         self._version = version()
         self._last_lag = 0.0
+        #: Why nothing can be applied (no valid service standard), while that lasts.
+        self._waiting: str | None = None
         # Invalid time rules (a dedup window shorter than the late grace) fail here, at
         # start, not at the first assignment.
         config.ingest_config(PartitionId(config.topic, 0, Kind.EVENTS)).policy()
@@ -366,6 +330,13 @@ class KafkaShard:
                 self._apply(messages)
                 self._lag(consumer)
                 self._checkpoints(consumer)
+                self._waiting = None
+            except NoStandardsError as exc:  # logged once; polled again until the file is valid
+                if str(exc) != self._waiting:
+                    log.error("%s", exc)
+                self._waiting = str(exc)
+                self._rewind(consumer)
+                self._stop.wait(cfg.poll_timeout)
             except Exception:  # never let one bad poll end the process
                 log.exception("consume step failed; reading again from the applied offsets")
                 self._rewind(consumer)
@@ -504,12 +475,12 @@ class KafkaShard:
         view = MetricsView(counters=counters, local=local)
         families = [
             f
-            for collector in collectors(_constant(view))
+            for collector in collectors(constant(view))
             for f in collector.collect()
             if f.type in COUNTER_TYPES
         ]
         labels = {"topic": state.pid.topic, "partition": str(state.pid.partition)}
-        return _labelled(families, labels)
+        return labelled(families, labels)
 
     def _gauge_families(self, held: list[_Held]) -> list[Metric]:
         """The gauges over the union of the shard's partitions (what one exporter would show
@@ -552,7 +523,7 @@ class KafkaShard:
         )
         return [
             f
-            for collector in collectors(_constant(view))
+            for collector in collectors(constant(view))
             for f in collector.collect()
             if f.type not in COUNTER_TYPES
         ]
@@ -579,7 +550,7 @@ class KafkaShard:
         with self._render_lock:
             with self._held_lock:
                 shown = [h.families for h in self._held.values() if h.shown]
-            self._families.families = [*_merged(shown), *self._gauges, *self._shard_families()]
+            self._families.families = [*merged(shown), *self._gauges, *self._shard_families()]
             self._exposition = render(self._registry)
 
     @property

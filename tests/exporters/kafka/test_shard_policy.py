@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from pathlib import Path
 
 import orjson
@@ -33,7 +34,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 TIGHT = ["--late-grace", "30m", "--dedup-window", "1h", "--max-future", "10m"]
 
 
-def _shard(data: Path, state: Path, kafka: kafkakit.KafkaBroker, topic: str, *extra: str):
+def _shard(
+    data: Path, state: Path, kafka: kafkakit.KafkaBroker, topic: str, *extra: str
+) -> ExporterProcess:
     return ExporterProcess(
         data,
         state,
@@ -158,3 +161,30 @@ def test_contradicting_rules_stop_the_shard_at_start(
     assert shard.process is not None
     assert shard.process.wait(60) == 1
     assert "dedup window must be at least the late grace" in shard.log()
+
+
+def test_nothing_is_applied_without_a_valid_service_standard(
+    kafka: kafkakit.KafkaBroker, tmp_path: Path, running: list[ExporterProcess]
+) -> None:
+    # As the file exporter reads nothing until a valid standard is loaded, a shard applies
+    # nothing: the records wait in the partition and are counted once the file is fixed.
+    data = tmp_path / "data"
+    data.mkdir()
+    standards = data / "service-standards.yaml"
+    standards.write_text("products: [express\n")  # not YAML
+    topic = kafka.create_topic(kafkakit.unique("standards"), partitions=1)
+    shard = _shard(data, tmp_path / "state", kafka, topic, "--max-future", "off")
+    running.append(shard)
+    shard.wait_ready()
+    t0 = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(hours=1)
+    _send(kafka, topic, [_accepted(1, t0), _accepted(2, t0)])
+    wait_until(lambda: "no valid service standard" in shard.log(), timeout=60)
+    time.sleep(3)  # several polls while the standard is missing: none may skip the records
+    assert _handled(shard.scrape()) == 0
+    standards.unlink()  # no file: the built-in standard, valid
+    wait_until(lambda: _handled(shard.scrape()) == 2, timeout=60)
+    got = shard.scrape()
+    assert got is not None
+    assert total(got, "postal_items_accepted_total") == 2
+    assert total(got, "postal_exporter_events_rejected_total") == 0
+    assert shard.log().count("no valid service standard") == 1  # logged once, not per poll
