@@ -275,14 +275,29 @@ def read_tables(lake: Path, parts: Sequence[str], attempts: int = 3) -> Tables:
     """
     for attempt in range(attempts):
         index = TableIndex.load(lake)
+        rels = [rel for _, rel in sorted(index.states.items())]
         try:
-            states = [_read_state(lake, rel) for _, rel in sorted(index.states.items())]
+            if set(parts) <= set(index.covered):
+                # Every part covered (the usual case): one read of all files, in parallel.
+                return _with_uncovered(lake, parts, index, [_read_states(lake, rels)])
+            states = [_read_state(lake, rel) for rel in rels]
         except TablesError:
             if attempt + 1 == attempts:
                 raise
             continue
         return _with_uncovered(lake, parts, index, states)
     raise TablesError(f"{lake}: the lifecycle tables kept changing while being read")
+
+
+def _read_states(lake: Path, rels: list[str]) -> pl.DataFrame:
+    """All the given state files as one frame (in order)."""
+    if not rels:
+        return empty_state()
+    try:
+        files = [lake / rel for rel in rels]
+        return pl.scan_parquet(files).cast(STATE_SCHEMA).collect()  # type: ignore[arg-type]
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise TablesError(f"{lake}: unreadable lifecycle table ({exc})") from exc
 
 
 def _with_uncovered(
