@@ -102,7 +102,7 @@ EVENT_ENUM: Final = pl.Enum(EVENT_TYPES)
 RANK_BITS: Final = 8
 
 
-def _check(rules: tuple[EventRule, ...]) -> None:
+def check_rules(rules: tuple[EventRule, ...]) -> None:
     """The table's own invariants, checked at import (a bad row fails every test at once)."""
     names = [r.name for r in rules]
     aliases = [a.lower() for r in rules for a in r.aliases]
@@ -120,7 +120,7 @@ def _check(rules: tuple[EventRule, ...]) -> None:
             raise ValueError(f"{r.name}: an attempt either delivers or fails")
 
 
-_check(EVENT_RULES)
+check_rules(EVENT_RULES)
 
 
 def events_with(*effects: Effect) -> tuple[str, ...]:

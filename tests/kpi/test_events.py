@@ -22,7 +22,7 @@ from kpi.events import (
     STAGE,
     Effect,
     EventRule,
-    _check,
+    check_rules,
     event_key,
     events_with,
     key_has,
@@ -142,14 +142,14 @@ _E = Effect
 )
 def test_a_bad_row_fails_the_tables_check(bad: EventRule) -> None:
     with pytest.raises(ValueError, match=r"."):
-        _check((*EVENT_RULES, bad))
+        check_rules((*EVENT_RULES, bad))
 
 
 def test_more_types_than_the_key_holds_fail_the_tables_check() -> None:
     extra = tuple(EventRule(f"x{i}") for i in range(RANK_BITS + 1 - len(EVENT_RULES)))
-    _check((*EVENT_RULES, *extra[:-1]))  # exactly RANK_BITS types: fine
+    check_rules((*EVENT_RULES, *extra[:-1]))  # exactly RANK_BITS types: fine
     with pytest.raises(ValueError, match="at most"):
-        _check((*EVENT_RULES, *extra))
+        check_rules((*EVENT_RULES, *extra))
 
 
 @pytest.mark.parametrize("dtype", [pl.String(), EVENT_ENUM])
