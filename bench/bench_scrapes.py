@@ -1,18 +1,29 @@
-"""Twenty concurrent scrapers while ingesting: the pooled server beside the one it replaced.
+"""Twenty concurrent scrapers while ingesting: the exporter's server beside main's and the first one.
 
-Both servers run in this process, one after the other, with the same handler, the
-same cached exposition (the size of a real one) and the same ingest load in a
-background thread (JSON lines parsed and validated, GIL-heavy as the exporter's
-intake is). Only the serving differs:
+The servers run in this process, one after the other, serving the same cached
+exposition (10 k series, the size of a real one) under the same ingest load in a
+background thread (JSON lines parsed and validated, GIL-bound as the exporter's
+intake is), with the interpreter switch interval the exporter sets (1 ms). Only the
+serving differs:
 
 - *thread per connection, backlog 5*: ``ThreadingHTTPServer`` as the exporter had it
   before issue 18 (socketserver's default listen queue of 5);
-- *pool, backlog 128*: ``exporters.server.MetricsHTTPServer`` (``WORKERS`` pooled
-  threads, ``BACKLOG`` 128).
+- *main: pool of 32, backlog 128*: the server of main before this change, a pool of
+  32 threads running ``BaseHTTPRequestHandler`` (kept below as ``MainServer``);
+- *selector thread*: ``exporters.server.MetricsHTTPServer`` (one thread, non-blocking
+  sockets, head and body in one ``sendmsg``, keep-alive).
 
-The scrapers are 20 threads in a separate process (so they do not compete for the
-server's GIL), each opening a new connection per scrape back to back, as 20
-Prometheus servers would. Latency is connect-to-last-byte.
+Two loads, each from 20 scraper threads in a separate process (so they do not
+compete for the server's GIL); latency is request-to-last-byte (connect included
+for a new connection):
+
+- *back to back*: each scraper opens a new connection per scrape and scrapes again
+  at once: a saturation test (by Little's law the mean latency is 20 / throughput);
+- *paced*: each scraper scrapes every ``--interval`` (0.25 s: 60 times Prometheus'
+  default rate) at its own random phase over a kept-alive connection, as Prometheus
+  does.
+
+The last table is each server's CPU time per scrape without ingest.
 
     .venv/bin/python bench/bench_scrapes.py --seconds 8
 """
@@ -23,17 +34,23 @@ import argparse
 import http.client
 import json
 import multiprocessing as mp
+import queue as queue_mod
+import random
+import socket
 import statistics
+import sys
 import threading
 import time
-from http.server import ThreadingHTTPServer
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily
 
-from exporters.exposition import Exposition, render
-from exporters.server import Endpoints, MetricsHTTPServer, _Handler
+from exporters.exposition import Exposition, negotiate, render
+from exporters.server import Endpoints, MetricsHTTPServer
+from exporters.service import SWITCH_INTERVAL
 from kpi.contract import Kind
 from kpi.sources.files import parse_jsonl
 from kpi.sources.folder import validated
@@ -41,6 +58,7 @@ from tests.exporterkit import Feed, jsonl_bytes
 
 SCRAPERS = 20
 OPENMETRICS = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+HEADERS = {"Accept": OPENMETRICS, "Accept-Encoding": "gzip"}
 
 
 class _Big:
@@ -54,15 +72,94 @@ class _Big:
         yield family
 
 
-class Today(ThreadingHTTPServer):
+# --- main's server (before this change), kept here to compare ------------------------
+
+
+class _MainHandler(BaseHTTPRequestHandler):
+    """main's ``/metrics`` handler (the other endpoints left out)."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server: Any
+
+    def do_GET(self) -> None:
+        expo = self.server.endpoints.exposition()
+        use_om, use_gzip = negotiate(
+            self.headers.get("Accept", ""), self.headers.get("Accept-Encoding", "")
+        )
+        body, content_type = expo.body(use_om, use_gzip)
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Vary", "Accept, Accept-Encoding")
+        if use_gzip:
+            self.send_header("Content-Encoding", "gzip")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Not logged."""
+
+
+class FirstServer(ThreadingHTTPServer):
     """The exporter's server before issue 18: a thread per connection, listen backlog 5."""
 
     daemon_threads = True
     allow_reuse_address = True
 
     def __init__(self, address: tuple[str, int], endpoints: Endpoints) -> None:
-        super().__init__(address, _Handler)
+        super().__init__(address, _MainHandler)
         self.endpoints = endpoints
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.2})
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+        self._thread.join()
+
+
+class MainServer(FirstServer):
+    """main's server: a fixed pool of 32 threads, listen backlog 128."""
+
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], endpoints: Endpoints) -> None:
+        super().__init__(address, endpoints)
+        self._requests: queue_mod.SimpleQueue[Any] = queue_mod.SimpleQueue()
+        self._workers = [threading.Thread(target=self._work, daemon=True) for _ in range(32)]
+        for worker in self._workers:
+            worker.start()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self._requests.put((request, client_address))
+
+    def _work(self) -> None:
+        while (job := self._requests.get()) is not None:
+            request, client_address = job
+            try:
+                self.finish_request(request, client_address)
+            except Exception:
+                self.handle_error(request, client_address)
+            finally:
+                self.shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Quiet."""
+
+    def stop(self) -> None:
+        super().stop()
+        for _ in self._workers:
+            self._requests.put(None)
+
+
+# --- load ------------------------------------------------------------------------------
 
 
 def ingest_load(stop: threading.Event, counter: list[int]) -> None:
@@ -74,33 +171,66 @@ def ingest_load(stop: threading.Event, counter: list[int]) -> None:
         counter[0] += good.collect().height
 
 
-def scraper(port: int, seconds: float, out: Any) -> None:
-    """One scraping thread: new connection per scrape, back to back."""
+def _scrape(conn: http.client.HTTPConnection) -> None:
+    conn.request("GET", "/metrics", headers=HEADERS)
+    response = conn.getresponse()
+    response.read()
+    if response.status != HTTPStatus.OK:
+        raise OSError(f"status {response.status}")
+
+
+def back_to_back(port: int, seconds: float, out: Any) -> None:
+    """One scraper: a new connection per scrape, scraping again at once."""
     lat: list[float] = []
     errors = 0
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         t0 = time.perf_counter()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            conn.request(
-                "GET", "/metrics", headers={"Accept": OPENMETRICS, "Accept-Encoding": "gzip"}
-            )
-            response = conn.getresponse()
-            response.read()
-            conn.close()
+            _scrape(conn)
         except OSError:
             errors += 1
             continue
+        finally:
+            conn.close()
         lat.append(time.perf_counter() - t0)
     out.put((lat, errors))
 
 
-def scrapers_main(port: int, seconds: float, queue: Any) -> None:
-    """The client process: ``SCRAPERS`` threads."""
-    inner: Any = __import__("queue").Queue()
+def paced(port: int, seconds: float, out: Any, interval: float) -> None:
+    """One scraper: a scrape every ``interval`` at a random phase, one kept-alive connection."""
+    lat: list[float] = []
+    errors = 0
+    time.sleep(random.random() * interval)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.connect()
+    conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    deadline = time.monotonic() + seconds
+    next_at = time.monotonic()
+    while time.monotonic() < deadline:
+        t0 = time.perf_counter()
+        try:
+            _scrape(conn)
+            lat.append(time.perf_counter() - t0)
+        except (OSError, http.client.HTTPException):
+            errors += 1
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        next_at += interval
+        time.sleep(max(0.0, next_at - time.monotonic()))
+    conn.close()
+    out.put((lat, errors))
+
+
+def scrapers_main(interval: float, port: int, seconds: float, result: Any) -> None:
+    """The client process: ``SCRAPERS`` threads (back to back when ``interval`` is 0)."""
+    inner: queue_mod.Queue[tuple[list[float], int]] = queue_mod.Queue()
     threads = [
-        threading.Thread(target=scraper, args=(port, seconds, inner)) for _ in range(SCRAPERS)
+        threading.Thread(target=back_to_back, args=(port, seconds, inner))
+        if not interval
+        else threading.Thread(target=paced, args=(port, seconds, inner, interval))
+        for _ in range(SCRAPERS)
     ]
     for t in threads:
         t.start()
@@ -112,7 +242,7 @@ def scrapers_main(port: int, seconds: float, queue: Any) -> None:
         part, err = inner.get()
         lat += part
         errors += err
-    queue.put((lat, errors))
+    result.put((lat, errors))
 
 
 def pct(values: list[float], q: float) -> float:
@@ -120,28 +250,29 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def measure(server_cls: Any, expo: Exposition, seconds: float) -> dict[str, Any]:
-    """Serve ``expo`` with ``server_cls`` under ingest load; 20 scrapers for ``seconds``."""
+def measure(
+    server_cls: Any, expo: Exposition, interval: float, seconds: float, ingest: bool = True
+) -> dict[str, Any]:
+    """Serve ``expo`` with ``server_cls`` (under ingest load); 20 scrapers for ``seconds``."""
     server = server_cls(("127.0.0.1", 0), Endpoints(lambda: expo, lambda: True, lambda: True))
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2})
-    thread.start()
+    server.start()
     stop, rows = threading.Event(), [0]
-    load = threading.Thread(target=ingest_load, args=(stop, rows))
+    idle = threading.Thread(target=stop.wait)
+    load = threading.Thread(target=ingest_load, args=(stop, rows)) if ingest else idle
     load.start()
-    queue: Any = mp.get_context("spawn").Queue()
-    client = mp.get_context("spawn").Process(
-        target=scrapers_main, args=(server.server_address[1], seconds, queue)
-    )
+    cpu = time.process_time()
+    ctx = mp.get_context("spawn")
+    result: Any = ctx.Queue()
+    client = ctx.Process(target=scrapers_main, args=(interval, server.port, seconds, result))
     started = time.monotonic()
     client.start()
-    lat, errors = queue.get()
+    lat, errors = result.get()
     client.join()
     elapsed = time.monotonic() - started
+    cpu = time.process_time() - cpu
     stop.set()
     load.join()
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    server.stop()
     return {
         "scrapes": len(lat),
         "errors": errors,
@@ -150,29 +281,52 @@ def measure(server_cls: Any, expo: Exposition, seconds: float) -> dict[str, Any]
         "max_ms": max(lat) * 1000,
         "mean_ms": statistics.fmean(lat) * 1000,
         "ingest_rows_per_s": rows[0] / elapsed,
+        # without ingest the process only serves: its CPU time per scrape
+        "server_cpu_us_per_scrape": None if ingest else cpu / max(1, len(lat)) * 1e6,
     }
+
+
+SERVERS: dict[str, Any] = {
+    "thread per connection, backlog 5": FirstServer,
+    "main: pool of 32, backlog 128": MainServer,
+    "selector thread, backlog 128": MetricsHTTPServer,
+}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--interval", type=float, default=0.25, help="paced load: seconds")
+    parser.add_argument("--skip-first", action="store_true", help="leave out the backlog-5 server")
     args = parser.parse_args()
+    sys.setswitchinterval(SWITCH_INTERVAL)  # as the exporter runs
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Big())  # type: ignore[arg-type]
     expo = render(registry)
-    res = {
-        "body_gzip_kb": len(expo.openmetrics_gzip) / 1024,
-        "thread per connection, backlog 5": measure(Today, expo, args.seconds),
-        "pool, backlog 128": measure(MetricsHTTPServer, expo, args.seconds),
-    }
+    res: dict[str, Any] = {"body_gzip_kb": len(expo.openmetrics_gzip) / 1024}
+    rows = []
+    servers = {n: c for n, c in SERVERS.items() if not (args.skip_first and c is FirstServer)}
+    for mode, interval in (("back to back", 0.0), (f"every {args.interval:g} s", args.interval)):
+        for name, cls in servers.items():
+            r = measure(cls, expo, interval, args.seconds)
+            res[f"{mode} / {name}"] = r
+            rows.append(
+                f"| {mode} | {name} | {r['scrapes']:,} | {r['p50_ms']:.1f} | "
+                f"**{r['p99_ms']:.1f}** | {r['max_ms']:.0f} | {r['errors']} | "
+                f"{r['ingest_rows_per_s']:,.0f} |"
+            )
+    cpu_rows = []
+    for name, cls in servers.items():
+        r = measure(cls, expo, 0.0, args.seconds / 2, ingest=False)
+        res[f"no ingest, back to back / {name}"] = r
+        cpu_rows.append(f"| {name} | {r['scrapes']:,} | {r['server_cpu_us_per_scrape']:.0f} |")
     print(json.dumps(res, indent=2))
-    for name in ("thread per connection, backlog 5", "pool, backlog 128"):
-        r = res[name]
-        assert isinstance(r, dict)
-        print(
-            f"| {name} | {r['scrapes']:,} | {r['p50_ms']:.1f} | **{r['p99_ms']:.1f}** | "
-            f"{r['max_ms']:.0f} | {r['errors']} | {r['ingest_rows_per_s']:,.0f} |"
-        )
+    print("| Load | Server | Scrapes | p50 ms | p99 ms | max ms | errors | ingest rows/s |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("\n".join(rows))
+    print("\n| Server (no ingest, back to back) | Scrapes | server CPU µs per scrape |")
+    print("| --- | ---: | ---: |")
+    print("\n".join(cpu_rows))
 
 
 if __name__ == "__main__":

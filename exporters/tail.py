@@ -46,6 +46,7 @@ applied (and checkpointed).
 
 from __future__ import annotations
 
+import bisect
 import csv
 import dataclasses
 import logging
@@ -178,6 +179,7 @@ class Tailer:
         self._others: list[Entry] = []
         self._listed: list[Entry] = []
         self._poll_ns = 0
+        self._rels: list[str] = []
         #: What cannot be read right now (relative path -> reason), logged once each.
         self.problems: dict[str, str] = {}
 
@@ -220,6 +222,7 @@ class Tailer:
                 entries.append(found)
         self._listed = entries
         listed = {e.rel for e in entries} | {e.rel for e in self._others}
+        self._rels = sorted(listed)
         for rel in [r for r in self.problems if not r.endswith("/") and r not in listed]:
             del self.problems[rel]  # removed or renamed: nothing to read there any more
         for key in keys:
@@ -321,8 +324,11 @@ class Tailer:
             unsettled = not state.settled if state.offset else entry.stat.st_size > 0
             if live and state.read_ns and unsettled:
                 # Read from 0 only since it was found: if it was rotated meanwhile, the
-                # generations it lost are in copies written since.
-                copies = self._copies_of(state, entry, claimed, live)
+                # generations it lost are in copies written since (named after it:
+                # without such a name in the folder, nothing to look for).
+                copies = (
+                    self._copies_of(state, entry, claimed, live) if self._sibling(entry) else []
+                )
                 state.settled = bool(state.offset)
                 return state, copies
             return state, []
@@ -391,6 +397,11 @@ class Tailer:
             fresh = FileState(other.key, other.rel, entry.kind.value, state.fmt, fresh=True)
             found.append((fresh, other))
         return found
+
+    def _sibling(self, entry: Entry) -> bool:
+        """Whether the poll's listing has a name that starts with ``entry``'s (``live.jsonl.1``)."""
+        at = bisect.bisect_right(self._rels, entry.rel)
+        return at < len(self._rels) and self._rels[at].startswith(entry.rel)
 
     def _fresh_listing(self, kind: Kind) -> list[Entry]:
         """The files of ``kind``'s folder as they are now (the poll's listing may be old)."""

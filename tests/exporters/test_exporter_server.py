@@ -5,6 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import http.client
+import socket
+import threading
+import time
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -204,3 +207,197 @@ def test_stale_series_vanish_and_listed_facilities_go_to_zero(tmp_path: Path) ->
     assert cat.COMPLAINTS_OPEN.series not in names
     assert total(after, cat.ITEMS_DELIVERED.series) == 2
     assert total(after, cat.COMPLAINT_RESOLUTION.count) == 1
+
+
+class _Many(Collector):
+    """A large exposition (about 600 KB of text), more than one socket send."""
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        g = GaugeMetricFamily("postal_demo", "Demo.", labels=["a", "b"])
+        for i in range(150):
+            for j in range(100):
+                g.add_metric([f"region-{i}", f"product-{j}"], float(i * j))
+        yield g
+
+
+def _served(collector: Collector) -> tuple[MetricsHTTPServer, Exposition]:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    expo = render(registry)
+    server = MetricsHTTPServer(
+        ("127.0.0.1", 0), Endpoints(lambda: expo, lambda: True, lambda: True)
+    )
+    server.start()
+    return server, expo
+
+
+def _read_response(sock: socket.socket, buffer: bytearray) -> tuple[bytes, dict[str, str], bytes]:
+    """(status line, headers, body) of one response read from ``sock`` (extra bytes stay in buffer)."""
+    while b"\r\n\r\n" not in buffer:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed before the head"
+        buffer += chunk
+    end = buffer.index(b"\r\n\r\n")
+    head, rest = bytes(buffer[:end]).split(b"\r\n"), buffer[end + 4 :]
+    headers = {}
+    for line in head[1:]:
+        name, _, value = line.decode().partition(":")
+        headers[name.strip().lower()] = value.strip()
+    length = int(headers["content-length"])
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed inside the body"
+        rest += chunk
+    buffer[:] = rest[length:]
+    return head[0], headers, bytes(rest[:length])
+
+
+def test_keep_alive_and_pipelined_requests_are_answered_in_order() -> None:
+    server, expo = _served(_One())
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            buffer = bytearray()
+            for _ in range(3):  # one connection, one request after the other
+                sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                status, headers, body = _read_response(sock, buffer)
+                assert status == b"HTTP/1.1 200 OK" and body == expo.text
+                assert "connection" not in headers
+            # three requests in one segment (pipelining), the last one closing
+            sock.sendall(
+                b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+                b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            assert _read_response(sock, buffer)[2] == b"ok\n"
+            sock.settimeout(5)
+            # HEAD: the length of the body that a GET gets, and no body (read the head only)
+            while b"\r\n\r\n" not in buffer:
+                buffer += sock.recv(65536)
+            end = buffer.index(b"\r\n\r\n")
+            assert f"Content-Length: {len(expo.text)}".encode() in buffer[:end]
+            del buffer[: end + 4]
+            status, headers, _ = _read_response(sock, buffer)
+            assert status == b"HTTP/1.1 404 Not Found" and headers["connection"] == "close"
+            assert sock.recv(10) == b""  # closed by the server
+    finally:
+        server.stop()
+
+
+def test_bad_requests_get_an_answer_and_never_stop_the_server() -> None:
+    server, expo = _served(_One())
+    try:
+        cases = [
+            (b"POST /metrics HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc", b"405"),
+            (b"garbage\r\n\r\n", b"400"),
+            (b"GET /metrics HTTP/1.1\r\nno colon here\r\n\r\n", b"400"),
+            (b"GET /metrics HTTP/1.1\r\nX: " + b"y" * (40 << 10), b"431"),
+        ]
+        for request, code in cases:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+                try:
+                    sock.sendall(request)
+                    answer = sock.recv(64)
+                except ConnectionResetError:
+                    # the head too large: closed with unread bytes, the kernel may reset
+                    # the connection before the answer is read
+                    assert code == b"431"
+                    continue
+                assert answer.split()[1] == code, request[:20]
+        # a client that connects and says nothing, one that goes away mid-request
+        idle = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        gone = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        gone.sendall(b"GET /metr")
+        gone.close()
+        assert _request(server.port, "/metrics", {})[2] == expo.text  # others still served
+        idle.close()
+    finally:
+        server.stop()
+
+
+def test_a_slow_reader_gets_the_whole_body_and_does_not_hold_up_others() -> None:
+    server, expo = _served(_Many())
+    try:
+        slow = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.2)  # the server has filled the socket buffers and waits to write more
+        for _ in range(5):
+            status, _, body = _request(server.port, "/metrics", {})
+            assert status == 200 and body == expo.text
+        buffer = bytearray()
+        _, _, body = _read_response(slow, buffer)
+        assert len(expo.text) > 500_000 and body == expo.text
+        slow.close()
+    finally:
+        server.stop()
+
+
+def test_scrapes_while_ingesting_see_whole_batches_and_the_latest_within_a_refresh(
+    tmp_path: Path,
+) -> None:
+    """Each file is one batch: 25 items accepted and delivered. Counters move together."""
+    data = tmp_path / "data"
+    events = data / "events"
+    events.mkdir(parents=True)
+    t0 = dt.datetime(2027, 1, 11, tzinfo=dt.UTC)
+    acc = {"product": "express", "origin": "CN-BJ", "destination": "CN-GD"}
+    refresh = 0.3
+    service = ExporterService(
+        ExporterConfig(
+            data,
+            tmp_path / "state",
+            port=0,
+            as_of="latest",
+            batch_interval=0.02,
+            refresh_interval=refresh,
+        )
+    ).start()
+    seen: list[tuple[float, float, float]] = []
+    stop = threading.Event()
+
+    def scraper() -> None:
+        while not stop.is_set():
+            status, body = fetch(service.url + "/metrics")
+            if status == 200:
+                s = parse_exposition(body.decode())
+                seen.append(
+                    (
+                        total(s, cat.EXPORTER_EVENTS_INGESTED.series),
+                        total(s, cat.ITEMS_ACCEPTED.series),
+                        total(s, cat.ITEMS_DELIVERED.series),
+                    )
+                )
+
+    batches = 12
+    try:
+        assert service.wait_ready(30)
+        threads = [threading.Thread(target=scraper) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for b in range(batches):
+            rows = []
+            for i in range(25):
+                item, ts = f"I{b}-{i}", t0 + dt.timedelta(minutes=b)
+                rows.append(event(f"a{b}-{i}", item, "accepted", ts, "CO-BJ-001", **acc))
+                rows.append(event(f"d{b}-{i}", item, "delivered", ts + dt.timedelta(hours=5)))
+            tmp = events / f"b{b:02}.jsonl.tmp"
+            append_jsonl(tmp, rows)
+            tmp.rename(events / f"b{b:02}.jsonl")  # a whole batch appears at once
+            time.sleep(0.05)
+        wait_until(
+            lambda: service.ingestor.counters.value(cat.EXPORTER_EVENTS_INGESTED) == batches * 50
+        )
+        applied = time.monotonic()
+        wait_until(lambda: bool(seen) and seen[-1][0] == batches * 50, timeout=30)
+        shown_after = time.monotonic() - applied
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        service.stop()
+    assert len(seen) > 20
+    for ingested, accepted, delivered in seen:  # never half a batch, never one side only
+        assert ingested == 2 * accepted == 2 * delivered and accepted % 25 == 0
+    assert seen[-1] == (batches * 50, batches * 25, batches * 25)
+    # the latest batch shows within one refresh interval (plus a refresh's own time)
+    assert shown_after <= refresh + 2.0
