@@ -43,15 +43,21 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _cpu_s() -> float:
+    """CPU seconds of this process so far (user + system): usable under load, unlike wall."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def run_single(data: Path, answer: Path) -> dict[str, Any]:
     from kpi.kpis.query import KpiQuery, Snapshot
     from kpi.sources.folder import load_data_dir
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_s()
     frame = Snapshot.from_dataset(load_data_dir(data)).query(KpiQuery())
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, _cpu_s() - c0
     frame.write_parquet(answer)
-    return {"seconds": seconds, "peak_rss_mb": _rss_mb()}
+    return {"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": _rss_mb()}
 
 
 def run_dask(lake: Path, workers: int, answer: Path) -> dict[str, Any]:
@@ -61,16 +67,20 @@ def run_dask(lake: Path, workers: int, answer: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     with connect(None, workers) as client:
         started = time.perf_counter() - t0
-        t1 = time.perf_counter()
+        cpu_before = client.run(_cpu_s)
+        t1, c1 = time.perf_counter(), _cpu_s()
         frame = report(lake, KpiQuery(), client)
-        seconds = time.perf_counter() - t1
+        seconds, driver_cpu = time.perf_counter() - t1, _cpu_s() - c1
         worker_rss = client.run(_rss_mb)
+        cpu_after = client.run(_cpu_s)
     frame.write_parquet(answer)
     return {
         "seconds": seconds,
         "cluster_start_seconds": started,
         "driver_peak_rss_mb": _rss_mb(),
+        "driver_cpu_seconds": driver_cpu,
         "worker_peak_rss_mb": sorted(worker_rss.values()),
+        "worker_cpu_seconds": sorted(cpu_after[w] - cpu_before[w] for w in cpu_after),
     }
 
 
@@ -154,6 +164,8 @@ def main() -> None:
             t0 = time.perf_counter()
             figures["events"] = synth_lake(lake, args.buckets, args.chunk_items)
             figures["synth_seconds"] = time.perf_counter() - t0
+    elif args.lake and not args.data and not args.items:
+        lake = Path(args.lake)  # an existing lake alone (dask runs only)
     else:
         if args.items:
             data = OUT / f"dask-sim-{args.items}"
