@@ -13,7 +13,7 @@ from kpi.contract import COMPLAINT_CATEGORIES, PROVINCES, RejectReason
 
 #: Size of the generator's full network.
 REGIONS: Final = len(PROVINCES)
-FACILITIES: Final = 300
+FACILITIES: Final = 380
 PRODUCTS: Final = 3
 CATEGORIES: Final = len(COMPLAINT_CATEGORIES)
 #: Non-delivery reasons: the generator uses a handful; 10 leaves headroom.
@@ -28,6 +28,8 @@ LABEL_VALUES: Final[dict[str, tuple[int, str]]] = {
     "origin": (REGIONS, "R"),
     "destination": (REGIONS, "R"),
     "region": (REGIONS, "R"),
+    "from_region": (REGIONS, "R"),
+    "to_region": (REGIONS, "R"),
     "facility": (FACILITIES, "F"),
     "category": (CATEGORIES, "K"),
     "reason": (FAILURE_REASONS, "reasons"),

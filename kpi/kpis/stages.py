@@ -45,6 +45,8 @@ _STAGE_EVENTS: Final = ("accepted", "arrived", "departed", "delivered")
 _RANK: Final = {name: i for i, name in enumerate(EVENT_TYPES)}
 _SEED: Final = 0x57A6E
 _SEED_2: Final = 0x2B1D6E
+#: Seed of ``h``, the hash of the item id (when ``StageTables.ids`` is None).
+ITEM_HASH_SEED: Final = _SEED
 _RANK_BITS: Final = 8
 
 #: Kinds of the per-scan stage rows.
