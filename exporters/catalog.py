@@ -97,9 +97,12 @@ RESOLUTION_BUCKETS: Final = (
     14 * DAY,
     30 * DAY,  # the regulator's appeal deadline
 )
-#: Stage histograms (the four links): edges at the usual stage targets (6, 12, 24 h).
+#: Stage histograms (the four links): edges at the usual stage targets (6, 12, 24 h); legs
+#: up to 8 days, so a route delayed for days stands apart from remote routes (4-5 days).
 DWELL_BUCKETS: Final = tuple(h * HOUR for h in (1, 2, 4, 6, 8, 12, 18, 24, 36, 48, 72))
-LEG_BUCKETS: Final = tuple(h * HOUR for h in (2, 4, 6, 8, 12, 18, 24, 36, 48, 72, 96))
+LEG_BUCKETS: Final = tuple(
+    h * HOUR for h in (2, 4, 6, 8, 12, 18, 24, 36, 48, 72, 96, 120, 144, 192)
+)
 MILE_BUCKETS: Final = tuple(h * HOUR for h in (1, 2, 4, 8, 12, 24, 36, 48, 72))
 BATCH_DURATION_BUCKETS: Final = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
