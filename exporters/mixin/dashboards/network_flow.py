@@ -18,7 +18,6 @@ from exporters.mixin.promql import eq, sel
 
 FROM_REGION: Final = 'from_region=~"$region"'
 TO_REGION: Final = 'to_region=~"$region"'
-PAIR: Final = ("from_region", "to_region")
 
 #: (stage label, title, the histogram, its matchers) of the four links, in order.
 LINKS: Final = (
@@ -137,9 +136,6 @@ def _where(config: MixinConfig) -> list[Any]:
     vs_target = (
         f"{facilities}\n/ on (job, facility_type) group_left ()\n{sel(sr.DWELL_TARGET, d.JOB)}"
     )
-    legs_ts = (
-        f"{_p90(cat.STAGE_LEG, PAIR, FROM_REGION)}\nor\n{_p90(cat.STAGE_LEG, PAIR, TO_REGION)}"
-    )
     return [
         d.bars(
             d.Common(
@@ -176,25 +172,27 @@ def _where(config: MixinConfig) -> list[Any]:
         ),
         d.ts(
             d.Common(
-                f"Dwell p90, top {top} facilities",
-                f"90th-percentile dwell at the {top} slowest facilities of the selection.",
+                f"Dwell p90 (1 hour), top {top} facilities",
+                f"90th-percentile dwell over the trailing hour at the {top} slowest facilities "
+                "of the selection (the recorded series the dwell alert reads).",
                 "s",
-                (
-                    d.Q(
-                        d.topk(config, _p90(cat.STAGE_DWELL, ("facility",), d.REGION, d.FACILITY)),
-                        "{{facility}}",
-                    ),
-                ),
+                (d.Q(d.topk(config, facilities), "{{facility}}"),),
                 links=(_backlog_link(config),),
             )
         ),
         d.ts(
             d.Common(
-                f"Leg p90, top {top} region pairs",
-                f"90th-percentile transport time of the {top} slowest region pairs that "
-                "start or end in the selected regions.",
+                f"Leg p90 (1 hour), top {top} region pairs",
+                f"90th-percentile transport time over the trailing hour of the {top} slowest "
+                "region pairs that start or end in the selected regions (the recorded series "
+                "the leg alert reads).",
                 "s",
-                (d.Q(d.topk(config, f"(\n{legs_ts}\n)"), "{{from_region}} → {{to_region}}"),),
+                (
+                    d.Q(
+                        d.topk(config, f"(\n{_pairs(sr.LEG_P90)}\n)"),
+                        "{{from_region}} → {{to_region}}",
+                    ),
+                ),
                 d.above_bad(config.leg_target_hours * cat.HOUR),
                 links=(_legs_link(config),),
             )
@@ -224,10 +222,10 @@ def notes(config: MixinConfig) -> dict[str, d.Note]:
         f"Worst region pairs: leg p90, top {top} (1 hour)": d.note(
             "Which routes between regions are slow?", sr.LEG_ABOVE_TARGET
         ),
-        f"Dwell p90, top {top} facilities": d.note(
+        f"Dwell p90 (1 hour), top {top} facilities": d.note(
             "Since when is a facility slow to process?", sr.DWELL_ABOVE_TARGET
         ),
-        f"Leg p90, top {top} region pairs": d.note(
+        f"Leg p90 (1 hour), top {top} region pairs": d.note(
             "Since when is a region pair slow?", sr.LEG_ABOVE_TARGET
         ),
     }
