@@ -24,6 +24,7 @@ import numpy as np
 import polars as pl
 
 from exporters import catalog as cat
+from exporters.books_stages import apply_stages
 from exporters.intake import Intake
 from exporters.seen import Hashes, SeenIds, SeenWindow, hash_ids
 from exporters.store import CounterStore
@@ -38,6 +39,7 @@ from kpi.kpis.increments import (
     merge_set,
     settle,
 )
+from kpi.kpis.stage_increments import empty_history
 from kpi.lifecycle import STATE_SCHEMA, empty_state, finished, reduce_states
 from kpi.standards import ServiceStandards
 
@@ -80,6 +82,8 @@ class Ledger:
     positions: Any = None
     #: Bytes of the rejects file once this cut's rejects are written (file sources).
     rejects_bytes: int = 0
+    #: Stage scans of the items in the state (``kpi.kpis.stage_increments``).
+    stages: pl.DataFrame = field(default_factory=empty_history)
 
     def held_deliveries(self) -> int:
         """Items whose delivery waits for its acceptance."""
@@ -120,6 +124,7 @@ class Books:
         standards: ServiceStandards,
         positions: Any,
         rejects_bytes: int | None = None,
+        facilities: pl.DataFrame | None = None,
     ) -> Ledger:
         """Apply a set and publish the new ledger in one step; returns it."""
         led = self.ledger
@@ -151,6 +156,9 @@ class Books:
         counters.add_counts(cat.DELIVERY_ATTEMPTS, inc.attempts)
         counters.add_counts(cat.DELIVERY_FAILURES, inc.failures)
         counters.observe(cat.TRANSIT_TIME, inc.transit)
+        stages = apply_stages(
+            counters, led.stages, intake.stage_rows(), facilities, settled.merged, items, len(gone)
+        )
         counters.add(cat.EXPORTER_EVENTS_INGESTED, (), intake.events + intake.complaint_records)
         rejects = intake.rejects()
         if rejects.height:
@@ -168,6 +176,7 @@ class Books:
             clock_us=clock,
             positions=positions,
             rejects_bytes=led.rejects_bytes if rejects_bytes is None else rejects_bytes,
+            stages=stages,
         )
         with self.lock:
             self.ledger = new

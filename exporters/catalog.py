@@ -97,6 +97,13 @@ RESOLUTION_BUCKETS: Final = (
     14 * DAY,
     30 * DAY,  # the regulator's appeal deadline
 )
+#: Stage histograms (the four links): edges at the usual stage targets (6, 12, 24 h); legs
+#: up to 8 days, so a route delayed for days stands apart from remote routes (4-5 days).
+DWELL_BUCKETS: Final = tuple(h * HOUR for h in (1, 2, 4, 6, 8, 12, 18, 24, 36, 48, 72))
+LEG_BUCKETS: Final = tuple(
+    h * HOUR for h in (2, 4, 6, 8, 12, 18, 24, 36, 48, 72, 96, 120, 144, 192)
+)
+MILE_BUCKETS: Final = tuple(h * HOUR for h in (1, 2, 4, 8, 12, 24, 36, 48, 72))
 BATCH_DURATION_BUCKETS: Final = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 # prometheus_client's own formatter (untyped), so ``le`` values match its exposition byte
@@ -267,6 +274,55 @@ TRANSIT_TIME: Final = MetricSpec(
     unit="seconds",
     buckets=TRANSIT_BUCKETS,
 )
+
+# --- stages (collection, processing, transport, delivery) ------------------------------
+
+STAGE_DWELL: Final = MetricSpec(
+    "postal_stage_dwell_seconds",
+    H,
+    "Processing time at a facility: a departure minus the item's latest arrival at the same "
+    "facility at or before it (kpi dwell_hours), observed when both scans are known.",
+    ("facility", "facility_type", "region"),
+    unit="seconds",
+    buckets=DWELL_BUCKETS,
+)
+STAGE_LEG: Final = MetricSpec(
+    "postal_stage_leg_seconds",
+    H,
+    "Transport time: an arrival minus the item's latest earlier departure at another "
+    "facility (kpi leg_hours), by the departure's and the arrival's region.",
+    ("from_region", "to_region"),
+    unit="seconds",
+    buckets=LEG_BUCKETS,
+)
+STAGE_FIRST_MILE: Final = MetricSpec(
+    "postal_stage_first_mile_seconds",
+    H,
+    "Collection time: the item's first departure after its acceptance minus the acceptance "
+    "(kpi first_mile_hours).",
+    ("product", "origin"),
+    unit="seconds",
+    buckets=MILE_BUCKETS,
+)
+STAGE_LAST_MILE: Final = MetricSpec(
+    "postal_stage_last_mile_seconds",
+    H,
+    "Delivery time: the delivery minus the item's latest arrival at or before it, by the "
+    "facility of that arrival (kpi last_mile_hours).",
+    ("facility", "facility_type", "region"),
+    unit="seconds",
+    buckets=MILE_BUCKETS,
+)
+STAGE_REVISIONS: Final = MetricSpec(
+    "postal_stage_revisions",
+    C,
+    "Stage intervals already observed that a scan read later changed (histograms cannot "
+    "take them back: the stage histograms differ from the report by this many).",
+    ("stage",),
+    values={"stage": ("dwell", "leg", "first_mile", "last_mile")},
+)
+#: The stage histograms, in the order of the four links.
+STAGE_HISTOGRAMS: Final = (STAGE_FIRST_MILE, STAGE_DWELL, STAGE_LEG, STAGE_LAST_MILE)
 
 # --- complaints -----------------------------------------------------------------
 
@@ -446,6 +502,8 @@ METRICS: Final[tuple[MetricSpec, ...]] = (
     DELIVERY_ATTEMPTS,
     DELIVERY_FAILURES,
     TRANSIT_TIME,
+    *STAGE_HISTOGRAMS,
+    STAGE_REVISIONS,
     COMPLAINTS,
     COMPLAINT_RESOLUTION,
     BACKLOG_ITEMS,

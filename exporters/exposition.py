@@ -28,6 +28,7 @@ from exporters.collectors.complaints import ComplaintsCollector
 from exporters.collectors.counters import FlowCountersCollector
 from exporters.collectors.network import NetworkCollector
 from exporters.collectors.self_monitoring import SelfMonitoringCollector
+from exporters.collectors.stages import StageCollector
 
 TEXT_TYPE: Final = CONTENT_TYPE_PLAIN_0_0_4
 OPENMETRICS_TYPE: Final[str] = openmetrics.CONTENT_TYPE_LATEST
@@ -57,6 +58,7 @@ def collectors(view: ViewSource) -> list[Collector]:
     """Every collector of the exporter, reading ``view``."""
     return [
         FlowCountersCollector(view),
+        StageCollector(view),
         ComplaintsCollector(view),
         BacklogCollector(view),
         NetworkCollector(view),

@@ -121,6 +121,7 @@ def _restore(ckpt: Checkpoint | None) -> Ledger:
         clock_us=ckpt.last_event_us,
         positions=_positions(ckpt.files),
         rejects_bytes=ckpt.rejects_bytes,
+        stages=ckpt.stages,
     )
 
 
@@ -235,7 +236,12 @@ class Ingestor:
         """Apply the open set; on failure the read positions go back to the last applied set."""
         self._intake = None
         try:
-            self.books.apply(intake, self.reference.standards, _positions(self.tailer.files))
+            self.books.apply(
+                intake,
+                self.reference.standards,
+                _positions(self.tailer.files),
+                facilities=self.reference.facilities,
+            )
         except Exception:
             self.tailer.files = _files(self.ledger.positions)
             raise
@@ -316,6 +322,7 @@ class Ingestor:
             data_dir=str(self.config.data_dir),
             retired=led.retired.array(),
             held=led.held,
+            stages=led.stages,
         )
 
     def close(self) -> None:

@@ -35,6 +35,7 @@ from kpi.kpis.increments import (
     split_events,
     sum_counts,
 )
+from kpi.kpis.stage_increments import empty_history, history_rows
 from kpi.lifecycle import finished
 from kpi.sources.validate import REJECT_SCHEMA, ROW, SOURCE
 
@@ -91,6 +92,8 @@ class Intake:
         self.complaints = pl.DataFrame()
         self.newest_us: int | None = None
         self._rejects: list[pl.DataFrame] = []
+        #: The set's stage scans (``kpi.kpis.stage_increments.HISTORY_SCHEMA``).
+        self._stage_rows: list[pl.DataFrame] = []
         self.rows = 0  # input rows handled (counted, dropped or rejected)
 
     # --- adding records -------------------------------------------------------------
@@ -138,6 +141,7 @@ class Intake:
         new_labels = merge_set(self.labels, reduce_set(set_rows(labels).lazy()).collect())
         failures = sum_counts([self.failures, failure_counts(counted)], FAILURE_LABELS)
         late = late_count(counted, self._newest_before())
+        stage = history_rows(counted)
         # All computed: now change the intake in one go.
         self._new_seen = self._new_seen.add(fresh_hashes)
         self._new_hashes.append(fresh_hashes)
@@ -147,6 +151,7 @@ class Intake:
         self.events += counted.height
         self.newest_us = _later(self.newest_us, newest)
         self._rejects.extend(r for r in rejects if r.height)
+        self._stage_rows.append(stage)
         self.rows += events.height
 
     def add_complaints(self, records: pl.DataFrame) -> None:
@@ -168,6 +173,12 @@ class Intake:
         if not self._rejects:
             return pl.DataFrame(schema=REJECT_SCHEMA)
         return pl.concat(self._rejects, how="vertical")
+
+    def stage_rows(self) -> pl.DataFrame:
+        """The set's stage scans (acceptances, arrivals, departures, deliveries)."""
+        if not self._stage_rows:
+            return empty_history()
+        return pl.concat(self._stage_rows, how="vertical")
 
     def new_hashes(self) -> tuple[Hashes, Days]:
         """Hashes of the event ids this set counts, and their events' days."""

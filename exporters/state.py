@@ -11,7 +11,9 @@ A checkpoint is a directory ``STATE_DIR/checkpoint-<seq>`` holding
 - ``retired.npy``: the sorted 64-bit hashes of the item ids retired from the state
   (finished items past the retention), whose later events are rejects;
 - ``held.parquet``: attempts, deliveries and returns waiting for their item's
-  acceptance, summarised per item (``kpi.kpis.increments.SET_SCHEMA``).
+  acceptance, summarised per item (``kpi.kpis.increments.SET_SCHEMA``);
+- ``stages.parquet``: the stage scans of the items in the state
+  (``kpi.kpis.stage_increments.HISTORY_SCHEMA``; none in older checkpoints).
 
 It is written as ``checkpoint-<seq>.tmp`` (each file fsynced, then the directory),
 renamed to its final name (the commit point) and the parent directory fsynced;
@@ -40,6 +42,7 @@ from exporters.seen import Days, Hashes
 from exporters.store import CounterStore
 from exporters.tail import FileState
 from kpi.kpis.increments import COMPLAINT_STATE_SCHEMA, SET_SCHEMA, empty_set
+from kpi.kpis.stage_increments import HISTORY_SCHEMA, empty_history
 from kpi.lifecycle import STATE_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -71,6 +74,8 @@ class Checkpoint:
     held: pl.DataFrame = field(default_factory=empty_set)
     #: Day (event time) of each ``seen`` hash; None in checkpoints of older versions.
     seen_days: Days | None = None
+    #: Stage scans of the items in the state (``HISTORY_SCHEMA``).
+    stages: pl.DataFrame = field(default_factory=empty_history)
 
 
 def _fsync_path(path: Path) -> None:
@@ -123,6 +128,9 @@ def _write_files(tmp: Path, ckpt: Checkpoint) -> None:
     # Days since 1970 fit 32 bits: 4 B per id on disk instead of 8.
     np.save(tmp / "seen_days.npy", days.astype(np.int32), allow_pickle=False)
     ckpt.held.select(SET_SCHEMA.keys()).write_parquet(tmp / "held.parquet", statistics=False)
+    ckpt.stages.select(HISTORY_SCHEMA.keys()).write_parquet(
+        tmp / "stages.parquet", statistics=False
+    )
     meta = {
         "format": FORMAT,
         "seq": ckpt.seq,
@@ -141,6 +149,7 @@ def _write_files(tmp: Path, ckpt: Checkpoint) -> None:
         "retired.npy",
         "held.parquet",
         "seen_days.npy",
+        "stages.parquet",
     )
     for name in (*names, "meta.json"):
         _fsync_path(tmp / name)
@@ -165,6 +174,10 @@ def read_checkpoint(path: Path) -> Checkpoint:
     if (path / "held.parquet").exists():  # checkpoints of older versions held nothing
         held = pl.read_parquet(path / "held.parquet")
         held = held.select(pl.col(c).cast(t) for c, t in SET_SCHEMA.items())
+    stages = empty_history()
+    if (path / "stages.parquet").exists():  # checkpoints of older versions kept no stages
+        stages = pl.read_parquet(path / "stages.parquet")
+        stages = stages.select(pl.col(c).cast(t) for c, t in HISTORY_SCHEMA.items())
     return Checkpoint(
         seq=int(meta["seq"]),
         created_at=float(meta["created_at"]),
@@ -179,6 +192,7 @@ def read_checkpoint(path: Path) -> Checkpoint:
         retired=retired,
         held=held,
         seen_days=seen_days,
+        stages=stages,
     )
 
 

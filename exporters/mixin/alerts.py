@@ -382,8 +382,15 @@ def alert_groups(config: MixinConfig) -> list[tuple[str, list[Alert]]]:
         ("postal-backlog", backlog_alerts(config)),
         ("postal-timeliness", slo_alerts(config) + flow_alerts(config)),
         ("postal-complaints", complaint_alerts(config)),
+        ("postal-stages", _stage_alerts(config)),
         ("postal-exporter", exporter_alerts(config) + exporter_state_alerts(config)),
     ]
+
+
+def _stage_alerts(config: MixinConfig) -> list[Alert]:
+    from exporters.mixin.stage_rules import stage_alerts  # noqa: PLC0415 - it imports Alert
+
+    return stage_alerts(config)
 
 
 def alert_names(config: MixinConfig) -> tuple[str, ...]:

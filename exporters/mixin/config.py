@@ -91,6 +91,14 @@ class MixinConfig(BaseModel):
     backlog_share: Band = Band(warning=0.8, critical=1.0)
     #: How many facilities (or lanes) a per-facility view shows (topk): 380 lines help no one.
     top_n: int = Field(default=10, ge=1, le=50)
+    #: Stage targets in hours (the service standard's ``stages``): dwell by facility type,
+    #: one leg target; the stage alerts and the network-flow dashboard compare with them.
+    dwell_target_hours: dict[str, float] = Field(
+        default_factory=lambda: {"collection": 12.0, "processing": 6.0, "delivery": 24.0}
+    )
+    leg_target_hours: float = Field(default=24.0, gt=0)
+    #: Stage intervals needed in the hour before a p90 may alert (a handful says little).
+    stage_alert_min_items: int = Field(default=20, ge=1)
     #: Scrape duration (s): Prometheus' default scrape timeout is 10 s.
     scrape_duration_seconds: Band = Band(warning=5, critical=10)
 

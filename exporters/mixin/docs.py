@@ -13,7 +13,7 @@ from kpi.contract import COMPLAINT_CATEGORIES, PROVINCES, RejectReason
 
 #: Size of the generator's full network.
 REGIONS: Final = len(PROVINCES)
-FACILITIES: Final = 300
+FACILITIES: Final = 380
 PRODUCTS: Final = 3
 CATEGORIES: Final = len(COMPLAINT_CATEGORIES)
 #: Non-delivery reasons: the generator uses a handful; 10 leaves headroom.
@@ -28,6 +28,8 @@ LABEL_VALUES: Final[dict[str, tuple[int, str]]] = {
     "origin": (REGIONS, "R"),
     "destination": (REGIONS, "R"),
     "region": (REGIONS, "R"),
+    "from_region": (REGIONS, "R"),
+    "to_region": (REGIONS, "R"),
     "facility": (FACILITIES, "F"),
     "category": (CATEGORIES, "K"),
     "reason": (FAILURE_REASONS, "reasons"),
@@ -88,9 +90,24 @@ def recording_estimate(config: MixinConfig) -> list[tuple[str, int, str]]:
     }
     out = []
     for group in rules.recording_groups(config):
+        if group.name == "postal-kpi-stages":
+            out.append(_stage_estimate(config, len(group.rules)))
+            continue
         size, text = per_group[group.name]
         out.append((group.name, len(group.rules) * size, f"{len(group.rules)} rules × {text}"))
     return out
+
+
+def _stage_estimate(config: MixinConfig, n_rules: int) -> tuple[str, int, str]:
+    targets = len(config.dwell_target_hours) + 1
+    pairs = REGIONS * REGIONS
+    links = n_rules - targets - 4
+    series = targets + 2 * FACILITIES + 2 * pairs + links
+    text = (
+        f"{targets} targets + 2 × F {FACILITIES} + 2 × R {REGIONS} × R {REGIONS}"
+        f" + {links} network-wide"
+    )
+    return ("postal-kpi-stages", series, text)
 
 
 def total_series(config: MixinConfig) -> int:

@@ -254,11 +254,14 @@ def slo_period_group(config: MixinConfig) -> RuleGroup:
 
 def recording_groups(config: MixinConfig) -> tuple[RuleGroup, ...]:
     """All recording-rule groups, in evaluation order."""
+    from exporters.mixin.stage_rules import stage_group  # noqa: PLC0415 - it imports this module
+
     return (
         timeliness_group(config),
         complaints_group(config),
         slo_group(config),
         slo_period_group(config),
+        stage_group(config),
     )
 
 

@@ -45,6 +45,8 @@ _STAGE_EVENTS: Final = ("accepted", "arrived", "departed", "delivered")
 _RANK: Final = {name: i for i, name in enumerate(EVENT_TYPES)}
 _SEED: Final = 0x57A6E
 _SEED_2: Final = 0x2B1D6E
+#: Seed of ``h``, the hash of the item id (when ``StageTables.ids`` is None).
+ITEM_HASH_SEED: Final = _SEED
 _RANK_BITS: Final = 8
 
 #: Kinds of the per-scan stage rows.
@@ -135,23 +137,17 @@ def _sorted(base: pl.DataFrame, events: pl.LazyFrame) -> tuple[pl.DataFrame, pl.
     """The scans sorted by item, then time, lifecycle stage and facility name, and the
     item ids by ``h`` when ``h`` is not the hash of the id.
 
-    Items are ordered by a 64-bit hash ``h`` of their id. Event logs mostly come in time
-    order: then one stable integer sort by ``h`` is all it takes; otherwise a sort by
-    time first. Within an item, ties at one instant follow the lifecycle order (arrival
-    before departure before delivery) and then the facility name, which takes a full
-    sort only when two scans of an item share an instant and a stage. Two ids sharing
+    Items are ordered by a 64-bit hash ``h`` of their id, then by time. Within an item,
+    ties at one instant follow the lifecycle order (arrival before departure before
+    delivery) and then the facility name, which takes a full sort only when two scans
+    of an item share an instant and a stage. Two ids sharing
     ``h`` are caught by a second, independent hash (as in ``kpi.state_scan``); items are
     then numbered by their id text instead.
     """
     key, h = pl.col("key"), pl.col("h")
-    in_time_order = base.select((key.diff().fill_null(0) >= 0).all()).item()
-    if in_time_order:
-        order = base.select(pl.arg_sort_by("h", maintain_order=True)).to_series()
-    else:
-        first = base.get_column("key").arg_sort()
-        by_item = base.get_column("h").gather(first).to_frame()
-        order = first.gather(by_item.select(pl.arg_sort_by("h", maintain_order=True)).to_series())
-    s = base[order]
+    # One multi-column sort of the integer columns (measured faster than a time sort then
+    # a stable item sort, whether or not the log is in time order).
+    s = base.sort(["h", "key"])
     ids = None
     if s.select(((h == h.shift(1)) & (pl.col("h2") != pl.col("h2").shift(1))).any()).item():
         texts = _stage_rows(events).select("item_id").collect().get_column("item_id")

@@ -23,7 +23,7 @@ SLOW_HUB_CAPACITY_SHARE: Final = 0.4
 #: Backlog the slow hub still holds at the end of the data, in backlog thresholds.
 SLOW_HUB_END_BACKLOG: Final = 2.5
 #: Extra line-haul hours on the delayed route (uniform range).
-ROUTE_EXTRA_HOURS: Final = (20.0, 44.0)
+ROUTE_EXTRA_HOURS: Final = (72.0, 120.0)
 #: First-attempt failure probability at the failing office during its incident.
 FAILING_OFFICE_FAIL_P: Final = 0.45
 

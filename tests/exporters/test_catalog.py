@@ -30,6 +30,12 @@ EXPECTED: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "postal_delivery_failures_total": ("counter", ("reason",)),
     "postal_transit_time_seconds": ("histogram", ("product", "destination")),
+    # Issue 19: the four links, live.
+    "postal_stage_first_mile_seconds": ("histogram", ("product", "origin")),
+    "postal_stage_dwell_seconds": ("histogram", ("facility", "facility_type", "region")),
+    "postal_stage_leg_seconds": ("histogram", ("from_region", "to_region")),
+    "postal_stage_last_mile_seconds": ("histogram", ("facility", "facility_type", "region")),
+    "postal_stage_revisions_total": ("counter", ("stage",)),
     "postal_complaints_total": ("counter", ("region", "category", "valid")),
     "postal_complaint_resolution_seconds": ("histogram", ("region", "category")),
     "postal_backlog_items": ("gauge", ("facility", "facility_type", "region", "age_band")),
@@ -179,10 +185,13 @@ def test_promtool_check_metrics_is_clean() -> None:
 
 def test_series_estimate_below_budget_with_hand_arithmetic() -> None:
     # By hand: accepted = 3 products x 31 x 31 regions; transit = 3 x 31 x (12 edges + Inf
-    # + sum + count); backlog = 300 facilities x 5 age bands.
+    # + sum + count); backlog = 380 facilities x 5 age bands; dwell = 380 facilities x
+    # (11 edges + Inf + sum + count); legs = 31 x 31 region pairs x (14 + 3).
     assert docs.estimate(cat.ITEMS_ACCEPTED).series == 3 * 31 * 31
     assert docs.estimate(cat.TRANSIT_TIME).series == 3 * 31 * 15
-    assert docs.estimate(cat.BACKLOG_ITEMS).series == 300 * 5
+    assert docs.estimate(cat.BACKLOG_ITEMS).series == 380 * 5
+    assert docs.estimate(cat.STAGE_DWELL).series == 380 * 14
+    assert docs.estimate(cat.STAGE_LEG).series == 31 * 31 * 17
     assert docs.estimate(cat.EXPORTER_LAST_EVENT_TIMESTAMP).series == 1
     total = docs.total_series(MixinConfig())
     assert total == sum(docs.estimate(m).series for m in cat.METRICS) + sum(

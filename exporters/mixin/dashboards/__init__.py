@@ -1,9 +1,8 @@
 """Grafana dashboards as code on grafana-foundation-sdk: one module per dashboard.
 
 ``defaults`` holds the house style (colours by meaning, variables, links, annotations);
-each dashboard module has ``build(config) -> dict``. A new dashboard (the planned
-"Network flow" one over the stage metrics: dwell per facility, legs per region pair) is
-one more module here and one more entry in ``BUILDERS``.
+each dashboard module has ``build(config) -> dict``. A new dashboard is one more module
+here and one more entry in ``BUILDERS``.
 """
 
 from __future__ import annotations
@@ -12,14 +11,29 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from exporters.mixin.config import MixinConfig
-from exporters.mixin.dashboards import complaints, exporter_health, facility, overview, timeliness
-from exporters.mixin.dashboards.uids import COMPLAINTS, EXPORTER, FACILITY, OVERVIEW, TIMELINESS
+from exporters.mixin.dashboards import (
+    complaints,
+    exporter_health,
+    facility,
+    network_flow,
+    overview,
+    timeliness,
+)
+from exporters.mixin.dashboards.uids import (
+    COMPLAINTS,
+    EXPORTER,
+    FACILITY,
+    NETWORK_FLOW,
+    OVERVIEW,
+    TIMELINESS,
+)
 
 #: Every dashboard by uid, in menu order.
 BUILDERS: Final[dict[str, Callable[[MixinConfig], dict[str, Any]]]] = {
     OVERVIEW: overview.build,
     TIMELINESS: timeliness.build,
     FACILITY: facility.build,
+    NETWORK_FLOW: network_flow.build,
     COMPLAINTS: complaints.build,
     EXPORTER: exporter_health.build,
 }

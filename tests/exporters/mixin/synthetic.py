@@ -81,6 +81,8 @@ class SyntheticExporter:
         add(
             cat.TRANSIT_TIME, [(["express", "CN-GD"], histogram(cat.TRANSIT_TIME, 10, 2 * cat.DAY))]
         )
+        for spec, rows in _stage_rows(n, histogram):
+            add(spec, rows)
         add(cat.COMPLAINTS, [(["CN-GD", "delay", "true"], n * COMPLAINTS_PER_SCRAPE)])
         add(
             cat.COMPLAINT_RESOLUTION,
@@ -121,6 +123,27 @@ class SyntheticExporter:
             [(["facilities.csv"], 1.0), (["service-standards.yaml"], 1.0)],
         )
         return out
+
+
+def _stage_rows(n: float, histogram: Any) -> list[tuple[cat.MetricSpec, list[Any]]]:
+    """The stage histograms (a slow hub, one region pair) and the revisions counter."""
+    hour = cat.HOUR
+    return [
+        (
+            cat.STAGE_FIRST_MILE,
+            [(["express", "CN-GD"], histogram(cat.STAGE_FIRST_MILE, 5, 4 * hour))],
+        ),
+        (
+            cat.STAGE_DWELL,
+            [([OVER, "processing", "CN-GD"], histogram(cat.STAGE_DWELL, 5, 8 * hour))],
+        ),
+        (cat.STAGE_LEG, [(["CN-GD", "CN-BJ"], histogram(cat.STAGE_LEG, 5, 20 * hour))]),
+        (
+            cat.STAGE_LAST_MILE,
+            [([HEALTHY, "delivery", "CN-BJ"], histogram(cat.STAGE_LAST_MILE, 5, 6 * hour))],
+        ),
+        (cat.STAGE_REVISIONS, [(["dwell"], n)]),
+    ]
 
 
 def fast_rule_copy(src: Path, dst: Path, for_: str | None = None) -> Path:

@@ -38,6 +38,7 @@ EXPECTED_UIDS = {
     "postal-timeliness",
     "postal-complaints",
     "postal-exporter-health",
+    "postal-network-flow",
 }
 
 

@@ -176,6 +176,9 @@ def test_alert_style() -> None:
         "PostalExporterKafkaLagGrowing",
         "PostalExporterConfigInvalid",
         "PostalExporterCheckpointStale",
+        # Issue 19: the stages against their targets.
+        "PostalFacilityDwellAboveTarget",
+        "PostalRegionLegAboveTarget",
     }
     assert len(anchors) == len(names), "one runbook section per alert"
 
