@@ -27,8 +27,8 @@ from typing import Final
 import polars as pl
 
 from kpi.contract import EVENT_TYPES, UTC, EventType
+from kpi.events import RANK_BITS, event_key, key_ts
 from kpi.kpis.stages import DWELL, ITEM_HASH_SEED, LEG, StageTables, stage_tables
-from kpi.lifecycle import RANK_BITS
 
 UNKNOWN: Final = "unknown"
 SECONDS: Final = "seconds"
@@ -71,9 +71,6 @@ def empty_history() -> pl.DataFrame:
 def history_rows(events: pl.DataFrame) -> pl.DataFrame:
     """The stage scans of validated, de-duplicated events, as history rows."""
     ev = pl.col("event").cast(pl.String)
-    rank = ev.replace_strict(
-        {e: i for i, e in enumerate(EVENT_TYPES)}, default=None, return_dtype=pl.Int64
-    )
     return events.filter(
         ev.is_in(_STAGE_EVENTS)
         & pl.col("item_id").is_not_null()
@@ -81,7 +78,7 @@ def history_rows(events: pl.DataFrame) -> pl.DataFrame:
         & pl.col("facility").is_not_null()
     ).select(
         pl.col("item_id").cast(pl.String),
-        (pl.col("ts").dt.epoch("us") * RANK_BITS + rank).alias("key"),
+        event_key().alias("key"),
         pl.col("facility").cast(pl.String),
     )
 
@@ -96,7 +93,7 @@ def _as_events(history: pl.DataFrame) -> pl.LazyFrame:
         .replace_strict(names, return_dtype=pl.String)
         .cast(EventType)
         .alias("event"),
-        (key // RANK_BITS).cast(pl.Datetime("us")).dt.replace_time_zone("UTC").alias("ts"),
+        key_ts(key).alias("ts"),
         "facility",
     )
 
