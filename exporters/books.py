@@ -157,7 +157,13 @@ class Books:
         counters.add_counts(cat.DELIVERY_FAILURES, inc.failures)
         counters.observe(cat.TRANSIT_TIME, inc.transit)
         stages = apply_stages(
-            counters, led.stages, intake.stage_rows(), facilities, settled.merged, items, len(gone)
+            counters,
+            led.stages,
+            intake.stage_rows(),
+            facilities,
+            settled.merged,
+            (items, settled.held),
+            len(gone),
         )
         counters.add(cat.EXPORTER_EVENTS_INGESTED, (), intake.events + intake.complaint_records)
         rejects = intake.rejects()

@@ -26,14 +26,14 @@ def apply_stages(
     new_rows: pl.DataFrame,
     facilities: pl.DataFrame | None,
     merged: pl.DataFrame,
-    items: pl.DataFrame,
+    kept: tuple[pl.DataFrame, pl.DataFrame],
     retired: int,
 ) -> pl.DataFrame:
     """Observe a set's new stage intervals into ``counters``; returns the new history.
 
     ``merged``: the state rows of the items the set touched (their product and origin
-    label the first mile); ``items``: the whole state after the set, whose items keep
-    their history when ``retired`` items left it.
+    label the first mile); ``kept``: the state and the held label events after the set,
+    whose items keep their history when ``retired`` items left the state.
     """
     if facilities is None:
         facilities = pl.DataFrame(schema=FACILITY_SCHEMA)
@@ -45,7 +45,8 @@ def apply_stages(
     counters.observe(cat.STAGE_LAST_MILE, inc.last_mile)
     counters.add_counts(cat.STAGE_REVISIONS, inc.revisions)
     if retired:
-        history = retire_history(history, items.get_column("item_id"))
+        ids = pl.concat([frame.get_column("item_id") for frame in kept])
+        history = retire_history(history, ids)
     if history.n_chunks() > _MAX_CHUNKS:
         history = history.rechunk()
     return history

@@ -23,7 +23,7 @@ from exporters import catalog as cat
 from exporters.ingest import IngestConfig, Ingestor
 from exporters.state import write_checkpoint
 from kpi.simulate import SimConfig, generate
-from tests.exporters.parity import split_write, write_frame
+from tests.exporters.parity import events_frame, split_write, write_frame
 from tests.kpi.stage_reference import distinct_events, dwells, legs
 
 T0 = dt.datetime(2027, 1, 11, tzinfo=dt.UTC)
@@ -190,3 +190,46 @@ def test_restart_between_sets_equals_the_reference(tmp_path: Path, sim: Any) -> 
     ing = _rounds(tmp_path, sim, parts, restart_after=0)
     assert ing.restored_from is not None
     _check(ing, sim)
+
+
+def test_a_retirement_keeps_the_scans_of_held_items(tmp_path: Path, sim: Any) -> None:
+    """Item B's delivery waits for its acceptance (held, not in the state) while item A
+    retires; B's arrival, read in a later set, still closes B's last mile."""
+    _, facilities = sim
+    office = facilities.filter(pl.col("type") == "delivery")["facility"][0]
+    hub = facilities.filter(pl.col("type") == "processing")["facility"][0]
+    h = dt.timedelta(hours=1)
+
+    def ev(n: str, item: str, event: str, at: dt.timedelta, where: str) -> dict[str, Any]:
+        accepted = event == "accepted"
+        return {
+            "event_id": n,
+            "item_id": item,
+            "event": event,
+            "ts": T0 + at,
+            "facility": where,
+            "product": "express" if accepted else None,
+            "origin": "CN-GD" if accepted else None,
+            "destination": "CN-GD" if accepted else None,
+        }
+
+    first = events_frame(
+        [
+            ev("a1", "A", "accepted", 0 * h, hub),
+            ev("a2", "A", "delivered", 1 * h, office),
+            ev("b1", "B", "delivered", 100 * h, office),
+        ]
+    )
+    later = events_frame([ev("b2", "B", "arrived", 97 * h, office)])
+    data, state = tmp_path / "data", tmp_path / "state"
+    write_frame(data / "facilities.csv", facilities)
+    config = IngestConfig(data, state, retention=10 * h)
+    ing = Ingestor(config)
+    write_frame(data / "events" / "first.parquet", first)
+    _drain(ing)
+    assert ing.items["item_id"].to_list() == []  # A retired; B held
+    assert ing.ledger.held["item_id"].to_list() == ["B"]
+    write_frame(data / "events" / "later.parquet", later)
+    _drain(ing)
+    series = dict(ing.counters.histogram_series(cat.STAGE_LAST_MILE))
+    assert [(k[0], v.count, v.sum_us) for k, v in series.items()] == [(office, 1, 3 * 3600 * 10**6)]
