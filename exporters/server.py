@@ -89,6 +89,8 @@ class _Conn:
     out: list[memoryview] = field(default_factory=list)
     close_after: bool = False
     writing: bool = False
+    #: The client closed its side: nothing more to read, what is due is still sent.
+    eof: bool = False
     active: float = field(default_factory=time.monotonic)
 
 
@@ -197,6 +199,7 @@ class MetricsHTTPServer:
         self._conns: dict[int, _Conn] = {}
         self._date = _Date()
         self._stopping = False
+        self._accepting = True
         self._thread: threading.Thread | None = None
 
     @property
@@ -245,7 +248,13 @@ class MetricsHTTPServer:
                     self._close(conn)
 
     def _accept(self) -> None:
-        while len(self._conns) < MAX_CONNECTIONS:
+        while True:
+            if len(self._conns) >= MAX_CONNECTIONS:
+                # Full: stop listening for readiness (the kernel queues the rest) until
+                # a connection closes, instead of waking up for them in a loop.
+                self._selector.unregister(self._listener)
+                self._accepting = False
+                return
             try:
                 sock, _ = self._listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -272,7 +281,12 @@ class MetricsHTTPServer:
                 self._close(conn)
                 return
             if data == b"":
-                self._close(conn)
+                if not conn.out:
+                    self._close(conn)
+                    return
+                conn.eof = conn.close_after = True
+                conn.writing = not conn.writing  # forces the selector update below
+                self._want(conn, write=True)
                 return
             if data:
                 conn.inbuf += data
@@ -339,8 +353,11 @@ class MetricsHTTPServer:
 
     def _want(self, conn: _Conn, write: bool) -> None:
         if conn.writing != write and conn.sock.fileno() >= 0:
-            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if write else 0)
-            self._selector.modify(conn.sock, events, conn)
+            events = (0 if conn.eof else selectors.EVENT_READ) | (
+                selectors.EVENT_WRITE if write else 0
+            )
+            if events:
+                self._selector.modify(conn.sock, events, conn)
             conn.writing = write
 
     def _close(self, conn: _Conn) -> None:
@@ -348,4 +365,7 @@ class MetricsHTTPServer:
         if fd >= 0 and self._conns.pop(fd, None) is not None:
             with contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(conn.sock)
+            if not self._accepting and not self._stopping:
+                self._selector.register(self._listener, selectors.EVENT_READ, None)
+                self._accepting = True
         conn.sock.close()

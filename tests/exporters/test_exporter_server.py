@@ -10,11 +10,13 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from exporters import catalog as cat
+from exporters import server as server_module
 from exporters.exposition import Exposition, negotiate, render
 from exporters.server import Endpoints, MetricsHTTPServer
 from exporters.service import ExporterConfig, ExporterService
@@ -320,6 +322,7 @@ def test_a_slow_reader_gets_the_whole_body_and_does_not_hold_up_others() -> None
         slow = socket.create_connection(("127.0.0.1", server.port), timeout=5)
         slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         slow.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        slow.shutdown(socket.SHUT_WR)  # done sending: the answer must still come whole
         time.sleep(0.2)  # the server has filled the socket buffers and waits to write more
         for _ in range(5):
             status, _, body = _request(server.port, "/metrics", {})
@@ -327,6 +330,7 @@ def test_a_slow_reader_gets_the_whole_body_and_does_not_hold_up_others() -> None
         buffer = bytearray()
         _, _, body = _read_response(slow, buffer)
         assert len(expo.text) > 500_000 and body == expo.text
+        assert slow.recv(10) == b""  # then closed: the client said it was done
         slow.close()
     finally:
         server.stop()
@@ -401,3 +405,26 @@ def test_scrapes_while_ingesting_see_whole_batches_and_the_latest_within_a_refre
     assert seen[-1] == (batches * 50, batches * 25, batches * 25)
     # the latest batch shows within one refresh interval (plus a refresh's own time)
     assert shown_after <= refresh + 2.0
+
+
+def test_connections_beyond_the_limit_wait_in_the_queue_and_are_served(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(server_module, "MAX_CONNECTIONS", 3)
+    server, expo = _served(_One())
+    try:
+        held = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(3)]
+        time.sleep(0.2)
+        started = time.process_time()
+        waiting = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        waiting.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        time.sleep(0.5)
+        # full: the server does not spin on the waiting connection
+        assert time.process_time() - started < 0.3
+        held[0].close()  # room again: the waiting one is accepted and answered
+        _, _, body = _read_response(waiting, bytearray())
+        assert body == expo.text
+        for sock in [*held[1:], waiting]:
+            sock.close()
+    finally:
+        server.stop()
