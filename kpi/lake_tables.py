@@ -34,6 +34,7 @@ from typing import Final
 import polars as pl
 
 from kpi.contract import SCHEMAS, Kind
+from kpi.events import Effect, event_has
 from kpi.lifecycle import STATE_SCHEMA, empty_state, event_partials, reduce_states
 
 TABLES: Final = "_tables.json"
@@ -141,7 +142,7 @@ def summarise(lake: Path, parts: Iterable[str]) -> Addition:
     for bucket, rels in sorted(by_bucket.items()):
         events = scan_parts(lake, sorted(rels))
         state_plan = reduce_states(event_partials(events)).select(STATE_SCHEMA.keys())
-        accepted = events.filter(pl.col("event") == "accepted")
+        accepted = events.filter(event_has(Effect.ACCEPTS))
         plans = [
             state_plan,
             events.select(pl.col("ts").min().alias("first"), pl.col("ts").max().alias("last")),

@@ -27,6 +27,7 @@ from kpi.api.errors import ApiError
 from kpi.api.metrics import ApiMetrics
 from kpi.api.settings import Settings
 from kpi.contract import COMPLAINT_CATEGORIES, FACILITY_TYPES, Kind
+from kpi.events import Effect, event_has
 from kpi.kpis.exprs import Window
 from kpi.kpis.functions import waiting_items
 from kpi.kpis.query import Snapshot
@@ -134,7 +135,7 @@ class Generation:
 def event_values(events: pl.DataFrame) -> dict[str, frozenset[str]]:
     """Values of the event-borne dimensions (acceptances' product, origin, destination;
     every event's facility), as ``kpi.lake_tables`` keeps them for a lake."""
-    accepted = events.filter(pl.col("event") == "accepted")
+    accepted = events.filter(event_has(Effect.ACCEPTS))
     cols = {"product": accepted, "origin": accepted, "destination": accepted, "facility": events}
     return {c: frozenset(f[c].drop_nulls().unique().to_list()) for c, f in cols.items()}
 

@@ -13,7 +13,7 @@ from typing import Final
 import polars as pl
 
 from kpi.contract import FACILITY_SCHEMA
-from kpi.events import Effect, events_with
+from kpi.events import Effect, event_in, events_with
 from kpi.kpis.catalog import AGE_BANDS
 from kpi.kpis.exprs import (
     PERIOD,
@@ -34,6 +34,9 @@ ITEM_COLUMNS: Final = {
     "destination": "destination",
     "region": "destination",
 }
+#: A first attempt succeeded when its type delivers (the exporter's counters label it
+#: ``outcome="delivered"`` by the same rule: ``kpi.kpis.increments``).
+_DELIVERING: Final = events_with(Effect.DELIVERS)
 
 
 def _dims(by: list[str], columns: dict[str, str]) -> list[pl.Expr]:
@@ -83,7 +86,7 @@ def flow_kpis(lifecycle: pl.LazyFrame, by: list[str], w: Window) -> pl.LazyFrame
     returned = agg("returned_at", pl.len().cast(pl.Int64).alias("returned_items"))
     attempts = agg(
         "first_attempt_at",
-        count_if(pl.col("first_attempt_outcome") == "delivered").alias("_first_ok"),
+        count_if(event_in(_DELIVERING, "first_attempt_outcome")).alias("_first_ok"),
         pl.len().cast(pl.Int64).alias("_first_n"),
     )
     counts = [

@@ -24,6 +24,7 @@ from kpi.kpis.functions import (
     network_kpis,
     open_complaint_kpis,
 )
+from kpi.kpis.stages import _STAGE_EVENTS as STAGE_EVENTS  # the set stage_tables keeps
 from kpi.kpis.stages import (
     StageTables,
     dwell_kpis,
@@ -195,8 +196,7 @@ def _raw_stage_events(ds: DataSet) -> pl.LazyFrame:
         if file_format(p) == "parquet"
     ]
     return pl.concat(frames, how="vertical").filter(
-        pl.col("event_id").is_not_null()
-        & pl.col("event").is_in(["accepted", "arrived", "departed", "delivered"])
+        pl.col("event_id").is_not_null() & pl.col("event").is_in(STAGE_EVENTS)
     )
 
 

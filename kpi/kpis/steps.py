@@ -40,6 +40,7 @@ from typing import Final
 
 import polars as pl
 
+from kpi.events import Effect, event_has
 from kpi.kpis.catalog import AGE_BAND_EDGES, AGE_BANDS
 from kpi.lifecycle import collect_state, lifecycle
 from kpi.standards import ServiceStandards
@@ -303,13 +304,13 @@ def _event_deltas(
         "reason",
     )
     attempts = (
-        evk.filter(pl.col("event").is_in(["delivered", "delivery_failed"]))
+        evk.filter(event_has(Effect.ATTEMPTS))
         .join(items.select("item_id", "product", "destination"), on="item_id", how="left")
         .sort("item_id", "ts_us", "_st", "event_id")
         .with_columns(
             _label("product"),
             _label("destination"),
-            pl.when(pl.col("event") == "delivered")
+            pl.when(event_has(Effect.DELIVERS))
             .then(pl.lit("delivered"))
             .otherwise(pl.lit("failed"))
             .alias("outcome"),
@@ -325,7 +326,7 @@ def _event_deltas(
         n,
     )
     counters["failures"] = _counter_deltas(
-        evk.filter(pl.col("event") == "delivery_failed").select(
+        evk.filter(event_has(Effect.FAILS)).select(
             _label("reason"), _k_after("ts_us", steps).alias(K)
         ),
         LABELS["failures"],
@@ -487,7 +488,7 @@ def _backlog_deltas(
         .unique("facility", keep="first")
     )
     waiting = (
-        seg.filter(pl.col("event").is_in(["arrived", "delivery_failed"]))
+        seg.filter(event_has(Effect.WAITS))
         .select(_label("facility"), "a", "_lo", "_hi")
         .join(fac, on="facility", how="left")
         .with_columns(_label("facility_type"), _label("region"))

@@ -11,11 +11,17 @@ import datetime as dt
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import polars as pl
 import pytest
 from reference import utc
 
+from kpi.contract import EVENT_SCHEMA
+from kpi.events import EVENT_RULES, Effect, events_with
 from kpi.kpis.catalog import AGE_BANDS, KPIS, KpiError
+from kpi.kpis.increments import event_increments
 from kpi.kpis.query import KpiQuery, compute
+from kpi.lifecycle import empty_state, merge_events
+from kpi.standards import DEFAULT_STANDARDS
 
 Row = dict[str, Any]
 P = utc("2027-01-13T15:59:59.999999")
@@ -223,6 +229,55 @@ def test_first_attempt_ratio(kit: Any) -> None:
         end="2027-01-13T00:00",
     )
     assert got[()] == {"first_attempt_ratio": 0.25, "delivered_items": 4}
+
+
+_RULE = {rule.name: rule for rule in EVENT_RULES}
+_FIELD = {"reason": "addressee_absent", "product": "express", "origin": "CN-BJ"}
+
+
+def _exporter_attempts(events: list[Row], one_by_one: bool) -> dict[tuple[str, str], int]:
+    """The exporter's attempt counters, ``(attempt, outcome) -> count``, after the events
+    are applied as one set or one event per set (in time order)."""
+    sets = [[e] for e in sorted(events, key=lambda e: e["ts"])] if one_by_one else [events]
+    state, out = empty_state(), {}
+    for rows in sets:
+        frame = pl.DataFrame(rows, schema=EVENT_SCHEMA, orient="row")
+        inc = event_increments(frame, state, DEFAULT_STANDARDS)
+        for r in inc.attempts.iter_rows(named=True):
+            key = (r["attempt"], r["outcome"])
+            out[key] = out.get(key, 0) + r["count"]
+        state = merge_events(state, frame.lazy())
+    return out
+
+
+@pytest.mark.parametrize("kind", events_with(Effect.ATTEMPTS))
+@pytest.mark.parametrize("one_by_one", [False, True])
+def test_first_attempt_ratio_agrees_with_the_exporters_counters(
+    kit: Any, kind: str, one_by_one: bool
+) -> None:
+    """For every attempting type of the table: the report counts a first attempt of that
+    type a success exactly when the table says it delivers, and so do the exporter's
+    counters (``outcome="delivered"``): a new delivering type cannot make them disagree."""
+    fields = {f: _FIELD.get(f, "CN-SH") for f in _RULE[kind].requires}
+    delivers = Effect.DELIVERS in _RULE[kind].effects
+    events = [
+        kit.ev("A", "accepted", ACCEPT, "C1"),
+        kit.ev("A", kind, "2027-01-12T09:00", "D1", **fields),  # A's first attempt
+        kit.ev("B", "accepted", ACCEPT, "C1"),
+        kit.ev("B", "delivery_failed", "2027-01-12T09:00", "D1"),  # B's first attempt fails
+        kit.ev("B", kind, "2027-01-12T15:00", "D1", **fields),  # a repeat
+    ]
+    outcome = "delivered" if delivers else "failed"
+    want = {("first", "failed"): 1}
+    for key in (("first", outcome), ("repeat", outcome)):
+        want[key] = want.get(key, 0) + 1
+    assert _exporter_attempts(events, one_by_one) == want
+
+    snap = kit.snapshot(events)
+    got = kit.one(snap, "first_attempt_ratio", end="2027-01-13T00:00")
+    assert got["first_attempt_ratio"] == (0.5 if delivers else 0.0)
+    firsts = sum(n for (attempt, _), n in want.items() if attempt == "first")
+    assert got["first_attempt_ratio"] * firsts == want.get(("first", "delivered"), 0)
 
 
 # --- dimensions and time buckets -------------------------------------------------------

@@ -668,3 +668,20 @@ def test_snapshot_from_files_equals_snapshot_from_rows(kit: Any, tmp_path: Path)
             from_rows.as_of,
             from_rows.first_event_at,
         )
+
+
+def test_stage_tables_of_the_fast_path_equal_the_general_paths(kit: Any, tmp_path: Path) -> None:
+    """The fast path reads the stage scans straight from the Parquet files (only the types
+    the stage tables keep): the same tables as from the validated events, with every type
+    of the table in the folder."""
+    rows = clean_rows(kit)
+    assert {r["event"] for r in rows} == set(EVENT_TYPES)
+    data = write_events(tmp_path / "data", rows, 2)
+    fast_stages = Snapshot.from_dataset(load_data_dir(data)).stages
+    general_stages = kit.snapshot(rows).stages
+    assert fast_stages.scans.height > 0 and fast_stages.items.height > 0
+    for got, want in (
+        (fast_stages.scans, general_stages.scans),
+        (fast_stages.items, general_stages.items),
+    ):
+        assert_frame_equal(got.sort(got.columns), want.sort(want.columns), categorical_as_str=True)

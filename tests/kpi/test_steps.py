@@ -16,6 +16,9 @@ import pytest
 from conftest import Kit, Row
 from reference import utc
 
+from kpi.contract import EVENT_SCHEMA, EVENT_TYPES
+from kpi.events import EVENT_RULES, Effect
+from kpi.kpis.increments import event_increments
 from kpi.kpis.query import KpiQuery, Snapshot
 from kpi.kpis.step_values import StepValues, cumulative_buckets
 from kpi.kpis.steps import (
@@ -25,6 +28,7 @@ from kpi.kpis.steps import (
     step_deltas,
     step_grid,
 )
+from kpi.lifecycle import empty_state
 from kpi.simulate import SimConfig, generate, write_data_folder
 from kpi.sources.folder import DataSet, latest_complaints, load_data_dir
 from kpi.standards import DEFAULT_STANDARDS
@@ -254,3 +258,49 @@ def test_bad_grids_are_refused() -> None:
         step_grid(_t(1), _t(5), dt.timedelta(0))
     grid = step_grid(_t(0), _t(2.5), HOUR)
     assert grid.len() == 4  # 0, 1, 2 h and the end itself
+
+
+_RULES = {rule.name: rule for rule in EVENT_RULES}
+
+
+def _by(values: dict[str, pl.DataFrame], name: str, k: int, *labels: str) -> dict[Any, float]:
+    frame = values[name].filter((pl.col(K) == k) & (pl.col(VALUE) != 0))
+    return {tuple(r[lab] for lab in labels): r[VALUE] for r in frame.iter_rows(named=True)}
+
+
+@pytest.mark.parametrize("kind", EVENT_TYPES)
+def test_every_event_type_counts_as_the_rules_table_says(kind: str) -> None:
+    """Attempts, failures and backlog of the backfill for each type of the table: what its
+    row's effects say (expected from the table, by hand), as the exporter counts them."""
+    effects = _RULES[kind].effects
+    fields = {"reason": "refused"} if "reason" in _RULES[kind].requires else {}
+    events = [
+        Kit.ev("A", "accepted", _t(1), "F1"),
+        Kit.ev("B", "accepted", _t(1), "F1"),
+        Kit.ev("B", "delivery_failed", _t(2), "F1"),  # B's first attempt, failed
+        Kit.ev("A", kind, _t(3), "F2", **fields),
+        Kit.ev("B", kind, _t(4), "F2", **fields),
+    ]
+    values = _values(_dataset(events, [], []), step_grid(_t(0), _t(6), HOUR), 24)
+    outcome = "delivered" if Effect.DELIVERS in effects else "failed"
+    want_attempts = {("failed", "first"): 1.0}
+    if Effect.ATTEMPTS in effects:
+        want_attempts[(outcome, "first")] = want_attempts.get((outcome, "first"), 0) + 1
+        want_attempts[(outcome, "repeat")] = 1.0
+    want_failures = {("addressee_absent",): 1.0}
+    if Effect.FAILS in effects:
+        want_failures[("refused",)] = 2.0
+    waiting = {("F2",): 2.0} if Effect.WAITS in effects else {}
+    assert _by(values, "attempts", 6, "outcome", "attempt") == want_attempts
+    assert _by(values, "failures", 6, "reason") == want_failures
+    assert _by(values, "backlog", 5, "facility") == waiting
+
+    # The exporter's counters (one set of every event) say the same.
+    inc = event_increments(
+        pl.DataFrame(events, schema=EVENT_SCHEMA), empty_state(), DEFAULT_STANDARDS
+    )
+    exported = {
+        (r["outcome"], r["attempt"]): r["count"] for r in inc.attempts.iter_rows(named=True)
+    }
+    assert exported == want_attempts
+    assert {(r["reason"],): r["count"] for r in inc.failures.iter_rows(named=True)} == want_failures
