@@ -226,6 +226,21 @@ def test_product_time_zone_overrides_standard_time_zone() -> None:
     assert got == end_of_local_day("2027-01-12", ny)
 
 
+@pytest.mark.parametrize("typo_in", ["standard", "product"])
+def test_unknown_time_zone_is_refused_when_the_standards_load(typo_in: str) -> None:
+    """A misspelt zone fails when the file is read, naming the zone, not later per batch."""
+    days = ZoneDays(same_region=1, other_region=2, remote=4)
+
+    def make(standard_tz: str, product_tz: str | None) -> ServiceStandards:
+        product = ProductStandard(cutoff=dt.time(17), days=days, time_zone=product_tz)
+        return ServiceStandards(time_zone=standard_tz, products={"express": product})
+
+    assert make("Asia/Shanghai", "America/New_York").tz_of("express") == "America/New_York"
+    bad = ("Asia/Shangai", None) if typo_in == "standard" else ("Asia/Shanghai", "America/NewYork")
+    with pytest.raises(ValueError, match=r"unknown time zone '(Asia/Shangai|America/NewYork)'"):
+        make(*bad)
+
+
 # --- explicit promise and unknown products --------------------------------------------
 
 
