@@ -355,6 +355,25 @@ def test_day_ending_at_a_doubled_midnight_ends_at_its_first_occurrence() -> None
     assert got == dt.datetime(2026, 11, 1, 3, 59, 59, 999999, tzinfo=dt.UTC)
 
 
+def test_day_whose_last_hour_is_skipped_ends_at_midnight() -> None:
+    # Greenland springs forward at 23:00 on Saturday 2026-03-28 (23:00 -02 -> 00:00 -01):
+    # 23:xx never happens, midnight does; the day of 03-28 ends at it, 01:00 UTC.
+    nuuk = ZoneInfo("America/Nuuk")
+    standards = ServiceStandards(
+        time_zone="America/Nuuk",
+        products={
+            "gl": ProductStandard(
+                cutoff=dt.time(17), days=ZoneDays(same_region=1, other_region=2, remote=3)
+            )
+        },
+    )
+    got = both(local("2026-03-27T10:00:00", nuuk), "gl", "A", "A", standards)
+    assert got == dt.datetime(2026, 3, 29, 0, 59, 59, 999999, tzinfo=dt.UTC)
+    # the day before (no transition) ends at midnight -02
+    got = both(local("2026-03-26T10:00:00", nuuk), "gl", "A", "A", standards)
+    assert got == dt.datetime(2026, 3, 28, 1, 59, 59, 999999, tzinfo=dt.UTC)
+
+
 @pytest.mark.parametrize(
     ("wall", "last_day"),
     [
