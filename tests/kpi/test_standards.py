@@ -226,6 +226,21 @@ def test_product_time_zone_overrides_standard_time_zone() -> None:
     assert got == end_of_local_day("2027-01-12", ny)
 
 
+@pytest.mark.parametrize("typo_in", ["standard", "product"])
+def test_unknown_time_zone_is_refused_when_the_standards_load(typo_in: str) -> None:
+    """A misspelt zone fails when the file is read, naming the zone, not later per batch."""
+    days = ZoneDays(same_region=1, other_region=2, remote=4)
+
+    def make(standard_tz: str, product_tz: str | None) -> ServiceStandards:
+        product = ProductStandard(cutoff=dt.time(17), days=days, time_zone=product_tz)
+        return ServiceStandards(time_zone=standard_tz, products={"express": product})
+
+    assert make("Asia/Shanghai", "America/New_York").tz_of("express") == "America/New_York"
+    bad = ("Asia/Shangai", None) if typo_in == "standard" else ("Asia/Shanghai", "America/NewYork")
+    with pytest.raises(ValueError, match=r"unknown time zone '(Asia/Shangai|America/NewYork)'"):
+        make(*bad)
+
+
 # --- explicit promise and unknown products --------------------------------------------
 
 
@@ -338,6 +353,25 @@ def test_day_ending_at_a_doubled_midnight_ends_at_its_first_occurrence() -> None
     # the day of 10-31 ends at the first one, 04:00 UTC (CDT, UTC-4), not 05:00.
     got = both(local("2026-10-31T09:00:00", HAVANA), "hav", "A", "A", DST)
     assert got == dt.datetime(2026, 11, 1, 3, 59, 59, 999999, tzinfo=dt.UTC)
+
+
+def test_day_whose_last_hour_is_skipped_ends_at_midnight() -> None:
+    # Greenland springs forward at 23:00 on Saturday 2026-03-28 (23:00 -02 -> 00:00 -01):
+    # 23:xx never happens, midnight does; the day of 03-28 ends at it, 01:00 UTC.
+    nuuk = ZoneInfo("America/Nuuk")
+    standards = ServiceStandards(
+        time_zone="America/Nuuk",
+        products={
+            "gl": ProductStandard(
+                cutoff=dt.time(17), days=ZoneDays(same_region=1, other_region=2, remote=3)
+            )
+        },
+    )
+    got = both(local("2026-03-27T10:00:00", nuuk), "gl", "A", "A", standards)
+    assert got == dt.datetime(2026, 3, 29, 0, 59, 59, 999999, tzinfo=dt.UTC)
+    # the day before (no transition) ends at midnight -02
+    got = both(local("2026-03-26T10:00:00", nuuk), "gl", "A", "A", standards)
+    assert got == dt.datetime(2026, 3, 28, 1, 59, 59, 999999, tzinfo=dt.UTC)
 
 
 @pytest.mark.parametrize(
