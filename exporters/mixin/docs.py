@@ -101,7 +101,7 @@ def recording_estimate(config: MixinConfig) -> list[tuple[str, int, str]]:
 def _stage_estimate(config: MixinConfig, n_rules: int) -> tuple[str, int, str]:
     targets = len(FACILITY_TYPES) + 1  # dwell per facility type, one leg
     pairs = REGIONS * REGIONS
-    links = n_rules - targets - 4
+    links = n_rules - 2 - 4  # two target rules, four per-facility / per-pair rules
     series = targets + 2 * FACILITIES + 2 * pairs + links
     text = (
         f"{targets} targets + 2 × F {FACILITIES} + 2 × R {REGIONS} × R {REGIONS}"
