@@ -35,6 +35,7 @@ from prometheus_client.core import (
 from prometheus_client.metrics_core import Metric
 from prometheus_client.utils import floatToGoString
 
+from kpi.contract import FACILITY_TYPES
 from kpi.duty import metrics as duty_metrics
 from kpi.kpis.catalog import AGE_BAND_EDGES
 from kpi.kpis.catalog import AGE_BANDS as KPI_AGE_BANDS
@@ -321,6 +322,26 @@ STAGE_REVISIONS: Final = MetricSpec(
     ("stage",),
     values={"stage": ("dwell", "leg", "first_mile", "last_mile")},
 )
+STAGE_DWELL_TARGET: Final = MetricSpec(
+    "postal_stage_dwell_target_seconds",
+    G,
+    "Dwell target of a facility type: the stages.dwell_hours of the service standard the "
+    "exporter loaded (its own, else default; no series when unset), the one the report's "
+    "dwell_within_target_ratio uses; the dwell alert compares with it.",
+    ("facility_type",),
+    unit="seconds",
+    values={"facility_type": FACILITY_TYPES},
+)
+STAGE_LEG_TARGET: Final = MetricSpec(
+    "postal_stage_leg_target_seconds",
+    G,
+    "Leg target: the stages.leg_hours default of the service standard the exporter loaded "
+    "(no series when unset), the one the report's leg_within_target_ratio uses; the leg "
+    "alert compares with it.",
+    unit="seconds",
+)
+#: The stage targets, from the loaded service standard (reloaded with it).
+STAGE_TARGETS: Final = (STAGE_DWELL_TARGET, STAGE_LEG_TARGET)
 #: The stage histograms, in the order of the four links.
 STAGE_HISTOGRAMS: Final = (STAGE_FIRST_MILE, STAGE_DWELL, STAGE_LEG, STAGE_LAST_MILE)
 
@@ -504,6 +525,7 @@ METRICS: Final[tuple[MetricSpec, ...]] = (
     TRANSIT_TIME,
     *STAGE_HISTOGRAMS,
     STAGE_REVISIONS,
+    *STAGE_TARGETS,
     COMPLAINTS,
     COMPLAINT_RESOLUTION,
     BACKLOG_ITEMS,

@@ -18,7 +18,7 @@ from kpi.contract import COMPLAINT_SCHEMA
 from kpi.kpis.catalog import KPI_BY_NAME
 from kpi.kpis.query import KpiQuery, Snapshot
 from kpi.lifecycle import finished, lifecycle
-from kpi.standards import ServiceStandards
+from kpi.standards import ServiceStandards, StageTargets
 
 #: KPI column of each backlog age band (the exporter's bands are the engine's).
 BAND_KPIS: Final = {band: f"backlog_items_{band}" for band in cat.AGE_BANDS}
@@ -70,6 +70,8 @@ class MetricsView:
     complaints: pl.DataFrame | None = None
     stats: SelfStats = field(default_factory=SelfStats)
     as_of: dt.datetime | None = None
+    #: The stage targets of the loaded service standard (None: not part of this view).
+    stage_targets: StageTargets | None = None
 
 
 def unfinished(items: pl.DataFrame) -> pl.DataFrame:
@@ -113,4 +115,5 @@ def build_view(
         complaints=snap.query(COMPLAINTS_QUERY),
         stats=stats,
         as_of=as_of,
+        stage_targets=standards.stages,
     )

@@ -11,13 +11,13 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Final, Literal
+from typing import Annotated, Final
 
 import polars as pl
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from kpi.contract import UTC
+from kpi.contract import FACILITY_TYPES, UTC
 
 STANDARDS_FILE: Final = "service-standards.yaml"
 
@@ -84,10 +84,32 @@ class StageTargets(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    dwell_hours: dict[Literal["collection", "processing", "delivery", "default"], Hours] = Field(
-        default_factory=dict
-    )
-    leg_hours: dict[Literal["default"], Hours] = Field(default_factory=dict)
+    dwell_hours: dict[str, Hours] = Field(default_factory=dict)
+    leg_hours: dict[str, Hours] = Field(default_factory=dict)
+
+    @field_validator("dwell_hours")
+    @classmethod
+    def _facility_types(cls, value: dict[str, float]) -> dict[str, float]:
+        """Keys are the facility types of facilities.csv (or ``default``): a typo such as
+        ``hub`` would silently leave that type without a target."""
+        allowed = (*FACILITY_TYPES, "default")
+        unknown = sorted(set(value) - set(allowed))
+        if unknown:
+            raise ValueError(
+                f"unknown facility type(s) {', '.join(map(repr, unknown))}: "
+                f"keys are the facility types {', '.join(allowed)}"
+            )
+        return value
+
+    @field_validator("leg_hours")
+    @classmethod
+    def _leg_keys(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - {"default"})
+        if unknown:
+            raise ValueError(
+                f"unknown key(s) {', '.join(map(repr, unknown))}: the only key is default"
+            )
+        return value
 
     def dwell_target(self, facility_type: str | None) -> float | None:
         """The dwell target of a facility type (its own, else the default; None when unset)."""

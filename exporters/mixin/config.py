@@ -91,12 +91,8 @@ class MixinConfig(BaseModel):
     backlog_share: Band = Band(warning=0.8, critical=1.0)
     #: How many facilities (or lanes) a per-facility view shows (topk): 380 lines help no one.
     top_n: int = Field(default=10, ge=1, le=50)
-    #: Stage targets in hours (the service standard's ``stages``): dwell by facility type,
-    #: one leg target; the stage alerts and the network-flow dashboard compare with them.
-    dwell_target_hours: dict[str, float] = Field(
-        default_factory=lambda: {"collection": 12.0, "processing": 6.0, "delivery": 24.0}
-    )
-    leg_target_hours: float = Field(default=24.0, gt=0)
+    # The stage targets are not here: the exporter exposes those of the service standard
+    # it loaded (``postal_stage_*_target_seconds``), and the stage rules join against them.
     #: Stage intervals needed in the hour before a p90 may alert (a handful says little).
     stage_alert_min_items: int = Field(default=20, ge=1)
     #: Scrape duration (s): Prometheus' default scrape timeout is 10 s.

@@ -9,7 +9,7 @@ from typing import Final
 from exporters import catalog as cat
 from exporters.mixin import rules
 from exporters.mixin.config import MixinConfig
-from kpi.contract import COMPLAINT_CATEGORIES, PROVINCES, RejectReason
+from kpi.contract import COMPLAINT_CATEGORIES, FACILITY_TYPES, PROVINCES, RejectReason
 
 #: Size of the generator's full network.
 REGIONS: Final = len(PROVINCES)
@@ -99,9 +99,9 @@ def recording_estimate(config: MixinConfig) -> list[tuple[str, int, str]]:
 
 
 def _stage_estimate(config: MixinConfig, n_rules: int) -> tuple[str, int, str]:
-    targets = len(config.dwell_target_hours) + 1
+    targets = len(FACILITY_TYPES) + 1  # dwell per facility type, one leg
     pairs = REGIONS * REGIONS
-    links = n_rules - targets - 4
+    links = n_rules - 2 - 4  # two target rules, four per-facility / per-pair rules
     series = targets + 2 * FACILITIES + 2 * pairs + links
     text = (
         f"{targets} targets + 2 × F {FACILITIES} + 2 × R {REGIONS} × R {REGIONS}"

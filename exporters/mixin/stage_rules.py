@@ -1,9 +1,11 @@
 """The four links (collection, processing, transport, delivery): recording rules and alerts.
 
 Percentiles come from the exporter's stage histograms (``exporters.catalog``
-``STAGE_*``); targets are constants of the mixin config recorded as series (like the
-SLO objectives), so an alert compares a facility's p90 with its facility type's
-target by a join, and a dashboard draws them.
+``STAGE_*``); the targets are the exporter's gauges ``postal_stage_*_target_seconds``,
+read from the ``stages:`` of the service standard it loaded (the same the report's
+``*_within_target_ratio`` use, reloaded with the file), recorded per job so an alert
+compares a facility's p90 with its facility type's target by a join. No target set,
+no target series: the alert then stays silent.
 """
 
 from __future__ import annotations
@@ -49,18 +51,14 @@ def _quantile(q: float, spec: cat.MetricSpec, labels: tuple[str, ...], job: str)
 def stage_group(config: MixinConfig) -> RuleGroup:
     """Targets, per-facility dwell and per-region-pair leg p90, network-wide link percentiles."""
     job = eq("job", config.job)
+    # max over instances: every exporter (or Kafka shard) of the job reads the same file;
+    # while a new version is being picked up, the alert compares with the larger target.
     rules = [
         RecordingRule(
             DWELL_TARGET,
-            f"vector({hours * 3600:g})",
-            {"job": config.job, "facility_type": ftype},
-        )
-        for ftype, hours in sorted(config.dwell_target_hours.items())
-    ]
-    rules += [
-        RecordingRule(
-            LEG_TARGET, f"vector({config.leg_target_hours * 3600:g})", {"job": config.job}
+            f"max {by('job', 'facility_type')} ({sel(cat.STAGE_DWELL_TARGET.series, job)})",
         ),
+        RecordingRule(LEG_TARGET, f"max {by('job')} ({sel(cat.STAGE_LEG_TARGET.series, job)})"),
         RecordingRule(DWELL_P90, _quantile(0.9, cat.STAGE_DWELL, FACILITY, job)),
         RecordingRule(
             DWELL_N, f"sum {by(*FACILITY)} (increase({sel(cat.STAGE_DWELL.count, job)}[{WINDOW}]))"
@@ -110,7 +108,7 @@ def stage_alerts(config: MixinConfig) -> list[Alert]:
             "Legs from {{ $labels.from_region }} to {{ $labels.to_region }} are slow.",
             "90 % of the legs from {{ $labels.from_region }} to {{ $labels.to_region }} ending in "
             "the last hour took up to {{ $value | humanizeDuration }}, above the leg target "
-            f"({config.leg_target_hours:g} h), for an hour. Slow legs: {api}/api/v1/legs?"
+            f"of the service standard, for an hour. Slow legs: {api}/api/v1/legs?"
             "from_region={{ $labels.from_region }}&to_region={{ $labels.to_region }}",
             config.runbook(LEG_ABOVE_TARGET),
         ),

@@ -36,6 +36,9 @@ EXPECTED: dict[str, tuple[str, tuple[str, ...]]] = {
     "postal_stage_leg_seconds": ("histogram", ("from_region", "to_region")),
     "postal_stage_last_mile_seconds": ("histogram", ("facility", "facility_type", "region")),
     "postal_stage_revisions_total": ("counter", ("stage",)),
+    # Issue 19: the stage targets of the loaded service standard (one place for them).
+    "postal_stage_dwell_target_seconds": ("gauge", ("facility_type",)),
+    "postal_stage_leg_target_seconds": ("gauge", ()),
     "postal_complaints_total": ("counter", ("region", "category", "valid")),
     "postal_complaint_resolution_seconds": ("histogram", ("region", "category")),
     "postal_backlog_items": ("gauge", ("facility", "facility_type", "region", "age_band")),

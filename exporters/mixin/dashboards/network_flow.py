@@ -63,7 +63,7 @@ def _links(config: MixinConfig) -> list[Any]:
                 "hour, network-wide (histogram estimate).",
                 "s",
                 (d.Q(sel(sr.STAGE_P90, d.JOB, eq("stage", stage)), title, instant=True),),
-                d.above_bad(config.leg_target_hours * cat.HOUR) if stage == "leg" else d.NO_MEANING,
+                d.NO_MEANING,
                 width=6,
             )
         )
@@ -114,7 +114,6 @@ def _legs_link(config: MixinConfig) -> Any:
         {
             "from_region": f"${{{labels}.from_region}}",
             "to_region": f"${{{labels}.to_region}}",
-            "min_hours": f"{config.leg_target_hours:g}",
         },
     )
 
@@ -136,6 +135,9 @@ def _where(config: MixinConfig) -> list[Any]:
     vs_target = (
         f"{facilities}\n/ on (job, facility_type) group_left ()\n{sel(sr.DWELL_TARGET, d.JOB)}"
     )
+    legs_vs_target = (
+        f"(\n{_pairs(sr.LEG_P90)}\n)\n/ on (job) group_left ()\n{sel(sr.LEG_TARGET, d.JOB)}"
+    )
     return [
         d.bars(
             d.Common(
@@ -152,20 +154,21 @@ def _where(config: MixinConfig) -> list[Any]:
         ),
         d.bars(
             d.Common(
-                f"Worst region pairs: leg p90, top {top} (1 hour)",
+                f"Worst region pairs: leg p90 vs target, top {top} (1 hour)",
                 "90th-percentile transport time between two regions (arrival minus the "
                 "latest departure elsewhere) over the last hour, for pairs that start or end "
-                f"in the selected regions; red from the leg target ({config.leg_target_hours:g} h)."
-                " Click for the slow legs' items.",
-                "s",
+                "in the selected regions, divided by the service standard's leg target; red "
+                "from 100 %, where the leg alert fires after an hour. Click for the slow "
+                "legs' items.",
+                "percentunit",
                 (
                     d.Q(
-                        d.topk(config, _pairs(sr.LEG_P90)),
+                        d.topk(config, legs_vs_target),
                         "{{from_region}} → {{to_region}}",
                         instant=True,
                     ),
                 ),
-                d.above_bad(config.leg_target_hours * cat.HOUR),
+                d.Steps(d.GOOD, ((0.8, d.WARN), (1.0, d.BAD))),
                 links=(_legs_link(config),),
                 min=0,
             )
@@ -185,15 +188,15 @@ def _where(config: MixinConfig) -> list[Any]:
                 f"Leg p90 (1 hour), top {top} region pairs",
                 f"90th-percentile transport time over the trailing hour of the {top} slowest "
                 "region pairs that start or end in the selected regions (the recorded series "
-                "the leg alert reads).",
+                "the leg alert reads), and the service standard's leg target.",
                 "s",
                 (
                     d.Q(
                         d.topk(config, f"(\n{_pairs(sr.LEG_P90)}\n)"),
                         "{{from_region}} → {{to_region}}",
                     ),
+                    d.Q(sel(sr.LEG_TARGET, d.JOB), "target"),
                 ),
-                d.above_bad(config.leg_target_hours * cat.HOUR),
                 links=(_legs_link(config),),
             )
         ),
@@ -219,7 +222,7 @@ def notes(config: MixinConfig) -> dict[str, d.Note]:
         f"Worst facilities: dwell p90 vs target, top {top} (1 hour)": d.note(
             "Which facilities hold items longer than their target?", sr.DWELL_ABOVE_TARGET
         ),
-        f"Worst region pairs: leg p90, top {top} (1 hour)": d.note(
+        f"Worst region pairs: leg p90 vs target, top {top} (1 hour)": d.note(
             "Which routes between regions are slow?", sr.LEG_ABOVE_TARGET
         ),
         f"Dwell p90 (1 hour), top {top} facilities": d.note(

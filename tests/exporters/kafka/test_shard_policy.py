@@ -188,3 +188,38 @@ def test_nothing_is_applied_without_a_valid_service_standard(
     assert total(got, "postal_items_accepted_total") == 2
     assert total(got, "postal_exporter_events_rejected_total") == 0
     assert shard.log().count("no valid service standard") == 1  # logged once, not per poll
+
+
+def test_a_shard_exposes_the_stage_targets_of_its_standard(
+    kafka: kafkakit.KafkaBroker, tmp_path: Path, running: list[ExporterProcess]
+) -> None:
+    # The same target gauges as the file exporter (tests/exporters/test_stage_targets.py),
+    # one series per shard: a shard reads the file when it applies a poll.
+    from tests.exporters.test_stage_targets import (  # noqa: PLC0415 - shared helpers
+        expected,
+        standards_text,
+        targets,
+    )
+
+    data = tmp_path / "data"
+    data.mkdir()
+    standards = data / "service-standards.yaml"
+    first = standards_text(
+        {"dwell_hours": {"processing": 5, "default": 11}, "leg_hours": {"default": 26}}
+    )
+    standards.write_text(first)
+    topic = kafka.create_topic(kafkakit.unique("targets"), partitions=1)
+    shard = _shard(data, tmp_path / "state", kafka, topic, "--max-future", "off")
+    running.append(shard)
+    shard.wait_ready()
+    t0 = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(hours=1)
+    _send(kafka, topic, [_accepted(1, t0)])
+    wait_until(lambda: _handled(shard.scrape()) == 1, timeout=60)
+    wait_until(lambda: targets(shard.scrape()) == expected(first), timeout=30)
+    assert len(expected(first)) == 4
+
+    second = standards_text({"dwell_hours": {"delivery": 30}})
+    standards.write_text(second)
+    _send(kafka, topic, [_accepted(2, t0)])
+    wait_until(lambda: _handled(shard.scrape()) == 2, timeout=60)
+    wait_until(lambda: targets(shard.scrape()) == expected(second), timeout=30)

@@ -126,7 +126,7 @@ class SyntheticExporter:
 
 
 def _stage_rows(n: float, histogram: Any) -> list[tuple[cat.MetricSpec, list[Any]]]:
-    """The stage histograms (a slow hub, one region pair) and the revisions counter."""
+    """The stage histograms (a slow hub, one region pair), the revisions counter, the targets."""
     hour = cat.HOUR
     return [
         (
@@ -143,6 +143,11 @@ def _stage_rows(n: float, histogram: Any) -> list[tuple[cat.MetricSpec, list[Any
             [([HEALTHY, "delivery", "CN-BJ"], histogram(cat.STAGE_LAST_MILE, 5, 6 * hour))],
         ),
         (cat.STAGE_REVISIONS, [(["dwell"], n)]),
+        (
+            cat.STAGE_DWELL_TARGET,
+            [(["processing"], 6 * hour), (["delivery"], 24 * hour), (["collection"], 12 * hour)],
+        ),
+        (cat.STAGE_LEG_TARGET, [([], 24 * hour)]),
     ]
 
 
