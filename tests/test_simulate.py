@@ -18,11 +18,13 @@ import orjson
 import polars as pl
 import pytest
 import typer
+import yaml
 from typer.testing import CliRunner
 
 from kpi import contract
 from kpi import simulate as sim
 from kpi.events import EVENT_RULES
+from kpi.standards import DEFAULT_STANDARDS, StageTargets, load_standards
 from kpi_cli.simulate import ScenarioChoice, parse_start
 from kpi_cli.simulate import simulate as simulate_command
 
@@ -122,7 +124,8 @@ def test_complaints_and_facilities_schema(folder: Path) -> None:
     assert typed["facility"].str.contains(r"^(PC-[A-Z]{2}-\d{2}|(CO|DO)-[A-Z]{2}-\d{3})$").all()
     per_region = typed.group_by("region", "type").len()
     assert per_region.height == 31 * 3  # every region has every facility type
-    assert (folder / "service-standards.yaml").exists() is False
+    # the built-in standard, plus stage targets only (checked in detail below)
+    assert load_standards(folder).model_copy(update={"stages": StageTargets()}) == DEFAULT_STANDARDS
 
 
 #: The event types the simulator emits (its lifecycle slots, ``kpi/simulate/routing.py``),
@@ -560,6 +563,24 @@ def test_cli_writes_a_folder(tmp_path: Path) -> None:
     assert days[0] == "events-2027-01-20.parquet" and len(days) == 5
     bad = CliRunner().invoke(_app(), [*args, "--start", "2027-01-20T00:00:00"])
     assert bad.exit_code != 0
+
+
+def test_folder_ships_its_standard_with_stage_targets(tmp_path: Path) -> None:
+    """The demo's stage alerts need targets: the folder's standard is the built-in one plus
+    the network's stage targets (written out here by hand, read back as plain YAML)."""
+    out = tmp_path / "data"
+    args = ["--out", str(out), "--items", "200", "--days", "3", "--seed", "4"]
+    assert CliRunner().invoke(_app(), args).exit_code == 0
+    raw = yaml.safe_load((out / "service-standards.yaml").read_text())
+    assert raw["stages"] == {
+        "dwell_hours": {"collection": 12.0, "processing": 6.0, "delivery": 24.0},
+        "leg_hours": {"default": 24.0},
+    }
+    loaded = load_standards(out)
+    assert loaded.products == DEFAULT_STANDARDS.products
+    assert loaded.time_zone == DEFAULT_STANDARDS.time_zone
+    assert loaded.remote_regions == DEFAULT_STANDARDS.remote_regions
+    assert loaded.stages.dwell_target("processing") == 6.0
 
 
 def test_parse_start_and_scenarios() -> None:

@@ -10,14 +10,27 @@ from typing import Final
 import numpy as np
 import orjson
 import polars as pl
+import yaml
 
 from kpi.simulate.bad_rows import COMPLAINT_FEEDS, EVENT_FEEDS
 from kpi.simulate.config import LOCAL_OFFSET_H
 from kpi.simulate.run import Report, SimResult, no_report
+from kpi.standards import DEFAULT_STANDARDS, STANDARDS_FILE, ServiceStandards, StageTargets
+
+#: The simulated network's stage targets (hours): what a sorting centre, a collection and
+#: a delivery office are expected to hold an item, and a trunk leg to take. The scripted
+#: slowed hub and delayed route break them, so the demo's stage alerts have something to say.
+STAGE_TARGETS: Final = StageTargets(
+    dwell_hours={"collection": 12.0, "processing": 6.0, "delivery": 24.0},
+    leg_hours={"default": 24.0},
+)
+#: The standard a simulated folder ships: the built-in one plus the stage targets.
+SIMULATED_STANDARDS: Final = DEFAULT_STANDARDS.model_copy(update={"stages": STAGE_TARGETS})
 
 #: Files a run writes (glob patterns relative to the data folder); a new run replaces them.
 GENERATED_FILES: Final = (
     "facilities.csv",
+    STANDARDS_FILE,
     "events/events-*.parquet",
     *EVENT_FEEDS,
     "complaints/complaints.parquet",
@@ -35,10 +48,17 @@ def _jsonl_complaints(df: pl.DataFrame) -> str:
     return "\n".join(out)
 
 
+def write_standards(standards: ServiceStandards, out: Path) -> None:
+    """``standards`` as the folder's ``service-standards.yaml`` (what ``load_standards`` reads)."""
+    text = yaml.safe_dump(standards.model_dump(mode="json"), sort_keys=False)
+    (out / STANDARDS_FILE).write_text(text, encoding="utf-8")
+
+
 def write_data_folder(
     result: SimResult, out_dir: Path, report: Report | None = None
 ) -> dict[str, int]:
-    """Write a data folder (events/, complaints/, facilities.csv); returns rows per file."""
+    """Write a data folder (events/, complaints/, facilities.csv, service-standards.yaml);
+    returns rows per file."""
     say = report or no_report
     out = Path(out_dir)
     (out / "events").mkdir(parents=True, exist_ok=True)
@@ -49,6 +69,7 @@ def write_data_folder(
     written: dict[str, int] = {}
     result.facilities.write_csv(out / "facilities.csv")
     written["facilities.csv"] = result.facilities.height
+    write_standards(SIMULATED_STANDARDS, out)
 
     events = result.events
     moved = result.feeds.event_moved
