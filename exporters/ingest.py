@@ -163,8 +163,11 @@ class Ingestor:
 
     @property
     def items(self) -> pl.DataFrame:
-        """Counted item states (held scans not merged in; see ``Ledger.view_items``)."""
-        return self.books.ledger.items
+        """Counted item states, decoded (held scans not merged in; see ``Ledger.view_items``).
+
+        Keyed by ``exporters.compact.item_key`` (the item hash), not by item id.
+        """
+        return self.books.ledger.items.decode()
 
     @property
     def complaints(self) -> pl.DataFrame:
