@@ -249,7 +249,7 @@ def main() -> None:
             r = results[name]
             print(
                 f"| {name} | {r['restored_b_per_item']:.0f} | {r['after_refresh_b_per_item']:.0f} "
-                f"| {r['items_b_per_item']:.1f} | {r['seen_b_per_item']:.1f} | {r['seen_b_per_id']:.1f} |"
+                f"| {r['settled_b_per_item']:.0f} | {r['items_b_per_item']:.1f} | {r['seen_b_per_item']:.1f} | {r['seen_b_per_id']:.1f} |"
             )
 
 

@@ -180,9 +180,19 @@ class SeenWindow:
 
     def contains(self, hashes: Hashes) -> npt.NDArray[np.bool_]:
         """Membership of each hash, in any bucket."""
-        found = np.zeros(len(hashes), dtype=np.bool_)
+        if len(self.buckets) < 2:
+            found = np.zeros(len(hashes), dtype=np.bool_)
+            for _, ids in self.buckets:
+                found |= ids.contains(hashes)
+            return found
+        # Sorted queries walk each bucket's array in order (cache-friendly binary searches).
+        order = np.argsort(hashes, kind="stable")
+        ordered = hashes[order]
+        hit = np.zeros(len(hashes), dtype=np.bool_)
         for _, ids in self.buckets:
-            found |= ids.contains(hashes)
+            hit |= ids.contains(ordered)
+        found = np.empty(len(hashes), dtype=np.bool_)
+        found[order] = hit
         return found
 
     def add(self, hashes: Hashes, days: Days) -> SeenWindow:
