@@ -23,7 +23,7 @@ from typing import Any, Final
 import polars as pl
 
 from exporters import catalog as cat
-from exporters.compact import CompactItems
+from exporters.compact import CompactItems, key_hashes
 from exporters.intake import Intake
 from exporters.seen import SeenIds, SeenWindow
 from exporters.store import CounterStore
@@ -129,7 +129,7 @@ class Books:
         clock = _later(led.clock_us, intake.newest_us)
         labels = merge_set(led.held, intake.labels)
         ids = pl.concat([intake.rest.get_column("item_id"), labels.get_column("item_id")])
-        prior = led.items.rows(ids.cast(pl.UInt64))
+        prior = led.items.rows(key_hashes(ids))
         settled = settle(prior, intake.rest, labels, standards, clock, self.policy.grace_us)
         items, gone = led.items.replace(settled.merged).retire(clock, self.policy.retention_us)
         complaints, counters = led.complaints, led.counters.copy()

@@ -6,8 +6,10 @@ decodes only the rows a set touches (by item hash) before it calls them, then
 re-encodes the result:
 
 - ``item_id`` -> a 64-bit hash (``exporters.seen.hash_ids``; the exporter never shows
-  an item id). Inside the exporter the decoded ``item_id`` is the hash in decimal, and
-  the events of a set carry the same key (``item_key``), so the engine's joins match.
+  an item id). Inside the exporter the decoded ``item_id`` is the hash's 8 bytes in
+  base64 (12 characters: polars keeps strings of up to 12 bytes inside the column, no
+  heap), and the events of a set carry the same key (``item_key``), so the engine's joins
+  match.
 - ``accepted_event_id`` -> the low 32 bits of the event id's hash, decoded as ten
   zero-padded digits (``event_key``): it only orders acceptances of one item at the
   same microsecond, and the events of a set carry the same key, so the order is still
@@ -37,6 +39,7 @@ from typing import Any, Final
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from exporters.seen import Hashes, hash_ids
 from kpi.lifecycle import RANK_BITS, STATE_SCHEMA
@@ -72,8 +75,14 @@ _EXTRA_COLS: Final = ("promised_by_given", "attempt_key", "delivered_at", "retur
 
 
 def item_key(hashes: pl.Series | Hashes) -> pl.Series:
-    """Item hashes as the ``item_id`` strings the engine functions join on."""
-    return pl.Series("item_id", hashes, dtype=pl.UInt64).cast(pl.String)
+    """Item hashes as the ``item_id`` strings the engine functions join on (base64 of 8 bytes)."""
+    array = hashes.to_numpy() if isinstance(hashes, pl.Series) else hashes
+    raw = np.ascontiguousarray(array, dtype="<u8")
+    fixed = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(8), len(raw), [None, pa.py_buffer(raw.view(np.uint8))]
+    )
+    binary = pl.Series("item_id", fixed).cast(pl.Binary)
+    return binary.bin.encode("base64")
 
 
 def event_key(hashes: pl.Series | Hashes) -> pl.Series:
@@ -82,9 +91,10 @@ def event_key(hashes: pl.Series | Hashes) -> pl.Series:
     return pl.Series("event_id", low, dtype=pl.UInt64).cast(pl.String).str.zfill(10)
 
 
-def _key_hashes(item_ids: pl.Series) -> pl.Series:
+def key_hashes(item_ids: pl.Series) -> pl.Series:
     """The hashes back from ``item_key`` strings."""
-    return item_ids.cast(pl.UInt64).alias("item")
+    raw = item_ids.str.decode("base64")
+    return raw.bin.reinterpret(dtype=pl.UInt64, endianness="little").alias("item")
 
 
 def _utc(col: str) -> pl.Expr:
@@ -157,7 +167,7 @@ class CompactItems:
     ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
         route, routes = _coded(state.select(ROUTE), self.routes)
         facility, facilities = _coded(state.select(FACILITY), self.facilities)
-        item = _key_hashes(state.get_column("item_id"))
+        item = key_hashes(state.get_column("item_id"))
         main = pl.DataFrame(
             {
                 "item": item,
@@ -218,14 +228,15 @@ class CompactItems:
         """``item_id`` and ``last_key`` of the items among ``hashes``."""
         wanted = hashes.cast(pl.UInt64).unique().implode()
         rows = self.main.filter(pl.col("item").is_in(wanted))
-        return rows.select(pl.col("item").cast(pl.String).alias("item_id"), "last_key")
+        return pl.DataFrame([item_key(rows.get_column("item")), rows.get_column("last_key")])
 
     def _decode(self, main: pl.DataFrame, extra: pl.DataFrame) -> pl.DataFrame:
         joined = main.join(extra, on="item", how="left", maintain_order="left")
+        joined = joined.with_columns(item_key(joined.get_column("item")))
         route = pl.col("route")
         facility = pl.col("facility")
         return joined.select(
-            pl.col("item").cast(pl.String).alias("item_id"),
+            pl.col("item_id"),
             _utc("accepted_at").alias("accepted_at"),
             pl.col("acc_event").cast(pl.String).str.zfill(10).alias("accepted_event_id"),
             *(pl.lit(self.routes.get_column(c)).gather(route).alias(c) for c in ROUTE),

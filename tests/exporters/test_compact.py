@@ -11,7 +11,7 @@ import orjson
 import polars as pl
 import pytest
 
-from exporters.compact import EPOCH_S, CompactItems, event_key, item_key
+from exporters.compact import EPOCH_S, CompactItems, event_key, item_key, key_hashes
 from exporters.seen import hash_ids
 from exporters.state import Checkpoint, latest_checkpoint, read_checkpoint, write_checkpoint
 from exporters.store import CounterStore
@@ -106,7 +106,7 @@ def test_batches_through_the_encoding_give_the_state_of_all_events(seed: int) ->
 
 
 def _hashes(batch: pl.DataFrame) -> pl.Series:
-    return batch.get_column("item_id").cast(pl.UInt64)
+    return key_hashes(batch.get_column("item_id"))
 
 
 def test_codes_survive_a_checkpoint_and_old_formats_are_refused(tmp_path: Path) -> None:
@@ -137,7 +137,7 @@ def test_codes_survive_a_checkpoint_and_old_formats_are_refused(tmp_path: Path) 
 def test_whole_seconds_are_clipped_not_wrapped() -> None:
     far = dt.datetime(2200, 1, 1, tzinfo=dt.UTC)
     state = pl.DataFrame(
-        {"item_id": ["1"], "delivered_at": [far], "last_key": [1]},
+        {"item_id": item_key(np.array([7], np.uint64)), "delivered_at": [far], "last_key": [1]},
         schema={k: STATE_SCHEMA[k] for k in ("item_id", "delivered_at", "last_key")},
     ).select(
         pl.col(c).cast(t)
