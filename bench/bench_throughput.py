@@ -161,6 +161,7 @@ def main() -> None:
     parser.add_argument("--poll", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--old-ref", default="main", help="git revision of today's exporter")
+    parser.add_argument("--only", choices=["old", "new"], default=None)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
     results: dict[str, Any] = {**vars(args), "old": [], "new": []}
@@ -173,6 +174,8 @@ def main() -> None:
         trees = {"old": _export_tree(args.old_ref, root / "old"), "new": ROOT}
         for r in range(args.rounds):
             for name, tree in trees.items():
+                if args.only and name != args.only:
+                    continue
                 res = child(tree, folder, live, root / f"work-{name}-{r}", args.poll)
                 results[name].append(res)
                 print(name, r, json.dumps(res), flush=True)
@@ -184,6 +187,8 @@ def main() -> None:
     print("| tree | Parquet catch-up | JSONL | Kafka path, catch-up | Kafka path, 1 M+ items |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for name in ("old", "new"):
+        if not results[name]:
+            continue
         best = {k: max(r[k] for r in results[name]) for k in keys}
         print(f"| {name} | " + " | ".join(f"{best[k]:,.0f}" for k in keys) + " |")
 
