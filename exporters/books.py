@@ -20,15 +20,14 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import numpy as np
 import polars as pl
 
 from exporters import catalog as cat
 from exporters.books_stages import apply_stages
+from exporters.compact import CompactItems, item_key, key_hashes
 from exporters.intake import Intake
-from exporters.seen import Hashes, SeenIds, SeenWindow, hash_ids
+from exporters.seen import SeenIds, SeenWindow
 from exporters.store import CounterStore
-from kpi.events import key_us
 from kpi.kpis.increments import (
     COUNT,
     add_counts,
@@ -40,7 +39,7 @@ from kpi.kpis.increments import (
     settle,
 )
 from kpi.kpis.stage_increments import empty_history
-from kpi.lifecycle import STATE_SCHEMA, empty_state, finished, reduce_states
+from kpi.lifecycle import STATE_SCHEMA, reduce_states
 from kpi.standards import ServiceStandards
 
 #: Each merge appends a chunk; many small chunks slow every later join.
@@ -69,7 +68,8 @@ class Policy:
 class Ledger:
     """One consistent cut of the books: state, counters and the source's positions."""
 
-    items: pl.DataFrame = field(default_factory=empty_state)
+    #: Counted item states, encoded (``exporters.compact``; ``items.decode()`` for frames).
+    items: CompactItems = field(default_factory=CompactItems)
     #: Label events waiting for their item's acceptance (``SET_SCHEMA``, one row per item).
     held: pl.DataFrame = field(default_factory=empty_set)
     complaints: pl.DataFrame = field(default_factory=empty_complaint_state)
@@ -91,15 +91,16 @@ class Ledger:
 
     def view_items(self) -> pl.DataFrame:
         """The lifecycle state the gauges read: counted items with the held scans merged in."""
+        items = self.items.decode()
         if self.held.is_empty():
-            return self.items
+            return items
         ids = self.held.get_column("item_id")
-        touched = self.items.get_column("item_id").is_in(ids.implode()).fill_null(False)
+        touched = items.get_column("item_id").is_in(ids.implode()).fill_null(False)
         cols = list(STATE_SCHEMA)
         merged = reduce_states(
-            pl.concat([self.items.filter(touched), self.held.select(cols)], how="vertical").lazy()
+            pl.concat([items.filter(touched), self.held.select(cols)], how="vertical").lazy()
         ).collect()
-        return pl.concat([self.items.filter(~touched), merged.select(cols)], how="vertical")
+        return pl.concat([items.filter(~touched), merged.select(cols)], how="vertical")
 
 
 class Books:
@@ -132,12 +133,10 @@ class Books:
             raise RuntimeError("the intake was opened against another state")
         clock = _later(led.clock_us, intake.newest_us)
         labels = merge_set(led.held, intake.labels)
-        settled = settle(led.items, intake.rest, labels, standards, clock, self.policy.grace_us)
-        keep = ~led.items.get_column("item_id").is_in(settled.touched.implode()).fill_null(False)
-        items = pl.concat([led.items.filter(keep), settled.merged], how="vertical")
-        items, gone = _retire(items, clock, self.policy.retention_us)
-        if items.n_chunks() > _MAX_CHUNKS:
-            items = items.rechunk()
+        ids = pl.concat([intake.rest.get_column("item_id"), labels.get_column("item_id")])
+        prior = led.items.rows(key_hashes(ids))
+        settled = settle(prior, intake.rest, labels, standards, clock, self.policy.grace_us)
+        items, gone = led.items.replace(settled.merged).retire(clock, self.policy.retention_us)
         complaints, counters = led.complaints, led.counters.copy()
         records = intake.complaints
         if not records.is_empty():
@@ -162,8 +161,7 @@ class Books:
             intake.stage_rows(),
             facilities,
             settled.merged,
-            (items, settled.held),
-            len(gone),
+            item_key(gone),
         )
         counters.add(cat.EXPORTER_EVENTS_INGESTED, (), intake.events + intake.complaint_records)
         rejects = intake.rejects()
@@ -201,15 +199,3 @@ def _minus(clock: int | None, window: int | None) -> int | None:
 def _later(a: int | None, b: int | None) -> int | None:
     """The later of two optional instants."""
     return b if a is None else a if b is None else max(a, b)
-
-
-def _retire(
-    items: pl.DataFrame, clock: int | None, retention_us: int | None
-) -> tuple[pl.DataFrame, Hashes]:
-    """``items`` without the finished items past the retention, and their id hashes."""
-    if retention_us is None or clock is None or items.is_empty():
-        return items, np.empty(0, dtype=np.uint64)
-    old = items.select(finished() & (key_us("last_key") < clock - retention_us)).to_series()
-    if not old.any():
-        return items, np.empty(0, dtype=np.uint64)
-    return items.filter(~old), hash_ids(items.filter(old)["item_id"])

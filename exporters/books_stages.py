@@ -26,14 +26,13 @@ def apply_stages(
     new_rows: pl.DataFrame,
     facilities: pl.DataFrame | None,
     merged: pl.DataFrame,
-    kept: tuple[pl.DataFrame, pl.DataFrame],
-    retired: int,
+    retired: pl.Series,
 ) -> pl.DataFrame:
     """Observe a set's new stage intervals into ``counters``; returns the new history.
 
     ``merged``: the state rows of the items the set touched (their product and origin
-    label the first mile); ``kept``: the state and the held label events after the set,
-    whose items keep their history when ``retired`` items left the state.
+    label the first mile); ``retired``: the ids of the items the set retired from the
+    state, whose history goes with them (items waiting for their acceptance keep theirs).
     """
     if facilities is None:
         facilities = pl.DataFrame(schema=FACILITY_SCHEMA)
@@ -44,9 +43,8 @@ def apply_stages(
     counters.observe(cat.STAGE_FIRST_MILE, inc.first_mile)
     counters.observe(cat.STAGE_LAST_MILE, inc.last_mile)
     counters.add_counts(cat.STAGE_REVISIONS, inc.revisions)
-    if retired:
-        ids = pl.concat([frame.get_column("item_id") for frame in kept])
-        history = retire_history(history, ids)
+    if retired.len():
+        history = retire_history(history, retired)
     if history.n_chunks() > _MAX_CHUNKS:
         history = history.rechunk()
     return history

@@ -26,6 +26,7 @@ import polars as pl
 
 from exporters import catalog as cat
 from exporters.books import Books, Ledger, Policy, micros
+from exporters.compact import trim_heap
 from exporters.intake import DUPLICATE, RETIRED, TOO_OLD, Intake
 from exporters.reference import Reference, reload
 from exporters.seen import DAY_US, SeenIds, SeenWindow
@@ -131,6 +132,7 @@ class Ingestor:
     def __init__(self, config: IngestConfig) -> None:
         self.config = config
         config.state_dir.mkdir(parents=True, exist_ok=True)
+        trim_heap()  # also fixes glibc's mmap threshold before the restore's big arrays
         ckpt = latest_checkpoint(config.state_dir)
         self.restored_from: int | None = ckpt.seq if ckpt else None
         self.seq = ckpt.seq if ckpt else 0
@@ -149,6 +151,7 @@ class Ingestor:
         #: (since, why) while a set cannot be applied (its read positions stay; retried).
         self.apply_error: tuple[float, str] | None = None
         self._not_after: dt.datetime | None = None
+        trim_heap()  # the restore's temporaries: the heap shrinks to the state
 
     # --- the published state (between two sets) -----------------------------------------
 
@@ -164,8 +167,11 @@ class Ingestor:
 
     @property
     def items(self) -> pl.DataFrame:
-        """Counted item states (held scans not merged in; see ``Ledger.view_items``)."""
-        return self.books.ledger.items
+        """Counted item states, decoded (held scans not merged in; see ``Ledger.view_items``).
+
+        Keyed by ``exporters.compact.item_key`` (the item hash), not by item id.
+        """
+        return self.books.ledger.items.decode()
 
     @property
     def complaints(self) -> pl.DataFrame:
@@ -305,6 +311,7 @@ class Ingestor:
     def capture(self) -> Checkpoint:
         """A consistent checkpoint of the last applied set (call from the ingest thread)."""
         self.rejects.sync()
+        trim_heap()  # the sets' temporaries since the last checkpoint
         led = self.ledger
         seen, days = led.seen.arrays()
         self.seq += 1

@@ -20,6 +20,7 @@ from typing import Final
 import numpy as np
 import polars as pl
 
+from exporters.compact import CompactItems, event_key, item_key
 from exporters.seen import DAY_US, Days, Hashes, SeenIds, SeenWindow, hash_ids
 from kpi.contract import EVENT_SCHEMA, RejectReason
 from kpi.events import key_us
@@ -65,7 +66,7 @@ class Intake:
 
     def __init__(
         self,
-        items: pl.DataFrame,
+        items: CompactItems,
         held: pl.DataFrame,
         seen: SeenWindow,
         retired: SeenIds,
@@ -131,16 +132,23 @@ class Intake:
         rejects.append(rejects_of(fresh.filter(old), TOO_OLD, "ts"))
         fresh, fresh_hashes = fresh.filter(~old), hashes[~known_mask][~old.to_numpy()]
         fresh_days = (fresh.get_column("ts").dt.epoch("us").to_numpy() // DAY_US).astype(np.int64)
-        gone = self._of_retired_items(fresh)
+        items = pl.Series("item", hash_ids(fresh.get_column("item_id")), dtype=pl.UInt64)
+        gone = self._of_retired_items(fresh, items)
         rejects.append(rejects_of(fresh.filter(gone), RETIRED, "item_id"))
         # The clock counts every new event read, a retired item's scans included.
         newest = fresh.select(pl.col("ts").max().dt.epoch("us")).item() if fresh.height else None
-        counted = fresh.filter(~gone).select(EVENT_SCHEMA.keys())
+        # From here on an item is its hash and an event id its order key (exporters.compact).
+        kept = ~gone
+        counted = (
+            fresh.filter(kept)
+            .with_columns(item_key(items.filter(kept)), event_key(fresh_hashes[kept.to_numpy()]))
+            .select(EVENT_SCHEMA.keys())
+        )
         rest, labels = split_events(counted)
         new_rest = merge_set(self.rest, reduce_set(set_rows(rest).lazy()).collect())
         new_labels = merge_set(self.labels, reduce_set(set_rows(labels).lazy()).collect())
         failures = sum_counts([self.failures, failure_counts(counted)], FAILURE_LABELS)
-        late = late_count(counted, self._newest_before())
+        late = late_count(counted, self._newest_before(items.filter(kept)))
         stage = history_rows(counted)
         # All computed: now change the intake in one go.
         self._new_seen = self._new_seen.add(fresh_hashes)
@@ -193,10 +201,10 @@ class Intake:
 
     # --- rules ------------------------------------------------------------------------
 
-    def _newest_before(self) -> pl.DataFrame:
-        """Each item's newest known key before the set (counted or held)."""
+    def _newest_before(self, items: pl.Series) -> pl.DataFrame:
+        """The newest known key before the set (counted or held) of the items among ``items``."""
         cols = ["item_id", "last_key"]
-        return pl.concat([self.base_items.select(cols), self._held.select(cols)], how="vertical")
+        return pl.concat([self.base_items.newest(items), self._held.select(cols)], how="vertical")
 
     def _too_old(self, fresh: pl.DataFrame) -> pl.Series:
         """Events older than the dedup window behind the clock the set started at."""
@@ -205,32 +213,29 @@ class Intake:
         horizon = self._clock - self._window
         return fresh.select((pl.col("ts").dt.epoch("us") < horizon).alias("old")).to_series()
 
-    def _of_retired_items(self, fresh: pl.DataFrame) -> pl.Series:
+    def _of_retired_items(self, fresh: pl.DataFrame, items: pl.Series) -> pl.Series:
         """Events of items retired before the set, or retired by the rule at the event.
 
         Retired: in the retired set, or finished in the state the set started from with
         a last scan older than the retention behind the clock (the newer of the set's
-        starting clock and the event's own ``ts``).
+        starting clock and the event's own ``ts``). ``items``: the events' item hashes.
         """
         none = pl.repeat(False, fresh.height, eager=True)
         if fresh.is_empty() or (self._retention is None and not len(self._retired)):
             return none
-        ids = fresh.get_column("item_id")
-        known = self.base_items.get_column("item_id")
+        known = self.base_items.contains(items)
         late = none
         if len(self._retired):
-            # Only ids not in the state can be retired: hash just those.
-            candidates = ids.filter(~ids.is_in(known.implode())).unique()
-            stale = candidates.filter(pl.Series(self._retired.contains(hash_ids(candidates))))
-            late = ids.is_in(stale.implode())
+            # Only items not in the state can be retired.
+            late = ~known & pl.Series(self._retired.contains(items.to_numpy()))
         if self._retention is None:
             return late
-        prior = self.base_items.filter(known.is_in(ids.unique().implode())).filter(finished())
+        prior = self.base_items.rows(items.filter(known)).filter(finished())
         if prior.is_empty():
             return late
         clock = pl.max_horizontal(pl.lit(self._clock, pl.Int64), pl.col("ts").dt.epoch("us"))
         by_rule = (
-            fresh.select("item_id", "ts")
+            fresh.select(item_key(items), "ts")
             .join(
                 prior.select("item_id", key_us("last_key").alias("_last")),
                 on="item_id",

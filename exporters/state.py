@@ -5,15 +5,23 @@ A checkpoint is a directory ``STATE_DIR/checkpoint-<seq>`` holding
 - ``meta.json``: format version, sequence number, wall time, per-file read
   positions (by file identity), every counter and histogram value, the size of
   the rejects file and the newest event time;
-- ``items.parquet``: the lifecycle state (``kpi.lifecycle.STATE_SCHEMA``);
+- ``items.parquet``, ``items_extra.parquet``, ``routes.parquet``, ``facilities.parquet``:
+  the lifecycle state in the exporter's compact encoding (``exporters.compact``: item
+  hashes, dictionary codes and their dictionaries);
 - ``complaints.parquet``: current complaint versions and resolution flags;
-- ``seen.npy``: the sorted 64-bit hashes of every event id counted;
+- ``seen.npy``: the sorted 64-bit hashes of every event id counted (``seen_days.npy``:
+  the day of each);
 - ``retired.npy``: the sorted 64-bit hashes of the item ids retired from the state
   (finished items past the retention), whose later events are rejects;
 - ``held.parquet``: attempts, deliveries and returns waiting for their item's
   acceptance, summarised per item (``kpi.kpis.increments.SET_SCHEMA``);
 - ``stages.parquet``: the stage scans of the items in the state
   (``kpi.kpis.stage_increments.HISTORY_SCHEMA``; none in older checkpoints).
+
+Format 2 (item hashes and ``exporters.seen.hash_ids``) replaced format 1 (item ids as
+strings, BLAKE2b hashes of event ids): the event-id hashes of a format-1 checkpoint
+cannot be recomputed without the ids, so such a checkpoint is refused with a message
+(remove the state directory: the exporter then re-reads its source from the start).
 
 It is written as ``checkpoint-<seq>.tmp`` (each file fsynced, then the directory),
 renamed to its final name (the commit point) and the parent directory fsynced;
@@ -37,17 +45,32 @@ import orjson
 import polars as pl
 
 from exporters.catalog import BY_NAME, MetricSpec
+from exporters.compact import (
+    EXTRA_SCHEMA,
+    FACILITIES_SCHEMA,
+    MAIN_SCHEMA,
+    ROUTES_SCHEMA,
+    CompactItems,
+)
 from exporters.rejects import REJECTS_FILE, RejectsFile
 from exporters.seen import Days, Hashes
 from exporters.store import CounterStore
 from exporters.tail import FileState
 from kpi.kpis.increments import COMPLAINT_STATE_SCHEMA, SET_SCHEMA, empty_set
 from kpi.kpis.stage_increments import HISTORY_SCHEMA, empty_history
-from kpi.lifecycle import STATE_SCHEMA
 
 log = logging.getLogger(__name__)
 
-FORMAT: Final = 1
+FORMAT: Final = 2
+#: Checkpoints of these formats are refused with ``OLD_FORMAT`` (not migrated).
+OLD_FORMATS: Final = (1,)
+#: The format whose item state is ``exporters.compact`` (benchmarks test for this name).
+COMPACT_FORMAT: Final = 2
+OLD_FORMAT: Final = (
+    "{path}: checkpoint format {found} was written by an older exporter (item ids as strings,"
+    " BLAKE2b event-id hashes) and cannot be read by this one (format {want}); move the state"
+    " directory away to start afresh: the exporter then reads its source from the beginning"
+)
 PREFIX: Final = "checkpoint-"
 TMP_SUFFIX: Final = ".tmp"
 LOCK_FILE: Final = "lock"
@@ -64,7 +87,7 @@ class Checkpoint:
     created_at: float
     files: dict[str, FileState]
     counters: CounterStore
-    items: pl.DataFrame
+    items: CompactItems
     complaints: pl.DataFrame
     seen: Hashes
     rejects_bytes: int
@@ -118,7 +141,8 @@ def write_checkpoint(state_dir: Path, ckpt: Checkpoint) -> Path:
 
 def _write_files(tmp: Path, ckpt: Checkpoint) -> None:
     tmp.mkdir(parents=True)
-    ckpt.items.select(STATE_SCHEMA.keys()).write_parquet(tmp / "items.parquet", statistics=False)
+    for name, frame in _item_files(ckpt.items).items():
+        frame.write_parquet(tmp / name, statistics=False)
     ckpt.complaints.select(COMPLAINT_STATE_SCHEMA.keys()).write_parquet(
         tmp / "complaints.parquet", statistics=False
     )
@@ -143,7 +167,7 @@ def _write_files(tmp: Path, ckpt: Checkpoint) -> None:
     }
     (tmp / "meta.json").write_bytes(orjson.dumps(meta, option=orjson.OPT_INDENT_2))
     names = (
-        "items.parquet",
+        *_item_files(ckpt.items),
         "complaints.parquet",
         "seen.npy",
         "retired.npy",
@@ -156,12 +180,36 @@ def _write_files(tmp: Path, ckpt: Checkpoint) -> None:
     _fsync_path(tmp)
 
 
+_ITEM_FILES: Final = {
+    "items.parquet": ("main", MAIN_SCHEMA),
+    "items_extra.parquet": ("extra", EXTRA_SCHEMA),
+    "routes.parquet": ("routes", ROUTES_SCHEMA),
+    "facilities.parquet": ("facilities", FACILITIES_SCHEMA),
+}
+
+
+def _item_files(items: CompactItems) -> dict[str, pl.DataFrame]:
+    """The item state's tables by file name."""
+    return {name: getattr(items, attr) for name, (attr, _) in _ITEM_FILES.items()}
+
+
+def _read_items(path: Path) -> CompactItems:
+    tables = {
+        attr: pl.read_parquet(path / name).select(pl.col(c).cast(t) for c, t in schema.items())
+        for name, (attr, schema) in _ITEM_FILES.items()
+    }
+    return CompactItems(**tables)
+
+
 def read_checkpoint(path: Path) -> Checkpoint:
     """Load one checkpoint directory."""
     meta: dict[str, Any] = orjson.loads((path / "meta.json").read_bytes())
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path}: unknown checkpoint format {meta.get('format')!r}")
-    items = pl.read_parquet(path / "items.parquet")
+    found = meta.get("format")
+    if found in OLD_FORMATS:
+        raise ValueError(OLD_FORMAT.format(path=path, found=found, want=FORMAT))
+    if found != FORMAT:
+        raise ValueError(f"{path}: unknown checkpoint format {found!r}")
+    items = _read_items(path)
     complaints = pl.read_parquet(path / "complaints.parquet")
     seen = np.load(path / "seen.npy", allow_pickle=False).astype(np.uint64, copy=False)
     retired = np.empty(0, dtype=np.uint64)
@@ -183,7 +231,7 @@ def read_checkpoint(path: Path) -> Checkpoint:
         created_at=float(meta["created_at"]),
         files={f["key"]: FileState.from_json(f) for f in meta["files"]},
         counters=CounterStore.from_json(meta["counters"], _SPECS),
-        items=items.select(pl.col(c).cast(t) for c, t in STATE_SCHEMA.items()),
+        items=items,
         complaints=complaints.select(pl.col(c).cast(t) for c, t in COMPLAINT_STATE_SCHEMA.items()),
         seen=seen,
         rejects_bytes=int(meta["rejects_bytes"]),

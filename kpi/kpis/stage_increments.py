@@ -271,6 +271,6 @@ def _empty_increments() -> StageIncrements:
     )
 
 
-def retire_history(history: pl.DataFrame, kept_items: pl.Series) -> pl.DataFrame:
-    """The history of the items still in the state (``kept_items``: their ids)."""
-    return history.filter(pl.col("item_id").is_in(kept_items.implode()))
+def retire_history(history: pl.DataFrame, retired_items: pl.Series) -> pl.DataFrame:
+    """The history without the scans of ``retired_items`` (their ids)."""
+    return history.filter(~pl.col("item_id").is_in(retired_items.implode()))

@@ -53,7 +53,9 @@ class FullDisk:
         if not self.mounted:
             self.flag.touch()
             return
-        with (self.state / "filler").open("wb") as fh:
+        # Unbuffered: a buffered file would flush a partly written chunk again on close
+        # and raise ENOSPC there (it did once the checkpoint's size left a partial chunk).
+        with (self.state / "filler").open("wb", buffering=0) as fh:
             try:
                 while True:
                     fh.write(b"\0" * (64 << 10))

@@ -1,0 +1,197 @@
+"""Exporter ingest rates, today's exporter beside this one in one run: Parquet, JSONL, Kafka path.
+
+Usage::
+
+    .venv/bin/python bench/bench_throughput.py                    # 1 M unfinished + 200 k finished
+    .venv/bin/python bench/bench_throughput.py --unfinished 100000 --finished 20000  # quick
+
+One synthetic folder (``bench_exporter.build_folder``: accepted items waiting at one of
+2,000 facilities, finished items with their whole history) is built once; then, for each
+exporter tree (``old``: a git revision exported to a temporary directory, ``new``: this
+working tree), interleaved ``--rounds`` times, a fresh child process measures:
+
+1. **Parquet catch-up**: an ``Ingestor`` reads every Parquet file (micro-batches of at
+   most 250 k rows) -> events/s.
+2. **JSONL**: ``--jsonl-lines`` scans of existing items and new acceptances appended at
+   once, ingested with the whole state in memory -> events/s.
+3. **Kafka path, no broker**: the same folder's events as JSON messages (``kpi publish``'s
+   encoding), keyed by item, spread over 8 partitions (item number mod 8), fed to one
+   shard's code exactly as a poll is: ``parse_messages`` (one NDJSON buffer per poll) ->
+   ``validate_poll`` -> each partition's ``PartitionState.apply``, polls of
+   ``--poll`` messages (the shard's ``max_messages``): the JSONL phase's scans as messages
+   with the whole folder's items tracked -> events/s. Before it, the folder's events are
+   caught up partition by partition in polls of 250 k messages of one partition (also
+   timed: the catch-up rate of a shard whose polls each hold one partition). The broker,
+   the network and librdkafka's fetches are not in it (they run on their own threads).
+
+Rates are events (rows) per second of wall time in the child; the machine is shared,
+so compare the two trees within one run (ratios), not with other runs.
+Results: a Markdown table on stdout and ``bench/out/throughput.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Final
+
+ROOT: Final = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.bench_exporter import build_folder, live_lines  # noqa: E402
+
+OUT: Final = ROOT / "bench" / "out" / "throughput.json"
+
+_CHILD: Final = r"""
+import json, shutil, sys, time
+from pathlib import Path
+tree, folder, live, work, poll = sys.argv[1:6]
+sys.path.insert(0, tree)
+import polars as pl
+from exporters.ingest import IngestConfig, Ingestor
+from exporters.kafka.partition import PartitionId, PartitionState, validate_poll
+from kpi.contract import Kind
+from kpi.streams.messages import Messages, parse_messages, source_name, to_messages
+
+def drain(ing):
+    while True:
+        r = ing.step()
+        if not r.pending and r.rows == 0:
+            return
+
+work = Path(work)
+data = work / "data"
+shutil.copytree(folder, data)
+res = {}
+ing = Ingestor(IngestConfig(data, work / "state", max_batch_rows=250_000))
+events = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in (data / "events").glob("*.parquet"))
+t = time.perf_counter(); drain(ing); s = time.perf_counter() - t
+res["parquet_events"], res["parquet_s"], res["parquet_eps"] = events, s, events / s
+lines = Path(live).read_bytes()
+(data / "events" / "live.jsonl").write_bytes(lines)
+n = lines.count(b"\n")
+t = time.perf_counter(); drain(ing); s = time.perf_counter() - t
+res["jsonl_events"], res["jsonl_s"], res["jsonl_eps"] = n, s, n / s
+res["items_tracked"] = ing.ledger.items.height
+ing.close()
+del ing
+
+topic, poll = "postal.events", int(poll)
+states = {p: PartitionState(PartitionId(topic, p, Kind.EVENTS), data, work / "kafka", None) for p in range(8)}
+def feed(frame):
+    keys, values = to_messages(frame.lazy(), Kind.EVENTS)
+    parts = frame.select(pl.col("item_id").str.extract(r"(\d+)").cast(pl.Int64) % 8).to_series().to_list()
+    offsets = {p: states[p].next_offset or 0 for p in range(8)}
+    srcs, offs = [], []
+    for p in parts:
+        srcs.append(source_name(topic, p)); offs.append(offsets[p]); offsets[p] += 1
+    t = time.perf_counter()
+    for i in range(0, len(values), poll):
+        batch = Messages(values[i:i + poll], srcs[i:i + poll], offs[i:i + poll])
+        shares = validate_poll(parse_messages(batch, Kind.EVENTS), Kind.EVENTS)
+        for src, share in shares.items():
+            p = int(src.rsplit("/", 1)[1])
+            ends = [o for s_, o in zip(srcs[i:i + poll], offs[i:i + poll]) if s_ == src]
+            states[p].apply(share, next_offset=max(ends) + 1)
+    return len(values), time.perf_counter() - t
+# Catch-up (not timed): the folder's events straight into each partition's state in
+# large sets, as validated frames (what a long catch-up's polls become).
+from exporters.kafka.partition import Validated
+from kpi.sources.folder import validated
+from kpi.sources.files import RawBatch
+from kpi.sources.validate import ROW, SOURCE
+hist = pl.concat([pl.read_parquet(p) for p in sorted((data / "events").glob("*.parquet"))]).sort("ts")
+hist = hist.with_columns((pl.col("item_id").str.extract(r"(\d+)").cast(pl.Int64) % 8).alias("_p"))
+t = time.perf_counter()
+for (p,), part in hist.partition_by("_p", as_dict=True).items():
+    for i in range(0, part.height, 250_000):
+        chunk = part.slice(i, 250_000).drop("_p")
+        msgs = Messages(to_messages(chunk.lazy(), Kind.EVENTS)[1], [source_name(topic, p)] * chunk.height, list(range(i, i + chunk.height)))
+        share = validate_poll(parse_messages(msgs, Kind.EVENTS), Kind.EVENTS)[source_name(topic, p)]
+        states[p].apply(share, next_offset=i + chunk.height)
+s = time.perf_counter() - t
+res["kafka_catchup_events"], res["kafka_catchup_s"], res["kafka_catchup_eps"] = hist.height, s, hist.height / s
+del hist
+scans = pl.read_ndjson(lines)
+n, s = feed(scans)
+res["kafka_events"], res["kafka_s"], res["kafka_eps"] = n, s, n / s
+res["kafka_items_tracked"] = sum(st.ledger.items.height for st in states.values())
+for st in states.values():
+    st.close()
+print(json.dumps(res))
+"""
+
+
+def _export_tree(rev: str, dest: Path) -> Path:
+    dest.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
+def child(tree: Path, folder: Path, live: Path, work: Path, poll: int) -> dict[str, Any]:
+    """One tree's three phases in a fresh process."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(tree), str(folder), str(live), str(work), str(poll)],
+        check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+    ).stdout
+    shutil.rmtree(work, ignore_errors=True)
+    res: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return res
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--unfinished", type=int, default=1_000_000)
+    parser.add_argument("--finished", type=int, default=200_000)
+    parser.add_argument("--jsonl-lines", type=int, default=300_000)
+    parser.add_argument("--poll", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--old-ref", default="main", help="git revision of today's exporter")
+    parser.add_argument("--only", choices=["old", "new"], default=None)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
+    results: dict[str, Any] = {**vars(args), "old": [], "new": []}
+    try:
+        folder = root / "folder"
+        results["folder"] = build_folder(folder, args.unfinished, args.finished, 2000, 1000, 1)
+        live = root / "live.jsonl"
+        first_new = args.unfinished + args.finished
+        live.write_bytes(live_lines(args.unfinished, args.jsonl_lines, 2, first_new))
+        trees = {"old": _export_tree(args.old_ref, root / "old"), "new": ROOT}
+        for r in range(args.rounds):
+            for name, tree in trees.items():
+                if args.only and name != args.only:
+                    continue
+                res = child(tree, folder, live, root / f"work-{name}-{r}", args.poll)
+                results[name].append(res)
+                print(name, r, json.dumps(res), flush=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(results, indent=2))
+    keys = ("parquet_eps", "jsonl_eps", "kafka_catchup_eps", "kafka_eps")
+    print("| tree | Parquet catch-up | JSONL | Kafka path, catch-up | Kafka path, 1 M+ items |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for name in ("old", "new"):
+        if not results[name]:
+            continue
+        best = {k: max(r[k] for r in results[name]) for k in keys}
+        print(f"| {name} | " + " | ".join(f"{best[k]:,.0f}" for k in keys) + " |")
+
+
+if __name__ == "__main__":
+    main()

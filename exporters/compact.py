@@ -1,0 +1,302 @@
+"""The exporter's item state in a compact encoding (about 40 bytes per tracked item).
+
+The engine functions (``kpi.lifecycle``, ``kpi.kpis.increments``) see and return
+``kpi.lifecycle.STATE_SCHEMA`` frames; the exporter holds its items encoded and
+decodes only the rows a set touches (by item hash) before it calls them, then
+re-encodes the result:
+
+- ``item_id`` -> a 64-bit hash (``exporters.seen.hash_ids``; the exporter never shows
+  an item id). Inside the exporter the decoded ``item_id`` is the hash's 8 bytes in
+  base64 (12 characters: polars keeps strings of up to 12 bytes inside the column, no
+  heap), and the events of a set carry the same key (``item_key``), so the engine's joins
+  match.
+- ``accepted_event_id`` -> the low 32 bits of the event id's hash, decoded as ten
+  zero-padded digits (``event_key``): it only orders acceptances of one item at the
+  same microsecond, and the events of a set carry the same key, so the order is still
+  total and the same whatever the batching. The winner of such a tie is then the
+  smallest key rather than the smallest event id (``kpi report`` keeps the latter).
+- ``(product, origin, destination)`` -> one ``UInt32`` route code and ``last_facility``
+  -> a ``UInt32`` facility code; the dictionaries grow as values appear and are
+  checkpointed with the codes.
+- ``promised_by_given``, ``attempt_key``, ``delivered_at`` and ``returned_at`` are null
+  for an item in transit: they live in a sparse ``extra`` table, one row per item that
+  has any of them. ``delivered_at`` and ``returned_at`` are kept in whole seconds
+  (``Int32`` from 2000-01-01, clipped to 1932-2068): once set, only whether they are set
+  is ever read (the counters take the delivery's exact time from the event that brings
+  it, the gauges look at unfinished items only), so no counter changes. ``accepted_at``,
+  ``promised_by_given``, ``attempt_key`` and ``last_key`` stay exact (microseconds).
+
+``CompactItems`` is immutable: every change returns a new one (readers of an older
+ledger keep a consistent cut); dictionaries only grow, so old codes stay valid.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from exporters.seen import Hashes, hash_ids
+from kpi.lifecycle import RANK_BITS, STATE_SCHEMA
+
+#: Rechunk a table once its appends made this many chunks.
+_MAX_CHUNKS: Final = 16
+#: Seconds of 2000-01-01T00:00Z: the epoch of the whole-second columns.
+EPOCH_S: Final = 946_684_800
+_I32: Final = (-(2**31) + 1, 2**31 - 1)
+_US: Final = 1_000_000
+_LOW32: Final = np.uint64(0xFFFF_FFFF)
+ROUTE: Final = ("product", "origin", "destination")
+FACILITY: Final = "last_facility"
+
+MAIN_SCHEMA: Final[dict[str, pl.DataType]] = {
+    "item": pl.UInt64(),
+    "accepted_at": pl.Int64(),  # microseconds
+    "acc_event": pl.UInt32(),
+    "route": pl.UInt32(),
+    "last_key": pl.Int64(),
+    "facility": pl.UInt32(),
+}
+EXTRA_SCHEMA: Final[dict[str, pl.DataType]] = {
+    "item": pl.UInt64(),
+    "promised_by_given": pl.Int64(),  # microseconds
+    "attempt_key": pl.Int64(),
+    "delivered_s": pl.Int32(),  # seconds from EPOCH_S
+    "returned_s": pl.Int32(),
+}
+ROUTES_SCHEMA: Final[dict[str, pl.DataType]] = {c: pl.String() for c in ROUTE}
+FACILITIES_SCHEMA: Final[dict[str, pl.DataType]] = {FACILITY: pl.String()}
+_EXTRA_COLS: Final = ("promised_by_given", "attempt_key", "delivered_at", "returned_at")
+
+
+def item_key(hashes: pl.Series | Hashes) -> pl.Series:
+    """Item hashes as the ``item_id`` strings the engine functions join on (base64 of 8 bytes)."""
+    array = hashes.to_numpy() if isinstance(hashes, pl.Series) else hashes
+    raw = np.ascontiguousarray(array, dtype="<u8")
+    fixed = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(8), len(raw), [None, pa.py_buffer(raw.view(np.uint8))]
+    )
+    binary = pl.Series("item_id", fixed).cast(pl.Binary)
+    return binary.bin.encode("base64")
+
+
+def event_key(hashes: pl.Series | Hashes) -> pl.Series:
+    """Event-id hashes as the ``accepted_event_id`` order key (10 digits of the low 32 bits)."""
+    low = np.asarray(hashes, dtype=np.uint64) & _LOW32
+    return pl.Series("event_id", low, dtype=pl.UInt64).cast(pl.String).str.zfill(10)
+
+
+def key_hashes(item_ids: pl.Series) -> pl.Series:
+    """The hashes back from ``item_key`` strings."""
+    raw = item_ids.str.decode("base64")
+    return raw.bin.reinterpret(dtype=pl.UInt64, endianness="little").alias("item")
+
+
+def _utc(col: str) -> pl.Expr:
+    return pl.col(col).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+
+
+def _seconds(col: str) -> pl.Expr:
+    """A UTC column in whole seconds from ``EPOCH_S`` (floor), clipped to ``Int32``."""
+    secs = pl.col(col).dt.epoch("us").floordiv(_US) - EPOCH_S
+    return secs.clip(*_I32).cast(pl.Int32)
+
+
+def _from_seconds(col: str) -> pl.Expr:
+    return (
+        ((pl.col(col).cast(pl.Int64) + EPOCH_S) * _US)
+        .cast(pl.Datetime("us"))
+        .dt.replace_time_zone("UTC")
+    )
+
+
+def _coded(values: pl.DataFrame, book: pl.DataFrame) -> tuple[pl.Series, pl.DataFrame]:
+    """Codes of ``values``' rows in ``book`` (row positions), the book grown by new rows."""
+    cols = values.columns
+    indexed = book.with_row_index("_code")
+    found = values.join(indexed, on=cols, how="left", nulls_equal=True, maintain_order="left")
+    missing = found.filter(pl.col("_code").is_null()).select(cols).unique(maintain_order=True)
+    if missing.height:
+        book = pl.concat([book, missing], how="vertical").rechunk()
+        indexed = book.with_row_index("_code")
+        found = values.join(indexed, on=cols, how="left", nulls_equal=True, maintain_order="left")
+    return found.get_column("_code").cast(pl.UInt32), book
+
+
+@dataclass(frozen=True)
+class CompactItems:
+    """Encoded item states: ``main`` (every item), ``extra`` (sparse) and two dictionaries."""
+
+    main: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=MAIN_SCHEMA))
+    extra: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=EXTRA_SCHEMA))
+    routes: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=ROUTES_SCHEMA))
+    facilities: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=FACILITIES_SCHEMA))
+
+    # --- building -------------------------------------------------------------------------
+
+    @classmethod
+    def from_state(cls, state: pl.DataFrame) -> CompactItems:
+        """Encode a ``STATE_SCHEMA`` frame keyed by real item and event ids (e.g. a migration)."""
+        keyed = state.with_columns(
+            item_key(hash_ids(state.get_column("item_id"))),
+            pl.when(pl.col("accepted_event_id").is_not_null())
+            .then(event_key(hash_ids(state.get_column("accepted_event_id"))))
+            .alias("accepted_event_id"),
+        )
+        return cls().replace(keyed)
+
+    def replace(self, merged: pl.DataFrame) -> CompactItems:
+        """The items with ``merged``'s rows (``STATE_SCHEMA``, keyed by ``item_key``) replacing theirs."""
+        if merged.is_empty():
+            return self
+        main, extra, routes, facilities = self._encode(merged)
+        touched = main.get_column("item").implode()
+        keep_main = self.main.filter(~pl.col("item").is_in(touched))
+        keep_extra = self.extra.filter(~pl.col("item").is_in(touched))
+        return CompactItems(
+            _appended(keep_main, main), _appended(keep_extra, extra), routes, facilities
+        )
+
+    def _encode(
+        self, state: pl.DataFrame
+    ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+        route, routes = _coded(state.select(ROUTE), self.routes)
+        facility, facilities = _coded(state.select(FACILITY), self.facilities)
+        item = key_hashes(state.get_column("item_id"))
+        main = pl.DataFrame(
+            {
+                "item": item,
+                "accepted_at": state.get_column("accepted_at").dt.epoch("us"),
+                "acc_event": state.get_column("accepted_event_id").cast(pl.UInt32),
+                "route": route,
+                "last_key": state.get_column("last_key"),
+                "facility": facility,
+            },
+            schema=MAIN_SCHEMA,
+        )
+        sparse = state.with_columns(item).filter(
+            pl.any_horizontal(pl.col(c).is_not_null() for c in _EXTRA_COLS)
+        )
+        extra = sparse.select(
+            "item",
+            pl.col("promised_by_given").dt.epoch("us"),
+            "attempt_key",
+            _seconds("delivered_at").alias("delivered_s"),
+            _seconds("returned_at").alias("returned_s"),
+        ).cast(EXTRA_SCHEMA)  # type: ignore[arg-type]
+        return main, extra, routes, facilities
+
+    # --- reading --------------------------------------------------------------------------
+
+    @property
+    def height(self) -> int:
+        """Number of items held."""
+        return self.main.height
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the tables and dictionaries."""
+        tables = (self.main, self.extra, self.routes, self.facilities)
+        return int(sum(t.estimated_size() for t in tables))
+
+    def hashes(self) -> pl.Series:
+        """Every item's hash."""
+        return self.main.get_column("item")
+
+    def contains(self, hashes: pl.Series) -> pl.Series:
+        """Whether each hash is an item held."""
+        return hashes.is_in(self.main.get_column("item").implode()).fill_null(False)
+
+    def rows(self, hashes: pl.Series) -> pl.DataFrame:
+        """The ``STATE_SCHEMA`` rows of the items among ``hashes`` (keyed by ``item_key``)."""
+        wanted = hashes.cast(pl.UInt64).unique().implode()
+        return self._decode(
+            self.main.filter(pl.col("item").is_in(wanted)),
+            self.extra.filter(pl.col("item").is_in(wanted)),
+        )
+
+    def decode(self) -> pl.DataFrame:
+        """Every item as ``STATE_SCHEMA`` rows (keyed by ``item_key``)."""
+        return self._decode(self.main, self.extra)
+
+    def newest(self, hashes: pl.Series) -> pl.DataFrame:
+        """``item_id`` and ``last_key`` of the items among ``hashes``."""
+        wanted = hashes.cast(pl.UInt64).unique().implode()
+        rows = self.main.filter(pl.col("item").is_in(wanted))
+        return pl.DataFrame([item_key(rows.get_column("item")), rows.get_column("last_key")])
+
+    def _decode(self, main: pl.DataFrame, extra: pl.DataFrame) -> pl.DataFrame:
+        joined = main.join(extra, on="item", how="left", maintain_order="left")
+        joined = joined.with_columns(item_key(joined.get_column("item")))
+        route = pl.col("route")
+        facility = pl.col("facility")
+        return joined.select(
+            pl.col("item_id"),
+            _utc("accepted_at").alias("accepted_at"),
+            pl.col("acc_event").cast(pl.String).str.zfill(10).alias("accepted_event_id"),
+            *(pl.lit(self.routes.get_column(c)).gather(route).alias(c) for c in ROUTE),
+            _utc("promised_by_given").alias("promised_by_given"),
+            pl.col("attempt_key"),
+            _from_seconds("delivered_s").alias("delivered_at"),
+            _from_seconds("returned_s").alias("returned_at"),
+            pl.col("last_key"),
+            pl.lit(self.facilities.get_column(FACILITY)).gather(facility).alias(FACILITY),
+        ).cast(STATE_SCHEMA)  # type: ignore[arg-type]
+
+    # --- retention -------------------------------------------------------------------------
+
+    def retire(self, clock_us: int | None, retention_us: int | None) -> tuple[CompactItems, Hashes]:
+        """Without the finished items whose last scan is past the retention; their hashes."""
+        none = np.empty(0, dtype=np.uint64)
+        if retention_us is None or clock_us is None or self.extra.is_empty():
+            return self, none
+        done = self.extra.filter(
+            pl.col("delivered_s").is_not_null() | pl.col("returned_s").is_not_null()
+        ).get_column("item")
+        horizon_key = (clock_us - retention_us) * RANK_BITS
+        old = self.main.filter(
+            pl.col("item").is_in(done.implode()) & (pl.col("last_key") < horizon_key)
+        ).get_column("item")
+        if old.is_empty():
+            return self, none
+        gone = old.implode()
+        kept = CompactItems(
+            self.main.filter(~pl.col("item").is_in(gone)),
+            self.extra.filter(~pl.col("item").is_in(gone)),
+            self.routes,
+            self.facilities,
+        )
+        return kept, old.to_numpy().astype(np.uint64)
+
+
+def _appended(base: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
+    out = pl.concat([base, new], how="vertical") if new.height else base
+    return out.rechunk() if out.n_chunks() > _MAX_CHUNKS else out
+
+
+@functools.cache
+def _libc() -> Any:
+    """glibc, with large blocks always mmapped (None on another C library)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        # M_MMAP_THRESHOLD = -3: a fixed 1 MiB (glibc raises it up to 32 MiB after freeing
+        # large blocks, after which big numpy temporaries stay on the heap as holes).
+        libc.mallopt(-3, 1 << 20)
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+def trim_heap() -> None:
+    """Give the C heap's free memory back to the system (numpy temporaries of a restore or
+    a set leave holes that glibc keeps: ~30 B per item after a restore). polars has its
+    own allocator (jemalloc, which returns memory by itself after its decay time)."""
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
