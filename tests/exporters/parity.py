@@ -15,6 +15,8 @@ from typing import Any
 import polars as pl
 
 from exporters import catalog as cat
+from exporters.compact import item_key
+from exporters.seen import hash_ids
 from exporters.store import CounterStore
 from kpi.contract import COMPLAINT_SCHEMA, EVENT_SCHEMA
 from kpi.kpis.query import KpiQuery, Snapshot
@@ -170,3 +172,8 @@ def events_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
 def complaints_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
     """Typed complaint records from python rows."""
     return pl.DataFrame(rows, schema=COMPLAINT_SCHEMA)
+
+
+def item_keys(*ids: str) -> list[str]:
+    """The exporter's keys of these item ids (their hashes, ``exporters.compact``), sorted."""
+    return sorted(item_key(hash_ids(pl.Series(ids, dtype=pl.String))).to_list())

@@ -8,17 +8,15 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import pytest
 
 from exporters import catalog as cat
-from exporters.compact import item_key
 from exporters.ingest import IngestConfig, Ingestor
-from exporters.seen import hash_ids
 from exporters.service import ExporterConfig, ExporterService
 from exporters.state import StateDirLock, latest_checkpoint, write_checkpoint
 from exporters.store import CounterStore
 from tests.exporterkit import Feed, append_jsonl, event, facilities_csv, write_parquet_atomic
+from tests.exporters.parity import item_keys
 
 FEED = Feed()
 
@@ -28,11 +26,6 @@ def drain(ing: Ingestor) -> None:
         result = ing.step()
         if not result.pending and result.rows == 0:
             return
-
-
-def keys(*ids: str) -> list[str]:
-    """The exporter's keys of these item ids (their hashes, ``exporters.compact``), sorted."""
-    return sorted(item_key(hash_ids(pl.Series(ids, dtype=pl.String))).to_list())
 
 
 def counters(ing: Ingestor) -> CounterStore:
@@ -172,7 +165,7 @@ def test_late_acceptance_is_waited_for_within_the_grace(tmp_path: Path) -> None:
     assert ing.counters.total(cat.DELIVERY_ATTEMPTS) == 0
     assert ing.counters.total(cat.DELIVERY_FAILURES) == 1  # no label to wait for
     assert ing.ledger.held_deliveries() == 2
-    assert sorted(ing.ledger.view_items()["item_id"]) == keys("I", "J")  # the gauges see them
+    assert sorted(ing.ledger.view_items()["item_id"]) == item_keys("I", "J")  # the gauges see them
     checkpoint(ing, state)
     ing.close()
 
@@ -256,10 +249,10 @@ def test_finished_items_retire_and_their_late_scans_are_rejected(tmp_path: Path)
     ing = Ingestor(IngestConfig(data, state, retention=month))
     keep = Ingestor(IngestConfig(data, ref_state))
     drain(ing)
-    assert sorted(ing.items["item_id"]) == keys("A", "B")  # day 1: nothing is old yet
+    assert sorted(ing.items["item_id"]) == item_keys("A", "B")  # day 1: nothing is old yet
     append_jsonl(live, [event("c1", "C", "accepted", t0 + 40 * day, **acc)])
     drain(ing)
-    assert sorted(ing.items["item_id"]) == keys("B", "C")
+    assert sorted(ing.items["item_id"]) == item_keys("B", "C")
     # A late second delivery of A: a new id, so only the retirement keeps it out.
     append_jsonl(live, [event("a3", "A", "delivered", t0 + 2 * day)])
     drain(ing)
@@ -288,7 +281,7 @@ def test_finished_items_retire_and_their_late_scans_are_rejected(tmp_path: Path)
     assert again.counters.value(cat.EXPORTER_EVENTS_REJECTED, retired) == 2
     assert again.counters.total(cat.ITEMS_RETURNED) == 0
     assert again.counters.total(cat.ITEMS_ACCEPTED) == 4
-    assert sorted(again.items["item_id"]) == keys("B", "C", "D")
+    assert sorted(again.items["item_id"]) == item_keys("B", "C", "D")
     rejects = [json.loads(line) for line in (state / "rejects.jsonl").read_text().splitlines()]
     assert [r["reason"] for r in rejects if r["reason"] == "retired_item"] == [
         "retired_item",
