@@ -58,12 +58,14 @@ def engine_deadlines(
         },
         orient="row",
     )
-    per_row = frame.select(computed_deadline_expr(standards).alias("d"))["d"].to_list()
+    per_row = frame.select(computed_deadline_expr(standards).alias("d"))["d"]
     # The lifecycle's table-driven version must give the same deadlines, row for row.
     given = frame.with_columns(promised_by_given=pl.lit(None, UTC))
-    table = with_promised_by(given.lazy(), standards).collect()["promised_by"].to_list()
-    assert table == per_row
-    return per_row
+    table = with_promised_by(given.lazy(), standards).collect()["promised_by"]
+    assert table.to_list() == per_row.to_list()
+    # typed as the event timestamps (aware datetimes compare equal across zone names)
+    assert per_row.dtype == table.dtype == UTC
+    return per_row.to_list()
 
 
 def both(
@@ -224,6 +226,14 @@ def test_product_time_zone_overrides_standard_time_zone() -> None:
     assert got == end_of_local_day("2027-01-11", ny)
     got = both(local("2027-01-11T18:00:01", ny), "intl", "US-NY", "US-NY", standards)
     assert got == end_of_local_day("2027-01-12", ny)
+
+
+def test_standards_without_products_promise_nothing() -> None:
+    """No product has a standard: no deadline (on time unknown), still a UTC timestamp column."""
+    empty = ServiceStandards(products={})
+    assert engine_deadlines([(utc("2027-01-11T02:00"), "express", "CN-BJ", "CN-SH")], empty) == [
+        None
+    ]
 
 
 @pytest.mark.parametrize("typo_in", ["standard", "product"])
