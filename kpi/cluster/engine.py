@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import polars as pl
 
@@ -33,7 +33,7 @@ from kpi.sources.folder import load_facilities
 from kpi.standards import load_standards
 
 if TYPE_CHECKING:
-    from distributed import Client
+    from distributed import Client, Future
 
 #: Families read from the complaints (one task), not from the buckets.
 COMPLAINT_FAMILIES: Final = frozenset({Family.COMPLAINT, Family.OPEN_COMPLAINT})
@@ -67,13 +67,30 @@ def _manifest(lake: Path) -> Manifest:
     return manifest
 
 
+def _gather(client: Client, futures: list[Future[Any]]) -> list[Any]:
+    """Every task's result, fetched as each finishes and then released, so a worker holds
+    one bucket's work at a time, not its finished partials until the last task ends. On
+    the first error the remaining tasks are cancelled and the error raised: no answer."""
+    from distributed import as_completed  # noqa: PLC0415  (lazy: distributed)
+
+    out: list[Any] = []
+    try:
+        for future in as_completed(futures, loop=client.loop):  # type: ignore[no-untyped-call]
+            out.append(future.result())
+            future.release()
+    except BaseException:
+        client.cancel(futures)  # type: ignore[no-untyped-call]
+        raise
+    return out
+
+
 def _span(
     client: Client, buckets: list[tuple[int, list[str]]], as_of: dt.datetime | None
 ) -> tuple[dt.datetime | None, dt.datetime | None]:
     """(first, last) event instants as the single-process snapshot defines them, bucket by
     bucket on the cluster (the client reads no event)."""
     futures = [client.submit(bucket_span, files, b, as_of, pure=False) for b, files in buckets]
-    spans: list[Span] = client.gather(futures)  # type: ignore[no-untyped-call]
+    spans: list[Span] = _gather(client, futures)
     firsts = [s[0] for s in spans if s[0] is not None]
     lasts = [s[1] for s in spans if s[1] is not None]
     first = min(firsts) if firsts else None
@@ -118,7 +135,7 @@ def report(
     if ask.families & COMPLAINT_FAMILIES:
         complaints = str(lake / manifest.complaints) if manifest.complaints else None
         futures.append(client.submit(complaints_partial, complaints, ask_future, pure=False))
-    partials: list[dict[str, Part]] = client.gather(futures)  # type: ignore[no-untyped-call]
+    partials: list[dict[str, Part]] = _gather(client, futures)
     # The shape of an empty answer (one row of zeros without --by) comes from an empty bucket.
     partials.append(empty_partial(ask))
     keys = [*by, PERIOD] if w.granularity else by
