@@ -138,9 +138,8 @@ def _base(events: pl.LazyFrame) -> pl.DataFrame:
 
 
 def _by_item_then_time(base: pl.DataFrame) -> pl.DataFrame:
-    """``base`` sorted by (h, key): a sort by time, then a stable sort by item. Two
-    single-column sorts cost about half of one multi-column sort (row-encoded keys) of
-    the same rows (0.43 against 0.75 s CPU on 2.2 M stage scans, measured side by side)."""
+    """``base`` sorted by (h, key): by time, then stably by item (two single-column sorts
+    cost ~0.6x one multi-column sort: 0.43 against 0.75 s CPU on 2.2 M scans)."""
     return base.sort("key").sort("h", maintain_order=True)
 
 
@@ -329,14 +328,14 @@ def item_stage_rows(
     """``tables`` with the items' product, origin, destination (from the lifecycle), the
     end of their deposit day (``dispatch_by``) and the item ids."""
     ids = tables.ids
-    if ids is None:  # h is the hash of the id: every staged item is in the lifecycle
-        ids = lifecycle.select(pl.col("item_id").hash(_SEED).alias("h"), "item_id")
-    dims = (
-        lifecycle.lazy()
-        .select("item_id", "product", "origin", "destination")
-        .join(ids.lazy(), on="item_id", how="inner")
-        .drop("item_id")
-    )
+    dim_cols = ("product", "origin", "destination")
+    if ids is None:  # h is the hash of the id (joined as integers, not the id text)
+        hashed = lifecycle.select(pl.col("item_id").hash(_SEED).alias("h"), "item_id", *dim_cols)
+        ids = hashed.select("h", "item_id")
+        dims = hashed.lazy().drop("item_id")
+    else:
+        dims = lifecycle.lazy().select("item_id", *dim_cols).join(ids.lazy(), on="item_id")
+        dims = dims.drop("item_id")
     items = (
         tables.items.lazy()
         .join(dims, on="h", how="left")
