@@ -107,13 +107,17 @@ def _stage_rows(events: pl.LazyFrame) -> pl.LazyFrame:
     rank = (
         pl.col("event").cast(pl.String).replace_strict(_RANK, default=None, return_dtype=pl.Int64)
     )
-    return events.filter(
-        pl.col("event").cast(pl.String).is_in(_STAGE_EVENTS)
-        & pl.col("item_id").is_not_null()
-        & pl.col("ts").is_not_null()
-        & pl.col("facility").is_not_null()
-    ).with_columns(
-        (pl.col("ts").dt.epoch("us") * _RANK_BITS + rank).alias("key"), rank.alias("_rank")
+    return (
+        events.filter(
+            pl.col("event").cast(pl.String).is_in(_STAGE_EVENTS)
+            & pl.col("item_id").is_not_null()
+            & pl.col("ts").is_not_null()
+            & pl.col("facility").is_not_null()
+        )
+        .with_columns(rank.alias("_rank"))
+        .with_columns(  # the rank looked up once per row
+            (pl.col("ts").dt.epoch("us") * _RANK_BITS + pl.col("_rank")).alias("key")
+        )
     )
 
 
@@ -133,6 +137,12 @@ def _base(events: pl.LazyFrame) -> pl.DataFrame:
     )
 
 
+def _by_item_then_time(base: pl.DataFrame) -> pl.DataFrame:
+    """``base`` sorted by (h, key): by time, then stably by item (two single-column sorts
+    cost ~0.6x one multi-column sort: 0.43 against 0.75 s CPU on 2.2 M scans)."""
+    return base.sort("key").sort("h", maintain_order=True)
+
+
 def _sorted(base: pl.DataFrame, events: pl.LazyFrame) -> tuple[pl.DataFrame, pl.DataFrame | None]:
     """The scans sorted by item, then time, lifecycle stage and facility name, and the
     item ids by ``h`` when ``h`` is not the hash of the id.
@@ -145,16 +155,14 @@ def _sorted(base: pl.DataFrame, events: pl.LazyFrame) -> tuple[pl.DataFrame, pl.
     then numbered by their id text instead.
     """
     key, h = pl.col("key"), pl.col("h")
-    # One multi-column sort of the integer columns (measured faster than a time sort then
-    # a stable item sort, whether or not the log is in time order).
-    s = base.sort(["h", "key"])
+    s = _by_item_then_time(base)
     ids = None
     if s.select(((h == h.shift(1)) & (pl.col("h2") != pl.col("h2").shift(1))).any()).item():
         texts = _stage_rows(events).select("item_id").collect().get_column("item_id")
         ranked = texts.rank("dense").cast(pl.UInt64)
         ids = pl.DataFrame({"h": ranked, "item_id": texts}).unique("h")
         base = base.with_columns(ranked.alias("h"))
-        s = base.sort(["h", "key"])
+        s = _by_item_then_time(base)
     tie = (
         (h == h.shift(1))
         & (key == key.shift(1))
@@ -320,14 +328,14 @@ def item_stage_rows(
     """``tables`` with the items' product, origin, destination (from the lifecycle), the
     end of their deposit day (``dispatch_by``) and the item ids."""
     ids = tables.ids
-    if ids is None:  # h is the hash of the id: every staged item is in the lifecycle
-        ids = lifecycle.select(pl.col("item_id").hash(_SEED).alias("h"), "item_id")
-    dims = (
-        lifecycle.lazy()
-        .select("item_id", "product", "origin", "destination")
-        .join(ids.lazy(), on="item_id", how="inner")
-        .drop("item_id")
-    )
+    dim_cols = ("product", "origin", "destination")
+    if ids is None:  # h is the hash of the id (joined as integers, not the id text)
+        hashed = lifecycle.select(pl.col("item_id").hash(_SEED).alias("h"), "item_id", *dim_cols)
+        ids = hashed.select("h", "item_id")
+        dims = hashed.lazy().drop("item_id")
+    else:
+        dims = lifecycle.lazy().select("item_id", *dim_cols).join(ids.lazy(), on="item_id")
+        dims = dims.drop("item_id")
     items = (
         tables.items.lazy()
         .join(dims, on="h", how="left")
