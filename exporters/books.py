@@ -125,9 +125,14 @@ class Books:
         standards: ServiceStandards,
         positions: Any,
         rejects_bytes: int | None = None,
-        facilities: pl.DataFrame | None = None,
+        *,
+        facilities: pl.DataFrame,
     ) -> Ledger:
-        """Apply a set and publish the new ledger in one step; returns it."""
+        """Apply a set and publish the new ledger in one step; returns it.
+
+        ``facilities`` label the stage histograms (type and region of a facility): every
+        source passes its reference file's, so shards and the file exporter agree.
+        """
         led = self.ledger
         if intake.base_items is not led.items:
             raise RuntimeError("the intake was opened against another state")

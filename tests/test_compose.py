@@ -218,7 +218,7 @@ def test_prometheus_in_compose_scrapes_every_exporter_shard(compose: dict[str, A
     shards = {
         name: service["command"][service["command"].index("--listen") + 1]
         for name, service in services.items()
-        if service.get("command", [None])[0] == "exporter" and "--kafka" in service["command"]
+        if (service.get("command") or [None])[0] == "exporter" and "--kafka" in service["command"]
     }
     assert sorted(shards) == ["shard-1", "shard-2"]
     config = yaml.safe_load((REPO / "prometheus" / "prometheus.compose.yml").read_text())

@@ -140,11 +140,15 @@ class PartitionState(Ingestor):
         positions = {self.pid.source: position.to_json()}
         intake = self._set_of(share)
         try:
-            self.books.apply(intake, self.reference.standards, positions)
+            self.books.apply(
+                intake, self.reference.standards, positions, facilities=self.reference.facilities
+            )
         except Exception as exc:  # the poll's records cannot be counted: one reject, move on
             log.exception("cannot apply a poll of %s; rejecting it", self.pid.source)
             intake = self._set_of(Validated(share.good.clear(), share.bad), exc)
-            self.books.apply(intake, self.reference.standards, positions)
+            self.books.apply(
+                intake, self.reference.standards, positions, facilities=self.reference.facilities
+            )
         # Written once the set is applied (as the file source does); the checkpoint
         # records the rejects file's size with the offset.
         self.rejects.append(intake.rejects())

@@ -183,6 +183,8 @@ FIELDS = {
     "destination": "CN-GD",
     "product": "express",
     "category": "delay",
+    "from_region": "CN-GD",
+    "to_region": "CN-SH",
 }
 TIMES = {
     "${__from:date:iso}": "2026-03-01T00:00:00.000Z",
