@@ -172,6 +172,15 @@ def _java(workdir: Path, *args: str, fast_start: bool = True) -> list[str]:
     ]
 
 
+def _cluster_id() -> str:
+    """A KRaft cluster id as Kafka's ``Uuid.randomUuid`` makes one: URL-safe base64 of 16
+    random bytes, never starting with "-" (the storage tool would read it as an option)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def start_kafka(workdir: Path, ready_timeout: float = 90.0, fast_start: bool = True) -> KafkaBroker:
     """Format a KRaft log directory under ``workdir`` and start a broker on free ports.
 
@@ -196,7 +205,7 @@ def start_kafka(workdir: Path, ready_timeout: float = 90.0, fast_start: bool = T
     config = workdir / "server.properties"
     config.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
     (workdir / "log4j2.yaml").write_text(LOG4J2)
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    cluster_id = _cluster_id()
     formatted = subprocess.run(
         _java(workdir, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)),
         capture_output=True,
