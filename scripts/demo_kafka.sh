@@ -79,7 +79,10 @@ message.max.bytes=16777216
 PROPS
 printf 'Configuration:\n  Appenders:\n    Console:\n      name: STDOUT\n      PatternLayout:\n        pattern: "[%%d] %%p %%m (%%c)%%n"\n  Loggers:\n    Root:\n      level: WARN\n      AppenderRef:\n        - ref: STDOUT\n' >"$KDIR/log4j2.yaml"
 JAVA=(java -Xmx512m -XX:+UseSerialGC -Djava.awt.headless=true "-Dlog4j2.configurationFile=$KDIR/log4j2.yaml" -cp "$KAFKA_LIBS/*")
-CLUSTER_ID=$(python3 -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
+# As Kafka's Uuid.randomUuid: never starting with "-", which the storage tool reads as an option.
+CLUSTER_ID=$(python3 -c 'import base64, uuid
+while (i := base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")).startswith("-"): pass
+print(i)')
 "${JAVA[@]}" kafka.tools.StorageTool format -t "$CLUSTER_ID" -c "$KDIR/server.properties" >"$KDIR/format.log" 2>&1
 setsid "${JAVA[@]}" kafka.Kafka "$KDIR/server.properties" >"$KDIR/kafka.log" 2>&1 &
 broker=$!
