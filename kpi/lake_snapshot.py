@@ -27,7 +27,7 @@ import polars as pl
 
 from kpi.contract import UTC
 from kpi.kpis.query import Snapshot
-from kpi.kpis.stages import StageTables, item_stage_rows, stage_tables
+from kpi.kpis.stages import STAGE_EVENTS, StageTables, item_stage_rows, stage_tables
 from kpi.lake import MANIFEST, LakeError, Manifest, bucket_of, read_complaints
 from kpi.lake_tables import TABLES, Tables, part_bucket, part_date, read_tables, scan_parts
 from kpi.lifecycle import lifecycle
@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 
 #: Files whose change is a new version of the lake (its commit points and references).
 VERSION_FILES: Final = (MANIFEST, TABLES, FACILITIES_FILE, STANDARDS_FILE)
-_STAGE_EVENTS: Final = ("accepted", "arrived", "departed", "delivered")
 _EVENT_ORDER: Final = ("item_id", "ts", "event", "event_id")
 
 
@@ -112,7 +111,7 @@ class LakeReader:
         return (
             self.events(as_of)
             .select("item_id", "event", pl.col("ts").cast(UTC), "facility", "event_id")
-            .filter(pl.col("event").is_in(_STAGE_EVENTS) & (pl.col("ts") <= as_of))
+            .filter(pl.col("event").is_in(STAGE_EVENTS) & (pl.col("ts") <= as_of))
         )
 
     def snapshot(self, tables: Tables | None = None) -> Snapshot:

@@ -24,8 +24,8 @@ from kpi.kpis.functions import (
     network_kpis,
     open_complaint_kpis,
 )
-from kpi.kpis.stages import _STAGE_EVENTS as STAGE_EVENTS  # the set stage_tables keeps
 from kpi.kpis.stages import (
+    STAGE_EVENTS,  # the scans stage_tables keeps
     StageTables,
     dwell_kpis,
     empty_stage_tables,

@@ -28,12 +28,11 @@ import polars as pl
 
 from kpi.contract import EVENT_TYPES, UTC, EventType
 from kpi.events import RANK_BITS, event_key, key_ts
-from kpi.kpis.stages import DWELL, ITEM_HASH_SEED, LEG, StageTables, stage_tables
+from kpi.kpis.stages import DWELL, ITEM_HASH_SEED, LEG, STAGE_EVENTS, StageTables, stage_tables
 
 UNKNOWN: Final = "unknown"
 SECONDS: Final = "seconds"
 COUNT: Final = "count"
-_STAGE_EVENTS: Final = ("accepted", "arrived", "departed", "delivered")
 
 #: One row per stage scan of an item in the exporter's state.
 HISTORY_SCHEMA: Final[dict[str, pl.DataType]] = {
@@ -72,7 +71,7 @@ def history_rows(events: pl.DataFrame) -> pl.DataFrame:
     """The stage scans of validated, de-duplicated events, as history rows."""
     ev = pl.col("event").cast(pl.String)
     return events.filter(
-        ev.is_in(_STAGE_EVENTS)
+        ev.is_in(STAGE_EVENTS)
         & pl.col("item_id").is_not_null()
         & pl.col("ts").is_not_null()
         & pl.col("facility").is_not_null()

@@ -28,7 +28,8 @@ from typing import Final
 
 import polars as pl
 
-from kpi.contract import EVENT_TYPES, UTC
+from kpi.contract import UTC
+from kpi.events import RANK_BITS, STAGE, event_in, key_ts, stage
 from kpi.kpis.exprs import (
     PERIOD,
     Window,
@@ -41,13 +42,13 @@ from kpi.kpis.exprs import (
 )
 from kpi.standards import ServiceStandards, StageTargets, dispatch_deadline_expr
 
-_STAGE_EVENTS: Final = ("accepted", "arrived", "departed", "delivered")
-_RANK: Final = {name: i for i, name in enumerate(EVENT_TYPES)}
+#: The scans a stage is made of (no effect of the rules table describes them: a stage
+#: starts and ends at physical hand-overs, whatever the event counts for).
+STAGE_EVENTS: Final = ("accepted", "arrived", "departed", "delivered")
 _SEED: Final = 0x57A6E
 _SEED_2: Final = 0x2B1D6E
 #: Seed of ``h``, the hash of the item id (when ``StageTables.ids`` is None).
 ITEM_HASH_SEED: Final = _SEED
-_RANK_BITS: Final = 8
 
 #: Kinds of the per-scan stage rows.
 DWELL: Final = "dwell"
@@ -104,19 +105,17 @@ def empty_stage_tables() -> StageTables:
 
 
 def _stage_rows(events: pl.LazyFrame) -> pl.LazyFrame:
-    rank = (
-        pl.col("event").cast(pl.String).replace_strict(_RANK, default=None, return_dtype=pl.Int64)
-    )
+    rank = stage()  # the rules table's rank, packed below the timestamp as everywhere
     return (
         events.filter(
-            pl.col("event").cast(pl.String).is_in(_STAGE_EVENTS)
+            event_in(STAGE_EVENTS, "event")
             & pl.col("item_id").is_not_null()
             & pl.col("ts").is_not_null()
             & pl.col("facility").is_not_null()
         )
         .with_columns(rank.alias("_rank"))
         .with_columns(  # the rank looked up once per row
-            (pl.col("ts").dt.epoch("us") * _RANK_BITS + pl.col("_rank")).alias("key")
+            (pl.col("ts").dt.epoch("us") * RANK_BITS + pl.col("_rank")).alias("key")
         )
     )
 
@@ -174,10 +173,10 @@ def _sorted(base: pl.DataFrame, events: pl.LazyFrame) -> tuple[pl.DataFrame, pl.
 
 
 def _ts(key: pl.Expr) -> pl.Expr:
-    return (key // _RANK_BITS).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    return key_ts(key)
 
 
-_ARR, _DEP, _ACC, _DEL = (_RANK[e] for e in ("arrived", "departed", "accepted", "delivered"))
+_ARR, _DEP, _ACC, _DEL = (STAGE[e] for e in ("arrived", "departed", "accepted", "delivered"))
 
 
 def _in_item(cond: pl.Expr, new_item: pl.Expr) -> pl.Expr:
