@@ -20,6 +20,7 @@ import polars as pl
 from kpi.kpis.catalog import AGE_BANDS, STAGE_FAMILIES, Family
 from kpi.kpis.exprs import PERIOD, Window, hours_between, in_window, period
 from kpi.kpis.functions import (
+    FLOW_COUNTS,
     ITEM_COLUMNS,
     backlog_kpis,
     complaint_kpis,
@@ -68,21 +69,7 @@ class Spec:
 
 SPECS: Final[dict[Family, Spec]] = {
     Family.FLOW: Spec(
-        adds=(
-            "accepted_items",
-            "delivered_items",
-            "delivered_without_acceptance",
-            "returned_items",
-            "on_time_items",
-            "late_1d_items",
-            "late_2d_items",
-            "late_3d_plus_items",
-            "_judged",
-            "_within_72h",
-            "_transit_n",
-            "_first_ok",
-            "_first_n",
-        ),
+        adds=FLOW_COUNTS,
         stats=(("transit", True),),
         ratios=(
             ("on_time_ratio", "on_time_items", "_judged"),
