@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -59,13 +58,6 @@ def rows_writer(tmp_path: Path) -> Callable[[str, list[dict[str, str | None]]], 
         return write_rows(tmp_path / rel, rows)
 
     return write
-
-
-def free_port() -> int:
-    """A TCP port that is free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _run_root(config: pytest.Config) -> Path:

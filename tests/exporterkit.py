@@ -9,7 +9,6 @@ import datetime as dt
 import http.client
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import polars as pl
 from prometheus_client.parser import text_string_to_metric_families
 
 from kpi.contract import EVENT_SCHEMA, s10_with_check_digit
+from tests.netkit import free_port
 
 Row = dict[str, str | None]
 SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
@@ -157,13 +157,6 @@ def facilities_csv(path: Path, rows: Sequence[tuple[str, str, str, str, int | No
 
 
 # --- scraping ---------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def parse_exposition(text: str) -> dict[SeriesKey, float]:

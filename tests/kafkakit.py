@@ -40,7 +40,8 @@ import pytest
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from tests.promkit import free_port, wait_for
+from tests.netkit import free_port
+from tests.promkit import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 POM = REPO / "tools" / "kafka" / "pom.xml"

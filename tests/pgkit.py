@@ -29,7 +29,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.promkit import free_port, wait_for
+from tests.netkit import free_port
+from tests.promkit import wait_for
 
 
 def find_bindir() -> Path | None:

@@ -19,7 +19,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -34,6 +33,8 @@ from typing import Any, Protocol, TypeVar
 
 import pytest
 import yaml
+
+from tests.netkit import free_port
 
 T = TypeVar("T")
 
@@ -92,13 +93,6 @@ def run_tool(
 def promtool(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``promtool`` with ``args``."""
     return run_tool("promtool", *args, cwd=cwd)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(

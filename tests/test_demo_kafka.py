@@ -18,7 +18,7 @@ import yaml
 from exporters import catalog as cat
 from exporters.kafka.scrape import PARTITION_RELABEL
 from exporters.mixin.configs import shards_prometheus_config
-from tests import kafkakit, promkit
+from tests import kafkakit, netkit, promkit
 from tests.exporterkit import fetch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,10 +58,10 @@ def test_the_demo_brings_shards_and_prometheus_up(tmp_path: Path) -> None:
     kafkakit.require_kafka()
     promkit.require_binary("prometheus")
     ports = {
-        name: str(promkit.free_port())
+        name: str(netkit.free_port())
         for name in ("KAFKA_PORT", "CONTROLLER_PORT", "SHARD1_PORT", "SHARD2_PORT", "API_PORT")
     }
-    ports["PROM_PORT"] = str(promkit.free_port())
+    ports["PROM_PORT"] = str(netkit.free_port())
     env = {**os.environ, **ports, "KAFKA_LIBS": str(kafkakit.jars_dir()), "LIVE_RATE": "20"}
     log = (tmp_path / "demo.log").open("wb")
     demo = subprocess.Popen(

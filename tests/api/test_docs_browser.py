@@ -24,7 +24,8 @@ from fastapi.testclient import TestClient
 from kpi.api import Settings, create_app
 from kpi.api.settings import ApiKey, hash_key
 from tests.api.conftest import write_hand_folder
-from tests.promkit import free_port, wait_for
+from tests.netkit import free_port
+from tests.promkit import wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.api.conftest import api_keys
-from tests.conftest import free_port
+from tests.netkit import free_port
 
 ADMIN = {"X-API-Key": "admin-secret"}
 SERVE = "import typer; from kpi_cli.api import api; typer.run(api)"

@@ -15,7 +15,8 @@ from kpi.api.settings import ApiKey, Settings, StartupError, check_keys, hash_ke
 from kpi.api.startup import check_startup, known_regions
 from kpi_cli.app import app
 from tests.api.conftest import write_hand_folder
-from tests.promkit import free_port, wait_for
+from tests.netkit import free_port
+from tests.promkit import wait_for
 
 
 @pytest.fixture

@@ -19,7 +19,8 @@ import pytest
 
 from kpi.duty.register import IncidentRegister, open_register
 from tests import pgkit
-from tests.promkit import free_port, wait_for
+from tests.netkit import free_port
+from tests.promkit import wait_for
 
 BACKENDS = ("sqlite", "postgresql")
 _names = itertools.count()

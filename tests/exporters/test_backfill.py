@@ -24,7 +24,7 @@ from exporters.mixin import rules
 from kpi.kpis.query import KpiQuery, Snapshot
 from kpi.simulate import SimConfig, generate, write_data_folder
 from kpi.sources.folder import load_data_dir
-from tests import promkit
+from tests import netkit, promkit
 from tests.exporterkit import ExporterProcess
 from tests.olist import olist_folder
 
@@ -226,7 +226,7 @@ def test_live_exporter_continues_every_counter(tmp_path: Path) -> None:
     accepted = pl.col("event") == "accepted"
     events.filter(~accepted).write_parquet(data / "events" / "a-scans-and-deliveries.parquet")
     events.filter(accepted).write_parquet(data / "events" / "z-acceptances.parquet")
-    port = promkit.free_port()
+    port = netkit.free_port()
     instance = f"127.0.0.1:{port}"
     prom_dir = tmp_path / "prom"
     result = backfill(

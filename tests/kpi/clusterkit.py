@@ -9,7 +9,7 @@ from pathlib import Path
 
 from distributed import Client
 
-from tests.conftest import free_port
+from tests.netkit import free_port
 
 BIN = Path(sys.executable).parent
 

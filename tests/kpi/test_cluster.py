@@ -30,7 +30,7 @@ from kpi.kpis.query import KpiQuery, Snapshot
 from kpi.lake import LakeError, Manifest, compact
 from kpi.output import to_bytes
 from kpi.sources.folder import load_data_dir
-from tests.conftest import free_port
+from tests.netkit import free_port
 
 #: Window and snapshot KPIs of every family, in one question.
 EVERY_FAMILY = (

@@ -25,7 +25,7 @@ from exporters.kafka.scrape import PARTITION_RELABEL
 from kpi.contract import Kind
 from kpi.sources.files import read_file
 from kpi.sources.folder import source_files
-from tests import kafkakit, promkit
+from tests import kafkakit, netkit, promkit
 from tests.exporterkit import (
     ExporterProcess,
     SeriesKey,
@@ -191,7 +191,7 @@ def test_shards_survive_sigkills_and_sum_to_one_exporter(
         kafka.create_topic(topic, PARTITIONS)
     group = kafkakit.unique("shards")
     state = tmp_path / "shared-state"
-    ports = [promkit.free_port() for _ in range(3)]
+    ports = [netkit.free_port() for _ in range(3)]
     shards = [_shard(data, state, kafka, topics, group, port) for port in ports]
     config = promkit.prometheus_config({"postal-exporter": [f"127.0.0.1:{p}" for p in ports]})
     config["scrape_configs"][0]["metric_relabel_configs"] = PARTITION_RELABEL
