@@ -30,6 +30,15 @@ class Reference:
     standards_loaded: bool = False
 
 
+def standards_missing(reference: Reference) -> tuple[str, ...]:
+    """The ``/readyz`` reasons while no valid service standard was ever loaded (else none)."""
+    if reference.standards_loaded:
+        return ()
+    return tuple(
+        f"no valid service standard, nothing is read: {why}" for why in reference.errors.values()
+    )
+
+
 def _stamp(path: Path) -> Stamp:
     try:
         st = path.stat()

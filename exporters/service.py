@@ -30,6 +30,7 @@ from typing import Final, Literal
 from exporters.catalog import EXPORTER_PORT
 from exporters.exposition import Exposition, collectors, registry_of, render
 from exporters.ingest import IngestConfig, Ingestor
+from exporters.reference import standards_missing
 from exporters.server import Endpoints, MetricsHTTPServer
 from exporters.state import Checkpoint, StateDirLock, write_checkpoint
 from exporters.view import MetricsView, SelfStats, build_view
@@ -285,11 +286,12 @@ class ExporterService:
         notes: list[str] = []
         for rel, why in sorted(ing.tailer.problems.copy().items()):
             failing.append(f"cannot read {rel}: {why}")
-        errors = ing.reference.errors
-        if not ing.reference.standards_loaded:
-            failing += [f"no valid service standard, nothing is read: {e}" for e in errors.values()]
-        else:
-            notes += [f"refused, previous version in use: {e}" for e in errors.values()]
+        missing = standards_missing(ing.reference)
+        failing += missing
+        if not missing:
+            notes += [
+                f"refused, previous version in use: {e}" for e in ing.reference.errors.values()
+            ]
         stuck = ing.apply_error
         if stuck is not None:
             since = time.monotonic() - stuck[0]

@@ -23,7 +23,7 @@ import polars as pl
 from exporters import catalog as cat
 from exporters.ingest import IngestConfig, Ingestor
 from exporters.intake import Intake
-from exporters.reference import reload
+from exporters.reference import reload, standards_missing
 from exporters.state import StateDirLock
 from exporters.tail import FileState
 from kpi.contract import Kind, RejectReason
@@ -90,6 +90,11 @@ def validate_poll(
 class NoStandardsError(RuntimeError):
     """No valid service standard was ever loaded: deadlines cannot be computed yet."""
 
+    def __init__(self, reasons: tuple[str, ...]) -> None:
+        super().__init__("; ".join(reasons))
+        #: The ``/readyz`` reasons, worded as the file exporter's.
+        self.reasons = reasons
+
 
 class PartitionState(Ingestor):
     """The exporter books of one partition, restored from its last checkpoint.
@@ -128,8 +133,9 @@ class PartitionState(Ingestor):
         if not self.reference.standards_loaded:
             # As the file exporter reads nothing then, the shard applies nothing: the
             # records wait in the partition (the shard seeks back) until the file is valid.
-            why = "; ".join(self.reference.errors.values()) or "service standards not loaded"
-            raise NoStandardsError(f"no valid service standard, nothing is applied: {why}")
+            raise NoStandardsError(
+                standards_missing(self.reference) or ("no valid service standard",)
+            )
         position = FileState(
             key=self.pid.source,
             path=self.pid.source,

@@ -53,6 +53,7 @@ from exporters.exposition import Exposition, collectors, registry_of, render
 from exporters.ingest import IngestConfig
 from exporters.kafka.families import Families, constant, labelled, merged
 from exporters.kafka.partition import NoStandardsError, PartitionId, PartitionState, validate_poll
+from exporters.reference import Reference, reload, standards_missing
 from exporters.server import Endpoints, MetricsHTTPServer
 from exporters.service import (
     DEDUP_WINDOW_DEFAULT,
@@ -166,8 +167,10 @@ class KafkaShard:
         self._consumer: Consumer | None = None
         self._version = version()
         self._last_lag = 0.0
-        #: Why nothing can be applied (no valid service standard), while that lasts.
-        self._waiting: str | None = None
+        #: Why nothing can be applied (no valid service standard), while that lasts: the
+        #: reasons ``/readyz`` answers 503 with, worded as the file exporter's.
+        self._waiting: tuple[str, ...] = ()
+        self._reference = reload(config.data_dir, Reference(), force=True)
         # Invalid time rules (a dedup window shorter than the late grace) fail here, at
         # start, not at the first assignment.
         config.ingest_config(PartitionId(config.topic, 0, Kind.EVENTS)).policy()
@@ -180,7 +183,12 @@ class KafkaShard:
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         self._server = MetricsHTTPServer(
             (cfg.host, cfg.port),
-            Endpoints(lambda: self._exposition, self._ready.is_set, self._healthy),
+            Endpoints(
+                lambda: self._exposition,
+                self._ready.is_set,
+                self._healthy,
+                lambda: (self._waiting, ()),
+            ),
         )
         self._consumer = Consumer(
             {
@@ -326,21 +334,36 @@ class KafkaShard:
         cfg = self.config
         while not self._stop.is_set():
             try:
+                self._check_standards()
                 messages = consumer.consume(cfg.max_messages, timeout=cfg.poll_timeout)
                 self._apply(messages)
                 self._lag(consumer)
                 self._checkpoints(consumer)
-                self._waiting = None
-            except NoStandardsError as exc:  # logged once; polled again until the file is valid
-                if str(exc) != self._waiting:
-                    log.error("%s", exc)
-                self._waiting = str(exc)
+            except NoStandardsError as exc:  # polled again (and rewound) until the file is valid
+                self._wait_for_standards(exc.reasons)
                 self._rewind(consumer)
                 self._stop.wait(cfg.poll_timeout)
             except Exception:  # never let one bad poll end the process
                 log.exception("consume step failed; reading again from the applied offsets")
                 self._rewind(consumer)
                 self._stop.wait(cfg.poll_timeout)
+
+    def _check_standards(self) -> None:
+        """Whether a valid service standard is loaded, checked every poll (messages or not).
+
+        A partition's books refuse to apply anything without one; this check, on the
+        shard's own copy of the reference files, is what ``/readyz`` shows, also while
+        the topic is quiet or no partition is held.
+        """
+        self._reference = reload(self.config.data_dir, self._reference)
+        self._wait_for_standards(standards_missing(self._reference))
+
+    def _wait_for_standards(self, reasons: tuple[str, ...]) -> None:
+        if reasons and reasons != self._waiting:
+            log.error("%s; the records wait in their partitions", "; ".join(reasons))
+        elif self._waiting and not reasons:
+            log.info("a valid service standard is loaded; applying again")
+        self._waiting = reasons
 
     def _rewind(self, consumer: Consumer) -> None:
         """Seek every partition held back to its state's offset: nothing consumed is skipped."""

@@ -24,6 +24,7 @@ from tests.exporterkit import (
     SeriesKey,
     event,
     facilities_csv,
+    fetch,
     item_id,
     total,
     wait_until,
@@ -163,11 +164,20 @@ def test_contradicting_rules_stop_the_shard_at_start(
     assert "dedup window must be at least the late grace" in shard.log()
 
 
+def _readyz(process: ExporterProcess) -> tuple[int, str]:
+    try:
+        status, body = fetch(process.url + "/readyz", timeout=5)
+    except OSError:  # not listening yet
+        return 0, ""
+    return status, body.decode()
+
+
 def test_nothing_is_applied_without_a_valid_service_standard(
     kafka: kafkakit.KafkaBroker, tmp_path: Path, running: list[ExporterProcess]
 ) -> None:
     # As the file exporter reads nothing until a valid standard is loaded, a shard applies
     # nothing: the records wait in the partition and are counted once the file is fixed.
+    # Meanwhile both answer /readyz 503 with the same reason.
     data = tmp_path / "data"
     data.mkdir()
     standards = data / "service-standards.yaml"
@@ -175,18 +185,26 @@ def test_nothing_is_applied_without_a_valid_service_standard(
     topic = kafka.create_topic(kafkakit.unique("standards"), partitions=1)
     shard = _shard(data, tmp_path / "state", kafka, topic, "--max-future", "off")
     running.append(shard)
-    shard.wait_ready()
+    files = ExporterProcess(data, tmp_path / "file-state", log_path=tmp_path / "file.log").start()
+    running.append(files)
+    # Waiting before any message: the shard says why it is not ready (it was 200 here).
+    reason = "no valid service standard, nothing is read: service-standards.yaml: unreadable"
+    wait_until(lambda: all(_readyz(p)[1].startswith(reason) for p in (shard, files)), timeout=60)
+    status, body = _readyz(shard)
+    assert status == 503, body
+    assert body == _readyz(files)[1]
     t0 = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(hours=1)
     _send(kafka, topic, [_accepted(1, t0), _accepted(2, t0)])
-    wait_until(lambda: "no valid service standard" in shard.log(), timeout=60)
     time.sleep(3)  # several polls while the standard is missing: none may skip the records
     assert _handled(shard.scrape()) == 0
+    assert _readyz(shard) == (status, body)  # still 503, same reason, with records waiting
     standards.unlink()  # no file: the built-in standard, valid
     wait_until(lambda: _handled(shard.scrape()) == 2, timeout=60)
     got = shard.scrape()
     assert got is not None
     assert total(got, "postal_items_accepted_total") == 2
     assert total(got, "postal_exporter_events_rejected_total") == 0
+    assert _readyz(shard) == (200, "ready\n")
     assert shard.log().count("no valid service standard") == 1  # logged once, not per poll
 
 
