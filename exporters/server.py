@@ -38,7 +38,7 @@ from email.utils import formatdate
 from http import HTTPStatus
 from typing import Final
 
-from exporters.exposition import Exposition, negotiate
+from exporters.bodies import Exposition, negotiate
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,8 @@ class Endpoints:
     condition: Callable[[], tuple[tuple[str, ...], tuple[str, ...]]] = field(
         default=lambda: ((), ())
     )
+    #: The body of an unhealthy ``/healthz``.
+    why_unhealthy: Callable[[], str] = field(default=lambda: "ingest loop stopped")
 
 
 @dataclass
@@ -124,7 +126,8 @@ def answer(ep: Endpoints, req: Request) -> tuple[int, bytes, str, dict[str, str]
     if req.path == "/healthz":
         ok = ep.healthy()
         status = HTTPStatus.OK if ok else HTTPStatus.INTERNAL_SERVER_ERROR
-        return status, b"ok\n" if ok else b"ingest loop stopped\n", "text/plain", {}
+        body = b"ok\n" if ok else f"{ep.why_unhealthy()}\n".encode()
+        return status, body, "text/plain", {}
     if req.path == "/readyz":
         failing, notes = ep.condition()
         ready = ep.ready()
@@ -141,7 +144,8 @@ def _metrics(ep: Endpoints, req: Request) -> tuple[int, bytes, str, dict[str, st
     """The cached exposition in the variant the request negotiates (503 before ready)."""
     exposition = ep.exposition() if ep.ready() else None
     if exposition is None:
-        body = b"not ready: catching up with the data folder\n"
+        why = "not ready: catching up with the data folder" if ep.healthy() else ep.why_unhealthy()
+        body = f"{why}\n".encode()
         return HTTPStatus.SERVICE_UNAVAILABLE, body, _TEXT, {"Retry-After": "5"}
     use_om, use_gzip = negotiate(
         req.headers.get("accept", ""), req.headers.get("accept-encoding", "")
@@ -187,9 +191,18 @@ def response_head(
 class MetricsHTTPServer:
     """An HTTP server bound to the exporter's endpoints, served by one selector thread."""
 
-    def __init__(self, address: tuple[str, int], endpoints: Endpoints) -> None:
+    #: Why serving stopped for good: never, in this process.
+    failure: str | None = None
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        endpoints: Endpoints,
+        listener: socket.socket | None = None,
+    ) -> None:
         self.endpoints = endpoints
-        self._listener = socket.create_server(address, backlog=BACKLOG)
+        #: ``listener``: a socket already listening (the serving process gets its parent's).
+        self._listener = listener or socket.create_server(address, backlog=BACKLOG)
         self._listener.setblocking(False)
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._listener, selectors.EVENT_READ, None)
@@ -211,6 +224,9 @@ class MetricsHTTPServer:
         """Serve in a daemon thread."""
         self._thread = threading.Thread(target=self._serve, name="http", daemon=True)
         self._thread.start()
+
+    def publish(self) -> None:
+        """Nothing to do: every request reads the endpoints themselves."""
 
     def stop(self) -> None:
         """Stop serving and close every socket."""

@@ -31,10 +31,10 @@ from exporters.catalog import EXPORTER_PORT
 from exporters.exposition import Exposition, collectors, registry_of, render
 from exporters.ingest import IngestConfig, Ingestor
 from exporters.reference import standards_missing
-from exporters.server import Endpoints, MetricsHTTPServer
+from exporters.server import Endpoints
+from exporters.serving import Server, make_server, run_serving
 from exporters.state import Checkpoint, StateDirLock, write_checkpoint
 from exporters.view import MetricsView, SelfStats, build_view
-from kpi.signals import run_until_signalled
 from kpi.sources.folder import FACILITIES_FILE
 from kpi.standards import STANDARDS_FILE
 
@@ -97,6 +97,9 @@ class ExporterConfig:
     rejects_max_bytes: int = 64 << 20
     #: A batch that cannot be applied this long turns ``/readyz`` 503 (its reason shown).
     stuck_after: float = 60.0
+    #: Serve from a thread of this process instead of a serving process of its own
+    #: (``exporters.serving``): the scrapes then share the ingest's interpreter lock.
+    serve_in_process: bool = False
 
 
 class ExporterService:
@@ -115,7 +118,10 @@ class ExporterService:
         self._writer: threading.Thread | None = None
         self._last_checkpoint: float = 0.0
         self._ingestor: Ingestor | None = None
-        self._server: MetricsHTTPServer | None = None
+        self._server: Server | None = None
+        #: What the server says of readiness: set (and published) before ``_ready``, so
+        #: that whoever ``wait_ready()`` returns to is served ``/metrics`` at once.
+        self._serving_ready = False
         self._version = version()
         #: (what makes /readyz 503, what it notes), recomputed by the ingest loop.
         self._condition: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
@@ -155,19 +161,22 @@ class ExporterService:
             if self._ingestor.restored_from is not None:
                 log.info("restored checkpoint %d", self._ingestor.restored_from)
             self._last_checkpoint = self._ingestor.last_checkpoint_at or 0.0
-            self._server = MetricsHTTPServer(
+            self._server = make_server(
+                cfg.serve_in_process,
                 (cfg.host, cfg.port),
                 Endpoints(
                     lambda: self._exposition,
-                    self._ready.is_set,
+                    lambda: self._serving_ready,
                     self._healthy,
                     lambda: self._condition,
                 ),
             )
+            self._server.start()
         except BaseException:
+            if self._server is not None:
+                self._server.stop()
             self._lock.release()
             raise
-        self._server.start()
         for name, target in (("ingest", self._ingest_loop), ("refresh", self._refresh_loop)):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -193,8 +202,11 @@ class ExporterService:
         self._lock.release()
 
     def run(self) -> None:
-        """Run until SIGTERM or SIGINT, then stop gracefully (final checkpoint)."""
-        run_until_signalled(self.start, self._healthy, self.stop)
+        """Run until SIGTERM or SIGINT, then stop gracefully (final checkpoint).
+
+        Raises ``RuntimeError`` when it stopped because serving failed for good.
+        """
+        run_serving(self.start, self._healthy, self.stop, lambda: self._server)
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Block until the first catch-up is done (True) or ``timeout`` passes (False)."""
@@ -218,6 +230,8 @@ class ExporterService:
         return f"http://{self.config.host}:{self.port}"
 
     def _healthy(self) -> bool:
+        if self._server is not None and self._server.failure:
+            return False
         return all(t.is_alive() for t in self._threads) or self._stop.is_set()
 
     # --- loops -------------------------------------------------------------------------
@@ -234,11 +248,16 @@ class ExporterService:
                 self._stop.wait(cfg.batch_interval)
                 continue
             dirty = dirty or result.rows > 0
-            self._condition = self.condition()
+            condition = self.condition()
+            if condition != self._condition:
+                self._condition = condition
+                self._publish()
             if not self._ready.is_set() and not result.pending:
                 if dirty or self.ingestor.restored_from is None:
                     self._write(self.ingestor.capture())
                 self.refresh()
+                self._serving_ready = True
+                self._publish()
                 self._ready.set()
                 log.info("caught up; ready")
                 last_checkpoint, dirty = time.monotonic(), False
@@ -339,6 +358,11 @@ class ExporterService:
                 self.config.stall_hours,
             )
             self._exposition = render(self._registry)
+        self._publish()
+
+    def _publish(self) -> None:
+        if self._server is not None:
+            self._server.publish()
 
     @property
     def view(self) -> MetricsView:

@@ -52,6 +52,14 @@ _CheckpointInterval = Annotated[
     str, typer.Option("--checkpoint-interval", help="minimum time between checkpoints")
 ]
 
+_ServeInProcess = Annotated[
+    bool,
+    typer.Option(
+        "--serve-in-process",
+        help="serve /metrics from a thread of the exporter (default: a serving process "
+        "of its own, which does not share the ingest's interpreter lock)",
+    ),
+]
 _StallHours = Annotated[float, typer.Option("--stall-hours", help="no scan for longer = stalled")]
 
 _Grace = Annotated[
@@ -117,6 +125,7 @@ def exporter(
     complaints_topic: _ComplaintsTopic = None,
     group: _Group = "postal-exporters",
     session_timeout: _SessionTimeout = "10s",
+    serve_in_process: _ServeInProcess = False,
 ) -> None:
     """Follow DATA_DIR live (events/, complaints/), or a Kafka topic, and serve Prometheus metrics."""
     # Lazy: the exporter loads polars and prometheus_client, which `kpi --help` does not need.
@@ -144,6 +153,7 @@ def exporter(
         "late_grace": parse_duration(late_grace),
         "dedup_window": parse_retention(dedup_window),
         "rejects_max_bytes": parse_size(rejects_max_bytes),
+        "serve_in_process": serve_in_process,
     }
     if kafka is not None:
         # A shard's gauges are always as of the wall clock: --max-future defaults to 1h.
@@ -166,7 +176,7 @@ def exporter(
     )
     try:
         ExporterService(config).run()
-    except (RuntimeError, ValueError) as exc:  # state folder locked, incompatible checkpoint
+    except (RuntimeError, ValueError) as exc:  # state folder locked, bad checkpoint, serving failed
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
     except OSError as exc:  # port in use
@@ -187,6 +197,9 @@ def _shard(**settings: Any) -> None:
         raise typer.Exit(1) from exc
     try:
         shard.run()
+    except RuntimeError as exc:  # the serving process kept dying
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
     except OSError as exc:  # port in use
         typer.echo(f"error: cannot listen on {host}:{port}: {exc}", err=True)
         raise typer.Exit(1) from exc

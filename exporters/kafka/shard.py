@@ -54,20 +54,20 @@ from exporters.ingest import IngestConfig
 from exporters.kafka.families import Families, constant, labelled, merged
 from exporters.kafka.partition import NoStandardsError, PartitionId, PartitionState, validate_poll
 from exporters.reference import Reference, reload, standards_missing
-from exporters.server import Endpoints, MetricsHTTPServer
+from exporters.server import Endpoints
 from exporters.service import (
     DEDUP_WINDOW_DEFAULT,
     LATE_GRACE_DEFAULT,
     RETENTION_DEFAULT,
     version,
 )
+from exporters.serving import Server, make_server, run_serving
 from exporters.state import write_checkpoint
 from exporters.store import CounterStore
 from exporters.view import MetricsView, SelfStats, build_view
 from kpi.contract import FACILITY_SCHEMA, Kind
 from kpi.kpis.increments import empty_complaint_state
 from kpi.lifecycle import empty_state
-from kpi.signals import run_until_signalled
 from kpi.standards import DEFAULT_STANDARDS
 from kpi.streams.messages import Messages, parse_messages, source_name
 
@@ -105,6 +105,8 @@ class ShardConfig:
     dedup_window: float | None = DEDUP_WINDOW_DEFAULT
     max_future: float | None = None
     rejects_max_bytes: int = 64 << 20
+    #: Serve from a thread instead of a serving process (``ExporterConfig``'s).
+    serve_in_process: bool = False
     #: Extra librdkafka settings (tests shorten timeouts with them).
     consumer_extra: dict[str, str | int] = field(default_factory=dict)
 
@@ -163,7 +165,8 @@ class KafkaShard:
         self._exposition: Exposition | None = None
         self._gauges: list[Metric] = []
         self._threads: list[threading.Thread] = []
-        self._server: MetricsHTTPServer | None = None
+        self._server: Server | None = None
+        self._serving_ready = False
         self._consumer: Consumer | None = None
         self._version = version()
         self._last_lag = 0.0
@@ -181,11 +184,12 @@ class KafkaShard:
         """Join the group, bind the port and start the threads."""
         cfg = self.config
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
-        self._server = MetricsHTTPServer(
+        self._server = make_server(
+            cfg.serve_in_process,
             (cfg.host, cfg.port),
             Endpoints(
                 lambda: self._exposition,
-                self._ready.is_set,
+                lambda: self._serving_ready,
                 self._healthy,
                 lambda: (self._waiting, ()),
             ),
@@ -240,7 +244,7 @@ class KafkaShard:
 
     def run(self) -> None:
         """Run until SIGTERM or SIGINT, then leave the group gracefully."""
-        run_until_signalled(self.start, self._healthy, self.stop)
+        run_serving(self.start, self._healthy, self.stop, lambda: self._server)
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Block until the first exposition is rendered."""
@@ -264,6 +268,8 @@ class KafkaShard:
             return {h.state.pid.key: h.state.next_offset for h in self._held.values()}
 
     def _healthy(self) -> bool:
+        if self._server is not None and self._server.failure:
+            return False
         return all(t.is_alive() for t in self._threads) or self._stop.is_set()
 
     # --- assignment (these run inside consume(), on the consume thread) -------------------
@@ -363,7 +369,9 @@ class KafkaShard:
             log.error("%s; the records wait in their partitions", "; ".join(reasons))
         elif self._waiting and not reasons:
             log.info("a valid service standard is loaded; applying again")
-        self._waiting = reasons
+        if reasons != self._waiting:
+            self._waiting = reasons
+            self._publish()
 
     def _rewind(self, consumer: Consumer) -> None:
         """Seek every partition held back to its state's offset: nothing consumed is skipped."""
@@ -471,6 +479,8 @@ class KafkaShard:
 
     def _refresh_loop(self) -> None:
         self._refresh()
+        self._serving_ready = True
+        self._publish()
         self._ready.set()
         while not self._stop.wait(self.config.refresh_interval):
             try:
@@ -575,6 +585,11 @@ class KafkaShard:
                 shown = [h.families for h in self._held.values() if h.shown]
             self._families.families = [*merged(shown), *self._gauges, *self._shard_families()]
             self._exposition = render(self._registry)
+        self._publish()
+
+    def _publish(self) -> None:
+        if self._server is not None:
+            self._server.publish()
 
     @property
     def exposition(self) -> Exposition | None:
