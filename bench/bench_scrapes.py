@@ -26,15 +26,23 @@ for a new connection):
   default rate) at its own random phase over a kept-alive connection, as Prometheus
   does.
 
+With ``--client hey`` the 20 scrapers are ``hey`` (Go, ``apt-get install hey``) instead
+of Python threads: a Python client process with 20 threads queues its own scrapes
+behind its interpreter lock, which then shows in the latencies it measures (``-c 20
+-disable-keepalive`` back to back, ``-q`` per-worker rate when paced; every request's
+time from ``-o csv``).
+
 The last table is each server's CPU time per scrape without ingest (the serving
 process's own CPU time included).
 
     .venv/bin/python bench/bench_scrapes.py --seconds 8
+    .venv/bin/python bench/bench_scrapes.py --seconds 8 --client hey --skip-first
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import http.client
 import json
 import multiprocessing as mp
@@ -43,6 +51,7 @@ import queue as queue_mod
 import random
 import socket
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -251,6 +260,24 @@ def scrapers_main(interval: float, port: int, seconds: float, result: Any) -> No
     result.put((lat, errors))
 
 
+def hey_main(interval: float, port: int, seconds: float, result: Any) -> None:
+    """The scrapers as ``hey``: 20 workers, a new connection each time or paced."""
+    cmd = ["hey", "-z", f"{seconds:g}s", "-c", str(SCRAPERS), "-o", "csv", "-t", "30"]
+    cmd += [arg for name, value in HEADERS.items() for arg in ("-H", f"{name}: {value}")]
+    cmd += ["-q", f"{1 / interval:g}"] if interval else ["-disable-keepalive"]
+    out = subprocess.run(
+        [*cmd, f"http://127.0.0.1:{port}/metrics"], capture_output=True, text=True, check=True
+    ).stdout
+    lat: list[float] = []
+    errors = 0
+    for row in list(csv.reader(out.splitlines()))[1:]:
+        if row[6] == "200":
+            lat.append(float(row[0]))
+        else:
+            errors += 1
+    result.put((lat, errors))
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -267,7 +294,12 @@ def _child_cpu(server: Any) -> float:
 
 
 def measure(
-    server_cls: Any, expo: Exposition, interval: float, seconds: float, ingest: bool = True
+    server_cls: Any,
+    expo: Exposition,
+    interval: float,
+    seconds: float,
+    ingest: bool = True,
+    client: str = "python",
 ) -> dict[str, Any]:
     """Serve ``expo`` with ``server_cls`` (under ingest load); 20 scrapers for ``seconds``."""
     server = server_cls(("127.0.0.1", 0), Endpoints(lambda: expo, lambda: True, lambda: True))
@@ -279,11 +311,12 @@ def measure(
     cpu = time.process_time() + _child_cpu(server)
     ctx = mp.get_context("spawn")
     result: Any = ctx.Queue()
-    client = ctx.Process(target=scrapers_main, args=(interval, server.port, seconds, result))
+    target = hey_main if client == "hey" else scrapers_main
+    scrapers = ctx.Process(target=target, args=(interval, server.port, seconds, result))
     started = time.monotonic()
-    client.start()
+    scrapers.start()
     lat, errors = result.get()
-    client.join()
+    scrapers.join()
     elapsed = time.monotonic() - started
     cpu = time.process_time() + _child_cpu(server) - cpu
     stop.set()
@@ -315,6 +348,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--interval", type=float, default=0.25, help="paced load: seconds")
     parser.add_argument("--skip-first", action="store_true", help="leave out the backlog-5 server")
+    parser.add_argument("--client", choices=("python", "hey"), default="python")
     args = parser.parse_args()
     sys.setswitchinterval(SWITCH_INTERVAL)  # as the exporter runs
     registry = CollectorRegistry(auto_describe=False)
@@ -325,7 +359,7 @@ def main() -> None:
     servers = {n: c for n, c in SERVERS.items() if not (args.skip_first and c is FirstServer)}
     for mode, interval in (("back to back", 0.0), (f"every {args.interval:g} s", args.interval)):
         for name, cls in servers.items():
-            r = measure(cls, expo, interval, args.seconds)
+            r = measure(cls, expo, interval, args.seconds, client=args.client)
             res[f"{mode} / {name}"] = r
             rows.append(
                 f"| {mode} | {name} | {r['scrapes']:,} | {r['p50_ms']:.1f} | "
@@ -334,7 +368,7 @@ def main() -> None:
             )
     cpu_rows = []
     for name, cls in servers.items():
-        r = measure(cls, expo, 0.0, args.seconds / 2, ingest=False)
+        r = measure(cls, expo, 0.0, args.seconds / 2, ingest=False, client=args.client)
         res[f"no ingest, back to back / {name}"] = r
         cpu_rows.append(f"| {name} | {r['scrapes']:,} | {r['server_cpu_us_per_scrape']:.0f} |")
     print(json.dumps(res, indent=2))
