@@ -1,5 +1,8 @@
 """HTTP serving: cached ``/metrics`` bytes, ``/healthz`` and ``/readyz``.
 
+The exporter runs this loop in a serving process of its own (``exporters/serving.py``),
+or, with ``--serve-in-process``, in a thread of its own process.
+
 Every request is answered from memory; nothing is computed while a scrape waits.
 One thread serves every connection from a ``selectors`` loop over non-blocking
 sockets: a scrape is an accept, a read of the request head, one send of the
