@@ -61,6 +61,7 @@ RESTARTS: Final = 5
 RESTART_WINDOW: Final = 60.0
 _LEN: Final = struct.Struct("!Q")
 _ACK: Final = b"k"
+_HELLO: Final = b"h"
 
 
 class Server(Protocol):
@@ -152,8 +153,9 @@ class ProcessServer:
 
     def start(self) -> None:
         """Start the serving process with the current state, then its supervising thread."""
+        proc, control = self._launch()
         with self._lock:
-            self._spawn()
+            self._install(proc, control)
         self._thread = threading.Thread(target=self._supervise, name="serving", daemon=True)
         self._thread.start()
 
@@ -179,7 +181,11 @@ class ProcessServer:
 
     # --- supervision ---------------------------------------------------------------------
 
-    def _spawn(self) -> None:
+    def _launch(self) -> tuple[subprocess.Popen[bytes], socket.socket]:
+        """A new serving process, once it has started (its interpreter and imports).
+
+        Runs without the lock: ``publish()`` is not held up while a child starts.
+        """
         ours, theirs = socket.socketpair()
         fds = (self._listener.fileno(), theirs.fileno())
         cmd = [sys.executable, "-m", "exporters.serving", *map(str, fds)]
@@ -189,16 +195,29 @@ class ProcessServer:
             # is written. Not its own session: with the scheduler's autogroups, a session
             # of its own got a smaller share of a busy machine than the exporter's (about
             # half the scrapes per second in bench_scrapes.py at a load average of 25).
-            self._proc = subprocess.Popen(
-                cmd, pass_fds=fds, stdin=subprocess.DEVNULL, process_group=0
-            )
+            proc = subprocess.Popen(cmd, pass_fds=fds, stdin=subprocess.DEVNULL, process_group=0)
+        except OSError:
+            ours.close()
+            raise
         finally:
             theirs.close()
-        self._control, self._sent = ours, None
         ours.settimeout(START_TIMEOUT)
-        self._send()
+        try:
+            if ours.recv(1) != _HELLO:
+                raise OSError(f"the serving process {_exit_text(proc.poll())} at start")
+        except OSError:
+            ours.close()
+            proc.kill()
+            proc.wait()
+            raise
         ours.settimeout(ACK_TIMEOUT)
-        log.info("serving process %d answers on port %d", self._proc.pid, self.port)
+        return proc, ours
+
+    def _install(self, proc: subprocess.Popen[bytes], control: socket.socket) -> None:
+        """Make a started child the serving one: it starts serving with the current state."""
+        self._proc, self._control, self._sent = proc, control, None
+        self._send()
+        log.info("serving process %d answers on port %d", proc.pid, self.port)
 
     def _send(self) -> None:
         """One state message, then the child's acknowledgement (``OSError`` when it fails)."""
@@ -251,11 +270,12 @@ class ProcessServer:
                         log.warning("serving process not answering: %s", exc)
                 code = None if proc is None else proc.poll()
                 dropped = self._drop()
-                if not self._restart(dropped if code is None else code):
+                if not self._may_restart(dropped if code is None else code):
                     return
+            self._restart()
 
-    def _restart(self, code: int | None) -> bool:
-        """A new child after one ended with ``code``; False once restarts are exhausted."""
+    def _may_restart(self, code: int | None) -> bool:
+        """Whether a child that ended with ``code`` is replaced (restarts not exhausted)."""
         now = time.monotonic()
         self._restarts = [t for t in self._restarts if now - t < RESTART_WINDOW] + [now]
         if len(self._restarts) > RESTARTS:
@@ -266,12 +286,24 @@ class ProcessServer:
             log.critical("%s", self._failure)
             return False
         log.error("serving process %s; starting a new one", _exit_text(code))
-        try:
-            self._spawn()
-        except OSError as exc:
-            log.error("cannot start the serving process: %s", exc)
-            self._drop()
         return True
+
+    def _restart(self) -> None:
+        try:
+            proc, control = self._launch()
+        except OSError as exc:  # counted as one more ending at the next heartbeat
+            log.error("cannot start the serving process: %s", exc)
+            return
+        with self._lock:
+            if self._stopping.is_set():
+                control.close()
+                proc.wait()
+                return
+            try:
+                self._install(proc, control)
+            except OSError as exc:
+                log.error("the new serving process does not answer: %s", exc)
+                self._drop()
 
 
 # --- the serving process ---------------------------------------------------------------
@@ -323,8 +355,11 @@ class _Served:
             why_unhealthy,
         )
 
-    def follow(self, control: socket.socket) -> None:
-        """Take in state messages until the exporter closes its end (or is gone)."""
+    def follow(self, control: socket.socket, first: Callable[[], None]) -> None:
+        """Take in state messages until the exporter closes its end (or is gone).
+
+        ``first`` is called once the first message is in, before it is acknowledged.
+        """
         while (head := _recv_exactly(control, _LEN.size)) is not None:
             data = _recv_exactly(control, _LEN.unpack(head)[0])
             if data is None:
@@ -332,7 +367,13 @@ class _Served:
             message = pickle.loads(data)
             message.setdefault("exposition", self.message["exposition"])
             self.message, self.heard = message, time.monotonic()
+            first()
+            first = _nothing
             control.sendall(_ACK)
+
+
+def _nothing() -> None:
+    """Called for every message after the first."""
 
 
 def _recv_exactly(sock: socket.socket, size: int) -> bytes | None:
@@ -362,9 +403,11 @@ def main(argv: list[str]) -> int:
     control = socket.socket(fileno=int(argv[1]))
     served = _Served()
     server = MetricsHTTPServer(("", 0), served.endpoints(), listener=listener)
-    server.start()
+    control.sendall(_HELLO)  # started: the exporter sends the state to serve
     try:
-        served.follow(control)
+        # Serving starts with the first state, never with an empty one: a restarted
+        # child must not answer 503 to a scrape of a ready exporter.
+        served.follow(control, server.start)
     except OSError as exc:  # the exporter died mid-message
         log.warning("control socket failed: %s", exc)
     server.stop()
