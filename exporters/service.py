@@ -11,7 +11,9 @@ Threads:
   at a time, from an immutable capture).
 - *refresh*: every ``refresh_interval`` recomputes the gauges and renders the
   exposition once.
-- *http*: serves the cached exposition; ``/metrics`` answers 503 until ready, so a
+- *serving*: hands the cached exposition and the readiness to the serving process
+  (``exporters/serving.py``) and restarts it when it dies; with ``serve_in_process`` an
+  *http* thread serves here instead. ``/metrics`` answers 503 until ready, so a
   restarted exporter never shows counters below what it showed before the crash.
 """
 
