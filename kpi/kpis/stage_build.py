@@ -22,12 +22,13 @@ import polars as pl
 from kpi.contract import UTC
 from kpi.events import RANK_BITS, STAGE, event_in, key_ts, stage
 from kpi.kpis.exprs import hours_between
+from kpi.state_scan import ITEM_SEEDS, STAGE_SCANS
 
 #: The scans a stage is made of (no effect of the rules table describes them: a stage
 #: starts and ends at physical hand-overs, whatever the event counts for).
-STAGE_EVENTS: Final = ("accepted", "arrived", "departed", "delivered")
-_SEED: Final = 0x57A6E
-_SEED_2: Final = 0x2B1D6E
+STAGE_EVENTS: Final = STAGE_SCANS
+# The item-id hashes of ``kpi.state_scan``: its pass can hand over the stage rows.
+_SEED, _SEED_2 = ITEM_SEEDS
 #: Seed of ``h``, the hash of the item id (when ``StageTables.ids`` is None).
 ITEM_HASH_SEED: Final = _SEED
 
@@ -292,6 +293,16 @@ def _build(base: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame] | None:
     s = s.drop("h2")
     moves = s.filter((ev == _ARR) | (ev == _DEP))
     return _scan_rows(moves), _item_rows(s, moves)
+
+
+def tables_from_rows(rows: pl.DataFrame) -> StageTables | None:
+    """``stage_tables`` of the stage rows ``kpi.state_scan`` kept in its pass
+    (``ScannedState.stage_rows``), or None when two item ids share ``h`` (the caller
+    then builds from the events, which numbers items by their id text)."""
+    if rows.is_empty():
+        return empty_stage_tables()
+    built = _build(rows)
+    return None if built is None else StageTables(*built)
 
 
 def stage_tables(events: pl.LazyFrame) -> StageTables:
