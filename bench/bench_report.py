@@ -454,7 +454,8 @@ def run_polars(
     ds = load_data_dir(data)
     if general:
         ds = DataSet(ds.events, ds.complaints, ds.facilities, ds.standards)  # no event_files
-    snap = Snapshot.from_dataset(ds)
+    # As `kpi report` does: a question with stage KPIs keeps the stage scans in the pass.
+    snap = Snapshot.from_dataset(ds, stages=with_stages)
     lap("snapshot (read, validate, dedupe, lifecycle)")
     STAGE_NAMES = {k.name for k in STAGE_KPIS}  # noqa: N806
     end_to_end = [k.name for k in KPIS if k.name not in STAGE_NAMES]
