@@ -86,8 +86,9 @@ class ScannedState:
     rejected: int | None  # rows validation left out (None when as-of cuts the events)
     unreadable_files: int = 0  # text files that could not be read at all
     text_files: int = 0  # CSV/JSONL files validated beside the Parquet ones
-    #: With ``stage_rows``: the stage scans of the rows the state was built from (``h``,
-    #: ``h2``: the id's two hashes; ``key``: time and rank; ``facility``: Categorical).
+    #: With ``stage_rows``: the stage scans of the rows the state was built from (``h``:
+    #: the id's first hash, shared by no two items; ``key``: time and rank; ``facility``:
+    #: Categorical); None also when two items share ``h``.
     stage_rows: pl.DataFrame | None = None
 
 
@@ -342,7 +343,7 @@ def _totals(
         pl.when(event_has(Effect.ATTEMPTS)).then(key).alias("attempt_key"),
         pl.when(event_has(Effect.DELIVERS)).then(pl.col("ts")).alias("delivered_at"),
         pl.when(event_has(Effect.RETURNS)).then(pl.col("ts")).alias("returned_at"),
-        *((item.hash(_SEED_1).alias("h"), item.hash(_SEED_2).alias("h2")) if stages else ()),
+        *((item.hash(_SEED_1).alias("h"),) if stages else ()),
     )
     totals = rows.group_by("k").agg(
         pl.col("packed").max(),
@@ -357,10 +358,15 @@ def _totals(
     scan_key = packed // n_fac + base
     stage_ranks = [STAGE[e] for e in STAGE_SCANS]  # base is a multiple of RANK_BITS
     scans = rows.filter((scan_key % RANK_BITS).is_in(stage_ranks)).select(
-        "h", "h2", scan_key.alias("key"), (packed % n_fac).cast(pl.UInt32).alias("fac")
+        "h", scan_key.alias("key"), (packed % n_fac).cast(pl.UInt32).alias("fac")
     )
     # One plan for both: the projected rows (read, hashed, packed) are shared.
     totals_frame, scans_frame = pl.collect_all([totals, scans], engine="streaming")
+    # Items are told apart by both hashes; the stage rows carry the first alone, which
+    # is enough when no two items share it (else the stage build reads the events again
+    # and numbers the items by their id text). ``k // 2**64`` is the first hash.
+    if totals_frame.select((pl.col("k") // 2**64).n_unique()).item() < totals_frame.height:
+        return totals_frame, None
     facility = pl.Series("facility", names, pl.Categorical).gather(scans_frame["fac"])
     return totals_frame, scans_frame.drop("fac").with_columns(facility)
 

@@ -285,20 +285,23 @@ def _item_rows(s: pl.DataFrame, moves: pl.DataFrame) -> pl.DataFrame:
 
 
 def _build(base: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame] | None:
-    """(scans, items) of ``base``, or None when two item ids share ``h``."""
+    """(scans, items) of ``base``, or None when two item ids share ``h`` (told by the
+    second hash ``h2``; rows without it come from a caller that proved none do)."""
     s = _sorted(base)
     h, h2, ev = pl.col("h"), pl.col("h2"), pl.col("ev")
-    if s.select(((h == h.shift(1)) & (h2 != h2.shift(1))).any()).item():
-        return None
-    s = s.drop("h2")
+    if "h2" in s.columns:
+        if s.select(((h == h.shift(1)) & (h2 != h2.shift(1))).any()).item():
+            return None
+        s = s.drop("h2")
     moves = s.filter((ev == _ARR) | (ev == _DEP))
     return _scan_rows(moves), _item_rows(s, moves)
 
 
 def tables_from_rows(rows: pl.DataFrame) -> StageTables | None:
     """``stage_tables`` of the stage rows ``kpi.state_scan`` kept in its pass
-    (``ScannedState.stage_rows``), or None when two item ids share ``h`` (the caller
-    then builds from the events, which numbers items by their id text)."""
+    (``ScannedState.stage_rows``, where no two items share ``h``), or None when given a
+    second hash ``h2`` that tells two items sharing ``h`` apart (the caller then builds
+    from the events, which numbers items by their id text)."""
     if rows.is_empty():
         return empty_stage_tables()
     built = _build(rows)
