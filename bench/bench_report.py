@@ -533,6 +533,10 @@ def compare_answers(ours: pl.DataFrame, theirs: pl.DataFrame, rel: float = 1e-9)
 ENGINES: Final = ("polars", "polars-stages", "polars-general", "duckdb-lean", "duckdb")
 
 
+#: The children's environment (``--threads`` sets polars' thread pool in it).
+CHILD_ENV: Final = dict(os.environ)
+
+
 @dataclass
 class Run:
     """One measured run of one engine in its own process."""
@@ -580,7 +584,7 @@ def measure(
     cmd = [sys.executable, str(script), "--child", engine, "--data", str(data)]
     if out is not None:
         cmd += ["--out", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=CHILD_ENV)
     assert proc.stdout is not None
     stdout = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
@@ -740,7 +744,15 @@ def main(argv: list[str] | None = None) -> int:
         help="also run each polars engine with the code of this commit (git archive), "
         "interleaved, labelled engine@REF, and check its answers equal this tree's",
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="POLARS_MAX_THREADS of every child: on a machine loaded far beyond its cores, "
+        "1 makes the CPU time the work done rather than threads waiting for a core",
+    )
     args = parser.parse_args(argv)
+    if args.threads:
+        CHILD_ENV["POLARS_MAX_THREADS"] = str(args.threads)
     if args.small:
         args.events, args.repeat = 200_000, 2
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
@@ -781,8 +793,10 @@ def main(argv: list[str] | None = None) -> int:
                 if found:
                     return 1
     table = summarize(runs, engines + [f"{e}@{args.old_ref}" for e in olds])
+    threads = f", POLARS_MAX_THREADS={args.threads}" if args.threads else ""
     print(
-        f"\n{n_events:,} event rows, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}\n"
+        f"\n{n_events:,} event rows, {os.cpu_count()} cores{threads}, "
+        f"load average {os.getloadavg()[0]:.1f}\n"
     )
     print_table(table)
     if args.json:
