@@ -44,7 +44,7 @@ from kpi.kpis.stage_build import (
     empty_stage_tables,
     stage_tables,
 )
-from kpi.standards import ServiceStandards, StageTargets, dispatch_deadline_expr
+from kpi.standards import ServiceStandards, StageTargets, with_dispatch_by
 
 __all__ = [
     "DWELL",
@@ -81,11 +81,8 @@ def item_stage_rows(
     else:
         dims = lifecycle.lazy().select("item_id", *dim_cols).join(ids.lazy(), on="item_id")
         dims = dims.drop("item_id")
-    items = (
-        tables.items.lazy()
-        .join(dims, on="h", how="left")
-        .with_columns(dispatch_deadline_expr(standards).alias("dispatch_by"))
-        .collect()
+    items = with_dispatch_by(
+        tables.items.lazy().join(dims, on="h", how="left").collect(), standards
     )
     return StageTables(tables.scans, items, ids)
 
