@@ -1,15 +1,17 @@
 """Building the stage tables (``kpi.kpis.stages``) from validated events, in pure polars.
 
-Only the arrivals and departures are sorted, by item then time. An item's scans mostly
+The stage scans are sorted by item, then time (one stable sort by item when the log
+already lists each item's scans in time order). An item's arrivals and departures mostly
 alternate (departed C1, arrived PC1, departed PC1, ...): a departure's dwell then starts
-at the row just before it, an arrival at its facility, and an arrival's leg at the row
-just before it, a departure from another facility. One shift answers those rows; the
-rows whose previous row of the item is neither (a repeated scan, a stray arrival, ties)
-are settled by a join restricted to their own items, and an item's first row has no
-stage before it. Acceptances and deliveries are not sorted: the earliest of each per
-item (a group-by), against the item's first departure and last arrival, gives the first
-and last mile; the rare items whose first departure came before the acceptance, or last
-arrival after the delivery, look again among their own scans.
+at the previous arrival or departure of its item, an arrival at its facility, and an
+arrival's leg at the previous one, a departure from another facility. One shift answers
+those rows; the rows whose previous row is neither (a repeated scan, a stray arrival,
+ties) are settled by a join restricted to their own items, and an item's first row has
+no stage before it. First and last mile: the first acceptance and delivery, first
+departure and last arrival of each item are first rows of filters of the sorted frame,
+joined on the sorted item hash; the rare items whose first departure came before the
+acceptance, or last arrival after the delivery, look again among their own scans.
+The rows may also come from ``kpi.state_scan``'s pass (``tables_from_rows``).
 """
 
 from __future__ import annotations
