@@ -454,7 +454,8 @@ def run_polars(
     ds = load_data_dir(data)
     if general:
         ds = DataSet(ds.events, ds.complaints, ds.facilities, ds.standards)  # no event_files
-    snap = Snapshot.from_dataset(ds)
+    # As `kpi report` does: a question with stage KPIs keeps the stage scans in the pass.
+    snap = Snapshot.from_dataset(ds, stages=with_stages)
     lap("snapshot (read, validate, dedupe, lifecycle)")
     STAGE_NAMES = {k.name for k in STAGE_KPIS}  # noqa: N806
     end_to_end = [k.name for k in KPIS if k.name not in STAGE_NAMES]
@@ -532,6 +533,10 @@ def compare_answers(ours: pl.DataFrame, theirs: pl.DataFrame, rel: float = 1e-9)
 ENGINES: Final = ("polars", "polars-stages", "polars-general", "duckdb-lean", "duckdb")
 
 
+#: The children's environment (``--threads`` sets polars' thread pool in it).
+CHILD_ENV: Final = dict(os.environ)
+
+
 @dataclass
 class Run:
     """One measured run of one engine in its own process."""
@@ -568,12 +573,18 @@ def child_main(engine: str, data: Path, out: Path | None) -> None:
     print(json.dumps({"seconds": seconds, "stages": stages}))
 
 
-def measure(engine: str, data: Path, out: Path | None = None) -> Run:
-    """Run one engine in a fresh subprocess; wall time, CPU time and peak RSS of that child."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", engine, "--data", str(data)]
+def measure(
+    engine: str, data: Path, out: Path | None = None, tree: Path | None = None, label: str = ""
+) -> Run:
+    """Run one engine in a fresh subprocess; wall time, CPU time and peak RSS of that child.
+
+    With ``tree`` (a checkout of another commit) the child is that tree's own copy of this
+    script, so it imports that tree's ``kpi``; the run is labelled ``engine@label``."""
+    script = (tree / "bench" / "bench_report.py") if tree else Path(__file__).resolve()
+    cmd = [sys.executable, str(script), "--child", engine, "--data", str(data)]
     if out is not None:
         cmd += ["--out", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=CHILD_ENV)
     assert proc.stdout is not None
     stdout = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
@@ -582,7 +593,7 @@ def measure(engine: str, data: Path, out: Path | None = None) -> Run:
         raise RuntimeError(f"{engine} run failed with exit code {proc.returncode}")
     result = json.loads(stdout.strip().splitlines()[-1])
     return Run(
-        engine=engine,
+        engine=f"{engine}@{label}" if tree else engine,
         seconds=float(result["seconds"]),
         cpu_seconds=usage.ru_utime + usage.ru_stime,
         peak_rss_mb=usage.ru_maxrss / 1024,  # KiB on Linux
@@ -607,6 +618,35 @@ def check_parity(out: Path, engines: list[str]) -> dict[str, list[str]]:
     return problems
 
 
+def check_old_parity(out: Path, old_out: Path, engines: list[str]) -> list[str]:
+    """Compare every answer of this tree with the same engine's answer of the old tree."""
+    found: list[str] = []
+    for engine in engines:
+        for path in sorted(old_out.glob(f"{engine}-*.parquet")):
+            if (out / path.name).exists():
+                problems = compare_answers(pl.read_parquet(out / path.name), pl.read_parquet(path))
+                found += [f"{path.stem}: {p}" for p in problems]
+    return found
+
+
+def old_tree(ref: str) -> Path:
+    """A checkout of commit ``ref`` of this repository (``git archive``), made once."""
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", ref],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    tree = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-report-{commit}"
+    if not (tree / "bench" / "bench_report.py").exists():
+        tree.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", commit], check=True, capture_output=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree
+
+
 def _median(values: list[float]) -> float:
     return float(statistics.median(values))
 
@@ -623,6 +663,16 @@ def summarize(runs: list[Run], engines: list[str]) -> dict[str, dict[str, Any]]:
             "median_cpu_s": _median([r.cpu_seconds for r in mine]),
             "median_peak_rss_mb": _median([r.peak_rss_mb for r in mine]),
         }
+        # CPU over the end-to-end report of the same tree, per round (same load) too.
+        _, at, ref = engine.partition("@")
+        base = [r for r in runs if r.engine == "polars" + at + ref]
+        if base and mine:
+            table[engine]["cpu_over_polars"] = table[engine]["median_cpu_s"] / _median(
+                [r.cpu_seconds for r in base]
+            )
+            table[engine]["cpu_over_polars_per_round"] = [
+                round(r.cpu_seconds / b.cpu_seconds, 3) for r, b in zip(mine, base, strict=False)
+            ]
         if mine and mine[0].stages:
             table[engine]["stages_median_s"] = {
                 k: _median([r.stages[k] for r in mine]) for k in mine[0].stages
@@ -647,17 +697,20 @@ def print_table(table: dict[str, dict[str, Any]], stream: Any = sys.stdout) -> N
     """The summary as a markdown table."""
     print(
         "| engine | runs | median time (s) | CPU (s) | peak RSS (MB) | polars time / this "
-        "| same-round runs: polars time / this | polars RSS / this |",
+        "| same-round runs: polars time / this | polars RSS / this "
+        "| CPU / polars of the same tree (per round) |",
         file=stream,
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|", file=stream)
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|", file=stream)
     for engine, row in table.items():
         paired = row.get("time_ratio_paired_min_max")
         spread = f"{paired[0]:.2f}-{paired[1]:.2f}" if paired else "-"
         print(
             f"| {engine} | {row['runs']} | {row['median_s']:.2f} | {row['median_cpu_s']:.1f} "
             f"| {row['median_peak_rss_mb']:.0f} | {row.get('time_ratio_polars_over_this', math.nan):.2f} "
-            f"| {spread} | {row.get('rss_ratio_polars_over_this', math.nan):.2f} |",
+            f"| {spread} | {row.get('rss_ratio_polars_over_this', math.nan):.2f} "
+            f"| {row.get('cpu_over_polars', math.nan):.2f} "
+            f"({', '.join(f'{x:.2f}' for x in row.get('cpu_over_polars_per_round', []))}) |",
             file=stream,
         )
     stages = table.get("polars", {}).get("stages_median_s")
@@ -686,7 +739,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the summary here")
+    parser.add_argument(
+        "--old-ref",
+        help="also run each polars engine with the code of this commit (git archive), "
+        "interleaved, labelled engine@REF, and check its answers equal this tree's",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="POLARS_MAX_THREADS of every child: on a machine loaded far beyond its cores, "
+        "1 makes the CPU time the work done rather than threads waiting for a core",
+    )
     args = parser.parse_args(argv)
+    if args.threads:
+        CHILD_ENV["POLARS_MAX_THREADS"] = str(args.threads)
     if args.small:
         args.events, args.repeat = 200_000, 2
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
@@ -699,24 +765,38 @@ def main(argv: list[str] | None = None) -> int:
     out = OUT_DIR / "answers" / data.name
     shutil.rmtree(out, ignore_errors=True)
     runs: list[Run] = []
+    tree = old_tree(args.old_ref) if args.old_ref else None
+    old_out = out / "old"
+    olds = [e for e in engines if e.startswith("polars")] if tree else []
     for i in range(args.repeat):
-        for engine in engines:  # interleaved, so drifting machine load hits every engine
-            run = measure(engine, data, out if i == 0 else None)
+        # Interleaved, so drifting machine load hits every engine (and both trees).
+        plan = [(e, None) for e in engines] + [(e, tree) for e in olds]
+        for engine, where in plan:
+            dest = (old_out if where else out) if i == 0 else None
+            run = measure(engine, data, dest, where, args.old_ref or "")
             runs.append(run)
             print(
-                f"  run {i + 1}/{args.repeat} {engine:12s} {run.seconds:7.2f} s  "
+                f"  run {i + 1}/{args.repeat} {run.engine:12s} {run.seconds:7.2f} s  "
                 f"cpu {run.cpu_seconds:6.1f} s  peak RSS {run.peak_rss_mb:7.0f} MB",
                 file=sys.stderr,
             )
+        if i == 0 and tree:
+            found = check_old_parity(out, old_out, olds)
+            status = "same numbers" if not found else "DIFFERENT: " + "; ".join(found[:5])
+            print(f"parity this tree vs {args.old_ref}: {status}", file=sys.stderr)
+            if found:
+                return 1
         if i == 0 and "polars" in engines:
             for engine, found in check_parity(out, engines).items():
                 status = "same numbers" if not found else "DIFFERENT: " + "; ".join(found[:5])
                 print(f"parity polars vs {engine}: {status}", file=sys.stderr)
                 if found:
                     return 1
-    table = summarize(runs, engines)
+    table = summarize(runs, engines + [f"{e}@{args.old_ref}" for e in olds])
+    threads = f", POLARS_MAX_THREADS={args.threads}" if args.threads else ""
     print(
-        f"\n{n_events:,} event rows, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}\n"
+        f"\n{n_events:,} event rows, {os.cpu_count()} cores{threads}, "
+        f"load average {os.getloadavg()[0]:.1f}\n"
     )
     print_table(table)
     if args.json:

@@ -355,6 +355,44 @@ def dispatch_deadline_expr(standards: ServiceStandards) -> pl.Expr:
     return _per_product(standards, end_of_day, UTC)
 
 
+def with_dispatch_by(frame: pl.DataFrame, standards: ServiceStandards) -> pl.DataFrame:
+    """``frame`` plus ``dispatch_by``: same values as ``dispatch_deadline_expr``, faster.
+
+    One time-zone conversion per zone, and the local midnight (a zone lookup per value)
+    worked out once per distinct (product, deposit day), as ``with_promised_by`` does:
+    the expression evaluates every product's branch on every row.
+    """
+    names = list(standards.products)
+    zones = {standards.tz_of(name): f"_local{i}" for i, name in enumerate(names)}
+
+    def code(name: str, std: ProductStandard) -> pl.Expr:
+        tz = standards.tz_of(name)
+        day = _deposit_day(std, tz, pl.col(zones[tz])).cast(pl.Int64) + _DAY_OFFSET
+        return names.index(name) * _PRODUCT_SHIFT + day * _DAY_SHIFT
+
+    def end_of_day(name: str, std: ProductStandard) -> pl.Expr:
+        next_midnight = (pl.col("_day") + dt.timedelta(days=1)).cast(pl.Datetime("us"))
+        return next_midnight.dt.replace_time_zone(
+            standards.tz_of(name), ambiguous="earliest", non_existent="null"
+        ).dt.convert_time_zone("UTC") - pl.duration(microseconds=1)
+
+    keyed = (
+        frame.with_columns(_local_wall_time(tz).alias(col) for tz, col in zones.items())
+        .with_columns(_per_product(standards, code, pl.Int64()).alias("_code"))
+        .drop(zones.values())
+    )
+    c = pl.col("_code")
+    product = (c // _PRODUCT_SHIFT).replace_strict(list(range(len(names))), names)
+    day = ((c % _PRODUCT_SHIFT) // _DAY_SHIFT - _DAY_OFFSET).cast(pl.Date)
+    table = (
+        keyed.select(c.unique().drop_nulls())
+        .with_columns(product.alias("product"), day.alias("_day"))
+        .select("_code", _per_product(standards, end_of_day, UTC).alias("_end"))
+    )
+    end = c.replace_strict(table["_code"], table["_end"], default=None, return_dtype=UTC)
+    return keyed.with_columns(end.alias("dispatch_by")).drop("_code")
+
+
 def promised_by_expr(standards: ServiceStandards) -> pl.Expr:
     """The promise: the accepted event's own ``promised_by`` when given, else the standard's."""
     return pl.coalesce(pl.col("promised_by_given"), computed_deadline_expr(standards)).alias(

@@ -100,7 +100,7 @@ def report(
     # Lazy: the engine loads polars, which `kpi --help` and the other verbs do not need.
     from kpi.kpis.catalog import KpiError  # noqa: PLC0415
     from kpi.kpis.docs import catalog_table  # noqa: PLC0415
-    from kpi.kpis.query import KpiQuery, Snapshot  # noqa: PLC0415
+    from kpi.kpis.query import KpiQuery, Snapshot, wants_stages  # noqa: PLC0415
     from kpi.lake import LakeError  # noqa: PLC0415
     from kpi.lake_snapshot import LakeReader, is_lake  # noqa: PLC0415
     from kpi.lake_tables import TablesError  # noqa: PLC0415
@@ -137,6 +137,7 @@ def report(
             snap = Snapshot.from_dataset(
                 load_data_dir(data_dir, _not_after(as_of_ts, _margin(max_future, as_of_ts))),
                 as_of_ts,
+                stages=wants_stages(query),
             )
         frame = snap.query(query)
     except (KpiError, TimestampError, ReferenceFileError, LakeError, TablesError) as exc:

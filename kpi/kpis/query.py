@@ -24,6 +24,7 @@ from kpi.kpis.functions import (
     network_kpis,
     open_complaint_kpis,
 )
+from kpi.kpis.stage_build import tables_from_rows
 from kpi.kpis.stages import (
     STAGE_EVENTS,  # the scans stage_tables keeps
     StageTables,
@@ -94,12 +95,18 @@ class Snapshot:
         return self._stages[0]
 
     @classmethod
-    def from_dataset(cls, ds: DataSet, as_of: dt.datetime | None = None) -> Snapshot:
-        """Build the lifecycle from all events up to ``as_of`` (default: the latest event)."""
+    def from_dataset(
+        cls, ds: DataSet, as_of: dt.datetime | None = None, stages: bool = False
+    ) -> Snapshot:
+        """Build the lifecycle from all events up to ``as_of`` (default: the latest event).
+
+        ``stages`` says stage KPIs will be asked: the fast path then keeps the stage
+        scans in its pass over the events (same tables, no second read); without it
+        they are read again on the first stage question."""
         # The state and the events' time span together: from the raw files when they
         # prove clean enough for the fast path (same answer), else from the validated rows.
         scanned = (
-            scan_state(ds.event_files, as_of, event_ids=False)
+            scan_state(ds.event_files, as_of, event_ids=False, stage_rows=stages)
             if ds.event_files
             else "no event files"
         )
@@ -130,8 +137,12 @@ class Snapshot:
         table = lifecycle(state.lazy(), ds.standards).collect()
         complaints = ds.complaints.filter(pl.col("opened_at") <= effective).collect()
         clean_parquet = isinstance(scanned, ScannedState) and not scanned.text_files
+        kept = scanned.stage_rows if isinstance(scanned, ScannedState) else None
 
         def build_stages() -> StageTables:
+            tables = tables_from_rows(kept) if kept is not None and clean_parquet else None
+            if tables is not None:
+                return item_stage_rows(tables, table, ds.standards)
             # A snapshot may come from any frame of events: repeated event ids (one scan
             # read twice) must not count twice (the lifecycle's rules are idempotent).
             events = (
@@ -249,6 +260,16 @@ def compute(snap: Snapshot, q: KpiQuery) -> pl.DataFrame:
         ]
     )
     return join_families(frames, kpis, keys)
+
+
+def wants_stages(q: KpiQuery) -> bool:
+    """Whether answering ``q`` builds the stage tables (False when ``q`` is no question:
+    answering it raises the error)."""
+    try:
+        kpis = resolve(list(q.kpis) if q.kpis else None, list(q.by), q.granularity)
+    except KpiError:
+        return False
+    return any(k.family in STAGE_FAMILIES for k in kpis)
 
 
 def join_families(

@@ -12,24 +12,18 @@ it lost the time:
 - **last mile** (delivery): the delivery (earliest ``delivered`` scan) minus the
   item's latest ``arrived`` scan at or before it.
 
-``stage_tables`` turns validated events into two tables, once per snapshot: one row
-per departure (dwell) and per leg, and one row per accepted or delivered item (first
-and last mile). The family functions then aggregate them over a window like the other
-families. One sort of the stage scans by (item, time) and forward fills over it give
-the common case; the rare scans whose nearest candidate does not qualify (a departure
-whose latest arrival was at another facility, an arrival whose latest departure was
-from the same facility) are settled by a join restricted to their own items.
+``stage_tables`` (``kpi.kpis.stage_build``) turns validated events into two tables,
+once per snapshot: one row per departure (dwell) and per leg, and one row per accepted
+or delivered item (first and last mile). The family functions then aggregate them over
+a window like the other families.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Final
 
 import polars as pl
 
-from kpi.contract import UTC
-from kpi.events import RANK_BITS, STAGE, event_in, key_ts, stage
 from kpi.kpis.exprs import (
     PERIOD,
     Window,
@@ -40,285 +34,35 @@ from kpi.kpis.exprs import (
     period,
     ratio,
 )
-from kpi.standards import ServiceStandards, StageTargets, dispatch_deadline_expr
+from kpi.kpis.stage_build import (
+    DWELL,
+    ITEM_HASH_SEED,
+    LEG,
+    STAGE_EVENTS,
+    StageKind,
+    StageTables,
+    empty_stage_tables,
+    stage_tables,
+)
+from kpi.standards import ServiceStandards, StageTargets, with_dispatch_by
 
-#: The scans a stage is made of (no effect of the rules table describes them: a stage
-#: starts and ends at physical hand-overs, whatever the event counts for).
-STAGE_EVENTS: Final = ("accepted", "arrived", "departed", "delivered")
-_SEED: Final = 0x57A6E
-_SEED_2: Final = 0x2B1D6E
-#: Seed of ``h``, the hash of the item id (when ``StageTables.ids`` is None).
-ITEM_HASH_SEED: Final = _SEED
-
-#: Kinds of the per-scan stage rows.
-DWELL: Final = "dwell"
-LEG: Final = "leg"
-StageKind: Final = pl.Enum([DWELL, LEG])
-
-
-@dataclass(frozen=True)
-class StageTables:
-    """The stage rows of one snapshot.
-
-    ``scans``: one row per departure (dwell; ``hours`` null when it had no arrival) and
-    per leg: ``kind, h, at, facility, from_facility, started_at, hours``, where ``at`` is
-    the departure (dwell) or the arrival (leg), ``facility`` the departure's (dwell) or
-    the arrival's (leg) and ``from_facility`` the leg's departure facility (facilities
-    as ``Categorical``: integers to group and compare).
-    ``items``: one row per item with an acceptance or a delivery: ``h, accepted_at,
-    first_departed_at, delivered_at, last_arrived_at, last_arrival_facility`` (plus the
-    item's ``product, origin, destination, dispatch_by`` after ``item_stage_rows``).
-    ``h`` identifies the item: ``ids`` maps it to the item id (None until
-    ``item_stage_rows`` when ``h`` is the hash of the id).
-    """
-
-    scans: pl.DataFrame
-    items: pl.DataFrame
-    ids: pl.DataFrame | None = None
-
-
-def empty_stage_tables() -> StageTables:
-    """Stage tables with no rows."""
-    scans = pl.DataFrame(
-        schema={
-            "kind": StageKind,
-            "h": pl.UInt64(),
-            "at": UTC,
-            "facility": pl.Categorical(),
-            "from_facility": pl.Categorical(),
-            "started_at": UTC,
-            "hours": pl.Float64(),
-        }
-    )
-    items = pl.DataFrame(
-        schema={
-            "h": pl.UInt64(),
-            "accepted_at": UTC,
-            "first_departed_at": UTC,
-            "delivered_at": UTC,
-            "last_arrived_at": UTC,
-            "last_arrival_facility": pl.Categorical(),
-        }
-    )
-    ids = pl.DataFrame(schema={"h": pl.UInt64(), "item_id": pl.String()})
-    return StageTables(scans, items, ids)
-
-
-def _stage_rows(events: pl.LazyFrame) -> pl.LazyFrame:
-    rank = stage()  # the rules table's rank, packed below the timestamp as everywhere
-    return (
-        events.filter(
-            event_in(STAGE_EVENTS, "event")
-            & pl.col("item_id").is_not_null()
-            & pl.col("ts").is_not_null()
-            & pl.col("facility").is_not_null()
-        )
-        .with_columns(rank.alias("_rank"))
-        .with_columns(  # the rank looked up once per row
-            (pl.col("ts").dt.epoch("us") * RANK_BITS + pl.col("_rank")).alias("key")
-        )
-    )
-
-
-def _base(events: pl.LazyFrame) -> pl.DataFrame:
-    """The stage scans (acceptances, arrivals, departures, deliveries), unsorted: item
-    hashes, time key, event rank and facility; the ids' text is never kept."""
-    return (
-        _stage_rows(events)
-        .select(
-            pl.col("item_id").hash(_SEED).alias("h"),
-            pl.col("item_id").hash(_SEED_2).alias("h2"),
-            "key",
-            pl.col("_rank").cast(pl.UInt8).alias("ev"),
-            pl.col("facility").cast(pl.Categorical),
-        )
-        .collect()
-    )
-
-
-def _by_item_then_time(base: pl.DataFrame) -> pl.DataFrame:
-    """``base`` sorted by (h, key): by time, then stably by item (two single-column sorts
-    cost ~0.6x one multi-column sort: 0.43 against 0.75 s CPU on 2.2 M scans)."""
-    return base.sort("key").sort("h", maintain_order=True)
-
-
-def _sorted(base: pl.DataFrame, events: pl.LazyFrame) -> tuple[pl.DataFrame, pl.DataFrame | None]:
-    """The scans sorted by item, then time, lifecycle stage and facility name, and the
-    item ids by ``h`` when ``h`` is not the hash of the id.
-
-    Items are ordered by a 64-bit hash ``h`` of their id, then by time. Within an item,
-    ties at one instant follow the lifecycle order (arrival before departure before
-    delivery) and then the facility name, which takes a full sort only when two scans
-    of an item share an instant and a stage. Two ids sharing
-    ``h`` are caught by a second, independent hash (as in ``kpi.state_scan``); items are
-    then numbered by their id text instead.
-    """
-    key, h = pl.col("key"), pl.col("h")
-    s = _by_item_then_time(base)
-    ids = None
-    if s.select(((h == h.shift(1)) & (pl.col("h2") != pl.col("h2").shift(1))).any()).item():
-        texts = _stage_rows(events).select("item_id").collect().get_column("item_id")
-        ranked = texts.rank("dense").cast(pl.UInt64)
-        ids = pl.DataFrame({"h": ranked, "item_id": texts}).unique("h")
-        base = base.with_columns(ranked.alias("h"))
-        s = _by_item_then_time(base)
-    tie = (
-        (h == h.shift(1))
-        & (key == key.shift(1))
-        & (pl.col("facility") != pl.col("facility").shift(1))
-    )
-    if s.select(tie.any()).item():
-        s = s.sort(["h", "key", pl.col("facility").cast(pl.String)])
-    return s.drop("h2"), ids
-
-
-def _ts(key: pl.Expr) -> pl.Expr:
-    return key_ts(key)
-
-
-_ARR, _DEP, _ACC, _DEL = (STAGE[e] for e in ("arrived", "departed", "accepted", "delivered"))
-
-
-def _in_item(cond: pl.Expr, new_item: pl.Expr) -> pl.Expr:
-    """How many rows of the item so far (this one included) satisfy ``cond``."""
-    flag = cond.cast(pl.Int32)
-    cum = flag.cum_sum()
-    return cum - pl.when(new_item).then(cum - flag).forward_fill()
-
-
-def _annotated(s: pl.DataFrame) -> pl.DataFrame:
-    """Each scan with its item's first row, the latest arrival and departure so far
-    (this row included) and counts of acceptances/deliveries so far in the item."""
-    i = pl.int_range(pl.len(), dtype=pl.Int32)  # a snapshot's stage scans stay below 2^31
-    ev = pl.col("ev")
-    new_item = (pl.col("h") != pl.col("h").shift(1)).fill_null(True)
-    a = s.with_columns(
-        i.alias("i"),
-        pl.when(new_item).then(i).forward_fill().alias("start"),
-        pl.when(ev == _ARR).then(i).forward_fill().alias("arr_i"),
-        pl.when(ev == _DEP).then(i).forward_fill().alias("dep_i"),
-        _in_item(ev == _ACC, new_item).alias("n_acc"),
-        _in_item(ev == _DEL, new_item).alias("n_del"),
-    ).with_columns(_in_item((ev == _DEP) & (pl.col("n_acc") >= 1), new_item).alias("n_dep_acc"))
-    fac, key = pl.col("facility"), pl.col("key")
-    start = pl.col("start")
-    return a.with_columns(
-        fac.gather(pl.col("arr_i").fill_null(0)).alias("arr_fac"),
-        key.gather(pl.col("arr_i").fill_null(0)).alias("arr_key"),
-        fac.gather(pl.col("dep_i").fill_null(0)).alias("dep_fac"),
-        key.gather(pl.col("dep_i").fill_null(0)).alias("dep_key"),
-        (pl.col("arr_i") >= start).fill_null(False).alias("has_arr"),
-        (pl.col("dep_i") >= start).fill_null(False).alias("has_dep"),
-    ).drop("start", "arr_i", "dep_i")
-
-
-def _settle(a: pl.DataFrame, rows: pl.DataFrame, candidate_ev: int, same: bool) -> pl.DataFrame:
-    """For the scans ``rows`` (columns h, i, j, key, facility): the latest earlier scan of
-    the same item of kind ``candidate_ev`` at the same facility (``same``) or at another
-    one, as ``c_key`` and ``c_fac`` (null when there is none)."""
-    cands = a.filter((pl.col("ev") == candidate_ev) & pl.col("h").is_in(rows["h"].implode()))
-    cands = cands.select("h", pl.col("i").alias("c_i"))
-    fac_ok = pl.col("c_fac") == pl.col("facility")
-    where = a.select(
-        pl.col("i").alias("c_i"), pl.col("key").alias("c_key"), pl.col("facility").alias("c_fac")
-    )
-    best = (
-        rows.join(cands, on="h", how="inner")
-        .join(where, on="c_i", how="left")
-        .filter((pl.col("c_i") < pl.col("i")) & (fac_ok if same else ~fac_ok))
-        .group_by("i")
-        .agg(pl.col("c_i").max())
-        .join(where, on="c_i", how="left")
-    )
-    return rows.join(best, on="i", how="left")
-
-
-def _item_rows(a: pl.DataFrame, has_arr: pl.Expr) -> pl.DataFrame:
-    """The first acceptance, the first departure at or after it, the delivery (first
-    ``delivered``) and the latest arrival at or before it, per item."""
-    ev, key = pl.col("ev"), pl.col("key")
-    first_acc = a.filter((ev == _ACC) & (pl.col("n_acc") == 1)).select(
-        "h", _ts(key).alias("accepted_at")
-    )
-    first_dep = a.filter((ev == _DEP) & (pl.col("n_dep_acc") == 1)).select(
-        "h", _ts(key).alias("first_departed_at")
-    )
-    first_del = a.filter((ev == _DEL) & (pl.col("n_del") == 1)).select(
-        "h",
-        _ts(key).alias("delivered_at"),
-        pl.when(has_arr).then(_ts(pl.col("arr_key"))).alias("last_arrived_at"),
-        pl.when(has_arr).then(pl.col("arr_fac")).alias("last_arrival_facility"),
-    )
-    return (
-        first_acc.join(first_dep, on="h", how="left")
-        .join(first_del, on="h", how="full", coalesce=True)
-        .select(
-            "h",
-            "accepted_at",
-            "first_departed_at",
-            "delivered_at",
-            "last_arrived_at",
-            "last_arrival_facility",
-        )
-    )
-
-
-def stage_tables(events: pl.LazyFrame) -> StageTables:
-    """Dwell and leg rows per scan, first and last mile per item, from validated events.
-
-    ``events`` are validated, de-duplicated events already cut at as-of (columns
-    ``item_id``, ``event``, ``ts``, ``facility``). See the module docstring for the
-    definitions; ties at one instant follow the lifecycle order, then the facility name.
-    """
-    base = _base(events)
-    if base.is_empty():
-        return empty_stage_tables()
-    s, ids = _sorted(base, events)
-    a = _annotated(s)
-    fac, key, ev = pl.col("facility"), pl.col("key"), pl.col("ev")
-    has_arr, has_dep = pl.col("has_arr"), pl.col("has_dep")
-    cols = ("h", "key", "facility")
-    fac_type = a.schema["facility"]
-
-    # Dwell: every departure, from its latest arrival at the same facility (if any).
-    deps = a.filter(ev == _DEP)
-    dwell_easy = deps.filter(has_arr & (pl.col("arr_fac") == fac)).select(
-        *cols, pl.col("arr_key").alias("from_key")
-    )
-    dwell_none = deps.filter(~has_arr).select(*cols, pl.lit(None, pl.Int64).alias("from_key"))
-    rare = deps.filter(has_arr & (pl.col("arr_fac") != fac)).select("i", *cols)
-    dwell_rare = _settle(a, rare, _ARR, same=True).select(*cols, pl.col("c_key").alias("from_key"))
-    dwell = pl.concat([dwell_easy, dwell_none, dwell_rare]).select(
-        pl.lit(DWELL, StageKind).alias("kind"),
-        "h",
-        _ts(key).alias("at"),
-        "facility",
-        pl.lit(None, fac_type).alias("from_facility"),
-        _ts(pl.col("from_key")).alias("started_at"),
-    )
-
-    # Legs: every arrival, from its latest earlier departure at another facility.
-    arrs = a.filter(ev == _ARR)
-    leg_easy = arrs.filter(has_dep & (pl.col("dep_fac") != fac)).select(
-        *cols, pl.col("dep_fac").alias("from_facility"), pl.col("dep_key").alias("from_key")
-    )
-    rare = arrs.filter(has_dep & (pl.col("dep_fac") == fac)).select("i", *cols)
-    leg_rare = (
-        _settle(a, rare, _DEP, same=False)
-        .filter(pl.col("c_key").is_not_null())
-        .select(*cols, pl.col("c_fac").alias("from_facility"), pl.col("c_key").alias("from_key"))
-    )
-    legs = pl.concat([leg_easy, leg_rare]).select(
-        pl.lit(LEG, StageKind).alias("kind"),
-        "h",
-        _ts(key).alias("at"),
-        "facility",
-        "from_facility",
-        _ts(pl.col("from_key")).alias("started_at"),
-    )
-    scans = pl.concat([dwell, legs]).with_columns(hours_between("at", "started_at").alias("hours"))
-
-    return StageTables(scans, _item_rows(a, has_arr), ids)
+__all__ = [
+    "DWELL",
+    "ITEM_HASH_SEED",
+    "LEG",
+    "STAGE_EVENTS",
+    "StageKind",
+    "StageTables",
+    "dwell_kpis",
+    "empty_stage_tables",
+    "first_mile_kpis",
+    "item_stage_rows",
+    "last_mile_kpis",
+    "leg_kpis",
+    "slow_legs",
+    "stage_filter",
+    "stage_tables",
+]
 
 
 def item_stage_rows(
@@ -329,17 +73,16 @@ def item_stage_rows(
     ids = tables.ids
     dim_cols = ("product", "origin", "destination")
     if ids is None:  # h is the hash of the id (joined as integers, not the id text)
-        hashed = lifecycle.select(pl.col("item_id").hash(_SEED).alias("h"), "item_id", *dim_cols)
+        hashed = lifecycle.select(
+            pl.col("item_id").hash(ITEM_HASH_SEED).alias("h"), "item_id", *dim_cols
+        )
         ids = hashed.select("h", "item_id")
         dims = hashed.lazy().drop("item_id")
     else:
         dims = lifecycle.lazy().select("item_id", *dim_cols).join(ids.lazy(), on="item_id")
         dims = dims.drop("item_id")
-    items = (
-        tables.items.lazy()
-        .join(dims, on="h", how="left")
-        .with_columns(dispatch_deadline_expr(standards).alias("dispatch_by"))
-        .collect()
+    items = with_dispatch_by(
+        tables.items.lazy().join(dims, on="h", how="left").collect(), standards
     )
     return StageTables(tables.scans, items, ids)
 

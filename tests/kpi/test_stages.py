@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 
 from kpi.kpis.catalog import KPI_BY_NAME, STAGE_KPIS
 from kpi.kpis.query import KpiQuery, Snapshot
+from kpi.kpis.stage_build import tables_from_rows
 from kpi.sources.folder import load_data_dir
 from kpi.standards import DEFAULT_STANDARDS, StageTargets
 from kpi.state_scan import ScannedState, scan_state
@@ -283,3 +284,70 @@ def test_folders_match_reference(
                 for n in names:
                     row.setdefault(n, None if n in stage_reference.FLOAT_KPIS else 0)
             kit.assert_close(got, want)
+
+
+# --- the stage rows kept in the lifecycle's pass equal the ones read again ---------------
+
+
+def _table_rows(frame: pl.DataFrame) -> list[tuple[Any, ...]]:
+    """A stage table as sorted rows (facilities as text: comparable across builds)."""
+    cats = [c for c, t in frame.schema.items() if t == pl.Categorical]
+    frame = frame.with_columns(pl.col(cats).cast(pl.String))
+    return sorted(frame.rows(), key=repr)
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    items=st.lists(itinerary, min_size=1, max_size=6),
+    rejects=st.lists(st.sampled_from(["null_id", "unknown", "null_ts", "null_facility"])),
+    data=st.data(),
+)
+def test_stage_rows_of_the_scan_equal_a_second_read(
+    kit: Any, tmp_path_factory: Any, items: list[Any], rejects: list[str], data: st.DataObject
+) -> None:
+    """``Snapshot.from_dataset(..., stages=True)`` keeps the stage scans in the fast
+    path's pass (``scan_state(stage_rows=True)``); the tables must equal those built from
+    a second read of the files: rows out of order across items and files, ties, rows the
+    validation rejects (either branch of the pass), the as-of cut."""
+    rows: list[Row] = []
+    for n, (product, scans) in enumerate(items):
+        for event, h, fac, us in scans:
+            at_ = at(h) + dt.timedelta(microseconds=us)
+            rows.append(
+                kit.ev(f"I{n}", event, at_, fac, product=product if event == "accepted" else None)
+            )
+    rnd = data.draw(st.randoms(use_true_random=False), label="random")
+    for i, kind in enumerate(rejects):
+        bad = dict(rows[rnd.randrange(len(rows))])
+        bad["event_id"] = None if kind == "null_id" else f"bad{i}"
+        bad["event"] = "teleported" if kind == "unknown" else bad["event"]
+        bad["ts"] = None if kind == "null_ts" else bad["ts"]
+        bad["facility"] = None if kind == "null_facility" else bad["facility"]
+        rows.append(bad)
+    for i, r in enumerate(rows):
+        r["event_id"] = r["event_id"] and f"e{i:03d}"
+    rnd.shuffle(rows)
+    text = [{k: (None if v is None else str(v)) for k, v in r.items()} for r in rows]
+    root = tmp_path_factory.mktemp("fused")
+    cut = rnd.randint(0, len(text))
+    write_rows(root / "events" / "a.parquet", text[:cut] or text, typed=True)
+    if cut and cut < len(text):
+        write_rows(root / "events" / "b.parquet", text[cut:], typed=True)
+    as_of = data.draw(
+        st.none() | st.sampled_from([r["ts"] for r in rows if r["ts"] is not None]), label="as_of"
+    )
+    ds = load_data_dir(root)
+    scanned = scan_state(ds.event_files, as_of, stage_rows=True)
+    assert isinstance(scanned, ScannedState) and scanned.stage_rows is not None
+    kept = tables_from_rows(scanned.stage_rows)
+    assert kept is not None  # no two ids share a hash here: the kept rows are used
+    fused = Snapshot.from_dataset(ds, as_of, stages=True).stages
+    assert _table_rows(kept.scans) == _table_rows(fused.scans)
+    again = Snapshot.from_dataset(ds, as_of).stages
+    for part in ("scans", "items", "ids"):
+        got, want = getattr(fused, part), getattr(again, part)
+        assert _table_rows(got) == _table_rows(want), part

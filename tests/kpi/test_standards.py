@@ -25,6 +25,8 @@ from kpi.standards import (
     ServiceStandards,
     ZoneDays,
     computed_deadline_expr,
+    dispatch_deadline_expr,
+    with_dispatch_by,
     with_promised_by,
 )
 
@@ -63,6 +65,9 @@ def engine_deadlines(
     given = frame.with_columns(promised_by_given=pl.lit(None, UTC))
     table = with_promised_by(given.lazy(), standards).collect()["promised_by"]
     assert table.to_list() == per_row.to_list()
+    # The stage tables' end of the deposit day: the keyed version equals the expression.
+    dispatch = frame.select(dispatch_deadline_expr(standards).alias("d"))["d"]
+    assert with_dispatch_by(frame, standards)["dispatch_by"].to_list() == dispatch.to_list()
     # typed as the event timestamps (aware datetimes compare equal across zone names)
     assert per_row.dtype == table.dtype == UTC
     return per_row.to_list()

@@ -1,0 +1,334 @@
+"""Building the stage tables (``kpi.kpis.stages``) from validated events, in pure polars.
+
+The stage scans are sorted by item, then time (one stable sort by item when the log
+already lists each item's scans in time order). An item's arrivals and departures mostly
+alternate (departed C1, arrived PC1, departed PC1, ...): a departure's dwell then starts
+at the previous arrival or departure of its item, an arrival at its facility, and an
+arrival's leg at the previous one, a departure from another facility. One shift answers
+those rows; the rows whose previous row is neither (a repeated scan, a stray arrival,
+ties) are settled by a join restricted to their own items, and an item's first row has
+no stage before it. First and last mile: the first acceptance and delivery, first
+departure and last arrival of each item are first rows of filters of the sorted frame,
+joined on the sorted item hash; the rare items whose first departure came before the
+acceptance, or last arrival after the delivery, look again among their own scans.
+The rows may also come from ``kpi.state_scan``'s pass (``tables_from_rows``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+import polars as pl
+
+from kpi.contract import UTC
+from kpi.events import RANK_BITS, STAGE, event_in, key_ts, stage
+from kpi.kpis.exprs import hours_between
+from kpi.state_scan import ITEM_SEEDS, STAGE_SCANS
+
+#: The scans a stage is made of (no effect of the rules table describes them: a stage
+#: starts and ends at physical hand-overs, whatever the event counts for).
+STAGE_EVENTS: Final = STAGE_SCANS
+# The item-id hashes of ``kpi.state_scan``: its pass can hand over the stage rows.
+_SEED, _SEED_2 = ITEM_SEEDS
+#: Seed of ``h``, the hash of the item id (when ``StageTables.ids`` is None).
+ITEM_HASH_SEED: Final = _SEED
+
+#: Kinds of the per-scan stage rows.
+DWELL: Final = "dwell"
+LEG: Final = "leg"
+StageKind: Final = pl.Enum([DWELL, LEG])
+
+_ARR, _DEP, _ACC, _DEL = (STAGE[e] for e in ("arrived", "departed", "accepted", "delivered"))
+
+
+@dataclass(frozen=True)
+class StageTables:
+    """The stage rows of one snapshot.
+
+    ``scans``: one row per departure (dwell; ``hours`` null when it had no arrival) and
+    per leg: ``kind, h, at, facility, from_facility, started_at, hours``, where ``at`` is
+    the departure (dwell) or the arrival (leg), ``facility`` the departure's (dwell) or
+    the arrival's (leg) and ``from_facility`` the leg's departure facility (facilities
+    as ``Categorical``: integers to group and compare).
+    ``items``: one row per item with an acceptance or a delivery: ``h, accepted_at,
+    first_departed_at, delivered_at, last_arrived_at, last_arrival_facility`` (plus the
+    item's ``product, origin, destination, dispatch_by`` after ``item_stage_rows``).
+    ``h`` identifies the item: ``ids`` maps it to the item id (None until
+    ``item_stage_rows`` when ``h`` is the hash of the id).
+    """
+
+    scans: pl.DataFrame
+    items: pl.DataFrame
+    ids: pl.DataFrame | None = None
+
+
+def empty_stage_tables() -> StageTables:
+    """Stage tables with no rows."""
+    scans = pl.DataFrame(
+        schema={
+            "kind": StageKind,
+            "h": pl.UInt64(),
+            "at": UTC,
+            "facility": pl.Categorical(),
+            "from_facility": pl.Categorical(),
+            "started_at": UTC,
+            "hours": pl.Float64(),
+        }
+    )
+    items = pl.DataFrame(
+        schema={
+            "h": pl.UInt64(),
+            "accepted_at": UTC,
+            "first_departed_at": UTC,
+            "delivered_at": UTC,
+            "last_arrived_at": UTC,
+            "last_arrival_facility": pl.Categorical(),
+        }
+    )
+    ids = pl.DataFrame(schema={"h": pl.UInt64(), "item_id": pl.String()})
+    return StageTables(scans, items, ids)
+
+
+def _stage_rows(events: pl.LazyFrame) -> pl.LazyFrame:
+    rank = stage()  # the rules table's rank, packed below the timestamp as everywhere
+    return (
+        events.filter(
+            event_in(STAGE_EVENTS, "event")
+            & pl.col("item_id").is_not_null()
+            & pl.col("ts").is_not_null()
+            & pl.col("facility").is_not_null()
+        )
+        .with_columns(rank.alias("_rank"))
+        .with_columns(  # the rank looked up once per row
+            (pl.col("ts").dt.epoch("us") * RANK_BITS + pl.col("_rank")).alias("key")
+        )
+    )
+
+
+def _base(events: pl.LazyFrame) -> pl.DataFrame:
+    """The stage scans (acceptances, arrivals, departures, deliveries), unsorted: item
+    hashes, time key (the event's rank below the time) and facility; the ids' text is
+    never kept."""
+    return (
+        _stage_rows(events)
+        .select(
+            pl.col("item_id").hash(_SEED).alias("h"),
+            pl.col("item_id").hash(_SEED_2).alias("h2"),
+            "key",
+            pl.col("facility").cast(pl.Categorical),
+        )
+        .collect()
+    )
+
+
+def _ts(key: str | pl.Expr) -> pl.Expr:
+    return key_ts(key)
+
+
+def _sorted(base: pl.DataFrame) -> pl.DataFrame:
+    """The scans sorted by item, then time, lifecycle stage and facility name, with the
+    event's rank ``ev``.
+
+    Items are ordered by a 64-bit hash ``h`` of their id. A log that lists each item's
+    scans in time order (one file a day, each in time order) is in that order after one
+    stable sort by item, which the check below proves; else it is sorted by time first
+    (a single-column sort, then the stable one, cost ~0.6x one multi-column sort).
+    Within an item, ties at one instant follow the lifecycle order and then the facility
+    name, which takes a full sort only when two scans of an item share an instant and a
+    stage (rows equal in all three are equal in every column).
+    """
+    h, key, fac = pl.col("h"), pl.col("key"), pl.col("facility")
+    s = base.sort("h", maintain_order=True)
+    if s.select(((h == h.shift(1)) & (key < key.shift(1))).any()).item():
+        s = base.sort("key").sort("h", maintain_order=True)
+    tie = (h == h.shift(1)) & (key == key.shift(1)) & (fac != fac.shift(1))
+    if s.select(tie.any()).item():
+        s = s.sort(["h", "key", fac.cast(pl.String)])
+    return s.with_columns((key % RANK_BITS).cast(pl.UInt8).alias("ev"), h.set_sorted())
+
+
+def _settle(a: pl.DataFrame, rows: pl.DataFrame, candidate_ev: int, same: bool) -> pl.DataFrame:
+    """For the scans ``rows`` (columns h, i, key, facility): the latest earlier scan of
+    the same item of kind ``candidate_ev`` at the same facility (``same``) or at another
+    one, as ``c_key`` and ``c_fac`` (null when there is none)."""
+    cands = a.filter((pl.col("ev") == candidate_ev) & pl.col("h").is_in(rows["h"].implode()))
+    cands = cands.select("h", pl.col("i").alias("c_i"))
+    fac_ok = pl.col("c_fac") == pl.col("facility")
+    where = a.select(
+        pl.col("i").alias("c_i"), pl.col("key").alias("c_key"), pl.col("facility").alias("c_fac")
+    )
+    best = (
+        rows.join(cands, on="h", how="inner")
+        .join(where, on="c_i", how="left")
+        .filter((pl.col("c_i") < pl.col("i")) & (fac_ok if same else ~fac_ok))
+        .group_by("i")
+        .agg(pl.col("c_i").max())
+        .join(where, on="c_i", how="left")
+    )
+    return rows.join(best, on="i", how="left")
+
+
+def _scan_rows(s: pl.DataFrame) -> pl.DataFrame:
+    """Dwell rows (every departure) and leg rows (arrivals after a departure elsewhere)
+    of the sorted arrivals and departures ``s``."""
+    h, ev, fac, key = pl.col("h"), pl.col("ev"), pl.col("facility"), pl.col("key")
+    is_dep = ev == _DEP
+    p_ev, p_fac = ev.shift(1), fac.shift(1)
+    # The previous row starts the stage: an arrival there (dwell), a departure from
+    # elsewhere (leg). It is then the latest such scan at or before this one.
+    starts = (
+        pl.when(is_dep)
+        .then((p_ev == _ARR) & (p_fac == fac))
+        .otherwise((p_ev == _DEP) & (p_fac != fac))
+    )
+    prev = (h == h.shift(1)).fill_null(False)
+    s = s.select(
+        "h",
+        "ev",
+        "key",
+        "facility",
+        prev.alias("prev"),
+        (prev & starts).fill_null(False).alias("easy"),
+        key.shift(1).alias("from_key"),
+        p_fac.alias("from_facility"),
+    )
+    prev, easy = pl.col("prev"), pl.col("easy")
+    cols = ("h", "key", "facility")
+    from_key = pl.when(easy).then("from_key").alias("from_key")
+    dwell = [s.filter(is_dep & (easy | ~prev)).select(*cols, from_key)]
+    legs = [s.filter(~is_dep & easy).select(*cols, "from_facility", "from_key")]
+    if s.select((prev & ~easy).any()).item():
+        a = s.with_row_index("i")
+        rare = a.filter(prev & ~easy)
+        deps = _settle(a, rare.filter(is_dep).select("i", *cols), _ARR, same=True)
+        dwell.append(deps.select(*cols, pl.col("c_key").alias("from_key")))
+        arrs = _settle(a, rare.filter(~is_dep).select("i", *cols), _DEP, same=False)
+        arrs = arrs.filter(pl.col("c_key").is_not_null())
+        legs.append(
+            arrs.select(
+                *cols, pl.col("c_fac").alias("from_facility"), pl.col("c_key").alias("from_key")
+            )
+        )
+    started = pl.col("from_key")
+    dwell_rows = pl.concat(dwell).select(
+        pl.lit(DWELL, StageKind).alias("kind"),
+        "h",
+        _ts(key).alias("at"),
+        "facility",
+        pl.lit(None, s.schema["facility"]).alias("from_facility"),
+        _ts(started).alias("started_at"),
+    )
+    leg_rows = pl.concat(legs).select(
+        pl.lit(LEG, StageKind).alias("kind"),
+        "h",
+        _ts(key).alias("at"),
+        "facility",
+        "from_facility",
+        _ts(started).alias("started_at"),
+    )
+    scans = pl.concat([dwell_rows, leg_rows])
+    return scans.with_columns(hours_between("at", "started_at").alias("hours"))
+
+
+def _first_rows(last: bool = False) -> pl.Expr:
+    """Whether a row of a frame sorted by ``h`` is its item's first (or last) one."""
+    h = pl.col("h")
+    return (h != h.shift(-1 if last else 1)).fill_null(True)
+
+
+def _item_rows(s: pl.DataFrame, moves: pl.DataFrame) -> pl.DataFrame:
+    """Per item with an acceptance or a delivery: the first departure after the (first)
+    acceptance and the delivery's (first ``delivered``) latest arrival before it.
+
+    Every frame joined here is a filter of ``s``, sorted by ``h``: the joins merge."""
+    ev, key = pl.col("ev"), pl.col("key")
+    ends = s.filter((ev == _ACC) | (ev == _DEL))
+    j = ends.filter(_first_rows()).select("h")
+    for kind, name in ((_ACC, "acc_key"), (_DEL, "del_key")):
+        rows = ends.filter(ev == kind)
+        j = j.join(rows.filter(_first_rows()).select("h", key.alias(name)), on="h", how="left")
+    deps, arrs = moves.filter(ev == _DEP), moves.filter(ev == _ARR)
+    first_dep = deps.filter(_first_rows()).select("h", key.alias("dep_key"))
+    last_arr = arrs.filter(_first_rows(last=True)).select(
+        "h", key.alias("arr_key"), pl.col("facility").alias("arr_fac")
+    )
+    j = j.join(first_dep, on="h", how="left").join(last_arr, on="h", how="left")
+    acc, dep = pl.col("acc_key"), pl.col("dep_key")
+    dlv, arr = pl.col("del_key"), pl.col("arr_key")
+    early = j.filter(dep < acc).select("h", "acc_key")  # departed before the acceptance
+    if early.height:
+        again = deps.join(early, on="h").filter(key > acc)
+        again = again.group_by("h").agg(key.min().alias("dep_again"))
+        j = j.join(again, on="h", how="left")
+    late = j.filter(arr > dlv).select("h", "del_key")  # arrived again after the delivery
+    if late.height:
+        again = arrs.join(late, on="h", maintain_order="left").filter(key < dlv)
+        again = again.group_by("h", maintain_order=True).agg(
+            key.last().alias("arr_again"), pl.col("facility").last().alias("fac_again")
+        )
+        j = j.join(again, on="h", how="left")
+    fac_type = s.schema["facility"]
+    dep_again = pl.col("dep_again") if early.height else pl.lit(None, pl.Int64)
+    arr_again = pl.col("arr_again") if late.height else pl.lit(None, pl.Int64)
+    fac_again = pl.col("fac_again") if late.height else pl.lit(None, fac_type)
+    arrived_before = arr < dlv
+    return j.select(
+        "h",
+        _ts(acc).alias("accepted_at"),
+        _ts(pl.when(dep > acc).then(dep).otherwise(dep_again)).alias("first_departed_at"),
+        _ts(dlv).alias("delivered_at"),
+        _ts(pl.when(arrived_before).then(arr).otherwise(arr_again)).alias("last_arrived_at"),
+        pl.when(arrived_before)
+        .then(pl.col("arr_fac"))
+        .otherwise(fac_again)
+        .alias("last_arrival_facility"),
+    )
+
+
+def _build(base: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame] | None:
+    """(scans, items) of ``base``, or None when two item ids share ``h`` (told by the
+    second hash ``h2``; rows without it come from a caller that proved none do)."""
+    s = _sorted(base)
+    h, h2, ev = pl.col("h"), pl.col("h2"), pl.col("ev")
+    if "h2" in s.columns:
+        if s.select(((h == h.shift(1)) & (h2 != h2.shift(1))).any()).item():
+            return None
+        s = s.drop("h2")
+    moves = s.filter((ev == _ARR) | (ev == _DEP))
+    return _scan_rows(moves), _item_rows(s, moves)
+
+
+def tables_from_rows(rows: pl.DataFrame) -> StageTables | None:
+    """``stage_tables`` of the stage rows ``kpi.state_scan`` kept in its pass
+    (``ScannedState.stage_rows``, where no two items share ``h``), or None when given a
+    second hash ``h2`` that tells two items sharing ``h`` apart (the caller then builds
+    from the events, which numbers items by their id text)."""
+    if rows.is_empty():
+        return empty_stage_tables()
+    built = _build(rows)
+    return None if built is None else StageTables(*built)
+
+
+def stage_tables(events: pl.LazyFrame) -> StageTables:
+    """Dwell and leg rows per scan, first and last mile per item, from validated events.
+
+    ``events`` are validated, de-duplicated events already cut at as-of (columns
+    ``item_id``, ``event``, ``ts``, ``facility``). See ``kpi.kpis.stages`` for the
+    definitions; ties at one instant follow the lifecycle order, then the facility name.
+    Two ids sharing ``h`` are caught by a second, independent hash (as in
+    ``kpi.state_scan``); items are then numbered by their id text instead.
+    """
+    base = _base(events)
+    if base.is_empty():
+        return empty_stage_tables()
+    built = _build(base)
+    ids = None
+    if built is None:
+        texts = _stage_rows(events).select("item_id").collect().get_column("item_id")
+        ranked = texts.rank("dense").cast(pl.UInt64)
+        ids = pl.DataFrame({"h": ranked, "item_id": texts}).unique("h")
+        built = _build(base.with_columns(ranked.alias("h"), ranked.alias("h2")))
+        assert built is not None  # ranks are distinct per id
+    scans, items = built
+    return StageTables(scans, items, ids)
