@@ -180,6 +180,7 @@ class Books:
             led.stages,
             intake.stage_rows(),
             facilities,
+            prior,
             settled.merged,
             gone,
         )
