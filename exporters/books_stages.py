@@ -10,8 +10,6 @@ from the state before the set, and stores its scans but the acceptances.
 
 from __future__ import annotations
 
-from typing import Final
-
 import polars as pl
 
 from exporters import catalog as cat
@@ -20,10 +18,7 @@ from exporters.compact_stages import CompactStages
 from exporters.seen import Hashes
 from exporters.store import CounterStore
 from kpi.contract import FACILITY_SCHEMA, EventType
-from kpi.events import RANK_BITS, STAGE
 from kpi.kpis.stage_increments import FIRST_MILE_LABELS, history_rows, stage_increments
-
-_ACCEPTED: Final = STAGE["accepted"]
 
 
 def first_acceptances(state: pl.DataFrame) -> pl.DataFrame:
@@ -68,5 +63,4 @@ def apply_stages(
     counters.observe(cat.STAGE_FIRST_MILE, inc.first_mile)
     counters.observe(cat.STAGE_LAST_MILE, inc.last_mile)
     counters.add_counts(cat.STAGE_REVISIONS, inc.revisions)
-    kept = new_rows.filter(pl.col("key") % RANK_BITS != _ACCEPTED)
-    return history.add(kept).retire(retired)
+    return history.add(new_rows).retire(retired)

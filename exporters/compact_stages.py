@@ -4,7 +4,8 @@
 key, facility name); the exporter holds them as ``(item hash UInt64, key Int64,
 facility UInt32 code)`` and decodes only the rows of the items a set touches, as
 ``exporters.compact`` does for the item state. The history itself is the same (one row
-per acceptance, arrival, departure and delivery, the key exact to the microsecond), so
+per arrival, departure and delivery, the key exact to the microsecond; acceptances are
+left out, the item state holds the first one's time: ``exporters.books_stages``), so
 the histograms' answers are those of the plain history, whatever the order the scans
 arrive in: the order independence needs every scan of an item (a set of departures may
 come before their arrivals), so nothing is summarised away, only encoded. Strings cost
@@ -23,10 +24,12 @@ import polars as pl
 
 from exporters.compact import item_key, key_hashes
 from exporters.seen import Hashes
+from kpi.events import RANK_BITS, STAGE
 from kpi.kpis.stage_increments import HISTORY_SCHEMA
 
 #: Rechunk the table once its appends made this many chunks.
 _MAX_CHUNKS: Final = 16
+_ACCEPTED: Final = STAGE["accepted"]
 
 ROWS_SCHEMA: Final[dict[str, pl.DataType]] = {
     "item": pl.UInt64(),
@@ -73,7 +76,9 @@ class CompactStages:
         )
 
     def add(self, history: pl.DataFrame) -> CompactStages:
-        """With ``history``'s rows (``HISTORY_SCHEMA``, keyed by ``item_key``) appended."""
+        """With ``history``'s rows (``HISTORY_SCHEMA``, keyed by ``item_key``) appended, but
+        acceptances (``exporters.books_stages`` makes an item's first one from its state)."""
+        history = history.filter(pl.col("key") % RANK_BITS != _ACCEPTED)
         if history.is_empty():
             return self
         names = self.names
