@@ -224,35 +224,14 @@ class CompactItems:
         """Every item as ``STATE_SCHEMA`` rows (keyed by ``item_key``)."""
         return self._decode(self.main, self.extra)
 
-    def parts(self, part_of_code: pl.Series, n_parts: int) -> list[tuple[pl.Series, pl.Series]]:
-        """Row numbers of ``main`` and ``extra`` by part (``part_of_code``: the part of each
-        facility code), each list sorted once: a part is then gathered, not filtered."""
-        main_part = part_of_code.cast(pl.UInt16).gather(self.main.get_column("facility"))
-        extra_part = (
-            self.extra.select("item")
-            .join(
-                self.main.select("item", main_part.alias("_part")),
-                on="item",
-                how="left",
-                maintain_order="left",
-            )
-            .get_column("_part")
-            .fill_null(0)  # every extra row has its main row; never a part of its own
+    def at_facilities(self, codes: pl.Series, without: pl.Series) -> pl.DataFrame:
+        """The ``STATE_SCHEMA`` rows of the items whose facility code is among ``codes``,
+        but those among the hashes ``without`` (a refresh decodes the state by parts)."""
+        main = self.main.filter(
+            pl.col("facility").is_in(codes.cast(pl.UInt32).implode())
+            & ~pl.col("item").is_in(without.cast(pl.UInt64).implode())
         )
-        out: list[list[pl.Series]] = []
-        for part in (main_part, extra_part):
-            order = part.arg_sort()
-            ends = np.cumsum(np.bincount(part.to_numpy(), minlength=n_parts))
-            starts = np.concatenate([[0], ends[:-1]])
-            out.append([order.slice(int(a), int(b - a)) for a, b in zip(starts, ends, strict=True)])
-        return list(zip(out[0], out[1], strict=True))
-
-    def part_rows(self, rows: tuple[pl.Series, pl.Series], without: pl.Series) -> pl.DataFrame:
-        """The ``STATE_SCHEMA`` rows of a part (``parts``), but the items among the hashes
-        ``without`` (a refresh decodes the state by parts)."""
-        not_held = ~pl.col("item").is_in(without.cast(pl.UInt64).implode())
-        main = self.main[rows[0]].filter(not_held)
-        extra = self.extra[rows[1]].filter(not_held)
+        extra = self.extra.filter(pl.col("item").is_in(main.get_column("item").implode()))
         return self._decode(main, extra)
 
     def newest(self, hashes: pl.Series) -> pl.DataFrame:

@@ -41,8 +41,6 @@ from kpi.standards import ServiceStandards
 
 #: Items decoded at once by a refresh (~215 B each while a part is asked).
 CHUNK_ITEMS: Final = 250_000
-#: Parts are numbered in 16 bits.
-MAX_PARTS: Final = 65_535
 _SEED: Final = 0x6A09E667
 
 
@@ -67,8 +65,7 @@ def build_view_by_parts(
     chunk_items: int = CHUNK_ITEMS,
 ) -> MetricsView:
     """``build_view`` of the ledgers' items (held scans merged in) and complaints, part by part."""
-    n_items = sum(led.items.height for led in ledgers)
-    n_parts = min(MAX_PARTS, max(1, -(-n_items // max(1, chunk_items))))
+    n_parts = max(1, -(-sum(led.items.height for led in ledgers) // max(1, chunk_items)))
     held = [led.held_view() for led in ledgers]
     complaints = pl.concat(
         [empty_complaint_state(), *(led.complaints for led in ledgers)], how="vertical"
@@ -77,16 +74,12 @@ def build_view_by_parts(
     fac_part = facilities.with_columns(_part("facility", n_parts).alias("_part"))
     backlog, network, stalled = [], [], []
     complaint_answer: pl.DataFrame | None = None
-    # Each ledger's rows sorted by part once: a part is gathered, not found by a filter
-    # over the whole state (which would make a refresh quadratic in the items).
-    part_rows = [
-        led.items.parts(led.items.facilities.select(_part(FACILITY, n_parts)).to_series(), n_parts)
-        for led in ledgers
-    ]
     for k in range(n_parts):
         rows = [empty_state()]  # a shard may hold no partition yet
-        for led, (merged, hashes), by_part in zip(ledgers, held, part_rows, strict=True):
-            rows.append(led.items.part_rows(by_part[k], hashes))
+        for led, (merged, hashes) in zip(ledgers, held, strict=True):
+            names = led.items.facilities.with_row_index("_code")
+            codes = names.filter(_part(FACILITY, n_parts) == k).get_column("_code")
+            rows.append(led.items.at_facilities(codes, hashes))
             rows.append(merged.filter(_part(FACILITY, n_parts) == k))
         snap = gauge_snapshot(
             pl.concat(rows, how="vertical"),
