@@ -10,9 +10,13 @@ For each exporter tree (``old``: a git revision exported to a temporary director
 ``new``: this working tree) and each size N, a child process writes a checkpoint of a
 synthetic state of N items with that tree's own code (5/6 of the items accepted and
 waiting at one of 2,000 facilities, 1/6 finished: attempted, delivered or returned;
-2 event ids per waiting item and 5 per finished one in the dedup window), and a second,
-fresh child restores an ``Ingestor`` from it and reports its ``VmRSS`` before and after
-the restore, then after one gauge refresh (``build_view`` of the restored state).
+2 event ids per waiting item and 5 per finished one in the dedup window; the stage
+history of issue 19 where the tree keeps one: 5 stage scans per waiting item, accepted,
+out of its origin, through a hub and arrived where it waits, 6 per finished one,
+delivered there), and a second, fresh child restores an ``Ingestor`` from it and reports
+its ``VmRSS`` before and after the restore, the peak (``VmHWM``, reset before it) during
+one gauge refresh (``exporters.gauges.build_view_by_parts`` where the tree has it, else
+``build_view`` of ``view_items()``), right after it and after ``--settle`` seconds idle.
 
 The figure is the **slope** ``(RSS(N2) - RSS(N1)) / (N2 - N1)``: the memory one more
 tracked item costs, without the interpreter and libraries. The dedup window is part of
@@ -85,10 +89,29 @@ eids = pl.DataFrame({"i": ids, "k": per_item}).select(
 ).to_series()
 seen = hash_ids(eids)
 days = np.repeat(last // 86_400_000_000, per_item).astype(np.int64)
+# The stage history (issue 19): a waiting item accepted, out of its origin, through a hub
+# and arrived where it waits (5 scans); a finished one delivered there too (6).
+from exporters.compact import item_key
+origin, hub = rng.integers(0, len(fac), n), rng.integers(0, len(fac), n)
+span = last - acc
+keys = item_key(hash_ids(ids))
+scans = [(acc, rank["accepted"], fac[origin], None), (acc + span // 5, rank["departed"], fac[origin], None),
+    (acc + 2 * span // 5, rank["arrived"], fac[hub], None), (acc + 3 * span // 5, rank["departed"], fac[hub], None),
+    (np.where(done, acc + 4 * span // 5, last), rank["arrived"], items["last_facility"].to_numpy(), None),
+    (last, rank["delivered"], items["last_facility"].to_numpy(), done)]
+history = pl.concat([pl.DataFrame({"item_id": keys, "key": pl.Series(ts * 8 + r), "facility": pl.Series(f, dtype=pl.String)})
+    .filter(pl.Series(np.ones(n, bool) if only is None else only)) for ts, r, f, only in scans])
+extra = {}
+if hasattr(st, "COMPACT_STAGES_FORMAT"):  # the encoded stage history
+    from exporters.compact_stages import CompactStages
+    extra["stages"] = CompactStages().add(history)
+elif "stages" in st.Checkpoint.__dataclass_fields__:
+    extra["stages"] = history
+del history
 if hasattr(st, "COMPACT_FORMAT"):  # the compact tree: its own encoding of the same state
     from exporters.compact import CompactItems
     items = CompactItems.from_state(items)
-ckpt = st.Checkpoint(seq=1, created_at=time.time(), files={}, counters=CounterStore(), items=items,
+ckpt = st.Checkpoint(**extra, seq=1, created_at=time.time(), files={}, counters=CounterStore(), items=items,
     complaints=pl.DataFrame(schema=st.COMPLAINT_STATE_SCHEMA), seen=seen, seen_days=days,
     rejects_bytes=0, last_event_us=int(last.max()))
 out.mkdir(parents=True, exist_ok=True)
@@ -123,11 +146,26 @@ res["items"] = items.height
 res["items_bytes"] = int(getattr(items, "nbytes", None) or items.estimated_size())
 res["seen_bytes"] = int(led.seen.nbytes)
 res["seen_ids"] = len(led.seen)
+stages = getattr(led, "stages", None)
+res["stage_scans"] = 0 if stages is None else stages.height
+res["stages_bytes"] = 0 if stages is None else int(getattr(stages, "nbytes", None) or stages.estimated_size())
+def peak():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+Path("/proc/self/clear_refs").write_text("5")  # VmHWM from here: the refresh's own peak
+as_of = dt.datetime(2027, 2, 1, 2, tzinfo=dt.UTC)
 t = time.perf_counter()
-view = build_view(led.view_items(), led.complaints, ing.reference.facilities,
-    ing.reference.standards, dt.datetime(2027, 2, 1, 2, tzinfo=dt.UTC), CounterStore(),
-    CounterStore(), SelfStats())
+try:  # the refresh part by part (exporters.gauges), where the tree has it
+    from exporters.gauges import build_view_by_parts
+    view = build_view_by_parts([led], ing.reference.facilities, ing.reference.standards, as_of,
+        CounterStore(), CounterStore(), SelfStats())
+except ImportError:
+    view = build_view(led.view_items(), led.complaints, ing.reference.facilities,
+        ing.reference.standards, as_of, CounterStore(), CounterStore(), SelfStats())
 res["refresh_s"] = time.perf_counter() - t
+res["rss_refresh_peak"] = peak()
 del view
 gc.collect()
 res["rss_after_refresh"] = rss()
@@ -202,6 +240,8 @@ def slopes(rows: list[dict[str, Any]]) -> dict[str, float]:
     return {
         "restored_b_per_item": (hi["rss_restored"] - lo["rss_restored"]) / dn,
         "after_refresh_b_per_item": (hi["rss_after_refresh"] - lo["rss_after_refresh"]) / dn,
+        "refresh_peak_b_per_item": (hi["rss_refresh_peak"] - lo["rss_refresh_peak"]) / dn,
+        "stages_b_per_item": (hi["stages_bytes"] - lo["stages_bytes"]) / dn,
         "settled_b_per_item": (hi["rss_settled"] - lo["rss_settled"]) / dn,
         "items_b_per_item": (hi["items_bytes"] - lo["items_bytes"]) / dn,
         "seen_b_per_item": (hi["seen_bytes"] - lo["seen_bytes"]) / dn,
@@ -240,16 +280,18 @@ def main() -> None:
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(results, indent=2))
     print(
-        "| tree | RSS/item restored | after a refresh | idle after it | items B/item "
-        "| seen B/item | seen B/id |"
+        "| tree | RSS/item restored | refresh peak | right after it | idle after it "
+        "| items B/item | stage history B/item | seen B/item | seen B/id |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name in ("old", "new"):
         if name in results:
             r = results[name]
             print(
-                f"| {name} | {r['restored_b_per_item']:.0f} | {r['after_refresh_b_per_item']:.0f} "
-                f"| {r['settled_b_per_item']:.0f} | {r['items_b_per_item']:.1f} | {r['seen_b_per_item']:.1f} | {r['seen_b_per_id']:.1f} |"
+                f"| {name} | {r['restored_b_per_item']:.0f} | {r['refresh_peak_b_per_item']:.0f} "
+                f"| {r['after_refresh_b_per_item']:.0f} | {r['settled_b_per_item']:.0f} "
+                f"| {r['items_b_per_item']:.1f} | {r['stages_b_per_item']:.1f} "
+                f"| {r['seen_b_per_item']:.1f} | {r['seen_b_per_id']:.1f} |"
             )
 
 

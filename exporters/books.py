@@ -25,6 +25,7 @@ import polars as pl
 from exporters import catalog as cat
 from exporters.books_stages import apply_stages
 from exporters.compact import CompactItems, item_key, key_hashes
+from exporters.compact_stages import CompactStages
 from exporters.intake import Intake
 from exporters.seen import SeenIds, SeenWindow
 from exporters.store import CounterStore
@@ -38,7 +39,6 @@ from kpi.kpis.increments import (
     merge_set,
     settle,
 )
-from kpi.kpis.stage_increments import empty_history
 from kpi.lifecycle import STATE_SCHEMA, reduce_states
 from kpi.standards import ServiceStandards
 
@@ -82,8 +82,8 @@ class Ledger:
     positions: Any = None
     #: Bytes of the rejects file once this cut's rejects are written (file sources).
     rejects_bytes: int = 0
-    #: Stage scans of the items in the state (``kpi.kpis.stage_increments``).
-    stages: pl.DataFrame = field(default_factory=empty_history)
+    #: Stage scans of the items in the state, encoded (``exporters.compact_stages``).
+    stages: CompactStages = field(default_factory=CompactStages)
 
     def held_deliveries(self) -> int:
         """Items whose delivery waits for its acceptance."""
@@ -91,16 +91,31 @@ class Ledger:
 
     def view_items(self) -> pl.DataFrame:
         """The lifecycle state the gauges read: counted items with the held scans merged in."""
+        merged, held = self.held_view()
         items = self.items.decode()
-        if self.held.is_empty():
+        if held.is_empty():
             return items
-        ids = self.held.get_column("item_id")
-        touched = items.get_column("item_id").is_in(ids.implode()).fill_null(False)
+        touched = items.get_column("item_id").is_in(item_key(held).implode()).fill_null(False)
+        return pl.concat([items.filter(~touched), merged], how="vertical")
+
+    def held_view(self) -> tuple[pl.DataFrame, pl.Series]:
+        """The items with held scans, those scans merged in (``STATE_SCHEMA``), and their
+        hashes: ``view_items`` is the other items' rows plus these."""
+        if self.held.is_empty():
+            return pl.DataFrame(schema=STATE_SCHEMA), pl.Series("item", [], pl.UInt64)
+        hashes = key_hashes(self.held.get_column("item_id"))
         cols = list(STATE_SCHEMA)
         merged = reduce_states(
-            pl.concat([items.filter(touched), self.held.select(cols)], how="vertical").lazy()
+            pl.concat([self.items.rows(hashes), self.held.select(cols)], how="vertical").lazy()
         ).collect()
-        return pl.concat([items.filter(~touched), merged.select(cols)], how="vertical")
+        return merged.select(cols), hashes
+
+    def items_tracked(self) -> int:
+        """Items the gauges read: counted ones and those only held (``view_items().height``)."""
+        if self.held.is_empty():
+            return self.items.height
+        hashes = key_hashes(self.held.get_column("item_id"))
+        return self.items.height + int((~self.items.contains(hashes)).sum())
 
 
 class Books:
@@ -165,8 +180,9 @@ class Books:
             led.stages,
             intake.stage_rows(),
             facilities,
+            prior,
             settled.merged,
-            item_key(gone),
+            gone,
         )
         counters.add(cat.EXPORTER_EVENTS_INGESTED, (), intake.events + intake.complaint_records)
         rejects = intake.rejects()

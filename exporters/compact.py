@@ -224,6 +224,16 @@ class CompactItems:
         """Every item as ``STATE_SCHEMA`` rows (keyed by ``item_key``)."""
         return self._decode(self.main, self.extra)
 
+    def at_facilities(self, codes: pl.Series, without: pl.Series) -> pl.DataFrame:
+        """The ``STATE_SCHEMA`` rows of the items whose facility code is among ``codes``,
+        but those among the hashes ``without`` (a refresh decodes the state by parts)."""
+        main = self.main.filter(
+            pl.col("facility").is_in(codes.cast(pl.UInt32).implode())
+            & ~pl.col("item").is_in(without.cast(pl.UInt64).implode())
+        )
+        extra = self.extra.filter(pl.col("item").is_in(main.get_column("item").implode()))
+        return self._decode(main, extra)
+
     def newest(self, hashes: pl.Series) -> pl.DataFrame:
         """``item_id`` and ``last_key`` of the items among ``hashes``."""
         wanted = hashes.cast(pl.UInt64).unique().implode()

@@ -31,12 +31,13 @@ from typing import Final, Literal
 
 from exporters.catalog import EXPORTER_PORT
 from exporters.exposition import Exposition, collectors, registry_of, render
+from exporters.gauges import build_view_by_parts
 from exporters.ingest import IngestConfig, Ingestor
 from exporters.reference import standards_missing
 from exporters.server import Endpoints
 from exporters.serving import Server, make_server, run_serving
 from exporters.state import Checkpoint, StateDirLock, write_checkpoint
-from exporters.view import MetricsView, SelfStats, build_view
+from exporters.view import MetricsView, SelfStats
 from kpi.sources.folder import FACILITIES_FILE
 from kpi.standards import STANDARDS_FILE
 
@@ -338,19 +339,17 @@ class ExporterService:
         with self._render_lock:
             with ing.lock:
                 ledger, ref, local = ing.ledger, ing.reference, ing.local.copy()
-            items, complaints = ledger.view_items(), ledger.complaints
             counters, last_event_us = ledger.counters, ledger.clock_us
             stats = SelfStats(
-                items_tracked=items.height,
+                items_tracked=ledger.items_tracked(),
                 deliveries_awaiting_acceptance=ledger.held_deliveries(),
                 last_event_timestamp=(last_event_us or 0) / 1e6,
                 last_checkpoint_timestamp=self._last_checkpoint,
                 version=self._version,
                 config_valid=tuple((f, f not in ref.errors) for f in REFERENCE_FILES),
             )
-            self._view = build_view(
-                items,
-                complaints,
+            self._view = build_view_by_parts(
+                [ledger],
                 ref.facilities,
                 ref.standards,
                 self.as_of(last_event_us),

@@ -15,13 +15,16 @@ A checkpoint is a directory ``STATE_DIR/checkpoint-<seq>`` holding
   (finished items past the retention), whose later events are rejects;
 - ``held.parquet``: attempts, deliveries and returns waiting for their item's
   acceptance, summarised per item (``kpi.kpis.increments.SET_SCHEMA``);
-- ``stages.parquet``: the stage scans of the items in the state
-  (``kpi.kpis.stage_increments.HISTORY_SCHEMA``; none in older checkpoints).
+- ``stages.parquet``, ``stage_facilities.parquet``: the stage scans of the items in the
+  state, encoded (``exporters.compact_stages``: item hash, time key, facility code) and
+  the facility names of the codes.
 
 Format 2 (item hashes and ``exporters.seen.hash_ids``) replaced format 1 (item ids as
 strings, BLAKE2b hashes of event ids): the event-id hashes of a format-1 checkpoint
 cannot be recomputed without the ids, so such a checkpoint is refused with a message
 (remove the state directory: the exporter then re-reads its source from the start).
+Format 3 encodes the stage history (format 2 kept it as strings); a format-2 checkpoint
+is refused the same way.
 
 It is written as ``checkpoint-<seq>.tmp`` (each file fsynced, then the directory),
 renamed to its final name (the commit point) and the parent directory fsynced;
@@ -52,23 +55,29 @@ from exporters.compact import (
     ROUTES_SCHEMA,
     CompactItems,
 )
+from exporters.compact_stages import NAMES_SCHEMA, ROWS_SCHEMA, CompactStages
 from exporters.rejects import REJECTS_FILE, RejectsFile
 from exporters.seen import Days, Hashes
 from exporters.store import CounterStore
 from exporters.tail import FileState
 from kpi.kpis.increments import COMPLAINT_STATE_SCHEMA, SET_SCHEMA, empty_set
-from kpi.kpis.stage_increments import HISTORY_SCHEMA, empty_history
 
 log = logging.getLogger(__name__)
 
-FORMAT: Final = 2
-#: Checkpoints of these formats are refused with ``OLD_FORMAT`` (not migrated).
-OLD_FORMATS: Final = (1,)
+FORMAT: Final = 3
+#: What older formats held that this one cannot read; such checkpoints are refused with
+#: ``OLD_FORMAT`` (not migrated).
+OLD_FORMATS: Final = {
+    1: "item ids as strings, BLAKE2b event-id hashes",
+    2: "the stage history as strings",
+}
 #: The format whose item state is ``exporters.compact`` (benchmarks test for this name).
 COMPACT_FORMAT: Final = 2
+#: The format whose stage history is ``exporters.compact_stages`` (benchmarks test for it).
+COMPACT_STAGES_FORMAT: Final = 3
 OLD_FORMAT: Final = (
-    "{path}: checkpoint format {found} was written by an older exporter (item ids as strings,"
-    " BLAKE2b event-id hashes) and cannot be read by this one (format {want}); move the state"
+    "{path}: checkpoint format {found} was written by an older exporter ({what})"
+    " and cannot be read by this one (format {want}); move the state"
     " directory away to start afresh: the exporter then reads its source from the beginning"
 )
 PREFIX: Final = "checkpoint-"
@@ -97,8 +106,8 @@ class Checkpoint:
     held: pl.DataFrame = field(default_factory=empty_set)
     #: Day (event time) of each ``seen`` hash; None in checkpoints of older versions.
     seen_days: Days | None = None
-    #: Stage scans of the items in the state (``HISTORY_SCHEMA``).
-    stages: pl.DataFrame = field(default_factory=empty_history)
+    #: Stage scans of the items in the state, encoded.
+    stages: CompactStages = field(default_factory=CompactStages)
 
 
 def _fsync_path(path: Path) -> None:
@@ -152,9 +161,8 @@ def _write_files(tmp: Path, ckpt: Checkpoint) -> None:
     # Days since 1970 fit 32 bits: 4 B per id on disk instead of 8.
     np.save(tmp / "seen_days.npy", days.astype(np.int32), allow_pickle=False)
     ckpt.held.select(SET_SCHEMA.keys()).write_parquet(tmp / "held.parquet", statistics=False)
-    ckpt.stages.select(HISTORY_SCHEMA.keys()).write_parquet(
-        tmp / "stages.parquet", statistics=False
-    )
+    ckpt.stages.rows.write_parquet(tmp / "stages.parquet", statistics=False)
+    ckpt.stages.names.write_parquet(tmp / "stage_facilities.parquet", statistics=False)
     meta = {
         "format": FORMAT,
         "seq": ckpt.seq,
@@ -174,6 +182,7 @@ def _write_files(tmp: Path, ckpt: Checkpoint) -> None:
         "held.parquet",
         "seen_days.npy",
         "stages.parquet",
+        "stage_facilities.parquet",
     )
     for name in (*names, "meta.json"):
         _fsync_path(tmp / name)
@@ -206,7 +215,8 @@ def read_checkpoint(path: Path) -> Checkpoint:
     meta: dict[str, Any] = orjson.loads((path / "meta.json").read_bytes())
     found = meta.get("format")
     if found in OLD_FORMATS:
-        raise ValueError(OLD_FORMAT.format(path=path, found=found, want=FORMAT))
+        what = OLD_FORMATS[found]
+        raise ValueError(OLD_FORMAT.format(path=path, found=found, what=what, want=FORMAT))
     if found != FORMAT:
         raise ValueError(f"{path}: unknown checkpoint format {found!r}")
     items = _read_items(path)
@@ -222,10 +232,14 @@ def read_checkpoint(path: Path) -> Checkpoint:
     if (path / "held.parquet").exists():  # checkpoints of older versions held nothing
         held = pl.read_parquet(path / "held.parquet")
         held = held.select(pl.col(c).cast(t) for c, t in SET_SCHEMA.items())
-    stages = empty_history()
-    if (path / "stages.parquet").exists():  # checkpoints of older versions kept no stages
-        stages = pl.read_parquet(path / "stages.parquet")
-        stages = stages.select(pl.col(c).cast(t) for c, t in HISTORY_SCHEMA.items())
+    stages = CompactStages(
+        pl.read_parquet(path / "stages.parquet").select(
+            pl.col(c).cast(t) for c, t in ROWS_SCHEMA.items()
+        ),
+        pl.read_parquet(path / "stage_facilities.parquet").select(
+            pl.col(c).cast(t) for c, t in NAMES_SCHEMA.items()
+        ),
+    )
     return Checkpoint(
         seq=int(meta["seq"]),
         created_at=float(meta["created_at"]),

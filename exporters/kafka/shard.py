@@ -49,7 +49,9 @@ from confluent_kafka import (
 from prometheus_client.metrics_core import Metric
 
 from exporters import catalog as cat
+from exporters.books import Ledger
 from exporters.exposition import Exposition, collectors, registry_of, render
+from exporters.gauges import build_view_by_parts, items_tracked
 from exporters.ingest import IngestConfig
 from exporters.kafka.families import Families, constant, labelled, merged
 from exporters.kafka.partition import NoStandardsError, PartitionId, PartitionState, validate_poll
@@ -64,10 +66,8 @@ from exporters.service import (
 from exporters.serving import Server, make_server, run_serving
 from exporters.state import write_checkpoint
 from exporters.store import CounterStore
-from exporters.view import MetricsView, SelfStats, build_view
+from exporters.view import MetricsView, SelfStats
 from kpi.contract import FACILITY_SCHEMA, Kind
-from kpi.kpis.increments import empty_complaint_state
-from kpi.lifecycle import empty_state
 from kpi.standards import DEFAULT_STANDARDS
 from kpi.streams.messages import Messages, parse_messages, source_name
 
@@ -519,7 +519,7 @@ class KafkaShard:
         """The gauges over the union of the shard's partitions (what one exporter would show
         for those items): a gauge needs no continuity, and one series per shard instead
         of one per partition keeps the series count of the gauges where it was."""
-        items, complaints = [empty_state()], [empty_complaint_state()]
+        ledgers: list[Ledger] = []
         reference = None
         last_event_us: list[int] = []
         checkpoints: list[float] = []
@@ -527,15 +527,13 @@ class KafkaShard:
         for h in held:
             with h.state.lock:
                 ledger, reference = h.state.ledger, h.state.reference
-            items.append(ledger.view_items())
-            complaints.append(ledger.complaints)
+            ledgers.append(ledger)
             awaiting += ledger.held_deliveries()
             if ledger.clock_us is not None:
                 last_event_us.append(ledger.clock_us)
             checkpoints.append(h.state.last_checkpoint_at or 0.0)
-        all_items = pl.concat(items, how="vertical", rechunk=False)
         stats = SelfStats(
-            items_tracked=all_items.height,
+            items_tracked=items_tracked(ledgers),
             deliveries_awaiting_acceptance=awaiting,
             last_event_timestamp=max(last_event_us, default=0) / 1e6,
             last_checkpoint_timestamp=max(checkpoints, default=0.0),
@@ -543,9 +541,8 @@ class KafkaShard:
         )
         facilities = reference.facilities if reference else pl.DataFrame(schema=FACILITY_SCHEMA)
         standards = reference.standards if reference else DEFAULT_STANDARDS
-        view = build_view(
-            all_items,
-            pl.concat(complaints, how="vertical", rechunk=False),
+        view = build_view_by_parts(
+            ledgers,
             facilities,
             standards,
             dt.datetime.now(dt.UTC),

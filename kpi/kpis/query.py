@@ -288,3 +288,34 @@ def join_families(
 def supported_dims() -> dict[str, tuple[str, ...]]:
     """Dimensions per family, for error messages and the catalog endpoint."""
     return {f.value: d for f, d in FAMILY_DIMS.items()}
+
+
+def _answer_order(out: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    return out.sort(keys, nulls_last=True) if keys else out
+
+
+def concat_answers(parts: Sequence[pl.DataFrame], q: KpiQuery) -> pl.DataFrame:
+    """The answer of ``q`` from its answers over parts of the data that share no group
+    (e.g. items split by facility, asked by facility): their rows, in ``compute``'s order."""
+    if q.granularity is not None:
+        raise KpiError("answers over parts are combined for as-of questions only")
+    filled = [p for p in parts if p.height] or list(parts[:1])
+    return _answer_order(pl.concat(filled, how="vertical"), list(q.by))
+
+
+def add_answers(parts: Sequence[pl.DataFrame], q: KpiQuery) -> pl.DataFrame:
+    """The answer of ``q`` from its answers over disjoint sets of items: every KPI of
+    ``q`` must be an item count (``in_network_items``...), so a group's count is the sum
+    of the parts' (a group missing from a part counted nothing there)."""
+    kpis = resolve(list(q.kpis) if q.kpis else None, list(q.by), q.granularity)
+    not_counts = [k.name for k in kpis if k.unit != "items" or k.dtype != "int"]
+    if not_counts or q.granularity is not None:
+        raise KpiError(f"answers over parts are added for as-of item counts only, not {not_counts}")
+    keys = list(q.by)
+    filled = [p for p in parts if p.height] or list(parts[:1])
+    both = pl.concat(filled, how="vertical")
+    names = [k.name for k in kpis]
+    if not keys:
+        return both.select(pl.col(names).sum())
+    summed = both.group_by(keys).agg(pl.col(names).sum())
+    return _answer_order(summed.select(*keys, *names), keys)
