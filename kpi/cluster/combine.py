@@ -12,6 +12,7 @@ import polars as pl
 from kpi.cluster.partials import ACCEPTED, COUNT, SPECS, VALUE, Ask, Part
 from kpi.kpis.catalog import Family
 from kpi.kpis.exprs import PERIOD, outer_join, ratio
+from kpi.kpis.filters import backlog_facilities
 from kpi.kpis.functions import backlog_thresholds, complaint_rates
 
 
@@ -86,7 +87,8 @@ def combine_backlog(parts: Sequence[Part], ask: Ask) -> pl.DataFrame:
         .group_by("last_facility")
         .agg(pl.col("_fac_total").sum())
     )
-    fac_agg = backlog_thresholds(ask.facilities.lazy(), totals.lazy(), by).collect()
+    facilities = backlog_facilities(ask.facilities, ask.filters)
+    fac_agg = backlog_thresholds(facilities.lazy(), totals.lazy(), by).collect()
     # backlog_kpis joined the thresholds already in every bucket: replace them.
     counted = counted.drop("backlog_threshold_items", "backlog_over_threshold", strict=False)
     joined = outer_join([counted, fac_agg], by)
