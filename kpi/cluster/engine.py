@@ -21,6 +21,8 @@ import polars as pl
 from kpi.cluster.combine import combine
 from kpi.cluster.connect import ClusterError
 from kpi.cluster.partials import (
+    COUNT,
+    SPECS,
     Ask,
     Part,
     Span,
@@ -29,6 +31,7 @@ from kpi.cluster.partials import (
     complaints_partial,
     empty_partial,
 )
+from kpi.cluster.ranks import BIN, SHIFTS, TOTAL, Selection, light_partial, narrow_partial
 from kpi.kpis.catalog import Family, KpiError, resolve
 from kpi.kpis.exprs import PERIOD
 from kpi.kpis.filters import Filter
@@ -168,13 +171,13 @@ def span(
     return _span(Run(client, timeout), version, as_of)
 
 
-def _scatter(run: Run, ask: Ask) -> Future[Any]:
-    """The question on every worker once (tasks then refer to it), within the deadline."""
+def _scatter(run: Run, data: list[Any]) -> list[Future[Any]]:
+    """``data`` on every worker once (tasks then refer to it), within the deadline."""
     try:
-        [future] = run.client.scatter([ask], broadcast=True, timeout=run.left())  # type: ignore[no-untyped-call]
+        futures: list[Future[Any]] = run.client.scatter(data, broadcast=True, timeout=run.left())  # type: ignore[no-untyped-call]
     except TimeoutError as exc:
         raise run.expired(["sending the question to every worker"]) from exc
-    return future  # type: ignore[no-any-return]
+    return futures
 
 
 def family_frames(
@@ -214,20 +217,70 @@ def family_frames(
         facilities=version.facilities,
         filters=filters,
     )
-    ask_future = _scatter(run, ask)
-    labelled = [
+    [ask_future] = _scatter(run, [ask])
+    # The buckets' partials stay on the workers (their values are the big part): the
+    # client gathers their sums and first-pass bins, then narrows the wanted ranks.
+    heavy = [
         (f"bucket {b:02d}", client.submit(bucket_partial, files, b, ask_future, pure=False))
         for b, files in version.buckets()
     ]
+    light = [(name, client.submit(light_partial, f, pure=False)) for name, f in heavy]
     if ask.families & COMPLAINT_FAMILIES:
         manifest = version.manifest
         complaints = str(version.path / manifest.complaints) if manifest.complaints else None
         task = client.submit(complaints_partial, complaints, ask_future, pure=False)
-        labelled.append(("complaints", task))
-    partials: list[dict[str, Part]] = _gather(run, labelled)
-    # The shape of an empty answer (one row of zeros without --by) comes from an empty bucket.
-    partials.append(empty_partial(ask))
-    return combine(partials, ask)
+        light.append(("complaints", task))
+    try:
+        partials: list[dict[str, Part]] = _gather(run, light)
+        # The shape of an empty answer (one row of zeros without --by): an empty bucket's.
+        partials.append(light_partial(empty_partial(ask)))
+        stats = _exact_stats(run, heavy, partials, ask)
+    except BaseException:
+        client.cancel([f for _, f in heavy])  # type: ignore[no-untyped-call]
+        raise
+    finally:
+        for _, future in heavy:
+            future.release()  # type: ignore[no-untyped-call]
+    return combine(partials, ask, stats)
+
+
+def _exact_stats(
+    run: Run,
+    heavy: Sequence[tuple[str, Future[Any]]],
+    partials: Sequence[dict[str, Part]],
+    ask: Ask,
+) -> dict[str, pl.DataFrame]:
+    """Means and percentiles of every asked stat, by ``family/prefix`` (``kpi.cluster.ranks``)."""
+    found: dict[str, tuple[Selection, str, bool]] = {}
+    for family in (f for f in Family if f in ask.families):
+        for prefix, mean in SPECS[family].stats:
+            parts = [p[family.value] for p in partials if family.value in p]
+            selection = Selection([p.values[prefix + TOTAL] for p in parts], ask.keys)
+            selection.locate([p.values[prefix] for p in parts], 0)
+            found[f"{family.value}/{prefix}"] = (selection, prefix, mean)
+    for level in range(1, len(SHIFTS)):
+        if not any(s.ranks.height for s, _, _ in found.values()):
+            break
+        chosen = {name: s.chosen() for name, (s, _, _) in found.items()}
+        [chosen_future] = _scatter(run, [chosen])
+        labelled = [
+            (f"{name}, pass {level + 1}", run.client.submit(narrow_partial, f, chosen_future,
+                                                             level, pure=False))
+            for name, f in heavy
+        ]  # fmt: skip
+        narrowed: list[dict[str, pl.DataFrame]] = _gather(run, labelled)
+        chosen_future.release()  # type: ignore[no-untyped-call]
+        for name, (selection, _, _) in found.items():
+            bins = [n[name] for n in narrowed if name in n]
+            selection.locate(bins or [_no_bins(selection)], level)
+    return {name: s.stats(prefix, mean) for name, (s, prefix, mean) in found.items()}
+
+
+def _no_bins(selection: Selection) -> pl.DataFrame:
+    """An empty bins frame of ``selection``'s shape (no bucket had a value)."""
+    schema: dict[str, pl.DataType] = dict(selection.groups.select(selection.keys).schema)
+    schema[BIN] = schema[COUNT] = pl.Int64()
+    return pl.DataFrame(schema=schema)
 
 
 def report(
