@@ -21,7 +21,6 @@ import polars as pl
 from kpi.cluster.combine import combine
 from kpi.cluster.connect import ClusterError
 from kpi.cluster.partials import (
-    COUNT,
     SPECS,
     Ask,
     Part,
@@ -31,7 +30,14 @@ from kpi.cluster.partials import (
     complaints_partial,
     empty_partial,
 )
-from kpi.cluster.ranks import BIN, SHIFTS, TOTAL, Selection, light_partial, narrow_partial
+from kpi.cluster.ranks import (
+    SHIFTS,
+    TOTAL,
+    Selection,
+    light_partial,
+    narrow,
+    narrow_partial,
+)
 from kpi.kpis.catalog import Family, KpiError, resolve
 from kpi.kpis.exprs import PERIOD
 from kpi.kpis.filters import Filter
@@ -256,31 +262,22 @@ def _exact_stats(
         for prefix, mean in SPECS[family].stats:
             parts = [p[family.value] for p in partials if family.value in p]
             selection = Selection([p.values[prefix + TOTAL] for p in parts], ask.keys)
-            selection.locate([p.values[prefix] for p in parts], 0)
+            selection.locate([p.values[prefix] for p in parts], None, SHIFTS[0])
             found[f"{family.value}/{prefix}"] = (selection, prefix, mean)
-    for level in range(1, len(SHIFTS)):
-        if not any(s.ranks.height for s, _, _ in found.values()):
-            break
-        chosen = {name: s.chosen() for name, (s, _, _) in found.items()}
+
+    def ship(chosen: dict[str, pl.DataFrame], parent: int, shift: int) -> list[Any]:
         [chosen_future] = _scatter(run, [chosen])
         labelled = [
-            (f"{name}, pass {level + 1}", run.client.submit(narrow_partial, f, chosen_future,
-                                                             level, pure=False))
+            (f"{name}, narrowing to shift {shift}",
+             run.client.submit(narrow_partial, f, chosen_future, parent, shift, pure=False))
             for name, f in heavy
         ]  # fmt: skip
-        narrowed: list[dict[str, pl.DataFrame]] = _gather(run, labelled)
+        shipped = _gather(run, labelled)
         chosen_future.release()  # type: ignore[no-untyped-call]
-        for name, (selection, _, _) in found.items():
-            bins = [n[name] for n in narrowed if name in n]
-            selection.locate(bins or [_no_bins(selection)], level)
+        return shipped
+
+    narrow({name: s for name, (s, _, _) in found.items()}, ship)
     return {name: s.stats(prefix, mean) for name, (s, prefix, mean) in found.items()}
-
-
-def _no_bins(selection: Selection) -> pl.DataFrame:
-    """An empty bins frame of ``selection``'s shape (no bucket had a value)."""
-    schema: dict[str, pl.DataType] = dict(selection.groups.select(selection.keys).schema)
-    schema[BIN] = schema[COUNT] = pl.Int64()
-    return pl.DataFrame(schema=schema)
 
 
 def report(

@@ -10,8 +10,9 @@ the client finds the values at the ranks it needs in passes:
 2. the client adds the counts, and for each wanted rank (``linear`` interpolation needs
    floor and ceil of (n - 1) q) finds the bin holding it and the rank within the bin;
 3. each bucket ships the counts of the next 16 bits of the keys, only inside the chosen
-   bins; the client narrows again (shifts 48, 32, 16, 0). At shift 0 a bin is one exact
-   value: the answer is interpolated from the values at those ranks as polars does.
+   bins; the client narrows again (shifts 48, 32, 16, 0), straight to shift 0 once the
+   chosen bins hold at most ``EXACT`` values. At shift 0 a bin is one exact value: the
+   answer is interpolated from the values at those ranks as polars does.
 
 Every pass is exact (counts of exact keys), so the percentiles are the single-process
 ones; the client holds at most 65,536 bins per group and rank at a time.
@@ -19,7 +20,7 @@ ones; the client holds at most 65,536 bins per group and rank at a time.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import numpy as np
@@ -29,6 +30,8 @@ from kpi.cluster.partials import COUNT, VALUE, Part
 
 #: Shifts of the order key, pass by pass (the last is the exact value).
 SHIFTS: Final = (48, 32, 16, 0)
+#: Chosen bins holding at most this many values in all: the next pass ships them exactly.
+EXACT: Final = 1 << 16
 QUANTILES: Final = ((0.5, "p50"), (0.9, "p90"))
 KEY: Final = "_k"
 BIN: Final = "_b"
@@ -86,24 +89,38 @@ def light_partial(partial: dict[str, Part]) -> dict[str, Part]:
 
 
 def narrow_partial(
-    partial: dict[str, Part], chosen: dict[str, pl.DataFrame], level: int
+    partial: dict[str, Part], chosen: dict[str, pl.DataFrame], parent_shift: int, shift: int
 ) -> dict[str, pl.DataFrame]:
-    """Per stat (``family/prefix``), the bins at ``SHIFTS[level]`` inside the chosen bins of
-    the previous level (``chosen``: group keys and ``PARENT``) (a task)."""
+    """Per stat (``family/prefix``), the bins at ``shift`` inside the chosen bins at
+    ``parent_shift`` (``chosen``: group keys and ``PARENT``) (a task)."""
     out: dict[str, pl.DataFrame] = {}
     for name, within in chosen.items():
         family, _, prefix = name.partition("/")
         part = partial.get(family)
         if part is None:
             continue
-        multiset = _keyed(part.values[prefix])
+        multiset = _keyed(_between(part.values[prefix], within[PARENT], parent_shift))
         keys = [c for c in within.columns if c != PARENT]
-        parent = (pl.col(KEY) // (1 << SHIFTS[level - 1])).alias(PARENT)
+        parent = (pl.col(KEY) // (1 << parent_shift)).alias(PARENT)
         inside = multiset.with_columns(parent).join(
             within, on=[*keys, PARENT], how="semi", nulls_equal=True
         )
-        out[name] = _bins(inside, keys, SHIFTS[level])
+        out[name] = _bins(inside, keys, shift)
     return out
+
+
+def _between(multiset: pl.DataFrame, parents: pl.Series, shift: int) -> pl.DataFrame:
+    """The rows whose value lies in the span of the chosen bins: a cheap float comparison
+    before the keys and the join (the bins are the keys' prefixes, keys sort as values)."""
+    if parents.is_empty():
+        return multiset.clear()
+    lowest, highest = int(parents.min()), int(parents.max())  # type: ignore[arg-type]
+    # The keys of the span, kept within the infinities' (beyond them lie only NaN keys).
+    top, bottom = int(order_keys(pl.Series([np.inf]))[0]), int(order_keys(pl.Series([-np.inf]))[0])
+    lo = max(lowest << shift, bottom)
+    hi = min(((highest + 1) << shift) - 1, top)
+    lo_v, hi_v = key_values(pl.Series([lo, hi], dtype=pl.Int64)).to_list()
+    return multiset.filter(pl.col(VALUE).is_between(lo_v, hi_v))
 
 
 def _added(frames: Sequence[pl.DataFrame], keys: list[str]) -> pl.DataFrame:
@@ -138,13 +155,14 @@ class Selection:
         ids = self.groups.select(*self.keys, GROUP)
         return bins.join(ids, on=self.keys, how="inner", nulls_equal=True)
 
-    def locate(self, bins: Sequence[pl.DataFrame], level: int) -> None:
-        """Move every wanted rank into the bin of ``SHIFTS[level]`` that holds it."""
+    def locate(self, bins: Sequence[pl.DataFrame], parent_shift: int | None, shift: int) -> None:
+        """Move every wanted rank into the bin at ``shift`` that holds it (``bins``: the
+        counts inside the ranks' bins at ``parent_shift``; None: all of them, first pass)."""
         added = self._with_group(_added(bins, self.keys))
-        if level == 0:
+        if parent_shift is None:
             parent = pl.lit(0, pl.Int64)
         else:
-            parent = pl.col(BIN) // (1 << (SHIFTS[level - 1] - SHIFTS[level]))
+            parent = pl.col(BIN) // (1 << (parent_shift - shift))
         added = (
             added.with_columns(parent.alias(PARENT))
             .sort(GROUP, BIN)
@@ -154,7 +172,7 @@ class Selection:
             .sort(BEFORE)
         )
         found = self.ranks.sort(OFFSET).join_asof(
-            added.select(GROUP, PARENT, BEFORE, BIN),
+            added.select(GROUP, PARENT, BEFORE, BIN, COUNT),
             left_on=OFFSET,
             right_on=BEFORE,
             by=[GROUP, PARENT],
@@ -163,9 +181,17 @@ class Selection:
         )
         if found[BIN].null_count():
             raise AssertionError("a wanted rank fell outside the bins the workers counted")
+        #: how many values the chosen bins hold (what an exact pass would ship)
+        self.held = int(found.unique([GROUP, BIN])[COUNT].sum())
         self.ranks = found.select(
             GROUP, RANK, (pl.col(OFFSET) - pl.col(BEFORE)).alias(OFFSET), pl.col(BIN).alias(PARENT)
         )
+
+    def no_bins(self) -> pl.DataFrame:
+        """An empty bins frame of this stat's shape (no bucket had a value there)."""
+        schema: dict[str, pl.DataType] = dict(self.groups.select(self.keys).schema)
+        schema[BIN] = schema[COUNT] = pl.Int64()
+        return pl.DataFrame(schema=schema)
 
     def chosen(self) -> pl.DataFrame:
         """The bins holding a wanted rank, by group keys (what the next pass counts inside)."""
@@ -202,3 +228,22 @@ class Selection:
         if not self.keys and out.height == 0:  # no value at all: one row of nulls, as polars
             return pl.DataFrame({c: [None] for c in out.columns}, schema=out.schema)
         return out
+
+
+#: Ship the counts inside the chosen bins (by stat) at a finer shift, from every bucket:
+#: (chosen, parent shift, shift) -> one frame per stat and bucket.
+Ship = Callable[[dict[str, pl.DataFrame], int, int], list[dict[str, pl.DataFrame]]]
+
+
+def narrow(selections: dict[str, Selection], ship: Ship) -> None:
+    """Narrow every stat's wanted ranks down to exact values, pass by pass. A pass goes
+    straight to the exact values (shift 0) once the chosen bins hold at most ``EXACT``
+    values in all, else 16 bits further (``SHIFTS``)."""
+    shift = SHIFTS[0]
+    while shift > 0 and any(s.ranks.height for s in selections.values()):
+        held = max(s.held for s in selections.values())
+        finer = 0 if held <= EXACT else SHIFTS[SHIFTS.index(shift) + 1]
+        shipped = ship({name: s.chosen() for name, s in selections.items()}, shift, finer)
+        for name, s in selections.items():
+            s.locate([x[name] for x in shipped if name in x] or [s.no_bins()], shift, finer)
+        shift = finer

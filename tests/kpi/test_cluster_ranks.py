@@ -17,6 +17,7 @@ from kpi.cluster.ranks import (
     Selection,
     key_values,
     light_partial,
+    narrow,
     narrow_partial,
     order_keys,
 )
@@ -43,12 +44,17 @@ def rank_selected(buckets: list[pl.DataFrame], keys: list[str]) -> tuple[pl.Data
     light = [light_partial(p)["flow"] for p in partials]
     received = sum(p.values["transit"].height for p in light)
     selection = Selection([p.values["transit" + TOTAL] for p in light], keys)
-    selection.locate([p.values["transit"] for p in light], 0)
-    for level in range(1, len(SHIFTS)):
-        chosen = {NAME: selection.chosen()}
-        narrowed = [narrow_partial(p, chosen, level)[NAME] for p in partials]
-        received = max(received, sum(n.height for n in narrowed))
-        selection.locate(narrowed, level)
+    selection.locate([p.values["transit"] for p in light], None, SHIFTS[0])
+
+    def ship(
+        chosen: dict[str, pl.DataFrame], parent: int, shift: int
+    ) -> list[dict[str, pl.DataFrame]]:
+        nonlocal received
+        shipped = [narrow_partial(p, chosen, parent, shift) for p in partials]
+        received = max(received, sum(s[NAME].height for s in shipped))
+        return shipped
+
+    narrow({NAME: selection}, ship)
     return selection.stats("transit", mean=True), received
 
 
@@ -82,6 +88,7 @@ def test_rank_selection_equals_polars(
             assert math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9 * max(1.0, scale)), (a, b)
 
 
+@settings(deadline=None)  # a loaded machine: no per-example deadline
 @given(st.lists(finite, min_size=1, max_size=50))
 def test_order_keys_sort_as_the_values_and_invert(xs: list[float]) -> None:
     s = pl.Series(xs, dtype=pl.Float64)
