@@ -10,6 +10,8 @@ Usage::
     # chunk with its own item and event ids), processed by 2 workers: peak RSS per worker
     .venv/bin/python bench/bench_dask.py --synth-lake /tmp/lake100m --buckets 120 \\
         --chunk-items 100000 --runs dask-2 --json bench/out/dask-100M.json
+    # the same runs on another commit too (a git worktree), side by side: old:dask-2
+    .venv/bin/python bench/bench_dask.py --lake LAKE --runs dask-2 --old-ref a70e8de
 
 Every run is its own subprocess: ``single`` answers on the folder in one process;
 ``dask-K`` starts a local cluster of K worker processes (one thread each), then times
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -93,13 +96,27 @@ def _child(args: argparse.Namespace) -> None:
     print(json.dumps(out))
 
 
-def _spawn(run: str, data: Path | None, lake: Path, answer: Path) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--child", run, "--lake", str(lake),
-           "--answer", str(answer)]  # fmt: skip
+def _spawn(
+    run: str, data: Path | None, lake: Path, answer: Path, tree: Path = ROOT
+) -> dict[str, Any]:
+    """One run in its own process, on the code of ``tree`` (this checkout, or an old one:
+    PYTHONPATH puts it before the installed tree, for the workers the run starts too)."""
+    cmd = [sys.executable, str(tree / "bench" / "bench_dask.py"), "--child", run,
+           "--lake", str(lake), "--answer", str(answer)]  # fmt: skip
     if data is not None:
         cmd += ["--data", str(data)]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
     return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def _old_tree(ref: str) -> Path:
+    """A detached git worktree of ``ref`` (made once, under /tmp)."""
+    tree = Path("/tmp") / f"bench-dask-{ref}"
+    if not tree.exists():
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), ref],
+                       check=True, capture_output=True)  # fmt: skip
+    return tree
 
 
 def synth_lake(out: Path, buckets: int, chunk_items: int, seed: int = 1) -> int:
@@ -148,6 +165,7 @@ def main() -> None:
     ap.add_argument("--chunk-items", type=int, default=100_000)
     ap.add_argument("--runs", default="single,dask-1,dask-2")
     ap.add_argument("--json", help="write the figures here too")
+    ap.add_argument("--old-ref", help="also run each dask-K on this commit, as old:dask-K")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--answer", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -183,10 +201,14 @@ def main() -> None:
             figures["compact_seconds"] = time.perf_counter() - t0
             figures["events"] = rep.new_events
     answers: dict[str, Path] = {}
-    for run in args.runs.split(","):
-        answers[run] = lake.parent / f".answer-{lake.name}-{run}.parquet"
-        figures[run] = _spawn(run, data, lake, answers[run])
-        print(run, json.dumps(figures[run]), flush=True)
+    runs = [(run, ROOT) for run in args.runs.split(",")]
+    if args.old_ref:
+        old = _old_tree(args.old_ref)
+        runs += [(f"old:{run}", old) for run, _ in runs if run.startswith("dask-")]
+    for name, tree in runs:
+        answers[name] = lake.parent / f".answer-{lake.name}-{name.replace(':', '-')}.parquet"
+        figures[name] = _spawn(name.removeprefix("old:"), data, lake, answers[name], tree)
+        print(name, json.dumps(figures[name]), flush=True)
     _same(answers)
     figures["identical_answers"] = True
     figures["loadavg_after"] = list(map(float, Path("/proc/loadavg").read_text().split()[:3]))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -16,6 +17,30 @@ from kpi_cli.options import (
     parse_listen,
     setup_logging,
 )
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+    from kpi.api.settings import Settings
+
+_Engine = Annotated[
+    str | None,
+    typer.Option(
+        "--engine",
+        help="KPI endpoints computed by polars (this process) or dask (a cluster; DATA_DIR is a"
+        " `kpi compact` lake). Default: the config's cluster.engine, else polars",
+    ),
+]
+_Scheduler = Annotated[
+    str | None, typer.Option("--scheduler", help="dask: an existing cluster, e.g. tcp://HOST:8786")
+]
+_Workers = Annotated[
+    int | None, typer.Option("--workers", min=1, help="dask: local cluster of N worker processes")
+]
+_ConnectTimeout = Annotated[
+    float | None,
+    typer.Option("--connect-timeout", help="dask: seconds to reach the scheduler (default 10)"),
+]
 
 
 def api(
@@ -32,6 +57,10 @@ def api(
     ] = None,
     database: DatabaseOption = "sqlite:///var/duty.db",
     insecure_no_auth: InsecureOption = False,
+    engine: _Engine = None,
+    scheduler: _Scheduler = None,
+    workers: _Workers = None,
+    connect_timeout: _ConnectTimeout = None,
 ) -> None:
     """Serve the analyst API (KPIs, drill-downs, exports, the duty desk) over a data folder."""
     # Lazy: uvicorn, pydantic and the API load only when this verb runs, not for `kpi --help`.
@@ -50,6 +79,7 @@ def api(
             data_dir=data_dir,
             as_of=parse_as_of(as_of) if as_of else None,
             database=database_url(database),
+            cluster=_given(engine, scheduler, workers, connect_timeout),
         )
     except (ValidationError, ValueError, OSError) as exc:
         typer.echo(f"error: invalid settings: {exc}", err=True)
@@ -61,4 +91,42 @@ def api(
         raise typer.Exit(2) from exc
     if warning:
         typer.echo(f"WARNING: {warning}", err=True)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False)
+    with ExitStack() as stack:
+        app = create_app(settings, cluster=_cluster(settings, stack))
+        uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+
+
+def _given(
+    engine: str | None, scheduler: str | None, workers: int | None, timeout: float | None
+) -> dict[str, Any]:
+    """The cluster settings given on the command line (they win over the config's)."""
+    given = {
+        "engine": engine,
+        "scheduler": scheduler,
+        "workers": workers,
+        "connect_timeout_seconds": timeout,
+    }
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _cluster(settings: Settings, stack: ExitStack) -> Client | None:
+    """``--engine dask``: the cluster's client for the server's lifetime, reached (or started)
+    before it listens; a lake missing or a scheduler not answering stops here, in time."""
+    from kpi.cluster import ClusterError, connect  # noqa: PLC0415  (lazy: distributed)
+    from kpi.lake_snapshot import is_lake  # noqa: PLC0415
+
+    cfg = settings.cluster
+    if cfg.engine != "dask":
+        return None
+    if not is_lake(settings.data_dir):
+        typer.echo(
+            f"error: --engine dask reads a lake: {settings.data_dir} is not one"
+            f" (run `kpi compact {settings.data_dir} --out LAKE_DIR` first)",
+            err=True,
+        )
+        raise typer.Exit(2)
+    try:
+        return stack.enter_context(connect(cfg.scheduler, cfg.workers, cfg.connect_timeout_seconds))
+    except ClusterError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc

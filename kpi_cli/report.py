@@ -35,6 +35,12 @@ Scheduler = Annotated[
 ConnectTimeout = Annotated[
     float, typer.Option("--connect-timeout", help="dask: seconds to reach --scheduler")
 ]
+RunTimeout = Annotated[
+    float,
+    typer.Option(
+        "--timeout", min=0.001, help="dask: seconds the run may take once connected, else an error"
+    ),
+]
 
 
 def _split(value: str | None) -> tuple[str, ...]:
@@ -93,6 +99,7 @@ def report(
     workers: Workers = 2,
     scheduler: Scheduler = None,
     connect_timeout: ConnectTimeout = 10.0,
+    timeout: RunTimeout = 3600.0,
     max_future: MaxFuture = None,
 ) -> None:
     """Compute KPIs over a data folder (one row per group and period, one column per KPI)."""
@@ -127,8 +134,8 @@ def report(
             stall_hours=stall_hours,
         )
         if engine == "dask":
-            frame = _on_cluster(data_dir, query, as_of_ts, scheduler, workers, connect_timeout)
-            return _emit(frame, fmt, output)
+            reach = (scheduler, workers, connect_timeout, timeout)
+            return _emit(_on_cluster(data_dir, query, as_of_ts, reach), fmt, output)
         if is_lake(data_dir):
             # A lake: the snapshot starts from its per-bucket lifecycle tables.
             reader = LakeReader.open(data_dir)
@@ -167,18 +174,18 @@ def _on_cluster(
     lake: Path,
     query: KpiQuery,
     as_of: dt.datetime | None,
-    scheduler: str | None,
-    workers: int,
-    timeout: float,
+    reach: tuple[str | None, int, float, float],
 ) -> pl.DataFrame:
-    """``--engine dask``: the answer from a lake, one task per bucket on a Dask cluster."""
+    """``--engine dask``: the answer from a lake, one task per bucket on a Dask cluster
+    (``reach``: the scheduler, else a local cluster's workers; the connect and run timeouts)."""
     from kpi.cluster import ClusterError, connect  # noqa: PLC0415  (lazy: distributed)
     from kpi.cluster import report as cluster_report  # noqa: PLC0415
     from kpi.lake import LakeError  # noqa: PLC0415
 
     try:
-        with connect(scheduler, workers, timeout) as client:
-            return cluster_report(lake, query, client, as_of)
+        scheduler, workers, connect_timeout, timeout = reach
+        with connect(scheduler, workers, connect_timeout) as client:
+            return cluster_report(lake, query, client, as_of, timeout)
     except (ClusterError, LakeError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc

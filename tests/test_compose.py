@@ -74,6 +74,7 @@ def test_the_stack_has_every_service(compose: dict[str, Any]) -> None:
         "dask-scheduler",
         "dask-worker",
         "report-dask",
+        "api-dask",
     }
     assert services["prometheus"]["image"].startswith("prom/prometheus:")
     assert services["alertmanager"]["image"].startswith("prom/alertmanager:")
@@ -88,7 +89,7 @@ def test_the_stack_has_every_service(compose: dict[str, Any]) -> None:
     # Every option a kpi service passes is one its verb really has.
     group = typer.main.get_command(kpi_app)
     kpi_verbs = ("simulate-history", "simulate-live", "kpi", "kafka-publish", "shard-1", "shard-2",
-                 "lake-compact", "report-dask")  # fmt: skip
+                 "lake-compact", "report-dask", "api-dask")  # fmt: skip
     for name in kpi_verbs:
         verb, *args = services[name]["command"]
         sub = group.commands[verb]  # type: ignore[attr-defined]
@@ -131,7 +132,7 @@ def test_dask_profile_runs_a_scheduler_a_worker_and_the_report_on_them(
     compose: dict[str, Any],
 ) -> None:
     services = compose["services"]
-    for name in ("lake-compact", "dask-scheduler", "dask-worker", "report-dask"):
+    for name in ("lake-compact", "dask-scheduler", "dask-worker", "report-dask", "api-dask"):
         assert services[name]["profiles"] == ["dask"], name  # the default stack is unchanged
     scheduler = services["dask-scheduler"]
     assert scheduler["image"].startswith("ghcr.io/dask/dask:")  # the official image
@@ -142,11 +143,16 @@ def test_dask_profile_runs_a_scheduler_a_worker_and_the_report_on_them(
     report = services["report-dask"]["command"]
     assert report[report.index("--engine") + 1] == "dask"
     assert report[report.index("--scheduler") + 1] == address
+    # The API's KPI endpoints run on the same scheduler, over the same lake.
+    api = services["api-dask"]["command"]
+    assert api[:2] == ["api", report[1]]
+    assert api[api.index("--engine") + 1] == "dask"
+    assert api[api.index("--scheduler") + 1] == address
     # The report reads the lake the compaction writes, and the worker sees it at that path.
     compact = services["lake-compact"]["command"]
     lake = compact[compact.index("--out") + 1]
     assert report[1] == lake
-    for name in ("lake-compact", "dask-worker", "report-dask"):
+    for name in ("lake-compact", "dask-worker", "report-dask", "api-dask"):
         assert any(v.split(":")[1] == lake for v in services[name]["volumes"]), name
     # Client and scheduler speak the same distributed version (the image tag).
     assert scheduler["image"].split(":")[1].split("-")[0] == version("distributed")

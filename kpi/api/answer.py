@@ -43,13 +43,13 @@ async def kpi_answer(
     hit = store.cached(gen, page_key)
     if hit is not None:
         return cast(Rendered, hit).response()
-    snap = await store.snapshot(gen, spec.as_of)
+    snap = await store.kpi_snapshot(gen, spec.as_of)
     checked = plan(spec, snap, settings.limits, gen.known, gen.facility_region, scope)
     frame, _ = await store.compute(
         gen,
         gen.results,
         ("query", spec, scope),
-        lambda: answer(snap, checked, settings.limits),
+        lambda: answer(snap, checked, settings.limits, store.engine(gen, snap)),
         "the KPI query",
     )
     roles: dict[str, Any] = {d: "dimension" for d in spec.dimensions} | {PERIOD: "time"}

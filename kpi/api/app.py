@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import fastapi_offline
 from fastapi import Depends, FastAPI, Request
@@ -39,6 +39,9 @@ from kpi.api.settings import Settings
 from kpi.api.store import DataStore
 from kpi.duty.metrics import IncidentCollector
 from kpi.duty.register import IncidentRegister, make_engine
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 API_PREFIX = "/api/v1"
 DESCRIPTION = """\
@@ -140,12 +143,15 @@ def _install_docs(app: FastAPI, settings: Settings) -> None:
     app.add_api_route("/redoc", redoc, include_in_schema=False, dependencies=deps)
 
 
-def create_app(settings: Settings, *, wait_for_data: bool = False) -> FastAPI:
-    """The API over ``settings.data_dir``; ``wait_for_data`` makes startup wait for the first load."""
+def create_app(
+    settings: Settings, *, wait_for_data: bool = False, cluster: Client | None = None
+) -> FastAPI:
+    """The API over ``settings.data_dir``; ``wait_for_data`` makes startup wait for the first
+    load; ``cluster``: the KPI endpoints are computed on that Dask cluster (a lake's)."""
     # Without wait_for_data the load runs in the background: /readyz is 503 until it is
     # done and data requests wait for it up to the request timeout.
     metrics = ApiMetrics.create()
-    store = DataStore(settings, metrics)
+    store = DataStore(settings, metrics, cluster)
     register = IncidentRegister(make_engine(settings.database)) if settings.database else None
     if register is not None:
         metrics.registry.register(IncidentCollector(register))

@@ -12,9 +12,10 @@ from fastapi import Response
 from kpi.api.deps import Paging, Principal
 from kpi.api.errors import bad_request
 from kpi.api.export import Rendered, columns_meta, render_page
-from kpi.api.service import Filter, check_filter_values
+from kpi.api.service import check_filter_values
 from kpi.api.store import DataStore, Generation
 from kpi.kpis.exprs import hours_between
+from kpi.kpis.filters import Filter
 from kpi.kpis.query import Snapshot
 
 _COMPLAINT_DEADLINE = dt.timedelta(days=7)

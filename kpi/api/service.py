@@ -21,9 +21,9 @@ and no scope the answer is ``Snapshot.query`` itself.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Final, Literal
+from typing import Final
 
 import polars as pl
 
@@ -31,12 +31,9 @@ from kpi.api.errors import bad_request, forbidden
 from kpi.api.settings import Limits
 from kpi.kpis.catalog import ALL_DIMS, STAGE_FAMILIES, Family, Kpi, KpiError, resolve
 from kpi.kpis.exprs import PERIOD
-from kpi.kpis.functions import ITEM_COLUMNS
+from kpi.kpis.filters import Filter, match, restrict_rows, restrict_stages
 from kpi.kpis.query import KpiQuery, Snapshot, join_families
-from kpi.kpis.stages import stage_filter
 
-FilterOp = Literal["equals", "in", "not_in"]
-_COMPLAINT_COLUMNS: Final = {"region": "region", "product": "product", "category": "category"}
 _GRANULARITY_SPAN: Final = {
     "hour": dt.timedelta(hours=1),
     "day": dt.timedelta(days=1),
@@ -46,15 +43,8 @@ _GRANULARITY_SPAN: Final = {
 #: Dimensions whose values are regions, for a region-scoped key.
 REGION_DIMS: Final = ("region", "destination", "from_region", "to_region")
 THRESHOLD_KPIS: Final = ("backlog_threshold_items", "backlog_over_threshold")
-
-
-@dataclass(frozen=True)
-class Filter:
-    """Keep rows whose dimension value is (or is not) one of ``values``; nulls never match."""
-
-    dimension: str
-    op: FilterOp
-    values: tuple[str, ...]
+#: The cluster engine: each asked family's answer (``Family`` order) to a filtered question.
+FamilyFrames = Callable[[KpiQuery, tuple[Filter, ...]], list[pl.DataFrame]]
 
 
 @dataclass(frozen=True)
@@ -204,64 +194,52 @@ def plan(
     return Plan(spec, tuple(kpis), filters)
 
 
-def _match(col: str, f: Filter) -> pl.Expr:
-    c = pl.col(col).cast(pl.String)
-    inside = c.is_in(list(f.values))
-    return c.is_not_null() & (~inside if f.op == "not_in" else inside)
-
-
 def restrict(snap: Snapshot, family: Family, filters: Sequence[Filter]) -> Snapshot:
     """The snapshot with only the input rows the filters keep, for one KPI family."""
     if family in STAGE_FAMILIES:
-        tables = snap.stages
-        for f in filters:
-            tables = stage_filter(tables, snap.facilities, f.dimension, f.values, f.op == "not_in")
+        tables = restrict_stages(snap.stages, snap.facilities, filters)
         return replace(snap, stage_builder=lambda: tables, _stages=[tables])
-    lc, comp, fac = snap.lifecycle, snap.complaints, snap.facilities
-    for f in filters:
-        d = f.dimension
-        if family in (Family.FLOW, Family.NETWORK):
-            lc = lc.filter(_match(ITEM_COLUMNS[d], f))
-        elif family in (Family.COMPLAINT, Family.OPEN_COMPLAINT):
-            comp = comp.filter(_match(_COMPLAINT_COLUMNS[d], f))
-            if family is Family.COMPLAINT and d in ("region", "product"):
-                lc = lc.filter(_match(ITEM_COLUMNS[d], f))
-        elif d == "product":
-            lc = lc.filter(_match("product", f))
-        elif d == "facility":
-            fac = fac.filter(_match("facility", f))
-            lc = lc.filter(_match("last_facility", f))
-        else:
-            fac = fac.filter(_match("type" if d == "facility_type" else "region", f))
-            # Items at facilities missing from facilities.csv have no region or type: excluded.
-            lc = lc.filter(pl.col("last_facility").is_in(fac["facility"].implode()))
+    lc, comp, fac = restrict_rows(family, snap.lifecycle, snap.complaints, snap.facilities, filters)
     return replace(snap, lifecycle=lc, complaints=comp, facilities=fac)
+
+
+def _sliced(frame: pl.DataFrame, plan_: Plan, family: Family) -> pl.DataFrame:
+    """A product slice of the backlog is a split by product: thresholds (per facility, all
+    products) are undefined and idle facilities get no zero rows, as when grouping by it."""
+    if family is not Family.BACKLOG or not any(f.dimension == "product" for f in plan_.filters):
+        return frame
+    frame = frame.with_columns(
+        pl.lit(None, pl.Int64).alias(k) for k in THRESHOLD_KPIS if k in frame.columns
+    )
+    if plan_.spec.dimensions:
+        frame = frame.filter(pl.col("backlog_items") > 0)
+    return frame
 
 
 def _family_answer(snap: Snapshot, plan_: Plan, family: Family) -> pl.DataFrame:
     names = tuple(k.name for k in plan_.kpis if k.family is family)
-    product_slice = family is Family.BACKLOG and any(
-        f.dimension == "product" for f in plan_.filters
-    )
-    asked = (*names, "backlog_items") if product_slice and "backlog_items" not in names else names
-    frame = restrict(snap, family, plan_.filters).query(replace(plan_.spec.kpi_query(), kpis=asked))
-    if product_slice:
-        # A product slice is a split by product: thresholds (per facility, all products)
-        # are undefined and idle facilities get no zero rows, as when grouping by product.
-        frame = frame.with_columns(
-            pl.lit(None, pl.Int64).alias(k) for k in THRESHOLD_KPIS if k in frame.columns
-        )
-        if plan_.spec.dimensions:
-            frame = frame.filter(pl.col("backlog_items") > 0)
-        frame = frame.select(c for c in frame.columns if c != "backlog_items" or c in names)
-    return frame
+    # A product slice needs backlog_items to drop the idle facilities (see _sliced).
+    needed = family is Family.BACKLOG and "backlog_items" not in names
+    asked = (*names, "backlog_items") if needed else names
+    return restrict(snap, family, plan_.filters).query(replace(plan_.spec.kpi_query(), kpis=asked))
 
 
-def answer(snap: Snapshot, plan_: Plan, limits: Limits) -> pl.DataFrame:
-    """The whole answer (before paging), ordered; blocking, run in a worker thread."""
+def answer(
+    snap: Snapshot, plan_: Plan, limits: Limits, cluster: FamilyFrames | None = None
+) -> pl.DataFrame:
+    """The whole answer (before paging), ordered; blocking, run in a worker thread.
+
+    ``cluster``: the families' answers come from the cluster engine (``kpi api --engine
+    dask``), computed bucket by bucket with the same filters on the same input rows.
+    """
     spec = plan_.spec
     try:
-        out = snap.query(spec.kpi_query()) if not plan_.filters else _filtered(snap, plan_)
+        if cluster is not None:
+            out = _joined(cluster(spec.kpi_query(), plan_.filters), plan_)
+        elif plan_.filters:
+            out = _filtered(snap, plan_)
+        else:
+            out = snap.query(spec.kpi_query())
     except KpiError as exc:
         raise bad_request(str(exc)) from exc
     if out.height > limits.max_groups:
@@ -286,15 +264,24 @@ def answer(snap: Snapshot, plan_: Plan, limits: Limits) -> pl.DataFrame:
 
 def _filtered(snap: Snapshot, plan_: Plan) -> pl.DataFrame:
     """Per-family answers on restricted inputs, joined the way ``Snapshot.query`` joins them."""
+    return _joined([_family_answer(snap, plan_, fam) for fam in _families(plan_)], plan_)
+
+
+def _families(plan_: Plan) -> list[Family]:
+    """The families of the asked KPIs, in ``Family`` order (the engines' order)."""
+    return [f for f in Family if any(k.family is f for k in plan_.kpis)]
+
+
+def _joined(frames: Sequence[pl.DataFrame], plan_: Plan) -> pl.DataFrame:
+    """Per-family answers (in ``Family`` order) joined as ``Snapshot.query`` joins them."""
     spec = plan_.spec
     keys = [*spec.dimensions, PERIOD] if spec.granularity else list(spec.dimensions)
-    families = [f for f in Family if any(k.family is f for k in plan_.kpis)]
-    frames = [_family_answer(snap, plan_, fam) for fam in families]
+    frames = [_sliced(f, plan_, fam) for f, fam in zip(frames, _families(plan_), strict=True)]
     out = join_families(frames, plan_.kpis, keys)
     # Filters on grouped dimensions also hold on the answer's rows (a no-op when exact).
     for f in plan_.filters:
         if f.dimension in spec.dimensions:
-            out = out.filter(_match(f.dimension, f))
+            out = out.filter(match(f.dimension, f))
     if keys:
         out = out.sort(keys, nulls_last=True)
     return out

@@ -8,7 +8,7 @@ import ipaddress
 import json
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
@@ -86,6 +86,30 @@ class WebhookToken(BaseModel):
         return v.lower() if isinstance(v, str) else v
 
 
+class ClusterSettings(BaseModel):
+    """Where the KPI endpoints are computed: in the API's process, or on a Dask cluster."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    engine: Literal["polars", "dask"] = Field(
+        default="polars",
+        description="polars: in the API's process; dask: on a cluster (the data is a lake)",
+    )
+    scheduler: str | None = Field(
+        default=None,
+        description="dask: an existing cluster (tcp://HOST:8786); none: a local cluster",
+    )
+    workers: Annotated[int, Field(ge=1)] = Field(
+        default=2, description="dask without a scheduler: worker processes of the local cluster"
+    )
+    connect_timeout_seconds: Annotated[float, Field(gt=0)] = Field(
+        default=10.0, description="dask: seconds to reach the scheduler and see a worker"
+    )
+    run_timeout_seconds: Annotated[float, Field(gt=0)] = Field(
+        default=600.0,
+        description="dask: seconds one question's run may take on the cluster, else a 503",
+    )
+
+
 class Settings(BaseModel):
     """Everything the API needs to start; unknown fields are an error, not ignored."""
 
@@ -117,6 +141,9 @@ class Settings(BaseModel):
     watch_interval_seconds: Annotated[float, Field(ge=0)] = Field(
         default=5.0, description="how often, at most, the data folder is checked for changes"
     )
+    cluster: ClusterSettings = Field(
+        default=ClusterSettings(), description="the engine of the KPI endpoints"
+    )
 
     @property
     def auth_enabled(self) -> bool:
@@ -140,6 +167,7 @@ def load_settings(
     data_dir: Path | None = None,
     as_of: dt.datetime | None = None,
     database: str | None = None,
+    cluster: dict[str, Any] | None = None,
 ) -> Settings:
     """Settings from a YAML/JSON file (optional), with the command line's values winning."""
     raw: dict[str, Any] = {}
@@ -155,6 +183,9 @@ def load_settings(
         raw["as_of"] = as_of
     if database is not None:
         raw["database"] = database
+    if cluster:
+        given = raw.get("cluster")
+        raw["cluster"] = {**(given if isinstance(given, dict) else {}), **cluster}
     return Settings.model_validate(raw)
 
 

@@ -19,23 +19,30 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import polars as pl
 
 from kpi.api.errors import ApiError
 from kpi.api.metrics import ApiMetrics
+from kpi.api.service import FamilyFrames
 from kpi.api.settings import Settings
+from kpi.cluster import LakeVersion, family_frames, span
 from kpi.contract import COMPLAINT_CATEGORIES, FACILITY_TYPES, Kind
 from kpi.events import Effect, event_has
+from kpi.kpis.catalog import KpiError
 from kpi.kpis.exprs import Window
+from kpi.kpis.filters import Filter
 from kpi.kpis.functions import waiting_items
-from kpi.kpis.query import Snapshot
+from kpi.kpis.query import KpiQuery, Snapshot
 from kpi.lake import LakeError
 from kpi.lake_snapshot import VERSION_FILES, LakeReader, is_lake
 from kpi.lake_tables import TablesError
 from kpi.sources.folder import FACILITIES_FILE, DataSet, load_data_dir, source_files
 from kpi.standards import STANDARDS_FILE
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 log = logging.getLogger("kpi.api")
 
@@ -114,6 +121,12 @@ class Generation:
     results: Lru
     inflight: dict[Hashable, asyncio.Future[Any]] = field(default_factory=dict)
     reader: LakeReader | None = None
+
+    @property
+    def lake(self) -> LakeVersion | None:
+        """The lake version the cluster engine reads (the one this generation loaded)."""
+        r = self.reader
+        return None if r is None else LakeVersion(r.lake, r.manifest, r.facilities, r.standards)
 
     def item_events(self, item_id: str, as_of: dt.datetime) -> pl.DataFrame:
         """The item's events at or before ``as_of``, in lifecycle order.
@@ -233,9 +246,13 @@ def build_lake_generation(settings: Settings, fp: Fingerprint) -> Generation:
 class DataStore:
     """Holds the current generation, reloads it when the folder changes, caches answers."""
 
-    def __init__(self, settings: Settings, metrics: ApiMetrics) -> None:
+    def __init__(
+        self, settings: Settings, metrics: ApiMetrics, cluster: Client | None = None
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
+        #: ``--engine dask``: the client of the cluster the KPI endpoints are computed on.
+        self.cluster = cluster
         self.gen: Generation | None = None
         self.error: str | None = None
         self._loading: asyncio.Task[Generation | None] | None = None
@@ -394,3 +411,50 @@ class DataStore:
             gen, gen.results, ("waiting", snap.as_of), build, "the backlog drill-down"
         )
         return frame
+
+    def engine(self, gen: Generation, snap: Snapshot) -> FamilyFrames | None:
+        """The cluster engine for questions about ``snap`` (None: the process answers)."""
+        client, lake = self.cluster, gen.lake
+        if client is None or lake is None:
+            return None
+        limit = self.settings.cluster.run_timeout_seconds
+
+        def frames(q: KpiQuery, filters: tuple[Filter, ...]) -> list[pl.DataFrame]:
+            try:
+                return family_frames(
+                    lake, q, client, snap.as_of, snap.first_event_at, filters, limit
+                )
+            except (KpiError, ApiError):
+                raise
+            except Exception as exc:  # the cluster, the lake or a task: never a partial answer
+                raise ApiError(503, f"the Dask cluster could not answer: {exc}") from exc
+
+        return frames
+
+    async def kpi_snapshot(self, gen: Generation, as_of: dt.datetime | None) -> Snapshot:
+        """The snapshot a KPI question is checked against. On the cluster engine, for another
+        as-of, only its window's bounds: the first event up to it comes from the cluster."""
+        client, lake = self.cluster, gen.lake
+        if client is None or lake is None or as_of is None or as_of == gen.default.as_of:
+            return await self.snapshot(gen, as_of)
+        key = as_of.astimezone(dt.UTC)
+
+        def build() -> Snapshot:
+            try:
+                first, _ = span(lake, client, key, self.settings.cluster.run_timeout_seconds)
+            except Exception as exc:  # as in `engine`: no answer rather than a wrong one
+                raise ApiError(503, f"the Dask cluster could not answer: {exc}") from exc
+            shell = Snapshot(
+                lifecycle=pl.DataFrame(),
+                complaints=pl.DataFrame(),
+                facilities=lake.facilities,
+                as_of=key,
+                first_event_at=first,
+            )
+            shell.version = gen.version
+            return shell
+
+        snap, _ = await self.compute(
+            gen, gen.snapshots, ("window", key), build, "the window of the snapshot"
+        )
+        return snap

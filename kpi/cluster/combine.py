@@ -1,6 +1,6 @@
 """Combining partials exactly: counts add, maxima take the max, ratios are formed after
-the combine, means and percentiles come from the merged exact multisets of values with
-the single-process engine's own expressions (so the same multiset gives the same number).
+the combine; means and percentiles are found on the workers' exact values by rank
+selection (``kpi.cluster.ranks``), so the same values give the same number.
 """
 
 from __future__ import annotations
@@ -9,9 +9,10 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from kpi.cluster.partials import ACCEPTED, COUNT, SPECS, VALUE, Ask, Part
+from kpi.cluster.partials import ACCEPTED, SPECS, Ask, Part
 from kpi.kpis.catalog import Family
 from kpi.kpis.exprs import PERIOD, outer_join, ratio
+from kpi.kpis.filters import backlog_facilities
 from kpi.kpis.functions import backlog_thresholds, complaint_rates
 
 
@@ -25,22 +26,6 @@ def _sum(frames: Sequence[pl.DataFrame], keys: list[str], family: Family) -> pl.
     if not keys:
         return both.select(aggs) if aggs else pl.DataFrame()
     return both.group_by(keys).agg(aggs) if aggs else both.select(keys).unique()
-
-
-def _stats(
-    values: Sequence[pl.DataFrame], keys: list[str], prefix: str, mean: bool
-) -> pl.DataFrame:
-    """Mean and percentiles per group from the merged multisets (rows repeated by count)."""
-    merged = pl.concat(values, how="vertical")
-    expanded = merged.select(*keys, pl.col(VALUE).repeat_by(COUNT)).explode(VALUE)
-    v = pl.col(VALUE)
-    stats = [
-        v.quantile(0.5, "linear").alias(f"{prefix}_hours_p50"),
-        v.quantile(0.9, "linear").alias(f"{prefix}_hours_p90"),
-    ]
-    if mean:
-        stats.insert(0, v.mean().alias(f"{prefix}_hours_mean"))
-    return expanded.group_by(keys).agg(stats) if keys else expanded.select(stats)
 
 
 def _beside(left: pl.DataFrame, right: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
@@ -62,12 +47,14 @@ def _ratios(frame: pl.DataFrame, family: Family) -> pl.DataFrame:
     return frame.with_columns(exprs) if exprs else frame
 
 
-def combine_family(family: Family, parts: Sequence[Part], keys: list[str]) -> pl.DataFrame:
-    """A window or snapshot family without cross-bucket facility state, combined."""
+def combine_family(
+    family: Family, parts: Sequence[Part], keys: list[str], stats: dict[str, pl.DataFrame]
+) -> pl.DataFrame:
+    """A window or snapshot family without cross-bucket facility state, combined; its means
+    and percentiles (``stats``, by ``family/prefix``) come from ``kpi.cluster.ranks``."""
     out = _sum([p.sums for p in parts], keys, family)
-    for prefix, mean in SPECS[family].stats:
-        stats = _stats([p.values[prefix] for p in parts], keys, prefix, mean)
-        out = _beside(out, stats, keys)
+    for prefix, _ in SPECS[family].stats:
+        out = _beside(out, stats[f"{family.value}/{prefix}"], keys)
     return _ratios(out, family)
 
 
@@ -86,7 +73,8 @@ def combine_backlog(parts: Sequence[Part], ask: Ask) -> pl.DataFrame:
         .group_by("last_facility")
         .agg(pl.col("_fac_total").sum())
     )
-    fac_agg = backlog_thresholds(ask.facilities.lazy(), totals.lazy(), by).collect()
+    facilities = backlog_facilities(ask.facilities, ask.filters)
+    fac_agg = backlog_thresholds(facilities.lazy(), totals.lazy(), by).collect()
     # backlog_kpis joined the thresholds already in every bucket: replace them.
     counted = counted.drop("backlog_threshold_items", "backlog_over_threshold", strict=False)
     joined = outer_join([counted, fac_agg], by)
@@ -115,8 +103,11 @@ def combine_complaints(counted: Part, accepted: Sequence[Part], ask: Ask) -> pl.
     return joined.with_columns(complaint_rates())
 
 
-def combine(partials: Sequence[dict[str, Part]], ask: Ask) -> list[pl.DataFrame]:
-    """One frame per asked family (in ``Family`` order), from every task's partials."""
+def combine(
+    partials: Sequence[dict[str, Part]], ask: Ask, stats: dict[str, pl.DataFrame]
+) -> list[pl.DataFrame]:
+    """One frame per asked family (in ``Family`` order), from every task's partials and the
+    exact means and percentiles of its stats (``stats``, by ``family/prefix``)."""
     frames: list[pl.DataFrame] = []
     for family in (f for f in Family if f in ask.families):
         parts = [p[family.value] for p in partials if family.value in p]
@@ -126,7 +117,7 @@ def combine(partials: Sequence[dict[str, Part]], ask: Ask) -> list[pl.DataFrame]
             accepted = [p[ACCEPTED] for p in partials if ACCEPTED in p]
             frames.append(combine_complaints(parts[0], accepted, ask))
         elif family in (Family.NETWORK, Family.OPEN_COMPLAINT):
-            frames.append(combine_family(family, parts, list(ask.by)))
+            frames.append(combine_family(family, parts, list(ask.by), stats))
         else:
-            frames.append(combine_family(family, parts, ask.keys))
+            frames.append(combine_family(family, parts, ask.keys, stats))
     return frames

@@ -10,13 +10,18 @@ readable: a missing or corrupt part is an error, never a smaller answer.
 from __future__ import annotations
 
 import datetime as dt
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import polars as pl
 
 from kpi.cluster.combine import combine
+from kpi.cluster.connect import ClusterError
 from kpi.cluster.partials import (
+    SPECS,
     Ask,
     Part,
     Span,
@@ -25,16 +30,27 @@ from kpi.cluster.partials import (
     complaints_partial,
     empty_partial,
 )
+from kpi.cluster.ranks import (
+    SHIFTS,
+    TOTAL,
+    Selection,
+    light_partial,
+    narrow,
+    narrow_partial,
+)
 from kpi.kpis.catalog import Family, KpiError, resolve
 from kpi.kpis.exprs import PERIOD
+from kpi.kpis.filters import Filter
 from kpi.kpis.query import KpiQuery, Snapshot, join_families
 from kpi.lake import LakeError, Manifest
 from kpi.sources.folder import load_facilities
-from kpi.standards import load_standards
+from kpi.standards import ServiceStandards, load_standards
 
 if TYPE_CHECKING:
     from distributed import Client, Future
 
+#: Seconds a run may take once connected, by default (``kpi report --timeout``).
+RUN_TIMEOUT: Final = 3600.0
 #: Families read from the complaints (one task), not from the buckets.
 COMPLAINT_FAMILIES: Final = frozenset({Family.COMPLAINT, Family.OPEN_COMPLAINT})
 
@@ -50,11 +66,8 @@ def _check(q: KpiQuery) -> None:
             raise KpiError(f"unknown time zone {q.tz!r}") from exc
 
 
-def _manifest(lake: Path) -> Manifest:
-    """The lake's manifest, every part it lists present (else ``LakeError``)."""
-    manifest = Manifest.load(lake)
-    if manifest is None:
-        raise LakeError(f"{lake} is not a lake (no manifest): run `kpi compact` first")
+def _check_parts(lake: Path, manifest: Manifest) -> None:
+    """Every part ``manifest`` lists is present (else ``LakeError``)."""
     missing = [p for p in manifest.parts if not (lake / p).exists()]
     if missing:
         buckets = sorted({p.split("bucket=", 1)[1].split("/", 1)[0] for p in missing})
@@ -64,20 +77,72 @@ def _manifest(lake: Path) -> Manifest:
         )
     if manifest.complaints is not None and not (lake / manifest.complaints).exists():
         raise LakeError(f"{lake}: the complaints part {manifest.complaints} is missing")
-    return manifest
 
 
-def _gather(client: Client, futures: list[Future[Any]]) -> list[Any]:
+@dataclass(frozen=True)
+class LakeVersion:
+    """One committed version of a lake: its manifest as read once, and its reference files."""
+
+    path: Path
+    manifest: Manifest
+    facilities: pl.DataFrame
+    standards: ServiceStandards
+
+    @classmethod
+    def open(cls, lake: Path) -> LakeVersion:
+        """The lake's current version (``LakeError`` when it is not a lake)."""
+        manifest = Manifest.load(lake)
+        if manifest is None:
+            raise LakeError(f"{lake} is not a lake (no manifest): run `kpi compact` first")
+        return cls(lake, manifest, load_facilities(lake), load_standards(lake))
+
+    def buckets(self) -> list[tuple[int, list[str]]]:
+        """(bucket, its part files) of every bucket with parts, every listed part present."""
+        _check_parts(self.path, self.manifest)
+        parts = self.manifest.bucket_parts(self.path)
+        return [(b, [str(p) for p in files]) for b, files in parts.items() if files]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One cluster run and its deadline: every wait of the run takes its time from it."""
+
+    client: Client
+    timeout: float
+    start: float = field(default_factory=time.monotonic)
+
+    def left(self) -> float:
+        """Seconds left before the deadline (a little above zero once it passed)."""
+        return max(self.start + self.timeout - time.monotonic(), 0.001)
+
+    def expired(self, pending: Sequence[str]) -> ClusterError:
+        """The error of a run past its deadline, naming what it still waited for."""
+        shown = ", ".join(pending[:8]) + (", …" if len(pending) > 8 else "")
+        return ClusterError(
+            f"the cluster run took longer than {self.timeout:g} s (the run's timeout):"
+            f" {len(pending)} task(s) still pending ({shown}); no answer"
+        )
+
+
+def _gather(run: Run, labelled: Sequence[tuple[str, Future[Any]]]) -> list[Any]:
     """Every task's result, fetched as each finishes and then released, so a worker holds
     one bucket's work at a time, not its finished partials until the last task ends. On
-    the first error the remaining tasks are cancelled and the error raised: no answer."""
+    the first error, or past the run's deadline, the remaining tasks are cancelled and an
+    error raised: no answer."""
     from distributed import as_completed  # noqa: PLC0415  (lazy: distributed)
 
+    client = run.client
+    futures = [f for _, f in labelled]
+    fetched: set[str] = set()
     out: list[Any] = []
     try:
-        for future in as_completed(futures, loop=client.loop):  # type: ignore[no-untyped-call]
-            out.append(future.result())
+        for future in as_completed(futures, loop=client.loop, timeout=run.left()):  # type: ignore[no-untyped-call]
+            out.append(future.result(timeout=run.left()))
+            fetched.add(future.key)
             future.release()
+    except TimeoutError as exc:  # as_completed's or result's: the deadline passed
+        client.cancel(futures)  # type: ignore[no-untyped-call]
+        raise run.expired([name for name, f in labelled if f.key not in fetched]) from exc
     except BaseException:
         client.cancel(futures)  # type: ignore[no-untyped-call]
         raise
@@ -85,12 +150,14 @@ def _gather(client: Client, futures: list[Future[Any]]) -> list[Any]:
 
 
 def _span(
-    client: Client, buckets: list[tuple[int, list[str]]], as_of: dt.datetime | None
+    run: Run, version: LakeVersion, as_of: dt.datetime | None
 ) -> tuple[dt.datetime | None, dt.datetime | None]:
-    """(first, last) event instants as the single-process snapshot defines them, bucket by
-    bucket on the cluster (the client reads no event)."""
-    futures = [client.submit(bucket_span, files, b, as_of, pure=False) for b, files in buckets]
-    spans: list[Span] = _gather(client, futures)
+    submit = run.client.submit
+    labelled = [
+        (f"span of bucket {b:02d}", submit(bucket_span, files, b, as_of, pure=False))
+        for b, files in version.buckets()
+    ]
+    spans: list[Span] = _gather(run, labelled)
     firsts = [s[0] for s in spans if s[0] is not None]
     lasts = [s[1] for s in spans if s[1] is not None]
     first = min(firsts) if firsts else None
@@ -99,44 +166,128 @@ def _span(
     return first, max(lasts) if lasts else None
 
 
-def report(
-    lake: Path, q: KpiQuery, client: Client, as_of: dt.datetime | None = None
-) -> pl.DataFrame:
-    """Answer ``q`` over ``lake`` on the cluster behind ``client`` (see the module doc)."""
+def span(
+    version: LakeVersion,
+    client: Client,
+    as_of: dt.datetime | None,
+    timeout: float = RUN_TIMEOUT,
+) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """(first, last) event instants as the single-process snapshot defines them, bucket by
+    bucket on the cluster (the client reads no event)."""
+    return _span(Run(client, timeout), version, as_of)
+
+
+def _scatter(run: Run, data: list[Any]) -> list[Future[Any]]:
+    """``data`` on every worker once (tasks then refer to it), within the deadline."""
+    try:
+        futures: list[Future[Any]] = run.client.scatter(data, broadcast=True, timeout=run.left())  # type: ignore[no-untyped-call]
+    except TimeoutError as exc:
+        raise run.expired(["sending the question to every worker"]) from exc
+    return futures
+
+
+def family_frames(
+    version: LakeVersion,
+    q: KpiQuery,
+    client: Client,
+    as_of: dt.datetime | None = None,
+    first: dt.datetime | None = None,
+    filters: tuple[Filter, ...] = (),
+    timeout: float = RUN_TIMEOUT,
+) -> list[pl.DataFrame]:
+    """Each asked family's answer (in ``Family`` order, hidden columns included) to ``q``
+    with ``filters`` on its input rows. ``first``: the first event instant up to ``as_of``
+    when the caller knows it (then the cluster is not asked for it). A run longer than
+    ``timeout`` seconds raises ``ClusterError`` naming the tasks still pending."""
     _check(q)
-    manifest = _manifest(lake)
+    run = Run(client, timeout)
     by = list(q.by)
     kpis = resolve(list(q.kpis) if q.kpis else None, by, q.granularity)
-    parts = manifest.bucket_parts(lake)
-    buckets = [(b, [str(p) for p in files]) for b, files in parts.items() if files]
-    first, last = _span(client, buckets, as_of)
-    effective = as_of or last or dt.datetime.now(dt.UTC)
+    if as_of is None or first is None:
+        first, last = _span(run, version, as_of)
+        as_of = as_of or last or dt.datetime.now(dt.UTC)
     # The window exactly as the single-process snapshot forms it (defaults, errors).
     shell = Snapshot(
         lifecycle=pl.DataFrame(),
         complaints=pl.DataFrame(),
         facilities=pl.DataFrame(),
-        as_of=effective,
+        as_of=as_of,
         first_event_at=first,
     )
-    w = shell.window(q)
     ask = Ask(
-        as_of=effective,
-        w=w,
+        as_of=as_of,
+        w=shell.window(q),
         by=tuple(by),
         families=frozenset(k.family for k in kpis),
-        standards=load_standards(lake),
-        facilities=load_facilities(lake),
+        standards=version.standards,
+        facilities=version.facilities,
+        filters=filters,
     )
-    [ask_future] = client.scatter([ask], broadcast=True)  # type: ignore[no-untyped-call]
-    futures = [
-        client.submit(bucket_partial, files, b, ask_future, pure=False) for b, files in buckets
+    [ask_future] = _scatter(run, [ask])
+    # The buckets' partials stay on the workers (their values are the big part): the
+    # client gathers their sums and first-pass bins, then narrows the wanted ranks.
+    heavy = [
+        (f"bucket {b:02d}", client.submit(bucket_partial, files, b, ask_future, pure=False))
+        for b, files in version.buckets()
     ]
+    light = [(name, client.submit(light_partial, f, pure=False)) for name, f in heavy]
     if ask.families & COMPLAINT_FAMILIES:
-        complaints = str(lake / manifest.complaints) if manifest.complaints else None
-        futures.append(client.submit(complaints_partial, complaints, ask_future, pure=False))
-    partials: list[dict[str, Part]] = _gather(client, futures)
-    # The shape of an empty answer (one row of zeros without --by) comes from an empty bucket.
-    partials.append(empty_partial(ask))
-    keys = [*by, PERIOD] if w.granularity else by
-    return join_families(combine(partials, ask), kpis, keys)
+        manifest = version.manifest
+        complaints = str(version.path / manifest.complaints) if manifest.complaints else None
+        task = client.submit(complaints_partial, complaints, ask_future, pure=False)
+        light.append(("complaints", task))
+    try:
+        partials: list[dict[str, Part]] = _gather(run, light)
+        # The shape of an empty answer (one row of zeros without --by): an empty bucket's.
+        partials.append(light_partial(empty_partial(ask)))
+        stats = _exact_stats(run, heavy, partials, ask)
+    except BaseException:
+        client.cancel([f for _, f in heavy])  # type: ignore[no-untyped-call]
+        raise
+    finally:
+        for _, future in heavy:
+            future.release()  # type: ignore[no-untyped-call]
+    return combine(partials, ask, stats)
+
+
+def _exact_stats(
+    run: Run,
+    heavy: Sequence[tuple[str, Future[Any]]],
+    partials: Sequence[dict[str, Part]],
+    ask: Ask,
+) -> dict[str, pl.DataFrame]:
+    """Means and percentiles of every asked stat, by ``family/prefix`` (``kpi.cluster.ranks``)."""
+    found: dict[str, tuple[Selection, str, bool]] = {}
+    for family in (f for f in Family if f in ask.families):
+        for prefix, mean in SPECS[family].stats:
+            parts = [p[family.value] for p in partials if family.value in p]
+            selection = Selection([p.values[prefix + TOTAL] for p in parts], ask.keys)
+            selection.locate([p.values[prefix] for p in parts], None, SHIFTS[0])
+            found[f"{family.value}/{prefix}"] = (selection, prefix, mean)
+
+    def ship(chosen: dict[str, pl.DataFrame], parent: int, shift: int) -> list[Any]:
+        [chosen_future] = _scatter(run, [chosen])
+        labelled = [
+            (f"{name}, narrowing to shift {shift}",
+             run.client.submit(narrow_partial, f, chosen_future, parent, shift, pure=False))
+            for name, f in heavy
+        ]  # fmt: skip
+        shipped = _gather(run, labelled)
+        chosen_future.release()  # type: ignore[no-untyped-call]
+        return shipped
+
+    narrow({name: s for name, (s, _, _) in found.items()}, ship)
+    return {name: s.stats(prefix, mean) for name, (s, prefix, mean) in found.items()}
+
+
+def report(
+    lake: Path,
+    q: KpiQuery,
+    client: Client,
+    as_of: dt.datetime | None = None,
+    timeout: float = RUN_TIMEOUT,
+) -> pl.DataFrame:
+    """Answer ``q`` over ``lake`` on the cluster behind ``client`` (see the module doc)."""
+    frames = family_frames(LakeVersion.open(lake), q, client, as_of, timeout=timeout)
+    kpis = resolve(list(q.kpis) if q.kpis else None, list(q.by), q.granularity)
+    return join_families(frames, kpis, [*q.by, PERIOD] if q.granularity else list(q.by))

@@ -19,6 +19,7 @@ import polars as pl
 
 from kpi.kpis.catalog import AGE_BANDS, STAGE_FAMILIES, Family
 from kpi.kpis.exprs import PERIOD, Window, hours_between, in_window, period
+from kpi.kpis.filters import Filter, restrict_rows, restrict_stages
 from kpi.kpis.functions import (
     FLOW_COUNTS,
     ITEM_COLUMNS,
@@ -121,6 +122,8 @@ class Ask:
     families: frozenset[Family]
     standards: ServiceStandards
     facilities: pl.DataFrame
+    #: Filters on the input rows (the API's), applied per family as the single process does.
+    filters: tuple[Filter, ...] = ()
 
     @property
     def keys(self) -> list[str]:
@@ -197,33 +200,44 @@ def _sums(frame: pl.LazyFrame, family: Family, keys: list[str]) -> pl.LazyFrame:
 def _plans(lc: pl.LazyFrame, tables: StageTables | None, ask: Ask) -> dict[str, pl.LazyFrame]:
     """Every lazy frame the bucket's partial is made of, by name."""
     by, w, keys = list(ask.by), ask.w, ask.keys
-    fac = ask.facilities.lazy()
     plans: dict[str, pl.LazyFrame] = {}
     for family in ask.families:
+        if family in STAGE_FAMILIES:
+            if tables is not None:
+                plans |= _stage_plans(family, tables, ask)
+            continue
+        # The family's own input rows (the filters, as `kpi.kpis.filters` maps them).
+        lcf, _, fac = restrict_rows(family, lc, lc, ask.facilities, ask.filters)
         if family is Family.FLOW:
-            plans["flow"] = _sums(flow_kpis(lc, by, w), family, keys)
-            rows = _in_window(lc.filter(pl.col("accepted_at").is_not_null()), "delivered_at",
+            plans["flow"] = _sums(flow_kpis(lcf, by, w), family, keys)
+            rows = _in_window(lcf.filter(pl.col("accepted_at").is_not_null()), "delivered_at",
                               by, w, ITEM_COLUMNS)  # fmt: skip
             plans["flow/transit"] = _multiset(rows, keys, hours_between("delivered_at",
                                                                         "accepted_at"))  # fmt: skip
         elif family is Family.NETWORK:
-            plans["network"] = _sums(network_kpis(lc, by, w), family, list(by))
+            plans["network"] = _sums(network_kpis(lcf, by, w), family, list(by))
         elif family is Family.BACKLOG:
-            plans["backlog"] = _sums(backlog_kpis(lc, fac, by, w), family, list(by))
-            plans["backlog/facility"] = facility_backlog(waiting_items(lc, fac, w))
+            plans["backlog"] = _sums(backlog_kpis(lcf, fac.lazy(), by, w), family, list(by))
+            plans["backlog/facility"] = facility_backlog(waiting_items(lcf, fac.lazy(), w))
         elif family is Family.COMPLAINT:
             # The denominator: items accepted in the window, as complaint_kpis counts them.
             item_by = [d for d in by if d in ("region", "product")]
             item_keys = [*item_by, PERIOD] if w.granularity else item_by
-            accepted = flow_kpis(lc, item_by, w).select(
+            accepted = flow_kpis(lcf, item_by, w).select(
                 *item_keys, pl.col("accepted_items").alias("_accepted")
             )
             plans[ACCEPTED] = accepted
-        elif family in STAGE_FAMILIES and tables is not None:
-            plans[family.value] = _sums(_stage_kpis(family, tables, ask), family, keys)
-            prefix = SPECS[family].stats[0][0]
-            plans[f"{family.value}/{prefix}"] = stage_values(family, tables, ask)
     return plans
+
+
+def _stage_plans(family: Family, tables: StageTables, ask: Ask) -> dict[str, pl.LazyFrame]:
+    """A stage family's sums and multiset, from the stage rows the filters keep."""
+    kept = restrict_stages(tables, ask.facilities, ask.filters)
+    prefix = SPECS[family].stats[0][0]
+    return {
+        family.value: _sums(_stage_kpis(family, kept, ask), family, ask.keys),
+        f"{family.value}/{prefix}": stage_values(family, kept, ask),
+    }
 
 
 def _stage_kpis(family: Family, tables: StageTables, ask: Ask) -> pl.LazyFrame:
@@ -334,10 +348,13 @@ def complaints_partial(complaints: str | None, ask: Ask) -> dict[str, Part]:
     no_items = lifecycle(empty_state().lazy(), ask.standards)
     plans: dict[str, pl.LazyFrame] = {}
     if Family.COMPLAINT in ask.families:
-        counted = complaint_kpis(frame, no_items, by, w)
+        _, rows, _ = restrict_rows(Family.COMPLAINT, no_items, frame, ask.facilities, ask.filters)
+        counted = complaint_kpis(rows, no_items, by, w)
         plans[Family.COMPLAINT.value] = _sums(counted, Family.COMPLAINT, ask.keys)
     if Family.OPEN_COMPLAINT in ask.families:
-        plans[Family.OPEN_COMPLAINT.value] = open_complaint_kpis(frame, by, w)
+        _, rows, _ = restrict_rows(Family.OPEN_COMPLAINT, no_items, frame, ask.facilities,
+                                   ask.filters)  # fmt: skip
+        plans[Family.OPEN_COMPLAINT.value] = open_complaint_kpis(rows, by, w)
     try:
         return _collect(plans)
     except Exception as exc:  # a corrupt complaints part

@@ -201,6 +201,40 @@ def test_cli_reports_through_the_cluster(data: tuple[Path, Path], dask_cluster: 
     assert_frame_equal(got, want, check_exact=False, rel_tol=1e-9, abs_tol=1e-9)
 
 
+def test_a_run_past_its_timeout_fails_naming_what_was_pending(
+    data: tuple[Path, Path], tmp_path: Path
+) -> None:
+    # A worker frozen with SIGSTOP holds its tasks forever, and the scheduler still counts
+    # it alive (its heartbeats are minutes apart): only the run's own deadline ends the wait.
+    _, lake = data
+    frozen = Cluster(tmp_path, workers=1)
+    try:
+        with frozen.client(workers=1) as client:
+            [worker] = frozen.workers
+            os.kill(worker.pid, signal.SIGSTOP)
+            t0 = time.monotonic()
+            with pytest.raises(cluster.ClusterError) as info:
+                cluster.report(lake, KpiQuery(kpis=("delivered_items",)), client, timeout=3)
+            assert time.monotonic() - t0 < 20
+            message = str(info.value)
+            assert "took longer than 3 s" in message and "no answer" in message
+            # What was pending is named: the question sent to the worker, or bucket tasks.
+            assert "still pending (" in message
+            assert "sending the question" in message or "bucket " in message
+            run = subprocess.run(
+                [str(BIN / "kpi"), "report", str(lake), "--engine", "dask", "--scheduler",
+                 frozen.address, "--kpi", "delivered_items", "--timeout", "3"],
+                capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+            assert run.returncode == 2, run.stderr
+            assert "took longer than 3 s" in run.stderr and run.stdout == ""
+    finally:
+        for p in frozen.workers:
+            if p.poll() is None:
+                os.kill(p.pid, signal.SIGCONT)
+        frozen.stop()
+
+
 def test_a_worker_killed_mid_run_changes_nothing(
     data: tuple[Path, Path], dask_cluster: Cluster, client: Client
 ) -> None:

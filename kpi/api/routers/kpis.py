@@ -26,8 +26,9 @@ from kpi.api.models import (
     Instant,
     QueryResponse,
 )
-from kpi.api.service import Filter, OrderBy, QuerySpec
+from kpi.api.service import OrderBy, QuerySpec
 from kpi.kpis.catalog import ALL_DIMS, GRANULARITIES, KPI_BY_NAME, KPIS
+from kpi.kpis.filters import Filter
 
 router = APIRouter(tags=["kpis"])
 

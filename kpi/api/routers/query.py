@@ -16,7 +16,8 @@ from kpi.api.deps import (
 )
 from kpi.api.export import negotiate
 from kpi.api.models import QueryBody, QueryResponse
-from kpi.api.service import Filter, OrderBy, QuerySpec
+from kpi.api.service import OrderBy, QuerySpec
+from kpi.kpis.filters import Filter
 
 router = APIRouter(tags=["kpis"])
 
