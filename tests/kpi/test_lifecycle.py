@@ -18,6 +18,8 @@ from kpi.lifecycle import (
     STATE_SCHEMA,
     build_lifecycle,
     build_state,
+    collect_state,
+    collect_state_counted,
     empty_state,
     lifecycle,
     merge_events,
@@ -287,3 +289,44 @@ def test_as_of_equals_building_from_events_up_to_as_of(kit: Any, raw: list[Row],
         build_state(kit.events(early)).collect().sort("item_id"),
     )
     assert kit.lifecycle(events, as_of) == reference.lifecycle(events, DEFAULT_STANDARDS, as_of)
+    # the report's one-pass path: the same state, plus the span and number of events used
+    state, first, last, n = collect_state_counted(kit.events(events), as_of)
+    assert_frame_equal(
+        state.sort("item_id"), build_state(kit.events(early)).collect().sort("item_id")
+    )
+    spans = [e["ts"] for e in early]
+    assert (first, last, n) == (min(spans, default=None), max(spans, default=None), len(early))
+    assert collect_state(kit.events(events), as_of)[1:] == (first, last)
+
+
+# --- the report's one-pass state: ``collect_state_counted`` ---------------------------
+
+
+def test_counted_state_span_and_rows_by_hand(kit: Any) -> None:
+    rows = [
+        kit.ev("A", "accepted", "2027-01-11T02:00", "C1"),
+        kit.ev("A", "delivered", "2027-01-12T05:00", "D1"),
+        kit.ev("B", "arrived", "2027-01-10T23:00:00.000001", "P1"),  # the earliest: not A's
+        kit.ev("B", "departed", "2027-01-11T04:00", "P1"),
+        kit.ev("C", "arrived", None, "P2"),  # no time: not used, not counted
+        kit.ev("B", "delivered", "2027-01-12T07:30", "D2"),  # the latest: B's
+    ]
+    state, first, last, n = collect_state_counted(kit.events(rows))
+    assert state.schema == pl.Schema(STATE_SCHEMA)
+    assert (first, last, n) == (utc("2027-01-10T23:00:00.000001"), utc("2027-01-12T07:30"), 5)
+    assert sorted(state["item_id"].to_list()) == ["A", "B"]
+    timed = [r for r in rows if r["ts"] is not None]
+    got = lifecycle(state.lazy(), DEFAULT_STANDARDS).collect()
+    assert {r["item_id"]: r for r in got.to_dicts()} == reference.lifecycle(
+        timed, DEFAULT_STANDARDS
+    )
+    # as of the morning of the 11th: A's acceptance and B's first two events
+    state, first, last, n = collect_state_counted(kit.events(rows), utc("2027-01-11T04:00"))
+    assert (first, last, n) == (utc("2027-01-10T23:00:00.000001"), utc("2027-01-11T04:00"), 3)
+    b = state.filter(pl.col("item_id") == "B").row(0, named=True)
+    assert (b["delivered_at"], b["last_facility"]) == (None, "P1")
+    # nothing used: an empty state in its schema, no span
+    for events, as_of in ((rows[4:5], None), (rows, utc("2027-01-10T22:00"))):
+        state, first, last, n = collect_state_counted(kit.events(events), as_of)
+        assert state.is_empty() and state.schema == pl.Schema(STATE_SCHEMA)
+        assert (first, last, n) == (None, None, 0)
