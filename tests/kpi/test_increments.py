@@ -34,6 +34,7 @@ from kpi.kpis.increments import (
     set_rows,
     settle,
     split_events,
+    sum_counts,
 )
 from kpi.lifecycle import STATE_SCHEMA, empty_state, merge_events
 from kpi.standards import DEFAULT_STANDARDS
@@ -312,6 +313,44 @@ def test_empty_increments_keep_their_schemas() -> None:
     assert none.resolutions.schema == pl.Schema(
         {"region": pl.String, "category": pl.String, "seconds": pl.Float64}
     )
+
+
+def test_observations_come_sorted_by_labels_then_value() -> None:
+    (inc,) = run(
+        [
+            [
+                acc("a1", "I1", T0, product="standard"),
+                ev("d1", "I1", "delivered", T0 + 9 * H),
+                acc("a2", "I2", T0, product="economy"),
+                ev("d2", "I2", "delivered", T0 + 7 * H),
+                acc("a3", "I3", T0, product="economy"),
+                ev("d3", "I3", "delivered", T0 + 3 * H),
+                acc("a4", "I4", T0, product="standard", destination="CN-BJ"),
+                ev("d4", "I4", "delivered", T0 + 8 * H),
+            ]
+        ]
+    )
+    assert inc.transit.rows() == [
+        ("economy", "CN-SH", 3 * 3600.0),
+        ("economy", "CN-SH", 7 * 3600.0),
+        ("standard", "CN-BJ", 8 * 3600.0),
+        ("standard", "CN-SH", 9 * 3600.0),
+    ]
+
+
+def test_sum_counts_adds_per_label_set_and_keeps_the_schema_when_empty() -> None:
+    labels = ("reason",)
+    schema = pl.Schema({"reason": pl.String, "count": pl.Int64})
+    assert sum_counts([], labels).schema == schema
+    empty = pl.DataFrame(schema=schema)
+    assert sum_counts([empty, empty], labels).schema == schema
+    a = pl.DataFrame({"reason": ["refused", "absent"], "count": [2, 1]}, schema=schema)
+    b = pl.DataFrame({"reason": ["refused", "damaged"], "count": [5, 4]}, schema=schema)
+    assert sum_counts([a, empty, b], labels).rows() == [
+        ("absent", 1),
+        ("damaged", 4),
+        ("refused", 7),
+    ]
 
 
 def _scenario() -> list[dict[str, Any]]:
