@@ -21,8 +21,10 @@ from kpi.lifecycle import (
     collect_state,
     collect_state_counted,
     empty_state,
+    event_partials,
     lifecycle,
     merge_events,
+    reduce_states,
 )
 from kpi.standards import DEFAULT_STANDARDS
 
@@ -201,6 +203,54 @@ def test_late_out_of_order_batch_changes_first_scans(kit: Any) -> None:
     (a,) = lifecycle(state.lazy(), DEFAULT_STANDARDS).collect().to_dicts()
     assert a["product"] == "standard" and a["first_attempt_outcome"] == "delivery_failed"
     assert a["last_event"] == "delivered"
+
+
+def test_acceptance_without_an_event_id_loses_a_tie_and_two_of_them_have_no_winner(
+    kit: Any,
+) -> None:
+    # Unvalidated frames (the contract requires ids): the tie rule still decides.
+    named = kit.ev("A", "accepted", "2027-01-11T03:00", product="economy", event_id="z9")
+    unnamed = dict(kit.ev("A", "accepted", "2027-01-11T03:00", product="standard"), event_id=None)
+    for rows in ([named, unnamed], [unnamed, named]):
+        (a,) = build_state(kit.events(rows)).collect().to_dicts()
+        assert (a["accepted_event_id"], a["product"]) == ("z9", "economy")
+    other = dict(unnamed, product="express")
+    (a,) = build_state(kit.events([unnamed, other])).collect().to_dicts()
+    assert a["accepted_at"] == utc("2027-01-11T03:00") and a["accepted_event_id"] is None
+    assert (a["product"], a["origin"], a["destination"]) == (None, None, None)
+
+
+def test_events_without_an_item_id_are_one_item_of_their_own(kit: Any) -> None:
+    rows = [
+        dict(kit.ev("A", "accepted", "2027-01-11T03:00", product="economy"), item_id=None),
+        dict(kit.ev("A", "delivered", "2027-01-12T03:00"), item_id=None),
+        kit.ev("B", "accepted", "2027-01-11T04:00"),
+    ]
+    state = build_state(kit.events(rows)).collect()
+    (n,) = state.filter(pl.col("item_id").is_null()).to_dicts()
+    assert (n["accepted_at"], n["product"]) == (utc("2027-01-11T03:00"), "economy")
+    assert n["delivered_at"] == utc("2027-01-12T03:00")
+    # batch by batch a null id joins nothing: the earlier row stays as it was, B is merged
+    first = merge_events(empty_state(), kit.events(rows[:1]))
+    merged = merge_events(first, kit.events(rows[1:]))
+    assert first.row(0) in merged.rows()
+    assert_frame_equal(
+        merged.filter(pl.col("item_id") == "B"), state.filter(pl.col("item_id") == "B")
+    )
+
+
+def test_reduce_states_adds_the_extra_aggregations_as_trailing_columns(kit: Any) -> None:
+    rows = [*route(kit, "A"), kit.ev("B", "arrived", "2027-01-11T06:00", "P1")]
+    partials = event_partials(kit.events(rows))
+    got = reduce_states(
+        partials, pl.len().alias("n"), pl.col("last_facility").n_unique().alias("places")
+    ).collect()
+    assert got.columns == [*STATE_SCHEMA, "n", "places"]
+    assert sorted(got.select("item_id", "n", "places").rows()) == [("A", 6, 3), ("B", 1, 1)]
+    assert_frame_equal(
+        got.select(STATE_SCHEMA.keys()).sort("item_id"),
+        build_state(kit.events(rows)).collect().sort("item_id"),
+    )
 
 
 # --- property: merging batches == building from all -------------------------------
