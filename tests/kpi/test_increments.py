@@ -326,14 +326,14 @@ def test_observations_come_sorted_by_labels_then_value() -> None:
                 acc("a3", "I3", T0, product="economy"),
                 ev("d3", "I3", "delivered", T0 + 3 * H),
                 acc("a4", "I4", T0, product="standard", destination="CN-BJ"),
-                ev("d4", "I4", "delivered", T0 + 8 * H),
+                ev("d4", "I4", "delivered", T0 + 2 * H),  # the shortest: sorted by labels first
             ]
         ]
     )
     assert inc.transit.rows() == [
         ("economy", "CN-SH", 3 * 3600.0),
         ("economy", "CN-SH", 7 * 3600.0),
-        ("standard", "CN-BJ", 8 * 3600.0),
+        ("standard", "CN-BJ", 2 * 3600.0),
         ("standard", "CN-SH", 9 * 3600.0),
     ]
 
@@ -559,6 +559,10 @@ def test_merge_set_keeps_items_the_rows_do_not_touch_and_a_null_item() -> None:
     after = merge_set(before, set_rows(frame([ev("d2", "J", "delivered", T0 + 2 * H)])))
     assert sorted(after["item_id"].to_list(), key=str) == sorted(["I", "J", None], key=str)
     assert after.filter(pl.col("item_id").is_null())[N_DELIVERED].to_list() == [1]
+    # as in ``merge_events``, a null id joins nothing: the earlier row stays as it was
+    again = set_rows(frame([ev("d3", None, "delivered", T0 + 3 * H)]))  # type: ignore[arg-type]
+    null_row = before.filter(pl.col("item_id").is_null()).row(0)
+    assert null_row in merge_set(before, again).rows()
 
 
 def test_empty_set_has_the_set_schema() -> None:
