@@ -15,9 +15,10 @@ import polars as pl
 import pytest
 from reference import utc
 
-from kpi.contract import EVENT_SCHEMA
+from kpi.contract import EVENT_SCHEMA, FACILITY_SCHEMA
 from kpi.events import EVENT_RULES, Effect, events_with
 from kpi.kpis.catalog import AGE_BANDS, KPIS, KpiError
+from kpi.kpis.functions import empty_facilities
 from kpi.kpis.increments import event_increments
 from kpi.kpis.query import KpiQuery, compute
 from kpi.lifecycle import empty_state, merge_events
@@ -686,6 +687,11 @@ def test_backlog_without_facilities_file(kit: Any) -> None:
     assert got[()]["backlog_over_threshold"] == 0
     nothing = kit.answer([kit.ev("A", "accepted", ACCEPT)], BACKLOG, as_of=AS_OF)
     assert nothing[()]["backlog_items"] == 0 and nothing[()]["backlog_oldest_hours"] is None
+
+
+def test_empty_facilities_is_the_facility_table_with_no_rows() -> None:
+    empty = empty_facilities().collect()
+    assert empty.is_empty() and empty.schema == pl.Schema(FACILITY_SCHEMA)
 
 
 # --- network -------------------------------------------------------------------------

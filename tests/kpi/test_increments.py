@@ -9,21 +9,39 @@ from typing import Any
 
 import polars as pl
 import pytest
+import reference
 
 from kpi.contract import COMPLAINT_SCHEMA, EVENT_SCHEMA, EVENT_TYPES
-from kpi.events import EVENT_RULES, Effect, events_with
+from kpi.events import EVENT_RULES, RANK_BITS, Effect, events_with
 from kpi.kpis.increments import (
+    COMPLAINT_STATE_SCHEMA,
+    LABEL_KEY,
+    N_DELIVERED,
+    N_FAILED,
+    SET_SCHEMA,
     EventIncrements,
+    Settlement,
+    add_counts,
     complaint_increments,
     empty_complaint_state,
+    empty_set,
     event_increments,
+    failure_counts,
     merge_complaints,
+    merge_set,
+    reduce_complaints,
+    reduce_set,
+    set_rows,
+    settle,
+    split_events,
+    sum_counts,
 )
-from kpi.lifecycle import empty_state, merge_events
+from kpi.lifecycle import STATE_SCHEMA, empty_state, merge_events
 from kpi.standards import DEFAULT_STANDARDS
 
 T0 = dt.datetime(2027, 3, 1, 0, 0, tzinfo=dt.UTC)  # a Monday, outside the holidays
 H = dt.timedelta(hours=1)
+US = dt.timedelta(microseconds=1)
 
 
 def ev(
@@ -137,7 +155,7 @@ def test_on_time_is_inclusive_at_the_deadline_and_unknown_without_acceptance() -
                 acc("a1", "ON", T0, promise=deadline),
                 ev("d1", "ON", "delivered", deadline),  # exactly at the deadline: on time
                 acc("a2", "LATE", T0, promise=deadline),
-                ev("d2", "LATE", "delivered", deadline + dt.timedelta(microseconds=1)),
+                ev("d2", "LATE", "delivered", deadline + US),
                 ev("d3", "NOACC", "delivered", T0 + 5 * H),  # no acceptance known
             ]
         ]
@@ -163,7 +181,7 @@ def test_promise_from_the_standard_when_the_event_carries_none() -> None:
                 acc("a1", "A", accepted),
                 ev("d1", "A", "delivered", deadline),
                 acc("a2", "B", accepted),
-                ev("d2", "B", "delivered", deadline + dt.timedelta(microseconds=1)),
+                ev("d2", "B", "delivered", deadline + US),
                 acc("a3", "C", accepted, product="no-such-product"),  # no standard: no promise
                 ev("d3", "C", "delivered", accepted + H),
             ]
@@ -295,6 +313,44 @@ def test_empty_increments_keep_their_schemas() -> None:
     assert none.resolutions.schema == pl.Schema(
         {"region": pl.String, "category": pl.String, "seconds": pl.Float64}
     )
+
+
+def test_observations_come_sorted_by_labels_then_value() -> None:
+    (inc,) = run(
+        [
+            [
+                acc("a1", "I1", T0, product="standard"),
+                ev("d1", "I1", "delivered", T0 + 9 * H),
+                acc("a2", "I2", T0, product="economy"),
+                ev("d2", "I2", "delivered", T0 + 7 * H),
+                acc("a3", "I3", T0, product="economy"),
+                ev("d3", "I3", "delivered", T0 + 3 * H),
+                acc("a4", "I4", T0, product="standard", destination="CN-BJ"),
+                ev("d4", "I4", "delivered", T0 + 2 * H),  # the shortest: sorted by labels first
+            ]
+        ]
+    )
+    assert inc.transit.rows() == [
+        ("economy", "CN-SH", 3 * 3600.0),
+        ("economy", "CN-SH", 7 * 3600.0),
+        ("standard", "CN-BJ", 2 * 3600.0),
+        ("standard", "CN-SH", 9 * 3600.0),
+    ]
+
+
+def test_sum_counts_adds_per_label_set_and_keeps_the_schema_when_empty() -> None:
+    labels = ("reason",)
+    schema = pl.Schema({"reason": pl.String, "count": pl.Int64})
+    assert sum_counts([], labels).schema == schema
+    empty = pl.DataFrame(schema=schema)
+    assert sum_counts([empty, empty], labels).schema == schema
+    a = pl.DataFrame({"reason": ["refused", "absent"], "count": [2, 1]}, schema=schema)
+    b = pl.DataFrame({"reason": ["refused", "damaged"], "count": [5, 4]}, schema=schema)
+    assert sum_counts([a, empty, b], labels).rows() == [
+        ("absent", 1),
+        ("damaged", 4),
+        ("refused", 7),
+    ]
 
 
 def _scenario() -> list[dict[str, Any]]:
@@ -434,6 +490,262 @@ def test_sets_match_the_record_by_record_model(seed: int) -> None:
     assert got == naive(sets)
 
 
+# --- summarising a set: ``set_rows``, ``reduce_set``, ``merge_set`` ----------------------
+
+_LABELS = {n for n, e in _EFFECTS.items() if e & {Effect.ATTEMPTS, Effect.DELIVERS, Effect.RETURNS}}
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def us(ts: dt.datetime) -> int:
+    return (ts - EPOCH) // US
+
+
+def summary(rows: list[dict[str, Any]]) -> pl.DataFrame:
+    return reduce_set(set_rows(frame(rows)).lazy()).collect()
+
+
+def by_item(df: pl.DataFrame) -> dict[str, dict[str, Any]]:
+    return {r["item_id"]: r for r in df.to_dicts()}
+
+
+def test_a_set_summary_counts_attempts_and_keeps_the_newest_label_key() -> None:
+    rows = [
+        ev("f1", "I", "delivery_failed", T0 + 3 * H, reason="refused"),
+        ev("d1", "I", "delivered", T0 + 5 * H),
+        ev("f2", "I", "delivery_failed", T0 + 4 * H, reason="refused"),
+        ev("x", "I", "arrived", T0 + 9 * H),  # newest event, but no label event
+        ev("r", "J", "returned", T0 + H),
+        acc("a", "K", T0),
+    ]
+    got = by_item(summary(rows))
+    assert summary(rows).schema == pl.Schema(SET_SCHEMA)
+    # label key: ts in microseconds, the stage rank below it
+    assert (got["I"][N_DELIVERED], got["I"][N_FAILED], got["I"][LABEL_KEY] // RANK_BITS) == (
+        1,
+        2,
+        us(T0 + 5 * H),
+    )
+    assert (got["J"][N_DELIVERED], got["J"][N_FAILED], got["J"][LABEL_KEY] // RANK_BITS) == (
+        0,
+        0,
+        us(T0 + H),
+    )
+    assert (got["K"][N_DELIVERED], got["K"][N_FAILED], got["K"][LABEL_KEY]) == (0, 0, None)
+    assert got["I"]["last_key"] // RANK_BITS == us(T0 + 9 * H)
+
+
+def test_merge_set_equals_reducing_everything_at_once() -> None:
+    rng = random.Random(7)
+    rows = _random_events(rng, 8)
+    for cut in (0, 5, len(rows) // 2, len(rows)):
+        a, b = rows[:cut], rows[cut:]
+        merged = merge_set(summary(a), set_rows(frame(b)))
+        assert merged.schema == pl.Schema(SET_SCHEMA)
+        assert merged.sort("item_id").to_dicts() == summary(rows).sort("item_id").to_dicts()
+    # folding nothing in is the summary itself; into nothing, the rows reduced
+    one = summary(rows[:4])
+    assert merge_set(one, empty_set()) is one
+    assert (
+        merge_set(empty_set(), set_rows(frame(rows[:4])))
+        .sort("item_id")
+        .equals(one.sort("item_id"))
+    )
+
+
+def test_merge_set_keeps_items_the_rows_do_not_touch_and_a_null_item() -> None:
+    before = summary(
+        [ev("d1", "I", "delivered", T0 + H), ev("d0", None, "delivered", T0)]  # type: ignore[arg-type]
+    )
+    after = merge_set(before, set_rows(frame([ev("d2", "J", "delivered", T0 + 2 * H)])))
+    assert sorted(after["item_id"].to_list(), key=str) == sorted(["I", "J", None], key=str)
+    assert after.filter(pl.col("item_id").is_null())[N_DELIVERED].to_list() == [1]
+    # as in ``merge_events``, a null id joins nothing: the earlier row stays as it was
+    again = set_rows(frame([ev("d3", None, "delivered", T0 + 3 * H)]))  # type: ignore[arg-type]
+    null_row = before.filter(pl.col("item_id").is_null()).row(0)
+    assert null_row in merge_set(before, again).rows()
+
+
+def test_empty_set_has_the_set_schema() -> None:
+    empty = empty_set()
+    assert empty.is_empty() and empty.schema == pl.Schema(SET_SCHEMA)
+
+
+# --- the grace: label events held until their acceptance or the clock ----------------
+
+
+class Books:
+    """How the exporter applies sets with ``settle``: counted state, held label events, clock."""
+
+    def __init__(self, grace: dt.timedelta | None) -> None:
+        self.state = empty_state()
+        self.held = empty_set()
+        self.clock: int | None = None
+        self.grace = None if grace is None else grace // US
+
+    def apply(self, rows: list[dict[str, Any]], clock: dt.datetime | None = None) -> Settlement:
+        events = frame(rows)
+        rest, labels = split_events(events)
+        newest = [us(r["ts"]) for r in rows] + ([us(clock)] if clock else [])
+        self.clock = max([*newest, *([self.clock] if self.clock is not None else [])], default=None)
+        held = merge_set(self.held, summary_of(labels))
+        done = settle(self.state, summary_of(rest), held, DEFAULT_STANDARDS, self.clock, self.grace)
+        replaced = self.state.get_column("item_id").is_in(done.touched.implode())
+        self.state = pl.concat([self.state.filter(~replaced), done.merged], how="vertical")
+        self.held = done.held
+        return done
+
+
+def summary_of(events: pl.DataFrame) -> pl.DataFrame:
+    return reduce_set(set_rows(events).lazy()).collect()
+
+
+def held_ids(books: Books) -> list[str]:
+    return sorted(books.held["item_id"].to_list())
+
+
+def test_a_delivery_waits_for_its_acceptance_and_is_counted_with_its_labels() -> None:
+    books = Books(grace=24 * H)
+    deliver = ev("d", "I", "delivered", T0 + 10 * H)
+    accept = acc("a", "I", T0, promise=T0 + 24 * H, product="economy")
+    waiting = books.apply([deliver])
+    assert held_ids(books) == ["I"] and waiting.merged.is_empty()
+    inc = waiting.increments
+    assert inc.delivered.is_empty() and inc.attempts.is_empty() and inc.transit.is_empty()
+    arrived = books.apply([accept]).increments
+    assert counts(arrived.accepted) == {("economy", "CN-BJ", "CN-SH"): 1}
+    assert counts(arrived.delivered) == {("economy", "CN-SH", "true"): 1}
+    assert counts(arrived.attempts) == {("economy", "CN-SH", "delivered", "first"): 1}
+    assert arrived.transit.rows() == [("economy", "CN-SH", 10 * 3600.0)]
+    assert held_ids(books) == []
+    # the same answer as reading both in one set
+    one = naive([[deliver, accept]])
+    assert counts(arrived.delivered) == one["delivered"]
+    assert counts(arrived.attempts) == one["attempts"]
+
+
+def test_held_events_are_released_unknown_only_once_the_clock_passes_delivery_plus_grace() -> None:
+    books = Books(grace=24 * H)
+    books.apply([ev("d", "I", "delivered", T0 + 10 * H), ev("r", "R", "returned", T0 + 11 * H)])
+    # the clock exactly at delivery + grace: not past it, still held
+    at = books.apply([ev("x", "J", "arrived", T0 + 34 * H)])
+    assert held_ids(books) == ["I", "R"] and at.increments.delivered.is_empty()
+    after = books.apply([ev("y", "J", "arrived", T0 + 34 * H + US)])
+    assert held_ids(books) == ["R"]  # R's return is an hour newer
+    assert counts(after.increments.delivered) == {("unknown", "unknown", "unknown"): 1}
+    assert counts(after.increments.attempts) == {("unknown", "unknown", "delivered", "first"): 1}
+    assert after.increments.transit.is_empty() and after.increments.returned.is_empty()
+    assert sorted(after.touched.to_list()) == ["I", "J"]
+    returned = books.apply([], clock=T0 + 35 * H + US).increments
+    assert counts(returned.returned) == {("unknown", "unknown"): 1}
+    # the acceptance arriving after the release: the item is accepted, not delivered again
+    late = books.apply([acc("a", "I", T0)]).increments
+    assert counts(late.accepted) == {("express", "CN-BJ", "CN-SH"): 1}
+    assert late.delivered.is_empty() and late.attempts.is_empty() and late.transit.is_empty()
+
+
+def test_the_newest_held_label_event_decides_when_the_wait_ends() -> None:
+    books = Books(grace=H)
+    books.apply([ev("f", "I", "delivery_failed", T0, reason="refused")])
+    books.apply([ev("d", "I", "delivered", T0 + 5 * H)])  # the clock passes f + grace here
+    assert held_ids(books) == ["I"]
+    row = books.held.row(0, named=True)
+    assert (row[N_DELIVERED], row[N_FAILED], row[LABEL_KEY] // RANK_BITS) == (1, 1, us(T0 + 5 * H))
+    done = books.apply([], clock=T0 + 6 * H + US).increments
+    assert counts(done.attempts) == {
+        ("unknown", "unknown", "failed", "first"): 1,
+        ("unknown", "unknown", "delivered", "repeat"): 1,
+    }
+    assert done.failures.is_empty()  # failures are counted when read, not when settled
+
+
+def test_an_acceptance_in_the_counted_state_releases_label_events_at_once() -> None:
+    books = Books(grace=24 * H)
+    books.apply([acc("a", "I", T0, promise=T0 + 2 * H)])
+    now = books.apply([ev("d", "I", "delivered", T0 + 3 * H)]).increments
+    assert held_ids(books) == []
+    assert counts(now.delivered) == {("express", "CN-SH", "false"): 1}
+    assert now.transit.rows() == [("express", "CN-SH", 3 * 3600.0)]
+
+
+def test_without_a_clock_a_grace_holds_everything_unaccepted() -> None:
+    labels = summary([ev("d", "I", "delivered", T0), ev("r", "J", "returned", T0)])
+    rest = summary([acc("a", "J", T0 - H)])
+    for grace in (0, 10**12):
+        done = settle(empty_state(), rest, labels, DEFAULT_STANDARDS, None, grace)
+        assert done.held["item_id"].to_list() == ["I"]
+        assert counts(done.increments.returned) == {("express", "CN-SH"): 1}
+        assert done.increments.delivered.is_empty()
+    # no grace: nothing is held, clock or not
+    for clock in (None, us(T0)):
+        done = settle(empty_state(), rest, labels, DEFAULT_STANDARDS, clock, None)
+        assert done.held.is_empty() and done.held.schema == pl.Schema(SET_SCHEMA)
+        assert counts(done.increments.delivered) == {("unknown", "unknown", "unknown"): 1}
+
+
+def test_a_settlement_replaces_only_the_rows_of_items_it_touches() -> None:
+    before = merge_events(
+        empty_state(), frame([acc("a", "I", T0), acc("b", "K", T0)]).lazy()
+    )  # K is not in the set
+    labels = summary([ev("d", "I", "delivered", T0 + H), ev("e", "U", "delivered", T0 + H)])
+    rest = summary([ev("x", "W", "arrived", T0 + H)])
+    done = settle(before, rest, labels, DEFAULT_STANDARDS, us(T0 + H), (24 * H) // US)
+    assert sorted(done.touched.to_list()) == ["I", "W"]  # U only waits: no state yet
+    assert done.merged.schema == pl.Schema(STATE_SCHEMA)
+    merged = by_item(done.merged)
+    assert merged["I"]["delivered_at"] == T0 + H and merged["I"]["accepted_at"] == T0
+    assert merged["W"]["accepted_at"] is None and merged["W"]["last_key"] // RANK_BITS == us(T0 + H)
+    assert done.held["item_id"].to_list() == ["U"]
+    # the acceptance already counted before the set is not counted again
+    assert done.increments.accepted.is_empty()
+    assert counts(done.increments.delivered) == {("express", "CN-SH", "true"): 1}
+
+
+def released_sets(
+    sets: list[list[dict[str, Any]]], grace: dt.timedelta
+) -> list[list[dict[str, Any]]]:
+    """The model of the wait: each set as it is applied (held label events join the set
+    that releases them), from the records alone."""
+    accepted: set[str] = set()
+    held: dict[str, list[dict[str, Any]]] = {}
+    clock: dt.datetime | None = None
+    out = []
+    for rows in sets:
+        clock = max([r["ts"] for r in rows] + ([clock] if clock else []), default=None)
+        accepted |= {r["item_id"] for r in rows if Effect.ACCEPTS in _EFFECTS[r["event"]]}
+        now = [r for r in rows if r["event"] not in _LABELS]
+        for r in rows:
+            if r["event"] in _LABELS:
+                held.setdefault(r["item_id"], []).append(r)
+        for item in sorted(held):
+            newest = max(r["ts"] for r in held[item])
+            if item in accepted or (clock is not None and newest + grace < clock):
+                now += held.pop(item)
+        out.append(now)
+    out.append([r for rows in held.values() for r in rows])  # the final tick releases all
+    return out
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_sets_with_a_grace_match_the_model_of_the_wait(seed: int) -> None:
+    rng = random.Random(1000 + seed)
+    rows = _random_events(rng, 6)
+    cuts = sorted(rng.sample(range(1, len(rows)), k=min(len(rows) - 1, rng.randint(1, 4))))
+    sets = [rows[a:b] for a, b in itertools.pairwise([0, *cuts, len(rows)])]
+    grace = dt.timedelta(minutes=rng.choice([0, 30, 60, 150]))
+    books = Books(grace)
+    incs = []
+    for rows_ in sets:
+        done = books.apply(rows_)
+        incs.append(add_counts(done.increments, failure_counts(frame(rows_)), 0))
+    incs.append(books.apply([], clock=T0 + 1000 * H).increments)
+    assert books.held.is_empty()
+    got = summed(incs)
+    want = naive(released_sets(sets, grace))
+    got["transit"] = sorted(got["transit"])
+    del got["late"], want["late"]  # late events are counted when read, by the exporter
+    assert got == want
+
+
 # --- complaints ---------------------------------------------------------------------------
 
 
@@ -518,3 +830,27 @@ def test_complaint_versions_in_one_batch_match_applying_them_one_by_one() -> Non
     assert merge_complaints(empty_complaint_state(), cframe(rows)).sort("complaint_id")[
         "resolved_at"
     ].to_list() == [T0 + 5 * H, T0 + 3 * H]
+
+
+def test_reduce_complaints_keeps_the_current_versions_and_changes_no_increment() -> None:
+    rows = [
+        cp("C1", T0, T0 + 5 * H, resolved=T0 + 5 * H),
+        cp("C1", T0, T0 + H, region="CN-GD"),  # older update
+        cp("C2", T0, None, category="loss"),
+        cp("C2", T0, None, resolved=T0 + 3 * H, category="loss"),  # null updates: later wins
+        cp("C3", T0, T0 + H, valid=False),
+        cp("C3", T0, T0 + H, valid=True),  # equal updates: the later record wins
+    ]
+    records = cframe(rows)
+    reduced = reduce_complaints(records)
+    latest = cframe(reference.latest_versions(rows))
+    assert reduced.sort("complaint_id").equals(latest.sort("complaint_id"))
+    state = merge_complaints(empty_complaint_state(), cframe([cp("C1", T0, T0)]))
+    for before in (empty_complaint_state(), state):
+        whole, cut = complaint_increments(records, before), complaint_increments(reduced, before)
+        assert counts(whole.complaints) == counts(cut.complaints)
+        assert sorted(whole.resolutions.rows()) == sorted(cut.resolutions.rows())
+    empty = cframe([])
+    assert reduce_complaints(empty) is empty
+    assert merge_complaints(state, empty) is state
+    assert state.schema == pl.Schema(COMPLAINT_STATE_SCHEMA)

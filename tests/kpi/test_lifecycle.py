@@ -18,9 +18,13 @@ from kpi.lifecycle import (
     STATE_SCHEMA,
     build_lifecycle,
     build_state,
+    collect_state,
+    collect_state_counted,
     empty_state,
+    event_partials,
     lifecycle,
     merge_events,
+    reduce_states,
 )
 from kpi.standards import DEFAULT_STANDARDS
 
@@ -201,6 +205,54 @@ def test_late_out_of_order_batch_changes_first_scans(kit: Any) -> None:
     assert a["last_event"] == "delivered"
 
 
+def test_acceptance_without_an_event_id_loses_a_tie_and_two_of_them_have_no_winner(
+    kit: Any,
+) -> None:
+    # Unvalidated frames (the contract requires ids): the tie rule still decides.
+    named = kit.ev("A", "accepted", "2027-01-11T03:00", product="economy", event_id="z9")
+    unnamed = dict(kit.ev("A", "accepted", "2027-01-11T03:00", product="standard"), event_id=None)
+    for rows in ([named, unnamed], [unnamed, named]):
+        (a,) = build_state(kit.events(rows)).collect().to_dicts()
+        assert (a["accepted_event_id"], a["product"]) == ("z9", "economy")
+    other = dict(unnamed, product="express")
+    (a,) = build_state(kit.events([unnamed, other])).collect().to_dicts()
+    assert a["accepted_at"] == utc("2027-01-11T03:00") and a["accepted_event_id"] is None
+    assert (a["product"], a["origin"], a["destination"]) == (None, None, None)
+
+
+def test_events_without_an_item_id_are_one_item_of_their_own(kit: Any) -> None:
+    rows = [
+        dict(kit.ev("A", "accepted", "2027-01-11T03:00", product="economy"), item_id=None),
+        dict(kit.ev("A", "delivered", "2027-01-12T03:00"), item_id=None),
+        kit.ev("B", "accepted", "2027-01-11T04:00"),
+    ]
+    state = build_state(kit.events(rows)).collect()
+    (n,) = state.filter(pl.col("item_id").is_null()).to_dicts()
+    assert (n["accepted_at"], n["product"]) == (utc("2027-01-11T03:00"), "economy")
+    assert n["delivered_at"] == utc("2027-01-12T03:00")
+    # batch by batch a null id joins nothing: the earlier row stays as it was, B is merged
+    first = merge_events(empty_state(), kit.events(rows[:1]))
+    merged = merge_events(first, kit.events(rows[1:]))
+    assert first.row(0) in merged.rows()
+    assert_frame_equal(
+        merged.filter(pl.col("item_id") == "B"), state.filter(pl.col("item_id") == "B")
+    )
+
+
+def test_reduce_states_adds_the_extra_aggregations_as_trailing_columns(kit: Any) -> None:
+    rows = [*route(kit, "A"), kit.ev("B", "arrived", "2027-01-11T06:00", "P1")]
+    partials = event_partials(kit.events(rows))
+    got = reduce_states(
+        partials, pl.len().alias("n"), pl.col("last_facility").n_unique().alias("places")
+    ).collect()
+    assert got.columns == [*STATE_SCHEMA, "n", "places"]
+    assert sorted(got.select("item_id", "n", "places").rows()) == [("A", 6, 3), ("B", 1, 1)]
+    assert_frame_equal(
+        got.select(STATE_SCHEMA.keys()).sort("item_id"),
+        build_state(kit.events(rows)).collect().sort("item_id"),
+    )
+
+
 # --- property: merging batches == building from all -------------------------------
 
 BASE = dt.datetime(2027, 1, 11, tzinfo=dt.UTC)
@@ -287,3 +339,44 @@ def test_as_of_equals_building_from_events_up_to_as_of(kit: Any, raw: list[Row],
         build_state(kit.events(early)).collect().sort("item_id"),
     )
     assert kit.lifecycle(events, as_of) == reference.lifecycle(events, DEFAULT_STANDARDS, as_of)
+    # the report's one-pass path: the same state, plus the span and number of events used
+    state, first, last, n = collect_state_counted(kit.events(events), as_of)
+    assert_frame_equal(
+        state.sort("item_id"), build_state(kit.events(early)).collect().sort("item_id")
+    )
+    spans = [e["ts"] for e in early]
+    assert (first, last, n) == (min(spans, default=None), max(spans, default=None), len(early))
+    assert collect_state(kit.events(events), as_of)[1:] == (first, last)
+
+
+# --- the report's one-pass state: ``collect_state_counted`` ---------------------------
+
+
+def test_counted_state_span_and_rows_by_hand(kit: Any) -> None:
+    rows = [
+        kit.ev("A", "accepted", "2027-01-11T02:00", "C1"),
+        kit.ev("A", "delivered", "2027-01-12T05:00", "D1"),
+        kit.ev("B", "arrived", "2027-01-10T23:00:00.000001", "P1"),  # the earliest: not A's
+        kit.ev("B", "departed", "2027-01-11T04:00", "P1"),
+        kit.ev("C", "arrived", None, "P2"),  # no time: not used, not counted
+        kit.ev("B", "delivered", "2027-01-12T07:30", "D2"),  # the latest: B's
+    ]
+    state, first, last, n = collect_state_counted(kit.events(rows))
+    assert state.schema == pl.Schema(STATE_SCHEMA)
+    assert (first, last, n) == (utc("2027-01-10T23:00:00.000001"), utc("2027-01-12T07:30"), 5)
+    assert sorted(state["item_id"].to_list()) == ["A", "B"]
+    timed = [r for r in rows if r["ts"] is not None]
+    got = lifecycle(state.lazy(), DEFAULT_STANDARDS).collect()
+    assert {r["item_id"]: r for r in got.to_dicts()} == reference.lifecycle(
+        timed, DEFAULT_STANDARDS
+    )
+    # as of the morning of the 11th: A's acceptance and B's first two events
+    state, first, last, n = collect_state_counted(kit.events(rows), utc("2027-01-11T04:00"))
+    assert (first, last, n) == (utc("2027-01-10T23:00:00.000001"), utc("2027-01-11T04:00"), 3)
+    b = state.filter(pl.col("item_id") == "B").row(0, named=True)
+    assert (b["delivered_at"], b["last_facility"]) == (None, "P1")
+    # nothing used: an empty state in its schema, no span
+    for events, as_of in ((rows[4:5], None), (rows, utc("2027-01-10T22:00"))):
+        state, first, last, n = collect_state_counted(kit.events(events), as_of)
+        assert state.is_empty() and state.schema == pl.Schema(STATE_SCHEMA)
+        assert (first, last, n) == (None, None, 0)

@@ -9,11 +9,13 @@ holidays (2027-02-05 .. 2027-02-11). 2027-01-11 is a Monday.
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import polars as pl
 import pytest
 import reference
+import stage_reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference import utc
@@ -21,11 +23,16 @@ from reference import utc
 from kpi.contract import UTC
 from kpi.standards import (
     DEFAULT_STANDARDS,
+    STANDARDS_FILE,
     ProductStandard,
+    ReferenceFileError,
     ServiceStandards,
+    StageTargets,
     ZoneDays,
     computed_deadline_expr,
     dispatch_deadline_expr,
+    load_standards,
+    promised_by_expr,
     with_dispatch_by,
     with_promised_by,
 )
@@ -425,3 +432,218 @@ def test_engine_deadline_matches_reference_across_dst(
 ) -> None:
     got = engine_deadlines(list(rows), DST)
     assert got == [reference.deadline(*row, DST) for row in rows]
+
+
+# --- the explicit promise, the dispatch deadline ---------------------------------------
+
+
+def test_promised_by_expr_prefers_the_given_promise_and_agrees_with_the_table() -> None:
+    given_promise = utc("2027-02-01T00:00")
+    frame = pl.DataFrame(
+        [
+            (utc("2027-01-11T02:00"), "express", "CN-BJ", "CN-SH", given_promise),
+            (utc("2027-01-11T02:00"), "express", "CN-BJ", "CN-SH", None),
+            (utc("2027-01-11T02:00"), "mystery", "CN-BJ", "CN-SH", given_promise),
+            (utc("2027-01-11T02:00"), "mystery", "CN-BJ", "CN-SH", None),
+        ],
+        schema={
+            "accepted_at": UTC,
+            "product": pl.String,
+            "origin": pl.String,
+            "destination": pl.String,
+            "promised_by_given": UTC,
+        },
+        orient="row",
+    )
+    got = frame.select(promised_by_expr(DEFAULT_STANDARDS))
+    assert got.columns == ["promised_by"] and got.schema["promised_by"] == UTC
+    assert got["promised_by"].to_list() == [
+        given_promise,
+        end_of_local_day("2027-01-13"),  # Monday 10:00 Shanghai, other region: +2 days
+        given_promise,
+        None,
+    ]
+    table = with_promised_by(frame.lazy(), DEFAULT_STANDARDS).collect()["promised_by"]
+    assert table.to_list() == got["promised_by"].to_list()
+
+
+def dispatch(rows: list[tuple[dt.datetime, str | None]], standards: ServiceStandards) -> list:
+    frame = pl.DataFrame(rows, schema={"accepted_at": UTC, "product": pl.String}, orient="row")
+    got = frame.select(dispatch_deadline_expr(standards).alias("d"))["d"]
+    assert got.dtype == UTC
+    return got.to_list()
+
+
+def test_dispatch_deadline_is_the_end_of_the_deposit_day_in_calendar_days() -> None:
+    rows = [
+        (local("2027-01-11T17:00"), "express"),  # at the cut-off: that day
+        (local("2027-01-11T17:00:00.000001"), "express"),  # after it: the next day
+        (local("2027-01-16T15:30"), "standard"),  # Saturday after 15:00: Sunday counts
+        (local("2027-02-08T10:00"), "economy"),  # a holiday counts too
+        (local("2027-01-11T10:00"), "mystery"),  # no standard: no deadline
+        (local("2027-01-11T10:00"), None),
+    ]
+    assert dispatch(rows, DEFAULT_STANDARDS) == [
+        end_of_local_day("2027-01-11"),
+        end_of_local_day("2027-01-12"),
+        end_of_local_day("2027-01-17"),
+        end_of_local_day("2027-02-08"),
+        None,
+        None,
+    ]
+    by_reference = [stage_reference.dispatch_by(t, p, DEFAULT_STANDARDS) for t, p in rows]
+    assert dispatch(rows, DEFAULT_STANDARDS) == by_reference
+
+
+def test_dispatch_deadline_in_the_products_zone_with_a_cutoff_in_seconds() -> None:
+    # "scl" (Santiago, UTC-3 in January) cuts off at 00:00:30, "hav" (Havana, UTC-5) at
+    # 17:30:15; Havana's doubled midnight of 2026-11-01 ends 10-31 at its first occurrence
+    # (CDT, 04:00 UTC), as for the delivery promise.
+    santiago = ZoneInfo("America/Santiago")
+    rows = [
+        (local("2027-01-11T00:00:30", santiago), "scl"),
+        (local("2027-01-11T00:00:30.000001", santiago), "scl"),
+        (local("2027-01-11T17:30:15", HAVANA), "hav"),
+        (local("2027-01-11T17:30:16", HAVANA), "hav"),
+        (local("2026-10-31T09:00", HAVANA), "hav"),
+    ]
+    assert dispatch(rows, DST) == [
+        end_of_local_day("2027-01-11", santiago),
+        end_of_local_day("2027-01-12", santiago),
+        end_of_local_day("2027-01-11", HAVANA),
+        end_of_local_day("2027-01-12", HAVANA),
+        dt.datetime(2026, 11, 1, 3, 59, 59, 999999, tzinfo=dt.UTC),
+    ]
+
+
+# --- the standards file ---------------------------------------------------------------
+
+STANDARDS_YAML = """
+time_zone: Europe/Paris
+remote_regions: [FR-COR]
+products:
+  lettre:
+    cutoff: "16:30:00"
+    days: {same_region: 1, other_region: 2, remote: 4}
+    working_days: true
+    holidays: [2027-05-01]
+  colis:
+    cutoff: "12:00:00"
+    days: {same_region: 2, other_region: 3, remote: 5}
+    time_zone: Europe/London
+stages:
+  dwell_hours: {processing: 6, default: 12}
+  leg_hours: {default: 24}
+"""
+
+
+def test_a_folder_without_standards_gets_the_default(tmp_path: Path) -> None:
+    assert load_standards(tmp_path) is DEFAULT_STANDARDS
+
+
+def test_the_standards_file_is_read_whole(tmp_path: Path) -> None:
+    (tmp_path / STANDARDS_FILE).write_text(STANDARDS_YAML)
+    got = load_standards(tmp_path)
+    assert got == ServiceStandards(
+        time_zone="Europe/Paris",
+        remote_regions=("FR-COR",),
+        products={
+            "lettre": ProductStandard(
+                cutoff=dt.time(16, 30),
+                days=ZoneDays(same_region=1, other_region=2, remote=4),
+                working_days=True,
+                holidays=(dt.date(2027, 5, 1),),
+            ),
+            "colis": ProductStandard(
+                cutoff=dt.time(12),
+                days=ZoneDays(same_region=2, other_region=3, remote=5),
+                time_zone="Europe/London",
+            ),
+        },
+        stages=StageTargets(
+            dwell_hours={"processing": 6, "default": 12}, leg_hours={"default": 24}
+        ),
+    )
+    assert (got.tz_of("lettre"), got.tz_of("colis")) == ("Europe/Paris", "Europe/London")
+    assert got.deadline_days() == [1, 2, 3, 4, 5]
+    assert DEFAULT_STANDARDS.deadline_days() == [1, 2, 3, 4, 6, 7, 10]
+
+
+@pytest.mark.parametrize(
+    ("text", "problems"),
+    [
+        # every problem listed, each with where it is
+        (
+            STANDARDS_YAML.replace("remote: 4", "remote: 61").replace(
+                "Europe/London", "Europe/Londn"
+            ),
+            [
+                "products.lettre.days.remote: Input should be less than or equal to 60",
+                "products.colis.time_zone: Value error, unknown time zone 'Europe/Londn'",
+            ],
+        ),
+        (
+            "- a list\n- not a mapping\n",
+            ["file: Input should be a valid dictionary or instance of ServiceStandards"],
+        ),
+        ("products: {}\nshipping: fast\n", ["shipping: Extra inputs are not permitted"]),
+    ],
+)
+def test_a_bad_standards_file_is_refused_with_every_reason(
+    tmp_path: Path, text: str, problems: list[str]
+) -> None:
+    (tmp_path / STANDARDS_FILE).write_text(text)
+    with pytest.raises(ReferenceFileError) as info:
+        load_standards(tmp_path)
+    err = info.value
+    assert err.file == STANDARDS_FILE
+    assert [p.split(" [")[0] for p in err.problems] == problems
+    assert str(err) == f"{STANDARDS_FILE}: " + "; ".join(err.problems)
+
+
+@pytest.mark.parametrize("content", [b"products: {a: [\n", b"products:\n  \xff\xfe: 1\n"])
+def test_an_unreadable_standards_file_is_refused(tmp_path: Path, content: bytes) -> None:
+    (tmp_path / STANDARDS_FILE).write_bytes(content)
+    with pytest.raises(ReferenceFileError) as info:
+        load_standards(tmp_path)
+    (problem,) = info.value.problems
+    assert problem.startswith("unreadable: ") and info.value.file == STANDARDS_FILE
+    (tmp_path / STANDARDS_FILE).unlink()
+    (tmp_path / STANDARDS_FILE).mkdir()  # a folder where the file should be
+    with pytest.raises(ReferenceFileError, match=r"unreadable: "):
+        load_standards(tmp_path)
+
+
+def test_stage_targets_pick_the_types_own_target_else_the_default() -> None:
+    both_set = StageTargets(dwell_hours={"delivery": 3.5, "default": 8}, leg_hours={"default": 30})
+    assert [both_set.dwell_target(t) for t in ("delivery", "processing", None)] == [3.5, 8, 8]
+    assert both_set.leg_target() == 30
+    no_default = StageTargets(dwell_hours={"collection": 2})
+    assert [no_default.dwell_target(t) for t in ("collection", "delivery", None)] == [2, None, None]
+    assert no_default.leg_target() is None and StageTargets().dwell_target("collection") is None
+
+
+@pytest.mark.parametrize(
+    ("targets", "message"),
+    [
+        (
+            {"dwell_hours": {"hub": 1, "depot": 2}},
+            "unknown facility type(s) 'depot', 'hub': keys are the facility types "
+            "collection, processing, delivery, default",
+        ),
+        (
+            {"leg_hours": {"CN-GD": 1, "air": 2}},
+            "unknown key(s) 'CN-GD', 'air': the only key is default",
+        ),
+        ({"dwell_hours": {"default": 0}}, "greater than 0"),
+        ({"leg_hours": {"default": 24 * 60 + 0.5}}, "less than or equal to 1440"),
+    ],
+)
+def test_stage_targets_refuse_unknown_keys_and_hours_out_of_range(
+    targets: dict[str, dict[str, float]], message: str
+) -> None:
+    with pytest.raises(ValueError) as info:
+        StageTargets.model_validate(targets)
+    assert message in str(info.value)
+    # the edges themselves are allowed
+    assert StageTargets(dwell_hours={"default": 24 * 60}).dwell_target(None) == 24 * 60
