@@ -13,6 +13,7 @@ from kpi_cli.options import DataDir, MaxFuture, parse_max_future, setup_logging
 
 if TYPE_CHECKING:
     import datetime as dt
+    from collections.abc import Collection
 
     import polars as pl
 
@@ -118,10 +119,7 @@ def report(
     if list_kpis:
         typer.echo(catalog_table())
         return
-    if fmt not in FORMATS:
-        raise typer.BadParameter(f"use one of {', '.join(FORMATS)}", param_hint="--format")
-    if engine not in ("polars", "dask"):
-        raise typer.BadParameter("use polars or dask", param_hint="--engine")
+    _check_choices(fmt, FORMATS, engine)
     try:
         as_of_ts = parse_timestamp(as_of, "--as-of") if as_of else None
         query = KpiQuery(
@@ -152,6 +150,14 @@ def report(
         raise typer.Exit(2) from exc
     _notes(snap, data_dir)
     _emit(frame, fmt, output)
+
+
+def _check_choices(fmt: str, formats: Collection[str], engine: str) -> None:
+    """Refuse an unknown output format or engine before anything is read."""
+    if fmt not in formats:
+        raise typer.BadParameter(f"use one of {', '.join(formats)}", param_hint="--format")
+    if engine not in ("polars", "dask"):
+        raise typer.BadParameter("use polars or dask", param_hint="--engine")
 
 
 def _notes(snap: Snapshot, data_dir: Path) -> None:
