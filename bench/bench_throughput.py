@@ -19,7 +19,10 @@ working tree), interleaved ``--rounds`` times, a fresh child process measures:
    shard's code exactly as a poll is: ``parse_messages`` (one NDJSON buffer per poll) ->
    ``validate_poll`` -> each partition's ``PartitionState.apply``, polls of
    ``--poll`` messages (the shard's ``max_messages``): the JSONL phase's scans as messages
-   with the whole folder's items tracked -> events/s. Before it, the folder's events are
+   with the whole folder's items tracked -> events/s. A tree with ``OpenSets`` gathers the
+   polls' shares and applies them when due, with the shard's defaults (5 s, 500 k
+   records; the input's end counts as a short poll); an older tree applies each poll's
+   share of each partition at once, as its shard did. Before it, the folder's events are
    caught up partition by partition in polls of 250 k messages of one partition (also
    timed: the catch-up rate of a shard whose polls each hold one partition). The broker,
    the network and librdkafka's fetches are not in it (they run on their own threads).
@@ -84,7 +87,15 @@ ing.close()
 del ing
 
 topic, poll = "postal.events", int(poll)
-states = {p: PartitionState(PartitionId(topic, p, Kind.EVENTS), data, work / "kafka", None) for p in range(8)}
+def open_state(p):
+    pid = PartitionId(topic, p, Kind.EVENTS)
+    try:  # the shard's way since 778e695: the partition's own IngestConfig
+        return PartitionState(pid, IngestConfig(data, work / "kafka" / pid.key))
+    except TypeError:  # older trees: (pid, data_dir, state_root, max_future)
+        return PartitionState(pid, data, work / "kafka", None)
+states = {p: open_state(p) for p in range(8)}
+import exporters.kafka.partition as KP
+OpenSets = getattr(KP, "OpenSets", None)
 def feed(frame):
     keys, values = to_messages(frame.lazy(), Kind.EVENTS)
     parts = frame.select(pl.col("item_id").str.extract(r"(\d+)").cast(pl.Int64) % 8).to_series().to_list()
@@ -92,14 +103,30 @@ def feed(frame):
     srcs, offs = [], []
     for p in parts:
         srcs.append(source_name(topic, p)); offs.append(offsets[p]); offsets[p] += 1
+    # As the shard's _apply: the poll's next offset per partition in one pass; with
+    # OpenSets (this tree) the shares are gathered and applied when due, as the shard
+    # does (a short poll, age, size); the input's end is a short poll.
+    sets = OpenSets(5.0, 500_000) if OpenSets is not None else None
+    def flush():
+        for (_, p), share, end in sets.take():
+            states[p].apply(share, next_offset=end)
     t = time.perf_counter()
     for i in range(0, len(values), poll):
         batch = Messages(values[i:i + poll], srcs[i:i + poll], offs[i:i + poll])
+        ends = {}
+        for s_, o in zip(batch.sources, batch.rows):
+            ends[s_] = o + 1
         shares = validate_poll(parse_messages(batch, Kind.EVENTS), Kind.EVENTS)
         for src, share in shares.items():
             p = int(src.rsplit("/", 1)[1])
-            ends = [o for s_, o in zip(srcs[i:i + poll], offs[i:i + poll]) if s_ == src]
-            states[p].apply(share, next_offset=max(ends) + 1)
+            if sets is None:
+                states[p].apply(share, next_offset=ends[src])
+            else:
+                sets.add((topic, p), share, ends[src])
+        if sets is not None and sets.due(short_poll=len(batch.values) < poll):
+            flush()
+    if sets is not None:
+        flush()
     return len(values), time.perf_counter() - t
 # Catch-up (not timed): the folder's events straight into each partition's state in
 # large sets, as validated frames (what a long catch-up's polls become).
@@ -161,6 +188,9 @@ def main() -> None:
     parser.add_argument("--poll", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--old-ref", default="main", help="git revision of today's exporter")
+    parser.add_argument(
+        "--new-ref", default=None, help="git revision of the new tree (default: the working tree)"
+    )
     parser.add_argument("--only", choices=["old", "new"], default=None)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
@@ -171,7 +201,8 @@ def main() -> None:
         live = root / "live.jsonl"
         first_new = args.unfinished + args.finished
         live.write_bytes(live_lines(args.unfinished, args.jsonl_lines, 2, first_new))
-        trees = {"old": _export_tree(args.old_ref, root / "old"), "new": ROOT}
+        new = ROOT if args.new_ref is None else _export_tree(args.new_ref, root / "new")
+        trees = {"old": _export_tree(args.old_ref, root / "old"), "new": new}
         for r in range(args.rounds):
             for name, tree in trees.items():
                 if args.only and name != args.only:

@@ -52,7 +52,13 @@ from exporters import catalog as cat
 from exporters.exposition import Exposition, collectors, registry_of, render
 from exporters.ingest import IngestConfig
 from exporters.kafka.families import Families, constant, labelled, merged
-from exporters.kafka.partition import NoStandardsError, PartitionId, PartitionState, validate_poll
+from exporters.kafka.partition import (
+    NoStandardsError,
+    OpenSets,
+    PartitionId,
+    PartitionState,
+    validate_poll,
+)
 from exporters.server import Endpoints, MetricsHTTPServer
 from exporters.service import (
     DEDUP_WINDOW_DEFAULT,
@@ -96,6 +102,10 @@ class ShardConfig:
     poll_timeout: float = 1.0
     checkpoint_interval: float = 10.0
     max_messages: int = 100_000
+    #: Polls are gathered into one set per partition (``OpenSets``) for at most this long
+    #: (below ``refresh_interval``: the exposition is no staler) or this many records.
+    max_set_seconds: float = 5.0
+    max_set_events: int = 500_000
     session_timeout: float = 10.0
     stall_hours: float = 48.0
     retention: float | None = RETENTION_DEFAULT
@@ -166,6 +176,7 @@ class KafkaShard:
         self._consumer: Consumer | None = None
         self._version = version()
         self._last_lag = 0.0
+        self._sets = OpenSets(config.max_set_seconds, config.max_set_events)
         #: Why nothing can be applied (no valid service standard), while that lasts.
         self._waiting: str | None = None
         # Invalid time rules (a dedup window shorter than the late grace) fail here, at
@@ -306,6 +317,13 @@ class KafkaShard:
         self._release(consumer, partitions, save=False)
 
     def _release(self, consumer: Consumer, partitions: list[TopicPartition], save: bool) -> None:
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        if save:
+            try:
+                self._flush(keys)
+            except Exception:  # not applied: the next owner reads them from the checkpoint
+                log.exception("cannot apply the gathered records of %s on release", keys)
+        self._sets.drop(keys)
         with self._held_lock:
             gone = [self._held.pop((tp.topic, tp.partition), None) for tp in partitions]
         for held in gone:
@@ -344,6 +362,7 @@ class KafkaShard:
 
     def _rewind(self, consumer: Consumer) -> None:
         """Seek every partition held back to its state's offset: nothing consumed is skipped."""
+        self._sets.drop()
         with self._held_lock:
             held = list(self._held.values())
         for h in held:
@@ -356,7 +375,8 @@ class KafkaShard:
 
     def _apply(self, messages: list[Message]) -> None:
         # One NDJSON buffer and one validation per topic and poll, then each partition's
-        # share goes to its state (in offset order, which a partition's messages keep).
+        # share is gathered for its state (in offset order, which a partition's messages
+        # keep) and applied with the next polls' (``OpenSets``).
         polls: dict[str, tuple[list[bytes | None], list[str], list[int]]] = {}
         ends: dict[str, tuple[tuple[str, int], int]] = {}
         for message in messages:
@@ -385,9 +405,20 @@ class KafkaShard:
                     held = self._held.get(key)
                 if held is None:  # revoked while the poll was under way
                     continue
-                held.state.apply(share, next_offset=next_offset)
-                held.dirty = True
-                self._maybe_show(held)
+                self._sets.add(key, share, next_offset)
+        if self._sets.due(short_poll=len(messages) < self.config.max_messages):
+            self._flush()
+
+    def _flush(self, keys: list[tuple[str, int]] | None = None) -> None:
+        """Apply the gathered sets (of ``keys``, or all): each partition's as one set."""
+        for key, share, next_offset in self._sets.take(keys):
+            with self._held_lock:
+                held = self._held.get(key)
+            if held is None:
+                continue
+            held.state.apply(share, next_offset=next_offset)
+            held.dirty = True
+            self._maybe_show(held)
 
     def _maybe_show(self, held: _Held) -> None:
         if not held.shown and (held.state.next_offset or 0) >= held.show_from:

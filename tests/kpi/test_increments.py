@@ -18,6 +18,10 @@ from kpi.kpis.increments import (
     empty_complaint_state,
     event_increments,
     merge_complaints,
+    merge_set,
+    merge_sets,
+    reduce_set,
+    set_rows,
 )
 from kpi.lifecycle import empty_state, merge_events
 from kpi.standards import DEFAULT_STANDARDS
@@ -432,6 +436,24 @@ def test_sets_match_the_record_by_record_model(seed: int) -> None:
     got = summed(run(sets))
     got["transit"] = sorted(got["transit"])
     assert got == naive(sets)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_merge_sets_folds_parts_as_merge_set_one_after_another(seed: int) -> None:
+    rng = random.Random(seed)
+    rows = _random_events(rng, 8)
+    cuts = sorted(rng.sample(range(1, len(rows)), k=min(len(rows) - 1, rng.randint(1, 4))))
+    parts = [
+        reduce_set(set_rows(frame(rows[a:b])).lazy()).collect()
+        for a, b in itertools.pairwise([0, *cuts, len(rows)])
+    ]
+    one_by_one = parts[0]
+    for part in parts[1:]:
+        one_by_one = merge_set(one_by_one, part)
+    whole = reduce_set(set_rows(frame(rows)).lazy()).collect()
+    got = merge_sets(parts)
+    assert got.sort("item_id").equals(one_by_one.sort("item_id"))
+    assert got.sort("item_id").equals(whole.sort("item_id"))
 
 
 # --- complaints ---------------------------------------------------------------------------
