@@ -71,11 +71,16 @@ class CounterStore:
         """Add a tidy frame of increments (the spec's label columns plus ``count``)."""
         if frame.is_empty():
             return
-        counts = frame.select(*_text_labels(frame, spec.labels), pl.col(COUNT).cast(pl.Int64))
-        if counts.select((pl.col(COUNT) < 0).any()).item():
+        # One query, then one Python step per label set (not per row of increments).
+        summed = (
+            frame.lazy()
+            .select(*_text_labels(frame, spec.labels), pl.col(COUNT).cast(pl.Int64))
+            .group_by(*spec.labels)
+            .agg(pl.col(COUNT).sum(), pl.col(COUNT).min().alias("_min"))
+            .collect()
+        )
+        if (summed.get_column("_min") < 0).any():
             raise ValueError(f"{spec.name}: counters only go up")
-        # One Python step per label set, not per row of increments.
-        summed = counts.group_by(*spec.labels).agg(pl.col(COUNT).sum())
         series = self.counters.setdefault(spec.name, {})
         k = len(spec.labels)
         for row in summed.iter_rows():
@@ -87,18 +92,21 @@ class CounterStore:
         if frame.is_empty():
             return
         edges = pl.Series(bucket_edges_us(spec), dtype=pl.Int64)
-        obs = frame.select(
-            *_text_labels(frame, spec.labels),
-            (pl.col(SECONDS) * _US).round().cast(pl.Int64).alias("us"),
-        )
+        us = (pl.col(SECONDS) * _US).round().cast(pl.Int64)
         # Bucket i holds edges[i-1] < v <= edges[i]: ``le`` is inclusive, so a value
-        # exactly at a deadline lands in the deadline's bucket.
-        obs = obs.with_columns(edges.search_sorted(obs["us"], side="left").alias("bucket"))
-        per_bucket = obs.group_by(*spec.labels, "bucket").agg(
-            pl.len().cast(pl.Int64).alias("n"), pl.col("us").sum().alias("sum_us")
-        )
-        grouped = per_bucket.group_by(*spec.labels).agg(
-            "bucket", "n", pl.col("sum_us").sum(), pl.col("n").sum().alias("count")
+        # exactly at a deadline lands in the deadline's bucket. One query for it all.
+        grouped = (
+            frame.lazy()
+            .select(
+                *_text_labels(frame, spec.labels),
+                us.alias("us"),
+                pl.lit(edges).search_sorted(us, side="left").alias("bucket"),
+            )
+            .group_by(*spec.labels, "bucket")
+            .agg(pl.len().cast(pl.Int64).alias("n"), pl.col("us").sum().alias("sum_us"))
+            .group_by(*spec.labels)
+            .agg("bucket", "n", pl.col("sum_us").sum(), pl.col("n").sum().alias("count"))
+            .collect()
         )
         series = self.histograms.setdefault(spec.name, {})
         k = len(spec.labels)
