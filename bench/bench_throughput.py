@@ -27,8 +27,10 @@ working tree), interleaved ``--rounds`` times, a fresh child process measures:
    timed: the catch-up rate of a shard whose polls each hold one partition). The broker,
    the network and librdkafka's fetches are not in it (they run on their own threads).
 
-Rates are events (rows) per second of wall time in the child; the machine is shared,
-so compare the two trees within one run (ratios), not with other runs.
+Rates are events (rows) per second of wall time in the child, and per second of CPU
+time of the child (all its threads: ``time.process_time``), which a loaded machine
+distorts far less than wall time; the machine is shared, so compare the two trees
+within one run (ratios, ``--rounds`` interleaves them), not with other runs.
 Results: a Markdown table on stdout and ``bench/out/throughput.json``.
 """
 
@@ -75,13 +77,15 @@ shutil.copytree(folder, data)
 res = {}
 ing = Ingestor(IngestConfig(data, work / "state", max_batch_rows=250_000))
 events = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in (data / "events").glob("*.parquet"))
-t = time.perf_counter(); drain(ing); s = time.perf_counter() - t
+t, c = time.perf_counter(), time.process_time(); drain(ing); s = time.perf_counter() - t
 res["parquet_events"], res["parquet_s"], res["parquet_eps"] = events, s, events / s
+res["parquet_cpu_s"] = time.process_time() - c
 lines = Path(live).read_bytes()
 (data / "events" / "live.jsonl").write_bytes(lines)
 n = lines.count(b"\n")
-t = time.perf_counter(); drain(ing); s = time.perf_counter() - t
+t, c = time.perf_counter(), time.process_time(); drain(ing); s = time.perf_counter() - t
 res["jsonl_events"], res["jsonl_s"], res["jsonl_eps"] = n, s, n / s
+res["jsonl_cpu_s"] = time.process_time() - c
 res["items_tracked"] = ing.ledger.items.height
 ing.close()
 del ing
@@ -110,7 +114,7 @@ def feed(frame):
     def flush():
         for (_, p), share, end in sets.take():
             states[p].apply(share, next_offset=end)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     for i in range(0, len(values), poll):
         batch = Messages(values[i:i + poll], srcs[i:i + poll], offs[i:i + poll])
         ends = {}
@@ -127,7 +131,7 @@ def feed(frame):
             flush()
     if sets is not None:
         flush()
-    return len(values), time.perf_counter() - t
+    return len(values), time.perf_counter() - t, time.process_time() - c
 # Catch-up (not timed): the folder's events straight into each partition's state in
 # large sets, as validated frames (what a long catch-up's polls become).
 from exporters.kafka.partition import Validated
@@ -136,7 +140,7 @@ from kpi.sources.files import RawBatch
 from kpi.sources.validate import ROW, SOURCE
 hist = pl.concat([pl.read_parquet(p) for p in sorted((data / "events").glob("*.parquet"))]).sort("ts")
 hist = hist.with_columns((pl.col("item_id").str.extract(r"(\d+)").cast(pl.Int64) % 8).alias("_p"))
-t = time.perf_counter()
+t, c = time.perf_counter(), time.process_time()
 for (p,), part in hist.partition_by("_p", as_dict=True).items():
     for i in range(0, part.height, 250_000):
         chunk = part.slice(i, 250_000).drop("_p")
@@ -145,10 +149,12 @@ for (p,), part in hist.partition_by("_p", as_dict=True).items():
         states[p].apply(share, next_offset=i + chunk.height)
 s = time.perf_counter() - t
 res["kafka_catchup_events"], res["kafka_catchup_s"], res["kafka_catchup_eps"] = hist.height, s, hist.height / s
+res["kafka_catchup_cpu_s"] = time.process_time() - c
 del hist
 scans = pl.read_ndjson(lines)
-n, s = feed(scans)
+n, s, cpu = feed(scans)
 res["kafka_events"], res["kafka_s"], res["kafka_eps"] = n, s, n / s
+res["kafka_cpu_s"] = cpu
 res["kafka_items_tracked"] = sum(st.ledger.items.height for st in states.values())
 for st in states.values():
     st.close()
@@ -214,14 +220,18 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(results, indent=2))
-    keys = ("parquet_eps", "jsonl_eps", "kafka_catchup_eps", "kafka_eps")
-    print("| tree | Parquet catch-up | JSONL | Kafka path, catch-up | Kafka path, 1 M+ items |")
-    print("| --- | ---: | ---: | ---: | ---: |")
+    phases = ("parquet", "jsonl", "kafka_catchup", "kafka")
+    print(
+        "| tree | rate | Parquet catch-up | JSONL | Kafka path, catch-up | Kafka path, 1 M+ items |"
+    )
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
     for name in ("old", "new"):
         if not results[name]:
             continue
-        best = {k: max(r[k] for r in results[name]) for k in keys}
-        print(f"| {name} | " + " | ".join(f"{best[k]:,.0f}" for k in keys) + " |")
+        wall = [max(r[f"{p}_eps"] for r in results[name]) for p in phases]
+        cpu = [max(r[f"{p}_events"] / r[f"{p}_cpu_s"] for r in results[name]) for p in phases]
+        print(f"| {name} | events/s | " + " | ".join(f"{v:,.0f}" for v in wall) + " |")
+        print(f"| {name} | events/CPU-s | " + " | ".join(f"{v:,.0f}" for v in cpu) + " |")
 
 
 if __name__ == "__main__":
