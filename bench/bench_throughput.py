@@ -19,13 +19,18 @@ working tree), interleaved ``--rounds`` times, a fresh child process measures:
    shard's code exactly as a poll is: ``parse_messages`` (one NDJSON buffer per poll) ->
    ``validate_poll`` -> each partition's ``PartitionState.apply``, polls of
    ``--poll`` messages (the shard's ``max_messages``): the JSONL phase's scans as messages
-   with the whole folder's items tracked -> events/s. Before it, the folder's events are
+   with the whole folder's items tracked -> events/s. A tree with ``OpenSets`` gathers the
+   polls' shares and applies them when due, with the shard's defaults (5 s, 500 k
+   records; the input's end counts as a short poll); an older tree applies each poll's
+   share of each partition at once, as its shard did. Before it, the folder's events are
    caught up partition by partition in polls of 250 k messages of one partition (also
    timed: the catch-up rate of a shard whose polls each hold one partition). The broker,
    the network and librdkafka's fetches are not in it (they run on their own threads).
 
-Rates are events (rows) per second of wall time in the child; the machine is shared,
-so compare the two trees within one run (ratios), not with other runs.
+Rates are events (rows) per second of wall time in the child, and per second of CPU
+time of the child (all its threads: ``time.process_time``), which a loaded machine
+distorts far less than wall time; the machine is shared, so compare the two trees
+within one run (ratios, ``--rounds`` interleaves them), not with other runs.
 Results: a Markdown table on stdout and ``bench/out/throughput.json``.
 """
 
@@ -72,19 +77,29 @@ shutil.copytree(folder, data)
 res = {}
 ing = Ingestor(IngestConfig(data, work / "state", max_batch_rows=250_000))
 events = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in (data / "events").glob("*.parquet"))
-t = time.perf_counter(); drain(ing); s = time.perf_counter() - t
+t, c = time.perf_counter(), time.process_time(); drain(ing); s = time.perf_counter() - t
 res["parquet_events"], res["parquet_s"], res["parquet_eps"] = events, s, events / s
+res["parquet_cpu_s"] = time.process_time() - c
 lines = Path(live).read_bytes()
 (data / "events" / "live.jsonl").write_bytes(lines)
 n = lines.count(b"\n")
-t = time.perf_counter(); drain(ing); s = time.perf_counter() - t
+t, c = time.perf_counter(), time.process_time(); drain(ing); s = time.perf_counter() - t
 res["jsonl_events"], res["jsonl_s"], res["jsonl_eps"] = n, s, n / s
+res["jsonl_cpu_s"] = time.process_time() - c
 res["items_tracked"] = ing.ledger.items.height
 ing.close()
 del ing
 
 topic, poll = "postal.events", int(poll)
-states = {p: PartitionState(PartitionId(topic, p, Kind.EVENTS), data, work / "kafka", None) for p in range(8)}
+def open_state(p):
+    pid = PartitionId(topic, p, Kind.EVENTS)
+    try:  # the shard's way since 778e695: the partition's own IngestConfig
+        return PartitionState(pid, IngestConfig(data, work / "kafka" / pid.key))
+    except TypeError:  # older trees: (pid, data_dir, state_root, max_future)
+        return PartitionState(pid, data, work / "kafka", None)
+states = {p: open_state(p) for p in range(8)}
+import exporters.kafka.partition as KP
+OpenSets = getattr(KP, "OpenSets", None)
 def feed(frame):
     keys, values = to_messages(frame.lazy(), Kind.EVENTS)
     parts = frame.select(pl.col("item_id").str.extract(r"(\d+)").cast(pl.Int64) % 8).to_series().to_list()
@@ -92,15 +107,31 @@ def feed(frame):
     srcs, offs = [], []
     for p in parts:
         srcs.append(source_name(topic, p)); offs.append(offsets[p]); offsets[p] += 1
-    t = time.perf_counter()
+    # As the shard's _apply: the poll's next offset per partition in one pass; with
+    # OpenSets (this tree) the shares are gathered and applied when due, as the shard
+    # does (a short poll, age, size); the input's end is a short poll.
+    sets = OpenSets(5.0, 500_000) if OpenSets is not None else None
+    def flush():
+        for (_, p), share, end in sets.take():
+            states[p].apply(share, next_offset=end)
+    t, c = time.perf_counter(), time.process_time()
     for i in range(0, len(values), poll):
         batch = Messages(values[i:i + poll], srcs[i:i + poll], offs[i:i + poll])
+        ends = {}
+        for s_, o in zip(batch.sources, batch.rows):
+            ends[s_] = o + 1
         shares = validate_poll(parse_messages(batch, Kind.EVENTS), Kind.EVENTS)
         for src, share in shares.items():
             p = int(src.rsplit("/", 1)[1])
-            ends = [o for s_, o in zip(srcs[i:i + poll], offs[i:i + poll]) if s_ == src]
-            states[p].apply(share, next_offset=max(ends) + 1)
-    return len(values), time.perf_counter() - t
+            if sets is None:
+                states[p].apply(share, next_offset=ends[src])
+            else:
+                sets.add((topic, p), share, ends[src])
+        if sets is not None and sets.due(short_poll=len(batch.values) < poll):
+            flush()
+    if sets is not None:
+        flush()
+    return len(values), time.perf_counter() - t, time.process_time() - c
 # Catch-up (not timed): the folder's events straight into each partition's state in
 # large sets, as validated frames (what a long catch-up's polls become).
 from exporters.kafka.partition import Validated
@@ -109,7 +140,7 @@ from kpi.sources.files import RawBatch
 from kpi.sources.validate import ROW, SOURCE
 hist = pl.concat([pl.read_parquet(p) for p in sorted((data / "events").glob("*.parquet"))]).sort("ts")
 hist = hist.with_columns((pl.col("item_id").str.extract(r"(\d+)").cast(pl.Int64) % 8).alias("_p"))
-t = time.perf_counter()
+t, c = time.perf_counter(), time.process_time()
 for (p,), part in hist.partition_by("_p", as_dict=True).items():
     for i in range(0, part.height, 250_000):
         chunk = part.slice(i, 250_000).drop("_p")
@@ -118,10 +149,12 @@ for (p,), part in hist.partition_by("_p", as_dict=True).items():
         states[p].apply(share, next_offset=i + chunk.height)
 s = time.perf_counter() - t
 res["kafka_catchup_events"], res["kafka_catchup_s"], res["kafka_catchup_eps"] = hist.height, s, hist.height / s
+res["kafka_catchup_cpu_s"] = time.process_time() - c
 del hist
 scans = pl.read_ndjson(lines)
-n, s = feed(scans)
+n, s, cpu = feed(scans)
 res["kafka_events"], res["kafka_s"], res["kafka_eps"] = n, s, n / s
+res["kafka_cpu_s"] = cpu
 res["kafka_items_tracked"] = sum(st.ledger.items.height for st in states.values())
 for st in states.values():
     st.close()
@@ -161,6 +194,9 @@ def main() -> None:
     parser.add_argument("--poll", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--old-ref", default="main", help="git revision of today's exporter")
+    parser.add_argument(
+        "--new-ref", default=None, help="git revision of the new tree (default: the working tree)"
+    )
     parser.add_argument("--only", choices=["old", "new"], default=None)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
@@ -171,7 +207,8 @@ def main() -> None:
         live = root / "live.jsonl"
         first_new = args.unfinished + args.finished
         live.write_bytes(live_lines(args.unfinished, args.jsonl_lines, 2, first_new))
-        trees = {"old": _export_tree(args.old_ref, root / "old"), "new": ROOT}
+        new = ROOT if args.new_ref is None else _export_tree(args.new_ref, root / "new")
+        trees = {"old": _export_tree(args.old_ref, root / "old"), "new": new}
         for r in range(args.rounds):
             for name, tree in trees.items():
                 if args.only and name != args.only:
@@ -183,14 +220,18 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(results, indent=2))
-    keys = ("parquet_eps", "jsonl_eps", "kafka_catchup_eps", "kafka_eps")
-    print("| tree | Parquet catch-up | JSONL | Kafka path, catch-up | Kafka path, 1 M+ items |")
-    print("| --- | ---: | ---: | ---: | ---: |")
+    phases = ("parquet", "jsonl", "kafka_catchup", "kafka")
+    print(
+        "| tree | rate | Parquet catch-up | JSONL | Kafka path, catch-up | Kafka path, 1 M+ items |"
+    )
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
     for name in ("old", "new"):
         if not results[name]:
             continue
-        best = {k: max(r[k] for r in results[name]) for k in keys}
-        print(f"| {name} | " + " | ".join(f"{best[k]:,.0f}" for k in keys) + " |")
+        wall = [max(r[f"{p}_eps"] for r in results[name]) for p in phases]
+        cpu = [max(r[f"{p}_events"] / r[f"{p}_cpu_s"] for r in results[name]) for p in phases]
+        print(f"| {name} | events/s | " + " | ".join(f"{v:,.0f}" for v in wall) + " |")
+        print(f"| {name} | events/CPU-s | " + " | ".join(f"{v:,.0f}" for v in cpu) + " |")
 
 
 if __name__ == "__main__":

@@ -26,10 +26,9 @@ from kpi.contract import EVENT_SCHEMA, RejectReason
 from kpi.events import key_us
 from kpi.kpis.increments import (
     FAILURE_LABELS,
-    empty_set,
     failure_counts,
     late_count,
-    merge_set,
+    merge_sets,
     reduce_complaints,
     reduce_set,
     set_rows,
@@ -84,8 +83,9 @@ class Intake:
         self._new_seen = SeenIds()
         self._new_hashes: list[Hashes] = []
         self._new_days: list[Days] = []
-        self.rest = empty_set()
-        self.labels = empty_set()
+        #: Reduced per-item summaries of each call, folded once when read (``merge_sets``).
+        self._rest_parts: list[pl.DataFrame] = []
+        self._label_parts: list[pl.DataFrame] = []
         self.failures = sum_counts([], FAILURE_LABELS)
         self.late_events = 0
         self.events = 0
@@ -145,8 +145,8 @@ class Intake:
             .select(EVENT_SCHEMA.keys())
         )
         rest, labels = split_events(counted)
-        new_rest = merge_set(self.rest, reduce_set(set_rows(rest).lazy()).collect())
-        new_labels = merge_set(self.labels, reduce_set(set_rows(labels).lazy()).collect())
+        new_rest = reduce_set(set_rows(rest).lazy()).collect()
+        new_labels = reduce_set(set_rows(labels).lazy()).collect()
         failures = sum_counts([self.failures, failure_counts(counted)], FAILURE_LABELS)
         late = late_count(counted, self._newest_before(items.filter(kept)))
         stage = history_rows(counted)
@@ -154,7 +154,9 @@ class Intake:
         self._new_seen = self._new_seen.add(fresh_hashes)
         self._new_hashes.append(fresh_hashes)
         self._new_days.append(fresh_days)
-        self.rest, self.labels, self.failures = new_rest, new_labels, failures
+        self._rest_parts.append(new_rest)
+        self._label_parts.append(new_labels)
+        self.failures = failures
         self.late_events += late
         self.events += counted.height
         self.newest_us = _later(self.newest_us, newest)
@@ -175,6 +177,18 @@ class Intake:
         self.rows += frame.height
 
     # --- what the set holds ---------------------------------------------------------
+
+    @property
+    def rest(self) -> pl.DataFrame:
+        """Per-item summary (``SET_SCHEMA``) of the events counted at once."""
+        self._rest_parts = [merge_sets(self._rest_parts)]
+        return self._rest_parts[0]
+
+    @property
+    def labels(self) -> pl.DataFrame:
+        """Per-item summary of the label events (they may wait for their acceptance)."""
+        self._label_parts = [merge_sets(self._label_parts)]
+        return self._label_parts[0]
 
     def rejects(self) -> pl.DataFrame:
         """Every reject of the set, in the order added."""

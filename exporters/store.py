@@ -69,31 +69,60 @@ class CounterStore:
 
     def add_counts(self, spec: MetricSpec, frame: pl.DataFrame) -> None:
         """Add a tidy frame of increments (the spec's label columns plus ``count``)."""
-        for row in frame.select(*spec.labels, COUNT).iter_rows():
-            self.add(spec, tuple(str(v) for v in row[:-1]), int(row[-1]))
+        if frame.is_empty():
+            return
+        # One query, then one Python step per label set (not per row of increments).
+        summed = (
+            frame.lazy()
+            .select(*_text_labels(frame, spec.labels), pl.col(COUNT).cast(pl.Int64))
+            .group_by(*spec.labels)
+            .agg(pl.col(COUNT).sum(), pl.col(COUNT).min().alias("_min"))
+            .collect()
+        )
+        if (summed.get_column("_min") < 0).any():
+            raise ValueError(f"{spec.name}: counters only go up")
+        series = self.counters.setdefault(spec.name, {})
+        k = len(spec.labels)
+        for row in summed.iter_rows():
+            key = row[:k]
+            series[key] = series.get(key, 0) + row[k]
 
     def observe(self, spec: MetricSpec, frame: pl.DataFrame) -> None:
         """Add observations (the spec's label columns plus ``seconds``) to a histogram."""
         if frame.is_empty():
             return
         edges = pl.Series(bucket_edges_us(spec), dtype=pl.Int64)
-        obs = frame.select(*spec.labels, (pl.col(SECONDS) * _US).round().cast(pl.Int64).alias("us"))
+        us = (pl.col(SECONDS) * _US).round().cast(pl.Int64)
         # Bucket i holds edges[i-1] < v <= edges[i]: ``le`` is inclusive, so a value
-        # exactly at a deadline lands in the deadline's bucket.
-        obs = obs.with_columns(edges.search_sorted(obs["us"], side="left").alias("bucket"))
-        grouped = obs.group_by(*spec.labels, "bucket").agg(
-            pl.len().alias("n"), pl.col("us").sum().alias("sum_us")
+        # exactly at a deadline lands in the deadline's bucket. One query for it all.
+        grouped = (
+            frame.lazy()
+            .select(
+                *_text_labels(frame, spec.labels),
+                us.alias("us"),
+                pl.lit(edges).search_sorted(us, side="left").alias("bucket"),
+            )
+            .group_by(*spec.labels, "bucket")
+            .agg(pl.len().cast(pl.Int64).alias("n"), pl.col("us").sum().alias("sum_us"))
+            .group_by(*spec.labels)
+            .agg("bucket", "n", pl.col("sum_us").sum(), pl.col("n").sum().alias("count"))
+            .collect()
         )
         series = self.histograms.setdefault(spec.name, {})
+        k = len(spec.labels)
         for row in grouped.iter_rows():
-            key = tuple(str(v) for v in row[: len(spec.labels)])
-            bucket, n, sum_us = (int(v) for v in row[len(spec.labels) :])
-            value = series.get(key)
-            if value is None:
-                value = series[key] = HistogramValue.empty(spec)
-            value.buckets[bucket] += n
-            value.count += n
-            value.sum_us += sum_us
+            key = row[:k]
+            bucket_ids, ns, sum_us, count = row[k:]
+            old = series.get(key)
+            buckets = [0] * (len(spec.buckets) + 1) if old is None else list(old.buckets)
+            for b, n in zip(bucket_ids, ns, strict=True):
+                buckets[b] += n
+            # A new value, never a change in place: copies of the store share values.
+            series[key] = (
+                HistogramValue(buckets, sum_us, count)
+                if old is None
+                else HistogramValue(buckets, old.sum_us + sum_us, old.count + count)
+            )
 
     def value(self, spec: MetricSpec, labels: LabelKey = ()) -> int:
         """One counter series' value (0 when never incremented)."""
@@ -115,14 +144,11 @@ class CounterStore:
 
     def copy(self) -> CounterStore:
         """An independent copy (for rendering or checkpointing while ingest goes on)."""
+        # Histogram values are never changed in place (``observe`` replaces them), so
+        # the copy shares them.
         return CounterStore(
             {name: dict(series) for name, series in self.counters.items()},
-            {
-                name: {
-                    k: HistogramValue(list(v.buckets), v.sum_us, v.count) for k, v in series.items()
-                }
-                for name, series in self.histograms.items()
-            },
+            {name: dict(series) for name, series in self.histograms.items()},
         )
 
     def to_json(self, specs: dict[str, MetricSpec]) -> dict[str, Any]:
@@ -160,3 +186,19 @@ class CounterStore:
                 tuple(k): HistogramValue(list(b), int(s), int(c)) for k, b, s, c in hist["series"]
             }
         return store
+
+
+def _text_labels(frame: pl.DataFrame, labels: tuple[str, ...]) -> list[pl.Expr]:
+    """Label columns as the text ``str()`` of each value gives (null as ``"None"``)."""
+    exprs: list[pl.Expr] = []
+    for name in labels:
+        dtype = frame.schema[name]
+        col = pl.col(name)
+        if dtype == pl.String or isinstance(dtype, pl.Categorical | pl.Enum) or dtype.is_integer():
+            text = col.cast(pl.String)
+        elif dtype == pl.Boolean:
+            text = pl.when(col).then(pl.lit("True")).when(~col).then(pl.lit("False"))
+        else:  # floats, dates: Python's own spelling of the value
+            text = col.map_elements(str, return_dtype=pl.String)
+        exprs.append(text.fill_null("None").alias(name))
+    return exprs

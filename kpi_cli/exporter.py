@@ -186,7 +186,8 @@ def exporter(
 
 def _shard(**settings: Any) -> None:
     """Run one Kafka shard until SIGTERM/SIGINT (``settings``: its ``ShardConfig``)."""
-    from exporters.kafka.shard import KafkaShard, ShardConfig  # noqa: PLC0415
+    from exporters.kafka.config import ShardConfig  # noqa: PLC0415
+    from exporters.kafka.shard import KafkaShard  # noqa: PLC0415
 
     config = ShardConfig(**settings)
     host, port = config.host, config.port

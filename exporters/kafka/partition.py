@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from dataclasses import dataclass
 from typing import Final
 
@@ -34,6 +35,8 @@ from kpi.streams.messages import source_name
 
 log = logging.getLogger(__name__)
 
+#: A partition as the shard keys it: (topic, partition).
+Key = tuple[str, int]
 #: ``FileState.fmt`` of a partition's position (offset = the next offset to read).
 KAFKA_FMT: Final = "kafka"
 
@@ -63,6 +66,69 @@ class Validated:
 
     good: pl.DataFrame
     bad: pl.DataFrame
+
+    @staticmethod
+    def concat(shares: list[Validated]) -> Validated:
+        """Several shares of one partition (in offset order) as one."""
+        if len(shares) == 1:
+            return shares[0]
+        return Validated(
+            good=pl.concat([s.good for s in shares], how="vertical_relaxed"),
+            bad=pl.concat([s.bad for s in shares], how="vertical_relaxed"),
+        )
+
+
+class OpenSets:
+    """Polls' shares gathered per partition while the consumer is behind, applied as one set each.
+
+    Applying a set costs far more per set than per record (the joins against the state,
+    the stage tables, one counter step per label set), so a shard that is catching up or
+    keeping up with a fast topic applies each partition's records of several polls at
+    once. A partition's set is applied when a poll comes back short (nothing more was
+    waiting), when the oldest gathered share is ``max_seconds`` old (below the refresh
+    interval, so the exposition is no staler) or ``max_events`` are gathered (memory).
+    Nothing gathered is in a checkpoint until applied: a rewind drops the open sets and
+    the consumer reads them again from the applied offsets.
+    """
+
+    def __init__(self, max_seconds: float, max_events: int) -> None:
+        self.max_seconds = max_seconds
+        self.max_events = max_events
+        self._shares: dict[Key, list[Validated]] = {}
+        self._ends: dict[Key, int] = {}
+        self._rows = 0
+        self._since: float | None = None
+
+    def add(self, key: Key, share: Validated, next_offset: int) -> None:
+        """Gather a partition's share of a poll; its set then ends at ``next_offset``."""
+        self._shares.setdefault(key, []).append(share)
+        self._ends[key] = next_offset
+        self._rows += share.good.height + share.bad.height
+        if self._since is None:
+            self._since = time.monotonic()
+
+    def due(self, short_poll: bool) -> bool:
+        """Whether the gathered sets are to be applied now."""
+        if not self._shares:
+            return False
+        age = time.monotonic() - (self._since or 0.0)
+        return short_poll or age >= self.max_seconds or self._rows >= self.max_events
+
+    def take(self, keys: list[Key] | None = None) -> list[tuple[Key, Validated, int]]:
+        """Remove and return (partition, its set, its next offset), of ``keys`` or of all."""
+        chosen = list(self._shares) if keys is None else [k for k in keys if k in self._shares]
+        out = [(k, Validated.concat(self._shares[k]), self._ends[k]) for k in chosen]
+        self.drop(chosen)
+        return out
+
+    def drop(self, keys: list[Key] | None = None) -> None:
+        """Forget open sets (their records are read again from the applied offsets)."""
+        for key in list(self._shares) if keys is None else keys:
+            self._shares.pop(key, None)
+            self._ends.pop(key, None)
+        self._rows = sum(s.good.height + s.bad.height for v in self._shares.values() for s in v)
+        if not self._shares:
+            self._since = None
 
 
 def validate_poll(

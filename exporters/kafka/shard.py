@@ -34,7 +34,6 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Final
 
 import polars as pl
@@ -52,15 +51,18 @@ from exporters import catalog as cat
 from exporters.books import Ledger
 from exporters.exposition import Exposition, collectors, registry_of, render
 from exporters.gauges import build_view_by_parts, items_tracked
-from exporters.ingest import IngestConfig
+from exporters.kafka.config import ShardConfig
 from exporters.kafka.families import Families, constant, labelled, merged
-from exporters.kafka.partition import NoStandardsError, PartitionId, PartitionState, validate_poll
+from exporters.kafka.partition import (
+    NoStandardsError,
+    OpenSets,
+    PartitionId,
+    PartitionState,
+    validate_poll,
+)
 from exporters.reference import Reference, reload, standards_missing
 from exporters.server import Endpoints
 from exporters.service import (
-    DEDUP_WINDOW_DEFAULT,
-    LATE_GRACE_DEFAULT,
-    RETENTION_DEFAULT,
     version,
 )
 from exporters.serving import Server, make_server, run_serving
@@ -79,60 +81,6 @@ LOCK_WAIT: Final = 30.0
 COUNTER_TYPES: Final = frozenset({"counter", "histogram"})
 #: How often the consumer's watermarks are read for the lag gauges.
 LAG_INTERVAL: Final = 1.0
-
-
-@dataclass(frozen=True)
-class ShardConfig:
-    """Everything ``kpi exporter --kafka`` takes (durations in seconds; port 0 = any free)."""
-
-    data_dir: Path
-    state_dir: Path
-    bootstrap: str
-    topic: str
-    group: str
-    complaints_topic: str | None = None
-    host: str = "127.0.0.1"
-    port: int = cat.EXPORTER_PORT
-    refresh_interval: float = 15.0
-    poll_timeout: float = 1.0
-    checkpoint_interval: float = 10.0
-    max_messages: int = 100_000
-    session_timeout: float = 10.0
-    stall_hours: float = 48.0
-    retention: float | None = RETENTION_DEFAULT
-    #: The time rules of each partition's books, as ``kpi exporter``'s (``ExporterConfig``).
-    late_grace: float | None = LATE_GRACE_DEFAULT
-    dedup_window: float | None = DEDUP_WINDOW_DEFAULT
-    max_future: float | None = None
-    rejects_max_bytes: int = 64 << 20
-    #: Serve from a thread instead of a serving process (``ExporterConfig``'s).
-    serve_in_process: bool = False
-    #: Extra librdkafka settings (tests shorten timeouts with them).
-    consumer_extra: dict[str, str | int] = field(default_factory=dict)
-
-    def ingest_config(self, pid: PartitionId) -> IngestConfig:
-        """The partition's books: its state directory and the shard's time rules."""
-        return IngestConfig(
-            self.data_dir,
-            self.state_dir / pid.key,
-            retention=_delta(self.retention),
-            late_grace=_delta(self.late_grace),
-            dedup_window=_delta(self.dedup_window),
-            max_future=_delta(self.max_future),
-            rejects_max_bytes=self.rejects_max_bytes,
-        )
-
-    def not_after(self) -> dt.datetime | None:
-        """Events dated after this are ``future_ts`` (``max_future`` ahead of the wall clock)."""
-        return None if self.max_future is None else _now() + dt.timedelta(seconds=self.max_future)
-
-
-def _delta(seconds: float | None) -> dt.timedelta | None:
-    return None if seconds is None else dt.timedelta(seconds=seconds)
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 @dataclass
@@ -170,6 +118,7 @@ class KafkaShard:
         self._consumer: Consumer | None = None
         self._version = version()
         self._last_lag = 0.0
+        self._sets = OpenSets(config.max_set_seconds, config.max_set_events)
         #: Why nothing can be applied (no valid service standard), while that lasts: the
         #: reasons ``/readyz`` answers 503 with, worded as the file exporter's.
         self._waiting: tuple[str, ...] = ()
@@ -320,6 +269,13 @@ class KafkaShard:
         self._release(consumer, partitions, save=False)
 
     def _release(self, consumer: Consumer, partitions: list[TopicPartition], save: bool) -> None:
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        if save:
+            try:
+                self._flush(keys)
+            except Exception:  # not applied: the next owner reads them from the checkpoint
+                log.exception("cannot apply the gathered records of %s on release", keys)
+        self._sets.drop(keys)
         with self._held_lock:
             gone = [self._held.pop((tp.topic, tp.partition), None) for tp in partitions]
         for held in gone:
@@ -375,6 +331,7 @@ class KafkaShard:
 
     def _rewind(self, consumer: Consumer) -> None:
         """Seek every partition held back to its state's offset: nothing consumed is skipped."""
+        self._sets.drop()
         with self._held_lock:
             held = list(self._held.values())
         for h in held:
@@ -387,7 +344,8 @@ class KafkaShard:
 
     def _apply(self, messages: list[Message]) -> None:
         # One NDJSON buffer and one validation per topic and poll, then each partition's
-        # share goes to its state (in offset order, which a partition's messages keep).
+        # share is gathered for its state (in offset order, which a partition's messages
+        # keep) and applied with the next polls' (``OpenSets``).
         polls: dict[str, tuple[list[bytes | None], list[str], list[int]]] = {}
         ends: dict[str, tuple[tuple[str, int], int]] = {}
         for message in messages:
@@ -416,9 +374,20 @@ class KafkaShard:
                     held = self._held.get(key)
                 if held is None:  # revoked while the poll was under way
                     continue
-                held.state.apply(share, next_offset=next_offset)
-                held.dirty = True
-                self._maybe_show(held)
+                self._sets.add(key, share, next_offset)
+        if self._sets.due(short_poll=len(messages) < self.config.max_messages):
+            self._flush()
+
+    def _flush(self, keys: list[tuple[str, int]] | None = None) -> None:
+        """Apply the gathered sets (of ``keys``, or all): each partition's as one set."""
+        for key, share, next_offset in self._sets.take(keys):
+            with self._held_lock:
+                held = self._held.get(key)
+            if held is None:
+                continue
+            held.state.apply(share, next_offset=next_offset)
+            held.dirty = True
+            self._maybe_show(held)
 
     def _maybe_show(self, held: _Held) -> None:
         if not held.shown and (held.state.next_offset or 0) >= held.show_from:

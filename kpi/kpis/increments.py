@@ -216,6 +216,25 @@ def merge_set(summary: pl.DataFrame, rows: pl.DataFrame) -> pl.DataFrame:
     return pl.concat([summary.filter(~touched), merged.collect()], how="vertical")
 
 
+def merge_sets(parts: list[pl.DataFrame]) -> pl.DataFrame:
+    """Reduced set summaries folded into one; only items found in more than one are recomputed.
+
+    The same as ``merge_set`` applied part after part, in one pass: a set gathered over
+    many micro-batches is folded once, not once per batch (which grew with the set).
+    """
+    parts = [p for p in parts if not p.is_empty()]
+    if not parts:
+        return empty_set()
+    if len(parts) == 1:
+        return parts[0]
+    both = pl.concat(parts, how="vertical")
+    again = both.get_column("item_id").is_duplicated()
+    if not again.any():
+        return both
+    merged = reduce_set(both.filter(again).lazy()).collect()
+    return pl.concat([both.filter(~again), merged], how="vertical")
+
+
 def split_events(events: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(events counted at once, label events that may wait for an acceptance)."""
     label = event_in(LABEL_EVENTS)

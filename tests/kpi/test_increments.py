@@ -29,6 +29,7 @@ from kpi.kpis.increments import (
     failure_counts,
     merge_complaints,
     merge_set,
+    merge_sets,
     reduce_complaints,
     reduce_set,
     set_rows,
@@ -744,6 +745,24 @@ def test_sets_with_a_grace_match_the_model_of_the_wait(seed: int) -> None:
     got["transit"] = sorted(got["transit"])
     del got["late"], want["late"]  # late events are counted when read, by the exporter
     assert got == want
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_merge_sets_folds_parts_as_merge_set_one_after_another(seed: int) -> None:
+    rng = random.Random(seed)
+    rows = _random_events(rng, 8)
+    cuts = sorted(rng.sample(range(1, len(rows)), k=min(len(rows) - 1, rng.randint(1, 4))))
+    parts = [
+        reduce_set(set_rows(frame(rows[a:b])).lazy()).collect()
+        for a, b in itertools.pairwise([0, *cuts, len(rows)])
+    ]
+    one_by_one = parts[0]
+    for part in parts[1:]:
+        one_by_one = merge_set(one_by_one, part)
+    whole = reduce_set(set_rows(frame(rows)).lazy()).collect()
+    got = merge_sets(parts)
+    assert got.sort("item_id").equals(one_by_one.sort("item_id"))
+    assert got.sort("item_id").equals(whole.sort("item_id"))
 
 
 # --- complaints ---------------------------------------------------------------------------
