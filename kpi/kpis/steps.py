@@ -41,17 +41,23 @@ from typing import Final
 import polars as pl
 
 from kpi.events import Effect, event_has
-from kpi.kpis.catalog import AGE_BAND_EDGES, AGE_BANDS
+from kpi.kpis.step_base import UNKNOWN, US_PER_S, VALUE, D, K
+from kpi.kpis.step_base import counter_deltas as _counter_deltas
+from kpi.kpis.step_base import flag as _flag
+from kpi.kpis.step_base import interval_deltas as _interval_deltas
+from kpi.kpis.step_base import k_after as _k_after
+from kpi.kpis.step_base import k_from as _k_from
+from kpi.kpis.step_base import label as _label
+from kpi.kpis.step_base import sum_deltas as _sum_deltas
+from kpi.kpis.step_base import us_col as _us_col
+from kpi.kpis.step_gauges import gauge_deltas, item_codes, segments
 from kpi.lifecycle import collect_state, lifecycle
 from kpi.standards import ServiceStandards
 
-UNKNOWN: Final = "unknown"
-K: Final = "_k"  # step index
-D: Final = "_d"  # delta
-VALUE: Final = "value"
-US_PER_S: Final = 1_000_000
-_US_PER_H: Final = 3_600 * US_PER_S
-_NEVER: Final = 2**62  # an instant after every step (an open interval end)
+__all__ = [  # the column names of step_base re-exported: the engine's readers import them here
+    "HISTOGRAMS", "LABELS", "UNKNOWN", "US_PER_S", "VALUE", "D", "K", "StepDeltas",
+    "StepError", "step_deltas", "step_grid",
+]  # fmt: skip
 
 #: Label columns of every measure (the exporter's metric labels, in the catalog's order).
 LABELS: Final[Mapping[str, tuple[str, ...]]] = {
@@ -96,26 +102,6 @@ def _us(t: dt.datetime) -> int:
     return int((t - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) / dt.timedelta(microseconds=1))
 
 
-def _label(col: str) -> pl.Expr:
-    """A label value: the text, ``unknown`` when missing or empty."""
-    text = pl.col(col).cast(pl.String)
-    return pl.when(text.is_null() | (text == "")).then(pl.lit(UNKNOWN)).otherwise(text).alias(col)
-
-
-def _flag(cond: pl.Expr) -> pl.Expr:
-    return (
-        pl.when(cond.is_null())
-        .then(pl.lit(UNKNOWN))
-        .when(cond)
-        .then(pl.lit("true"))
-        .otherwise(pl.lit("false"))
-    )
-
-
-def _us_col(col: str) -> pl.Expr:
-    return pl.col(col).dt.epoch("us")
-
-
 @dataclass(frozen=True)
 class StepDeltas:
     """Per-measure deltas on a step grid (``LABELS[name]`` columns, ``_k``, ``_d``).
@@ -135,39 +121,6 @@ class StepDeltas:
     gauges: Mapping[str, pl.DataFrame]
     oldest: pl.DataFrame
     listed: pl.DataFrame
-
-
-def _k_after(col: str | pl.Expr, steps: pl.Series) -> pl.Expr:
-    """Index of the first step strictly after the instant (µs) in ``col``."""
-    c = pl.col(col) if isinstance(col, str) else col
-    return pl.lit(steps).search_sorted(c.fill_null(_NEVER), side="right").cast(pl.Int64)
-
-
-def _k_from(col: str | pl.Expr, steps: pl.Series) -> pl.Expr:
-    """Index of the first step at or after the instant (µs) in ``col`` (null: never)."""
-    c = pl.col(col) if isinstance(col, str) else col
-    return pl.lit(steps).search_sorted(c.fill_null(_NEVER), side="left").cast(pl.Int64)
-
-
-def _sum_deltas(frame: pl.LazyFrame, labels: Sequence[str], n: int) -> pl.LazyFrame:
-    """Deltas summed per series and step, the steps past the grid dropped."""
-    return (
-        frame.filter(pl.col(K) < n).group_by(*labels, K).agg(pl.col(D).sum()).filter(pl.col(D) != 0)
-    )
-
-
-def _interval_deltas(
-    frame: pl.LazyFrame, labels: Sequence[str], lo: str, hi: str, n: int
-) -> pl.LazyFrame:
-    """+1 at step ``lo``, -1 at step ``hi`` for every non-empty ``[lo, hi)`` row."""
-    rows = frame.filter(pl.col(lo) < pl.col(hi)).select(*labels, lo, hi)
-    plus = rows.select(*labels, pl.col(lo).alias(K), pl.lit(1, pl.Int64).alias(D))
-    minus = rows.select(*labels, pl.col(hi).alias(K), pl.lit(-1, pl.Int64).alias(D))
-    return _sum_deltas(pl.concat([plus, minus]), labels, n)
-
-
-def _counter_deltas(frame: pl.LazyFrame, labels: Sequence[str], n: int) -> pl.LazyFrame:
-    return _sum_deltas(frame.with_columns(pl.lit(1, pl.Int64).alias(D)), labels, n)
 
 
 def step_deltas(
@@ -192,41 +145,45 @@ def step_deltas(
         "item_id", "event_id", "event", "ts", "facility", "reason", "product", "origin",
         "destination", "promised_by",
     ).collect()  # fmt: skip
-    items = _items(ev, standards)
+    items, pairs = item_codes(_items(ev, standards))
     counters: dict[str, pl.LazyFrame] = {}
     histos: dict[str, pl.LazyFrame] = {}
     sums: dict[str, pl.LazyFrame] = {}
-    _flow_deltas(items, steps, transit_edges_us, counters, histos, sums)
-    evk = _event_deltas(ev, items, steps, counters)
-    gauges, oldest = _gauge_deltas(evk, items, facilities, steps, stall_hours)
+    cgauges: dict[str, pl.LazyFrame] = {}
+    _flow_deltas(items.lazy(), steps, transit_edges_us, counters, histos, sums)
+    _event_deltas(ev, items.lazy(), steps, counters)
     _complaint_deltas(
-        complaints, steps, resolution_edges_us, complaint_deadline, counters, histos, sums, gauges
+        complaints, steps, resolution_edges_us, complaint_deadline, counters, histos, sums, cgauges
     )
+    # The counters first (small), then the gauges from the segments, one measure at a
+    # time: the events' text columns are dropped before the gauges' work begins.
+    groups = (counters, histos, sums, cgauges)
+    frames = iter(pl.collect_all([f for g in groups for f in g.values()]))
+    done = [{name: next(frames) for name in g} for g in groups]
+    seg = segments(ev, items, pairs, steps)
+    del ev, items
+    gauges, oldest = gauge_deltas(seg, facilities, steps, stall_hours)
     listed = facilities.select(
         _label("facility"),
         _label("type").alias("facility_type"),
         _label("region"),
         pl.col("backlog_threshold"),
     ).unique("facility", keep="first", maintain_order=True)
-
-    groups = (counters, histos, sums, gauges)
-    frames = iter(pl.collect_all([f for g in groups for f in g.values()] + [oldest]))
-    done = [{name: next(frames) for name in g} for g in groups]
     return StepDeltas(
         steps=steps,
         counters=done[0],
         histograms=done[1],
         histogram_sums=done[2],
-        gauges=done[3],
-        oldest=next(frames),
+        gauges={**gauges, **done[3]},
+        oldest=oldest,
         listed=listed,
     )
 
 
-def _items(ev: pl.DataFrame, standards: ServiceStandards) -> pl.LazyFrame:
+def _items(ev: pl.DataFrame, standards: ServiceStandards) -> pl.DataFrame:
     """Per item: acceptance (µs, labels), promise, first delivery and return (µs)."""
     state, _, _ = collect_state(ev.lazy())
-    lc = (
+    return (
         lifecycle(state.lazy(), standards)
         .select(
             "item_id",
@@ -240,7 +197,6 @@ def _items(ev: pl.DataFrame, standards: ServiceStandards) -> pl.LazyFrame:
         )
         .collect()
     )
-    return lc.lazy()
 
 
 def _flow_deltas(
@@ -291,8 +247,8 @@ def _flow_deltas(
 
 def _event_deltas(
     ev: pl.DataFrame, items: pl.LazyFrame, steps: pl.Series, counters: dict[str, pl.LazyFrame]
-) -> pl.LazyFrame:
-    """Delivery attempts (first/repeat) and failures; returns the keyed events for the gauges."""
+) -> None:
+    """Delivery attempts (first/repeat) and failures."""
     n = steps.len()
     evk = ev.lazy().select(
         "item_id",
@@ -300,7 +256,6 @@ def _event_deltas(
         "event",
         _us_col("ts").alias("ts_us"),
         pl.col("event").to_physical().cast(pl.Int64).alias("_st"),
-        "facility",
         "reason",
     )
     attempts = (
@@ -332,8 +287,6 @@ def _event_deltas(
         LABELS["failures"],
         n,
     )
-
-    return evk
 
 
 def _complaint_deltas(
@@ -400,129 +353,3 @@ def _histogram_deltas(
     counts = _sum_deltas(with_bucket, (*labels, "bucket"), n)
     sums = _sum_deltas(obs.with_columns(pl.col("_v").alias(D)), labels, n)
     return counts, sums
-
-
-def _gauge_deltas(
-    evk: pl.LazyFrame,
-    items: pl.LazyFrame,
-    facilities: pl.DataFrame,
-    steps: pl.Series,
-    stall_hours: float,
-) -> tuple[dict[str, pl.LazyFrame], pl.LazyFrame]:
-    """The as-of gauges from each item's *segments*: the spans during which one event is
-    its last, from that event's ``ts`` to the item's next distinct ``ts`` (or its finish)."""
-    n = steps.len()
-    # The last event at each instant: greatest stage, then greatest facility.
-    last_at_ts = (
-        evk.sort("item_id", "ts_us", "_st", "facility", nulls_last=False)
-        .with_columns(
-            pl.col("item_id").shift(-1).alias("_next_item"),
-            pl.col("ts_us").shift(-1).alias("_next_ts"),
-        )
-        .filter(
-            (pl.col("_next_item") != pl.col("item_id"))
-            | pl.col("_next_item").is_null()
-            | (pl.col("_next_ts") != pl.col("ts_us"))
-        )
-        .select(
-            "item_id",
-            "event",
-            "facility",
-            pl.col("ts_us").alias("a"),
-            pl.when(pl.col("_next_item") == pl.col("item_id"))
-            .then(pl.col("_next_ts"))
-            .alias("_next"),
-        )
-    )
-    finish = pl.min_horizontal("del_us", "ret_us")
-    known = pl.col("acc_us").is_not_null() & (pl.col("acc_us") <= pl.col("a"))
-    seg = (
-        last_at_ts.join(items, on="item_id", how="left")
-        .with_columns(pl.min_horizontal("_next", finish).alias("b"))
-        .filter(pl.col("b").is_null() | (pl.col("a") < pl.col("b")))
-        .select(
-            "event",
-            "facility",
-            "a",
-            "b",
-            pl.when(known).then(pl.col("product")).otherwise(pl.lit(UNKNOWN)).alias("product"),
-            pl.when(known)
-            .then(pl.col("destination"))
-            .otherwise(pl.lit(UNKNOWN))
-            .alias("destination"),
-            pl.when(known).then(pl.col("promise_us")).alias("promise_us"),
-            _k_from("a", steps).alias("_lo"),
-            _k_from("b", steps).alias("_hi"),
-        )
-    )
-    out: dict[str, pl.LazyFrame] = {}
-    out["in_network"] = _interval_deltas(seg, ("product", "destination"), "_lo", "_hi", n)
-    overdue = seg.filter(pl.col("promise_us").is_not_null()).with_columns(
-        pl.max_horizontal("_lo", _k_after("promise_us", steps)).alias("_lo")
-    )
-    out["overdue"] = _interval_deltas(overdue, ("product", "destination"), "_lo", "_hi", n)
-    stall_us = round(stall_hours * _US_PER_H)
-    stalled = seg.select(
-        pl.col("destination").alias("region"),
-        pl.max_horizontal("_lo", _k_after(pl.col("a") + stall_us, steps)).alias("_lo"),
-        "_hi",
-    )
-    out["stalled"] = _interval_deltas(stalled, ("region",), "_lo", "_hi", n)
-
-    out["backlog"], oldest = _backlog_deltas(seg, facilities, steps)
-    return out, oldest
-
-
-def _backlog_deltas(
-    seg: pl.LazyFrame, facilities: pl.DataFrame, steps: pl.Series
-) -> tuple[pl.LazyFrame, pl.LazyFrame]:
-    """Backlog per facility and age band, and the oldest waiting item's ranges."""
-    n = steps.len()
-    fac = (
-        facilities.lazy()
-        .select(
-            _label("facility"),
-            _label("type").alias("facility_type"),
-            _label("region"),
-        )
-        .unique("facility", keep="first")
-    )
-    waiting = (
-        seg.filter(event_has(Effect.WAITS))
-        .select(_label("facility"), "a", "_lo", "_hi")
-        .join(fac, on="facility", how="left")
-        .with_columns(_label("facility_type"), _label("region"))
-    )
-    fac_labels = ("facility", "facility_type", "region")
-    edges = [0, *(round(h * _US_PER_H) for h in AGE_BAND_EDGES)]
-    bands = []
-    for j, band in enumerate(AGE_BANDS):
-        lo = pl.max_horizontal("_lo", _k_from(pl.col("a") + edges[j], steps))
-        hi = (
-            pl.min_horizontal("_hi", _k_from(pl.col("a") + edges[j + 1], steps))
-            if j + 1 < len(edges)
-            else pl.col("_hi")
-        )
-        bands.append(
-            waiting.select(
-                *fac_labels, pl.lit(band).alias("age_band"), lo.alias("_blo"), hi.alias("_bhi")
-            )
-        )
-    backlog = _interval_deltas(pl.concat(bands), (*fac_labels, "age_band"), "_blo", "_bhi", n)
-    # The oldest waiting item of a facility at step k: sorted by waiting-since, a segment
-    # is the oldest from its first step once every earlier-starting one has ended.
-    oldest = (
-        waiting.filter(pl.col("_lo") < pl.col("_hi"))
-        .sort("facility", "a", "_hi")
-        .with_columns(
-            pl.col("_hi").cum_max().shift(1).over("facility").fill_null(0).alias("_ended")
-        )
-        .select(
-            *fac_labels,
-            pl.max_horizontal("_lo", "_ended").alias(K),
-            pl.col("_hi").alias("_k_end"),
-            pl.col("a").alias("since_us"),
-        )
-        .filter(pl.col(K) < pl.col("_k_end"))
-    )
-    return backlog, oldest

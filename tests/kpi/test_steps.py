@@ -251,6 +251,33 @@ def test_generated_scenario_equals_the_report_at_every_step(tmp_path: Any) -> No
     assert _compare_every_step(ds, steps, window=4) > 1000
 
 
+# Scans at one instant: the last event is the later stage, then the facility greater as
+# text ("F9" > "F10" > "F1"): the engine codes facilities as integers, in text order.
+TIE_EVENTS = [
+    Kit.ev("G", "accepted", _t(0), "F10", promised_by=_t(20)),
+    Kit.ev("G", "arrived", _t(1), "F10"),
+    Kit.ev("G", "arrived", _t(1), "F9"),
+    Kit.ev("H", "arrived", _t(1), "F9"),
+    Kit.ev("H", "arrived", _t(1), "F10"),
+    Kit.ev("H", "arrived", _t(1), "F1"),
+    Kit.ev("H", "delivery_failed", _t(3), "F1"),
+    Kit.ev("H", "arrived", _t(3), "F10"),  # the failed attempt is the later stage: F1
+    Kit.ev("J", "accepted", _t(2), "F10", destination="CN-GD"),
+    Kit.ev("J", "arrived", _t(2), "F10"),
+    Kit.ev("J", "departed", _t(2), "F10"),
+]
+
+
+def test_ties_at_one_instant_follow_the_facility_text_order() -> None:
+    ds = _dataset(TIE_EVENTS, [], [Kit.facility("F10"), Kit.facility("F2")])
+    steps = step_grid(_t(0), _t(80), HOUR)
+    assert _compare_every_step(ds, steps, window=9) > 100
+    values = _values(ds, steps, 9)
+    at = {k: _by(values, "backlog", k, "facility") for k in (2, 4)}
+    assert at[2] == {("F9",): 2}  # G and H wait at F9; J departed
+    assert at[4] == {("F9",): 1, ("F1",): 1}
+
+
 def test_bad_grids_are_refused() -> None:
     with pytest.raises(StepError, match="before"):
         step_grid(_t(5), _t(1), HOUR)
