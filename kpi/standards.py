@@ -236,10 +236,16 @@ def _deadline_from(std: ProductStandard, tz: str, deposit_day: pl.Expr, days: pl
     # A deposit on a non-counting day counts from the next counting day.
     start = deposit_day.dt.add_business_days(0, week_mask=mask, holidays=holidays, roll="forward")
     last_day = start.dt.add_business_days(days, week_mask=mask, holidays=holidays)
-    next_midnight = (last_day + pl.duration(days=1)).cast(pl.Datetime("us"))
-    # A doubled midnight (clocks back from 01:00) ends the day at its first occurrence.
-    # A skipped one (clocks forward at 00:00, as in Havana or Santiago) does not exist:
-    # the day then ends at the transition, i.e. midnight at the offset in force at 23:00.
+    return _day_end_utc((last_day + pl.duration(days=1)).cast(pl.Datetime("us")), tz)
+
+
+def _day_end_utc(next_midnight: pl.Expr, tz: str) -> pl.Expr:
+    """Last instant (UTC) before the local wall-clock ``next_midnight`` in ``tz``.
+
+    A doubled midnight (clocks back from 01:00) ends the day at its first occurrence.
+    A skipped one (clocks forward at 00:00, as in Havana or Santiago) does not exist:
+    the day then ends at the transition, i.e. midnight at the offset in force at 23:00.
+    """
     end = pl.coalesce(
         next_midnight.dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null"),
         (next_midnight - pl.duration(hours=1)).dt.replace_time_zone(
@@ -348,9 +354,7 @@ def dispatch_deadline_expr(standards: ServiceStandards) -> pl.Expr:
     def end_of_day(name: str, std: ProductStandard) -> pl.Expr:
         tz = standards.tz_of(name)
         next_midnight = (_deposit_day(std, tz) + dt.timedelta(days=1)).cast(pl.Datetime("us"))
-        return next_midnight.dt.replace_time_zone(
-            tz, ambiguous="earliest", non_existent="null"
-        ).dt.convert_time_zone("UTC") - pl.duration(microseconds=1)
+        return _day_end_utc(next_midnight, tz)
 
     return _per_product(standards, end_of_day, UTC)
 
@@ -372,9 +376,7 @@ def with_dispatch_by(frame: pl.DataFrame, standards: ServiceStandards) -> pl.Dat
 
     def end_of_day(name: str, std: ProductStandard) -> pl.Expr:
         next_midnight = (pl.col("_day") + dt.timedelta(days=1)).cast(pl.Datetime("us"))
-        return next_midnight.dt.replace_time_zone(
-            standards.tz_of(name), ambiguous="earliest", non_existent="null"
-        ).dt.convert_time_zone("UTC") - pl.duration(microseconds=1)
+        return _day_end_utc(next_midnight, standards.tz_of(name))
 
     keyed = (
         frame.with_columns(_local_wall_time(tz).alias(col) for tz, col in zones.items())

@@ -506,6 +506,7 @@ def test_dispatch_deadline_in_the_products_zone_with_a_cutoff_in_seconds() -> No
         (local("2027-01-11T17:30:15", HAVANA), "hav"),
         (local("2027-01-11T17:30:16", HAVANA), "hav"),
         (local("2026-10-31T09:00", HAVANA), "hav"),
+        (local("2027-03-13T10:00", HAVANA), "hav"),
     ]
     assert dispatch(rows, DST) == [
         end_of_local_day("2027-01-11", santiago),
@@ -513,7 +514,14 @@ def test_dispatch_deadline_in_the_products_zone_with_a_cutoff_in_seconds() -> No
         end_of_local_day("2027-01-11", HAVANA),
         end_of_local_day("2027-01-12", HAVANA),
         dt.datetime(2026, 11, 1, 3, 59, 59, 999999, tzinfo=dt.UTC),
+        # midnight of 2027-03-14 is skipped (00:00 CST -> 01:00 CDT): the deposit day ends
+        # at the transition, 05:00 UTC, as the delivery promise's day does (was: null)
+        dt.datetime(2027, 3, 14, 4, 59, 59, 999999, tzinfo=dt.UTC),
     ]
+    by_reference = [stage_reference.dispatch_by(t, p, DST) for t, p in rows]
+    assert dispatch(rows, DST) == by_reference
+    keyed = pl.DataFrame(rows, schema={"accepted_at": UTC, "product": pl.String}, orient="row")
+    assert with_dispatch_by(keyed, DST)["dispatch_by"].to_list() == by_reference
 
 
 # --- the standards file ---------------------------------------------------------------
