@@ -46,6 +46,8 @@ def run_until_signalled(
     start()
     while not requested.event.wait(0.5):
         if not healthy():
-            log.error("unhealthy (a worker thread or the serving process ended: see above); stopping")
+            log.error(
+                "unhealthy (a worker thread or the serving process ended: see above); stopping"
+            )
             break
     stop()
