@@ -63,11 +63,11 @@ from kpi.events import (
     key_ts,
     key_us,
 )
+from kpi.kpis.labels import UNKNOWN, flag
 from kpi.lifecycle import STATE_SCHEMA, event_partials, lifecycle, reduce_states
 from kpi.sources.folder import latest_complaints
 from kpi.standards import ServiceStandards
 
-UNKNOWN: Final = "unknown"
 COUNT: Final = "count"
 SECONDS: Final = "seconds"
 _US_PER_S: Final = 1_000_000.0
@@ -148,17 +148,6 @@ class Settlement:
 
 def _label(col: str) -> pl.Expr:
     return pl.col(col).cast(pl.String).fill_null(UNKNOWN)
-
-
-def _flag(cond: pl.Expr) -> pl.Expr:
-    """``"true"``/``"false"``, ``"unknown"`` when the condition is null."""
-    return (
-        pl.when(cond.is_null())
-        .then(pl.lit(UNKNOWN))
-        .when(cond)
-        .then(pl.lit("true"))
-        .otherwise(pl.lit("false"))
-    )
 
 
 def _counts(rows: pl.DataFrame, labels: tuple[str, ...]) -> pl.DataFrame:
@@ -388,9 +377,7 @@ def _increments(
     new_delivery = rel.filter(pl.col("_r_delivered").is_not_null() & ~pl.col("_had_delivery"))
     judged = pl.col("accepted_at").is_not_null() & pl.col("promised_by").is_not_null()
     delivered = new_delivery.with_columns(
-        _flag(pl.when(judged).then(pl.col("delivered_at") <= pl.col("promised_by"))).alias(
-            "on_time"
-        )
+        flag(pl.when(judged).then(pl.col("delivered_at") <= pl.col("promised_by"))).alias("on_time")
     )
     transit = new_delivery.filter(pl.col("accepted_at").is_not_null()).select(
         *TRANSIT_LABELS,
@@ -466,7 +453,7 @@ def complaint_increments(records: pl.DataFrame, before: pl.DataFrame) -> Complai
     opened = current.filter(~pl.col("_known")).select(
         _label("region").alias("region"),
         _label("category").alias("category"),
-        _flag(pl.col("valid")).alias("valid"),
+        flag(pl.col("valid")).alias("valid"),
     )
     resolved = current.filter(pl.col("_resolves")).select(
         _label("region").alias("region"),

@@ -28,9 +28,9 @@ import polars as pl
 
 from kpi.contract import EVENT_TYPES, UTC, EventType
 from kpi.events import RANK_BITS, event_key, key_ts
+from kpi.kpis.labels import UNKNOWN
 from kpi.kpis.stages import DWELL, ITEM_HASH_SEED, LEG, STAGE_EVENTS, StageTables, stage_tables
 
-UNKNOWN: Final = "unknown"
 SECONDS: Final = "seconds"
 COUNT: Final = "count"
 

@@ -8,7 +8,8 @@ from typing import Final
 
 import polars as pl
 
-UNKNOWN: Final = "unknown"
+from kpi.kpis.labels import UNKNOWN
+
 K: Final = "_k"  # step index
 D: Final = "_d"  # delta
 VALUE: Final = "value"
@@ -21,17 +22,6 @@ def label(col: str) -> pl.Expr:
     """A label value: the text, ``unknown`` when missing or empty."""
     text = pl.col(col).cast(pl.String)
     return pl.when(text.is_null() | (text == "")).then(pl.lit(UNKNOWN)).otherwise(text).alias(col)
-
-
-def flag(cond: pl.Expr) -> pl.Expr:
-    """``true``/``false``, ``unknown`` when the condition is null."""
-    return (
-        pl.when(cond.is_null())
-        .then(pl.lit(UNKNOWN))
-        .when(cond)
-        .then(pl.lit("true"))
-        .otherwise(pl.lit("false"))
-    )
 
 
 def us_col(col: str) -> pl.Expr:

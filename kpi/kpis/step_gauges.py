@@ -18,8 +18,8 @@ import polars as pl
 
 from kpi.events import Effect, event_has
 from kpi.kpis.catalog import AGE_BAND_EDGES, AGE_BANDS
+from kpi.kpis.labels import UNKNOWN
 from kpi.kpis.step_base import (
-    UNKNOWN,
     US_PER_H,
     K,
     interval_deltas,

@@ -41,9 +41,10 @@ from typing import Final
 import polars as pl
 
 from kpi.events import Effect, event_has
-from kpi.kpis.step_base import UNKNOWN, US_PER_S, VALUE, D, K
+from kpi.kpis.labels import UNKNOWN
+from kpi.kpis.labels import flag as _flag
+from kpi.kpis.step_base import US_PER_S, VALUE, D, K
 from kpi.kpis.step_base import counter_deltas as _counter_deltas
-from kpi.kpis.step_base import flag as _flag
 from kpi.kpis.step_base import interval_deltas as _interval_deltas
 from kpi.kpis.step_base import k_after as _k_after
 from kpi.kpis.step_base import k_from as _k_from

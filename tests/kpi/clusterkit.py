@@ -42,6 +42,12 @@ class Cluster:
             client.wait_for_workers(workers, timeout=timeout)  # type: ignore[no-untyped-call]
         return client
 
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         for p in [*self.workers, self.scheduler]:
             if p.poll() is None:

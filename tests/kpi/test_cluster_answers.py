@@ -94,12 +94,8 @@ FOLDERS = {"edge": edge_folder, "olist": olist_folder, "scenario": scenario_fold
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
-    c = Cluster(tmp_path_factory.mktemp("dask"))
-    try:
-        with c.client() as client:
-            yield client
-    finally:
-        c.stop()
+    with Cluster(tmp_path_factory.mktemp("dask")) as c, c.client() as client:
+        yield client
 
 
 def questions() -> list[KpiQuery]:
