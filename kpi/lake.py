@@ -18,7 +18,7 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Final, Self
 
 import polars as pl
 
@@ -28,11 +28,12 @@ from kpi.sources.files import read_file
 from kpi.sources.folder import (
     FACILITIES_FILE,
     latest_complaints,
+    load_facilities,
     source_files,
     validated,
     validated_frame,
 )
-from kpi.standards import STANDARDS_FILE
+from kpi.standards import STANDARDS_FILE, ServiceStandards, load_standards
 
 MANIFEST: Final = "_manifest.json"
 DEFAULT_BUCKETS: Final = 64
@@ -100,6 +101,24 @@ class Manifest:
             bucket = int(rel.split("bucket=", 1)[1].split("/", 1)[0])
             out[bucket].append(lake / rel)
         return out
+
+
+@dataclass(frozen=True)
+class LakeVersion:
+    """One committed version of a lake: its manifest as read once, and its reference files."""
+
+    lake: Path
+    manifest: Manifest
+    facilities: pl.DataFrame
+    standards: ServiceStandards
+
+    @classmethod
+    def open(cls, lake: Path) -> Self:
+        """The lake's current version (``LakeError`` when it is not a lake)."""
+        manifest = Manifest.load(lake)
+        if manifest is None:
+            raise LakeError(f"{lake} is not a lake (no {MANIFEST}): run `kpi compact` first")
+        return cls(lake, manifest, load_facilities(lake), load_standards(lake))
 
 
 @dataclass

@@ -28,11 +28,11 @@ import polars as pl
 from kpi.contract import UTC
 from kpi.kpis.query import Snapshot
 from kpi.kpis.stages import STAGE_EVENTS, StageTables, item_stage_rows, stage_tables
-from kpi.lake import MANIFEST, LakeError, Manifest, bucket_of, read_complaints
+from kpi.lake import MANIFEST, LakeVersion, bucket_of, read_complaints
 from kpi.lake_tables import TABLES, Tables, part_bucket, part_date, read_tables, scan_parts
 from kpi.lifecycle import lifecycle
-from kpi.sources.folder import FACILITIES_FILE, DataSet, load_facilities
-from kpi.standards import STANDARDS_FILE, ServiceStandards, load_standards
+from kpi.sources.folder import FACILITIES_FILE, DataSet
+from kpi.standards import STANDARDS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -54,22 +54,9 @@ def _upto(parts: list[str], as_of: dt.datetime | None) -> list[str]:
     return [p for p in parts if (d := part_date(p)) is None or d <= day]
 
 
-@dataclass
-class LakeReader:
-    """One committed version of a lake (its manifest as read once) and how to read it."""
-
-    lake: Path
-    manifest: Manifest
-    facilities: pl.DataFrame
-    standards: ServiceStandards
-
-    @classmethod
-    def open(cls, lake: Path) -> LakeReader:
-        """The lake's current version (``LakeError`` when it is not a lake)."""
-        manifest = Manifest.load(lake)
-        if manifest is None:
-            raise LakeError(f"{lake} is not a lake (no {MANIFEST}): run `kpi compact` first")
-        return cls(lake, manifest, load_facilities(lake), load_standards(lake))
+@dataclass(frozen=True)
+class LakeReader(LakeVersion):
+    """A lake version and how to read it: buckets, items, snapshots."""
 
     def bucket_parts(self, bucket: int, as_of: dt.datetime | None = None) -> list[str]:
         """The committed parts of one bucket dated up to ``as_of`` (relative paths)."""

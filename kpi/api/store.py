@@ -27,7 +27,7 @@ from kpi.api.errors import ApiError
 from kpi.api.metrics import ApiMetrics
 from kpi.api.service import FamilyFrames
 from kpi.api.settings import Settings
-from kpi.cluster import LakeVersion, family_frames, span
+from kpi.cluster import family_frames, span
 from kpi.contract import COMPLAINT_CATEGORIES, FACILITY_TYPES, Kind
 from kpi.events import Effect, event_has
 from kpi.kpis.catalog import KpiError
@@ -123,10 +123,9 @@ class Generation:
     reader: LakeReader | None = None
 
     @property
-    def lake(self) -> LakeVersion | None:
+    def lake(self) -> LakeReader | None:
         """The lake version the cluster engine reads (the one this generation loaded)."""
-        r = self.reader
-        return None if r is None else LakeVersion(r.lake, r.manifest, r.facilities, r.standards)
+        return self.reader
 
     def item_events(self, item_id: str, as_of: dt.datetime) -> pl.DataFrame:
         """The item's events at or before ``as_of``, in lifecycle order.

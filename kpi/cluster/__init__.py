@@ -7,6 +7,6 @@ engine on the folder: see ``kpi.cluster.engine`` (the run), ``kpi.cluster.partia
 """
 
 from kpi.cluster.connect import ClusterError, connect
-from kpi.cluster.engine import LakeVersion, family_frames, report, span
+from kpi.cluster.engine import family_frames, report, span
 
-__all__ = ["ClusterError", "LakeVersion", "connect", "family_frames", "report", "span"]
+__all__ = ["ClusterError", "connect", "family_frames", "report", "span"]

@@ -42,9 +42,7 @@ from kpi.kpis.catalog import Family, KpiError, resolve
 from kpi.kpis.exprs import PERIOD
 from kpi.kpis.filters import Filter
 from kpi.kpis.query import KpiQuery, Snapshot, join_families
-from kpi.lake import LakeError, Manifest
-from kpi.sources.folder import load_facilities
-from kpi.standards import ServiceStandards, load_standards
+from kpi.lake import LakeError, LakeVersion, Manifest
 
 if TYPE_CHECKING:
     from distributed import Client, Future
@@ -79,28 +77,11 @@ def _check_parts(lake: Path, manifest: Manifest) -> None:
         raise LakeError(f"{lake}: the complaints part {manifest.complaints} is missing")
 
 
-@dataclass(frozen=True)
-class LakeVersion:
-    """One committed version of a lake: its manifest as read once, and its reference files."""
-
-    path: Path
-    manifest: Manifest
-    facilities: pl.DataFrame
-    standards: ServiceStandards
-
-    @classmethod
-    def open(cls, lake: Path) -> LakeVersion:
-        """The lake's current version (``LakeError`` when it is not a lake)."""
-        manifest = Manifest.load(lake)
-        if manifest is None:
-            raise LakeError(f"{lake} is not a lake (no manifest): run `kpi compact` first")
-        return cls(lake, manifest, load_facilities(lake), load_standards(lake))
-
-    def buckets(self) -> list[tuple[int, list[str]]]:
-        """(bucket, its part files) of every bucket with parts, every listed part present."""
-        _check_parts(self.path, self.manifest)
-        parts = self.manifest.bucket_parts(self.path)
-        return [(b, [str(p) for p in files]) for b, files in parts.items() if files]
+def _buckets(version: LakeVersion) -> list[tuple[int, list[str]]]:
+    """(bucket, its part files) of every bucket with parts, every listed part present."""
+    _check_parts(version.lake, version.manifest)
+    parts = version.manifest.bucket_parts(version.lake)
+    return [(b, [str(p) for p in files]) for b, files in parts.items() if files]
 
 
 @dataclass(frozen=True)
@@ -155,7 +136,7 @@ def _span(
     submit = run.client.submit
     labelled = [
         (f"span of bucket {b:02d}", submit(bucket_span, files, b, as_of, pure=False))
-        for b, files in version.buckets()
+        for b, files in _buckets(version)
     ]
     spans: list[Span] = _gather(run, labelled)
     firsts = [s[0] for s in spans if s[0] is not None]
@@ -228,12 +209,12 @@ def family_frames(
     # client gathers their sums and first-pass bins, then narrows the wanted ranks.
     heavy = [
         (f"bucket {b:02d}", client.submit(bucket_partial, files, b, ask_future, pure=False))
-        for b, files in version.buckets()
+        for b, files in _buckets(version)
     ]
     light = [(name, client.submit(light_partial, f, pure=False)) for name, f in heavy]
     if ask.families & COMPLAINT_FAMILIES:
         manifest = version.manifest
-        complaints = str(version.path / manifest.complaints) if manifest.complaints else None
+        complaints = str(version.lake / manifest.complaints) if manifest.complaints else None
         task = client.submit(complaints_partial, complaints, ask_future, pure=False)
         light.append(("complaints", task))
     try:
