@@ -134,6 +134,8 @@ class ProcessServer:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._restarts: list[float] = []
+        #: How the child ended when ``publish`` found it gone first (its supervisor says it).
+        self._ended: int | None = None
         self._failure: str | None = None
 
     @property
@@ -168,7 +170,7 @@ class ProcessServer:
                 self._send()
             except OSError as exc:  # the serving thread restarts it within a heartbeat
                 log.warning("serving process not answering: %s", exc)
-                self._drop()
+                self._ended = self._drop()
 
     def stop(self) -> None:
         """Stop the serving process (it exits on end-of-file) and close the socket."""
@@ -268,7 +270,7 @@ class ProcessServer:
                         continue
                     except OSError as exc:
                         log.warning("serving process not answering: %s", exc)
-                code = None if proc is None else proc.poll()
+                code, self._ended = (self._ended if proc is None else proc.poll()), None
                 dropped = self._drop()
                 if not self._may_restart(dropped if code is None else code):
                     return
