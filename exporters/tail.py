@@ -47,7 +47,6 @@ applied (and checkpointed).
 from __future__ import annotations
 
 import bisect
-import csv
 import dataclasses
 import logging
 import os
@@ -61,8 +60,10 @@ import polars as pl
 from exporters.tail_files import (
     HEAD_BYTES,
     Entry,
+    FileState,
     MovedError,
     copy_in_progress,
+    csv_header,
     files_of,
     head_of,
     open_checked,
@@ -97,48 +98,6 @@ _MTIME_SLACK_NS: Final = 50_000_000
 
 def _empty_frame() -> pl.LazyFrame:
     return pl.LazyFrame({SOURCE: [], ROW: []}, schema={SOURCE: pl.String, ROW: pl.Int64})
-
-
-@dataclass
-class FileState:
-    """Read position of one tracked file (what the checkpoint stores per file identity)."""
-
-    key: str  # "device:inode"
-    path: str  # relative to the data folder, as last seen
-    kind: str
-    fmt: str
-    offset: int = 0  # text: bytes consumed; Parquet: rows consumed
-    row: int = 1  # text: number of the next data line
-    header: list[str] | None = None  # CSV header, once read
-    skip_line: bool = False  # inside an over-long line, discarding up to its newline
-    done: bool = False  # whole-format file read, or text file found binary
-    size: int = 0  # whole formats: size and mtime of the version read
-    mtime_ns: int = 0
-    head: str = ""  # fingerprint: sha1 of the first head_len bytes (text: of those consumed)
-    head_len: int = 0
-    #: Text: wall clock (ns) since which the file may have been rotated unseen: copies
-    #: written since then that hold content not read are read (0: unknown).
-    read_ns: int = 0
-    #: Text: False after a read from offset 0 (no fingerprint to check it against): the
-    #: next poll looks for copies written since ``read_ns`` before moving it on.
-    settled: bool = True
-    #: A new file found where a followed one was: committed even before it has a line.
-    fresh: bool = field(default=False, compare=False)
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-able dict."""
-        data = dataclasses.asdict(self)
-        del data["fresh"]
-        return data
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> FileState:
-        """The state saved by ``to_json``."""
-        return cls(**data)
-
-    def restarted(self) -> FileState:
-        """The same file read again from the start."""
-        return FileState(self.key, self.path, self.kind, self.fmt)
 
 
 @dataclass
@@ -303,36 +262,12 @@ class Tailer:
                 entry.key, entry.rel, entry.kind.value, fmt, read_ns=since, fresh=fresh
             ), []
         text = state.fmt in TEXT_FORMATS
-        reason = None
-        if fmt is not None and fmt != state.fmt:
-            reason = f"a new {fmt} file on the inode of {state.path}"
-        elif text and entry.stat.st_size < state.offset:
-            reason = "truncated"
-        elif (
-            text
-            and state.head_len
-            and (
-                entry.stat.st_size < state.head_len or head_of(entry, state.head_len) != state.head
-            )
-        ):
-            reason = "replaced (its first bytes changed)"
+        reason = _change(state, entry, fmt)
         live = text and fmt is not None
         if reason is None:
-            if state.path != entry.rel:
-                log.info("following %s, now named %s", state.path, entry.rel)
-                state.path = entry.rel
-            unsettled = not state.settled if state.offset else entry.stat.st_size > 0
-            if live and state.read_ns and unsettled:
-                # Read from 0 only since it was found: if it was rotated meanwhile, the
-                # generations it lost are in copies written since (named after it:
-                # without such a name in the folder, nothing to look for).
-                copies = (
-                    self._copies_of(state, entry, claimed, live) if self._sibling(entry) else []
-                )
-                state.settled = bool(state.offset)
-                return state, copies
-            return state, []
-        copies = self._copies_of(state, entry, claimed, live) if text and state.offset else []
+            return state, self._kept(state, entry, claimed, live)
+        lost = state.offset or state.before
+        copies = self._copies_of(state, entry, claimed, live) if text and lost else []
         if copies:
             log.warning(
                 "%s was %s; reading the rest of its copy %s, then it from the start",
@@ -350,7 +285,30 @@ class Tailer:
             return None, copies
         restart = FileState(entry.key, entry.rel, entry.kind.value, fmt, read_ns=self._poll_ns)
         restart.fresh = True
+        if text and not copies:
+            restart.before = (
+                dataclasses.replace(state, before=None) if state.offset else state.before
+            )
         return restart, copies
+
+    def _kept(
+        self, state: FileState, entry: Entry, claimed: set[str], live: bool
+    ) -> list[tuple[FileState, Entry]]:
+        """Copies to read before ``entry``, a file that still holds what ``state`` read."""
+        if state.path != entry.rel:
+            log.info("following %s, now named %s", state.path, entry.rel)
+            state.path = entry.rel
+        unsettled = not state.settled if state.offset else entry.stat.st_size > 0
+        if not (live and state.read_ns and unsettled):
+            return []
+        # Read from 0 only since it was found: if it was rotated meanwhile, the
+        # generations it lost are in copies written since (named after it: without
+        # such a name in the folder, nothing to look for).
+        copies = self._copies_of(state, entry, claimed, live) if self._sibling(entry) else []
+        state.settled = bool(state.offset)
+        if state.settled:
+            state.before = None  # its copy had two listings to show up in
+        return copies
 
     def _copies_of(
         self, state: FileState, entry: Entry, claimed: set[str], live: bool
@@ -364,23 +322,11 @@ class Tailer:
         ``live`` file (one read by its name), the copies of generations never read come
         next, read from the start, oldest first.
         """
-        found: list[tuple[FileState, Entry]] = []
         others = [e for e in self._fresh_listing(entry.kind) if e.key not in (entry.key, *claimed)]
-        for other in others if state.offset else ():
-            if other.stat.st_size < max(state.head_len, state.offset, 1):
-                continue  # too short to hold what was read
-            tracked = self.files.get(other.key)
-            if tracked is not None and tracked.head == state.head:
-                continue  # already read as this content's continuation
-            if state.head_len and not starts_like(other, state.head_len, state.head):
-                continue
-            claimed.add(other.key)
-            found.append(
-                (dataclasses.replace(state, key=other.key, path=other.rel, fresh=True), other)
-            )
-            break
+        read = [s for s in (state, state.before) if s is not None and s.offset]
+        found = next(filter(None, (self._copy_of(old, others, claimed) for old in read)), None)
         if not live or not state.read_ns:
-            return found
+            return [found] if found else []
         since = state.read_ns - _MTIME_SLACK_NS
         between = [
             other
@@ -391,12 +337,32 @@ class Tailer:
             and other.stat.st_size > 0
             and other.stat.st_mtime_ns >= since
             and not copy_in_progress(other, entry)
+            # A copy of what was read, still being written (or missed as the copy):
+            # never a generation to read whole.
+            and not any(starts_like(other, s.head_len, s.head) for s in read if s.head_len)
         ]
+        copies = [found] if found else []
         for other in sorted(between, key=lambda e: (e.stat.st_mtime_ns, e.rel)):
             claimed.add(other.key)
             fresh = FileState(other.key, other.rel, entry.kind.value, state.fmt, fresh=True)
-            found.append((fresh, other))
-        return found
+            copies.append((fresh, other))
+        return copies
+
+    def _copy_of(
+        self, old: FileState, others: list[Entry], claimed: set[str]
+    ) -> tuple[FileState, Entry] | None:
+        """The file of ``others`` that holds ``old``'s content, to read from ``old``'s position."""
+        for other in others:
+            if other.stat.st_size < max(old.head_len, old.offset, 1):
+                continue  # too short to hold what was read
+            tracked = self.files.get(other.key)
+            if tracked is not None and tracked.head == old.head:
+                continue  # already read as this content's continuation
+            if old.head_len and not starts_like(other, old.head_len, old.head):
+                continue
+            claimed.add(other.key)
+            return dataclasses.replace(old, key=other.key, path=other.rel, fresh=True), other
+        return None
 
     def _sibling(self, entry: Entry) -> bool:
         """Whether the poll's listing has a name that starts with ``entry``'s (``live.jsonl.1``)."""
@@ -497,7 +463,7 @@ class Tailer:
                 return self._skip_only(entry, after, consumed, rejects, rest, too_long)
             first = complete.find(b"\n")
             header_line = complete if first < 0 else complete[: first + 1]
-            after.header = _csv_header(header_line)
+            after.header = csv_header(header_line)
             complete = b"" if first < 0 else complete[first + 1 :]
         lines = complete.count(b"\n") + (1 if complete and not complete.endswith(b"\n") else 0)
         if complete:
@@ -581,6 +547,14 @@ class Tailer:
         return Chunk(entry.kind, entry.rel, RawBatch(frame), after, cost=max(1, n)), not after.done
 
 
-def _csv_header(line: bytes) -> list[str]:
-    text = line.decode("utf-8", errors="replace").rstrip("\r\n")
-    return next(csv.reader([text]), [])
+def _change(state: FileState, entry: Entry, fmt: str | None) -> str | None:
+    """Why ``entry`` no longer holds what ``state`` read (None: it still does)."""
+    text = state.fmt in TEXT_FORMATS
+    if fmt is not None and fmt != state.fmt:
+        return f"a new {fmt} file on the inode of {state.path}"
+    if text and entry.stat.st_size < state.offset:
+        return "truncated"
+    changed = state.head_len and (
+        entry.stat.st_size < state.head_len or head_of(entry, state.head_len) != state.head
+    )
+    return "replaced (its first bytes changed)" if text and changed else None

@@ -8,13 +8,14 @@ instead of taking one file's bytes for another's).
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import hashlib
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Final
+from typing import Any, BinaryIO, Final
 
 from kpi.contract import Kind
 
@@ -121,3 +122,58 @@ def copy_in_progress(copy: Entry, live: Entry) -> bool:
             return a.read(n) == b.read(n)
     except FileNotFoundError:
         raise MovedError(copy.rel) from None
+
+
+def csv_header(line: bytes) -> list[str]:
+    """The column names of a CSV header line."""
+    text = line.decode("utf-8", errors="replace").rstrip("\r\n")
+    return next(csv.reader([text]), [])
+
+
+@dataclass
+class FileState:
+    """Read position of one tracked file (what the checkpoint stores per file identity)."""
+
+    key: str  # "device:inode"
+    path: str  # relative to the data folder, as last seen
+    kind: str
+    fmt: str
+    offset: int = 0  # text: bytes consumed; Parquet: rows consumed
+    row: int = 1  # text: number of the next data line
+    header: list[str] | None = None  # CSV header, once read
+    skip_line: bool = False  # inside an over-long line, discarding up to its newline
+    done: bool = False  # whole-format file read, or text file found binary
+    size: int = 0  # whole formats: size and mtime of the version read
+    mtime_ns: int = 0
+    head: str = ""  # fingerprint: sha1 of the first head_len bytes (text: of those consumed)
+    head_len: int = 0
+    #: Text: wall clock (ns) since which the file may have been rotated unseen: copies
+    #: written since then that hold content not read are read (0: unknown).
+    read_ns: int = 0
+    #: Text: False after a read from offset 0 (no fingerprint to check it against): the
+    #: next poll looks for copies written since ``read_ns`` before moving it on.
+    settled: bool = True
+    #: A new file found where a followed one was: committed even before it has a line.
+    fresh: bool = field(default=False, compare=False)
+    #: Text, read from 0 after a truncation whose copy was not in the listing (a listing
+    #: taken during a cascade of renames may miss a file): what the inode held, so the
+    #: copy found at a later poll is read from the old position, never again whole.
+    before: FileState | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able dict."""
+        data = dataclasses.asdict(self)
+        del data["fresh"]
+        data["before"] = self.before.to_json() if self.before else None
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FileState:
+        """The state saved by ``to_json``."""
+        fields = dict(data)
+        before = fields.pop("before", None)
+        return cls(**fields, before=cls.from_json(before) if before else None)
+
+    def restarted(self) -> FileState:
+        """The same file read again from the start."""
+        return FileState(self.key, self.path, self.kind, self.fmt)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime as dt
+import json
 import multiprocessing
 import os
 import random
@@ -12,7 +13,9 @@ import shutil
 import time
 from pathlib import Path
 
-from exporters.tail import Poll, Tailer
+import pytest
+
+from exporters.tail import FileState, Poll, Tailer
 from kpi.sources.files import MAX_LINE_BYTES
 from tests.exporterkit import event, jsonl_bytes, write_parquet_atomic
 
@@ -327,6 +330,46 @@ def test_two_rotations_between_polls_lose_nothing_and_read_nothing_twice(tmp_pat
     _rotate(events, 3)
     assert [r[2] for r in taken(step(tailer))] == ["e0"]
     assert taken(step(tailer)) == []
+
+
+@pytest.mark.parametrize("restart", [False, True])
+def test_a_copy_missed_by_one_listing_is_read_from_where_reading_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restart: bool
+) -> None:
+    """A listing taken during a cascade of renames may miss the copy: the next one finds it.
+
+    Before the fix the copy's unread tail (b0, b1) was lost and the copy was then read
+    whole as a rotated generation (a0..a2 twice), about one CI run in ten.
+    """
+    events = tmp_path / "events"
+    events.mkdir()
+    live = events / "live.jsonl"
+    live.write_bytes(jsonl_bytes(rows(3, "a")))
+    tailer = Tailer(tmp_path)
+    assert [r[2] for r in taken(step(tailer))] == ["a0", "a1", "a2"]
+    with live.open("ab") as fh:  # unread when rotated
+        fh.write(jsonl_bytes(rows(2, "b")))
+    _rotate(events, 0)
+    listing = Tailer._fresh_listing
+    hidden = {"events/live.jsonl.1"}
+    monkeypatch.setattr(
+        Tailer,
+        "_fresh_listing",
+        lambda self, kind: [e for e in listing(self, kind) if e.rel not in hidden],
+    )
+    assert taken(step(tailer)) == []
+    if restart:  # the checkpoint keeps what the inode held
+        saved = {k: json.loads(json.dumps(f.to_json())) for k, f in tailer.files.items()}
+        tailer = Tailer(tmp_path, {k: FileState.from_json(v) for k, v in saved.items()})
+    hidden.clear()
+    with live.open("ab") as fh:
+        fh.write(jsonl_bytes(rows(2, "c")))
+    got = taken(step(tailer)) + taken(step(tailer))
+    assert [r[2] for r in got] == ["b0", "b1", "c0", "c1"]
+    assert ("events/live.jsonl.1", 4, "b0") in got  # the copy's tail, at its line numbers
+    with live.open("ab") as fh:
+        fh.write(jsonl_bytes(rows(1, "d")))
+    assert [r[2] for r in taken(step(tailer))] == ["d0"]
 
 
 def _rotating_writer(events: Path, rotations: int, seed: int) -> None:
