@@ -324,7 +324,9 @@ class Tailer:
         """
         others = [e for e in self._fresh_listing(entry.kind) if e.key not in (entry.key, *claimed)]
         read = [s for s in (state, state.before) if s is not None and s.offset]
-        found = next(filter(None, (self._copy_of(old, others, claimed) for old in read)), None)
+        found = next(
+            filter(None, (self._copy_of(old, entry, others, claimed) for old in read)), None
+        )
         if not live or not state.read_ns:
             return [found] if found else []
         since = state.read_ns - _MTIME_SLACK_NS
@@ -349,7 +351,7 @@ class Tailer:
         return copies
 
     def _copy_of(
-        self, old: FileState, others: list[Entry], claimed: set[str]
+        self, old: FileState, entry: Entry, others: list[Entry], claimed: set[str]
     ) -> tuple[FileState, Entry] | None:
         """The file of ``others`` that holds ``old``'s content, to read from ``old``'s position."""
         for other in others:
@@ -360,6 +362,8 @@ class Tailer:
                 continue  # already read as this content's continuation
             if old.head_len and not starts_like(other, old.head_len, old.head):
                 continue
+            if copy_in_progress(other, entry):
+                continue  # copied, not yet truncated: what it holds is read from ``entry``
             claimed.add(other.key)
             return dataclasses.replace(old, key=other.key, path=other.rel, fresh=True), other
         return None

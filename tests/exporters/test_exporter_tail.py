@@ -372,6 +372,32 @@ def test_a_copy_missed_by_one_listing_is_read_from_where_reading_stopped(
     assert [r[2] for r in taken(step(tailer))] == ["d0"]
 
 
+def test_a_copy_made_but_not_yet_truncated_is_not_read_beside_its_original(
+    tmp_path: Path,
+) -> None:
+    """logrotate copies, then truncates: a poll in between reads the new lines once."""
+    events = tmp_path / "events"
+    events.mkdir()
+    live = events / "live.jsonl"
+    live.write_bytes(jsonl_bytes(rows(2, "a")))
+    tailer = Tailer(tmp_path)
+    assert [r[2] for r in taken(step(tailer))] == ["a0", "a1"]
+    with live.open("ab") as fh:
+        fh.write(jsonl_bytes(rows(2, "b")))
+    shutil.copyfile(live, events / "live.jsonl.1")
+    assert taken(step(tailer)) == [
+        ("events/live.jsonl", 3, "b0"),
+        ("events/live.jsonl", 4, "b1"),
+    ]
+    with live.open("r+b") as fh:
+        fh.truncate(0)
+    assert taken(step(tailer)) == []
+    with live.open("ab") as fh:
+        fh.write(jsonl_bytes(rows(1, "c")))
+    assert [r[2] for r in taken(step(tailer))] == ["c0"]
+    assert taken(step(tailer)) == []
+
+
 def _rotating_writer(events: Path, rotations: int, seed: int) -> None:
     rnd = random.Random(seed)
     gen = done = 0
