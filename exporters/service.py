@@ -232,6 +232,13 @@ class ExporterService:
         """Base URL, e.g. ``http://127.0.0.1:9108``."""
         return f"http://{self.config.host}:{self.port}"
 
+    @property
+    def failure(self) -> str | None:
+        """Why the exporter cannot go on (its serving process gave up, a loop died), or None."""
+        if self._server is not None and self._server.failure:
+            return self._server.failure
+        return None if self._healthy() else "an exporter thread stopped"
+
     def _healthy(self) -> bool:
         if self._server is not None and self._server.failure:
             return False

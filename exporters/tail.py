@@ -85,6 +85,8 @@ from kpi.sources.files import (
 )
 from kpi.sources.validate import ROW, SOURCE
 
+__all__ = ["Chunk", "FileState", "Poll", "Tailer"]
+
 log = logging.getLogger(__name__)
 
 TEXT_FORMATS: Final = ("csv", "jsonl")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Final
 
 import typer
 
@@ -25,6 +27,14 @@ from kpi_cli.options import (
     parse_retention,
     setup_logging,
 )
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from exporters.service import ExporterService
+
+#: How often ``kpi serve`` checks that its exporter still runs.
+_WATCH_INTERVAL: Final = 0.5
 
 
 def serve(
@@ -61,8 +71,6 @@ def serve(
 ) -> None:
     """Run the exporter (background threads) and the API (foreground) over DATA_DIR."""
     # Lazy: uvicorn, the exporter and the API load only when this verb runs.
-    import uvicorn  # noqa: PLC0415
-
     from exporters.service import (  # noqa: PLC0415
         AS_OF_CHOICES,
         ExporterConfig,
@@ -99,10 +107,39 @@ def serve(
             dedup_window=parse_retention(dedup_window),
         )
     )
+    app = create_app(settings)
     exporter.start()
+    _run_beside(app, api_host, api_port, exporter)
+
+
+def _run_beside(app: FastAPI, host: str, port: int, exporter: ExporterService) -> None:
+    """Serve the API until a signal, or until ``exporter`` fails (then exit 1); stop both.
+
+    Half a stack must not look alive: a supervisor (compose, systemd) restarts a process
+    that exits, not one whose API answers while its exporter is gone.
+    """
+    import uvicorn  # noqa: PLC0415
+
+    api = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False)
+    )
+    failure: list[str] = []
+
+    def watch() -> None:
+        while not api.should_exit:
+            reason = exporter.failure
+            if reason:
+                failure.append(reason)
+                api.should_exit = True
+                return
+            time.sleep(_WATCH_INTERVAL)
+
+    threading.Thread(target=watch, name="watch-exporter", daemon=True).start()
     try:
-        app = create_app(settings)
         # uvicorn handles SIGINT/SIGTERM; the exporter's final checkpoint follows in stop().
-        uvicorn.run(app, host=api_host, port=api_port, log_level="info", access_log=False)
+        api.run()
     finally:
         exporter.stop()
+    if failure:
+        typer.echo(f"error: the exporter stopped ({failure[0]}); the API stopped with it", err=True)
+        raise typer.Exit(1)

@@ -315,3 +315,30 @@ def counters_only(
             continue
         if name.endswith(("_total", "_bucket", "_sum", "_count")):
             yield key, value
+
+
+def children(pid: int) -> list[int]:
+    """The pids of ``pid``'s child processes (from /proc, every thread's list)."""
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out += [int(p) for p in (task / "children").read_text().split()]
+    return out
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def only_child(pid: int, timeout: float = 30.0) -> int:
+    """``pid``'s one live child, e.g. an exporter's serving process (waits for a restart)."""
+
+    def live() -> list[int]:
+        return [child for child in children(pid) if alive(child)]
+
+    wait_until(lambda: len(live()) == 1, timeout=timeout)
+    return live()[0]

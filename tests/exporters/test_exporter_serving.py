@@ -30,41 +30,21 @@ from exporters.service import ExporterConfig, ExporterService
 from tests.exporterkit import (
     ExporterProcess,
     Feed,
+    alive,
     append_jsonl,
     facilities_csv,
     fetch,
+    only_child,
     wait_until,
 )
 
 FEED = Feed()
 
 
-def _children(pid: int) -> list[int]:
-    """The pids of ``pid``'s child processes (from /proc, every thread's list)."""
-    out: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        out += [int(p) for p in (task / "children").read_text().split()]
-    return out
-
-
 def _server_pid(exporter: ExporterProcess) -> int:
     """The exporter's one live child: its serving process (waits for a restart to finish)."""
     assert exporter.process is not None
-    parent = exporter.process.pid
-
-    def live() -> list[int]:
-        return [pid for pid in _children(parent) if _alive(pid)]
-
-    wait_until(lambda: len(live()) == 1, timeout=30)
-    return live()[0]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != "Z"
+    return only_child(exporter.process.pid)
 
 
 def _start(running: list[ExporterProcess], tmp_path: Path) -> ExporterProcess:
@@ -139,7 +119,7 @@ def test_a_killed_serving_process_is_replaced_and_no_scrape_is_refused(
         answered += 1
     assert answered == 20
     new = _server_pid(exporter)
-    assert new != child and not _alive(child)
+    assert new != child and not alive(child)
     assert exporter.scrape() == before  # the same state, served by the new process
     assert "serving process killed by SIGKILL; starting a new one" in exporter.log()
     assert exporter.alive()
@@ -188,7 +168,7 @@ def test_the_serving_process_dies_with_the_exporter(
     exporter = _start(running, tmp_path)
     child = _server_pid(exporter)
     exporter.kill()  # SIGKILL: no chance to stop it
-    wait_until(lambda: not _alive(child), timeout=10)
+    wait_until(lambda: not alive(child), timeout=10)
     with pytest.raises(OSError):  # nothing listens any more
         fetch(exporter.url + "/healthz", timeout=2)
 
