@@ -96,6 +96,9 @@ MIN_READ: Final = MAX_LINE_BYTES + 2
 _FORGET_AFTER: Final = 3
 #: File system timestamps lag the wall clock by up to a tick: the slack when comparing.
 _MTIME_SLACK_NS: Final = 50_000_000
+#: How long, and how many, contents that left their inode with no copy found are kept.
+_LEFT_NS: Final = 60_000_000_000
+_LEFT_MAX: Final = 64
 
 
 def _empty_frame() -> pl.LazyFrame:
@@ -143,6 +146,12 @@ class Tailer:
         self._rels: list[str] = []
         #: What cannot be read right now (relative path -> reason), logged once each.
         self.problems: dict[str, str] = {}
+        #: Contents that left their inode (truncated) with no copy in the listing, and
+        #: when (ns): a listing taken during a cascade of renames may miss a file, so a
+        #: copy found later is read from where reading stopped, never again whole.
+        self._left: list[tuple[int, FileState]] = [
+            (time.time_ns(), f.before) for f in self.files.values() if f.before is not None
+        ]
 
     def _problem(self, rel: str, reason: str) -> None:
         if self.problems.get(rel) != reason:
@@ -291,6 +300,8 @@ class Tailer:
             restart.before = (
                 dataclasses.replace(state, before=None) if state.offset else state.before
             )
+            if restart.before is not None:
+                self._left = [*self._left[1 - _LEFT_MAX :], (self._poll_ns, restart.before)]
         return restart, copies
 
     def _kept(
@@ -325,12 +336,16 @@ class Tailer:
         next, read from the start, oldest first.
         """
         others = [e for e in self._fresh_listing(entry.kind) if e.key not in (entry.key, *claimed)]
-        read = [s for s in (state, state.before) if s is not None and s.offset]
-        found = next(
-            filter(None, (self._copy_of(old, entry, others, claimed) for old in read)), None
-        )
+        self._left = [(t, old) for t, old in self._left if self._poll_ns - t < _LEFT_NS]
+        read = [s for s in (*(old for _, old in self._left), state) if s.offset]
+        copies = []
+        for old in read:
+            copy = self._copy_of(old, entry, others, claimed)
+            if copy is not None:
+                copies.append(copy)
+                self._left = [(t, o) for t, o in self._left if o is not old]
         if not live or not state.read_ns:
-            return [found] if found else []
+            return copies
         since = state.read_ns - _MTIME_SLACK_NS
         between = [
             other
@@ -345,7 +360,6 @@ class Tailer:
             # never a generation to read whole.
             and not any(starts_like(other, s.head_len, s.head) for s in read if s.head_len)
         ]
-        copies = [found] if found else []
         for other in sorted(between, key=lambda e: (e.stat.st_mtime_ns, e.rel)):
             claimed.add(other.key)
             fresh = FileState(other.key, other.rel, entry.kind.value, state.fmt, fresh=True)

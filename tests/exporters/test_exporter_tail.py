@@ -372,6 +372,42 @@ def test_a_copy_missed_by_one_listing_is_read_from_where_reading_stopped(
     assert [r[2] for r in taken(step(tailer))] == ["d0"]
 
 
+def test_copies_missed_by_the_listings_of_two_rotations_are_both_read_from_their_positions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two rotations, each copy missed by the listing that saw its truncation."""
+    events = tmp_path / "events"
+    events.mkdir()
+    live = events / "live.jsonl"
+    live.write_bytes(jsonl_bytes(rows(3, "a")))
+    tailer = Tailer(tmp_path)
+    assert [r[2] for r in taken(step(tailer))] == ["a0", "a1", "a2"]
+    listing = Tailer._fresh_listing
+    hidden: set[str] = set()
+    monkeypatch.setattr(
+        Tailer,
+        "_fresh_listing",
+        lambda self, kind: [e for e in listing(self, kind) if e.rel not in hidden],
+    )
+    with live.open("ab") as fh:
+        fh.write(jsonl_bytes(rows(2, "b")))
+    _rotate(events, 0)  # a0..b1 -> live.jsonl.1
+    hidden |= {"events/live.jsonl.1"}
+    assert taken(step(tailer)) == []
+    live.write_bytes(jsonl_bytes(rows(2, "c")))
+    assert [r[2] for r in taken(step(tailer))] == ["c0", "c1"]
+    with live.open("ab") as fh:
+        fh.write(jsonl_bytes(rows(1, "d")))
+    _rotate(events, 1)  # a0..b1 -> live.jsonl.2, c0..d0 -> live.jsonl.1
+    hidden |= {"events/live.jsonl.2", "events/live.jsonl.1"}
+    assert taken(step(tailer)) == []
+    hidden.clear()
+    with live.open("ab") as fh:
+        fh.write(jsonl_bytes(rows(1, "e")))
+    got = [r[2] for r in taken(step(tailer)) + taken(step(tailer))]
+    assert sorted(got) == ["b0", "b1", "d0", "e0"]
+
+
 def test_a_copy_made_but_not_yet_truncated_is_not_read_beside_its_original(
     tmp_path: Path,
 ) -> None:
