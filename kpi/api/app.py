@@ -38,10 +38,11 @@ from kpi.api.routers import (
 from kpi.api.settings import Settings
 from kpi.api.store import DataStore
 from kpi.duty.metrics import IncidentCollector
-from kpi.duty.register import IncidentRegister, make_engine
 
 if TYPE_CHECKING:
     from distributed import Client
+
+    from kpi.duty.register import IncidentRegister
 
 API_PREFIX = "/api/v1"
 DESCRIPTION = """\
@@ -143,6 +144,13 @@ def _install_docs(app: FastAPI, settings: Settings) -> None:
     app.add_api_route("/redoc", redoc, include_in_schema=False, dependencies=deps)
 
 
+def _open_register(url: str) -> IncidentRegister:
+    """The duty desk's register at ``url``, migrated (SQLAlchemy and Alembic load here)."""
+    from kpi.duty.register import open_register  # noqa: PLC0415
+
+    return open_register(url)
+
+
 def create_app(
     settings: Settings, *, wait_for_data: bool = False, cluster: Client | None = None
 ) -> FastAPI:
@@ -152,16 +160,22 @@ def create_app(
     # done and data requests wait for it up to the request timeout.
     metrics = ApiMetrics.create()
     store = DataStore(settings, metrics, cluster)
-    register = IncidentRegister(make_engine(settings.database)) if settings.database else None
-    if register is not None:
-        metrics.registry.register(IncidentCollector(register))
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if register is not None:
-            # Migrations first: the webhook must not answer before its tables exist.
-            await run_in_threadpool(register.upgrade)
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The data loads in the background while the duty desk opens (importing
+        # SQLAlchemy and Alembic, migrating): start-up takes the longer of the two.
         task = store.start_load()
+        register = None
+        if settings.database:
+            try:
+                # Migrations first: the webhook must not answer before its tables exist.
+                register = await run_in_threadpool(_open_register, settings.database)
+            except BaseException:
+                task.cancel()
+                raise
+            metrics.registry.register(IncidentCollector(register))
+            app.state.register = register
         if wait_for_data:
             await task
         try:
@@ -181,7 +195,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.store = store
-    app.state.register = register
+    app.state.register = None  # the duty desk's, once the lifespan opened it
     app.state.metrics = metrics
     app.state.keys_by_hash = {k.sha256: k for k in settings.api_keys}
     _install_error_handlers(app)

@@ -27,7 +27,6 @@ from kpi.api.errors import ApiError
 from kpi.api.metrics import ApiMetrics
 from kpi.api.service import FamilyFrames
 from kpi.api.settings import Settings
-from kpi.cluster import family_frames, span
 from kpi.contract import COMPLAINT_CATEGORIES, FACILITY_TYPES, Kind
 from kpi.events import Effect, event_has
 from kpi.kpis.catalog import KpiError
@@ -417,6 +416,7 @@ class DataStore:
         if client is None or lake is None:
             return None
         limit = self.settings.cluster.run_timeout_seconds
+        from kpi.cluster import family_frames  # noqa: PLC0415  (numpy: only with a cluster)
 
         def frames(q: KpiQuery, filters: tuple[Filter, ...]) -> list[pl.DataFrame]:
             try:
@@ -437,6 +437,7 @@ class DataStore:
         if client is None or lake is None or as_of is None or as_of == gen.default.as_of:
             return await self.snapshot(gen, as_of)
         key = as_of.astimezone(dt.UTC)
+        from kpi.cluster import span  # noqa: PLC0415  (numpy: only with a cluster)
 
         def build() -> Snapshot:
             try:

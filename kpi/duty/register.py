@@ -27,38 +27,17 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 
 from kpi.duty.schema import handovers, incident_events, incidents
+from kpi.duty.terms import CAUSES, STATUSES, DutyError, Episode
 from kpi.duty.webhook import WebhookAlert, WebhookPayload
+
+__all__ = ["CAUSES", "STATUSES", "DutyError", "Episode", "IncidentRegister", "open_register"]
 
 log = logging.getLogger("kpi.duty")
 
-#: Cause categories a closed incident is filed under.
-CAUSES: Final = (
-    "capacity",
-    "equipment",
-    "transport",
-    "weather",
-    "staffing",
-    "system",
-    "data_quality",
-    "false_alarm",
-    "other",
-)
-#: ``status`` filter values: open (and its two halves), resolved, closed.
-STATUSES: Final = ("open", "acknowledged", "unacknowledged", "resolved", "closed")
 ALERTMANAGER: Final = "alertmanager"
 DEFAULT_DATABASE: Final = "sqlite:///var/duty.db"
 
 Clock = Callable[[], dt.datetime]
-Episode = tuple[str, dt.datetime]
-
-
-class DutyError(Exception):
-    """A duty request that cannot be done as asked: HTTP-like status and a message."""
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
 
 
 def utc(value: dt.datetime | None) -> dt.datetime | None:
