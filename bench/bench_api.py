@@ -5,10 +5,12 @@ Usage::
     .venv/bin/python bench/bench_api.py --data /tmp/sim1m          # the 1 M-item folder
     .venv/bin/python bench/bench_api.py --data /tmp/sim1m --lake /tmp/lake1m --baseline /work/main
     .venv/bin/python bench/bench_api.py --small                    # quick smoke run (20 k items)
+    .venv/bin/python bench/bench_api.py --data /tmp/sim1m --lake /tmp/lake1m --old-ref main
 
 With ``--lake`` the same folder compacted into a lake (``kpi compact``) is served
 too, and with ``--baseline`` the folder again by another checkout's sources (e.g. the
-main branch): all servers run at once and every sample is taken on each in turn, so
+main branch), and with ``--old-ref`` the lake (else the folder) again by the sources of
+that commit (``git archive``): all servers run at once and every sample is taken on each in turn, so
 the comparison holds on a machine whose load varies (report ratios).
 
 Generate the 1 M-item folder first with
@@ -356,6 +358,16 @@ def _rss_mb(pid: int, field: str = "VmRSS") -> float | None:
     return None
 
 
+def _old_sources(ref: str, into: Path) -> Path:
+    """The sources of commit ``ref`` of this checkout, extracted under ``into``."""
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", ref], check=True, capture_output=True
+    ).stdout
+    into.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
 def main() -> None:
     """Command line entry point."""
     ap = argparse.ArgumentParser(
@@ -367,6 +379,10 @@ def main() -> None:
     )
     ap.add_argument(
         "--baseline", type=Path, help="also serve the folder with the sources of this checkout"
+    )
+    ap.add_argument(
+        "--old-ref",
+        help="also serve the lake (else the folder) with the sources of this git commit",
     )
     ap.add_argument("--small", action="store_true", help="generate and use a 20 k-item folder")
     ap.add_argument("--cold", type=int, default=20, help="cold samples per request")
@@ -390,8 +406,14 @@ def main() -> None:
         targets.append(("lake", args.lake, ROOT))
     if args.baseline is not None:
         targets.append(("folder_baseline", data, args.baseline.resolve()))
+    if args.old_ref is not None:
+        old = _old_sources(args.old_ref, Path(tempfile.mkdtemp(prefix="bench-api-old-")))
+        label, served = ("lake_old", args.lake) if args.lake is not None else ("folder_old", data)
+        targets.append((label, served, old))
     load_before = os.getloadavg()
     figures = run(targets, args.cold, args.warm, args.seconds, args.clients)
+    if args.old_ref is not None:
+        figures["old_ref"] = args.old_ref
     figures["cpus"] = os.cpu_count()
     figures["loadavg_before"] = [round(x, 1) for x in load_before]
     figures["loadavg_after"] = [round(x, 1) for x in os.getloadavg()]

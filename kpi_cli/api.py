@@ -41,6 +41,15 @@ _ConnectTimeout = Annotated[
     float | None,
     typer.Option("--connect-timeout", help="dask: seconds to reach the scheduler (default 10)"),
 ]
+_RunTimeout = Annotated[
+    float | None,
+    typer.Option(
+        "--timeout",
+        min=0.001,
+        help="dask: seconds one question's run may take on the cluster, else a 503"
+        " (default: the config's cluster.run_timeout_seconds, else 600)",
+    ),
+]
 
 
 def api(
@@ -61,6 +70,7 @@ def api(
     scheduler: _Scheduler = None,
     workers: _Workers = None,
     connect_timeout: _ConnectTimeout = None,
+    timeout: _RunTimeout = None,
 ) -> None:
     """Serve the analyst API (KPIs, drill-downs, exports, the duty desk) over a data folder."""
     # Lazy: uvicorn, pydantic and the API load only when this verb runs, not for `kpi --help`.
@@ -79,7 +89,7 @@ def api(
             data_dir=data_dir,
             as_of=parse_as_of(as_of) if as_of else None,
             database=database_url(database),
-            cluster=_given(engine, scheduler, workers, connect_timeout),
+            cluster=_given(engine, scheduler, workers, connect_timeout, timeout),
         )
     except (ValidationError, ValueError, OSError) as exc:
         typer.echo(f"error: invalid settings: {exc}", err=True)
@@ -97,14 +107,19 @@ def api(
 
 
 def _given(
-    engine: str | None, scheduler: str | None, workers: int | None, timeout: float | None
+    engine: str | None,
+    scheduler: str | None,
+    workers: int | None,
+    connect_timeout: float | None,
+    run_timeout: float | None,
 ) -> dict[str, Any]:
     """The cluster settings given on the command line (they win over the config's)."""
     given = {
         "engine": engine,
         "scheduler": scheduler,
         "workers": workers,
-        "connect_timeout_seconds": timeout,
+        "connect_timeout_seconds": connect_timeout,
+        "run_timeout_seconds": run_timeout,
     }
     return {k: v for k, v in given.items() if v is not None}
 
