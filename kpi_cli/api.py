@@ -19,9 +19,12 @@ from kpi_cli.options import (
 )
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from distributed import Client
 
     from kpi.api.settings import Settings
+    from kpi.lake_snapshot import LakeStart
 
 _Engine = Annotated[
     str | None,
@@ -73,6 +76,8 @@ def api(
     timeout: _RunTimeout = None,
 ) -> None:
     """Serve the analyst API (KPIs, drill-downs, exports, the duty desk) over a data folder."""
+    # A lake's read starts first, in a thread: importing the web stack overlaps its work.
+    lake_start = _start_reading(data_dir, as_of)
     # Lazy: uvicorn, pydantic and the API load only when this verb runs, not for `kpi --help`.
     import uvicorn  # noqa: PLC0415
     from pydantic import ValidationError  # noqa: PLC0415
@@ -102,8 +107,17 @@ def api(
     if warning:
         typer.echo(f"WARNING: {warning}", err=True)
     with ExitStack() as stack:
-        app = create_app(settings, cluster=_cluster(settings, stack))
+        app = create_app(settings, cluster=_cluster(settings, stack), lake_start=lake_start)
         uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+
+
+def _start_reading(data_dir: Path, as_of: str | None) -> Future[LakeStart] | None:
+    """The lake's default snapshot, being read (None: not a lake, or another as-of asked)."""
+    from kpi.lake_snapshot import is_lake, start_reading  # noqa: PLC0415
+
+    if as_of is not None or not is_lake(data_dir):
+        return None
+    return start_reading(data_dir)
 
 
 def _given(

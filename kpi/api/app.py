@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from distributed import Client
 
     from kpi.duty.register import IncidentRegister
+    from kpi.lake_snapshot import LakeStart
 
 API_PREFIX = "/api/v1"
 DESCRIPTION = """\
@@ -151,20 +153,15 @@ def _open_register(url: str) -> IncidentRegister:
     return open_register(url)
 
 
-def create_app(
-    settings: Settings, *, wait_for_data: bool = False, cluster: Client | None = None
-) -> FastAPI:
-    """The API over ``settings.data_dir``; ``wait_for_data`` makes startup wait for the first
-    load; ``cluster``: the KPI endpoints are computed on that Dask cluster (a lake's)."""
-    # Without wait_for_data the load runs in the background: /readyz is 503 until it is
-    # done and data requests wait for it up to the request timeout.
-    metrics = ApiMetrics.create()
-    store = DataStore(settings, metrics, cluster)
+def _lifespan(
+    settings: Settings, store: DataStore, metrics: ApiMetrics, *, wait_for_data: bool
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Start-up and shutdown: the first load, the duty desk's register."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # The data loads in the background while the duty desk opens (importing
-        # SQLAlchemy and Alembic, migrating): start-up takes the longer of the two.
+        # SQLAlchemy, and Alembic when it migrates): start-up takes the longer of the two.
         task = store.start_load()
         register = None
         if settings.database:
@@ -183,6 +180,26 @@ def create_app(
         finally:
             if register is not None:
                 register.engine.dispose()
+
+    return lifespan
+
+
+def create_app(
+    settings: Settings,
+    *,
+    wait_for_data: bool = False,
+    cluster: Client | None = None,
+    lake_start: Future[LakeStart] | None = None,
+) -> FastAPI:
+    """The API over ``settings.data_dir``; ``wait_for_data`` makes startup wait for the first
+    load; ``cluster``: the KPI endpoints are computed on that Dask cluster (a lake's);
+    ``lake_start``: the lake's read already begun (``kpi.lake_snapshot.start_reading``)."""
+    # Without wait_for_data the load runs in the background: /readyz is 503 until it is
+    # done and data requests wait for it up to the request timeout.
+    metrics = ApiMetrics.create()
+    store = DataStore(settings, metrics, cluster, lake_start)
+
+    lifespan = _lifespan(settings, store, metrics, wait_for_data=wait_for_data)
 
     app = FastAPI(
         title="Postal service-quality KPI API",
