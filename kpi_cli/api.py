@@ -108,6 +108,8 @@ def api(
         typer.echo(f"WARNING: {warning}", err=True)
     with ExitStack() as stack:
         app = create_app(settings, cluster=_cluster(settings, stack), lake_start=lake_start)
+        # The store drops the read once its first load took it: its tables are not kept.
+        del lake_start
         uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
 
 
