@@ -6,6 +6,7 @@ Usage::
     .venv/bin/python bench/bench_api.py --data /tmp/sim1m --lake /tmp/lake1m --baseline /work/main
     .venv/bin/python bench/bench_api.py --small                    # quick smoke run (20 k items)
     .venv/bin/python bench/bench_api.py --data /tmp/sim1m --lake /tmp/lake1m --old-ref main
+    .venv/bin/python bench/bench_api.py --lake /tmp/lake1m --old-ref main --startups 5 --no-folder
 
 With ``--lake`` the same folder compacted into a lake (``kpi compact``) is served
 too, and with ``--baseline`` the folder again by another checkout's sources (e.g. the
@@ -332,6 +333,38 @@ def run(
     return figures
 
 
+def startups(targets: list[tuple[str, Path, Path]], times: int) -> dict[str, Any]:
+    """Start-up only: each server started ``times`` times, the targets alternating (so they
+    share the machine's load), each stopped once ready. Ready wall and CPU seconds, RSS."""
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in targets}
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(times):
+            for label, data, code in targets:
+                srv = _start(label, data, code, Path(tmp))
+                try:
+                    _wait_ready(srv)
+                    runs[label].append(
+                        {
+                            "ready_seconds": round(srv.load_s, 2),
+                            "ready_cpu_seconds": _cpu_seconds(srv.proc.pid),
+                            "rss_mb_ready": _rss_mb(srv.proc.pid, "VmRSS"),
+                        }
+                    )
+                finally:
+                    srv.proc.terminate()
+                    srv.proc.wait(timeout=30)
+    out: dict[str, Any] = {}
+    for label, rows in runs.items():
+        out[label] = {
+            "runs": rows,
+            **{
+                f"{k}_median": statistics.median(r[k] for r in rows if r[k] is not None)
+                for k in ("ready_seconds", "ready_cpu_seconds", "rss_mb_ready")
+            },
+        }
+    return out
+
+
 def _minus_days(iso: str, days: int) -> str:
     import datetime as dt
 
@@ -384,11 +417,19 @@ def main() -> None:
         "--old-ref",
         help="also serve the lake (else the folder) with the sources of this git commit",
     )
+    ap.add_argument(
+        "--no-folder", action="store_true", help="do not serve the folder (with --lake)"
+    )
     ap.add_argument("--small", action="store_true", help="generate and use a 20 k-item folder")
     ap.add_argument("--cold", type=int, default=20, help="cold samples per request")
     ap.add_argument("--warm", type=int, default=200, help="cached samples per request")
     ap.add_argument("--seconds", type=float, default=15.0, help="throughput run length")
     ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument(
+        "--startups",
+        type=int,
+        help="measure start-up only: start every server this many times, alternating",
+    )
     args = ap.parse_args()
     if args.small:
         data = _small_folder(Path(tempfile.mkdtemp(prefix="bench-api-")))
@@ -396,7 +437,7 @@ def main() -> None:
         data = args.data or Path("/tmp/sim1m")
     if not (data / "events").is_dir():
         sys.exit(f"{data} has no events/: generate it with kpi simulate (see the docstring)")
-    targets = [("folder", data, ROOT)]
+    targets = [] if args.no_folder else [("folder", data, ROOT)]
     if args.lake is not None:
         if not (args.lake / "_manifest.json").exists():
             sys.path.insert(0, str(ROOT))
@@ -411,14 +452,19 @@ def main() -> None:
         label, served = ("lake_old", args.lake) if args.lake is not None else ("folder_old", data)
         targets.append((label, served, old))
     load_before = os.getloadavg()
-    figures = run(targets, args.cold, args.warm, args.seconds, args.clients)
+    if args.startups:
+        figures = startups(targets, args.startups)
+    else:
+        figures = run(targets, args.cold, args.warm, args.seconds, args.clients)
     if args.old_ref is not None:
         figures["old_ref"] = args.old_ref
     figures["cpus"] = os.cpu_count()
     figures["loadavg_before"] = [round(x, 1) for x in load_before]
     figures["loadavg_after"] = [round(x, 1) for x in os.getloadavg()]
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    (OUT_DIR / "api.json").write_text(json.dumps(figures, indent=2) + "\n")
+    (OUT_DIR / ("api-startups.json" if args.startups else "api.json")).write_text(
+        json.dumps(figures, indent=2) + "\n"
+    )
     print(json.dumps(figures, indent=2))
 
 
