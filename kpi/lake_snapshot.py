@@ -181,5 +181,7 @@ def start_reading(lake: Path) -> Future[LakeStart]:
         except BaseException as exc:  # handed to the store, which reads the lake again
             future.set_exception(exc)
 
-    threading.Thread(target=read, name="lake-start", daemon=True).start()
+    # Not a daemon: a start-up that fails meanwhile exits once the read is done, never
+    # with polars' threads cut off mid-read.
+    threading.Thread(target=read, name="lake-start").start()
     return future
