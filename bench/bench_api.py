@@ -5,10 +5,13 @@ Usage::
     .venv/bin/python bench/bench_api.py --data /tmp/sim1m          # the 1 M-item folder
     .venv/bin/python bench/bench_api.py --data /tmp/sim1m --lake /tmp/lake1m --baseline /work/main
     .venv/bin/python bench/bench_api.py --small                    # quick smoke run (20 k items)
+    .venv/bin/python bench/bench_api.py --data /tmp/sim1m --lake /tmp/lake1m --old-ref main
+    .venv/bin/python bench/bench_api.py --lake /tmp/lake1m --old-ref main --startups 5 --no-folder
 
 With ``--lake`` the same folder compacted into a lake (``kpi compact``) is served
 too, and with ``--baseline`` the folder again by another checkout's sources (e.g. the
-main branch): all servers run at once and every sample is taken on each in turn, so
+main branch), and with ``--old-ref`` the lake (else the folder) again by the sources of
+that commit (``git archive``): all servers run at once and every sample is taken on each in turn, so
 the comparison holds on a machine whose load varies (report ratios).
 
 Generate the 1 M-item folder first with
@@ -330,6 +333,38 @@ def run(
     return figures
 
 
+def startups(targets: list[tuple[str, Path, Path]], times: int) -> dict[str, Any]:
+    """Start-up only: each server started ``times`` times, the targets alternating (so they
+    share the machine's load), each stopped once ready. Ready wall and CPU seconds, RSS."""
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in targets}
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(times):
+            for label, data, code in targets:
+                srv = _start(label, data, code, Path(tmp))
+                try:
+                    _wait_ready(srv)
+                    runs[label].append(
+                        {
+                            "ready_seconds": round(srv.load_s, 2),
+                            "ready_cpu_seconds": _cpu_seconds(srv.proc.pid),
+                            "rss_mb_ready": _rss_mb(srv.proc.pid, "VmRSS"),
+                        }
+                    )
+                finally:
+                    srv.proc.terminate()
+                    srv.proc.wait(timeout=30)
+    out: dict[str, Any] = {}
+    for label, rows in runs.items():
+        out[label] = {
+            "runs": rows,
+            **{
+                f"{k}_median": statistics.median(r[k] for r in rows if r[k] is not None)
+                for k in ("ready_seconds", "ready_cpu_seconds", "rss_mb_ready")
+            },
+        }
+    return out
+
+
 def _minus_days(iso: str, days: int) -> str:
     import datetime as dt
 
@@ -356,6 +391,16 @@ def _rss_mb(pid: int, field: str = "VmRSS") -> float | None:
     return None
 
 
+def _old_sources(ref: str, into: Path) -> Path:
+    """The sources of commit ``ref`` of this checkout, extracted under ``into``."""
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", ref], check=True, capture_output=True
+    ).stdout
+    into.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
 def main() -> None:
     """Command line entry point."""
     ap = argparse.ArgumentParser(
@@ -368,11 +413,23 @@ def main() -> None:
     ap.add_argument(
         "--baseline", type=Path, help="also serve the folder with the sources of this checkout"
     )
+    ap.add_argument(
+        "--old-ref",
+        help="also serve the lake (else the folder) with the sources of this git commit",
+    )
+    ap.add_argument(
+        "--no-folder", action="store_true", help="do not serve the folder (with --lake)"
+    )
     ap.add_argument("--small", action="store_true", help="generate and use a 20 k-item folder")
     ap.add_argument("--cold", type=int, default=20, help="cold samples per request")
     ap.add_argument("--warm", type=int, default=200, help="cached samples per request")
     ap.add_argument("--seconds", type=float, default=15.0, help="throughput run length")
     ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument(
+        "--startups",
+        type=int,
+        help="measure start-up only: start every server this many times, alternating",
+    )
     args = ap.parse_args()
     if args.small:
         data = _small_folder(Path(tempfile.mkdtemp(prefix="bench-api-")))
@@ -380,7 +437,7 @@ def main() -> None:
         data = args.data or Path("/tmp/sim1m")
     if not (data / "events").is_dir():
         sys.exit(f"{data} has no events/: generate it with kpi simulate (see the docstring)")
-    targets = [("folder", data, ROOT)]
+    targets = [] if args.no_folder else [("folder", data, ROOT)]
     if args.lake is not None:
         if not (args.lake / "_manifest.json").exists():
             sys.path.insert(0, str(ROOT))
@@ -390,13 +447,24 @@ def main() -> None:
         targets.append(("lake", args.lake, ROOT))
     if args.baseline is not None:
         targets.append(("folder_baseline", data, args.baseline.resolve()))
+    if args.old_ref is not None:
+        old = _old_sources(args.old_ref, Path(tempfile.mkdtemp(prefix="bench-api-old-")))
+        label, served = ("lake_old", args.lake) if args.lake is not None else ("folder_old", data)
+        targets.append((label, served, old))
     load_before = os.getloadavg()
-    figures = run(targets, args.cold, args.warm, args.seconds, args.clients)
+    if args.startups:
+        figures = startups(targets, args.startups)
+    else:
+        figures = run(targets, args.cold, args.warm, args.seconds, args.clients)
+    if args.old_ref is not None:
+        figures["old_ref"] = args.old_ref
     figures["cpus"] = os.cpu_count()
     figures["loadavg_before"] = [round(x, 1) for x in load_before]
     figures["loadavg_after"] = [round(x, 1) for x in os.getloadavg()]
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    (OUT_DIR / "api.json").write_text(json.dumps(figures, indent=2) + "\n")
+    (OUT_DIR / ("api-startups.json" if args.startups else "api.json")).write_text(
+        json.dumps(figures, indent=2) + "\n"
+    )
     print(json.dumps(figures, indent=2))
 
 

@@ -19,9 +19,12 @@ from kpi_cli.options import (
 )
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from distributed import Client
 
     from kpi.api.settings import Settings
+    from kpi.lake_snapshot import LakeStart
 
 _Engine = Annotated[
     str | None,
@@ -40,6 +43,15 @@ _Workers = Annotated[
 _ConnectTimeout = Annotated[
     float | None,
     typer.Option("--connect-timeout", help="dask: seconds to reach the scheduler (default 10)"),
+]
+_RunTimeout = Annotated[
+    float | None,
+    typer.Option(
+        "--timeout",
+        min=0.001,
+        help="dask: seconds one question's run may take on the cluster, else a 503"
+        " (default: the config's cluster.run_timeout_seconds, else 600)",
+    ),
 ]
 
 
@@ -61,8 +73,11 @@ def api(
     scheduler: _Scheduler = None,
     workers: _Workers = None,
     connect_timeout: _ConnectTimeout = None,
+    timeout: _RunTimeout = None,
 ) -> None:
     """Serve the analyst API (KPIs, drill-downs, exports, the duty desk) over a data folder."""
+    # A lake's read starts first, in a thread: importing the web stack overlaps its work.
+    lake_start = _start_reading(data_dir, as_of)
     # Lazy: uvicorn, pydantic and the API load only when this verb runs, not for `kpi --help`.
     import uvicorn  # noqa: PLC0415
     from pydantic import ValidationError  # noqa: PLC0415
@@ -79,7 +94,7 @@ def api(
             data_dir=data_dir,
             as_of=parse_as_of(as_of) if as_of else None,
             database=database_url(database),
-            cluster=_given(engine, scheduler, workers, connect_timeout),
+            cluster=_given(engine, scheduler, workers, connect_timeout, timeout),
         )
     except (ValidationError, ValueError, OSError) as exc:
         typer.echo(f"error: invalid settings: {exc}", err=True)
@@ -92,19 +107,35 @@ def api(
     if warning:
         typer.echo(f"WARNING: {warning}", err=True)
     with ExitStack() as stack:
-        app = create_app(settings, cluster=_cluster(settings, stack))
+        app = create_app(settings, cluster=_cluster(settings, stack), lake_start=lake_start)
+        # The store drops the read once its first load took it: its tables are not kept.
+        del lake_start
         uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
 
 
+def _start_reading(data_dir: Path, as_of: str | None) -> Future[LakeStart] | None:
+    """The lake's default snapshot, being read (None: not a lake, or another as-of asked)."""
+    from kpi.lake_snapshot import is_lake, start_reading  # noqa: PLC0415
+
+    if as_of is not None or not is_lake(data_dir):
+        return None
+    return start_reading(data_dir)
+
+
 def _given(
-    engine: str | None, scheduler: str | None, workers: int | None, timeout: float | None
+    engine: str | None,
+    scheduler: str | None,
+    workers: int | None,
+    connect_timeout: float | None,
+    run_timeout: float | None,
 ) -> dict[str, Any]:
     """The cluster settings given on the command line (they win over the config's)."""
     given = {
         "engine": engine,
         "scheduler": scheduler,
         "workers": workers,
-        "connect_timeout_seconds": timeout,
+        "connect_timeout_seconds": connect_timeout,
+        "run_timeout_seconds": run_timeout,
     }
     return {k: v for k, v in given.items() if v is not None}
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -38,10 +39,12 @@ from kpi.api.routers import (
 from kpi.api.settings import Settings
 from kpi.api.store import DataStore
 from kpi.duty.metrics import IncidentCollector
-from kpi.duty.register import IncidentRegister, make_engine
 
 if TYPE_CHECKING:
     from distributed import Client
+
+    from kpi.duty.register import IncidentRegister
+    from kpi.lake_snapshot import LakeStart
 
 API_PREFIX = "/api/v1"
 DESCRIPTION = """\
@@ -143,25 +146,33 @@ def _install_docs(app: FastAPI, settings: Settings) -> None:
     app.add_api_route("/redoc", redoc, include_in_schema=False, dependencies=deps)
 
 
-def create_app(
-    settings: Settings, *, wait_for_data: bool = False, cluster: Client | None = None
-) -> FastAPI:
-    """The API over ``settings.data_dir``; ``wait_for_data`` makes startup wait for the first
-    load; ``cluster``: the KPI endpoints are computed on that Dask cluster (a lake's)."""
-    # Without wait_for_data the load runs in the background: /readyz is 503 until it is
-    # done and data requests wait for it up to the request timeout.
-    metrics = ApiMetrics.create()
-    store = DataStore(settings, metrics, cluster)
-    register = IncidentRegister(make_engine(settings.database)) if settings.database else None
-    if register is not None:
-        metrics.registry.register(IncidentCollector(register))
+def _open_register(url: str) -> IncidentRegister:
+    """The duty desk's register at ``url``, migrated (SQLAlchemy and Alembic load here)."""
+    from kpi.duty.register import open_register  # noqa: PLC0415
+
+    return open_register(url)
+
+
+def _lifespan(
+    settings: Settings, store: DataStore, metrics: ApiMetrics, *, wait_for_data: bool
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Start-up and shutdown: the first load, the duty desk's register."""
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if register is not None:
-            # Migrations first: the webhook must not answer before its tables exist.
-            await run_in_threadpool(register.upgrade)
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The data loads in the background while the duty desk opens (importing
+        # SQLAlchemy, and Alembic when it migrates): start-up takes the longer of the two.
         task = store.start_load()
+        register = None
+        if settings.database:
+            try:
+                # Migrations first: the webhook must not answer before its tables exist.
+                register = await run_in_threadpool(_open_register, settings.database)
+            except BaseException:
+                task.cancel()
+                raise
+            metrics.registry.register(IncidentCollector(register))
+            app.state.register = register
         if wait_for_data:
             await task
         try:
@@ -169,6 +180,26 @@ def create_app(
         finally:
             if register is not None:
                 register.engine.dispose()
+
+    return lifespan
+
+
+def create_app(
+    settings: Settings,
+    *,
+    wait_for_data: bool = False,
+    cluster: Client | None = None,
+    lake_start: Future[LakeStart] | None = None,
+) -> FastAPI:
+    """The API over ``settings.data_dir``; ``wait_for_data`` makes startup wait for the first
+    load; ``cluster``: the KPI endpoints are computed on that Dask cluster (a lake's);
+    ``lake_start``: the lake's read already begun (``kpi.lake_snapshot.start_reading``)."""
+    # Without wait_for_data the load runs in the background: /readyz is 503 until it is
+    # done and data requests wait for it up to the request timeout.
+    metrics = ApiMetrics.create()
+    store = DataStore(settings, metrics, cluster, lake_start)
+
+    lifespan = _lifespan(settings, store, metrics, wait_for_data=wait_for_data)
 
     app = FastAPI(
         title="Postal service-quality KPI API",
@@ -181,7 +212,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.store = store
-    app.state.register = register
+    app.state.register = None  # the duty desk's, once the lifespan opened it
     app.state.metrics = metrics
     app.state.keys_by_hash = {k.sha256: k for k in settings.api_keys}
     _install_error_handlers(app)

@@ -17,6 +17,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -27,7 +28,6 @@ from kpi.api.errors import ApiError
 from kpi.api.metrics import ApiMetrics
 from kpi.api.service import FamilyFrames
 from kpi.api.settings import Settings
-from kpi.cluster import family_frames, span
 from kpi.contract import COMPLAINT_CATEGORIES, FACILITY_TYPES, Kind
 from kpi.events import Effect, event_has
 from kpi.kpis.catalog import KpiError
@@ -36,7 +36,7 @@ from kpi.kpis.filters import Filter
 from kpi.kpis.functions import waiting_items
 from kpi.kpis.query import KpiQuery, Snapshot
 from kpi.lake import LakeError
-from kpi.lake_snapshot import VERSION_FILES, LakeReader, is_lake
+from kpi.lake_snapshot import LakeReader, LakeStart, is_lake, version_stamp
 from kpi.lake_tables import TablesError
 from kpi.sources.folder import FACILITIES_FILE, DataSet, load_data_dir, source_files
 from kpi.standards import STANDARDS_FILE
@@ -60,10 +60,9 @@ def fingerprint(data_dir: Path) -> Fingerprint:
     reference files: its parts never change once listed.
     """
     if is_lake(data_dir):
-        paths = [data_dir / name for name in VERSION_FILES]
-    else:
-        paths = [p for kind in Kind for p in source_files(data_dir, kind)]
-        paths += [data_dir / name for name in (FACILITIES_FILE, STANDARDS_FILE)]
+        return version_stamp(data_dir)
+    paths = [p for kind in Kind for p in source_files(data_dir, kind)]
+    paths += [data_dir / name for name in (FACILITIES_FILE, STANDARDS_FILE)]
     out: list[tuple[str, int, int]] = []
     for p in paths:
         try:
@@ -178,10 +177,15 @@ def _known_values(ds: DataSet, ev: dict[str, frozenset[str]]) -> KnownValues:
     }
 
 
-def build_generation(settings: Settings, fp: Fingerprint) -> Generation:
-    """Load the folder into memory and build the default snapshot (blocking; run in a thread)."""
+def build_generation(
+    settings: Settings, fp: Fingerprint, start: LakeStart | None = None
+) -> Generation:
+    """Load the folder into memory and build the default snapshot (blocking; run in a thread).
+
+    ``start``: the lake's read begun earlier (``kpi api``), used when it is of version ``fp``.
+    """
     if is_lake(settings.data_dir):
-        return build_lake_generation(settings, fp)
+        return build_lake_generation(settings, fp, start)
     ds = load_data_dir(settings.data_dir)
     loaded = ds.events.collect()
     # The snapshot reads the in-memory frames, so other as-of instants need no re-read.
@@ -211,19 +215,24 @@ def build_generation(settings: Settings, fp: Fingerprint) -> Generation:
     )
 
 
-def build_lake_generation(settings: Settings, fp: Fingerprint) -> Generation:
+def build_lake_generation(
+    settings: Settings, fp: Fingerprint, start: LakeStart | None = None
+) -> Generation:
     """A lake's generation: the default snapshot from its lifecycle tables, no event in memory.
 
     Drill-downs that need events read them from the lake when asked (``LakeReader``):
     an item's timeline from its bucket, the stage tables from the stage scans.
     """
-    reader = LakeReader.open(settings.data_dir)
-    tables = reader.tables()
     version = version_of(fp)
-    if settings.as_of is None:
-        default = reader.snapshot(tables)
+    if start is not None and start.stamp == fp and settings.as_of is None:
+        reader, tables, default = start.reader, start.tables, start.default
     else:
-        default = reader.snapshot_at(settings.as_of)
+        reader = LakeReader.open(settings.data_dir)
+        tables = reader.tables()
+        if settings.as_of is None:
+            default = reader.snapshot(tables)
+        else:
+            default = reader.snapshot_at(settings.as_of)
     default.version = version
     fac = reader.facilities
     ds = reader.dataset()
@@ -246,9 +255,15 @@ class DataStore:
     """Holds the current generation, reloads it when the folder changes, caches answers."""
 
     def __init__(
-        self, settings: Settings, metrics: ApiMetrics, cluster: Client | None = None
+        self,
+        settings: Settings,
+        metrics: ApiMetrics,
+        cluster: Client | None = None,
+        lake_start: Future[LakeStart] | None = None,
     ) -> None:
         self.settings = settings
+        #: The lake's first read, begun before the API was built (taken by the first load).
+        self._lake_start = lake_start
         self.metrics = metrics
         #: ``--engine dask``: the client of the cluster the KPI endpoints are computed on.
         self.cluster = cluster
@@ -269,7 +284,12 @@ class DataStore:
 
     def _build(self, fp: Fingerprint) -> Generation:
         start = time.perf_counter()
-        gen = build_generation(self.settings, fp)
+        early, self._lake_start = self._lake_start, None
+        try:
+            lake_start = early.result() if early is not None else None
+        except Exception:  # the load reads the lake again and reports what fails
+            lake_start = None
+        gen = build_generation(self.settings, fp, lake_start)
         self.metrics.load_seconds.set(time.perf_counter() - start)
         return gen
 
@@ -417,6 +437,7 @@ class DataStore:
         if client is None or lake is None:
             return None
         limit = self.settings.cluster.run_timeout_seconds
+        from kpi.cluster import family_frames  # noqa: PLC0415  (numpy: only with a cluster)
 
         def frames(q: KpiQuery, filters: tuple[Filter, ...]) -> list[pl.DataFrame]:
             try:
@@ -437,6 +458,7 @@ class DataStore:
         if client is None or lake is None or as_of is None or as_of == gen.default.as_of:
             return await self.snapshot(gen, as_of)
         key = as_of.astimezone(dt.UTC)
+        from kpi.cluster import span  # noqa: PLC0415  (numpy: only with a cluster)
 
         def build() -> Snapshot:
             try:

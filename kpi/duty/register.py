@@ -13,52 +13,29 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 
 from kpi.duty.schema import handovers, incident_events, incidents
+from kpi.duty.terms import CAUSES, STATUSES, DutyError, Episode
 from kpi.duty.webhook import WebhookAlert, WebhookPayload
+
+__all__ = ["CAUSES", "STATUSES", "DutyError", "Episode", "IncidentRegister", "open_register"]
 
 log = logging.getLogger("kpi.duty")
 
-#: Cause categories a closed incident is filed under.
-CAUSES: Final = (
-    "capacity",
-    "equipment",
-    "transport",
-    "weather",
-    "staffing",
-    "system",
-    "data_quality",
-    "false_alarm",
-    "other",
-)
-#: ``status`` filter values: open (and its two halves), resolved, closed.
-STATUSES: Final = ("open", "acknowledged", "unacknowledged", "resolved", "closed")
 ALERTMANAGER: Final = "alertmanager"
 DEFAULT_DATABASE: Final = "sqlite:///var/duty.db"
 
 Clock = Callable[[], dt.datetime]
-Episode = tuple[str, dt.datetime]
-
-
-class DutyError(Exception):
-    """A duty request that cannot be done as asked: HTTP-like status and a message."""
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
 
 
 def utc(value: dt.datetime | None) -> dt.datetime | None:
@@ -134,6 +111,12 @@ class IncidentRegister:
 
     def upgrade(self) -> None:
         """Bring the schema to the newest migration (Alembic ``upgrade head``)."""
+        if self._at_head():
+            return
+        # Alembic loads only to migrate: importing it costs about as much as starting the API.
+        from alembic import command  # noqa: PLC0415
+        from alembic.config import Config  # noqa: PLC0415
+
         # Alembic announces each of its plugins at INFO; the revision lines stay.
         logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
         cfg = Config()
@@ -144,8 +127,20 @@ class IncidentRegister:
 
     def revision(self) -> str | None:
         """The schema's current migration revision (None before the first upgrade)."""
+        from alembic.runtime.migration import MigrationContext  # noqa: PLC0415
+
         with self.engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
+
+    def _at_head(self) -> bool:
+        """Whether the schema is at the newest migration already (read without Alembic)."""
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(sa.text("SELECT version_num FROM alembic_version")).all()
+        except sa.exc.DBAPIError:  # no version table yet: a new database
+            return False
+        head = head_revision()
+        return head is not None and [r[0] for r in rows] == [head]
 
     # --- Alertmanager -------------------------------------------------------------------
 
@@ -550,6 +545,21 @@ def _incident(row: Any) -> dict[str, Any]:
         out[key] = utc(out[key])
     out["status"] = status_of(out)
     return out
+
+
+_REVISION = re.compile(r"^(down_)?revision\s*=\s*(?:[\"']([^\"']*)[\"']|None)\s*$", re.MULTILINE)
+
+
+def head_revision() -> str | None:
+    """The newest migration's revision (the one no other revises); None when unsure."""
+    revised: set[str] = set()
+    named: set[str] = set()
+    for script in (Path(__file__).parent / "migrations" / "versions").glob("*.py"):
+        for down, value in _REVISION.findall(script.read_text(encoding="utf-8")):
+            (revised if down else named).add(value)
+    heads = named - revised
+    # Several heads (or none): not read here, Alembic decides.
+    return heads.pop() if len(heads) == 1 else None
 
 
 def open_register(url: str, *, upgrade: bool = True, clock: Clock = _now) -> IncidentRegister:

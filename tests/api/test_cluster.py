@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -223,3 +224,86 @@ def test_kpi_api_serves_through_the_scheduler(
     want = _ask(clients[0], case)
     assert want["data"]
     assert close(got, want)
+
+
+def _children(pid: int) -> list[str]:
+    """The command lines of the processes whose parent is ``pid`` (from /proc)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        try:
+            status = (entry / "status").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:  # not a process, or it ended meanwhile
+            continue
+        ppid = next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:"))
+        if int(ppid) == pid:
+            out.append(cmdline.replace(b"\0", b" ").decode(errors="replace").strip())
+    return out
+
+
+def _serve(lake: Path, tmp_path: Path, *args: str) -> tuple[subprocess.Popen[bytes], str]:
+    """``kpi api LAKE --engine dask ARGS`` listening on a free port, once /readyz is 200."""
+    port = free_port()
+    config = tmp_path / "api.yaml"  # a loaded machine: the workers' first question is slow
+    config.write_text("limits: {request_timeout_seconds: 600}\n")
+    proc = subprocess.Popen(
+        [str(BIN / "kpi"), "api", str(lake), "--listen", f"127.0.0.1:{port}",
+         "--config", str(config), "--database", "none", "--engine", "dask", *args],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while True:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2):
+                return proc, f"http://127.0.0.1:{port}"
+        except OSError:
+            assert time.monotonic() < deadline, "kpi api never became ready"
+            time.sleep(0.3)
+
+
+def _post(base: str, case: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(
+        f"{base}/api/v1/query",
+        data=orjson.dumps(body(case)),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=600) as r:
+            return r.status, orjson.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, orjson.loads(exc.read())
+
+
+def test_kpi_api_workers_starts_a_local_cluster_of_that_many_workers(
+    lake: Path, clients: tuple[TestClient, TestClient], tmp_path: Path
+) -> None:
+    proc, base = _serve(lake, tmp_path, "--workers", "3", "--timeout", "600")
+    try:
+        # Each worker of the local cluster is a child process titled `dask worker [address]`.
+        workers = [c for c in _children(proc.pid) if c.startswith("dask worker")]
+        assert len(workers) == 3, _children(proc.pid)
+        case = {"measures": ["on_time_ratio", "transit_hours_p90", "delivered_items"],
+                "dimensions": ["region"], "granularity": "week"}  # fmt: skip
+        status, got = _post(base, case)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    assert status == 200, got
+    want = _ask(clients[0], case)
+    assert want["data"]
+    assert close(got, want)
+
+
+def test_kpi_api_timeout_bounds_a_cluster_run(
+    lake: Path, dask_cluster: Cluster, tmp_path: Path
+) -> None:
+    # Workers answer a task in milliseconds at best: a microsecond's budget always runs out.
+    proc, base = _serve(lake, tmp_path, "--scheduler", dask_cluster.address, "--timeout", "0.001")
+    try:
+        status, got = _post(base, {"measures": ["delivered_items"], "dimensions": ["region"]})
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    assert status == 503, got
+    assert "took longer than 0.001 s" in got["detail"], got

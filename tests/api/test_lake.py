@@ -8,6 +8,7 @@ them, from the bucket(s) they need.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,8 +18,10 @@ import polars as pl
 import pytest
 from fastapi.testclient import TestClient
 
+from kpi.api import Settings
+from kpi.api.store import build_generation, fingerprint
 from kpi.lake import DEFAULT_BUCKETS, Manifest, bucket_of, compact
-from kpi.lake_snapshot import LakeReader
+from kpi.lake_snapshot import LakeReader, start_reading
 from kpi.lake_tables import STATE_DIR, TABLES
 from tests.api.conftest import api_client
 from tests.api.test_parity import CASES, MID, body_of, same_rows
@@ -200,3 +203,29 @@ def test_a_new_compaction_is_a_new_version(sim_dir: Path, tmp_path: Path) -> Non
     assert after["as_of"] > before["as_of"]
     expected = pl.read_parquet(data / "events" / held.name).select(pl.col("ts").max()).item()
     assert dt.datetime.fromisoformat(after["as_of"]) == expected
+
+
+def test_a_read_begun_before_start_up_serves_only_its_own_version(
+    sim_lake: Path, tmp_path: Path
+) -> None:
+    # `kpi api` starts reading a lake before importing the web stack (`start_reading`).
+    lake = tmp_path / "lake"
+    shutil.copytree(sim_lake, lake)
+    settings = Settings(data_dir=lake)
+    fresh = build_generation(settings, fingerprint(lake))
+    start = start_reading(lake).result(timeout=300)
+    used = build_generation(settings, fingerprint(lake), start)
+    assert used.default is start.default and used.reader is start.reader
+    assert used.version == fresh.version
+    assert used.default.lifecycle.equals(fresh.default.lifecycle)
+    assert used.known == fresh.known
+    # Another as-of asked: the early read (as of the last event) is not that snapshot.
+    mid = fresh.default.as_of - dt.timedelta(days=3)
+    other = build_generation(Settings(data_dir=lake, as_of=mid), fingerprint(lake), start)
+    assert other.default is not start.default and other.default.as_of == mid
+    # The lake committed a new version after the read began: the load reads it again.
+    stamp = (lake / TABLES).stat().st_mtime_ns
+    os.utime(lake / TABLES, ns=(stamp + 10**9, stamp + 10**9))
+    again = build_generation(settings, fingerprint(lake), start)
+    assert again.default is not start.default and again.version != fresh.version
+    assert again.default.lifecycle.equals(fresh.default.lifecycle)

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kpi.duty.register import DutyError, IncidentRegister, open_register
+import kpi.duty.register as register_module
+from kpi.duty.register import DutyError, IncidentRegister, head_revision, open_register
 from kpi.duty.schema import incident_events, incidents
 from kpi.duty.webhook import WebhookPayload
 from tests.duty.conftest import alert, payload, utc
@@ -215,3 +221,24 @@ def test_any_delivery_order_and_resends_give_the_same_register(
             assert row["resolved_at"] == expected_end, (fp, start, end)
             previous = got[(fp, utc(_hour(mine[i - 1][0])))]["id"] if i else None
             assert row["previous_id"] == previous
+
+
+def test_head_revision_is_alembics_head() -> None:
+    cfg = Config()
+    migrations = Path(register_module.__file__).parent / "migrations"
+    cfg.set_main_option("script_location", str(migrations))
+    assert [head_revision()] == ScriptDirectory.from_config(cfg).get_heads()
+
+
+def test_a_migrated_database_opens_without_alembic(db_url: str) -> None:
+    open_register(db_url).engine.dispose()  # a new database: Alembic creates the schema
+    # Alembic costs a second to import: a register at the newest revision reopens without it.
+    code = (
+        "import sys; from kpi.duty.register import open_register; "
+        f"r = open_register({db_url!r}); r.engine.dispose(); print('alembic' in sys.modules)"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "False", run.stderr
+    reg = open_register(db_url)
+    assert reg.revision() == head_revision()
+    reg.engine.dispose()

@@ -10,7 +10,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import logging
-from typing import Annotated, Any, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
 import polars as pl
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -23,10 +23,14 @@ from kpi.api.deps import ListParam, PrincipalDep, SettingsDep, StoreDep, _bearer
 from kpi.api.errors import ERROR_RESPONSES, ApiError, Problem, forbidden
 from kpi.api.models import Instant
 from kpi.api.store import DataStore, Generation
-from kpi.duty.register import CAUSES, STATUSES, DutyError, Episode, IncidentRegister
 from kpi.duty.report import FORMATS, daily_report, day_window, render
+from kpi.duty.terms import CAUSES, STATUSES, DutyError, Episode
 from kpi.duty.webhook import WebhookAlert, WebhookPayload
 from kpi.kpis.query import Snapshot
+
+if TYPE_CHECKING:
+    # SQLAlchemy and Alembic load with the duty desk (``kpi.api.app``), not with the routes.
+    from kpi.duty.register import IncidentRegister
 
 log = logging.getLogger("kpi.api.duty")
 #: Seconds the webhook waits for the KPI values at opening before recording without them.
@@ -190,7 +194,10 @@ async def get_register(request: Request) -> IncidentRegister:
     return register
 
 
-RegisterDep = Annotated[IncidentRegister, Depends(get_register)]
+if TYPE_CHECKING:
+    RegisterDep = Annotated[IncidentRegister, Depends(get_register)]
+else:  # FastAPI needs no class of a dependency's value, and the register's is not imported
+    RegisterDep = Annotated[Any, Depends(get_register)]
 
 
 async def require_duty(principal: PrincipalDep) -> Any:

@@ -9,7 +9,6 @@ from typing import Final
 
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
-from markdown_it import MarkdownIt
 
 from kpi.api.errors import not_found
 
@@ -23,6 +22,8 @@ router = APIRouter(tags=["docs"])
 @functools.cache
 def render(path: Path = RUNBOOKS) -> str:
     """The runbooks as HTML, each alert section with the anchor alerts link to (lower case)."""
+    from markdown_it import MarkdownIt  # noqa: PLC0415  (on the first page asked, not at start-up)
+
     body = MarkdownIt("commonmark").enable("table").render(path.read_text(encoding="utf-8"))
     body = _H2.sub(lambda m: f'<h2 id="{m.group(1).lower()}">{m.group(1)}</h2>', body)
     return (
