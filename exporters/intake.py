@@ -26,6 +26,7 @@ from kpi.contract import EVENT_SCHEMA, RejectReason
 from kpi.events import key_us
 from kpi.kpis.increments import (
     FAILURE_LABELS,
+    SET_SCHEMA,
     failure_counts,
     late_count,
     merge_sets,
@@ -145,8 +146,8 @@ class Intake:
             .select(EVENT_SCHEMA.keys())
         )
         rest, labels = split_events(counted)
-        new_rest = reduce_set(set_rows(rest).lazy()).collect()
-        new_labels = reduce_set(set_rows(labels).lazy()).collect()
+        new_rest = _reduced(set_rows(rest))
+        new_labels = _reduced(set_rows(labels))
         failures = sum_counts([self.failures, failure_counts(counted)], FAILURE_LABELS)
         late = late_count(counted, self._newest_before(items.filter(kept)))
         stage = history_rows(counted)
@@ -260,6 +261,17 @@ class Intake:
             .to_series()
         )
         return late | by_rule
+
+
+def _reduced(rows: pl.DataFrame) -> pl.DataFrame:
+    """``reduce_set`` of one-event set rows: only the items with more than one event are
+    reduced. A validated event's row is its own reduction (its ``ts``, so its key, and an
+    acceptance's event key are never null), so the others pass as they are."""
+    again = rows.get_column("item_id").is_duplicated()
+    once = rows.filter(~again).select(SET_SCHEMA.keys())
+    if not again.any():
+        return once
+    return pl.concat([once, reduce_set(rows.filter(again).lazy()).collect()], how="vertical")
 
 
 def _later(a: int | None, b: int | None) -> int | None:
