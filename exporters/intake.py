@@ -20,7 +20,7 @@ from typing import Final
 import numpy as np
 import polars as pl
 
-from exporters.compact import CompactItems, event_key, item_key
+from exporters.compact import CompactItems, event_key, item_key, key_hashes
 from exporters.seen import DAY_US, Days, Hashes, SeenIds, SeenWindow, hash_ids
 from kpi.contract import EVENT_SCHEMA, RejectReason
 from kpi.events import key_us
@@ -149,7 +149,11 @@ class Intake:
         new_rest = _reduced(set_rows(rest))
         new_labels = _reduced(set_rows(labels))
         failures = sum_counts([self.failures, failure_counts(counted)], FAILURE_LABELS)
-        late = late_count(counted, self._newest_before(items.filter(kept)))
+        kept_items = items.filter(kept)
+        late = late_count(
+            pl.DataFrame([kept_items.alias("item_id"), counted.get_column("ts")]),
+            self._newest_before(kept_items),
+        )
         stage = history_rows(counted)
         # All computed: now change the intake in one go.
         self._new_seen = self._new_seen.add(fresh_hashes)
@@ -217,9 +221,12 @@ class Intake:
     # --- rules ------------------------------------------------------------------------
 
     def _newest_before(self, items: pl.Series) -> pl.DataFrame:
-        """The newest known key before the set (counted or held) of the items among ``items``."""
-        cols = ["item_id", "last_key"]
-        return pl.concat([self.base_items.newest(items), self._held.select(cols)], how="vertical")
+        """The newest known key before the set (counted or held) of the items among
+        ``items``, keyed by the item hash (as ``item_id``: joined as integers, not text)."""
+        held = self._held.select(
+            key_hashes(self._held.get_column("item_id")).alias("item_id"), "last_key"
+        )
+        return pl.concat([self.base_items.newest_keys(items), held], how="vertical")
 
     def _too_old(self, fresh: pl.DataFrame) -> pl.Series:
         """Events older than the dedup window behind the clock the set started at."""
