@@ -31,7 +31,9 @@ Rates are events (rows) per second of wall time in the child, and per second of 
 time of the child (all its threads: ``time.process_time``), which a loaded machine
 distorts far less than wall time; the machine is shared, so compare the two trees
 within one run (ratios, ``--rounds`` interleaves them), not with other runs.
-Results: a Markdown table on stdout and ``bench/out/throughput.json``.
+Results: a Markdown table on stdout and ``bench/out/throughput.json``. ``--breakdown``
+adds the CPU time of each step of the Kafka scans phase per event (each tree's own
+functions, timed by wrappers; run it with ``POLARS_MAX_THREADS=1`` so CPU time is work).
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ OUT: Final = ROOT / "bench" / "out" / "throughput.json"
 _CHILD: Final = r"""
 import json, shutil, sys, time
 from pathlib import Path
-tree, folder, live, work, poll = sys.argv[1:6]
+tree, folder, live, work, poll, breakdown = sys.argv[1:7]
 sys.path.insert(0, tree)
 import polars as pl
 from exporters.ingest import IngestConfig, Ingestor
@@ -152,7 +154,42 @@ res["kafka_catchup_events"], res["kafka_catchup_s"], res["kafka_catchup_eps"] = 
 res["kafka_catchup_cpu_s"] = time.process_time() - c
 del hist
 scans = pl.read_ndjson(lines)
+spent = {}
+if breakdown == "1":
+    # CPU time of the steps of the scans phase (each tree's own functions; a step absent
+    # from a tree is left out). Nested: "books.apply" holds the stages, settle, counters.
+    import functools, importlib
+    def timed(module, attr, label):
+        owner = importlib.import_module(module) if module else sys.modules[__name__]
+        *path, name = attr.split(".")
+        for part in path:
+            owner = getattr(owner, part, None)
+        f = getattr(owner, name, None)
+        if f is None:
+            return
+        @functools.wraps(f)
+        def wrapper(*a, **k):
+            c0 = time.process_time()
+            try:
+                return f(*a, **k)
+            finally:
+                spent[label] = spent.get(label, 0.0) + time.process_time() - c0
+        setattr(owner, name, wrapper)
+    for module, attr, label in [
+        ("", "parse_messages", "parse"), ("", "validate_poll", "validate"),
+        ("exporters.kafka.partition", "PartitionState.apply", "apply (intake + books)"),
+        ("exporters.intake", "Intake.add_events", "intake"),
+        ("exporters.books", "Books.apply", "books.apply"),
+        ("exporters.books", "apply_stages", "books.apply: stage histograms"),
+        ("exporters.books", "settle", "books.apply: lifecycle increments (settle)"),
+        ("exporters.store", "CounterStore.observe", "counters.observe (also inside the stages)"),
+        ("exporters.store", "CounterStore.add_counts", "counters.add_counts"),
+        ("exporters.compact", "CompactItems.replace", "books.apply: item state replace"),
+        ("exporters.compact", "CompactItems.rows", "item state rows"),
+    ]:
+        timed(module, attr, label)
 n, s, cpu = feed(scans)
+res["kafka_breakdown_us"] = {k: v / n * 1e6 for k, v in sorted(spent.items(), key=lambda kv: -kv[1])}
 res["kafka_events"], res["kafka_s"], res["kafka_eps"] = n, s, n / s
 res["kafka_cpu_s"] = cpu
 res["kafka_items_tracked"] = sum(st.ledger.items.height for st in states.values())
@@ -171,11 +208,14 @@ def _export_tree(rev: str, dest: Path) -> Path:
     return dest
 
 
-def child(tree: Path, folder: Path, live: Path, work: Path, poll: int) -> dict[str, Any]:
+def child(
+    tree: Path, folder: Path, live: Path, work: Path, poll: int, breakdown: bool = False
+) -> dict[str, Any]:
     """One tree's three phases in a fresh process."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
+    args = [str(tree), str(folder), str(live), str(work), str(poll), "1" if breakdown else "0"]
     out = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(tree), str(folder), str(live), str(work), str(poll)],
+        [sys.executable, "-c", _CHILD, *args],
         check=True,
         env=env,
         capture_output=True,
@@ -198,6 +238,11 @@ def main() -> None:
         "--new-ref", default=None, help="git revision of the new tree (default: the working tree)"
     )
     parser.add_argument("--only", choices=["old", "new"], default=None)
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="CPU µs per event of each step of the Kafka scans phase (timers add a little)",
+    )
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
     results: dict[str, Any] = {**vars(args), "old": [], "new": []}
@@ -213,7 +258,8 @@ def main() -> None:
             for name, tree in trees.items():
                 if args.only and name != args.only:
                     continue
-                res = child(tree, folder, live, root / f"work-{name}-{r}", args.poll)
+                work = root / f"work-{name}-{r}"
+                res = child(tree, folder, live, work, args.poll, args.breakdown)
                 results[name].append(res)
                 print(name, r, json.dumps(res), flush=True)
     finally:
@@ -232,6 +278,21 @@ def main() -> None:
         cpu = [max(r[f"{p}_events"] / r[f"{p}_cpu_s"] for r in results[name]) for p in phases]
         print(f"| {name} | events/s | " + " | ".join(f"{v:,.0f}" for v in wall) + " |")
         print(f"| {name} | events/CPU-s | " + " | ".join(f"{v:,.0f}" for v in cpu) + " |")
+    if args.breakdown:
+        print("\n| Kafka scans, CPU µs per event | old | new |")
+        print("| --- | ---: | ---: |")
+        steps = {
+            k for name in ("old", "new") for r in results[name] for k in r["kafka_breakdown_us"]
+        }
+        for step in sorted(steps):
+            cells = [
+                min(
+                    (r["kafka_breakdown_us"].get(step, float("nan")) for r in results[name]),
+                    default=float("nan"),
+                )
+                for name in ("old", "new")
+            ]
+            print(f"| {step} | " + " | ".join(f"{v:.2f}" for v in cells) + " |")
 
 
 if __name__ == "__main__":

@@ -1,14 +1,18 @@
 """The stage histograms' part of applying a set (``exporters.books``): kept apart so the
-counting core's own rules stay readable; the rules are ``kpi.kpis.stage_increments``.
+counting core's own rules stay readable; the rules are ``kpi.kpis.stage_increments``,
+computed over the exporter's integer keys (``kpi.kpis.stage_increments_coded``).
 
 The stored history leaves the acceptance scans out: of an item's acceptances the stage
 rules read only the first one's time (the first mile starts there; the others change no
 interval), and the item state already holds it exactly (``accepted_at``). So a set
 computes its items' stage tables from their stored scans plus one acceptance row made
-from the state before the set, and stores its scans but the acceptances.
+from the state before the set, and stores its scans but the acceptances. An acceptance's
+facility is never read by the rules: acceptance rows carry facility code 0.
 """
 
 from __future__ import annotations
+
+from typing import Final
 
 import polars as pl
 
@@ -17,20 +21,28 @@ from exporters.compact import key_hashes
 from exporters.compact_stages import CompactStages
 from exporters.seen import Hashes
 from exporters.store import CounterStore
-from kpi.contract import FACILITY_SCHEMA, EventType
-from kpi.kpis.stage_increments import FIRST_MILE_LABELS, history_rows, stage_increments
+from kpi.contract import FACILITY_SCHEMA
+from kpi.events import RANK_BITS, STAGE
+from kpi.kpis.stage_increments import FIRST_MILE_LABELS
+from kpi.kpis.stage_increments_coded import coded_stage_increments
+
+_ACCEPTED: Final = STAGE["accepted"]
+
+
+def _acceptances() -> pl.Expr:
+    return pl.col("key") % RANK_BITS == _ACCEPTED
 
 
 def first_acceptances(state: pl.DataFrame) -> pl.DataFrame:
-    """The first acceptance of each item of ``state`` (``STATE_SCHEMA``) as a history row
-    (the facility is left empty: the stage rules read an acceptance's time only)."""
-    return history_rows(
-        state.filter(pl.col("accepted_at").is_not_null()).select(
-            "item_id",
-            pl.lit("accepted").cast(EventType).alias("event"),
-            pl.col("accepted_at").alias("ts"),
-            pl.lit("").alias("facility"),
-        )
+    """The first acceptance of each item of ``state`` (``STATE_SCHEMA``) as coded rows
+    (``h, key, facility``; facility code 0: the rules read an acceptance's time only)."""
+    accepted = state.filter(pl.col("accepted_at").is_not_null())
+    return pl.DataFrame(
+        {
+            "h": key_hashes(accepted.get_column("item_id")),
+            "key": accepted.get_column("accepted_at").dt.epoch("us") * RANK_BITS + _ACCEPTED,
+            "facility": pl.repeat(0, accepted.height, dtype=pl.UInt32, eager=True),
+        }
     )
 
 
@@ -48,19 +60,37 @@ def apply_stages(
     ``prior``, ``merged``: the state rows of the items the set touched, before and after
     it (the first acceptance; the product and origin that label the first mile); ``retired``: the hashes of the items the set retired from the
     state, whose history goes with them (items waiting for their acceptance keep theirs).
-    Only the touched items' scans are decoded (``exporters.compact_stages``).
+    Only the touched items' scans are read, as codes (``exporters.compact_stages``).
     """
     if facilities is None:
         facilities = pl.DataFrame(schema=FACILITY_SCHEMA)
     if new_rows.is_empty():
         return history.retire(retired)
-    dims = merged.select("item_id", *FIRST_MILE_LABELS)
-    stored = history.history(key_hashes(new_rows.get_column("item_id")))
+    accepted = new_rows.filter(_acceptances())
+    grown, coded = history.encode(new_rows.filter(~_acceptances()))
+    if grown.names.is_empty():  # only acceptances and nothing stored: no stage can end
+        return grown.retire(retired)
+    new = pl.concat(
+        [
+            coded.rename({"item": "h"}),
+            pl.DataFrame(
+                {
+                    "h": key_hashes(accepted.get_column("item_id")),
+                    "key": accepted.get_column("key"),
+                    "facility": pl.repeat(0, accepted.height, dtype=pl.UInt32, eager=True),
+                }
+            ),
+        ],
+        how="vertical",
+    )
+    stored = grown.coded_rows(new.get_column("h")).rename({"item": "h"})
     before = pl.concat([stored, first_acceptances(prior)], how="vertical")
-    _, inc = stage_increments(before, new_rows, facilities, dims)
+    dims = merged.select(key_hashes(merged.get_column("item_id")).alias("h"), *FIRST_MILE_LABELS)
+    names = grown.names.get_column("facility")
+    inc = coded_stage_increments(before, new, names, facilities, dims)
     counters.observe(cat.STAGE_DWELL, inc.dwell)
     counters.observe(cat.STAGE_LEG, inc.leg)
     counters.observe(cat.STAGE_FIRST_MILE, inc.first_mile)
     counters.observe(cat.STAGE_LAST_MILE, inc.last_mile)
     counters.add_counts(cat.STAGE_REVISIONS, inc.revisions)
-    return history.add(new_rows).retire(retired)
+    return grown.add_coded(coded).retire(retired)

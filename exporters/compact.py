@@ -234,11 +234,11 @@ class CompactItems:
         extra = self.extra.filter(pl.col("item").is_in(main.get_column("item").implode()))
         return self._decode(main, extra)
 
-    def newest(self, hashes: pl.Series) -> pl.DataFrame:
-        """``item_id`` and ``last_key`` of the items among ``hashes``."""
+    def newest_keys(self, hashes: pl.Series) -> pl.DataFrame:
+        """``item_id`` (the hash, ``UInt64``) and ``last_key`` of the items among ``hashes``."""
         wanted = hashes.cast(pl.UInt64).unique().implode()
         rows = self.main.filter(pl.col("item").is_in(wanted))
-        return pl.DataFrame([item_key(rows.get_column("item")), rows.get_column("last_key")])
+        return rows.select(pl.col("item").alias("item_id"), "last_key")
 
     def _decode(self, main: pl.DataFrame, extra: pl.DataFrame) -> pl.DataFrame:
         joined = main.join(extra, on="item", how="left", maintain_order="left")

@@ -78,9 +78,14 @@ class CompactStages:
     def add(self, history: pl.DataFrame) -> CompactStages:
         """With ``history``'s rows (``HISTORY_SCHEMA``, keyed by ``item_key``) appended, but
         acceptances (``exporters.books_stages`` makes an item's first one from its state)."""
-        history = history.filter(pl.col("key") % RANK_BITS != _ACCEPTED)
+        grown, coded = self.encode(history.filter(pl.col("key") % RANK_BITS != _ACCEPTED))
+        return grown.add_coded(coded)
+
+    def encode(self, history: pl.DataFrame) -> tuple[CompactStages, pl.DataFrame]:
+        """``history``'s rows (``HISTORY_SCHEMA``) as ``ROWS_SCHEMA`` rows, and this
+        history with its dictionary grown by their new facilities (nothing stored yet)."""
         if history.is_empty():
-            return self
+            return self, pl.DataFrame(schema=ROWS_SCHEMA)
         names = self.names
         indexed = names.with_row_index("_code")
         wanted = history.select("facility")
@@ -92,7 +97,7 @@ class CompactStages:
             names = pl.concat([names, missing], how="vertical").rechunk()
             indexed = names.with_row_index("_code")
             found = wanted.join(indexed, on="facility", how="left", maintain_order="left")
-        new = pl.DataFrame(
+        coded = pl.DataFrame(
             {
                 "item": key_hashes(history.get_column("item_id")),
                 "key": history.get_column("key"),
@@ -100,10 +105,23 @@ class CompactStages:
             },
             schema=ROWS_SCHEMA,
         )
+        return CompactStages(self.rows, names), coded
+
+    def add_coded(self, coded: pl.DataFrame) -> CompactStages:
+        """With ``coded`` rows (``ROWS_SCHEMA``, codes of this dictionary) appended, but
+        acceptances."""
+        new = coded.filter(pl.col("key") % RANK_BITS != _ACCEPTED)
+        if new.is_empty():
+            return self
         rows = pl.concat([self.rows, new], how="vertical")
         if rows.n_chunks() > _MAX_CHUNKS:
             rows = rows.rechunk()
-        return CompactStages(rows, names)
+        return CompactStages(rows, self.names)
+
+    def coded_rows(self, hashes: pl.Series) -> pl.DataFrame:
+        """The ``ROWS_SCHEMA`` rows of the items among ``hashes``."""
+        wanted = hashes.cast(pl.UInt64).unique().implode()
+        return self.rows.filter(pl.col("item").is_in(wanted))
 
     def retire(self, hashes: Hashes) -> CompactStages:
         """Without the scans of the items ``hashes`` (retired from the state)."""

@@ -20,12 +20,13 @@ from typing import Final
 import numpy as np
 import polars as pl
 
-from exporters.compact import CompactItems, event_key, item_key
+from exporters.compact import CompactItems, event_key, item_key, key_hashes
 from exporters.seen import DAY_US, Days, Hashes, SeenIds, SeenWindow, hash_ids
 from kpi.contract import EVENT_SCHEMA, RejectReason
 from kpi.events import key_us
 from kpi.kpis.increments import (
     FAILURE_LABELS,
+    SET_SCHEMA,
     failure_counts,
     late_count,
     merge_sets,
@@ -145,10 +146,14 @@ class Intake:
             .select(EVENT_SCHEMA.keys())
         )
         rest, labels = split_events(counted)
-        new_rest = reduce_set(set_rows(rest).lazy()).collect()
-        new_labels = reduce_set(set_rows(labels).lazy()).collect()
+        new_rest = _reduced(set_rows(rest))
+        new_labels = _reduced(set_rows(labels))
         failures = sum_counts([self.failures, failure_counts(counted)], FAILURE_LABELS)
-        late = late_count(counted, self._newest_before(items.filter(kept)))
+        kept_items = items.filter(kept)
+        late = late_count(
+            pl.DataFrame([kept_items.alias("item_id"), counted.get_column("ts")]),
+            self._newest_before(kept_items),
+        )
         stage = history_rows(counted)
         # All computed: now change the intake in one go.
         self._new_seen = self._new_seen.add(fresh_hashes)
@@ -216,9 +221,12 @@ class Intake:
     # --- rules ------------------------------------------------------------------------
 
     def _newest_before(self, items: pl.Series) -> pl.DataFrame:
-        """The newest known key before the set (counted or held) of the items among ``items``."""
-        cols = ["item_id", "last_key"]
-        return pl.concat([self.base_items.newest(items), self._held.select(cols)], how="vertical")
+        """The newest known key before the set (counted or held) of the items among
+        ``items``, keyed by the item hash (as ``item_id``: joined as integers, not text)."""
+        held = self._held.select(
+            key_hashes(self._held.get_column("item_id")).alias("item_id"), "last_key"
+        )
+        return pl.concat([self.base_items.newest_keys(items), held], how="vertical")
 
     def _too_old(self, fresh: pl.DataFrame) -> pl.Series:
         """Events older than the dedup window behind the clock the set started at."""
@@ -260,6 +268,17 @@ class Intake:
             .to_series()
         )
         return late | by_rule
+
+
+def _reduced(rows: pl.DataFrame) -> pl.DataFrame:
+    """``reduce_set`` of one-event set rows: only the items with more than one event are
+    reduced. A validated event's row is its own reduction (its ``ts``, so its key, and an
+    acceptance's event key are never null), so the others pass as they are."""
+    again = rows.get_column("item_id").is_duplicated()
+    once = rows.filter(~again).select(SET_SCHEMA.keys())
+    if not again.any():
+        return once
+    return pl.concat([once, reduce_set(rows.filter(again).lazy()).collect()], how="vertical")
 
 
 def _later(a: int | None, b: int | None) -> int | None:

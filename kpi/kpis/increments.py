@@ -323,15 +323,26 @@ def settle(
     released = labels.filter(release)
     held = labels.filter(~release)
     state_cols = list(STATE_SCHEMA)
-    merged = reduce_states(
+    merged = reduce_repeated(
         pl.concat(
             [prior.select(state_cols), rest.select(state_cols), released.select(state_cols)],
             how="vertical",
-        ).lazy()
-    ).collect()
+        )
+    )
     touched = merged.get_column("item_id")
     inc = _increments(prior, merged, released, standards)
     return Settlement(touched, merged.select(state_cols), held, inc)
+
+
+def reduce_repeated(states: pl.DataFrame) -> pl.DataFrame:
+    """``reduce_states`` of reduced states (``STATE_SCHEMA`` rows): only the items with more
+    than one row are recomputed, a reduced row being its own reduction (rows come out
+    in another order)."""
+    again = states.get_column("item_id").is_duplicated()
+    if not again.any():
+        return states
+    merged = reduce_states(states.filter(again).lazy()).collect()
+    return pl.concat([states.filter(~again), merged.select(states.columns)], how="vertical")
 
 
 def _increments(
@@ -345,9 +356,10 @@ def _increments(
         pl.col("returned_at").is_not_null().alias("_had_return"),
     )
     had = ("_had_acceptance", "_had_attempt", "_had_delivery", "_had_return")
+    # The lifecycle's columns read here but the promise, which only a new delivery needs
+    # (the calendar is the costly part of ``lifecycle``; it is row by row).
     lc = (
-        lifecycle(merged.lazy(), standards)
-        .collect()
+        merged.select("item_id", "accepted_at", "product", "origin", "destination", "delivered_at")
         .join(flags, on="item_id", how="left")
         .with_columns(pl.col(had).fill_null(False))
     )
@@ -365,7 +377,6 @@ def _increments(
         lc.select(
             "item_id",
             "accepted_at",
-            "promised_by",
             "delivered_at",
             *had[1:],
             _label("product").alias("product"),
@@ -375,6 +386,11 @@ def _increments(
         how="left",
     )
     new_delivery = rel.filter(pl.col("_r_delivered").is_not_null() & ~pl.col("_had_delivery"))
+    promised = merged.filter(
+        pl.col("item_id").is_in(new_delivery.get_column("item_id").implode()).fill_null(False)
+    )
+    promises = lifecycle(promised.lazy(), standards).select("item_id", "promised_by").collect()
+    new_delivery = new_delivery.join(promises, on="item_id", how="left", maintain_order="left")
     judged = pl.col("accepted_at").is_not_null() & pl.col("promised_by").is_not_null()
     delivered = new_delivery.with_columns(
         flag(pl.when(judged).then(pl.col("delivered_at") <= pl.col("promised_by"))).alias("on_time")

@@ -1,0 +1,213 @@
+"""Stage increments over integer keys: ``kpi.kpis.stage_increments`` for a caller that
+holds its items as 64-bit hashes and its facilities as dictionary codes (the exporter).
+
+The rules and the answers are ``stage_increments``' (the report's ``stage_tables``,
+computed before and after the set, the difference observed, what disappeared counted as
+revisions); what differs is the work per set: the items are never turned back into id
+text, the facilities never into names, and the two versions of the touched items are
+built in **one** ``tables_from_rows`` call (item ``r`` of the set becomes ``2r`` before
+and ``2r+1`` after), then compared in one signed group-by per table. Labels are joined
+on the facility code at the end, on the observations only.
+
+The item identity is the caller's hash: two item ids sharing a hash are one item here,
+as they are everywhere in the exporter's state (``exporters.compact``).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import polars as pl
+
+from kpi.kpis.labels import UNKNOWN
+from kpi.kpis.stage_build import DWELL, LEG, tables_from_rows
+from kpi.kpis.stage_increments import (
+    COUNT,
+    FIRST_MILE_LABELS,
+    SECONDS,
+    STAGES,
+    StageIncrements,
+)
+
+#: Coded stage rows: item hash, time key (``kpi.events.event_key``), facility code.
+CODED_SCHEMA: Final[dict[str, pl.DataType]] = {
+    "h": pl.UInt64(),
+    "key": pl.Int64(),
+    "facility": pl.UInt32(),
+}
+
+_SCAN_KEYS: Final = ["kind", "r", "at", "facility", "from_facility", "started_at"]
+_FIRST: Final = ["r", "accepted_at", "first_departed_at"]
+_LAST: Final = ["r", "delivered_at", "last_arrived_at", "last_arrival_facility"]
+
+
+def _signed_diff(frame: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """``keys`` with ``_d`` = (rows after) - (rows before), nonzero only (``h`` odd = after)."""
+    return (
+        frame.lazy()
+        .select(
+            (pl.col("h") // 2).alias("r"),
+            *[k for k in keys if k != "r"],
+            ((pl.col("h") % 2).cast(pl.Int64) * 2 - 1).alias("_s"),
+        )
+        .group_by(keys)
+        .agg(pl.col("_s").sum().alias("_d"))
+        .filter(pl.col("_d") != 0)
+        .collect()
+    )
+
+
+def _repeat_new(delta: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """Rows of ``delta`` with ``_d > 0``, each as many times as it is new."""
+    new = delta.filter(pl.col("_d") > 0)
+    if new.filter(pl.col("_d") > 1).is_empty():
+        return new.select(keys)
+    return new.select(*keys, pl.int_ranges(0, pl.col("_d")).alias("_i")).explode("_i").drop("_i")
+
+
+def _gone(delta: pl.DataFrame) -> int:
+    return int(delta.filter(pl.col("_d") < 0).select((-pl.col("_d")).sum()).item() or 0)
+
+
+def facility_labels(names: pl.Series, facilities: pl.DataFrame) -> pl.DataFrame:
+    """Per facility code (the position in ``names``): ``code``, ``facility``,
+    ``facility_type``, ``region`` as the histograms label them (``facilities.csv``)."""
+    fac = facilities.select(
+        pl.col("facility").cast(pl.String),
+        pl.col("type").cast(pl.String).alias("facility_type"),
+        pl.col("region").cast(pl.String),
+    ).unique("facility", keep="last")
+    coded = pl.DataFrame({"facility": names.cast(pl.String)}).with_row_index("code")
+    labelled = coded.join(fac, on="facility", how="left", maintain_order="left")
+    return labelled.with_columns(
+        pl.col(c).fill_null(UNKNOWN).replace("", UNKNOWN)
+        for c in ("facility", "facility_type", "region")
+    )
+
+
+def _seconds(later: str, earlier: str) -> pl.Expr:
+    return ((pl.col(later) - pl.col(earlier)).dt.total_microseconds() / 1_000_000.0).alias(SECONDS)
+
+
+def _by_code(
+    frame: pl.DataFrame, column: str, labels: pl.DataFrame, cols: dict[str, str]
+) -> pl.DataFrame:
+    """``frame`` with ``labels``' columns (renamed by ``cols``) of the code in ``column``."""
+    looked = labels.select(
+        pl.col("code").alias("_c"), *[pl.col(a).alias(b) for a, b in cols.items()]
+    )
+    with_code = frame.with_columns(pl.col(column).to_physical().cast(pl.UInt32).alias("_c"))
+    return with_code.join(looked, on="_c", how="left").drop("_c")
+
+
+def _unknown(*names: str) -> list[pl.Expr]:
+    return [pl.col(n).cast(pl.String).fill_null(UNKNOWN).replace("", UNKNOWN) for n in names]
+
+
+def _observations(
+    scans: pl.DataFrame,
+    first: pl.DataFrame,
+    last: pl.DataFrame,
+    labels: pl.DataFrame,
+    dims: pl.DataFrame,
+) -> dict[str, pl.DataFrame]:
+    """New intervals as histogram observations (labels plus ``seconds``)."""
+    timed = scans.filter(pl.col("started_at").is_not_null())
+    place = {"facility": "facility", "facility_type": "facility_type", "region": "region"}
+    dwell = _by_code(timed.filter(pl.col("kind") == DWELL), "facility", labels, place).select(
+        *place, _seconds("at", "started_at")
+    )
+    leg = _by_code(
+        timed.filter(pl.col("kind") == LEG), "from_facility", labels, {"region": "from_region"}
+    )
+    leg = _by_code(leg, "facility", labels, {"region": "to_region"}).select(
+        *_unknown("from_region", "to_region"), _seconds("at", "started_at")
+    )
+    first_mile = first.join(dims, on="r", how="left").select(
+        *_unknown(*FIRST_MILE_LABELS), _seconds("first_departed_at", "accepted_at")
+    )
+    last_mile = _by_code(last, "last_arrival_facility", labels, place).select(
+        *place, _seconds("delivered_at", "last_arrived_at")
+    )
+    return {"dwell": dwell, "leg": leg, "first_mile": first_mile, "last_mile": last_mile}
+
+
+def coded_stage_increments(
+    before: pl.DataFrame,
+    new_rows: pl.DataFrame,
+    names: pl.Series,
+    facilities: pl.DataFrame,
+    dims: pl.DataFrame,
+) -> StageIncrements:
+    """What a set's stage scans add to the histograms (``stage_increments``' answers).
+
+    ``before``: ``CODED_SCHEMA`` rows of the touched items before the set (rows of other
+    items are ignored); ``new_rows``: the set's; ``names``: facility name per code;
+    ``facilities``: ``facilities.csv`` (labels); ``dims``: ``h, product, origin``.
+    """
+    if new_rows.is_empty():
+        return _empty()
+    ids = (
+        new_rows.select(pl.col("h").unique())
+        .with_row_index("r")
+        .with_columns(pl.col("r").cast(pl.UInt64))
+    )
+    enum = pl.Enum(names.cast(pl.String).to_list())
+    old = before.select(CODED_SCHEMA.keys()).join(ids, on="h", how="inner")
+    new = new_rows.select(CODED_SCHEMA.keys()).join(ids, on="h", how="inner")
+
+    def version(rows: pl.DataFrame, odd: int) -> pl.DataFrame:
+        return rows.select(
+            (pl.col("r") * 2 + odd).alias("h"), "key", pl.col("facility").cat.to(enum)
+        )
+
+    tables = tables_from_rows(pl.concat([version(old, 0), version(old, 1), version(new, 1)]))
+    if tables is None:  # no second hash is given: the dense numbers never collide
+        raise AssertionError("stage rows without h2 always build")
+    scans_d = _signed_diff(tables.scans, _SCAN_KEYS)
+    items = tables.items
+    first_d = _signed_diff(
+        items.filter(
+            pl.col("accepted_at").is_not_null() & pl.col("first_departed_at").is_not_null()
+        ),
+        _FIRST,
+    )
+    last_d = _signed_diff(
+        items.filter(
+            pl.col("delivered_at").is_not_null() & pl.col("last_arrived_at").is_not_null()
+        ),
+        _LAST,
+    )
+    timed_gone = scans_d.filter(pl.col("started_at").is_not_null())
+    gone = {
+        "dwell": _gone(timed_gone.filter(pl.col("kind") == DWELL)),
+        "leg": _gone(timed_gone.filter(pl.col("kind") == LEG)),
+        "first_mile": _gone(first_d),
+        "last_mile": _gone(last_d),
+    }
+    item_dims = dims.join(ids, on="h", how="inner").select("r", *FIRST_MILE_LABELS)
+    obs = _observations(
+        _repeat_new(scans_d, _SCAN_KEYS),
+        _repeat_new(first_d, _FIRST),
+        _repeat_new(last_d, _LAST),
+        facility_labels(names, facilities),
+        item_dims,
+    )
+    revisions = pl.DataFrame(
+        {"stage": list(STAGES), COUNT: [gone[s] for s in STAGES]},
+        schema={"stage": pl.String(), COUNT: pl.Int64()},
+    ).filter(pl.col(COUNT) > 0)
+    return StageIncrements(revisions=revisions, **obs)
+
+
+def _empty() -> StageIncrements:
+    def obs(labels: tuple[str, ...]) -> pl.DataFrame:
+        return pl.DataFrame(schema={**dict.fromkeys(labels, pl.String()), SECONDS: pl.Float64()})
+
+    return StageIncrements(
+        dwell=obs(("facility", "facility_type", "region")),
+        leg=obs(("from_region", "to_region")),
+        first_mile=obs(FIRST_MILE_LABELS),
+        last_mile=obs(("facility", "facility_type", "region")),
+        revisions=pl.DataFrame(schema={"stage": pl.String(), COUNT: pl.Int64()}),
+    )
