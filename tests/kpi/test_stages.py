@@ -144,6 +144,30 @@ def test_targets(kit: Any) -> None:
     }
 
 
+def test_facility_missing_from_the_table(kit: Any) -> None:
+    # PC2 is not in facilities.csv: its dwells (A 6, B 9) have no type or region and are
+    # judged by the default target (24 h); legs into or out of it have no region.
+    standards = DEFAULT_STANDARDS.model_copy(
+        update={
+            "stages": StageTargets.model_validate(
+                {"dwell_hours": {"processing": 8, "default": 24}, "leg_hours": {"default": 3}}
+            )
+        }
+    )
+    facs = [f for f in hand_facilities(kit) if f["facility"] != "PC2"]
+    events = hand_events(kit)
+    got = kit.answer(events, ["dwell_within_target_ratio"], facilities=facs, standards=standards)
+    assert got[()] == {"dwell_within_target_ratio": pytest.approx(4 / 5)}  # all but PC1 14
+    by_type = kit.answer(events, ["handled_items"], facilities=facs, by=["facility_type", "region"])
+    assert by_type[(None, None)] == {"handled_items": 2}
+    assert by_type[("processing", "CN-BJ")] == {"handled_items": 3}
+    regions = kit.answer(events, ["leg_items"], facilities=facs, by=["from_region", "to_region"])
+    # PC1->PC2 (A, B) and PC2->DO1 (A) lose a region; PC1->PC3 (B) keeps both.
+    assert regions[("CN-BJ", None)] == {"leg_items": 2}
+    assert regions[(None, "CN-SH")] == {"leg_items": 1}
+    assert regions[("CN-BJ", "CN-GD")] == {"leg_items": 1}
+
+
 def test_as_of_cut(kit: Any) -> None:
     # At 25 h: departures A C1 2, A PC1 9, D PC1 3, B C1 24 (A PC2 at 26 is cut);
     # legs A C1->PC1, PC1->PC2 (B's arrival at PC1, 26 h, is cut).
