@@ -171,7 +171,10 @@ def _settle(a: pl.DataFrame, rows: pl.DataFrame, candidate_ev: int, same: bool) 
 
 def _scan_rows(s: pl.DataFrame) -> pl.DataFrame:
     """Dwell rows (every departure) and leg rows (arrivals after a departure elsewhere)
-    of the sorted arrivals and departures ``s``."""
+    of the sorted arrivals and departures ``s``.
+
+    The rows are picked by masks straight into their final columns: no wide intermediate
+    frame is built (page faults on fresh memory cost more than the arithmetic here)."""
     h, ev, fac, key = pl.col("h"), pl.col("ev"), pl.col("facility"), pl.col("key")
     is_dep = ev == _DEP
     p_ev, p_fac = ev.shift(1), fac.shift(1)
@@ -183,52 +186,57 @@ def _scan_rows(s: pl.DataFrame) -> pl.DataFrame:
         .otherwise((p_ev == _DEP) & (p_fac != fac))
     )
     prev = (h == h.shift(1)).fill_null(False)
-    s = s.select(
-        "h",
-        "ev",
-        "key",
-        "facility",
-        prev.alias("prev"),
-        (prev & starts).fill_null(False).alias("easy"),
-        key.shift(1).alias("from_key"),
-        p_fac.alias("from_facility"),
+    flags = s.select(
+        is_dep.alias("dep"), prev.alias("prev"), (prev & starts).fill_null(False).alias("easy")
     )
-    prev, easy = pl.col("prev"), pl.col("easy")
-    cols = ("h", "key", "facility")
-    from_key = pl.when(easy).then("from_key").alias("from_key")
-    dwell = [s.filter(is_dep & (easy | ~prev)).select(*cols, from_key)]
-    legs = [s.filter(~is_dep & easy).select(*cols, "from_facility", "from_key")]
-    if s.select((prev & ~easy).any()).item():
-        a = s.with_row_index("i")
-        rare = a.filter(prev & ~easy)
-        deps = _settle(a, rare.filter(is_dep).select("i", *cols), _ARR, same=True)
-        dwell.append(deps.select(*cols, pl.col("c_key").alias("from_key")))
-        arrs = _settle(a, rare.filter(~is_dep).select("i", *cols), _DEP, same=False)
-        arrs = arrs.filter(pl.col("c_key").is_not_null())
-        legs.append(
-            arrs.select(
-                *cols, pl.col("c_fac").alias("from_facility"), pl.col("c_key").alias("from_key")
-            )
+    dep, prev_s, easy = flags["dep"], flags["prev"], flags["easy"]
+    fac_type = s.schema["facility"]
+
+    def pick(
+        mask: pl.Series, kind: str, from_fac: pl.Expr | None, from_key: pl.Expr
+    ) -> pl.DataFrame:
+        m = pl.lit(mask)
+        picked = s.select(
+            h.filter(m),
+            _ts(key.filter(m)).alias("at"),
+            fac.filter(m),
+            *([] if from_fac is None else [from_fac.filter(m).alias("from_facility")]),
+            _ts(from_key.filter(m)).alias("started_at"),
         )
-    started = pl.col("from_key")
-    dwell_rows = pl.concat(dwell).select(
-        pl.lit(DWELL, StageKind).alias("kind"),
-        "h",
-        _ts(key).alias("at"),
-        "facility",
-        pl.lit(None, s.schema["facility"]).alias("from_facility"),
-        _ts(started).alias("started_at"),
-    )
-    leg_rows = pl.concat(legs).select(
-        pl.lit(LEG, StageKind).alias("kind"),
-        "h",
-        _ts(key).alias("at"),
-        "facility",
-        "from_facility",
-        _ts(started).alias("started_at"),
-    )
-    scans = pl.concat([dwell_rows, leg_rows])
+        return picked.select(
+            pl.lit(kind, StageKind).alias("kind"),
+            "h",
+            "at",
+            "facility",
+            pl.lit(None, fac_type).alias("from_facility") if from_fac is None else "from_facility",
+            "started_at",
+        )
+
+    dwell = [pick(dep & (easy | ~prev_s), DWELL, None, pl.when(pl.lit(easy)).then(key.shift(1)))]
+    legs = [pick(~dep & easy, LEG, p_fac, key.shift(1))]
+    rare_mask = prev_s & ~easy
+    if rare_mask.any():
+        cols = ("h", "key", "facility")
+        a = s.with_row_index("i")
+        rare = a.filter(pl.lit(rare_mask))
+        deps = _settle(a, rare.filter(is_dep).select("i", *cols), _ARR, same=True)
+        dwell.append(_rare_rows(deps, DWELL, pl.lit(None, fac_type)))
+        arrs = _settle(a, rare.filter(~is_dep).select("i", *cols), _DEP, same=False)
+        legs.append(_rare_rows(arrs.filter(pl.col("c_key").is_not_null()), LEG, pl.col("c_fac")))
+    scans = pl.concat([*dwell, *legs])
     return scans.with_columns(hours_between("at", "started_at").alias("hours"))
+
+
+def _rare_rows(settled: pl.DataFrame, kind: str, from_fac: pl.Expr) -> pl.DataFrame:
+    """Stage rows of ``_settle``'s answer (the stage starts at the scan it found)."""
+    return settled.select(
+        pl.lit(kind, StageKind).alias("kind"),
+        "h",
+        _ts("key").alias("at"),
+        "facility",
+        from_fac.alias("from_facility"),
+        _ts("c_key").alias("started_at"),
+    )
 
 
 def _first_rows(last: bool = False) -> pl.Expr:
