@@ -137,10 +137,12 @@ class Snapshot:
         table = lifecycle(state.lazy(), ds.standards).collect()
         complaints = ds.complaints.filter(pl.col("opened_at") <= effective).collect()
         clean_parquet = isinstance(scanned, ScannedState) and not scanned.text_files
-        kept = scanned.stage_rows if isinstance(scanned, ScannedState) else None
+        # The kept rows are let go once built from (their memory is then reused).
+        kept = [scanned.stage_rows] if isinstance(scanned, ScannedState) else []
 
         def build_stages() -> StageTables:
-            tables = tables_from_rows(kept) if kept is not None and clean_parquet else None
+            rows = kept.pop() if kept else None
+            tables = tables_from_rows(rows) if rows is not None and clean_parquet else None
             if tables is not None:
                 return item_stage_rows(tables, table, ds.standards)
             # A snapshot may come from any frame of events: repeated event ids (one scan
