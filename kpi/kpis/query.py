@@ -255,13 +255,19 @@ def compute(snap: Snapshot, q: KpiQuery) -> pl.DataFrame:
     keys = [*by, PERIOD] if q.granularity else by
     # Only the asked KPIs' columns: the optimiser then drops the aggregations no one reads
     # (percentiles are the costly ones).
-    frames = pl.collect_all(
-        [
-            _family_frame(snap, f, by, w).select(*keys, *(k.name for k in kpis if k.family is f))
-            for f in families
-        ]
-    )
-    return join_families(frames, kpis, keys)
+    plans = {
+        f: _family_frame(snap, f, by, w).select(*keys, *(k.name for k in kpis if k.family is f))
+        for f in families
+    }
+    stage = [f for f in families if f in STAGE_FAMILIES]
+    rest = [f for f in families if f not in STAGE_FAMILIES]
+    got = dict(zip(rest, pl.collect_all([plans[f] for f in rest]), strict=True))
+    # The stage tables are in memory already: the in-memory engine answers them ~3x
+    # faster than the streaming one (its percentiles and means over a whole window; its
+    # means are also the exactly rounded ones where the streaming sums were 1 ulp off).
+    stage_frames = pl.collect_all([plans[f] for f in stage], engine="in-memory")
+    got.update(zip(stage, stage_frames, strict=True))
+    return join_families([got[f] for f in families], kpis, keys)
 
 
 def wants_stages(q: KpiQuery) -> bool:
