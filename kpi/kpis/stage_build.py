@@ -245,13 +245,14 @@ def _first_rows(last: bool = False) -> pl.Expr:
     return (h != h.shift(-1 if last else 1)).fill_null(True)
 
 
-def _item_rows(s: pl.DataFrame, moves: pl.DataFrame) -> pl.DataFrame:
+def _item_rows(ends: pl.DataFrame, moves: pl.DataFrame) -> pl.DataFrame:
     """Per item with an acceptance or a delivery: the first departure after the (first)
     acceptance and the delivery's (first ``delivered``) latest arrival before it.
 
-    Every frame joined here is a filter of ``s``, sorted by ``h``: the joins merge."""
+    ``ends`` (acceptances and deliveries) and ``moves`` (arrivals and departures) are
+    sorted like ``_sorted``'s: every frame joined here is a filter of one of them, sorted
+    by ``h``, and the joins merge."""
     ev, key = pl.col("ev"), pl.col("key")
-    ends = s.filter((ev == _ACC) | (ev == _DEL))
     j = ends.filter(_first_rows()).select("h")
     for kind, name in ((_ACC, "acc_key"), (_DEL, "del_key")):
         rows = ends.filter(ev == kind)
@@ -276,7 +277,7 @@ def _item_rows(s: pl.DataFrame, moves: pl.DataFrame) -> pl.DataFrame:
             key.last().alias("arr_again"), pl.col("facility").last().alias("fac_again")
         )
         j = j.join(again, on="h", how="left")
-    fac_type = s.schema["facility"]
+    fac_type = moves.schema["facility"]
     dep_again = pl.col("dep_again") if early.height else pl.lit(None, pl.Int64)
     arr_again = pl.col("arr_again") if late.height else pl.lit(None, pl.Int64)
     fac_again = pl.col("fac_again") if late.height else pl.lit(None, fac_type)
@@ -296,15 +297,26 @@ def _item_rows(s: pl.DataFrame, moves: pl.DataFrame) -> pl.DataFrame:
 
 def _build(base: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame] | None:
     """(scans, items) of ``base``, or None when two item ids share ``h`` (told by the
-    second hash ``h2``; rows without it come from a caller that proved none do)."""
-    s = _sorted(base)
-    h, h2, ev = pl.col("h"), pl.col("h2"), pl.col("ev")
-    if "h2" in s.columns:
-        if s.select(((h == h.shift(1)) & (h2 != h2.shift(1))).any()).item():
+    second hash ``h2``; rows without it come from a caller that proved none do).
+
+    Arrivals and departures are sorted apart from acceptances and deliveries: two sorts
+    of 6.2 and 2.3 M rows cost ~0.2 s less than one of 8.5 M at 10 M events, and the
+    dwell and leg rows then come from a sorted frame with nothing to filter out."""
+    rank = pl.col("key") % RANK_BITS
+    is_move = (rank == _ARR) | (rank == _DEP)
+    moves, ends = _sorted(base.filter(is_move)), _sorted(base.filter(~is_move))
+    if "h2" in base.columns:
+        h, h2 = pl.col("h"), pl.col("h2")
+        shared = (h == h.shift(1)) & (h2 != h2.shift(1))
+        if moves.select(shared.any()).item() or ends.select(shared.any()).item():
             return None
-        s = s.drop("h2")
-    moves = s.filter((ev == _ARR) | (ev == _DEP))
-    return _scan_rows(moves), _item_rows(s, moves)
+        # An item of each frame with the same h must be the same item too.
+        firsts = [f.filter(_first_rows()).select("h", "h2") for f in (moves, ends)]
+        met = firsts[0].join(firsts[1], on="h", how="inner", suffix="_end")
+        if met.select((h2 != pl.col("h2_end")).any()).item():
+            return None
+        moves, ends = moves.drop("h2"), ends.drop("h2")
+    return _scan_rows(moves), _item_rows(ends, moves)
 
 
 def tables_from_rows(rows: pl.DataFrame) -> StageTables | None:
