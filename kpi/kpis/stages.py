@@ -20,6 +20,7 @@ a window like the other families.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 import polars as pl
@@ -77,14 +78,13 @@ def item_stage_rows(
             pl.col("item_id").hash(ITEM_HASH_SEED).alias("h"), "item_id", *dim_cols
         )
         ids = hashed.select("h", "item_id")
-        dims = hashed.lazy().drop("item_id")
+        dims = hashed.drop("item_id")
     else:
-        dims = lifecycle.lazy().select("item_id", *dim_cols).join(ids.lazy(), on="item_id")
-        dims = dims.drop("item_id")
-    items = with_dispatch_by(
-        tables.items.lazy().join(dims, on="h", how="left").collect(), standards
-    )
-    return StageTables(tables.scans, items, ids)
+        dims = lifecycle.select("item_id", *dim_cols).join(ids, on="item_id").drop("item_id")
+    # Both sides sorted by h (the stage build's items are): the join merges (0.28 s as a
+    # hash join of 1.2 M items, 0.14 s sorting the lifecycle side and merging).
+    items = tables.items.sort("h").join(dims.sort("h"), on="h", how="left")
+    return StageTables(tables.scans, with_dispatch_by(items, standards), ids)
 
 
 # --- the family functions -------------------------------------------------------------
@@ -108,13 +108,35 @@ LAST_MILE_COLUMNS: Final = {
 }
 
 
-def _facility_info(facilities: pl.LazyFrame, fac_type: pl.DataType, prefix: str) -> pl.LazyFrame:
-    """``facilities.csv`` keyed like the stage rows (facilities never scanned drop out)."""
-    return facilities.select(
-        pl.col("facility").cast(fac_type, strict=False).alias(f"{prefix}facility"),
-        pl.col("type").cast(pl.String).alias(f"{prefix}facility_type"),
-        pl.col("region").alias(f"{prefix}region"),
-    ).drop_nulls(f"{prefix}facility")
+def _facility_lookup(facilities: pl.LazyFrame, values: pl.Expr) -> Callable[[str], pl.Expr]:
+    """``values`` (an expression over ``facilities.csv``) of the facility named in a
+    column of the stage rows; null for a facility the table does not list.
+
+    Stage rows name facilities as ``Categorical``: the value is gathered by the
+    category's integer code from a table indexed by code (a join per query cost ~10x)."""
+    code = pl.col("facility").cast(pl.String).cast(pl.Categorical).to_physical()
+    info = (
+        facilities.select(code.cast(pl.Int64).alias("code"), values.alias("value"))
+        .drop_nulls("code")
+        .unique("code", keep="first", maintain_order=True)
+        .collect()
+    )
+    if not info.height:
+        return lambda col: pl.lit(None, info.schema["value"])
+    size = int(info["code"].max()) + 1  # type: ignore[arg-type]
+    codes = pl.DataFrame({"code": pl.int_range(size, eager=True, dtype=pl.Int64)})
+    table = codes.join(info, on="code", how="left", maintain_order="left")["value"]
+
+    def of(col: str) -> pl.Expr:
+        at = pl.col(col).cast(pl.Categorical).to_physical().cast(pl.Int64)
+        return pl.when(at < size).then(pl.lit(table).gather(at.clip(0, size - 1)))
+
+    return of
+
+
+#: A ``facilities.csv`` text column as categories (grouped as integers, named once).
+_REGION: Final = pl.col("region").cast(pl.String).cast(pl.Categorical)
+_TYPE: Final = pl.col("type").cast(pl.String).cast(pl.Categorical)
 
 
 def _rows(
@@ -131,8 +153,18 @@ def _rows(
 def _agg(rows: pl.LazyFrame, by: list[str], keys: list[str], *exprs: pl.Expr) -> pl.LazyFrame:
     if not keys:
         return rows.select(*exprs)
-    # Facilities are grouped as integers (Enum) and named once per group.
-    return rows.group_by(keys).agg(*exprs).with_columns(pl.col(d).cast(pl.String) for d in by)
+    schema = rows.collect_schema()
+    if len(keys) == 2 and all(schema[k] == pl.Categorical for k in keys):
+        # A pair of facilities or regions: grouped by one integer made of both codes (null
+        # as 0), 2x faster than by the two columns; the names are each group's first.
+        a, b = (pl.col(k).to_physical().cast(pl.UInt64).add(1).fill_null(0) for k in keys)
+        pair = (a * 2**32 + b).alias("_pair")
+        grouped = rows.with_columns(pair).group_by("_pair").agg(pl.col(keys).first(), *exprs)
+        rows_out = grouped.drop("_pair")
+    else:
+        rows_out = rows.group_by(keys).agg(*exprs)
+    # Facilities are grouped as integers (categories) and named once per group.
+    return rows_out.with_columns(pl.col(d).cast(pl.String) for d in by)
 
 
 def _hours_stats(prefix: str, hours: pl.Expr, mean: bool = True) -> list[pl.Expr]:
@@ -143,11 +175,11 @@ def _hours_stats(prefix: str, hours: pl.Expr, mean: bool = True) -> list[pl.Expr
     return [hours.mean().alias(f"{prefix}_hours_mean"), *stats] if mean else stats
 
 
-def _dwell_target_expr(targets: StageTargets) -> pl.Expr:
+def _dwell_target_expr(targets: StageTargets, ftype_of: pl.Expr) -> pl.Expr:
     expr: pl.Expr = pl.lit(targets.dwell_hours.get("default"), pl.Float64)
     for ftype, hours in targets.dwell_hours.items():
         if ftype != "default":
-            expr = pl.when(pl.col("facility_type") == ftype).then(pl.lit(hours)).otherwise(expr)
+            expr = pl.when(ftype_of == ftype).then(pl.lit(hours)).otherwise(expr)
     return expr
 
 
@@ -160,9 +192,12 @@ def dwell_kpis(
 ) -> pl.LazyFrame:
     """Window KPIs of processing: departures in the window and their dwell times."""
     rows = scans.filter(pl.col("kind") == DWELL)
-    if {"facility_type", "region"} & set(by) or targets.dwell_hours:
-        fac_type = scans.collect_schema()["facility"]
-        rows = rows.join(_facility_info(facilities, fac_type, ""), on="facility", how="left")
+    if "facility_type" in by:
+        rows = rows.with_columns(
+            _facility_lookup(facilities, _TYPE)("facility").alias("facility_type")
+        )
+    if "region" in by:
+        rows = rows.with_columns(_facility_lookup(facilities, _REGION)("facility").alias("region"))
     rows, keys = _rows(rows, "at", by, w, DWELL_COLUMNS)
     hours = pl.col("hours")
     timed = hours.is_not_null()
@@ -174,7 +209,14 @@ def dwell_kpis(
     if not targets.dwell_hours:
         out = _agg(rows, by, keys, *exprs)
         return out.with_columns(pl.lit(None, pl.Float64).alias("dwell_within_target_ratio"))
-    target = _dwell_target_expr(targets)
+    # A facility the table does not list has no type: the default target, as for any type
+    # without its own.
+    of_type = _facility_lookup(
+        facilities, _dwell_target_expr(targets, pl.col("type").cast(pl.String))
+    )
+    target = of_type("facility").fill_null(pl.lit(targets.dwell_hours.get("default"), pl.Float64))
+    rows = rows.with_columns(target.alias("_target"))
+    target = pl.col("_target")
     judged = timed & target.is_not_null()
     exprs += [
         count_if(judged & (hours <= target)).alias("_dwell_ok"),
@@ -193,15 +235,12 @@ def leg_kpis(
 ) -> pl.LazyFrame:
     """Window KPIs of transport: legs ending (arrivals) in the window, by route."""
     rows = scans.filter(pl.col("kind") == LEG)
-    fac_type = scans.collect_schema()["facility"]
-    if "from_region" in by:
-        info = _facility_info(facilities, fac_type, "from_").select("from_facility", "from_region")
-        rows = rows.join(info, on="from_facility", how="left")
-    if "to_region" in by:
-        info = _facility_info(facilities, fac_type, "").select(
-            "facility", pl.col("region").alias("to_region")
-        )
-        rows = rows.join(info, on="facility", how="left")
+    if {"from_region", "to_region"} & set(by):
+        region = _facility_lookup(facilities, _REGION)
+        if "from_region" in by:
+            rows = rows.with_columns(region("from_facility").alias("from_region"))
+        if "to_region" in by:
+            rows = rows.with_columns(region("facility").alias("to_region"))
     rows, keys = _rows(rows, "at", by, w, LEG_COLUMNS)
     hours = pl.col("hours")
     target = targets.leg_target()

@@ -32,6 +32,7 @@ import stage_reference
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kpi.events import RANK_BITS, STAGE
 from kpi.kpis.catalog import KPI_BY_NAME, STAGE_KPIS
 from kpi.kpis.query import KpiQuery, Snapshot
 from kpi.kpis.stage_build import tables_from_rows
@@ -142,6 +143,30 @@ def test_targets(kit: Any) -> None:
         "dwell_within_target_ratio": pytest.approx(0.6),
         "leg_within_target_ratio": pytest.approx(4 / 6),
     }
+
+
+def test_facility_missing_from_the_table(kit: Any) -> None:
+    # PC2 is not in facilities.csv: its dwells (A 6, B 9) have no type or region and are
+    # judged by the default target (24 h); legs into or out of it have no region.
+    standards = DEFAULT_STANDARDS.model_copy(
+        update={
+            "stages": StageTargets.model_validate(
+                {"dwell_hours": {"processing": 8, "default": 24}, "leg_hours": {"default": 3}}
+            )
+        }
+    )
+    facs = [f for f in hand_facilities(kit) if f["facility"] != "PC2"]
+    events = hand_events(kit)
+    got = kit.answer(events, ["dwell_within_target_ratio"], facilities=facs, standards=standards)
+    assert got[()] == {"dwell_within_target_ratio": pytest.approx(4 / 5)}  # all but PC1 14
+    by_type = kit.answer(events, ["handled_items"], facilities=facs, by=["facility_type", "region"])
+    assert by_type[(None, None)] == {"handled_items": 2}
+    assert by_type[("processing", "CN-BJ")] == {"handled_items": 3}
+    regions = kit.answer(events, ["leg_items"], facilities=facs, by=["from_region", "to_region"])
+    # PC1->PC2 (A, B) and PC2->DO1 (A) lose a region; PC1->PC3 (B) keeps both.
+    assert regions[("CN-BJ", None)] == {"leg_items": 2}
+    assert regions[(None, "CN-SH")] == {"leg_items": 1}
+    assert regions[("CN-BJ", "CN-GD")] == {"leg_items": 1}
 
 
 def test_as_of_cut(kit: Any) -> None:
@@ -351,3 +376,37 @@ def test_stage_rows_of_the_scan_equal_a_second_read(
     for part in ("scans", "items", "ids"):
         got, want = getattr(fused, part), getattr(again, part)
         assert _table_rows(got) == _table_rows(want), part
+
+
+def _rows_of(*scans: tuple[int, int, str, str, int]) -> pl.DataFrame:
+    """Stage rows (h, key, facility, h2) of (h, h2, event, facility, hour) scans."""
+    return pl.DataFrame(
+        {
+            "h": [s[0] for s in scans],
+            "key": [int(at(s[4]).timestamp()) * 10**6 * RANK_BITS + STAGE[s[2]] for s in scans],
+            "facility": [s[3] for s in scans],
+            "h2": [s[1] for s in scans],
+        },
+        schema={"h": pl.UInt64, "key": pl.Int64, "facility": pl.Categorical, "h2": pl.UInt64},
+    )
+
+
+@pytest.mark.parametrize(
+    ("other", "clash"),
+    [
+        ((1, 20, "arrived", "PC2", 3), True),  # both items have moves
+        ((1, 20, "accepted", "C2", 0), True),  # the other has an acceptance alone
+        ((1, 20, "delivered", "DO1", 9), True),  # ... or a delivery alone
+        ((2, 20, "arrived", "PC2", 3), False),  # another h: no clash
+    ],
+)
+def test_two_ids_sharing_a_hash_are_told(
+    other: tuple[int, int, str, str, int], clash: bool
+) -> None:
+    # Item X (h 1, h2 10): accepted, departed C1, arrived PC1; the other id shares h or not.
+    x = [(1, 10, "accepted", "C1", 0), (1, 10, "departed", "C1", 1), (1, 10, "arrived", "PC1", 2)]
+    built = tables_from_rows(_rows_of(*x, other))
+    assert (built is None) == clash
+    if built is not None:
+        assert built.scans.filter(pl.col("kind") == "leg").height == 1
+        assert built.items.filter(pl.col("h") == 1)["first_departed_at"].to_list() == [at(1)]
