@@ -178,7 +178,9 @@ def start_reading(lake: Path) -> Future[LakeStart]:
             stamp = version_stamp(lake)  # before reading: a change meanwhile is a new version
             reader = LakeReader.open(lake)
             tables = reader.tables()
-            future.set_result(LakeStart(stamp, reader, tables, reader.snapshot(tables)))
+            snap = reader.snapshot(tables)
+            snap.prepare()  # overlaps the web stack's import too
+            future.set_result(LakeStart(stamp, reader, tables, snap))
         except BaseException as exc:  # handed to the store, which reads the lake again
             future.set_exception(exc)
 

@@ -200,6 +200,7 @@ def build_generation(
     version = version_of(fp)
     default = Snapshot.from_dataset(mem, settings.as_of)
     default.version = version
+    default.prepare()  # every KPI question asks it
     fac = ds.facilities
     return Generation(
         version=version,
@@ -234,6 +235,7 @@ def build_lake_generation(
         else:
             default = reader.snapshot_at(settings.as_of)
     default.version = version
+    default.prepare()  # every KPI question asks it (done already when ``start`` read it)
     fac = reader.facilities
     ds = reader.dataset()
     return Generation(

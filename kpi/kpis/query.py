@@ -45,6 +45,8 @@ from kpi.state_scan import ScannedState, scan_state
 log = logging.getLogger(__name__)
 
 _EPSILON = dt.timedelta(microseconds=1)
+#: The lifecycle's dimension columns (``ITEM_COLUMNS``) a prepared snapshot keeps as Enums.
+CODED_COLUMNS = ("product", "origin", "destination")
 #: Counts that are unknown (not zero) for some groups: thresholds are per facility over
 #: all products, undefined when split by product.
 NULLABLE_COUNTS = frozenset({"backlog_threshold_items", "backlog_over_threshold"})
@@ -84,6 +86,9 @@ class Snapshot:
     stage_builder: Callable[[], StageTables] | None = None
     stage_targets: StageTargets = field(default_factory=StageTargets)
     _stages: list[StageTables] = field(default_factory=list, repr=False)
+    #: The lifecycle with its item dimensions as Enums (``prepare``); not carried over by
+    #: ``dataclasses.replace``, so a snapshot restricted to some rows never reads it.
+    _coded: list[pl.DataFrame] = field(default_factory=list, init=False, repr=False)
 
     @property
     def stages(self) -> StageTables:
@@ -168,6 +173,17 @@ class Snapshot:
             stage_targets=ds.standards.stages,
         )
 
+    def prepare(self) -> None:
+        """Keep a copy of the lifecycle whose item dimensions are Enums, for the queries that
+        follow: grouping on an Enum costs about half of grouping on text (built once)."""
+        if not self._coded:
+            self._coded.append(coded_dims(self.lifecycle))
+
+    @property
+    def coded(self) -> pl.DataFrame | None:
+        """The lifecycle with Enum dimensions when ``prepare`` kept it."""
+        return self._coded[0] if self._coded else None
+
     def window(self, q: KpiQuery) -> Window:
         """The query's window with the snapshot's defaults filled in."""
         as_of = self.as_of
@@ -224,6 +240,36 @@ def _stage_frame(snap: Snapshot, family: Family, by: list[str], w: Window) -> pl
     return last_mile_kpis(snap.stages.items.lazy(), by, w)
 
 
+def coded_dims(lifecycle: pl.DataFrame) -> pl.DataFrame:
+    """``lifecycle`` with its item dimension columns as Enums of their values (same rows)."""
+    return lifecycle.with_columns(
+        pl.col(c).cast(pl.Enum(lifecycle[c].drop_nulls().unique().sort()))
+        for c in CODED_COLUMNS
+        if lifecycle.schema.get(c) == pl.String
+    )
+
+
+def _coded_frame(
+    snap: Snapshot, family: Family, by: list[str], w: Window, names: Sequence[str]
+) -> pl.LazyFrame:
+    """The family's answer, grouped on the Enum dimensions when the snapshot keeps them
+    (flow and network group the lifecycle alone): the keys are text again in the answer.
+
+    Not for means: grouped on an Enum, polars adds a group's floats in another order
+    (the last bit differs), so a mean is grouped on text as everywhere else."""
+    coded = snap.coded
+    if (
+        coded is None
+        or not by
+        or family not in (Family.FLOW, Family.NETWORK)
+        or any(n.endswith("_mean") for n in names)
+    ):
+        return _family_frame(snap, family, by, w)
+    lc = coded.lazy()
+    frame = flow_kpis(lc, by, w) if family is Family.FLOW else network_kpis(lc, by, w)
+    return frame.with_columns(pl.col(by).cast(pl.String))
+
+
 def _family_frame(snap: Snapshot, family: Family, by: list[str], w: Window) -> pl.LazyFrame:
     lc = snap.lifecycle.lazy()
     if family in STAGE_FAMILIES:
@@ -255,10 +301,8 @@ def compute(snap: Snapshot, q: KpiQuery) -> pl.DataFrame:
     keys = [*by, PERIOD] if q.granularity else by
     # Only the asked KPIs' columns: the optimiser then drops the aggregations no one reads
     # (percentiles are the costly ones).
-    plans = {
-        f: _family_frame(snap, f, by, w).select(*keys, *(k.name for k in kpis if k.family is f))
-        for f in families
-    }
+    asked = {f: [k.name for k in kpis if k.family is f] for f in families}
+    plans = {f: _coded_frame(snap, f, by, w, asked[f]).select(*keys, *asked[f]) for f in families}
     stage = [f for f in families if f in STAGE_FAMILIES]
     rest = [f for f in families if f not in STAGE_FAMILIES]
     got = dict(zip(rest, pl.collect_all([plans[f] for f in rest]), strict=True))
