@@ -52,6 +52,29 @@ def step(tailer: Tailer) -> Poll:
     return poll
 
 
+def live_read(root: Path, n: int) -> tuple[Path, Path, Tailer]:
+    """``events/live.jsonl`` with ``n`` lines (a0, a1, ...), read once by a new tailer."""
+    events = root / "events"
+    events.mkdir()
+    live = events / "live.jsonl"
+    live.write_bytes(jsonl_bytes(rows(n, "a")))
+    tailer = Tailer(root)
+    assert [r[2] for r in taken(step(tailer))] == [f"a{i}" for i in range(n)]
+    return events, live, tailer
+
+
+def hide_from_listings(monkeypatch: pytest.MonkeyPatch) -> set[str]:
+    """Names the tailer's fresh listings miss while in the returned set (a racing readdir)."""
+    listing = Tailer._fresh_listing
+    hidden: set[str] = set()
+    monkeypatch.setattr(
+        Tailer,
+        "_fresh_listing",
+        lambda self, kind: [e for e in listing(self, kind) if e.rel not in hidden],
+    )
+    return hidden
+
+
 def test_partial_last_line_waits_for_its_newline(tmp_path: Path) -> None:
     path = tmp_path / "events" / "live.jsonl"
     path.parent.mkdir()
@@ -92,12 +115,7 @@ def test_csv_header_is_kept_for_appended_rows(tmp_path: Path) -> None:
 
 
 def test_rotated_file_keeps_its_position_and_its_tail_comes_first(tmp_path: Path) -> None:
-    events = tmp_path / "events"
-    events.mkdir()
-    live = events / "live.jsonl"
-    live.write_bytes(jsonl_bytes(rows(2, "a")))
-    tailer = Tailer(tmp_path)
-    assert [r[2] for r in taken(step(tailer))] == ["a0", "a1"]
+    events, live, tailer = live_read(tmp_path, 2)
     with live.open("ab") as fh:  # written just before the rotation
         fh.write(jsonl_bytes(rows(1, "b")))
     os.rename(live, events / "live.jsonl.1")  # a name the reader would not pick up itself
@@ -341,22 +359,12 @@ def test_a_copy_missed_by_one_listing_is_read_from_where_reading_stopped(
     Before the fix the copy's unread tail (b0, b1) was lost and the copy was then read
     whole as a rotated generation (a0..a2 twice), about one CI run in ten.
     """
-    events = tmp_path / "events"
-    events.mkdir()
-    live = events / "live.jsonl"
-    live.write_bytes(jsonl_bytes(rows(3, "a")))
-    tailer = Tailer(tmp_path)
-    assert [r[2] for r in taken(step(tailer))] == ["a0", "a1", "a2"]
+    events, live, tailer = live_read(tmp_path, 3)
     with live.open("ab") as fh:  # unread when rotated
         fh.write(jsonl_bytes(rows(2, "b")))
     _rotate(events, 0)
-    listing = Tailer._fresh_listing
-    hidden = {"events/live.jsonl.1"}
-    monkeypatch.setattr(
-        Tailer,
-        "_fresh_listing",
-        lambda self, kind: [e for e in listing(self, kind) if e.rel not in hidden],
-    )
+    hidden = hide_from_listings(monkeypatch)
+    hidden.add("events/live.jsonl.1")
     assert taken(step(tailer)) == []
     if restart:  # the checkpoint keeps what the inode held
         saved = {k: json.loads(json.dumps(f.to_json())) for k, f in tailer.files.items()}
@@ -376,19 +384,8 @@ def test_copies_missed_by_the_listings_of_two_rotations_are_both_read_from_their
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two rotations, each copy missed by the listing that saw its truncation."""
-    events = tmp_path / "events"
-    events.mkdir()
-    live = events / "live.jsonl"
-    live.write_bytes(jsonl_bytes(rows(3, "a")))
-    tailer = Tailer(tmp_path)
-    assert [r[2] for r in taken(step(tailer))] == ["a0", "a1", "a2"]
-    listing = Tailer._fresh_listing
-    hidden: set[str] = set()
-    monkeypatch.setattr(
-        Tailer,
-        "_fresh_listing",
-        lambda self, kind: [e for e in listing(self, kind) if e.rel not in hidden],
-    )
+    events, live, tailer = live_read(tmp_path, 3)
+    hidden = hide_from_listings(monkeypatch)
     with live.open("ab") as fh:
         fh.write(jsonl_bytes(rows(2, "b")))
     _rotate(events, 0)  # a0..b1 -> live.jsonl.1
@@ -412,12 +409,7 @@ def test_a_copy_made_but_not_yet_truncated_is_not_read_beside_its_original(
     tmp_path: Path,
 ) -> None:
     """logrotate copies, then truncates: a poll in between reads the new lines once."""
-    events = tmp_path / "events"
-    events.mkdir()
-    live = events / "live.jsonl"
-    live.write_bytes(jsonl_bytes(rows(2, "a")))
-    tailer = Tailer(tmp_path)
-    assert [r[2] for r in taken(step(tailer))] == ["a0", "a1"]
+    events, live, tailer = live_read(tmp_path, 2)
     with live.open("ab") as fh:
         fh.write(jsonl_bytes(rows(2, "b")))
     shutil.copyfile(live, events / "live.jsonl.1")
