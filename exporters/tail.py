@@ -338,12 +338,9 @@ class Tailer:
         others = [e for e in self._fresh_listing(entry.kind) if e.key not in (entry.key, *claimed)]
         self._left = [(t, old) for t, old in self._left if self._poll_ns - t < _LEFT_NS]
         read = [s for s in (*(old for _, old in self._left), state) if s.offset]
-        copies = []
-        for old in read:
-            copy = self._copy_of(old, entry, others, claimed)
-            if copy is not None:
-                copies.append(copy)
-                self._left = [(t, o) for t, o in self._left if o is not old]
+        # A content stays remembered once its copy is found: the poll may drop the group
+        # (a file renamed meanwhile), and a copy read is followed, so never found again.
+        copies = [c for c in (self._copy_of(old, entry, others, claimed) for old in read) if c]
         if not live or not state.read_ns:
             return copies
         since = state.read_ns - _MTIME_SLACK_NS
@@ -373,11 +370,15 @@ class Tailer:
         for other in others:
             if other.stat.st_size < max(old.head_len, old.offset, 1):
                 continue  # too short to hold what was read
-            tracked = self.files.get(other.key)
-            if tracked is not None and tracked.head == old.head:
-                continue  # already read as this content's continuation
             if old.head_len and not starts_like(other, old.head_len, old.head):
                 continue
+            tracked = self.files.get(other.key)
+            if (
+                tracked is not None
+                and tracked.offset >= old.offset
+                and (tracked.head == old.head or starts_like(other, tracked.head_len, tracked.head))
+            ):
+                continue  # already read as this content's continuation (not a reused inode)
             if copy_in_progress(other, entry):
                 continue  # copied, not yet truncated: what it holds is read from ``entry``
             claimed.add(other.key)

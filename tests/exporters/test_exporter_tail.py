@@ -12,10 +12,12 @@ import random
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from exporters.tail import FileState, Poll, Tailer
+from exporters.tail_files import Entry, MovedError
 from kpi.sources.files import MAX_LINE_BYTES
 from tests.exporterkit import event, jsonl_bytes, write_parquet_atomic
 
@@ -403,6 +405,36 @@ def test_copies_missed_by_the_listings_of_two_rotations_are_both_read_from_their
         fh.write(jsonl_bytes(rows(1, "e")))
     got = [r[2] for r in taken(step(tailer)) + taken(step(tailer))]
     assert sorted(got) == ["b0", "b1", "d0", "e0"]
+
+
+def test_a_copy_found_in_a_poll_that_is_dropped_is_found_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A poll drops a file's group when a file moves under it: the copy it had found is
+    still the copy at the next poll (read from its position, not whole)."""
+    events, live, tailer = live_read(tmp_path, 3)
+    with live.open("ab") as fh:
+        fh.write(jsonl_bytes(rows(2, "b")))
+    _rotate(events, 0)
+    hidden = hide_from_listings(monkeypatch)
+    hidden.add("events/live.jsonl.1")
+    assert taken(step(tailer)) == []
+    hidden.clear()
+    with live.open("ab") as fh:
+        fh.write(jsonl_bytes(rows(2, "c")))
+    read = Tailer._read
+    moved: list[str] = []
+
+    def moves_once(self: Tailer, state: FileState, entry: Entry, *args: Any) -> None:
+        if not moved:
+            moved.append(entry.rel)
+            raise MovedError(entry.rel)
+        read(self, state, entry, *args)
+
+    monkeypatch.setattr(Tailer, "_read", moves_once)
+    assert taken(step(tailer)) == [] and moved == ["events/live.jsonl.1"]
+    got = taken(step(tailer)) + taken(step(tailer)) + taken(step(tailer))
+    assert sorted(r[2] for r in got) == ["b0", "b1", "c0", "c1"]
 
 
 def test_a_copy_made_but_not_yet_truncated_is_not_read_beside_its_original(
