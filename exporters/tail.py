@@ -296,7 +296,9 @@ class Tailer:
             return None, copies
         restart = FileState(entry.key, entry.rel, entry.kind.value, fmt, read_ns=self._poll_ns)
         restart.fresh = True
-        if text and not copies:
+        # Remembered unless its own copy was found (generations read whole do not count).
+        own = any(c.head == state.head and c.offset == state.offset for c, _ in copies)
+        if text and not own:
             restart.before = (
                 dataclasses.replace(state, before=None) if state.offset else state.before
             )

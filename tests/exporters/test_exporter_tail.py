@@ -437,6 +437,26 @@ def test_a_copy_found_in_a_poll_that_is_dropped_is_found_again(
     assert sorted(r[2] for r in got) == ["b0", "b1", "c0", "c1"]
 
 
+def test_a_copy_missed_while_a_later_generation_is_found_is_still_remembered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The listing misses the copy of what was read but shows a later generation."""
+    events, live, tailer = live_read(tmp_path, 3)
+    with live.open("ab") as fh:
+        fh.write(jsonl_bytes(rows(2, "b")))
+    _rotate(events, 0)  # a0..b1 -> live.jsonl.1
+    live.write_bytes(jsonl_bytes(rows(2, "c")))
+    _rotate(events, 1)  # a0..b1 -> live.jsonl.2, c0, c1 -> live.jsonl.1
+    hidden = hide_from_listings(monkeypatch)
+    hidden.add("events/live.jsonl.2")
+    assert [r[2] for r in taken(step(tailer))] == ["c0", "c1"]  # a generation never read
+    hidden.clear()
+    with live.open("ab") as fh:
+        fh.write(jsonl_bytes(rows(1, "d")))
+    got = taken(step(tailer)) + taken(step(tailer))
+    assert sorted(r[2] for r in got) == ["b0", "b1", "d0"]
+
+
 def test_a_copy_made_but_not_yet_truncated_is_not_read_beside_its_original(
     tmp_path: Path,
 ) -> None:
