@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from exporters.tail import Tailer
-from tests.exporters.test_exporter_tail import _rotating_writer, step, taken
+from tests.exporters.test_exporter_tail import rotating_writer, step, taken
 
 Reads = dict[str, list[tuple[int, str, int]]]
 
@@ -33,7 +33,7 @@ def trial(root: Path, seed: int, rotations: int) -> tuple[set[str], Reads]:
     (events / "live.jsonl").write_bytes(b"")
     tailer = Tailer(root)
     writer = multiprocessing.get_context("spawn").Process(
-        target=_rotating_writer, args=(events, rotations, seed)
+        target=rotating_writer, args=(events, rotations, seed)
     )
     writer.start()
     reads: Reads = collections.defaultdict(list)

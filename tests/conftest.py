@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import gzip
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 import pytest
 
 from kpi.contract import EVENT_SCHEMA
 from tests import kafkakit
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+    from tests.kpi.clusterkit import Cluster
 
 EVENT_COLUMNS = tuple(EVENT_SCHEMA)
 
@@ -76,3 +82,19 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     # Only the controlling process (no workerinput) knows that every worker is done.
     if not hasattr(session.config, "workerinput"):
         kafkakit.stop_shared(_run_root(session.config))
+
+
+@pytest.fixture(scope="module")
+def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A real Dask scheduler on 127.0.0.1 for one test module (workers per client)."""
+    from tests.kpi.clusterkit import Cluster  # noqa: PLC0415 (distributed: only where used)
+
+    with Cluster(tmp_path_factory.mktemp("dask")) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def dask_client(dask_cluster: Cluster) -> Iterator[Client]:
+    """A client of ``dask_cluster`` with its two worker processes."""
+    with dask_cluster.client() as client:
+        yield client

@@ -88,18 +88,6 @@ def lake(sim_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with Cluster(tmp_path_factory.mktemp("dask")) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def dask_client(dask_cluster: Cluster) -> Iterator[Client]:
-    with dask_cluster.client() as client:
-        yield client
-
-
 def dask_api(lake: Path, client: Client) -> TestClient:
     # A loaded test machine: a first question (workers importing the engine) may take long.
     settings = Settings(

@@ -478,7 +478,8 @@ def test_a_copy_made_but_not_yet_truncated_is_not_read_beside_its_original(
     assert taken(step(tailer)) == []
 
 
-def _rotating_writer(events: Path, rotations: int, seed: int) -> None:
+def rotating_writer(events: Path, rotations: int, seed: int) -> None:
+    """Appends generations and rotates (``copytruncate``) every few ms; also for the stress script."""
     rnd = random.Random(seed)
     gen = done = 0
     for _ in range(rotations):
@@ -504,7 +505,7 @@ def test_rotations_racing_the_polls_lose_nothing_and_read_nothing_twice(tmp_path
         (events / "live.jsonl").write_bytes(b"")
         tailer = Tailer(root)
         ctx = multiprocessing.get_context("spawn")
-        writer = ctx.Process(target=_rotating_writer, args=(events, 20, seed))
+        writer = ctx.Process(target=rotating_writer, args=(events, 20, seed))
         writer.start()
         seen: collections.Counter[str] = collections.Counter()
         while writer.is_alive():

@@ -15,7 +15,6 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -61,18 +60,6 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return folder, lake
 
 
-@pytest.fixture(scope="module")
-def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with Cluster(tmp_path_factory.mktemp("dask")) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def client(dask_cluster: Cluster) -> Iterator[Client]:
-    with dask_cluster.client() as client:
-        yield client
-
-
 def single_process(folder: Path, q: KpiQuery) -> pl.DataFrame:
     return Snapshot.from_dataset(load_data_dir(folder)).query(q)
 
@@ -86,11 +73,11 @@ QUESTIONS = [
 ]
 
 
-def test_cluster_answers_as_one_process(data: tuple[Path, Path], client: Client) -> None:
+def test_cluster_answers_as_one_process(data: tuple[Path, Path], dask_client: Client) -> None:
     folder, lake = data
     for q in QUESTIONS:
         expected = single_process(folder, q)
-        got = cluster.report(lake, q, client)
+        got = cluster.report(lake, q, dask_client)
         assert expected.height > 0
         assert_frame_equal(got, expected, rel_tol=1e-9, abs_tol=1e-9)
     # With an as-of inside the data and an explicit window too.
@@ -98,7 +85,9 @@ def test_cluster_answers_as_one_process(data: tuple[Path, Path], client: Client)
     as_of = snap.first_event_at + (snap.as_of - snap.first_event_at) / 2  # type: ignore[operator]
     q = KpiQuery(by=("product",))
     expected = Snapshot.from_dataset(load_data_dir(folder), as_of).query(q)
-    assert_frame_equal(cluster.report(lake, q, client, as_of), expected, rel_tol=1e-9, abs_tol=1e-9)
+    assert_frame_equal(
+        cluster.report(lake, q, dask_client, as_of), expected, rel_tol=1e-9, abs_tol=1e-9
+    )
 
 
 def test_a_scheduler_that_does_not_answer_is_a_clear_error_in_time() -> None:
@@ -128,17 +117,17 @@ def _copy(lake: Path, tmp_path: Path) -> tuple[Path, Manifest]:
 
 
 def test_a_lake_missing_a_bucket_is_refused(
-    data: tuple[Path, Path], client: Client, tmp_path: Path
+    data: tuple[Path, Path], dask_client: Client, tmp_path: Path
 ) -> None:
     _, lake = data
     bad, manifest = _copy(lake, tmp_path)
     shutil.rmtree(bad / "events" / "bucket=03")
     assert any("bucket=03/" in p for p in manifest.parts)  # the bucket had parts
     with pytest.raises(LakeError, match=r"missing \(bucket\(s\) 03;.*refusing a partial answer"):
-        cluster.report(bad, KpiQuery(), client)
+        cluster.report(bad, KpiQuery(), dask_client)
     # The command says so and exits 2, no answer on stdout.
     run = subprocess.run(
-        [str(BIN / "kpi"), "report", str(bad), "--engine", "dask", "--scheduler", client.scheduler.address,
+        [str(BIN / "kpi"), "report", str(bad), "--engine", "dask", "--scheduler", dask_client.scheduler.address,
          "--format", "csv"],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
@@ -146,24 +135,24 @@ def test_a_lake_missing_a_bucket_is_refused(
 
 
 def test_a_corrupt_part_is_named_not_skipped(
-    data: tuple[Path, Path], client: Client, tmp_path: Path
+    data: tuple[Path, Path], dask_client: Client, tmp_path: Path
 ) -> None:
     _, lake = data
     bad, manifest = _copy(lake, tmp_path)
     victim = next(p for p in manifest.parts if "bucket=05/" in p)
     (bad / victim).write_bytes(b"PAR1 not really parquet")
     with pytest.raises(LakeError, match=rf"bucket 5: lake part .*{victim}.* cannot be read"):
-        cluster.report(bad, KpiQuery(kpis=("accepted_items",)), client)
+        cluster.report(bad, KpiQuery(kpis=("accepted_items",)), dask_client)
     # A corrupt complaints part too (read by its own task).
     bad2, manifest2 = _copy(lake, tmp_path / "2")
     assert manifest2.complaints is not None
     (bad2 / manifest2.complaints).write_bytes(b"garbage")
     with pytest.raises(LakeError, match=r"complaints .* cannot be read"):
-        cluster.report(bad2, KpiQuery(kpis=("open_complaints",)), client)
+        cluster.report(bad2, KpiQuery(kpis=("open_complaints",)), dask_client)
     # Complaint KPIs not asked: the complaints are not read, the answer is whole.
     q = KpiQuery(kpis=("accepted_items",), by=("product",))
     expected = single_process(data[0], q)
-    assert_frame_equal(cluster.report(bad2, q, client), expected)
+    assert_frame_equal(cluster.report(bad2, q, dask_client), expected)
 
 
 def test_a_scheduler_without_workers_is_refused_in_time(tmp_path: Path) -> None:
@@ -233,7 +222,7 @@ def test_a_run_past_its_timeout_fails_naming_what_was_pending(
 
 
 def test_a_worker_killed_mid_run_changes_nothing(
-    data: tuple[Path, Path], dask_cluster: Cluster, client: Client
+    data: tuple[Path, Path], dask_cluster: Cluster, dask_client: Client
 ) -> None:
     # Last in the file: it leaves the module's cluster with one worker.
     folder, lake = data
@@ -243,7 +232,7 @@ def test_a_worker_killed_mid_run_changes_nothing(
 
     def run() -> None:
         try:
-            result["frame"] = cluster.report(lake, q, client)
+            result["frame"] = cluster.report(lake, q, dask_client)
         except Exception as exc:  # surfaced below
             result["error"] = exc
 
@@ -253,7 +242,7 @@ def test_a_worker_killed_mid_run_changes_nothing(
     deadline = time.monotonic() + 60
     # Kill as soon as the cluster holds tasks (running, or results kept in memory).
     while time.monotonic() < deadline and thread.is_alive():
-        if any(client.processing().values()) or any(client.has_what().values()):  # type: ignore[no-untyped-call]
+        if any(dask_client.processing().values()) or any(dask_client.has_what().values()):  # type: ignore[no-untyped-call]
             break
         time.sleep(0.005)
     assert thread.is_alive(), "the run ended before the worker could be killed"
@@ -262,4 +251,4 @@ def test_a_worker_killed_mid_run_changes_nothing(
     thread.join(timeout=120)
     assert "error" not in result, result.get("error")
     assert_frame_equal(result["frame"], expected, rel_tol=1e-9, abs_tol=1e-9)  # type: ignore[arg-type]
-    assert len(client.scheduler_info()["workers"]) == 1  # type: ignore[no-untyped-call]
+    assert len(dask_client.scheduler_info()["workers"]) == 1  # type: ignore[no-untyped-call]
