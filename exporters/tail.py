@@ -279,12 +279,17 @@ class Tailer:
             return state, self._kept(state, entry, claimed, live)
         lost = state.offset or state.before
         copies = self._copies_of(state, entry, claimed, live) if text and lost else []
+        # Its own copy continues what was read; the others are generations read whole.
+        own = [e.rel for c, e in copies if c.head == state.head and c.offset == state.offset]
+        whole = [e.rel for c, e in copies if e.rel not in own]
         if copies:
             log.warning(
-                "%s was %s; reading the rest of its copy %s, then it from the start",
+                "%s was %s; reading %s%s%s, then it from the start",
                 entry.rel,
                 reason,
-                ", ".join(c[1].rel for c in copies),
+                f"the rest of its copy {own[0]}" if own else "",
+                " and " if own and whole else "",
+                f"the generations {', '.join(whole)} whole" if whole else "",
             )
         elif text and fmt is None:
             log.warning("%s was %s", entry.rel, reason)
@@ -297,7 +302,6 @@ class Tailer:
         restart = FileState(entry.key, entry.rel, entry.kind.value, fmt, read_ns=self._poll_ns)
         restart.fresh = True
         # Remembered unless its own copy was found (generations read whole do not count).
-        own = any(c.head == state.head and c.offset == state.offset for c, _ in copies)
         if text and not own:
             restart.before = (
                 dataclasses.replace(state, before=None) if state.offset else state.before

@@ -325,7 +325,9 @@ def _rotate(events: Path, generations: int) -> None:
         fh.truncate(0)
 
 
-def test_two_rotations_between_polls_lose_nothing_and_read_nothing_twice(tmp_path: Path) -> None:
+def test_two_rotations_between_polls_lose_nothing_and_read_nothing_twice(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     events = tmp_path / "events"
     events.mkdir()
     live = events / "live.jsonl"
@@ -341,8 +343,13 @@ def test_two_rotations_between_polls_lose_nothing_and_read_nothing_twice(tmp_pat
     live.write_bytes(jsonl_bytes(rows(2, "c")))  # a whole generation never polled
     _rotate(events, 2)
     live.write_bytes(jsonl_bytes(rows(1, "d")))
-    got = taken(step(tailer))
+    with caplog.at_level("WARNING", logger="exporters.tail"):
+        got = taken(step(tailer))
     assert sorted(r[2] for r in got) == ["b0", "b1", "c0", "c1", "d0"]
+    assert (
+        "events/live.jsonl was truncated; reading the rest of its copy events/live.jsonl.2"
+        " and the generations events/live.jsonl.1 whole, then it from the start"
+    ) in caplog.messages
     assert ("events/live.jsonl.2", 4, "b0") in got  # the copy's tail, at its line numbers
     assert taken(step(tailer)) == []
     with live.open("ab") as fh:
@@ -438,7 +445,7 @@ def test_a_copy_found_in_a_poll_that_is_dropped_is_found_again(
 
 
 def test_a_copy_missed_while_a_later_generation_is_found_is_still_remembered(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The listing misses the copy of what was read but shows a later generation."""
     events, live, tailer = live_read(tmp_path, 3)
@@ -449,7 +456,13 @@ def test_a_copy_missed_while_a_later_generation_is_found_is_still_remembered(
     _rotate(events, 1)  # a0..b1 -> live.jsonl.2, c0, c1 -> live.jsonl.1
     hidden = hide_from_listings(monkeypatch)
     hidden.add("events/live.jsonl.2")
-    assert [r[2] for r in taken(step(tailer))] == ["c0", "c1"]  # a generation never read
+    with caplog.at_level("WARNING", logger="exporters.tail"):
+        assert [r[2] for r in taken(step(tailer))] == ["c0", "c1"]  # a generation never read
+    assert any(
+        m.endswith("reading the generations events/live.jsonl.1 whole, then it from the start")
+        for m in caplog.messages
+    )
+    assert not any("its copy" in m for m in caplog.messages)
     hidden.clear()
     with live.open("ab") as fh:
         fh.write(jsonl_bytes(rows(1, "d")))
