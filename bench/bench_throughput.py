@@ -202,6 +202,12 @@ if breakdown == "1":
         ("exporters.store", "CounterStore.add_counts", "counters.add_counts"),
         ("exporters.compact", "CompactItems.replace", "books.apply: item state replace"),
         ("exporters.compact", "CompactItems.rows", "item state rows"),
+        ("exporters.compact", "CompactItems.retire", "books.apply: item state retire"),
+        ("exporters.seen", "SeenWindow.contains", "intake: dedup window lookups"),
+        ("exporters.intake", "hash_ids", "intake: id hashes"),
+        ("exporters.intake", "_reduced", "intake: set summaries"),
+        ("kpi.kpis.increments", "reduce_repeated", "settle: state reduction"),
+        ("kpi.kpis.increments", "_increments", "settle: increments"),
     ]:
         timed(module, attr, label)
 # The scans in equal consecutive chunks, one per set size (0: the shard's defaults).
