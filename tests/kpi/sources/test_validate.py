@@ -112,3 +112,11 @@ def test_usual_forms_by_hand() -> None:
         for text, ts, reason in zip(cases, out["ts"], out[REASON], strict=True)
     }
     assert got == cases
+
+
+def test_a_bad_first_value_does_not_reject_the_rest() -> None:
+    """The former format inference took its format from the batch's first value: after
+    ``0/1/1`` a valid timestamp was ``bad_timestamp``; now it reads as it does alone."""
+    out = _validated(["0/1/1", "1990-01-01T00:00Z"])
+    assert out[REASON].to_list() == ["bad_timestamp", None]
+    assert out["ts"][1] == dt.datetime(1990, 1, 1, tzinfo=dt.UTC)
