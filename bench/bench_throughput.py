@@ -20,12 +20,17 @@ working tree), interleaved ``--rounds`` times, a fresh child process measures:
    ``validate_poll`` -> each partition's ``PartitionState.apply``, polls of
    ``--poll`` messages (the shard's ``max_messages``): the JSONL phase's scans as messages
    with the whole folder's items tracked -> events/s. A tree with ``OpenSets`` gathers the
-   polls' shares and applies them when due, with the shard's defaults (5 s, 500 k
-   records; the input's end counts as a short poll); an older tree applies each poll's
+   polls' shares and applies them when due, with the shard's defaults (``ShardConfig``'s
+   ``max_set_seconds``/``max_set_events``; the input's end counts as a short poll); an older tree applies each poll's
    share of each partition at once, as its shard did. Before it, the folder's events are
    caught up partition by partition in polls of 250 k messages of one partition (also
    timed: the catch-up rate of a shard whose polls each hold one partition). The broker,
    the network and librdkafka's fetches are not in it (they run on their own threads).
+
+``--kafka-lines N`` gives the Kafka scans phase its own N scans (else the JSONL phase's);
+``--set-events A B ...`` cuts them into equal consecutive chunks, one per size, each fed
+in sets of that many records per partition (no age limit; 0 = the shard's defaults): what
+a set costs apart from its records. ``--kafka-only`` skips the Parquet and JSONL phases.
 
 Rates are events (rows) per second of wall time in the child, and per second of CPU
 time of the child (all its threads: ``time.process_time``), which a loaded machine
@@ -59,7 +64,7 @@ OUT: Final = ROOT / "bench" / "out" / "throughput.json"
 _CHILD: Final = r"""
 import json, shutil, sys, time
 from pathlib import Path
-tree, folder, live, work, poll, breakdown = sys.argv[1:7]
+tree, folder, live, work, poll, breakdown, kafka_live, set_sizes, file_phases = sys.argv[1:10]
 sys.path.insert(0, tree)
 import polars as pl
 from exporters.ingest import IngestConfig, Ingestor
@@ -77,20 +82,21 @@ work = Path(work)
 data = work / "data"
 shutil.copytree(folder, data)
 res = {}
-ing = Ingestor(IngestConfig(data, work / "state", max_batch_rows=250_000))
-events = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in (data / "events").glob("*.parquet"))
-t, c = time.perf_counter(), time.process_time(); drain(ing); s = time.perf_counter() - t
-res["parquet_events"], res["parquet_s"], res["parquet_eps"] = events, s, events / s
-res["parquet_cpu_s"] = time.process_time() - c
 lines = Path(live).read_bytes()
-(data / "events" / "live.jsonl").write_bytes(lines)
-n = lines.count(b"\n")
-t, c = time.perf_counter(), time.process_time(); drain(ing); s = time.perf_counter() - t
-res["jsonl_events"], res["jsonl_s"], res["jsonl_eps"] = n, s, n / s
-res["jsonl_cpu_s"] = time.process_time() - c
-res["items_tracked"] = ing.ledger.items.height
-ing.close()
-del ing
+if file_phases == "1":
+  ing = Ingestor(IngestConfig(data, work / "state", max_batch_rows=250_000))
+  events = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in (data / "events").glob("*.parquet"))
+  t, c = time.perf_counter(), time.process_time(); drain(ing); s = time.perf_counter() - t
+  res["parquet_events"], res["parquet_s"], res["parquet_eps"] = events, s, events / s
+  res["parquet_cpu_s"] = time.process_time() - c
+  (data / "events" / "live.jsonl").write_bytes(lines)
+  n = lines.count(b"\n")
+  t, c = time.perf_counter(), time.process_time(); drain(ing); s = time.perf_counter() - t
+  res["jsonl_events"], res["jsonl_s"], res["jsonl_eps"] = n, s, n / s
+  res["jsonl_cpu_s"] = time.process_time() - c
+  res["items_tracked"] = ing.ledger.items.height
+  ing.close()
+  del ing
 
 topic, poll = "postal.events", int(poll)
 def open_state(p):
@@ -102,7 +108,7 @@ def open_state(p):
 states = {p: open_state(p) for p in range(8)}
 import exporters.kafka.partition as KP
 OpenSets = getattr(KP, "OpenSets", None)
-def feed(frame):
+def feed(frame, set_events=0):
     keys, values = to_messages(frame.lazy(), Kind.EVENTS)
     parts = frame.select(pl.col("item_id").str.extract(r"(\d+)").cast(pl.Int64) % 8).to_series().to_list()
     offsets = {p: states[p].next_offset or 0 for p in range(8)}
@@ -112,13 +118,23 @@ def feed(frame):
     # As the shard's _apply: the poll's next offset per partition in one pass; with
     # OpenSets (this tree) the shares are gathered and applied when due, as the shard
     # does (a short poll, age, size); the input's end is a short poll.
-    sets = OpenSets(5.0, 500_000) if OpenSets is not None else None
+    # set_events > 0: each partition's set is ~set_events records (no age limit), to
+    # measure what a set costs apart from its records.
+    try:  # the shard's defaults
+        from exporters.kafka.config import ShardConfig as SC
+        defaults = (SC.max_set_seconds, SC.max_set_events)
+    except (ImportError, AttributeError):
+        defaults = (5.0, 500_000)
+    limits = defaults if set_events <= 0 else (float("inf"), set_events * 8)
+    sets = OpenSets(*limits) if OpenSets is not None else None
     def flush():
         for (_, p), share, end in sets.take():
             states[p].apply(share, next_offset=end)
+    # Polls no larger than a set (all partitions' shares) so the sets are that size.
+    n_poll = poll if set_events <= 0 else min(poll, set_events * 8)
     t, c = time.perf_counter(), time.process_time()
-    for i in range(0, len(values), poll):
-        batch = Messages(values[i:i + poll], srcs[i:i + poll], offs[i:i + poll])
+    for i in range(0, len(values), n_poll):
+        batch = Messages(values[i:i + n_poll], srcs[i:i + n_poll], offs[i:i + n_poll])
         ends = {}
         for s_, o in zip(batch.sources, batch.rows):
             ends[s_] = o + 1
@@ -129,7 +145,7 @@ def feed(frame):
                 states[p].apply(share, next_offset=ends[src])
             else:
                 sets.add((topic, p), share, ends[src])
-        if sets is not None and sets.due(short_poll=len(batch.values) < poll):
+        if sets is not None and sets.due(short_poll=len(batch.values) < n_poll):
             flush()
     if sets is not None:
         flush()
@@ -153,7 +169,7 @@ s = time.perf_counter() - t
 res["kafka_catchup_events"], res["kafka_catchup_s"], res["kafka_catchup_eps"] = hist.height, s, hist.height / s
 res["kafka_catchup_cpu_s"] = time.process_time() - c
 del hist
-scans = pl.read_ndjson(lines)
+scans = pl.read_ndjson(Path(kafka_live).read_bytes() if kafka_live else lines)
 spent = {}
 if breakdown == "1":
     # CPU time of the steps of the scans phase (each tree's own functions; a step absent
@@ -186,12 +202,27 @@ if breakdown == "1":
         ("exporters.store", "CounterStore.add_counts", "counters.add_counts"),
         ("exporters.compact", "CompactItems.replace", "books.apply: item state replace"),
         ("exporters.compact", "CompactItems.rows", "item state rows"),
+        ("exporters.compact", "CompactItems.retire", "books.apply: item state retire"),
+        ("exporters.seen", "SeenWindow.contains", "intake: dedup window lookups"),
+        ("exporters.intake", "hash_ids", "intake: id hashes"),
+        ("exporters.intake", "_reduced", "intake: set summaries"),
+        ("kpi.kpis.increments", "reduce_repeated", "settle: state reduction"),
+        ("kpi.kpis.increments", "_increments", "settle: increments"),
     ]:
         timed(module, attr, label)
-n, s, cpu = feed(scans)
-res["kafka_breakdown_us"] = {k: v / n * 1e6 for k, v in sorted(spent.items(), key=lambda kv: -kv[1])}
-res["kafka_events"], res["kafka_s"], res["kafka_eps"] = n, s, n / s
-res["kafka_cpu_s"] = cpu
+# The scans in equal consecutive chunks, one per set size (0: the shard's defaults).
+sizes = [int(x) for x in set_sizes.split(",")]
+step = -(-scans.height // len(sizes))
+res["kafka_sets"] = []
+for k, size in enumerate(sizes):
+    spent.clear()
+    n, s, cpu = feed(scans.slice(k * step, step), size)
+    res["kafka_sets"].append({"set_events": size, "events": n, "s": s, "cpu_s": cpu,
+        "breakdown_us": {k_: v / n * 1e6 for k_, v in sorted(spent.items(), key=lambda kv: -kv[1])}})
+first = res["kafka_sets"][0]
+res["kafka_breakdown_us"] = first["breakdown_us"]
+res["kafka_events"], res["kafka_s"], res["kafka_eps"] = first["events"], first["s"], first["events"] / first["s"]
+res["kafka_cpu_s"] = first["cpu_s"]
 res["kafka_items_tracked"] = sum(st.ledger.items.height for st in states.values())
 for st in states.values():
     st.close()
@@ -209,11 +240,26 @@ def _export_tree(rev: str, dest: Path) -> Path:
 
 
 def child(
-    tree: Path, folder: Path, live: Path, work: Path, poll: int, breakdown: bool = False
+    tree: Path,
+    folder: Path,
+    live: Path,
+    work: Path,
+    args: argparse.Namespace,
+    kafka_live: Path | None = None,
 ) -> dict[str, Any]:
     """One tree's three phases in a fresh process."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    args = [str(tree), str(folder), str(live), str(work), str(poll), "1" if breakdown else "0"]
+    args = [
+        str(tree),
+        str(folder),
+        str(live),
+        str(work),
+        str(args.poll),
+        "1" if args.breakdown else "0",
+        "" if kafka_live is None else str(kafka_live),
+        ",".join(str(n) for n in args.set_events),
+        "0" if args.kafka_only else "1",
+    ]
     out = subprocess.run(
         [sys.executable, "-c", _CHILD, *args],
         check=True,
@@ -239,6 +285,23 @@ def main() -> None:
     )
     parser.add_argument("--only", choices=["old", "new"], default=None)
     parser.add_argument(
+        "--kafka-lines",
+        type=int,
+        default=None,
+        help="scans for the Kafka phase (default: the JSONL phase's lines)",
+    )
+    parser.add_argument(
+        "--set-events",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="records per partition per set, one chunk of the scans each (0: the shard's "
+        "defaults, ShardConfig's max_set_seconds / max_set_events in all)",
+    )
+    parser.add_argument(
+        "--kafka-only", action="store_true", help="skip the Parquet and JSONL phases"
+    )
+    parser.add_argument(
         "--breakdown",
         action="store_true",
         help="CPU µs per event of each step of the Kafka scans phase (timers add a little)",
@@ -252,6 +315,10 @@ def main() -> None:
         live = root / "live.jsonl"
         first_new = args.unfinished + args.finished
         live.write_bytes(live_lines(args.unfinished, args.jsonl_lines, 2, first_new))
+        kafka_live = None
+        if args.kafka_lines is not None:
+            kafka_live = root / "kafka-live.jsonl"
+            kafka_live.write_bytes(live_lines(args.unfinished, args.kafka_lines, 3, first_new))
         new = ROOT if args.new_ref is None else _export_tree(args.new_ref, root / "new")
         trees = {"old": _export_tree(args.old_ref, root / "old"), "new": new}
         for r in range(args.rounds):
@@ -259,40 +326,67 @@ def main() -> None:
                 if args.only and name != args.only:
                     continue
                 work = root / f"work-{name}-{r}"
-                res = child(tree, folder, live, work, args.poll, args.breakdown)
+                res = child(tree, folder, live, work, args, kafka_live)
                 results[name].append(res)
                 print(name, r, json.dumps(res), flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(results, indent=2))
+    report(results, args.breakdown)
+
+
+def _rate(runs: list[dict[str, Any]], phase: str, key: str) -> str:
+    vals = [r[f"{phase}_events"] / r[f"{phase}_{key}"] for r in runs if f"{phase}_{key}" in r]
+    return f"{max(vals):,.0f}" if vals else "-"
+
+
+def report(results: dict[str, Any], breakdown: bool) -> None:
+    """The Markdown tables: rates, rates by set size, and the breakdown."""
     phases = ("parquet", "jsonl", "kafka_catchup", "kafka")
     print(
         "| tree | rate | Parquet catch-up | JSONL | Kafka path, catch-up | Kafka path, 1 M+ items |"
     )
     print("| --- | --- | ---: | ---: | ---: | ---: |")
     for name in ("old", "new"):
-        if not results[name]:
+        runs = results[name]
+        if not runs:
             continue
-        wall = [max(r[f"{p}_eps"] for r in results[name]) for p in phases]
-        cpu = [max(r[f"{p}_events"] / r[f"{p}_cpu_s"] for r in results[name]) for p in phases]
-        print(f"| {name} | events/s | " + " | ".join(f"{v:,.0f}" for v in wall) + " |")
-        print(f"| {name} | events/CPU-s | " + " | ".join(f"{v:,.0f}" for v in cpu) + " |")
-    if args.breakdown:
-        print("\n| Kafka scans, CPU µs per event | old | new |")
-        print("| --- | ---: | ---: |")
-        steps = {
-            k for name in ("old", "new") for r in results[name] for k in r["kafka_breakdown_us"]
+        print(f"| {name} | events/s | " + " | ".join(_rate(runs, p, "s") for p in phases) + " |")
+        cpu = " | ".join(_rate(runs, p, "cpu_s") for p in phases)
+        print(f"| {name} | events/CPU-s | {cpu} |")
+    print("\n| tree | records per partition per set | events | CPU µs per event (best) |")
+    print("| --- | ---: | ---: | ---: |")
+    for name in ("old", "new"):
+        chunks = [c for r in results[name] for c in r.get("kafka_sets", [])]
+        for size in dict.fromkeys(c["set_events"] for c in chunks):
+            same = [c for c in chunks if c["set_events"] == size]
+            best = min(c["cpu_s"] / c["events"] * 1e6 for c in same)
+            print(f"| {name} | {size or 'defaults'} | {same[0]['events']:,} | {best:.2f} |")
+    if not breakdown:
+        return
+    print("\n| Kafka scans, CPU µs per event | set size | old | new |")
+    print("| --- | ---: | ---: | ---: |")
+    sizes = dict.fromkeys(
+        c["set_events"] for n in ("old", "new") for r in results[n] for c in r.get("kafka_sets", [])
+    )
+    for size in sizes:
+        chunks = {
+            n: [c for r in results[n] for c in r.get("kafka_sets", []) if c["set_events"] == size]
+            for n in ("old", "new")
         }
+        steps = {k for n in chunks for c in chunks[n] for k in c["breakdown_us"]}
         for step in sorted(steps):
             cells = [
                 min(
-                    (r["kafka_breakdown_us"].get(step, float("nan")) for r in results[name]),
+                    (c["breakdown_us"].get(step, float("nan")) for c in chunks[n]),
                     default=float("nan"),
                 )
-                for name in ("old", "new")
+                for n in ("old", "new")
             ]
-            print(f"| {step} | " + " | ".join(f"{v:.2f}" for v in cells) + " |")
+            print(
+                f"| {step} | {size or 'defaults'} | " + " | ".join(f"{v:.2f}" for v in cells) + " |"
+            )
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from exporters.tail import Chunk, FileState, Tailer
 from kpi.contract import Kind, RejectReason
 from kpi.kpis.increments import SECONDS
 from kpi.sources.files import reject
-from kpi.sources.folder import validated
+from kpi.sources.folder import validated_frames
 from kpi.sources.validate import REJECT_SCHEMA, ROW
 
 log = logging.getLogger(__name__)
@@ -293,8 +293,7 @@ class Ingestor:
         """(good rows in file order, all rejects) of one chunk; unreadable data is one reject."""
         parse_rejects = chunk.batch.rejects_frame()
         try:
-            good, bad = validated(chunk.batch, chunk.kind, self._not_after)
-            good_df, bad_df = pl.collect_all([good, bad])
+            good_df, bad_df = validated_frames(chunk.batch, chunk.kind, self._not_after)
         except Exception as exc:  # e.g. a Parquet file with a valid footer and corrupt pages
             unreadable = reject(
                 chunk.source, None, RejectReason.UNREADABLE_FILE, f"unreadable: {exc}"

@@ -81,7 +81,10 @@ class Intake:
         self._clock = clock_us
         self._retention = retention_us
         self._window = dedup_window_us
+        #: Hashes of ``_new_hashes[:_folded]`` as a set; the rest are folded in only when
+        #: a later call looks them up (a set of one call never builds it).
         self._new_seen = SeenIds()
+        self._folded = 0
         self._new_hashes: list[Hashes] = []
         self._new_days: list[Days] = []
         #: Reduced per-item summaries of each call, folded once when read (``merge_sets``).
@@ -114,7 +117,7 @@ class Intake:
             return
         first = events.filter(pl.col("event_id").is_first_distinct())
         hashes = hash_ids(first["event_id"])
-        known_mask = self._seen.contains(hashes) | self._new_seen.contains(hashes)
+        known_mask = self._seen.contains(hashes) | self._earlier(hashes)
         fresh = first.filter(~pl.Series(known_mask))
         rejects = [
             rejects_of(
@@ -156,7 +159,6 @@ class Intake:
         )
         stage = history_rows(counted)
         # All computed: now change the intake in one go.
-        self._new_seen = self._new_seen.add(fresh_hashes)
         self._new_hashes.append(fresh_hashes)
         self._new_days.append(fresh_days)
         self._rest_parts.append(new_rest)
@@ -219,6 +221,14 @@ class Intake:
         return self.rows == 0 and not self._rejects
 
     # --- rules ------------------------------------------------------------------------
+
+    def _earlier(self, hashes: Hashes) -> np.ndarray:
+        """Which ``hashes`` earlier calls of this set counted."""
+        pending = self._new_hashes[self._folded :]
+        if pending:
+            self._new_seen = self._new_seen.add(np.concatenate(pending))
+            self._folded = len(self._new_hashes)
+        return self._new_seen.contains(hashes)
 
     def _newest_before(self, items: pl.Series) -> pl.DataFrame:
         """The newest known key before the set (counted or held) of the items among

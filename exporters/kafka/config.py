@@ -29,9 +29,11 @@ class ShardConfig:
     checkpoint_interval: float = 10.0
     max_messages: int = 100_000
     #: Polls are gathered into one set per partition (``OpenSets``) for at most this long
-    #: (below ``refresh_interval``: the exposition is no staler) or this many records.
+    #: (below ``refresh_interval``: the exposition is no staler) or this many records: 5 s
+    #: at 250 k events/s (a set costs ~0.1 s of CPU per partition on top of its records;
+    #: gathered records hold ~75 B each, ~90 MB at the limit).
     max_set_seconds: float = 5.0
-    max_set_events: int = 500_000
+    max_set_events: int = 1_250_000
     session_timeout: float = 10.0
     stall_hours: float = 48.0
     retention: float | None = RETENTION_DEFAULT

@@ -29,7 +29,7 @@ from exporters.state import StateDirLock
 from exporters.tail import FileState
 from kpi.contract import Kind, RejectReason
 from kpi.sources.files import RawBatch, reject
-from kpi.sources.folder import validated
+from kpi.sources.folder import validated_frames
 from kpi.sources.validate import REJECT_SCHEMA, ROW, SOURCE
 from kpi.streams.messages import source_name
 
@@ -140,8 +140,7 @@ def validate_poll(
     over many partitions is validated in one go rather than once per partition. Events
     dated after ``not_after`` are ``future_ts`` rejects, as in the file exporter.
     """
-    good_lazy, bad_lazy = validated(batch, kind, not_after)
-    good, bad = pl.collect_all([good_lazy, bad_lazy])
+    good, bad = validated_frames(batch, kind, not_after)
     bad = pl.concat([batch.rejects_frame(), bad], how="vertical_relaxed")
     goods = good.partition_by(SOURCE, as_dict=True, maintain_order=True)
     bads = bad.partition_by("source", as_dict=True, maintain_order=True)

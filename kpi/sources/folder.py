@@ -15,6 +15,7 @@ import polars as pl
 from kpi.contract import FACILITY_SCHEMA, FACILITY_TYPES, SCHEMAS, Kind, s10_invalid_expr
 from kpi.sources.files import RawBatch, file_format, read_file
 from kpi.sources.validate import (
+    REJECT_SCHEMA,
     ROW,
     SOURCE,
     dedupe,
@@ -71,6 +72,22 @@ def validated(
     """(good rows, row-level rejects) of one raw batch (events after ``not_after``: ``future_ts``)."""
     checked = validate_lazy(batch.frame, kind, not_after)
     return good_rows(checked, kind), rejected_rows(checked, batch.frame)
+
+
+def validated_frames(
+    batch: RawBatch, kind: Kind, not_after: dt.datetime | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``validated`` collected: the rows checked once, good rows and rejects split from them.
+
+    Collecting the two plans of ``validated`` together runs the checks twice (and joins
+    the raw rows for the rejects even when there are none); the raw frame is read again
+    only when some row is rejected, for those rows.
+    """
+    checked = validate_lazy(batch.frame, kind, not_after).collect()
+    good = good_rows(checked.lazy(), kind).collect()
+    if good.height == checked.height:
+        return good, pl.DataFrame(schema=REJECT_SCHEMA)
+    return good, rejected_rows(checked.lazy(), batch.frame).collect()
 
 
 def latest_complaints(complaints: pl.LazyFrame) -> pl.LazyFrame:
