@@ -24,7 +24,7 @@ import polars as pl
 from kpi.contract import UTC
 from kpi.events import RANK_BITS, STAGE, event_in, key_ts, stage
 from kpi.kpis.exprs import hours_between
-from kpi.state_scan import ITEM_SEEDS, STAGE_SCANS
+from kpi.state_scan import ITEM_SEEDS, STAGE_SCANS, StageRows
 
 #: The scans a stage is made of (no effect of the rules table describes them: a stage
 #: starts and ends at physical hand-overs, whatever the event counts for).
@@ -126,6 +126,13 @@ def _ts(key: str | pl.Expr) -> pl.Expr:
     return key_ts(key)
 
 
+def _after(col: pl.Series) -> tuple[pl.Series, pl.Series]:
+    """(rows 1.., rows ..n-1) of ``col``: zero-copy slices, so that comparing a row with
+    the one before it allocates only the answer's bits (a shifted copy of a 6 M-row
+    column costs fresh pages, most of its time)."""
+    return col.slice(1), col.slice(0, max(len(col) - 1, 0))
+
+
 def _sorted(base: pl.DataFrame) -> pl.DataFrame:
     """The scans sorted by item, then time, lifecycle stage and facility name, with the
     event's rank ``ev``.
@@ -136,16 +143,20 @@ def _sorted(base: pl.DataFrame) -> pl.DataFrame:
     (a single-column sort, then the stable one, cost ~0.6x one multi-column sort).
     Within an item, ties at one instant follow the lifecycle order and then the facility
     name, which takes a full sort only when two scans of an item share an instant and a
-    stage (rows equal in all three are equal in every column).
+    stage (rows equal in all three are equal in every column). Rows without a facility
+    (acceptances and deliveries as the pass keeps them) are sorted by item and time.
     """
-    h, key, fac = pl.col("h"), pl.col("key"), pl.col("facility")
     s = base.sort("h", maintain_order=True)
-    if s.select(((h == h.shift(1)) & (key < key.shift(1))).any()).item():
+    (h, h0), (key, key0) = _after(s["h"]), _after(s["key"])
+    if ((h == h0) & (key < key0)).any():
         s = base.sort("key").sort("h", maintain_order=True)
-    tie = (h == h.shift(1)) & (key == key.shift(1)) & (fac != fac.shift(1))
-    if s.select(tie.any()).item():
-        s = s.sort(["h", "key", fac.cast(pl.String)])
-    return s.with_columns((key % RANK_BITS).cast(pl.UInt8).alias("ev"), h.set_sorted())
+        (h, h0), (key, key0) = _after(s["h"]), _after(s["key"])
+    if "facility" in s.columns:
+        fac, fac0 = _after(s["facility"])
+        if ((h == h0) & (key == key0) & (fac != fac0)).any():
+            s = s.sort(["h", "key", pl.col("facility").cast(pl.String)])
+    ev = (pl.col("key") % RANK_BITS).cast(pl.UInt8)
+    return s.with_columns(ev.alias("ev"), pl.col("h").set_sorted())
 
 
 def _settle(a: pl.DataFrame, rows: pl.DataFrame, candidate_ev: int, same: bool) -> pl.DataFrame:
@@ -245,18 +256,28 @@ def _first_rows(last: bool = False) -> pl.Expr:
     return (h != h.shift(-1 if last else 1)).fill_null(True)
 
 
-def _item_rows(ends: pl.DataFrame, moves: pl.DataFrame) -> pl.DataFrame:
+def _firsts(ends: pl.DataFrame) -> pl.DataFrame:
+    """Per item of the sorted acceptances and deliveries ``ends``: the key of its first
+    of each (``h, accepted_key, delivered_key``), sorted by ``h``."""
+    ev, key = pl.col("ev"), pl.col("key")
+    j = ends.filter(_first_rows()).select("h")
+    for kind, name in ((_ACC, "accepted_key"), (_DEL, "delivered_key")):
+        rows = ends.filter(ev == kind)
+        j = j.join(rows.filter(_first_rows()).select("h", key.alias(name)), on="h", how="left")
+    return j
+
+
+def _item_rows(firsts: pl.DataFrame, moves: pl.DataFrame) -> pl.DataFrame:
     """Per item with an acceptance or a delivery: the first departure after the (first)
     acceptance and the delivery's (first ``delivered``) latest arrival before it.
 
-    ``ends`` (acceptances and deliveries) and ``moves`` (arrivals and departures) are
-    sorted like ``_sorted``'s: every frame joined here is a filter of one of them, sorted
-    by ``h``, and the joins merge."""
+    ``firsts`` (``_firsts``' columns) and ``moves`` (arrivals and departures, sorted like
+    ``_sorted``'s) are sorted by ``h``, as is every filter of them joined here: the joins
+    merge."""
     ev, key = pl.col("ev"), pl.col("key")
-    j = ends.filter(_first_rows()).select("h")
-    for kind, name in ((_ACC, "acc_key"), (_DEL, "del_key")):
-        rows = ends.filter(ev == kind)
-        j = j.join(rows.filter(_first_rows()).select("h", key.alias(name)), on="h", how="left")
+    j = firsts.select(
+        "h", pl.col("accepted_key").alias("acc_key"), pl.col("delivered_key").alias("del_key")
+    )
     deps, arrs = moves.filter(ev == _DEP), moves.filter(ev == _ARR)
     first_dep = deps.filter(_first_rows()).select("h", key.alias("dep_key"))
     last_arr = arrs.filter(_first_rows(last=True)).select(
@@ -316,14 +337,22 @@ def _build(base: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame] | None:
         if met.select((h2 != pl.col("h2_end")).any()).item():
             return None
         moves, ends = moves.drop("h2"), ends.drop("h2")
-    return _scan_rows(moves), _item_rows(ends, moves)
+    return _scan_rows(moves), _item_rows(_firsts(ends), moves)
 
 
-def tables_from_rows(rows: pl.DataFrame) -> StageTables | None:
-    """``stage_tables`` of the stage rows ``kpi.state_scan`` kept in its pass
-    (``ScannedState.stage_rows``, where no two items share ``h``), or None when given a
-    second hash ``h2`` that tells two items sharing ``h`` apart (the caller then builds
-    from the events, which numbers items by their id text)."""
+def tables_from_rows(rows: pl.DataFrame | StageRows) -> StageTables | None:
+    """``stage_tables`` of stage rows where no two items share ``h``: those
+    ``kpi.state_scan`` kept in its pass (``ScannedState.stage_rows``), or a frame of
+    scans (``h, key, facility``). None when given a second hash ``h2`` that tells two
+    items sharing ``h`` apart (the caller then builds from the events, which numbers
+    items by their id text)."""
+    if isinstance(rows, StageRows):
+        # The pass split the scans already (nothing to filter), and the acceptances and
+        # deliveries need no facility (a narrower sort).
+        if rows.moves.is_empty() and rows.ends.is_empty():
+            return empty_stage_tables()
+        moves = _sorted(rows.moves)
+        return StageTables(_scan_rows(moves), _item_rows(_firsts(_sorted(rows.ends)), moves))
     if rows.is_empty():
         return empty_stage_tables()
     built = _build(rows)
