@@ -184,52 +184,54 @@ def _scan_rows(s: pl.DataFrame) -> pl.DataFrame:
     """Dwell rows (every departure) and leg rows (arrivals after a departure elsewhere)
     of the sorted arrivals and departures ``s``.
 
-    The rows are picked by masks straight into their final columns: no wide intermediate
-    frame is built (page faults on fresh memory cost more than the arithmetic here)."""
+    Each row is set beside the one before it as zero-copy slices (rows 1.. and rows
+    ..n-1: a shifted copy of a 6 M-row column costs fresh pages, most of its time), and
+    the rows are picked by masks straight into their final columns: no wide intermediate
+    frame is built. Row 0 (the first row of its item) is added apart."""
+    fac_type = s.schema["facility"]
+    cols = ("h", "key", "facility")
+    rest = s.slice(1).with_columns(
+        s.get_column("key").slice(0, max(s.height - 1, 0)).alias("p_key"),
+        s.get_column("ev").slice(0, max(s.height - 1, 0)).alias("p_ev"),
+        s.get_column("facility").slice(0, max(s.height - 1, 0)).alias("p_fac"),
+        s.get_column("h").slice(0, max(s.height - 1, 0)).alias("p_h"),
+    )
     h, ev, fac, key = pl.col("h"), pl.col("ev"), pl.col("facility"), pl.col("key")
+    p_ev, p_fac = pl.col("p_ev"), pl.col("p_fac")
     is_dep = ev == _DEP
-    p_ev, p_fac = ev.shift(1), fac.shift(1)
     # The previous row starts the stage: an arrival there (dwell), a departure from
     # elsewhere (leg). It is then the latest such scan at or before this one.
-    starts = (
-        pl.when(is_dep)
-        .then((p_ev == _ARR) & (p_fac == fac))
-        .otherwise((p_ev == _DEP) & (p_fac != fac))
+    starts = (is_dep & (p_ev == _ARR) & (p_fac == fac)) | (
+        ~is_dep & (p_ev == _DEP) & (p_fac != fac)
     )
-    prev = (h == h.shift(1)).fill_null(False)
-    flags = s.select(
-        is_dep.alias("dep"), prev.alias("prev"), (prev & starts).fill_null(False).alias("easy")
-    )
+    prev = h == pl.col("p_h")
+    flags = rest.select(is_dep.alias("dep"), prev.alias("prev"), (prev & starts).alias("easy"))
     dep, prev_s, easy = flags["dep"], flags["prev"], flags["easy"]
-    fac_type = s.schema["facility"]
 
     def pick(
         mask: pl.Series, kind: str, from_fac: pl.Expr | None, from_key: pl.Expr
     ) -> pl.DataFrame:
         m = pl.lit(mask)
-        picked = s.select(
+        return rest.select(
+            pl.lit(kind, StageKind).alias("kind"),
             h.filter(m),
             _ts(key.filter(m)).alias("at"),
             fac.filter(m),
-            *([] if from_fac is None else [from_fac.filter(m).alias("from_facility")]),
+            (pl.lit(None, fac_type) if from_fac is None else from_fac.filter(m)).alias(
+                "from_facility"
+            ),
             _ts(from_key.filter(m)).alias("started_at"),
         )
-        return picked.select(
-            pl.lit(kind, StageKind).alias("kind"),
-            "h",
-            "at",
-            "facility",
-            pl.lit(None, fac_type).alias("from_facility") if from_fac is None else "from_facility",
-            "started_at",
-        )
 
-    dwell = [pick(dep & (easy | ~prev_s), DWELL, None, pl.when(pl.lit(easy)).then(key.shift(1)))]
-    legs = [pick(~dep & easy, LEG, p_fac, key.shift(1))]
+    dwell = [pick(dep & (easy | ~prev_s), DWELL, None, pl.when(pl.lit(easy)).then("p_key"))]
+    legs = [pick(~dep & easy, LEG, p_fac, pl.col("p_key"))]
+    if s.height and s.item(0, "ev") == _DEP:  # row 0: a departure with no arrival before
+        first = s.head(1).select(*cols, pl.lit(None, pl.Int64).alias("c_key"))
+        dwell.insert(0, _rare_rows(first, DWELL, pl.lit(None, fac_type)))
     rare_mask = prev_s & ~easy
     if rare_mask.any():
-        cols = ("h", "key", "facility")
         a = s.with_row_index("i")
-        rare = a.filter(pl.lit(rare_mask))
+        rare = a.slice(1).filter(pl.lit(rare_mask))
         deps = _settle(a, rare.filter(is_dep).select("i", *cols), _ARR, same=True)
         dwell.append(_rare_rows(deps, DWELL, pl.lit(None, fac_type)))
         arrs = _settle(a, rare.filter(~is_dep).select("i", *cols), _DEP, same=False)
@@ -278,7 +280,9 @@ def _item_rows(firsts: pl.DataFrame, moves: pl.DataFrame) -> pl.DataFrame:
     j = firsts.select(
         "h", pl.col("accepted_key").alias("acc_key"), pl.col("delivered_key").alias("del_key")
     )
-    deps, arrs = moves.filter(ev == _DEP), moves.filter(ev == _ARR)
+    # Only the columns used below are copied (fewer fresh pages).
+    deps = moves.select(pl.col("h", "key").filter(ev == _DEP))
+    arrs = moves.select(pl.col("h", "key", "facility").filter(ev == _ARR))
     first_dep = deps.filter(_first_rows()).select("h", key.alias("dep_key"))
     last_arr = arrs.filter(_first_rows(last=True)).select(
         "h", key.alias("arr_key"), pl.col("facility").alias("arr_fac")
