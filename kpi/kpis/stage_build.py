@@ -133,6 +133,30 @@ def _after(col: pl.Series) -> tuple[pl.Series, pl.Series]:
     return col.slice(1), col.slice(0, max(len(col) - 1, 0))
 
 
+def _by_item(frame: pl.DataFrame, row_bits: int | None = None) -> pl.DataFrame:
+    """``frame`` sorted stably by ``h``.
+
+    A stable sort by a 64-bit column is an arg-sort of (value, row) pairs; sorting the
+    values of one 64-bit integer made of the top bits of ``h`` and the row number below
+    them (``row_bits``: as many as the row numbers need) then gathering the rows costs
+    ~20 % less at 6 M rows. Two items sharing those top bits (rare) get their rows
+    interleaved: only their rows are sorted again, by ``h``, in their own places."""
+    n = frame.height
+    frame = frame.rechunk()  # gathers from one chunk cost a fifth of those from many
+    low = 2 ** (row_bits or max(n - 1, 1).bit_length())
+    row = pl.int_range(n, dtype=pl.UInt64)
+    packed = frame.select((pl.col("h") // low * low + row).alias("v")).to_series().sort()
+    s = frame.select(pl.all().gather((packed % low).cast(pl.UInt32)))
+    h, h0 = _after(s["h"])
+    if (h < h0).any():
+        top, top0 = _after(s["h"] // low)
+        shared = top.filter((h != h0) & (top == top0)).unique()
+        mask = (s["h"] // low).is_in(shared.implode())
+        at, rows = mask.arg_true(), s.filter(mask).sort("h", maintain_order=True)
+        s = s.with_columns(s[c].scatter(at, rows[c]) for c in s.columns)
+    return s
+
+
 def _sorted(base: pl.DataFrame) -> pl.DataFrame:
     """The scans sorted by item, then time, lifecycle stage and facility name, with the
     event's rank ``ev``.
@@ -146,10 +170,10 @@ def _sorted(base: pl.DataFrame) -> pl.DataFrame:
     stage (rows equal in all three are equal in every column). Rows without a facility
     (acceptances and deliveries as the pass keeps them) are sorted by item and time.
     """
-    s = base.sort("h", maintain_order=True)
+    s = _by_item(base)
     (h, h0), (key, key0) = _after(s["h"]), _after(s["key"])
     if ((h == h0) & (key < key0)).any():
-        s = base.sort("key").sort("h", maintain_order=True)
+        s = _by_item(base.sort("key"))
         (h, h0), (key, key0) = _after(s["h"]), _after(s["key"])
     if "facility" in s.columns:
         fac, fac0 = _after(s["facility"])
