@@ -286,10 +286,10 @@ def _firsts(ends: pl.DataFrame) -> pl.DataFrame:
     """Per item of the sorted acceptances and deliveries ``ends``: the key of its first
     of each (``h, accepted_key, delivered_key``), sorted by ``h``."""
     ev, key = pl.col("ev"), pl.col("key")
-    j = ends.filter(_first_rows()).select("h")
+    j = ends.select(pl.col("h").filter(_first_rows()))  # only the columns read are copied
     for kind, name in ((_ACC, "accepted_key"), (_DEL, "delivered_key")):
-        rows = ends.filter(ev == kind)
-        j = j.join(rows.filter(_first_rows()).select("h", key.alias(name)), on="h", how="left")
+        rows = ends.select(pl.col("h").filter(ev == kind), key.filter(ev == kind).alias(name))
+        j = j.join(rows.filter(_first_rows()), on="h", how="left")
     return j
 
 
