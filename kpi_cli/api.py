@@ -107,7 +107,14 @@ def api(
     if warning:
         typer.echo(f"WARNING: {warning}", err=True)
     with ExitStack() as stack:
-        app = create_app(settings, cluster=_cluster(settings, stack), lake_start=lake_start)
+        # The duty desk opens after the server listens: its routes answer 503 until then,
+        # the KPI routes (the main traffic) do not wait for SQLAlchemy and the database.
+        app = create_app(
+            settings,
+            cluster=_cluster(settings, stack),
+            lake_start=lake_start,
+            duty_in_background=True,
+        )
         # The store drops the read once its first load took it: its tables are not kept.
         del lake_start
         uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
