@@ -179,10 +179,17 @@ def start_reading(lake: Path) -> Future[LakeStart]:
             reader = LakeReader.open(lake)
             tables = reader.tables()
             snap = reader.snapshot(tables)
-            snap.prepare()  # overlaps the web stack's import too
-            future.set_result(LakeStart(stamp, reader, tables, snap))
+            snap.prepare(index=False)  # overlaps the web stack's import too
         except BaseException as exc:  # handed to the store, which reads the lake again
             future.set_exception(exc)
+            return
+        future.set_result(LakeStart(stamp, reader, tables, snap))
+        # After the snapshot is handed over: readiness does not wait for the index (the
+        # questions asked before it exists group the rows, with the same answers).
+        try:
+            snap.build_index()
+        except Exception:
+            log.exception("%s: the presence index was not built (questions group the rows)", lake)
 
     # Not a daemon: a start-up that fails meanwhile exits once the read is done, never
     # with polars' threads cut off mid-read.

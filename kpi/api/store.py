@@ -226,6 +226,7 @@ def build_lake_generation(
     """
     version = version_of(fp)
     if start is not None and start.stamp == fp and settings.as_of is None:
+        # Prepared by the read, which builds its presence index meanwhile.
         reader, tables, default = start.reader, start.tables, start.default
     else:
         reader = LakeReader.open(settings.data_dir)
@@ -234,8 +235,8 @@ def build_lake_generation(
             default = reader.snapshot(tables)
         else:
             default = reader.snapshot_at(settings.as_of)
+        default.prepare()  # every KPI question asks it
     default.version = version
-    default.prepare()  # every KPI question asks it (done already when ``start`` read it)
     fac = reader.facilities
     ds = reader.dataset()
     return Generation(

@@ -8,6 +8,7 @@ needed), the grouping dimensions and a ``Window``, and returns one row per group
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from typing import Final
 
 import polars as pl
@@ -74,45 +75,101 @@ FLOW_COUNTS: Final = (
 )
 
 
-def flow_kpis(lifecycle: pl.LazyFrame, by: list[str], w: Window) -> pl.LazyFrame:
-    """Window KPIs of item flow: volumes, timeliness, transit time, first attempt."""
+#: Per time column of the flow family, the answer's columns its branch computes.
+FLOW_BRANCHES: Final = {
+    "accepted_at": ("accepted_items",),
+    "delivered_at": (
+        "delivered_items",
+        "delivered_without_acceptance",
+        "on_time_items",
+        "late_1d_items",
+        "late_2d_items",
+        "late_3d_plus_items",
+        "transit_hours_mean",
+        "transit_hours_p50",
+        "transit_hours_p90",
+        "on_time_ratio",
+        "within_72h_ratio",
+        "_judged",
+        "_within_72h",
+        "_transit_n",
+    ),
+    "returned_at": ("returned_items",),
+    "first_attempt_at": ("first_attempt_ratio", "_first_ok", "_first_n"),
+}
+#: The keys of the rows whose time column is in the window (None: group the rows for them).
+KeysOf = Callable[[str], pl.LazyFrame | None]
+
+
+def flow_kpis(
+    lifecycle: pl.LazyFrame,
+    by: list[str],
+    w: Window,
+    *,
+    asked: Collection[str] | None = None,
+    keys_of: KeysOf | None = None,
+) -> pl.LazyFrame:
+    """Window KPIs of item flow: volumes, timeliness, transit time, first attempt.
+
+    With ``asked``, only those columns are computed (with the answer's every row): a
+    branch none of whose columns is asked gives its groups' keys only, from ``keys_of``
+    when it has them (a snapshot's presence index), else from grouping its rows."""
     keys = _keys(by, w)
 
+    def rows(time_col: str) -> pl.LazyFrame:
+        return _grouped(lifecycle, time_col, by, w, ITEM_COLUMNS)
+
     def agg(time_col: str, *exprs: pl.Expr) -> pl.LazyFrame:
-        rows = _grouped(lifecycle, time_col, by, w, ITEM_COLUMNS)
-        return rows.group_by(keys).agg(*exprs) if keys else rows.select(*exprs)
+        return rows(time_col).group_by(keys).agg(*exprs) if keys else rows(time_col).select(*exprs)
+
+    def needed(time_col: str) -> bool:
+        # Without keys every branch is one row: nothing to save.
+        return asked is None or not keys or any(c in asked for c in FLOW_BRANCHES[time_col])
+
+    def keys_only(time_col: str) -> pl.LazyFrame:
+        got = keys_of(time_col) if keys_of is not None else None
+        return got if got is not None else rows(time_col).group_by(keys).agg()
 
     late_h = hours_between("delivered_at", "promised_by")
     transit = hours_between("delivered_at", "accepted_at")
     has_acc = pl.col("accepted_at").is_not_null()
     judged = has_acc & pl.col("promised_by").is_not_null()
-    delivered = agg(
-        "delivered_at",
-        pl.len().cast(pl.Int64).alias("delivered_items"),
-        count_if(~has_acc).alias("delivered_without_acceptance"),
-        count_if(judged & (late_h <= 0)).alias("on_time_items"),
-        count_if(judged).alias("_judged"),
-        count_if(judged & (late_h > 0) & (late_h <= 24)).alias("late_1d_items"),
-        count_if(judged & (late_h > 24) & (late_h <= 48)).alias("late_2d_items"),
-        count_if(judged & (late_h > 48)).alias("late_3d_plus_items"),
-        transit.filter(has_acc).mean().alias("transit_hours_mean"),
-        transit.filter(has_acc).quantile(0.5, "linear").alias("transit_hours_p50"),
-        transit.filter(has_acc).quantile(0.9, "linear").alias("transit_hours_p90"),
-        count_if(has_acc & (transit <= 72)).alias("_within_72h"),
-        count_if(has_acc).alias("_transit_n"),
-    )
-    accepted = agg("accepted_at", pl.len().cast(pl.Int64).alias("accepted_items"))
-    returned = agg("returned_at", pl.len().cast(pl.Int64).alias("returned_items"))
-    attempts = agg(
-        "first_attempt_at",
-        count_if(event_in(_DELIVERING, "first_attempt_outcome")).alias("_first_ok"),
-        pl.len().cast(pl.Int64).alias("_first_n"),
-    )
-    joined = outer_join([accepted, delivered, returned, attempts], keys)
-    return joined.with_columns(pl.col(FLOW_COUNTS).fill_null(0)).with_columns(
-        ratio("on_time_items", "_judged").alias("on_time_ratio"),
-        ratio("_within_72h", "_transit_n").alias("within_72h_ratio"),
-        ratio("_first_ok", "_first_n").alias("first_attempt_ratio"),
+    branches: dict[str, Callable[[], pl.LazyFrame]] = {
+        "accepted_at": lambda: agg("accepted_at", pl.len().cast(pl.Int64).alias("accepted_items")),
+        "delivered_at": lambda: agg(
+            "delivered_at",
+            pl.len().cast(pl.Int64).alias("delivered_items"),
+            count_if(~has_acc).alias("delivered_without_acceptance"),
+            count_if(judged & (late_h <= 0)).alias("on_time_items"),
+            count_if(judged).alias("_judged"),
+            count_if(judged & (late_h > 0) & (late_h <= 24)).alias("late_1d_items"),
+            count_if(judged & (late_h > 24) & (late_h <= 48)).alias("late_2d_items"),
+            count_if(judged & (late_h > 48)).alias("late_3d_plus_items"),
+            transit.filter(has_acc).mean().alias("transit_hours_mean"),
+            transit.filter(has_acc).quantile(0.5, "linear").alias("transit_hours_p50"),
+            transit.filter(has_acc).quantile(0.9, "linear").alias("transit_hours_p90"),
+            count_if(has_acc & (transit <= 72)).alias("_within_72h"),
+            count_if(has_acc).alias("_transit_n"),
+        ),
+        "returned_at": lambda: agg("returned_at", pl.len().cast(pl.Int64).alias("returned_items")),
+        "first_attempt_at": lambda: agg(
+            "first_attempt_at",
+            count_if(event_in(_DELIVERING, "first_attempt_outcome")).alias("_first_ok"),
+            pl.len().cast(pl.Int64).alias("_first_n"),
+        ),
+    }
+    frames = [make() if needed(t) else keys_only(t) for t, make in branches.items()]
+    joined = outer_join(frames, keys)
+    counted = [c for t in branches if needed(t) for c in FLOW_BRANCHES[t] if c in FLOW_COUNTS]
+    ratios = {
+        "delivered_at": (
+            ratio("on_time_items", "_judged").alias("on_time_ratio"),
+            ratio("_within_72h", "_transit_n").alias("within_72h_ratio"),
+        ),
+        "first_attempt_at": (ratio("_first_ok", "_first_n").alias("first_attempt_ratio"),),
+    }
+    return joined.with_columns(pl.col(counted).fill_null(0)).with_columns(
+        e for t, es in ratios.items() if needed(t) for e in es
     )
 
 

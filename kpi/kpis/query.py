@@ -18,12 +18,15 @@ from kpi.contract import UTC
 from kpi.kpis.catalog import FAMILY_DIMS, STAGE_FAMILIES, Family, Kpi, KpiError, resolve
 from kpi.kpis.exprs import PERIOD, Window, outer_join
 from kpi.kpis.functions import (
+    ITEM_COLUMNS,
+    KeysOf,
     backlog_kpis,
     complaint_kpis,
     flow_kpis,
     network_kpis,
     open_complaint_kpis,
 )
+from kpi.kpis.presence import Presence
 from kpi.kpis.stage_build import tables_from_rows
 from kpi.kpis.stages import (
     STAGE_EVENTS,  # the scans stage_tables keeps
@@ -89,6 +92,8 @@ class Snapshot:
     #: The lifecycle with its item dimensions as Enums (``prepare``); not carried over by
     #: ``dataclasses.replace``, so a snapshot restricted to some rows never reads it.
     _coded: list[pl.DataFrame] = field(default_factory=list, init=False, repr=False)
+    #: The (dimension, UTC hour) pairs of the coded lifecycle (``prepare``), same lifetime.
+    _presence: list[Presence] = field(default_factory=list, init=False, repr=False)
 
     @property
     def stages(self) -> StageTables:
@@ -173,11 +178,21 @@ class Snapshot:
             stage_targets=ds.standards.stages,
         )
 
-    def prepare(self) -> None:
+    def prepare(self, index: bool = True) -> None:
         """Keep a copy of the lifecycle whose item dimensions are Enums, for the queries that
-        follow: grouping on an Enum costs about half of grouping on text (built once)."""
+        follow: grouping on an Enum costs about half of grouping on text (built once); with
+        ``index``, its presence index too (``build_index``)."""
         if not self._coded:
             self._coded.append(coded_dims(self.lifecycle))
+        if index:
+            self.build_index()
+
+    def build_index(self) -> None:
+        """Build the presence index of the prepared lifecycle (once): a flow question then
+        reads the keys of its key-only branches (e.g. the acceptances of an on-time
+        question) from it, not from the rows. Until it exists, questions group the rows."""
+        if self._coded and not self._presence:
+            self._presence.append(Presence.build(self._coded[0], CODED_COLUMNS))
 
     @property
     def coded(self) -> pl.DataFrame | None:
@@ -266,8 +281,20 @@ def _coded_frame(
     ):
         return _family_frame(snap, family, by, w)
     lc = coded.lazy()
-    frame = flow_kpis(lc, by, w) if family is Family.FLOW else network_kpis(lc, by, w)
+    if family is Family.FLOW:
+        frame = flow_kpis(lc, by, w, asked=names, keys_of=_keys_of(snap, lc, by, w))
+    else:
+        frame = network_kpis(lc, by, w)
     return frame.with_columns(pl.col(by).cast(pl.String))
+
+
+def _keys_of(snap: Snapshot, lc: pl.LazyFrame, by: list[str], w: Window) -> KeysOf | None:
+    """The flow branches' keys from the snapshot's presence index (one dimension at most)."""
+    if not snap._presence or len(by) > 1:
+        return None
+    index = snap._presence[0]
+    dim = (by[0], ITEM_COLUMNS[by[0]]) if by else None
+    return lambda time_col: index.keys(lc, time_col, dim, w)
 
 
 def _family_frame(snap: Snapshot, family: Family, by: list[str], w: Window) -> pl.LazyFrame:
