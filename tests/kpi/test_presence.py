@@ -41,9 +41,7 @@ def lifecycle(seed: int, n: int) -> pl.DataFrame:
         for t in TIME_COLUMNS
     ]
     times = [
-        pl.when(pl.col(f"_{t}") % 7 != 0)
-        .then(pl.lit(T0) + pl.duration(microseconds=u))
-        .alias(t)
+        pl.when(pl.col(f"_{t}") % 7 != 0).then(pl.lit(T0) + pl.duration(microseconds=u)).alias(t)
         for t, u in zip(TIME_COLUMNS, us, strict=True)
     ]
     names = {"product": ["a", "b", "c"], "origin": ["o1", "o2"], "destination": ["x", "y", "z"]}
