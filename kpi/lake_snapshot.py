@@ -189,7 +189,9 @@ def start_reading(lake: Path) -> Future[LakeStart]:
         try:
             snap.build_index()
         except Exception:
-            log.exception("%s: the presence index was not built (questions group the rows)", lake)
+            log.exception(
+                "%s: the flow counts per hour were not built (questions group rows)", lake
+            )
 
     # Not a daemon: a start-up that fails meanwhile exits once the read is done, never
     # with polars' threads cut off mid-read.

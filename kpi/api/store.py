@@ -226,7 +226,7 @@ def build_lake_generation(
     """
     version = version_of(fp)
     if start is not None and start.stamp == fp and settings.as_of is None:
-        # Prepared by the read, which builds its presence index meanwhile.
+        # Prepared by the read, which counts its flow per hour meanwhile (``build_index``).
         reader, tables, default = start.reader, start.tables, start.default
     else:
         reader = LakeReader.open(settings.data_dir)

@@ -19,14 +19,14 @@ from kpi.kpis.catalog import FAMILY_DIMS, STAGE_FAMILIES, Family, Kpi, KpiError,
 from kpi.kpis.exprs import PERIOD, Window, outer_join
 from kpi.kpis.functions import (
     ITEM_COLUMNS,
-    KeysOf,
+    CountsOf,
     backlog_kpis,
     complaint_kpis,
     flow_kpis,
     network_kpis,
     open_complaint_kpis,
 )
-from kpi.kpis.presence import Presence
+from kpi.kpis.hour_counts import HourCounts
 from kpi.kpis.stage_build import tables_from_rows
 from kpi.kpis.stages import (
     STAGE_EVENTS,  # the scans stage_tables keeps
@@ -92,8 +92,8 @@ class Snapshot:
     #: The lifecycle with its item dimensions as Enums (``prepare``); not carried over by
     #: ``dataclasses.replace``, so a snapshot restricted to some rows never reads it.
     _coded: list[pl.DataFrame] = field(default_factory=list, init=False, repr=False)
-    #: The (dimension, UTC hour) pairs of the coded lifecycle (``prepare``), same lifetime.
-    _presence: list[Presence] = field(default_factory=list, init=False, repr=False)
+    #: The flow counts per (dimension, UTC hour) of the coded lifecycle (``build_index``).
+    _hour_counts: list[HourCounts] = field(default_factory=list, init=False, repr=False)
 
     @property
     def stages(self) -> StageTables:
@@ -181,18 +181,18 @@ class Snapshot:
     def prepare(self, index: bool = True) -> None:
         """Keep a copy of the lifecycle whose item dimensions are Enums, for the queries that
         follow: grouping on an Enum costs about half of grouping on text (built once); with
-        ``index``, its presence index too (``build_index``)."""
+        ``index``, its flow counts per hour too (``build_index``)."""
         if not self._coded:
             self._coded.append(coded_dims(self.lifecycle))
         if index:
             self.build_index()
 
     def build_index(self) -> None:
-        """Build the presence index of the prepared lifecycle (once): a flow question then
-        reads the keys of its key-only branches (e.g. the acceptances of an on-time
-        question) from it, not from the rows. Until it exists, questions group the rows."""
-        if self._coded and not self._presence:
-            self._presence.append(Presence.build(self._coded[0], CODED_COLUMNS))
+        """Count the prepared lifecycle's flow per dimension and UTC hour (once): a flow
+        question asking counts and their ratios (``on_time_ratio``...) then adds up hours
+        instead of grouping the rows. Until they exist, questions group the rows."""
+        if self._coded and not self._hour_counts:
+            self._hour_counts.append(HourCounts.build(self._coded[0], CODED_COLUMNS))
 
     @property
     def coded(self) -> pl.DataFrame | None:
@@ -282,19 +282,19 @@ def _coded_frame(
         return _family_frame(snap, family, by, w)
     lc = coded.lazy()
     if family is Family.FLOW:
-        frame = flow_kpis(lc, by, w, asked=names, keys_of=_keys_of(snap, lc, by, w))
+        frame = flow_kpis(lc, by, w, asked=names, counts_of=_counts_of(snap, lc, by, w))
     else:
         frame = network_kpis(lc, by, w)
     return frame.with_columns(pl.col(by).cast(pl.String))
 
 
-def _keys_of(snap: Snapshot, lc: pl.LazyFrame, by: list[str], w: Window) -> KeysOf | None:
-    """The flow branches' keys from the snapshot's presence index (one dimension at most)."""
-    if not snap._presence or len(by) > 1:
+def _counts_of(snap: Snapshot, lc: pl.LazyFrame, by: list[str], w: Window) -> CountsOf | None:
+    """The flow branches' counts from the snapshot's per-hour counts (one dimension at most)."""
+    if not snap._hour_counts or len(by) > 1:
         return None
-    index = snap._presence[0]
+    hours = snap._hour_counts[0]
     dim = (by[0], ITEM_COLUMNS[by[0]]) if by else None
-    return lambda time_col: index.keys(lc, time_col, dim, w)
+    return lambda time_col, wanted: hours.counts(lc, time_col, dim, w, wanted)
 
 
 def _family_frame(snap: Snapshot, family: Family, by: list[str], w: Window) -> pl.LazyFrame:

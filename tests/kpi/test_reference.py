@@ -279,8 +279,8 @@ def assert_same_prepared(
     same = kit.query(snap, *asked, **kw)
     coded = kit.query(prepared, *asked, **kw)
     assert coded.schema == same.schema and coded.equals(same), (asked, kw)
-    # One KPI of each flow branch alone: the other branches then give keys only, read
-    # from the prepared snapshot's presence index (its rows must be the same).
+    # One KPI of each flow branch alone: its counts and the other branches' keys then come
+    # from the prepared snapshot's flow counts per hour (the answer must be the same).
     for name in (n for n in BRANCH_KPIS if n in asked):
         same = kit.query(snap, name, **kw)
         coded = kit.query(prepared, name, **kw)
