@@ -53,8 +53,9 @@ def lifecycle(seed: int, n: int) -> pl.DataFrame:
         for k, (d, v) in enumerate(names.items())
     ]
     extra = [
-        (pl.lit(T0) + pl.duration(hours=pl.col("i").hash(seed + 20) % (60 * 24)))
-        .alias("promised_by"),
+        (pl.lit(T0) + pl.duration(hours=pl.col("i").hash(seed + 20) % (60 * 24))).alias(
+            "promised_by"
+        ),
         pl.when(pl.col("i") % 5 == 0)
         .then(pl.lit("delivered"))
         .otherwise(pl.lit("failed_attempt"))
