@@ -179,19 +179,11 @@ def start_reading(lake: Path) -> Future[LakeStart]:
             reader = LakeReader.open(lake)
             tables = reader.tables()
             snap = reader.snapshot(tables)
-            snap.prepare(index=False)  # overlaps the web stack's import too
+            # Overlaps the web stack's import too; its hour counts follow the first load.
+            snap.prepare(index=False)
+            future.set_result(LakeStart(stamp, reader, tables, snap))
         except BaseException as exc:  # handed to the store, which reads the lake again
             future.set_exception(exc)
-            return
-        future.set_result(LakeStart(stamp, reader, tables, snap))
-        # After the snapshot is handed over: readiness does not wait for the index (the
-        # questions asked before it exists group the rows, with the same answers).
-        try:
-            snap.build_index()
-        except Exception:
-            log.exception(
-                "%s: the flow counts per hour were not built (questions group rows)", lake
-            )
 
     # Not a daemon: a start-up that fails meanwhile exits once the read is done, never
     # with polars' threads cut off mid-read.

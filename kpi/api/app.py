@@ -156,11 +156,11 @@ def _lifespan(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # The data loads in the background while the duty desk opens (importing
-        # SQLAlchemy, and Alembic when it migrates).
+        # The data loads in the background; the duty desk opens (importing SQLAlchemy,
+        # and Alembic when it migrates) before the server listens, or after the load.
         task = store.start_load()
         if duty_in_background:
-            desk.open_in_background(metrics)
+            desk.open_in_background(metrics, after=task)
         else:
             try:
                 await desk.open(metrics)

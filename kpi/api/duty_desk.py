@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from starlette.concurrency import run_in_threadpool
 
@@ -26,6 +26,9 @@ log = logging.getLogger("kpi.api.duty")
 DeskState = Literal["off", "starting", "ready", "failed"]
 #: Seconds a client is told to wait while the register opens (a second or two, migrations aside).
 RETRY_AFTER_SECONDS: Final = 2
+#: Seconds the register's opening waits for the first data load to finish (a lake's takes
+#: well under a second; a folder's may take many, and the desk then opens beside it).
+DATA_FIRST_SECONDS: Final = 3.0
 
 
 def _open_register(url: str) -> IncidentRegister:
@@ -61,13 +64,17 @@ class DutyDesk:
         metrics.registry.register(IncidentCollector(register))
         self.register, self.state = register, "ready"
 
-    def open_in_background(self, metrics: ApiMetrics) -> None:
-        """Start opening the register; the routes answer 503 until it is open."""
+    def open_in_background(self, metrics: ApiMetrics, after: asyncio.Future[Any]) -> None:
+        """Start opening the register once ``after`` (the first data load) is done, or
+        ``DATA_FIRST_SECONDS`` have passed; the routes answer 503 until it is open."""
         if self.url is None:
             return
         self.state = "starting"
 
         async def run() -> None:
+            # Readiness first: importing SQLAlchemy holds the interpreter's lock, which
+            # the load's own Python work then waits for.
+            await asyncio.wait([after], timeout=DATA_FIRST_SECONDS)
             try:
                 await self.open(metrics)
             except Exception:
