@@ -150,12 +150,13 @@ def _given(
 def _cluster(settings: Settings, stack: ExitStack) -> Client | None:
     """``--engine dask``: the cluster's client for the server's lifetime, reached (or started)
     before it listens; a lake missing or a scheduler not answering stops here, in time."""
-    from kpi.cluster import ClusterError, connect  # noqa: PLC0415  (lazy: distributed)
-    from kpi.lake_snapshot import is_lake  # noqa: PLC0415
-
     cfg = settings.cluster
     if cfg.engine != "dask":
         return None
+    # Only for dask: kpi.cluster imports numpy (~0.6 s of a start compiling its sources).
+    from kpi.cluster import ClusterError, connect  # noqa: PLC0415  (lazy: distributed)
+    from kpi.lake_snapshot import is_lake  # noqa: PLC0415
+
     if not is_lake(settings.data_dir):
         typer.echo(
             f"error: --engine dask reads a lake: {settings.data_dir} is not one"
