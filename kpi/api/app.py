@@ -37,7 +37,7 @@ from kpi.api.routers import (
     runbooks,
 )
 from kpi.api.settings import Settings
-from kpi.api.store import DataStore
+from kpi.api.store import SETTLE_SECONDS, DataStore
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -157,10 +157,11 @@ def _lifespan(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # The data loads in the background; the duty desk opens (importing SQLAlchemy,
-        # and Alembic when it migrates) before the server listens, or after the load.
+        # and Alembic when it migrates) before the server listens, or once it is ready.
         task = store.start_load()
         if duty_in_background:
-            desk.open_in_background(metrics, after=task)
+            # A folder's load may take many seconds: the desk then opens beside it.
+            desk.open_in_background(metrics, after=lambda: store.settled(SETTLE_SECONDS))
         else:
             try:
                 await desk.open(metrics)

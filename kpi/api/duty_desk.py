@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from starlette.concurrency import run_in_threadpool
 
@@ -26,9 +27,6 @@ log = logging.getLogger("kpi.api.duty")
 DeskState = Literal["off", "starting", "ready", "failed"]
 #: Seconds a client is told to wait while the register opens (a second or two, migrations aside).
 RETRY_AFTER_SECONDS: Final = 2
-#: Seconds the register's opening waits for the first data load to finish (a lake's takes
-#: well under a second; a folder's may take many, and the desk then opens beside it).
-DATA_FIRST_SECONDS: Final = 3.0
 
 
 def _open_register(url: str) -> IncidentRegister:
@@ -64,17 +62,17 @@ class DutyDesk:
         metrics.registry.register(IncidentCollector(register))
         self.register, self.state = register, "ready"
 
-    def open_in_background(self, metrics: ApiMetrics, after: asyncio.Future[Any]) -> None:
-        """Start opening the register once ``after`` (the first data load) is done, or
-        ``DATA_FIRST_SECONDS`` have passed; the routes answer 503 until it is open."""
+    def open_in_background(self, metrics: ApiMetrics, after: Callable[[], Awaitable[None]]) -> None:
+        """Start opening the register once ``after()`` is done (the first readiness answer,
+        or a few seconds); the routes answer 503 until it is open."""
         if self.url is None:
             return
         self.state = "starting"
 
         async def run() -> None:
-            # Readiness first: importing SQLAlchemy holds the interpreter's lock, which
-            # the load's own Python work then waits for.
-            await asyncio.wait([after], timeout=DATA_FIRST_SECONDS)
+            # Readiness first: importing SQLAlchemy holds the interpreter's lock for
+            # ~0.5 s, which the load and the first /readyz answer would wait for.
+            await after()
             try:
                 await self.open(metrics)
             except Exception:

@@ -253,6 +253,10 @@ def build_lake_generation(
     )
 
 
+#: Seconds the start-up's secondary work waits for the first readiness answer at most.
+SETTLE_SECONDS: Final = 3.0
+
+
 def _count_hours(gen: Generation) -> None:
     """The default snapshot's flow counts per hour (``Snapshot.build_index``), after its load."""
     try:
@@ -281,6 +285,10 @@ class DataStore:
         self.error: str | None = None
         self._loading: asyncio.Task[Generation | None] | None = None
         self._last_check = 0.0
+        #: Set when ``/readyz`` first answers 200: the start-up's secondary work (the hour
+        #: counts, the duty desk) waits for it, so it does not delay that answer.
+        self.ready_served = False
+        self._background: set[asyncio.Task[None]] = set()
 
     @property
     def ready(self) -> bool:
@@ -314,14 +322,29 @@ class DataStore:
             return None
         finally:
             self._loading = None
+        first = self.gen is None
         self.gen, self.error = gen, None
         # Ready without them: the questions asked meanwhile group the rows (same answers).
-        loop.run_in_executor(None, _count_hours, gen)
+        task = asyncio.create_task(self._count_hours(gen, first))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
         self.metrics.loads.labels("ok").inc()
         self.metrics.loaded_at.set(gen.loaded_at.timestamp())
         self.metrics.items.set(gen.default.lifecycle.height)
         log.info("data version %s loaded (%d items)", gen.version, gen.default.lifecycle.height)
         return gen
+
+    async def settled(self, timeout: float) -> None:
+        """Return once ``/readyz`` has answered 200, or after ``timeout`` seconds."""
+        # Polled, not an asyncio.Event: a test may run one app in several event loops.
+        deadline = time.monotonic() + timeout
+        while not self.ready_served and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+
+    async def _count_hours(self, gen: Generation, first: bool) -> None:
+        if first:  # after the first readiness answer, which it would otherwise slow down
+            await self.settled(SETTLE_SECONDS)
+        await asyncio.get_running_loop().run_in_executor(None, _count_hours, gen)
 
     def start_load(self, fp: Fingerprint | None = None) -> asyncio.Task[Generation | None]:
         """Start loading the folder in the background (or join the load already running)."""

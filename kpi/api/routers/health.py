@@ -55,6 +55,7 @@ async def readyz(request: Request, store: StoreDep) -> Response:
             },
             503,
         )
+    store.ready_served = True
     return json_response(
         {
             "status": "ready",
