@@ -7,6 +7,7 @@ Usage::
     .venv/bin/python bench/bench_api.py --small                    # quick smoke run (20 k items)
     .venv/bin/python bench/bench_api.py --data /tmp/sim1m --lake /tmp/lake1m --old-ref main
     .venv/bin/python bench/bench_api.py --lake /tmp/lake1m --old-ref main --startups 5 --no-folder
+    .venv/bin/python bench/bench_api.py --lake /tmp/lake1m --old-ref main --no-folder --bytecode
 
 With ``--lake`` the same folder compacted into a lake (``kpi compact``) is served
 too, and with ``--baseline`` the folder again by another checkout's sources (e.g. the
@@ -20,7 +21,9 @@ Generate the 1 M-item folder first with
 The server is ``kpi api DATA --listen 127.0.0.1:PORT`` in a subprocess (one uvicorn
 worker; an admin key so the benchmark may drop the answer cache). Measured:
 
-- ready: seconds from start until ``/readyz`` answers 200 (interpreter start included);
+- ready: seconds from start until ``/readyz`` answers 200 (interpreter start included;
+  with ``--bytecode`` every server reads compiled bytecode, else each start compiles the
+  modules' sources when the environment writes no bytecode, ``PYTHONDONTWRITEBYTECODE``);
 - RSS: when ready, at the end, and the peak (``VmHWM``);
 - cold: the answer cache is dropped (``DELETE /api/v1/admin/cache``) before each request;
 - cached: the same request repeated;
@@ -190,12 +193,19 @@ class Server:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def _start(label: str, data: Path, code: Path, tmp: Path) -> Server:
-    """Start ``kpi api`` over ``data`` with the sources of ``code`` (not yet ready)."""
+#: ``--bytecode``: the servers read compiled bytecode from here (``PYTHONPYCACHEPREFIX``).
+BYTECODE: dict[str, str] = {}
+
+
+def _start(label: str, data: Path, code: Path, tmp: Path, *, write: bool = False) -> Server:
+    """Start ``kpi api`` over ``data`` with the sources of ``code`` (not yet ready); ``write``:
+    let it write the bytecode of what it imports (``--bytecode``'s first start)."""
     port = _free_port()
     cfg = _config(tmp / f"api-{label}.yaml")
     log = tmp / f"server-{label}.log"
-    env = {**os.environ, "PYTHONPATH": str(code)}
+    env = {**os.environ, "PYTHONPATH": str(code), **BYTECODE}
+    if write:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         [
@@ -229,7 +239,7 @@ def _wait_ready(srv: Server) -> None:
                     return
             except httpx.TransportError:
                 pass
-            time.sleep(0.1)
+            time.sleep(0.02)  # the ready time to 20 ms
     raise RuntimeError(f"{srv.label}: not ready in 900 s")
 
 
@@ -365,6 +375,26 @@ def startups(targets: list[tuple[str, Path, Path]], times: int) -> dict[str, Any
     return out
 
 
+def compile_bytecode(targets: list[tuple[str, Path, Path]], into: Path) -> None:
+    """``--bytecode``: start each server once, writing the bytecode of every module it
+    imports up to ready and its first question under ``into``; the measured servers then
+    read it (and write none), as a deployment's image does (``UV_COMPILE_BYTECODE``)."""
+    BYTECODE["PYTHONPYCACHEPREFIX"] = str(into)
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, data, code in targets:
+            srv = _start(label, data, code, Path(tmp), write=True)
+            try:
+                _wait_ready(srv)
+                with httpx.Client(
+                    base_url=srv.base, headers={"X-API-Key": ADMIN_KEY}, timeout=300
+                ) as c:
+                    url, params = _requests(srv, "-")["on_time_30d"]
+                    c.get(url, params=params)
+            finally:
+                srv.proc.terminate()
+                srv.proc.wait(timeout=30)
+
+
 def _minus_days(iso: str, days: int) -> str:
     import datetime as dt
 
@@ -430,6 +460,13 @@ def main() -> None:
         type=int,
         help="measure start-up only: start every server this many times, alternating",
     )
+    ap.add_argument(
+        "--bytecode",
+        action="store_true",
+        help="every server reads compiled bytecode (written by a first start of each, not"
+        " timed), as the Docker image's dependencies are; default: as this environment"
+        " runs them (PYTHONDONTWRITEBYTECODE=1 here: every start compiles every module)",
+    )
     args = ap.parse_args()
     if args.small:
         data = _small_folder(Path(tempfile.mkdtemp(prefix="bench-api-")))
@@ -451,6 +488,8 @@ def main() -> None:
         old = _old_sources(args.old_ref, Path(tempfile.mkdtemp(prefix="bench-api-old-")))
         label, served = ("lake_old", args.lake) if args.lake is not None else ("folder_old", data)
         targets.append((label, served, old))
+    if args.bytecode:
+        compile_bytecode(targets, Path(tempfile.mkdtemp(prefix="bench-api-pyc-")))
     load_before = os.getloadavg()
     if args.startups:
         figures = startups(targets, args.startups)
@@ -458,6 +497,15 @@ def main() -> None:
         figures = run(targets, args.cold, args.warm, args.seconds, args.clients)
     if args.old_ref is not None:
         figures["old_ref"] = args.old_ref
+    figures["bytecode"] = (
+        "compiled, read from PYTHONPYCACHEPREFIX"
+        if args.bytecode
+        else (
+            "not written (PYTHONDONTWRITEBYTECODE)"
+            if os.environ.get("PYTHONDONTWRITEBYTECODE")
+            else "as the environment writes it"
+        )
+    )
     figures["cpus"] = os.cpu_count()
     figures["loadavg_before"] = [round(x, 1) for x in load_before]
     figures["loadavg_after"] = [round(x, 1) for x in os.getloadavg()]

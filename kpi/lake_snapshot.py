@@ -179,7 +179,8 @@ def start_reading(lake: Path) -> Future[LakeStart]:
             reader = LakeReader.open(lake)
             tables = reader.tables()
             snap = reader.snapshot(tables)
-            snap.prepare()  # overlaps the web stack's import too
+            # Overlaps the web stack's import too; its hour counts follow the first load.
+            snap.prepare(index=False)
             future.set_result(LakeStart(stamp, reader, tables, snap))
         except BaseException as exc:  # handed to the store, which reads the lake again
             future.set_exception(exc)

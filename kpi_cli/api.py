@@ -107,7 +107,14 @@ def api(
     if warning:
         typer.echo(f"WARNING: {warning}", err=True)
     with ExitStack() as stack:
-        app = create_app(settings, cluster=_cluster(settings, stack), lake_start=lake_start)
+        # The duty desk opens after the server listens: its routes answer 503 until then,
+        # the KPI routes (the main traffic) do not wait for SQLAlchemy and the database.
+        app = create_app(
+            settings,
+            cluster=_cluster(settings, stack),
+            lake_start=lake_start,
+            duty_in_background=True,
+        )
         # The store drops the read once its first load took it: its tables are not kept.
         del lake_start
         uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
@@ -143,12 +150,13 @@ def _given(
 def _cluster(settings: Settings, stack: ExitStack) -> Client | None:
     """``--engine dask``: the cluster's client for the server's lifetime, reached (or started)
     before it listens; a lake missing or a scheduler not answering stops here, in time."""
-    from kpi.cluster import ClusterError, connect  # noqa: PLC0415  (lazy: distributed)
-    from kpi.lake_snapshot import is_lake  # noqa: PLC0415
-
     cfg = settings.cluster
     if cfg.engine != "dask":
         return None
+    # Only for dask: kpi.cluster imports numpy (~0.6 s of a start compiling its sources).
+    from kpi.cluster import ClusterError, connect  # noqa: PLC0415  (lazy: distributed)
+    from kpi.lake_snapshot import is_lake  # noqa: PLC0415
+
     if not is_lake(settings.data_dir):
         typer.echo(
             f"error: --engine dask reads a lake: {settings.data_dir} is not one"

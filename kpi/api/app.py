@@ -14,12 +14,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kpi.api import signed_links
 from kpi.api.audit import AuditMiddleware
 from kpi.api.deps import authenticate
+from kpi.api.duty_desk import DutyDesk
 from kpi.api.errors import ApiError
 from kpi.api.metrics import ApiMetrics, MetricsMiddleware
 from kpi.api.routers import (
@@ -37,13 +37,11 @@ from kpi.api.routers import (
     runbooks,
 )
 from kpi.api.settings import Settings
-from kpi.api.store import DataStore
-from kpi.duty.metrics import IncidentCollector
+from kpi.api.store import SETTLE_SECONDS, DataStore
 
 if TYPE_CHECKING:
     from distributed import Client
 
-    from kpi.duty.register import IncidentRegister
     from kpi.lake_snapshot import LakeStart
 
 API_PREFIX = "/api/v1"
@@ -146,40 +144,36 @@ def _install_docs(app: FastAPI, settings: Settings) -> None:
     app.add_api_route("/redoc", redoc, include_in_schema=False, dependencies=deps)
 
 
-def _open_register(url: str) -> IncidentRegister:
-    """The duty desk's register at ``url``, migrated (SQLAlchemy and Alembic load here)."""
-    from kpi.duty.register import open_register  # noqa: PLC0415
-
-    return open_register(url)
-
-
 def _lifespan(
-    settings: Settings, store: DataStore, metrics: ApiMetrics, *, wait_for_data: bool
+    store: DataStore,
+    desk: DutyDesk,
+    metrics: ApiMetrics,
+    *,
+    wait_for_data: bool,
+    duty_in_background: bool,
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     """Start-up and shutdown: the first load, the duty desk's register."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # The data loads in the background while the duty desk opens (importing
-        # SQLAlchemy, and Alembic when it migrates): start-up takes the longer of the two.
+        # The data loads in the background; the duty desk opens (importing SQLAlchemy,
+        # and Alembic when it migrates) before the server listens, or once it is ready.
         task = store.start_load()
-        register = None
-        if settings.database:
+        if duty_in_background:
+            # A folder's load may take many seconds: the desk then opens beside it.
+            desk.open_in_background(metrics, after=lambda: store.settled(SETTLE_SECONDS))
+        else:
             try:
-                # Migrations first: the webhook must not answer before its tables exist.
-                register = await run_in_threadpool(_open_register, settings.database)
+                await desk.open(metrics)
             except BaseException:
                 task.cancel()
                 raise
-            metrics.registry.register(IncidentCollector(register))
-            app.state.register = register
         if wait_for_data:
             await task
         try:
             yield
         finally:
-            if register is not None:
-                register.engine.dispose()
+            await desk.close()
 
     return lifespan
 
@@ -190,16 +184,22 @@ def create_app(
     wait_for_data: bool = False,
     cluster: Client | None = None,
     lake_start: Future[LakeStart] | None = None,
+    duty_in_background: bool = False,
 ) -> FastAPI:
     """The API over ``settings.data_dir``; ``wait_for_data`` makes startup wait for the first
     load; ``cluster``: the KPI endpoints are computed on that Dask cluster (a lake's);
-    ``lake_start``: the lake's read already begun (``kpi.lake_snapshot.start_reading``)."""
+    ``lake_start``: the lake's read already begun (``kpi.lake_snapshot.start_reading``);
+    ``duty_in_background``: the duty desk's database opens after the server listens (its
+    routes answer 503 until then) instead of before, where a failure stops start-up."""
     # Without wait_for_data the load runs in the background: /readyz is 503 until it is
     # done and data requests wait for it up to the request timeout.
     metrics = ApiMetrics.create()
     store = DataStore(settings, metrics, cluster, lake_start)
 
-    lifespan = _lifespan(settings, store, metrics, wait_for_data=wait_for_data)
+    desk = DutyDesk(settings.database)
+    lifespan = _lifespan(
+        store, desk, metrics, wait_for_data=wait_for_data, duty_in_background=duty_in_background
+    )
 
     app = FastAPI(
         title="Postal service-quality KPI API",
@@ -212,7 +212,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.store = store
-    app.state.register = None  # the duty desk's, once the lifespan opened it
+    app.state.duty_desk = desk
     app.state.metrics = metrics
     app.state.keys_by_hash = {k.sha256: k for k in settings.api_keys}
     _install_error_handlers(app)

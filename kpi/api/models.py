@@ -390,8 +390,15 @@ class Health(BaseModel):
     status: Literal["ok"]
 
 
+class Component(BaseModel):
+    """One part of the service and where it stands."""
+
+    status: Literal["ready", "loading", "starting", "failed", "off"]
+    detail: str | None = None
+
+
 class Readiness(BaseModel):
-    """Readiness: ready once a data version is loaded."""
+    """Readiness: ready once a data version is loaded (the KPI routes can answer)."""
 
     status: Literal["ready", "loading", "failed"]
     data_version: str | None = None
@@ -401,6 +408,9 @@ class Readiness(BaseModel):
     detail: str | None = None
     #: Files or folders of the data folder that cannot be read (left out of every answer).
     unreadable: list[str] = []
+    #: Each component's state: ``data`` (what ``status`` follows) and ``duty_desk`` (the
+    #: incident register, opened after the server listens: its routes answer 503 until then).
+    components: dict[str, Component] = {}
 
 
 class ReloadResponse(BaseModel):

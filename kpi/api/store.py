@@ -200,7 +200,7 @@ def build_generation(
     version = version_of(fp)
     default = Snapshot.from_dataset(mem, settings.as_of)
     default.version = version
-    default.prepare()  # every KPI question asks it
+    default.prepare(index=False)  # every KPI question asks it; hour counts after the load
     fac = ds.facilities
     return Generation(
         version=version,
@@ -226,7 +226,7 @@ def build_lake_generation(
     """
     version = version_of(fp)
     if start is not None and start.stamp == fp and settings.as_of is None:
-        reader, tables, default = start.reader, start.tables, start.default
+        reader, tables, default = start.reader, start.tables, start.default  # prepared
     else:
         reader = LakeReader.open(settings.data_dir)
         tables = reader.tables()
@@ -234,8 +234,8 @@ def build_lake_generation(
             default = reader.snapshot(tables)
         else:
             default = reader.snapshot_at(settings.as_of)
+        default.prepare(index=False)  # every KPI question asks it; hour counts after the load
     default.version = version
-    default.prepare()  # every KPI question asks it (done already when ``start`` read it)
     fac = reader.facilities
     ds = reader.dataset()
     return Generation(
@@ -251,6 +251,18 @@ def build_lake_generation(
         results=Lru(settings.limits.result_cache),
         reader=reader,
     )
+
+
+#: Seconds the start-up's secondary work waits for the first readiness answer at most.
+SETTLE_SECONDS: Final = 3.0
+
+
+def _count_hours(gen: Generation) -> None:
+    """The default snapshot's flow counts per hour (``Snapshot.build_index``), after its load."""
+    try:
+        gen.default.build_index()
+    except Exception:  # an accelerator: without it the questions group the rows
+        log.exception("data version %s: the flow counts per hour were not built", gen.version)
 
 
 class DataStore:
@@ -273,6 +285,10 @@ class DataStore:
         self.error: str | None = None
         self._loading: asyncio.Task[Generation | None] | None = None
         self._last_check = 0.0
+        #: Set when ``/readyz`` first answers 200: the start-up's secondary work (the hour
+        #: counts, the duty desk) waits for it, so it does not delay that answer.
+        self.ready_served = False
+        self._background: set[asyncio.Task[None]] = set()
 
     @property
     def ready(self) -> bool:
@@ -306,12 +322,29 @@ class DataStore:
             return None
         finally:
             self._loading = None
+        first = self.gen is None
         self.gen, self.error = gen, None
+        # Ready without them: the questions asked meanwhile group the rows (same answers).
+        task = asyncio.create_task(self._count_hours(gen, first))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
         self.metrics.loads.labels("ok").inc()
         self.metrics.loaded_at.set(gen.loaded_at.timestamp())
         self.metrics.items.set(gen.default.lifecycle.height)
         log.info("data version %s loaded (%d items)", gen.version, gen.default.lifecycle.height)
         return gen
+
+    async def settled(self, timeout: float) -> None:
+        """Return once ``/readyz`` has answered 200, or after ``timeout`` seconds."""
+        # Polled, not an asyncio.Event: a test may run one app in several event loops.
+        deadline = time.monotonic() + timeout
+        while not self.ready_served and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+
+    async def _count_hours(self, gen: Generation, first: bool) -> None:
+        if first:  # after the first readiness answer, which it would otherwise slow down
+            await self.settled(SETTLE_SECONDS)
+        await asyncio.get_running_loop().run_in_executor(None, _count_hours, gen)
 
     def start_load(self, fp: Fingerprint | None = None) -> asyncio.Task[Generation | None]:
         """Start loading the folder in the background (or join the load already running)."""

@@ -8,6 +8,7 @@ needed), the grouping dimensions and a ``Window``, and returns one row per group
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from typing import Final
 
 import polars as pl
@@ -74,46 +75,118 @@ FLOW_COUNTS: Final = (
 )
 
 
-def flow_kpis(lifecycle: pl.LazyFrame, by: list[str], w: Window) -> pl.LazyFrame:
-    """Window KPIs of item flow: volumes, timeliness, transit time, first attempt."""
-    keys = _keys(by, w)
-
-    def agg(time_col: str, *exprs: pl.Expr) -> pl.LazyFrame:
-        rows = _grouped(lifecycle, time_col, by, w, ITEM_COLUMNS)
-        return rows.group_by(keys).agg(*exprs) if keys else rows.select(*exprs)
-
+def _flow_flags() -> dict[str, dict[str, pl.Expr | None]]:
     late_h = hours_between("delivered_at", "promised_by")
     transit = hours_between("delivered_at", "accepted_at")
     has_acc = pl.col("accepted_at").is_not_null()
     judged = has_acc & pl.col("promised_by").is_not_null()
-    delivered = agg(
-        "delivered_at",
-        pl.len().cast(pl.Int64).alias("delivered_items"),
-        count_if(~has_acc).alias("delivered_without_acceptance"),
-        count_if(judged & (late_h <= 0)).alias("on_time_items"),
-        count_if(judged).alias("_judged"),
-        count_if(judged & (late_h > 0) & (late_h <= 24)).alias("late_1d_items"),
-        count_if(judged & (late_h > 24) & (late_h <= 48)).alias("late_2d_items"),
-        count_if(judged & (late_h > 48)).alias("late_3d_plus_items"),
-        transit.filter(has_acc).mean().alias("transit_hours_mean"),
-        transit.filter(has_acc).quantile(0.5, "linear").alias("transit_hours_p50"),
-        transit.filter(has_acc).quantile(0.9, "linear").alias("transit_hours_p90"),
-        count_if(has_acc & (transit <= 72)).alias("_within_72h"),
-        count_if(has_acc).alias("_transit_n"),
-    )
-    accepted = agg("accepted_at", pl.len().cast(pl.Int64).alias("accepted_items"))
-    returned = agg("returned_at", pl.len().cast(pl.Int64).alias("returned_items"))
-    attempts = agg(
-        "first_attempt_at",
-        count_if(event_in(_DELIVERING, "first_attempt_outcome")).alias("_first_ok"),
-        pl.len().cast(pl.Int64).alias("_first_n"),
-    )
-    joined = outer_join([accepted, delivered, returned, attempts], keys)
-    return joined.with_columns(pl.col(FLOW_COUNTS).fill_null(0)).with_columns(
-        ratio("on_time_items", "_judged").alias("on_time_ratio"),
-        ratio("_within_72h", "_transit_n").alias("within_72h_ratio"),
-        ratio("_first_ok", "_first_n").alias("first_attempt_ratio"),
-    )
+    return {
+        "accepted_at": {"accepted_items": None},
+        "delivered_at": {
+            "delivered_items": None,
+            "delivered_without_acceptance": ~has_acc,
+            "on_time_items": judged & (late_h <= 0),
+            "_judged": judged,
+            "late_1d_items": judged & (late_h > 0) & (late_h <= 24),
+            "late_2d_items": judged & (late_h > 24) & (late_h <= 48),
+            "late_3d_plus_items": judged & (late_h > 48),
+            "_within_72h": has_acc & (transit <= 72),
+            "_transit_n": has_acc,
+        },
+        "returned_at": {"returned_items": None},
+        "first_attempt_at": {
+            "_first_ok": event_in(_DELIVERING, "first_attempt_outcome"),
+            "_first_n": None,
+        },
+    }
+
+
+#: The flow family's counts per time column (the branch grouping the rows of that time in
+#: the window): each the rows where its condition holds (None: every row).
+FLOW_FLAGS: Final = _flow_flags()
+#: The flow ratios and their (numerator, denominator) counts.
+FLOW_RATIOS: Final = {
+    "on_time_ratio": ("on_time_items", "_judged"),
+    "within_72h_ratio": ("_within_72h", "_transit_n"),
+    "first_attempt_ratio": ("_first_ok", "_first_n"),
+}
+#: The per-hour counts of the rows of a time column in the window (keys, then the named
+#: counts of ``FLOW_FLAGS``), or None: group the rows for them.
+CountsOf = Callable[[str, dict[str, pl.Expr | None]], pl.LazyFrame | None]
+
+
+def count_exprs(flags: dict[str, pl.Expr | None]) -> list[pl.Expr]:
+    """The aggregations of ``FLOW_FLAGS`` counts (Int64)."""
+    return [
+        pl.len().cast(pl.Int64).alias(n) if c is None else count_if(c).alias(n)
+        for n, c in flags.items()
+    ]
+
+
+def _transit_stats() -> list[pl.Expr]:
+    has_acc = pl.col("accepted_at").is_not_null()
+    transit = hours_between("delivered_at", "accepted_at").filter(has_acc)
+    return [
+        transit.mean().alias("transit_hours_mean"),
+        transit.quantile(0.5, "linear").alias("transit_hours_p50"),
+        transit.quantile(0.9, "linear").alias("transit_hours_p90"),
+    ]
+
+
+def _counts_asked(time_col: str, asked: Collection[str]) -> set[str] | None:
+    """The counts of the branch that ``asked`` needs, or None when it asks more than counts
+    and their ratios of it (a mean, a percentile)."""
+    flags = FLOW_FLAGS[time_col]
+    need = {n for n in flags if n in asked}
+    need |= {c for r, pair in FLOW_RATIOS.items() if r in asked for c in pair if c in flags}
+    if time_col == "delivered_at" and any(e.meta.output_name() in asked for e in _transit_stats()):
+        return None
+    return need
+
+
+def flow_kpis(
+    lifecycle: pl.LazyFrame,
+    by: list[str],
+    w: Window,
+    *,
+    asked: Collection[str] | None = None,
+    counts_of: CountsOf | None = None,
+) -> pl.LazyFrame:
+    """Window KPIs of item flow: volumes, timeliness, transit time, first attempt.
+
+    With ``asked``, only those columns are computed (with the answer's every row): a
+    branch (the rows of one time column) asked for counts and their ratios only takes
+    them from ``counts_of`` when it has them (a snapshot's per-hour counts), else from
+    grouping its rows; a branch none of whose columns is asked gives its keys only."""
+    keys = _keys(by, w)
+
+    def agg(time_col: str, exprs: list[pl.Expr]) -> pl.LazyFrame:
+        rows = _grouped(lifecycle, time_col, by, w, ITEM_COLUMNS)
+        return rows.group_by(keys).agg(*exprs) if keys else rows.select(*exprs)
+
+    def branch(time_col: str) -> tuple[pl.LazyFrame, list[str]]:
+        flags = FLOW_FLAGS[time_col]
+        stats = _transit_stats() if time_col == "delivered_at" else []
+        need = _counts_asked(time_col, asked) if asked is not None and keys else None
+        if need is None:  # everything, from the rows (in the columns' usual order)
+            exprs = count_exprs(flags)
+            at = list(flags).index("_within_72h") if stats else 0
+            return agg(time_col, [*exprs[:at], *stats, *exprs[at:]]), list(flags)
+        wanted = {n: c for n, c in flags.items() if n in need}
+        got = counts_of(time_col, wanted) if counts_of is not None else None
+        if got is None:
+            got = agg(time_col, count_exprs(wanted))
+        return got, list(wanted)
+
+    branches = [branch(t) for t in FLOW_FLAGS]
+    joined = outer_join([f for f, _ in branches], keys)
+    counted = [n for _, names in branches for n in names]
+    ratios = [
+        ratio(num, den).alias(r)
+        for r, (num, den) in FLOW_RATIOS.items()
+        if num in counted and den in counted
+    ]
+    return joined.with_columns(pl.col(counted).fill_null(0)).with_columns(ratios)
 
 
 COMPLAINT_COLUMNS: Final = {"region": "region", "product": "product", "category": "category"}

@@ -156,9 +156,15 @@ class ApiServer:
 
 
 def start_api(
-    workdir: Path, data: Path, database: str, *extra: str, port: int | None = None
+    workdir: Path,
+    data: Path,
+    database: str,
+    *extra: str,
+    port: int | None = None,
+    duty_ready: bool = True,
 ) -> ApiServer:
-    """``kpi api DATA --database URL`` on a free port; returns once /readyz answers 200."""
+    """``kpi api DATA --database URL`` on a free port; returns once /readyz answers 200 and,
+    with ``duty_ready``, its duty desk is open (it opens after the server listens)."""
     port = port or free_port()
     log_path = workdir / f"api-{port}-{time.monotonic_ns()}.log"
     with log_path.open("wb") as log:
@@ -174,9 +180,13 @@ def start_api(
             raise RuntimeError(f"kpi api exited with {process.returncode}:\n{server.log()}")
         try:
             with urllib.request.urlopen(f"{server.url}/readyz", timeout=2) as response:
-                return bool(response.status == 200)
+                body = json.load(response)
         except (OSError, urllib.error.HTTPError):
             return False
+        desk = body["components"]["duty_desk"]
+        if desk["status"] == "failed":
+            raise RuntimeError(f"the duty desk failed: {desk['detail']}\n{server.log()}")
+        return not duty_ready or desk["status"] != "starting"
 
     try:
         wait_for(ready, timeout=90, what="kpi api /readyz")

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from kpi.api.deps import ListParam, PrincipalDep, SettingsDep, StoreDep, _bearer, split
+from kpi.api.duty_desk import DutyDesk
 from kpi.api.errors import ERROR_RESPONSES, ApiError, Problem, forbidden
 from kpi.api.models import Instant
 from kpi.api.store import DataStore, Generation
@@ -42,7 +43,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"model": Problem, "description": "The key may not see this region or act on incidents."},
     404: {"model": Problem, "description": "No such incident (or not in the key's regions)."},
     409: {"model": Problem, "description": "Already done: acknowledged or closed before."},
-    503: {"model": Problem, "description": "The duty desk has no database configured."},
+    503: {
+        "model": Problem,
+        "description": "The duty desk has no database configured, or it is still opening"
+        " (with Retry-After), or it could not be opened.",
+    },
 }
 
 
@@ -184,14 +189,9 @@ class DutyReport(BaseModel):
 
 
 async def get_register(request: Request) -> IncidentRegister:
-    """The app's incident register (503 when the API runs without a database)."""
-    register: IncidentRegister | None = getattr(request.app.state, "register", None)
-    if register is None:
-        raise ApiError(
-            503,
-            "the duty desk is off: start the API with --database (sqlite:///FILE or postgresql://...)",
-        )
-    return register
+    """The app's incident register (503 while it opens, when it failed, or without a database)."""
+    desk: DutyDesk = request.app.state.duty_desk
+    return desk.require()
 
 
 if TYPE_CHECKING:
