@@ -19,7 +19,10 @@ MVN_DEPENDENCY_PLUGIN := org.apache.maven.plugins:maven-dependency-plugin:3.8.1
 # uv comes from PyPI; the lock file pins everything else.
 $(BIN)/kpi: pyproject.toml uv.lock
 	@command -v uv >/dev/null 2>&1 || $(PY) -m pip install --quiet --user uv || $(PY) -m pip install --quiet --break-system-packages uv
-	$(UV) sync --frozen
+	$(UV) sync --frozen --compile-bytecode
+	@# Our own modules too (installed editable): a process that may not write bytecode
+	@# (PYTHONDONTWRITEBYTECODE) would compile every import at every start (~1 s for `kpi api`).
+	$(BIN)/python -m compileall -q kpi exporters kpi_cli
 	@touch $@
 
 env: $(BIN)/kpi
