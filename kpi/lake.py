@@ -16,9 +16,10 @@ import shutil
 import uuid
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Self
+from typing import IO, Final, Self
 
 import polars as pl
 
@@ -37,6 +38,8 @@ from kpi.standards import STANDARDS_FILE, ServiceStandards, load_standards
 
 MANIFEST: Final = "_manifest.json"
 DEFAULT_BUCKETS: Final = 64
+#: Rows per compaction batch (whole files): a batch's events are what a run holds at once.
+DEFAULT_BATCH_ROWS: Final = 2_000_000
 
 
 class LakeError(Exception):
@@ -164,10 +167,8 @@ def read_complaints(lake: Path) -> pl.LazyFrame:
     return pl.scan_parquet(lake / manifest.complaints).cast(SCHEMAS[Kind.COMPLAINTS])  # type: ignore[arg-type]
 
 
-def _write_parts(
-    events: pl.DataFrame, lake: Path, stage: Path, run: str, buckets: int
-) -> list[str]:
-    """Partitioned parts written under ``stage``, then moved into ``lake``; relative paths."""
+def _write_parts(events: pl.DataFrame, stage: Path, name: str, buckets: int) -> list[str]:
+    """Partitioned parts of ``events`` written under ``stage``; their paths relative to it."""
     width = max(2, len(str(buckets - 1)))
     keyed = events.with_columns(
         bucket_expr(buckets).alias("_bucket"),
@@ -175,23 +176,108 @@ def _write_parts(
     )
     staged: list[str] = []
     for (bucket, date), part in keyed.group_by(["_bucket", "_date"], maintain_order=True):
-        rel = f"events/bucket={int(str(bucket)):0{width}d}/date={date}/part-{run}.parquet"
+        rel = f"events/bucket={int(str(bucket)):0{width}d}/date={date}/part-{name}.parquet"
         (stage / rel).parent.mkdir(parents=True, exist_ok=True)
         part.drop("_bucket", "_date").write_parquet(stage / rel)
         staged.append(rel)
-    for rel in staged:
-        (lake / rel).parent.mkdir(parents=True, exist_ok=True)
-        os.replace(stage / rel, lake / rel)
     return staged
 
 
-def compact(data_dir: Path, lake: Path, buckets: int = DEFAULT_BUCKETS) -> CompactReport:
+def _held_ids(parts: list[Path], ids: pl.Series) -> pl.DataFrame:
+    """Which of ``ids`` the given parts already hold (one ``event_id`` column).
+
+    The parts' ids are streamed through a filter on the batch's ids, so memory is the
+    batch's id set plus one chunk of the parts, never every id the lake holds. Exact: a
+    duplicate is the same ``event_id`` whatever its item, so no bucket can be skipped.
+    """
+    if not parts or ids.is_empty():
+        return pl.DataFrame(schema={"event_id": pl.String})
+    held = (
+        pl.scan_parquet(parts)
+        .select(pl.col("event_id").cast(pl.String))
+        .filter(pl.col("event_id").is_in(ids.implode()))
+        .unique()
+    )
+    return held.collect(engine="streaming")
+
+
+def _batches(files: list[Path], rows: list[int], batch_rows: int) -> list[list[Path]]:
+    """Consecutive files (read order kept) of at most ``batch_rows`` rows, one file at least."""
+    out: list[list[Path]] = []
+    size = 0
+    for path, n in zip(files, rows, strict=True):
+        if not out or size + n > batch_rows:
+            out.append([])
+            size = 0
+        out[-1].append(path)
+        size += n
+    return out
+
+
+def _compact_events(
+    files: list[Path],
+    rows: list[int],
+    ctx: _Run,
+) -> list[str]:
+    """Stage the new events of ``files`` batch by batch; the staged parts (relative paths).
+
+    Each batch keeps the first read of an id within itself (as a whole-folder read
+    does), then drops the ids the lake's committed parts or this run's earlier batches
+    hold: the result is the one-batch answer, in memory bounded by the batch.
+    """
+    staged: list[str] = []
+    dropped: list[Path] = []  # ids earlier batches found in the lake (not staged)
+    for i, batch in enumerate(_batches(files, rows, ctx.batch_rows)):
+        events = validated_frame([read_file(p) for p in batch], Kind.EVENTS).collect()
+        ids = events["event_id"]  # distinct: the batch keeps the first read of an id
+        earlier = _held_ids([ctx.stage / rel for rel in staged] + dropped, ids)
+        ids = ids.filter(~ids.is_in(earlier["event_id"].implode()))
+        # Only a first sight in this run counts as "already in the lake" (as in one batch).
+        in_lake = _held_ids(ctx.held, ids)
+        if in_lake.height:
+            dropped.append(ctx.stage / f"_seen-{i:05d}.parquet")
+            in_lake.write_parquet(dropped[-1])
+        seen = pl.concat([earlier, in_lake])
+        fresh = events.join(seen, on="event_id", how="anti", maintain_order="left")
+        ctx.rep.duplicate_events += in_lake.height
+        ctx.rep.new_events += fresh.height
+        del events
+        staged += _write_parts(fresh, ctx.stage, f"{ctx.run}-{i:05d}", ctx.buckets)
+        if ctx.after_batch is not None:
+            ctx.after_batch(i)
+    return staged
+
+
+@dataclass
+class _Run:
+    """One compaction's fixed inputs and running report."""
+
+    run: str
+    stage: Path
+    held: list[Path]
+    buckets: int
+    batch_rows: int
+    rep: CompactReport
+    after_batch: Callable[[int], None] | None = None
+
+
+def compact(
+    data_dir: Path,
+    lake: Path,
+    buckets: int = DEFAULT_BUCKETS,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    after_batch: Callable[[int], None] | None = None,
+) -> CompactReport:
     """Add the folder's new validated events and complaints to ``lake`` (see the module doc).
 
-    Only files not compacted before (by path, size and mtime) are read; an event whose id
-    the lake already holds is a duplicate and is left out (counted). Rejects go to
-    ``lake/_rejects/<run>-<kind>.jsonl``.
+    Only files not compacted before (by path, size and mtime) are read, in batches of
+    whole files of about ``batch_rows`` rows; an event whose id the lake already holds
+    is a duplicate and is left out (counted). Rejects go to
+    ``lake/_rejects/<run>-<kind>.jsonl``. ``after_batch`` is called with each staged
+    batch's index (progress; the tests inject a crash there).
     """
+    if batch_rows < 1:
+        raise LakeError(f"batch rows must be >= 1, not {batch_rows}")
     lake.mkdir(parents=True, exist_ok=True)
     manifest = Manifest.load(lake) or Manifest(buckets=buckets)
     if manifest.buckets != buckets:
@@ -204,17 +290,20 @@ def compact(data_dir: Path, lake: Path, buckets: int = DEFAULT_BUCKETS) -> Compa
         stage.mkdir()
         ev_files = _new_files(data_dir, Kind.EVENTS, manifest)
         cp_files = _new_files(data_dir, Kind.COMPLAINTS, manifest)
-        for kind, files in ((Kind.EVENTS, ev_files), (Kind.COMPLAINTS, cp_files)):
-            _write_rejects(files, kind, lake / "_rejects" / f"{run}-{kind.value}.jsonl", rep)
-        if ev_files:
-            events = validated_frame([read_file(p) for p in ev_files], Kind.EVENTS).collect()
-            held = read_events(lake).select("event_id")
-            fresh = events.lazy().join(held, on="event_id", how="anti").collect()
-            rep.duplicate_events += events.height - fresh.height
-            rep.new_events = fresh.height
-            new_parts = _write_parts(fresh, lake, stage, run, buckets)
-            manifest.parts += new_parts
-            rep.parts = len(new_parts)
+        rejects = lake / "_rejects"
+        ev_rows = _write_rejects(ev_files, Kind.EVENTS, rejects / f"{run}-events.jsonl", rep)
+        _write_rejects(cp_files, Kind.COMPLAINTS, rejects / f"{run}-complaints.jsonl", rep)
+        held = [lake / p for p in manifest.parts]
+        missing = [str(f) for f in held if not f.exists()]
+        if missing:
+            raise LakeError(f"lake part(s) listed but missing: {', '.join(missing[:5])}")
+        ctx = _Run(run, stage, held, buckets, batch_rows, rep, after_batch)
+        new_parts = _compact_events(ev_files, ev_rows, ctx) if ev_files else []
+        for rel in new_parts:
+            (lake / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(stage / rel, lake / rel)
+        manifest.parts += new_parts
+        rep.parts = len(new_parts)
         if cp_files:
             new = validated_frame([read_file(p) for p in cp_files], Kind.COMPLAINTS)
             # Earlier versions first: on equal ``updated_at`` the later read wins.
@@ -242,21 +331,30 @@ def compact(data_dir: Path, lake: Path, buckets: int = DEFAULT_BUCKETS) -> Compa
     return rep
 
 
-def _write_rejects(files: list[Path], kind: Kind, out: Path, rep: CompactReport) -> None:
-    """Rejects of ``files`` (parsing and row checks), as ``kpi validate`` writes them."""
-    frames: list[pl.DataFrame] = []
-    for path in files:
-        batch = read_file(path)
-        bad = validated(batch, kind)[1].collect()
-        parsing = batch.rejects_frame()
-        frames.append(pl.concat([parsing, bad], how="vertical"))
-        # Rows read: parsed rows, plus lines rejected while parsing (not whole files).
-        parsed = batch.frame.select(pl.len()).collect().item()
-        rep.rows_read += parsed + parsing.filter(pl.col("row").is_not_null()).height
-    if not frames:
-        return
-    rejects = pl.concat(frames, how="vertical")
-    rep.rejected.update(rejects["reason"].to_list())
-    if rejects.height:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        rejects.write_ndjson(out)
+def _write_rejects(files: list[Path], kind: Kind, out: Path, rep: CompactReport) -> list[int]:
+    """Rejects of ``files`` (parsing and row checks), as ``kpi validate`` writes them.
+
+    Written file by file (memory: one file's rejects); returns each file's parsed rows.
+    """
+    rows: list[int] = []
+    sink: IO[bytes] | None = None
+    try:
+        for path in files:
+            batch = read_file(path)
+            bad = validated(batch, kind)[1].collect()
+            parsing = batch.rejects_frame()
+            rejects = pl.concat([parsing, bad], how="vertical")
+            # Rows read: parsed rows, plus lines rejected while parsing (not whole files).
+            parsed = batch.frame.select(pl.len()).collect().item()
+            rows.append(parsed)
+            rep.rows_read += parsed + parsing.filter(pl.col("row").is_not_null()).height
+            rep.rejected.update(rejects["reason"].to_list())
+            if rejects.height:
+                if sink is None:
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    sink = out.open("wb")
+                rejects.write_ndjson(sink)
+    finally:
+        if sink is not None:
+            sink.close()
+    return rows
