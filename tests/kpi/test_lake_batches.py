@@ -29,7 +29,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     ``zz-dups.parquet`` (read last) repeats rows of the first file, twice each, and
     carries one id of the first file under another item: first read wins, whatever
-    the item.
+    the item; ``zz-dups2.parquet`` repeats them once more (in another batch).
     """
     out = tmp_path_factory.mktemp("data")
     sim.write_data_folder(
@@ -40,6 +40,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     other_item = first.filter(pl.col("item_id") != first["item_id"][0])["item_id"][0]
     moved = first.head(1).with_columns(pl.lit(other_item).alias("item_id"))
     pl.concat([again, again, moved]).write_parquet(out / "events" / "zz-dups.parquet")
+    again.write_parquet(out / "events" / "zz-dups2.parquet")
     return out
 
 
@@ -126,11 +127,19 @@ def test_a_duplicate_id_under_another_item_keeps_the_first(folder: Path, tmp_pat
     assert (rep.new_events, rep.duplicate_events) == (0, 1)
 
 
+def test_ids_the_lake_holds_count_once_per_run_across_batches(folder: Path, tmp_path: Path) -> None:
+    # Run 2 brings zz-dups and zz-dups2, both repeating 40 ids the lake holds: 40 counted.
+    split = _runs(folder, tmp_path / "data", tmp_path / "lake", [8], 1)
+    whole = _runs(folder, tmp_path / "data1", tmp_path / "lake1", [8], 10**9)
+    assert split == whole
+    assert split[1][2:4] == (0, 40)  # (new events, already in the lake)
+
+
 @settings(
     max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
-    cuts=st.lists(st.integers(1, 8), max_size=2, unique=True).map(sorted),
+    cuts=st.lists(st.integers(1, 9), max_size=2, unique=True).map(sorted),
     batch_rows=st.sampled_from([1, 2000, 7000, 10**9]),
 )
 def test_runs_and_batches_give_the_one_batch_lake(
