@@ -73,6 +73,10 @@ class Manifest:
     complaints: str | None = None
     #: Source file (as given) -> [size, mtime_ns] when it was compacted.
     sources: dict[str, list[int]] = field(default_factory=dict)
+    #: Files of the ``event_id`` of every committed event (one per run), which
+    #: de-duplication reads instead of the many small parts; None: a lake written before
+    #: they were kept (its parts are read instead).
+    ids: list[str] | None = None
 
     @classmethod
     def load(cls, lake: Path) -> Manifest | None:
@@ -87,6 +91,7 @@ class Manifest:
                 parts=list(raw["parts"]),
                 complaints=raw.get("complaints"),
                 sources={k: list(v) for k, v in raw.get("sources", {}).items()},
+                ids=None if raw.get("ids") is None else list(raw["ids"]),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise LakeError(f"{path}: not a lake manifest ({exc})") from exc
@@ -226,11 +231,12 @@ def _compact_events(
     hold: the result is the one-batch answer, in memory bounded by the batch.
     """
     staged: list[str] = []
+    fresh_ids: list[Path] = []  # ids earlier batches staged
     dropped: list[Path] = []  # ids earlier batches found in the lake (not staged)
     for i, batch in enumerate(_batches(files, rows, ctx.batch_rows)):
         events = validated_frame([read_file(p) for p in batch], Kind.EVENTS).collect()
         ids = events["event_id"]  # distinct: the batch keeps the first read of an id
-        earlier = _held_ids([ctx.stage / rel for rel in staged] + dropped, ids)
+        earlier = _held_ids(fresh_ids + dropped, ids)
         ids = ids.filter(~ids.is_in(earlier["event_id"].implode()))
         # Only a first sight in this run counts as "already in the lake" (as in one batch).
         in_lake = _held_ids(ctx.held, ids)
@@ -243,9 +249,31 @@ def _compact_events(
         ctx.rep.new_events += fresh.height
         del events
         staged += _write_parts(fresh, ctx.stage, f"{ctx.run}-{i:05d}", ctx.buckets)
+        if fresh.height:
+            fresh_ids.append(ctx.stage / f"_fresh-{i:05d}.parquet")
+            fresh.select("event_id").write_parquet(fresh_ids[-1])
         if ctx.after_batch is not None:
             ctx.after_batch(i)
+    if fresh_ids:  # the run's id file: one file to read per run, not one per part
+        rel = f"ids/part-{ctx.run}.parquet"
+        (ctx.stage / rel).parent.mkdir()
+        pl.scan_parquet(fresh_ids).sink_parquet(ctx.stage / rel)
+        ctx.id_parts.append(rel)
     return staged
+
+
+def _held_files(lake: Path, manifest: Manifest) -> list[Path]:
+    """The files whose ``event_id`` are the lake's (its id files, else its parts)."""
+    missing = [p for p in manifest.parts + (manifest.ids or []) if not (lake / p).exists()]
+    if missing:
+        raise LakeError(f"lake part(s) listed but missing: {', '.join(missing[:5])}")
+    return [lake / p for p in (manifest.parts if manifest.ids is None else manifest.ids)]
+
+
+def _move_in(stage: Path, lake: Path, rels: list[str]) -> None:
+    for rel in rels:
+        (lake / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(stage / rel, lake / rel)
 
 
 @dataclass
@@ -259,6 +287,7 @@ class _Run:
     batch_rows: int
     rep: CompactReport
     after_batch: Callable[[int], None] | None = None
+    id_parts: list[str] = field(default_factory=list)
 
 
 def compact(
@@ -279,7 +308,7 @@ def compact(
     if batch_rows < 1:
         raise LakeError(f"batch rows must be >= 1, not {batch_rows}")
     lake.mkdir(parents=True, exist_ok=True)
-    manifest = Manifest.load(lake) or Manifest(buckets=buckets)
+    manifest = Manifest.load(lake) or Manifest(buckets=buckets, ids=[])
     if manifest.buckets != buckets:
         raise LakeError(f"{lake} has {manifest.buckets} buckets, not {buckets}")
     run = f"{len(manifest.sources):06d}-{uuid.uuid4().hex[:8]}"
@@ -293,17 +322,14 @@ def compact(
         rejects = lake / "_rejects"
         ev_rows = _write_rejects(ev_files, Kind.EVENTS, rejects / f"{run}-events.jsonl", rep)
         _write_rejects(cp_files, Kind.COMPLAINTS, rejects / f"{run}-complaints.jsonl", rep)
-        held = [lake / p for p in manifest.parts]
-        missing = [str(f) for f in held if not f.exists()]
-        if missing:
-            raise LakeError(f"lake part(s) listed but missing: {', '.join(missing[:5])}")
-        ctx = _Run(run, stage, held, buckets, batch_rows, rep, after_batch)
+        ctx = _Run(run, stage, _held_files(lake, manifest), buckets, batch_rows, rep, after_batch)
         new_parts = _compact_events(ev_files, ev_rows, ctx) if ev_files else []
-        for rel in new_parts:
-            (lake / rel).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(stage / rel, lake / rel)
+        _move_in(stage, lake, new_parts)
         manifest.parts += new_parts
         rep.parts = len(new_parts)
+        if manifest.ids is not None:
+            _move_in(stage, lake, ctx.id_parts)
+            manifest.ids += ctx.id_parts
         if cp_files:
             new = validated_frame([read_file(p) for p in cp_files], Kind.COMPLAINTS)
             # Earlier versions first: on equal ``updated_at`` the later read wins.

@@ -205,3 +205,30 @@ def test_a_failure_between_batches_leaves_the_lake_as_it_was(
     # The next run adds the rest: the lake of one batch.
     compact(data, lake, buckets=4, batch_rows=1)
     assert_frame_equal(_lake(lake)[0], _lake(one_batch)[0])
+
+
+def test_the_id_files_hold_the_lake_ids_and_old_lakes_still_dedupe(
+    folder: Path, one_batch: Path, tmp_path: Path
+) -> None:
+    lake = tmp_path / "lake"
+    _runs(folder, tmp_path / "data", lake, [3, 8], 2000)
+    manifest = Manifest.load(lake)
+    assert manifest is not None and manifest.ids
+    ids = pl.read_parquet([lake / p for p in manifest.ids])["event_id"]
+    assert ids.is_unique().all()
+    assert set(ids) == set(read_events(lake).collect()["event_id"])
+    # A lake written before the id files (no "ids" in its manifest) reads its parts.
+    old, data = tmp_path / "old", tmp_path / "old-data"
+    whole = _runs(folder, tmp_path / "data1", tmp_path / "lake1", [3], 10**9)
+    events = sorted((folder / "events").iterdir())
+    shutil.copytree(folder, data, ignore=shutil.ignore_patterns(*(f.name for f in events[3:])))
+    compact(data, old, buckets=4)
+    raw = json.loads((old / "_manifest.json").read_text())
+    del raw["ids"]
+    (old / "_manifest.json").write_text(json.dumps(raw))
+    for f in events[3:]:
+        shutil.copy2(f, data / "events" / f.name)
+    rep = compact(data, old, buckets=4, batch_rows=1)
+    assert (*_counts(rep), sorted(rep.rejected.items())) == whole[1]
+    assert Manifest.load(old).ids is None  # type: ignore[union-attr]
+    assert_frame_equal(_lake(old)[0], _lake(one_batch)[0])
