@@ -9,7 +9,8 @@ For each tree (the old ref, exported with ``git archive``; this checkout): a fre
 of the whole folder, then an append: a lake of the first half of the event files, then
 the rest added to it (the append de-duplicates against the half already held). Each
 ``kpi compact`` runs under ``/usr/bin/time -v`` (peak RSS, wall time); the lakes of the
-two trees must hold the same events.
+two trees must hold the same events
+(row count and the sum of the rows' hashes compared).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import polars as pl
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,6 +65,16 @@ def _link(src: Path, dst: Path, files: list[Path]) -> None:
         target.symlink_to(f)
 
 
+def fingerprint(lake: Path) -> tuple[int, int]:
+    """(events, sum of row hashes) of a lake's committed events: equal lakes, equal prints."""
+    sys.path.insert(0, str(ROOT))
+    from kpi.lake import read_events
+
+    rows = read_events(lake).select(pl.len(), pl.struct(pl.all()).hash().cast(pl.UInt128).sum())
+    n, total = rows.collect(engine="streaming").row(0)
+    return int(n), int(total)
+
+
 def main() -> None:
     """Run the comparison and print one line per run."""
     ap = argparse.ArgumentParser()
@@ -87,6 +100,9 @@ def main() -> None:
         _link(data, part, events[half:] + sorted((data / "complaints").iterdir()))
         secs, gb, line = _compact(tree, part, base / "lake-append")
         print(f"{label} append   {secs:7.1f} s  {gb:5.2f} GB  | {line}", flush=True)
+    for lake in ("lake-full", "lake-append"):
+        prints = {fingerprint(args.work / label / lake) for label in ("old", "new")}
+        print(f"{lake}: old and new hold {'the same' if len(prints) == 1 else 'DIFFERENT'} events")
 
 
 if __name__ == "__main__":
