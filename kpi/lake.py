@@ -311,6 +311,9 @@ def compact(
     manifest = Manifest.load(lake) or Manifest(buckets=buckets, ids=[])
     if manifest.buckets != buckets:
         raise LakeError(f"{lake} has {manifest.buckets} buckets, not {buckets}")
+    # What a killed run staged is nobody's (one writer at a time, as for the manifest).
+    for stale in lake.glob("_staging-[0-9]*"):
+        shutil.rmtree(stale, ignore_errors=True)
     run = f"{len(manifest.sources):06d}-{uuid.uuid4().hex[:8]}"
     stage = lake / f"_staging-{run}"
     rep = CompactReport()

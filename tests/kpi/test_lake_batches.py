@@ -205,6 +205,7 @@ def test_a_failure_between_batches_leaves_the_lake_as_it_was(
     # The next run adds the rest: the lake of one batch.
     compact(data, lake, buckets=4, batch_rows=1)
     assert_frame_equal(_lake(lake)[0], _lake(one_batch)[0])
+    assert not list(lake.glob("_staging-*"))  # and sweeps what the killed one staged
 
 
 def test_the_id_files_hold_the_lake_ids_and_old_lakes_still_dedupe(
