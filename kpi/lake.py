@@ -227,8 +227,8 @@ def _compact_events(
     """Stage the new events of ``files`` batch by batch; the staged parts (relative paths).
 
     Each batch keeps the first read of an id within itself (as a whole-folder read
-    does), then drops the ids the lake's committed parts or this run's earlier batches
-    hold: the result is the one-batch answer, in memory bounded by the batch.
+    does), then drops the ids the lake (its id files, else its parts) or this run's
+    earlier batches hold: the one-batch answer, in memory bounded by the batch.
     """
     staged: list[str] = []
     fresh_ids: list[Path] = []  # ids earlier batches staged
