@@ -16,9 +16,10 @@ import shutil
 import uuid
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Self
+from typing import IO, Final, Self
 
 import polars as pl
 
@@ -37,6 +38,8 @@ from kpi.standards import STANDARDS_FILE, ServiceStandards, load_standards
 
 MANIFEST: Final = "_manifest.json"
 DEFAULT_BUCKETS: Final = 64
+#: Rows per compaction batch (whole files): a batch's events are what a run holds at once.
+DEFAULT_BATCH_ROWS: Final = 2_000_000
 
 
 class LakeError(Exception):
@@ -70,6 +73,10 @@ class Manifest:
     complaints: str | None = None
     #: Source file (as given) -> [size, mtime_ns] when it was compacted.
     sources: dict[str, list[int]] = field(default_factory=dict)
+    #: Files of the ``event_id`` of every committed event (one per run), which
+    #: de-duplication reads instead of the many small parts; None: a lake written before
+    #: they were kept (its parts are read instead).
+    ids: list[str] | None = None
 
     @classmethod
     def load(cls, lake: Path) -> Manifest | None:
@@ -84,6 +91,7 @@ class Manifest:
                 parts=list(raw["parts"]),
                 complaints=raw.get("complaints"),
                 sources={k: list(v) for k, v in raw.get("sources", {}).items()},
+                ids=None if raw.get("ids") is None else list(raw["ids"]),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise LakeError(f"{path}: not a lake manifest ({exc})") from exc
@@ -164,10 +172,8 @@ def read_complaints(lake: Path) -> pl.LazyFrame:
     return pl.scan_parquet(lake / manifest.complaints).cast(SCHEMAS[Kind.COMPLAINTS])  # type: ignore[arg-type]
 
 
-def _write_parts(
-    events: pl.DataFrame, lake: Path, stage: Path, run: str, buckets: int
-) -> list[str]:
-    """Partitioned parts written under ``stage``, then moved into ``lake``; relative paths."""
+def _write_parts(events: pl.DataFrame, stage: Path, name: str, buckets: int) -> list[str]:
+    """Partitioned parts of ``events`` written under ``stage``; their paths relative to it."""
     width = max(2, len(str(buckets - 1)))
     keyed = events.with_columns(
         bucket_expr(buckets).alias("_bucket"),
@@ -175,27 +181,139 @@ def _write_parts(
     )
     staged: list[str] = []
     for (bucket, date), part in keyed.group_by(["_bucket", "_date"], maintain_order=True):
-        rel = f"events/bucket={int(str(bucket)):0{width}d}/date={date}/part-{run}.parquet"
+        rel = f"events/bucket={int(str(bucket)):0{width}d}/date={date}/part-{name}.parquet"
         (stage / rel).parent.mkdir(parents=True, exist_ok=True)
         part.drop("_bucket", "_date").write_parquet(stage / rel)
         staged.append(rel)
-    for rel in staged:
-        (lake / rel).parent.mkdir(parents=True, exist_ok=True)
-        os.replace(stage / rel, lake / rel)
     return staged
 
 
-def compact(data_dir: Path, lake: Path, buckets: int = DEFAULT_BUCKETS) -> CompactReport:
+def _held_ids(parts: list[Path], ids: pl.Series) -> pl.DataFrame:
+    """Which of ``ids`` the given parts already hold (one ``event_id`` column).
+
+    The parts' ids are streamed through a filter on the batch's ids, so memory is the
+    batch's id set plus one chunk of the parts, never every id the lake holds. Exact: a
+    duplicate is the same ``event_id`` whatever its item, so no bucket can be skipped.
+    """
+    if not parts or ids.is_empty():
+        return pl.DataFrame(schema={"event_id": pl.String})
+    held = (
+        pl.scan_parquet(parts)
+        .select(pl.col("event_id").cast(pl.String))
+        .filter(pl.col("event_id").is_in(ids.implode()))
+        .unique()
+    )
+    return held.collect(engine="streaming")
+
+
+def _batches(files: list[Path], rows: list[int], batch_rows: int) -> list[list[Path]]:
+    """Consecutive files (read order kept) of at most ``batch_rows`` rows, one file at least."""
+    out: list[list[Path]] = []
+    size = 0
+    for path, n in zip(files, rows, strict=True):
+        if not out or size + n > batch_rows:
+            out.append([])
+            size = 0
+        out[-1].append(path)
+        size += n
+    return out
+
+
+def _compact_events(
+    files: list[Path],
+    rows: list[int],
+    ctx: _Run,
+) -> list[str]:
+    """Stage the new events of ``files`` batch by batch; the staged parts (relative paths).
+
+    Each batch keeps the first read of an id within itself (as a whole-folder read
+    does), then drops the ids the lake (its id files, else its parts) or this run's
+    earlier batches hold: the one-batch answer, in memory bounded by the batch.
+    """
+    staged: list[str] = []
+    fresh_ids: list[Path] = []  # ids earlier batches staged
+    dropped: list[Path] = []  # ids earlier batches found in the lake (not staged)
+    for i, batch in enumerate(_batches(files, rows, ctx.batch_rows)):
+        events = validated_frame([read_file(p) for p in batch], Kind.EVENTS).collect()
+        ids = events["event_id"]  # distinct: the batch keeps the first read of an id
+        earlier = _held_ids(fresh_ids + dropped, ids)
+        ids = ids.filter(~ids.is_in(earlier["event_id"].implode()))
+        # Only a first sight in this run counts as "already in the lake" (as in one batch).
+        in_lake = _held_ids(ctx.held, ids)
+        if in_lake.height:
+            dropped.append(ctx.stage / f"_seen-{i:05d}.parquet")
+            in_lake.write_parquet(dropped[-1])
+        seen = pl.concat([earlier, in_lake])
+        fresh = events.join(seen, on="event_id", how="anti", maintain_order="left")
+        ctx.rep.duplicate_events += in_lake.height
+        ctx.rep.new_events += fresh.height
+        del events
+        staged += _write_parts(fresh, ctx.stage, f"{ctx.run}-{i:05d}", ctx.buckets)
+        if fresh.height:
+            fresh_ids.append(ctx.stage / f"_fresh-{i:05d}.parquet")
+            fresh.select("event_id").write_parquet(fresh_ids[-1])
+        if ctx.after_batch is not None:
+            ctx.after_batch(i)
+    if fresh_ids:  # the run's id file: one file to read per run, not one per part
+        rel = f"ids/part-{ctx.run}.parquet"
+        (ctx.stage / rel).parent.mkdir()
+        pl.scan_parquet(fresh_ids).sink_parquet(ctx.stage / rel)
+        ctx.id_parts.append(rel)
+    return staged
+
+
+def _held_files(lake: Path, manifest: Manifest) -> list[Path]:
+    """The files whose ``event_id`` are the lake's (its id files, else its parts)."""
+    missing = [p for p in manifest.parts + (manifest.ids or []) if not (lake / p).exists()]
+    if missing:
+        raise LakeError(f"lake part(s) listed but missing: {', '.join(missing[:5])}")
+    return [lake / p for p in (manifest.parts if manifest.ids is None else manifest.ids)]
+
+
+def _move_in(stage: Path, lake: Path, rels: list[str]) -> None:
+    for rel in rels:
+        (lake / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(stage / rel, lake / rel)
+
+
+@dataclass
+class _Run:
+    """One compaction's fixed inputs and running report."""
+
+    run: str
+    stage: Path
+    held: list[Path]
+    buckets: int
+    batch_rows: int
+    rep: CompactReport
+    after_batch: Callable[[int], None] | None = None
+    id_parts: list[str] = field(default_factory=list)
+
+
+def compact(
+    data_dir: Path,
+    lake: Path,
+    buckets: int = DEFAULT_BUCKETS,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    after_batch: Callable[[int], None] | None = None,
+) -> CompactReport:
     """Add the folder's new validated events and complaints to ``lake`` (see the module doc).
 
-    Only files not compacted before (by path, size and mtime) are read; an event whose id
-    the lake already holds is a duplicate and is left out (counted). Rejects go to
-    ``lake/_rejects/<run>-<kind>.jsonl``.
+    Only files not compacted before (by path, size and mtime) are read, in batches of
+    whole files of about ``batch_rows`` rows; an event whose id the lake already holds
+    is a duplicate and is left out (counted). Rejects go to
+    ``lake/_rejects/<run>-<kind>.jsonl``. ``after_batch`` is called with each staged
+    batch's index (progress; the tests inject a crash there).
     """
+    if batch_rows < 1:
+        raise LakeError(f"batch rows must be >= 1, not {batch_rows}")
     lake.mkdir(parents=True, exist_ok=True)
-    manifest = Manifest.load(lake) or Manifest(buckets=buckets)
+    manifest = Manifest.load(lake) or Manifest(buckets=buckets, ids=[])
     if manifest.buckets != buckets:
         raise LakeError(f"{lake} has {manifest.buckets} buckets, not {buckets}")
+    # What a killed run staged is nobody's (one writer at a time, as for the manifest).
+    for stale in lake.glob("_staging-[0-9]*"):
+        shutil.rmtree(stale, ignore_errors=True)
     run = f"{len(manifest.sources):06d}-{uuid.uuid4().hex[:8]}"
     stage = lake / f"_staging-{run}"
     rep = CompactReport()
@@ -204,17 +322,17 @@ def compact(data_dir: Path, lake: Path, buckets: int = DEFAULT_BUCKETS) -> Compa
         stage.mkdir()
         ev_files = _new_files(data_dir, Kind.EVENTS, manifest)
         cp_files = _new_files(data_dir, Kind.COMPLAINTS, manifest)
-        for kind, files in ((Kind.EVENTS, ev_files), (Kind.COMPLAINTS, cp_files)):
-            _write_rejects(files, kind, lake / "_rejects" / f"{run}-{kind.value}.jsonl", rep)
-        if ev_files:
-            events = validated_frame([read_file(p) for p in ev_files], Kind.EVENTS).collect()
-            held = read_events(lake).select("event_id")
-            fresh = events.lazy().join(held, on="event_id", how="anti").collect()
-            rep.duplicate_events += events.height - fresh.height
-            rep.new_events = fresh.height
-            new_parts = _write_parts(fresh, lake, stage, run, buckets)
-            manifest.parts += new_parts
-            rep.parts = len(new_parts)
+        rejects = lake / "_rejects"
+        ev_rows = _write_rejects(ev_files, Kind.EVENTS, rejects / f"{run}-events.jsonl", rep)
+        _write_rejects(cp_files, Kind.COMPLAINTS, rejects / f"{run}-complaints.jsonl", rep)
+        ctx = _Run(run, stage, _held_files(lake, manifest), buckets, batch_rows, rep, after_batch)
+        new_parts = _compact_events(ev_files, ev_rows, ctx) if ev_files else []
+        _move_in(stage, lake, new_parts)
+        manifest.parts += new_parts
+        rep.parts = len(new_parts)
+        if manifest.ids is not None:
+            _move_in(stage, lake, ctx.id_parts)
+            manifest.ids += ctx.id_parts
         if cp_files:
             new = validated_frame([read_file(p) for p in cp_files], Kind.COMPLAINTS)
             # Earlier versions first: on equal ``updated_at`` the later read wins.
@@ -242,21 +360,30 @@ def compact(data_dir: Path, lake: Path, buckets: int = DEFAULT_BUCKETS) -> Compa
     return rep
 
 
-def _write_rejects(files: list[Path], kind: Kind, out: Path, rep: CompactReport) -> None:
-    """Rejects of ``files`` (parsing and row checks), as ``kpi validate`` writes them."""
-    frames: list[pl.DataFrame] = []
-    for path in files:
-        batch = read_file(path)
-        bad = validated(batch, kind)[1].collect()
-        parsing = batch.rejects_frame()
-        frames.append(pl.concat([parsing, bad], how="vertical"))
-        # Rows read: parsed rows, plus lines rejected while parsing (not whole files).
-        parsed = batch.frame.select(pl.len()).collect().item()
-        rep.rows_read += parsed + parsing.filter(pl.col("row").is_not_null()).height
-    if not frames:
-        return
-    rejects = pl.concat(frames, how="vertical")
-    rep.rejected.update(rejects["reason"].to_list())
-    if rejects.height:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        rejects.write_ndjson(out)
+def _write_rejects(files: list[Path], kind: Kind, out: Path, rep: CompactReport) -> list[int]:
+    """Rejects of ``files`` (parsing and row checks), as ``kpi validate`` writes them.
+
+    Written file by file (memory: one file's rejects); returns each file's parsed rows.
+    """
+    rows: list[int] = []
+    sink: IO[bytes] | None = None
+    try:
+        for path in files:
+            batch = read_file(path)
+            bad = validated(batch, kind)[1].collect()
+            parsing = batch.rejects_frame()
+            rejects = pl.concat([parsing, bad], how="vertical")
+            # Rows read: parsed rows, plus lines rejected while parsing (not whole files).
+            parsed = batch.frame.select(pl.len()).collect().item()
+            rows.append(parsed)
+            rep.rows_read += parsed + parsing.filter(pl.col("row").is_not_null()).height
+            rep.rejected.update(rejects["reason"].to_list())
+            if rejects.height:
+                if sink is None:
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    sink = out.open("wb")
+                rejects.write_ndjson(sink)
+    finally:
+        if sink is not None:
+            sink.close()
+    return rows

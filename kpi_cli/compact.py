@@ -16,6 +16,14 @@ def compact(
     buckets: Annotated[
         int, typer.Option("--buckets", min=1, max=4096, help="hash buckets of item_id")
     ] = 64,
+    batch_rows: Annotated[
+        int,
+        typer.Option(
+            "--batch-rows",
+            min=1,
+            help="rows read at once (whole files): bounds the run's memory, not its answer",
+        ),
+    ] = 2_000_000,
 ) -> None:
     """Add a folder's new validated, de-duplicated events and complaints to a lake."""
     # Lazy: the engine loads polars, which `kpi --help` does not need.
@@ -23,7 +31,7 @@ def compact(
     from kpi.lake import compact as run  # noqa: PLC0415
 
     try:
-        rep = run(data_dir, out, buckets)
+        rep = run(data_dir, out, buckets, batch_rows)
     except LakeError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
