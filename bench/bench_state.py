@@ -13,7 +13,8 @@ waiting at one of 2,000 facilities, 1/6 finished: attempted, delivered or return
 2 event ids per waiting item and 5 per finished one in the dedup window; the stage
 history of issue 19 where the tree keeps one: 5 stage scans per waiting item, accepted,
 out of its origin, through a hub and arrived where it waits, 6 per finished one,
-delivered there), and a second, fresh child restores an ``Ingestor`` from it and reports
+delivered there; a tree with the stage summaries holds the scans older than the
+default horizon, one day before the newest event, as one summary row per item), and a second, fresh child restores an ``Ingestor`` from it and reports
 its ``VmRSS`` before and after the restore, the peak (``VmHWM``, reset before it) during
 one gauge refresh (``exporters.gauges.build_view_by_parts`` where the tree has it, else
 ``build_view`` of ``view_items()``), right after it and after ``--settle`` seconds idle.
@@ -105,6 +106,9 @@ extra = {}
 if hasattr(st, "COMPACT_STAGES_FORMAT"):  # the encoded stage history
     from exporters.compact_stages import CompactStages
     extra["stages"] = CompactStages().add(history)
+    if hasattr(st, "STAGE_SUMMARY_FORMAT"):  # scans older than the horizon summarised
+        from exporters.books_stages import stage_mark
+        extra["stages"] = extra["stages"].fold(stage_mark(int(last.max()), 24 * H))
 elif "stages" in st.Checkpoint.__dataclass_fields__:
     extra["stages"] = history
 del history
@@ -148,6 +152,7 @@ res["seen_bytes"] = int(led.seen.nbytes)
 res["seen_ids"] = len(led.seen)
 stages = getattr(led, "stages", None)
 res["stage_scans"] = 0 if stages is None else stages.height
+res["stage_summaries"] = int(getattr(getattr(stages, "summary", None), "height", 0))
 res["stages_bytes"] = 0 if stages is None else int(getattr(stages, "nbytes", None) or stages.estimated_size())
 def peak():
     for line in Path("/proc/self/status").read_text().splitlines():
