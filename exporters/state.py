@@ -5,7 +5,8 @@ A checkpoint is a directory ``STATE_DIR/checkpoint-<seq>`` holding
 - ``meta.json``: format version, sequence number, wall time, per-file read
   positions (by file identity), every counter and histogram value, the size of
   the rejects file and the newest event time;
-- ``items.parquet``, ``items_extra.parquet``, ``routes.parquet``, ``facilities.parquet``:
+- ``items.parquet``, ``items_extra.parquet``, ``routes.parquet``, ``facilities.parquet``,
+  ``items_exact.parquet``:
   the lifecycle state in the exporter's compact encoding (``exporters.compact``: item
   hashes, dictionary codes and their dictionaries);
 - ``complaints.parquet``: current complaint versions and resolution flags;
@@ -27,8 +28,10 @@ cannot be recomputed without the ids, so such a checkpoint is refused with a mes
 (remove the state directory: the exporter then re-reads its source from the start).
 Format 3 encodes the stage history (format 2 kept it as strings); a format-2 checkpoint
 is refused the same way.
-Format 4 adds the stage summaries; a format-3 checkpoint (every stage scan kept, no
-summary) is read as recent scans with no mark: the first set folds the old ones.
+Format 4 adds the stage summaries and holds the item times in whole seconds
+(``items_exact.parquet``: the others); a format-3 checkpoint (every stage scan kept, no
+summary; exact item times) is read and converted: its stage scans as recent ones with no
+mark (the first set folds the old ones), its item times packed.
 
 It is written as ``checkpoint-<seq>.tmp`` (each file fsynced, then the directory),
 renamed to its final name (the commit point) and the parent directory fsynced;
@@ -52,12 +55,15 @@ import orjson
 import polars as pl
 
 from exporters.catalog import BY_NAME, MetricSpec
+from exporters.compact import EXACT_SCHEMA as ITEMS_EXACT_SCHEMA
 from exporters.compact import (
     EXTRA_SCHEMA,
     FACILITIES_SCHEMA,
+    FULL_SCHEMA,
     MAIN_SCHEMA,
     ROUTES_SCHEMA,
     CompactItems,
+    pack_main,
 )
 from exporters.compact_stages import (
     EXACT_SCHEMA,
@@ -213,6 +219,7 @@ _ITEM_FILES: Final = {
     "items_extra.parquet": ("extra", EXTRA_SCHEMA),
     "routes.parquet": ("routes", ROUTES_SCHEMA),
     "facilities.parquet": ("facilities", FACILITIES_SCHEMA),
+    "items_exact.parquet": ("exact", ITEMS_EXACT_SCHEMA),
 }
 
 
@@ -222,10 +229,16 @@ def _item_files(items: CompactItems) -> dict[str, pl.DataFrame]:
 
 
 def _read_items(path: Path) -> CompactItems:
-    tables = {
-        attr: pl.read_parquet(path / name).select(pl.col(c).cast(t) for c, t in schema.items())
-        for name, (attr, schema) in _ITEM_FILES.items()
-    }
+    tables: dict[str, pl.DataFrame] = {}
+    for name, (attr, schema) in _ITEM_FILES.items():
+        if not (path / name).exists():  # format 3: no exact times apart
+            continue
+        frame = pl.read_parquet(path / name)
+        if attr == "main" and "last_key" in frame.columns:  # format 3: exact times in main
+            main = frame.select(pl.col(c).cast(t) for c, t in FULL_SCHEMA.items())
+            tables["main"], tables["exact"] = pack_main(main)
+            continue
+        tables[attr] = frame.select(pl.col(c).cast(t) for c, t in schema.items())
     return CompactItems(**tables)
 
 
