@@ -19,6 +19,7 @@ from typing import Final
 
 import polars as pl
 
+from kpi.events import RANK_BITS, STAGE
 from kpi.kpis.labels import UNKNOWN
 from kpi.kpis.stage_build import DWELL, LEG, tables_from_rows
 from kpi.kpis.stage_increments import (
@@ -36,6 +37,7 @@ CODED_SCHEMA: Final[dict[str, pl.DataType]] = {
     "facility": pl.UInt32(),
 }
 
+_ARR, _DEP, _DEL = STAGE["arrived"], STAGE["departed"], STAGE["delivered"]
 _SCAN_KEYS: Final = ["kind", "r", "at", "facility", "from_facility", "started_at"]
 _FIRST: Final = ["r", "accepted_at", "first_departed_at"]
 _LAST: Final = ["r", "delivered_at", "last_arrived_at", "last_arrival_facility"]
@@ -55,6 +57,11 @@ def _signed_diff(frame: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
         .filter(pl.col("_d") != 0)
         .collect()
     )
+
+
+def _key(at: str, rank: pl.Expr) -> pl.Expr:
+    """The time key (``kpi.events.event_key``) of the scan at ``at`` of rank ``rank``."""
+    return pl.col(at).dt.epoch("us") * RANK_BITS + rank.cast(pl.Int64)
 
 
 def _repeat_new(delta: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
@@ -161,22 +168,53 @@ def coded_stage_increments(
             (pl.col("r") * 2 + odd).alias("h"), "key", pl.col("facility").cat.to(enum)
         )
 
-    tables = tables_from_rows(pl.concat([version(old, 0), version(old, 1), version(new, 1)]))
+    # An item whose new scans all come after its stored ones (the common case) cannot
+    # change an interval already counted: it is built once, with its new scans, and what
+    # ends at a new scan is new. The others are built before and after and compared.
+    newest = old.group_by("r").agg(pl.col("key").max().alias("_old"))
+    firsts = new.group_by("r").agg(pl.col("key").min().alias("_new"))
+    later = firsts.join(newest, on="r", how="left").filter(
+        pl.col("_old").is_null() | (pl.col("_new") > pl.col("_old"))
+    )
+    slow = ~pl.col("r").is_in(later.get_column("r").implode())
+    tables = tables_from_rows(
+        pl.concat([version(old.filter(slow), 0), version(old, 1), version(new, 1)])
+    )
     if tables is None:  # no second hash is given: the dense numbers never collide
         raise AssertionError("stage rows without h2 always build")
-    scans_d = _signed_diff(tables.scans, _SCAN_KEYS)
+    ends = later.select("r", pl.col("_old").fill_null(-(2**62)))
+    fast = pl.col("h") // 2
+    in_later = fast.is_in(later.get_column("r").implode())
+
+    def diff(frame: pl.DataFrame, keys: list[str], end: pl.Expr) -> pl.DataFrame:
+        """The signed difference of the slow items, and the rows of the fast ones that
+        end at a new scan (``end``: the closing scan's time key), each once."""
+        compared = _signed_diff(frame.filter(~in_later), keys)
+        built = (
+            frame.filter(in_later)
+            .with_columns(fast.alias("r"), end.alias("_end"))
+            .join(ends, on="r", how="inner")
+            .filter(pl.col("_end") > pl.col("_old"))
+            .select(*keys, pl.lit(1, pl.Int32).alias("_d"))
+        )
+        return pl.concat([compared, built.cast(compared.schema)])
+
+    scan_end = _key("at", pl.when(pl.col("kind") == DWELL).then(_DEP).otherwise(_ARR))
+    scans_d = diff(tables.scans, _SCAN_KEYS, scan_end)
     items = tables.items
-    first_d = _signed_diff(
+    first_d = diff(
         items.filter(
             pl.col("accepted_at").is_not_null() & pl.col("first_departed_at").is_not_null()
         ),
         _FIRST,
+        _key("first_departed_at", pl.lit(_DEP)),
     )
-    last_d = _signed_diff(
+    last_d = diff(
         items.filter(
             pl.col("delivered_at").is_not_null() & pl.col("last_arrived_at").is_not_null()
         ),
         _LAST,
+        _key("delivered_at", pl.lit(_DEL)),
     )
     timed_gone = scans_d.filter(pl.col("started_at").is_not_null())
     gone = {
