@@ -139,29 +139,12 @@ def _observations(
     return {"dwell": dwell, "leg": leg, "first_mile": first_mile, "last_mile": last_mile}
 
 
-def coded_stage_increments(
-    before: pl.DataFrame,
-    new_rows: pl.DataFrame,
-    names: pl.Series,
-    facilities: pl.DataFrame,
-    dims: pl.DataFrame,
-) -> StageIncrements:
-    """What a set's stage scans add to the histograms (``stage_increments``' answers).
-
-    ``before``: ``CODED_SCHEMA`` rows of the touched items before the set (rows of other
-    items are ignored); ``new_rows``: the set's; ``names``: facility name per code;
-    ``facilities``: ``facilities.csv`` (labels); ``dims``: ``h, product, origin``.
-    """
-    if new_rows.is_empty():
-        return _empty()
-    ids = (
-        new_rows.select(pl.col("h").unique())
-        .with_row_index("r")
-        .with_columns(pl.col("r").cast(pl.UInt64))
-    )
-    enum = pl.Enum(names.cast(pl.String).to_list())
-    old = before.select(CODED_SCHEMA.keys()).join(ids, on="h", how="inner")
-    new = new_rows.select(CODED_SCHEMA.keys()).join(ids, on="h", how="inner")
+def _compared(
+    old: pl.DataFrame, new: pl.DataFrame, enum: pl.Enum
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Per-scan, first-mile and last-mile rows that the set adds (``_d > 0``) or takes
+    away (``_d < 0``), items numbered ``r`` (``old``, ``new``: their rows before the set
+    and the set's)."""
 
     def version(rows: pl.DataFrame, odd: int) -> pl.DataFrame:
         return rows.select(
@@ -215,6 +198,34 @@ def coded_stage_increments(
         ),
         _LAST,
         _key("delivered_at", pl.lit(_DEL)),
+    )
+    return scans_d, first_d, last_d
+
+
+def coded_stage_increments(
+    before: pl.DataFrame,
+    new_rows: pl.DataFrame,
+    names: pl.Series,
+    facilities: pl.DataFrame,
+    dims: pl.DataFrame,
+) -> StageIncrements:
+    """What a set's stage scans add to the histograms (``stage_increments``' answers).
+
+    ``before``: ``CODED_SCHEMA`` rows of the touched items before the set (rows of other
+    items are ignored); ``new_rows``: the set's; ``names``: facility name per code;
+    ``facilities``: ``facilities.csv`` (labels); ``dims``: ``h, product, origin``.
+    """
+    if new_rows.is_empty():
+        return _empty()
+    ids = (
+        new_rows.select(pl.col("h").unique())
+        .with_row_index("r")
+        .with_columns(pl.col("r").cast(pl.UInt64))
+    )
+    scans_d, first_d, last_d = _compared(
+        before.select(CODED_SCHEMA.keys()).join(ids, on="h", how="inner"),
+        new_rows.select(CODED_SCHEMA.keys()).join(ids, on="h", how="inner"),
+        pl.Enum(names.cast(pl.String).to_list()),
     )
     timed_gone = scans_d.filter(pl.col("started_at").is_not_null())
     gone = {
