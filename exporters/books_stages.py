@@ -87,7 +87,10 @@ def apply_stages(
         ],
         how="vertical",
     )
-    stored = grown.coded_rows(new.get_column("h")).rename({"item": "h"})
+    # Only an acceptance older than the mark reads its item's first departure.
+    below = -(2**62) if history.mark is None else history.mark
+    late = key_hashes(accepted.filter(pl.col("key") < below).get_column("item_id"))
+    stored = grown.coded_rows(new.get_column("h"), late.implode()).rename({"item": "h"})
     before = pl.concat([stored, first_acceptances(prior)], how="vertical")
     dims = merged.select(key_hashes(merged.get_column("item_id")).alias("h"), *FIRST_MILE_LABELS)
     names = grown.names.get_column("facility")
@@ -106,7 +109,7 @@ def _within_horizon(
     """``rows`` but those older than the history's mark, which are counted by event
     instead; an acceptance older than the mark stays when it comes before its item's
     first departure (or the item has none): its first mile is still exact."""
-    mark = history.mark
+    mark = history.horizon
     if mark is None or rows.is_empty():
         return rows
     key = pl.col("key")

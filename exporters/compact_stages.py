@@ -45,6 +45,8 @@ from exporters.seen import Hashes
 from kpi.events import RANK_BITS, STAGE
 from kpi.kpis.stage_increments import HISTORY_SCHEMA
 
+#: The summaries are brought up to the horizon when it is this far past them (a time key).
+FOLD_STEP: Final = 3_600_000_000 * RANK_BITS
 #: Rechunk a table once its appends made this many chunks.
 _MAX_CHUNKS: Final = 16
 _ACCEPTED: Final = STAGE["accepted"]
@@ -145,6 +147,9 @@ class CompactStages:
     mark: int | None = None
     #: The summaries' time keys that are not whole seconds (``pack``).
     exact: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=EXACT_SCHEMA))
+    #: The stage horizon after the last set (a time key): a scan older than it is late.
+    #: The summaries follow it in steps of ``FOLD_STEP`` (``mark <= horizon``).
+    horizon: int | None = None
 
     @property
     def height(self) -> int:
@@ -216,19 +221,22 @@ class CompactStages:
             return self
         return replace(self, rows=_chunked(pl.concat([self.rows, new], how="vertical")))
 
-    def coded_rows(self, hashes: pl.Series) -> pl.DataFrame:
+    def coded_rows(self, hashes: pl.Series, firsts: pl.Series | None = None) -> pl.DataFrame:
         """The ``ROWS_SCHEMA`` rows of the items among ``hashes``: their recent scans and
-        their summaries' synthetic scans."""
+        their summaries' synthetic scans (the first departure for the items among
+        ``firsts`` only, an imploded hash list; None = every item)."""
         wanted = hashes.cast(pl.UInt64).unique().implode()
         recent = self.rows.filter(pl.col("item").is_in(wanted))
         if self.summary.is_empty():
             return recent
-        return pl.concat([self.synthetic(self.summaries(wanted)), recent])
+        return pl.concat([self.synthetic(self.summaries(wanted), firsts), recent])
 
-    def synthetic(self, summary: pl.DataFrame) -> pl.DataFrame:
+    def synthetic(self, summary: pl.DataFrame, firsts: pl.Series | None = None) -> pl.DataFrame:
         """``summary``'s rows as the scans that stand for them (``ROWS_SCHEMA``): its last
         arrival, last departure, latest departure elsewhere, and a delivery just below
-        the mark when the item was delivered (only its being first is ever read)."""
+        the mark when the item was delivered (only its being first is ever read); its
+        first departure for the items among ``firsts`` (None = all): only an acceptance
+        older than the mark reads it, and an extra departure costs the rules a look back."""
         parts = [
             summary.filter(pl.col(k).is_not_null()).select(
                 "item", pl.col(k).alias("key"), pl.col(f).alias("facility")
@@ -239,6 +247,8 @@ class CompactStages:
         # elsewhere, every past departure was at ``dep_fac``.
         first = pl.col("first_dep_key")
         distinct = first.is_not_null() & (first != pl.col("dep_key"))
+        if firsts is not None:
+            distinct = distinct & pl.col("item").is_in(firsts)
         parts.append(
             summary.filter(distinct & first.ne_missing(pl.col("dep2_key"))).select(
                 "item", first.alias("key"), pl.col("dep_fac").alias("facility")
@@ -255,11 +265,18 @@ class CompactStages:
             )
         return pl.concat(parts, how="vertical")
 
-    def fold(self, mark: int | None) -> CompactStages:
-        """With the recent scans older than ``mark`` (a time key, never below the current
-        one) folded into their items' summaries."""
-        if mark is None or (self.mark is not None and mark <= self.mark):
+    def fold(self, horizon: int | None) -> CompactStages:
+        """With the horizon at ``horizon`` (a time key, never below the current one), and
+        the recent scans older than it folded into their items' summaries once it is
+        ``FOLD_STEP`` past the last fold (a fold reads the touched items' summaries and
+        rewrites the table: once an hour of event time, not at every set)."""
+        if horizon is None or (self.horizon is not None and horizon <= self.horizon):
             return self
+        if self.mark is not None and horizon - self.mark < FOLD_STEP:
+            return replace(self, horizon=horizon)
+        return replace(self._folded(horizon), horizon=horizon)
+
+    def _folded(self, mark: int) -> CompactStages:
         key = pl.col("key")
         old = self.rows.filter(key < mark)
         if old.is_empty():

@@ -195,6 +195,7 @@ def _write_files(tmp: Path, ckpt: Checkpoint) -> None:
         "rejects_bytes": ckpt.rejects_bytes,
         "last_event_us": ckpt.last_event_us,
         "stage_mark": ckpt.stages.mark,
+        "stage_horizon": ckpt.stages.horizon,
     }
     (tmp / "meta.json").write_bytes(orjson.dumps(meta, option=orjson.OPT_INDENT_2))
     names = (
@@ -291,10 +292,13 @@ def read_checkpoint(path: Path) -> Checkpoint:
     )
 
 
-def _read_summary(path: Path) -> tuple[pl.DataFrame, int | None, pl.DataFrame]:
-    """The stage summaries, the mark and the exact keys (none in a format-3 checkpoint)."""
+def _read_summary(
+    path: Path,
+) -> tuple[pl.DataFrame, int | None, pl.DataFrame, int | None]:
+    """The stage summaries, their mark, the exact keys and the horizon (none in a format-3
+    checkpoint)."""
     if not (path / "stage_summary.parquet").exists():
-        return pl.DataFrame(schema=PACKED_SCHEMA), None, pl.DataFrame(schema=EXACT_SCHEMA)
+        return pl.DataFrame(schema=PACKED_SCHEMA), None, pl.DataFrame(schema=EXACT_SCHEMA), None
     meta: dict[str, Any] = orjson.loads((path / "meta.json").read_bytes())
     tables = [
         pl.read_parquet(path / name).select(pl.col(c).cast(t) for c, t in schema.items())
@@ -303,7 +307,7 @@ def _read_summary(path: Path) -> tuple[pl.DataFrame, int | None, pl.DataFrame]:
             ("stage_exact.parquet", EXACT_SCHEMA),
         )
     ]
-    return tables[0], meta.get("stage_mark"), tables[1]
+    return tables[0], meta.get("stage_mark"), tables[1], meta.get("stage_horizon")
 
 
 def latest_checkpoint(state_dir: Path) -> Checkpoint | None:

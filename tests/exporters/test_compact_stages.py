@@ -88,14 +88,16 @@ def test_rows_come_back_per_item_after_appends_and_retirements(tmp_path: Path) -
         read_checkpoint(path)
 
 
-def _moves(rng: random.Random, items: list[int], n: int, lo: int, hi: int) -> pl.DataFrame:
-    """Arrivals, departures and deliveries at times in [lo, hi) seconds (ties included),
+def _moves(
+    rng: random.Random, items: list[int], n: int, lo: int, hi: int, unit: int = 10**6
+) -> pl.DataFrame:
+    """Arrivals, departures and deliveries at times in [lo, hi) ``unit`` µs (ties included),
     a quarter of them 250 µs after the second (kept apart: ``exact``)."""
     ranks = [STAGE["arrived"], STAGE["departed"], STAGE["delivered"]]
     rows = [
         (
             rng.choice(items),
-            (rng.randrange(lo, hi) * 10**6 + rng.choice([0, 0, 0, 250])) * RANK_BITS
+            (rng.randrange(lo, hi) * unit + rng.choice([0, 0, 0, 250])) * RANK_BITS
             + rng.choice(ranks),
             f"F-{rng.randrange(6)}",
         )
@@ -139,12 +141,19 @@ def test_summaries_fold_like_a_naive_reference() -> None:
     items = [rng.getrandbits(64) for _ in range(40)]
     stages = CompactStages()
     seen: list[tuple[str, int, str]] = []
+    minute = 60 * 10**6
     for step in range(8):
-        part = _moves(rng, items, 120, step * 100, step * 100 + 150)
+        part = _moves(rng, items, 120, step * 100, step * 100 + 150, minute)
         stages = stages.add(part)
         seen += part.iter_rows()
-        mark = (step * 100 + 50) * 10**6 * RANK_BITS
+        mark = (step * 100 + 50) * minute * RANK_BITS
+        # Less than FOLD_STEP (an hour) past the last fold: the horizon moves, no fold.
+        if step:
+            early = stages.fold(mark - 50 * minute * RANK_BITS)
+            assert early.summary.equals(stages.summary) and early.rows.equals(stages.rows)
+            stages = early
         stages = stages.fold(mark)
+        assert stages.horizon == stages.mark == mark
         names = stages.names.get_column("facility").to_list()
         summary = stages.summaries()
         keys = item_key(summary.get_column("item")).to_list()
@@ -174,7 +183,8 @@ def test_the_mark_and_summaries_go_through_a_checkpoint_and_format_3_is_read(
 ) -> None:
     rng = random.Random(8)
     items = [rng.getrandbits(64) for _ in range(30)]
-    stages = CompactStages().add(_moves(rng, items, 200, 0, 1000)).fold(500 * 10**6 * RANK_BITS)
+    stages = CompactStages().add(_moves(rng, items, 200, 0, 10_000)).fold(5_000 * 10**6 * RANK_BITS)
+    stages = stages.fold(5_100 * 10**6 * RANK_BITS)  # the horizon only
     ckpt = Checkpoint(
         seq=1,
         created_at=0.0,
@@ -190,6 +200,7 @@ def test_the_mark_and_summaries_go_through_a_checkpoint_and_format_3_is_read(
     path = write_checkpoint(tmp_path, ckpt)
     again = read_checkpoint(path).stages
     assert again.mark == stages.mark and again.summary.equals(stages.summary)
+    assert again.horizon == stages.horizon == 5_100 * 10**6 * RANK_BITS
     assert again.exact.equals(stages.exact) and again.summaries().equals(stages.summaries())
     assert again.rows.equals(stages.rows) and again.summary.height > 0
     # A format-3 checkpoint kept every scan, no summary: read as recent scans, no mark.
