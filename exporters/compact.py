@@ -1,4 +1,4 @@
-"""The exporter's item state in a compact encoding (about 40 bytes per tracked item).
+"""The exporter's item state in a compact encoding (about 30 bytes per tracked item).
 
 The engine functions (``kpi.lifecycle``, ``kpi.kpis.increments``) see and return
 ``kpi.lifecycle.STATE_SCHEMA`` frames; the exporter holds its items encoded and
@@ -23,8 +23,11 @@ re-encodes the result:
   has any of them. ``delivered_at`` and ``returned_at`` are kept in whole seconds
   (``Int32`` from 2000-01-01, clipped to 1932-2068): once set, only whether they are set
   is ever read (the counters take the delivery's exact time from the event that brings
-  it, the gauges look at unfinished items only), so no counter changes. ``accepted_at``,
-  ``promised_by_given``, ``attempt_key`` and ``last_key`` stay exact (microseconds).
+  it, the gauges look at unfinished items only), so no counter changes.
+- ``accepted_at`` and ``last_key`` are exact, held as whole seconds from ``EPOCH_S``
+  (``Int32``; the last scan's rank apart, ``UInt8``) when they are whole seconds of that
+  range, else exact in the sparse ``exact`` table (``pack_main``): scanners stamp whole
+  seconds, so it is mostly empty. ``promised_by_given`` and ``attempt_key`` stay exact.
 
 ``CompactItems`` is immutable: every change returns a new one (readers of an older
 ledger keep a consistent cut); dictionaries only grow, so old codes stay valid.

@@ -45,8 +45,11 @@ from exporters.seen import Hashes
 from kpi.events import RANK_BITS, STAGE
 from kpi.kpis.stage_increments import HISTORY_SCHEMA
 
-#: The summaries are brought up to the horizon when it is this far past them (a time key).
-FOLD_STEP: Final = 3_600_000_000 * RANK_BITS
+#: The summaries are brought up to the horizon when it is this far past them (a time key):
+#: a fold's cost is mostly fixed (a few dozen queries, two passes over the summaries),
+#: so a small stream folding often would pay it per few events; the price is the recent
+#: scans of up to this much event time more.
+FOLD_STEP: Final = 6 * 3_600_000_000 * RANK_BITS
 #: Rechunk a table once its appends made this many chunks.
 _MAX_CHUNKS: Final = 16
 _ACCEPTED: Final = STAGE["accepted"]
@@ -115,13 +118,16 @@ def pack(summary: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 def unpack(packed: pl.DataFrame, exact: pl.DataFrame) -> pl.DataFrame:
     """``pack``'s inverse: ``SUMMARY_SCHEMA`` rows."""
+    return _unpacked(packed.lazy(), exact).collect()
 
+
+def _unpacked(packed: pl.LazyFrame, exact: pl.DataFrame) -> pl.LazyFrame:
     def key(k: str) -> pl.Expr:
         return (pl.col(k).cast(pl.Int64) + EPOCH_S) * _US * RANK_BITS + _KEYS[k]
 
     if exact.is_empty():
         return packed.with_columns(key(k).alias(k) for k in _KEYS)
-    joined = packed.join(exact, on="item", how="left", suffix="_x", maintain_order="left")
+    joined = packed.join(exact.lazy(), on="item", how="left", suffix="_x", maintain_order="left")
     return joined.select(
         pl.coalesce(pl.col(f"{c}_x"), key(c)).alias(c) if c in _KEYS else pl.col(c)
         for c in SUMMARY_SCHEMA
@@ -226,12 +232,20 @@ class CompactStages:
         their summaries' synthetic scans (the first departure for the items among
         ``firsts`` only, an imploded hash list; None = every item)."""
         wanted = hashes.cast(pl.UInt64).unique().implode()
-        recent = self.rows.filter(pl.col("item").is_in(wanted))
+        item = pl.col("item").is_in(wanted)
+        recent = self.rows.lazy().filter(item)
         if self.summary.is_empty():
-            return recent
-        return pl.concat([self.synthetic(self.summaries(wanted), firsts), recent])
+            return recent.collect()
+        # One query: the summaries found, unpacked and given back as scans, and the scans.
+        exact = self.exact.filter(item) if self.exact.height else self.exact
+        summary = _unpacked(self.summary.lazy().filter(item), exact)
+        return pl.concat([self._synthetic(summary, firsts), recent]).collect()
 
     def synthetic(self, summary: pl.DataFrame, firsts: pl.Series | None = None) -> pl.DataFrame:
+        """``summary``'s rows as the scans that stand for them (``_synthetic``)."""
+        return self._synthetic(summary.lazy(), firsts).collect()
+
+    def _synthetic(self, summary: pl.LazyFrame, firsts: pl.Series | None) -> pl.LazyFrame:
         """``summary``'s rows as the scans that stand for them (``ROWS_SCHEMA``): its last
         arrival, last departure, latest departure elsewhere, and a delivery just below
         the mark when the item was delivered (only its being first is ever read); its
@@ -269,7 +283,7 @@ class CompactStages:
         """With the horizon at ``horizon`` (a time key, never below the current one), and
         the recent scans older than it folded into their items' summaries once it is
         ``FOLD_STEP`` past the last fold (a fold reads the touched items' summaries and
-        rewrites the table: once an hour of event time, not at every set)."""
+        rewrites the table: every 6 hours of event time, not at every set)."""
         if horizon is None or (self.horizon is not None and horizon <= self.horizon):
             return self
         if self.mark is not None and horizon - self.mark < FOLD_STEP:

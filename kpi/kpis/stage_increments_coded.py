@@ -165,22 +165,28 @@ def _compared(
     )
     if tables is None:  # no second hash is given: the dense numbers never collide
         raise AssertionError("stage rows without h2 always build")
-    ends = later.select("r", pl.col("_old").fill_null(-(2**62)))
-    fast = pl.col("h") // 2
-    in_later = fast.is_in(later.get_column("r").implode())
+    ends = later.lazy().select("r", pl.col("_old").fill_null(-(2**62)), pl.lit(True).alias("_fast"))
 
     def diff(frame: pl.DataFrame, keys: list[str], end: pl.Expr) -> pl.DataFrame:
-        """The signed difference of the slow items, and the rows of the fast ones that
-        end at a new scan (``end``: the closing scan's time key), each once."""
-        compared = _signed_diff(frame.filter(~in_later), keys)
-        built = (
-            frame.filter(in_later)
-            .with_columns(fast.alias("r"), end.alias("_end"))
-            .join(ends, on="r", how="inner")
-            .filter(pl.col("_end") > pl.col("_old"))
-            .select(*keys, pl.lit(1, pl.Int32).alias("_d"))
+        """The signed difference of the slow items (``h`` odd = after), and the rows of
+        the fast ones that end at a new scan (``end``: the closing scan's time key), each
+        once: one query."""
+        rows = (
+            frame.lazy()
+            .with_columns((pl.col("h") // 2).alias("r"), end.alias("_end"))
+            .join(ends, on="r", how="left")
         )
-        return pl.concat([compared, built.cast(compared.schema)])
+        fast = pl.col("_fast").fill_null(False)
+        compared = (
+            rows.filter(~fast)
+            .group_by(keys)
+            .agg(((pl.col("h") % 2).cast(pl.Int64) * 2 - 1).sum().alias("_d"))
+            .filter(pl.col("_d") != 0)
+        )
+        built = rows.filter(fast & (pl.col("_end") > pl.col("_old"))).select(
+            *keys, pl.lit(1, pl.Int64).alias("_d")
+        )
+        return pl.concat([compared, built]).collect()
 
     scan_end = _key("at", pl.when(pl.col("kind") == DWELL).then(_DEP).otherwise(_ARR))
     scans_d = diff(tables.scans, _SCAN_KEYS, scan_end)

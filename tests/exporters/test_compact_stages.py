@@ -141,13 +141,13 @@ def test_summaries_fold_like_a_naive_reference() -> None:
     items = [rng.getrandbits(64) for _ in range(40)]
     stages = CompactStages()
     seen: list[tuple[str, int, str]] = []
-    minute = 60 * 10**6
+    minute = 6 * 60 * 10**6  # a "minute" of this test: 100 of them are past FOLD_STEP, 50 not
     for step in range(8):
         part = _moves(rng, items, 120, step * 100, step * 100 + 150, minute)
         stages = stages.add(part)
         seen += part.iter_rows()
         mark = (step * 100 + 50) * minute * RANK_BITS
-        # Less than FOLD_STEP (an hour) past the last fold: the horizon moves, no fold.
+        # Less than FOLD_STEP past the last fold: the horizon moves, no fold.
         if step:
             early = stages.fold(mark - 50 * minute * RANK_BITS)
             assert early.summary.equals(stages.summary) and early.rows.equals(stages.rows)
