@@ -146,7 +146,7 @@ def _compared(
     away (``_d < 0``), items numbered ``r`` (``old``, ``new``: their rows before the set
     and the set's)."""
 
-    def version(rows: pl.DataFrame, odd: int) -> pl.DataFrame:
+    def version(rows: pl.LazyFrame, odd: int) -> pl.LazyFrame:
         return rows.select(
             (pl.col("r") * 2 + odd).alias("h"), "key", pl.col("facility").cat.to(enum)
         )
@@ -154,15 +154,18 @@ def _compared(
     # An item whose new scans all come after its stored ones (the common case) cannot
     # change an interval already counted: it is built once, with its new scans, and what
     # ends at a new scan is new. The others are built before and after and compared.
-    newest = old.group_by("r").agg(pl.col("key").max().alias("_old"))
-    firsts = new.group_by("r").agg(pl.col("key").min().alias("_new"))
-    later = firsts.join(newest, on="r", how="left").filter(
-        pl.col("_old").is_null() | (pl.col("_new") > pl.col("_old"))
+    newest = old.lazy().group_by("r").agg(pl.col("key").max().alias("_old"))
+    firsts = new.lazy().group_by("r").agg(pl.col("key").min().alias("_new"))
+    later = (
+        firsts.join(newest, on="r", how="left")
+        .filter(pl.col("_old").is_null() | (pl.col("_new") > pl.col("_old")))
+        .collect()
     )
     slow = ~pl.col("r").is_in(later.get_column("r").implode())
-    tables = tables_from_rows(
-        pl.concat([version(old.filter(slow), 0), version(old, 1), version(new, 1)])
+    rows = pl.concat(
+        [version(old.lazy().filter(slow), 0), version(old.lazy(), 1), version(new.lazy(), 1)]
     )
+    tables = tables_from_rows(rows.collect())
     if tables is None:  # no second hash is given: the dense numbers never collide
         raise AssertionError("stage rows without h2 always build")
     ends = later.lazy().select("r", pl.col("_old").fill_null(-(2**62)), pl.lit(True).alias("_fast"))
