@@ -9,7 +9,7 @@ scans before and after the set. The exporter does not keep every scan for that: 
 - ``summary``: per item, what the scans older than the horizon (the *mark*, a time key)
   still decide for a scan read later: the last arrival (facility, key), the last
   departure (facility, key), the latest departure at another facility than that one
-  (facility, key), whether the item was delivered, and its first departure (key). ~37 B
+  (facility, key), whether the item was delivered, and its first departure (key). ~36 B
   per item, whatever its number of scans (times in whole seconds, 4 B each: ``pack``).
 
 A scan of time ``>= mark`` pairs with those exactly as with the whole history: every
