@@ -18,7 +18,7 @@ import polars as pl
 
 from exporters import catalog as cat
 from exporters.compact import key_hashes
-from exporters.compact_stages import CompactStages
+from exporters.compact_stages import ROWS_SCHEMA, CompactStages
 from exporters.seen import Hashes
 from exporters.store import CounterStore
 from kpi.contract import FACILITY_SCHEMA
@@ -90,7 +90,9 @@ def apply_stages(
     # Only an acceptance older than the mark reads its item's first departure.
     below = -(2**62) if history.mark is None else history.mark
     late = key_hashes(accepted.filter(pl.col("key") < below).get_column("item_id"))
-    stored = grown.coded_rows(new.get_column("h"), late.implode()).rename({"item": "h"})
+    stored = grown.coded_rows(
+        new.get_column("h"), late.implode(), coded.select(ROWS_SCHEMA.keys())
+    ).rename({"item": "h"})
     before = pl.concat([stored, first_acceptances(prior)], how="vertical")
     dims = merged.select(key_hashes(merged.get_column("item_id")).alias("h"), *FIRST_MILE_LABELS)
     names = grown.names.get_column("facility")

@@ -227,10 +227,18 @@ class CompactStages:
             return self
         return replace(self, rows=_chunked(pl.concat([self.rows, new], how="vertical")))
 
-    def coded_rows(self, hashes: pl.Series, firsts: pl.Series | None = None) -> pl.DataFrame:
+    def coded_rows(
+        self,
+        hashes: pl.Series,
+        firsts: pl.Series | None = None,
+        new: pl.DataFrame | None = None,
+    ) -> pl.DataFrame:
         """The ``ROWS_SCHEMA`` rows of the items among ``hashes``: their recent scans and
         their summaries' synthetic scans (the first departure for the items among
-        ``firsts`` only, an imploded hash list; None = every item)."""
+        ``firsts`` only, an imploded hash list; None = every item; the latest departure
+        elsewhere only for the items with an arrival at their last departure's facility
+        among their recent scans or ``new``, the set's ``ROWS_SCHEMA`` rows, when given:
+        only such an arrival reads it)."""
         wanted = hashes.cast(pl.UInt64).unique().implode()
         item = pl.col("item").is_in(wanted)
         recent = self.rows.lazy().filter(item)
@@ -239,22 +247,34 @@ class CompactStages:
         # One query: the summaries found, unpacked and given back as scans, and the scans.
         exact = self.exact.filter(item) if self.exact.height else self.exact
         summary = _unpacked(self.summary.lazy().filter(item), exact)
-        return pl.concat([self._synthetic(summary, firsts), recent]).collect()
+        back = None
+        if new is not None:
+            moves = pl.concat([recent, new.lazy().select(ROWS_SCHEMA.keys())])
+            back = moves.filter(pl.col("key") % RANK_BITS == _ARR).select(
+                "item", pl.col("facility").alias("dep_fac")
+            )
+        return pl.concat([self._synthetic(summary, firsts, back), recent]).collect()
 
     def synthetic(self, summary: pl.DataFrame, firsts: pl.Series | None = None) -> pl.DataFrame:
         """``summary``'s rows as the scans that stand for them (``_synthetic``)."""
         return self._synthetic(summary.lazy(), firsts).collect()
 
-    def _synthetic(self, summary: pl.LazyFrame, firsts: pl.Series | None) -> pl.LazyFrame:
+    def _synthetic(
+        self, summary: pl.LazyFrame, firsts: pl.Series | None, back: pl.LazyFrame | None = None
+    ) -> pl.LazyFrame:
         """``summary``'s rows as the scans that stand for them (``ROWS_SCHEMA``): its last
         arrival, last departure, latest departure elsewhere, and a delivery just below
         the mark when the item was delivered (only its being first is ever read); its
         first departure for the items among ``firsts`` (None = all): only an acceptance
         older than the mark reads it, and an extra departure costs the rules a look back."""
         parts = [
-            summary.filter(pl.col(k).is_not_null()).select(
-                "item", pl.col(k).alias("key"), pl.col(f).alias("facility")
+            (
+                summary.join(back, on=["item", "dep_fac"], how="semi")
+                if back is not None and k == "dep2_key"
+                else summary
             )
+            .filter(pl.col(k).is_not_null())
+            .select("item", pl.col(k).alias("key"), pl.col(f).alias("facility"))
             for f, k in _SLOTS
         ]
         # The first departure, unless it is one of those; when there is no departure
