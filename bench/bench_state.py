@@ -13,7 +13,8 @@ waiting at one of 2,000 facilities, 1/6 finished: attempted, delivered or return
 2 event ids per waiting item and 5 per finished one in the dedup window; the stage
 history of issue 19 where the tree keeps one: 5 stage scans per waiting item, accepted,
 out of its origin, through a hub and arrived where it waits, 6 per finished one,
-delivered there), and a second, fresh child restores an ``Ingestor`` from it and reports
+delivered there; every time in whole seconds; a tree with the stage summaries holds the scans older than the
+default horizon, one day before the newest event, as one summary row per item), and a second, fresh child restores an ``Ingestor`` from it and reports
 its ``VmRSS`` before and after the restore, the peak (``VmHWM``, reset before it) during
 one gauge refresh (``exporters.gauges.build_view_by_parts`` where the tree has it, else
 ``build_view`` of ``view_items()``), right after it and after ``--settle`` seconds idle.
@@ -60,8 +61,9 @@ rng = np.random.default_rng(1)
 T_END, H = %(t_end)d, %(hour)d
 done = rng.random(n) < 1 / 6
 returned = done & (rng.random(n) < 0.03)
-acc = T_END - (rng.uniform(0, 72, n) * H).astype(np.int64)
-last = acc + (rng.uniform(0.1, 60, n) * H).astype(np.int64)
+S = 1_000_000  # times in whole seconds, as scanners (and the simulator) stamp them
+acc = (T_END - (rng.uniform(0, 72, n) * H).astype(np.int64)) // S * S
+last = (acc + (rng.uniform(0.1, 60, n) * H).astype(np.int64)) // S * S
 rank = {e: i for i, e in enumerate(EVENT_TYPES)}
 last_rank = np.where(done, np.where(returned, rank["returned"], rank["delivered"]), rank["arrived"])
 us = lambda a: pl.Series(a).cast(pl.Datetime("us", "UTC"))
@@ -93,11 +95,11 @@ days = np.repeat(last // 86_400_000_000, per_item).astype(np.int64)
 # and arrived where it waits (5 scans); a finished one delivered there too (6).
 from exporters.compact import item_key
 origin, hub = rng.integers(0, len(fac), n), rng.integers(0, len(fac), n)
-span = last - acc
+span = (last - acc) // S
 keys = item_key(hash_ids(ids))
-scans = [(acc, rank["accepted"], fac[origin], None), (acc + span // 5, rank["departed"], fac[origin], None),
-    (acc + 2 * span // 5, rank["arrived"], fac[hub], None), (acc + 3 * span // 5, rank["departed"], fac[hub], None),
-    (np.where(done, acc + 4 * span // 5, last), rank["arrived"], items["last_facility"].to_numpy(), None),
+scans = [(acc, rank["accepted"], fac[origin], None), (acc + span // 5 * S, rank["departed"], fac[origin], None),
+    (acc + 2 * span // 5 * S, rank["arrived"], fac[hub], None), (acc + 3 * span // 5 * S, rank["departed"], fac[hub], None),
+    (np.where(done, acc + 4 * span // 5 * S, last), rank["arrived"], items["last_facility"].to_numpy(), None),
     (last, rank["delivered"], items["last_facility"].to_numpy(), done)]
 history = pl.concat([pl.DataFrame({"item_id": keys, "key": pl.Series(ts * 8 + r), "facility": pl.Series(f, dtype=pl.String)})
     .filter(pl.Series(np.ones(n, bool) if only is None else only)) for ts, r, f, only in scans])
@@ -105,6 +107,9 @@ extra = {}
 if hasattr(st, "COMPACT_STAGES_FORMAT"):  # the encoded stage history
     from exporters.compact_stages import CompactStages
     extra["stages"] = CompactStages().add(history)
+    if hasattr(st, "STAGE_SUMMARY_FORMAT"):  # scans older than the horizon summarised
+        from exporters.books_stages import stage_mark
+        extra["stages"] = extra["stages"].fold(stage_mark(int(last.max()), 24 * H))
 elif "stages" in st.Checkpoint.__dataclass_fields__:
     extra["stages"] = history
 del history
@@ -148,6 +153,7 @@ res["seen_bytes"] = int(led.seen.nbytes)
 res["seen_ids"] = len(led.seen)
 stages = getattr(led, "stages", None)
 res["stage_scans"] = 0 if stages is None else stages.height
+res["stage_summaries"] = int(getattr(getattr(stages, "summary", None), "height", 0))
 res["stages_bytes"] = 0 if stages is None else int(getattr(stages, "nbytes", None) or stages.estimated_size())
 def peak():
     for line in Path("/proc/self/status").read_text().splitlines():

@@ -23,7 +23,7 @@ from typing import Any, Final
 import polars as pl
 
 from exporters import catalog as cat
-from exporters.books_stages import apply_stages
+from exporters.books_stages import apply_stages, stage_mark
 from exporters.compact import CompactItems, item_key, key_hashes
 from exporters.compact_stages import CompactStages
 from exporters.intake import Intake
@@ -183,6 +183,7 @@ class Books:
             prior,
             settled.merged,
             gone,
+            stage_mark(clock, self.policy.grace_us),
         )
         counters.add(cat.EXPORTER_EVENTS_INGESTED, (), intake.events + intake.complaint_records)
         rejects = intake.rejects()

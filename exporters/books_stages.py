@@ -18,12 +18,12 @@ import polars as pl
 
 from exporters import catalog as cat
 from exporters.compact import key_hashes
-from exporters.compact_stages import CompactStages
+from exporters.compact_stages import ROWS_SCHEMA, CompactStages
 from exporters.seen import Hashes
 from exporters.store import CounterStore
 from kpi.contract import FACILITY_SCHEMA
 from kpi.events import RANK_BITS, STAGE
-from kpi.kpis.stage_increments import FIRST_MILE_LABELS
+from kpi.kpis.stage_increments import COUNT, FIRST_MILE_LABELS
 from kpi.kpis.stage_increments_coded import coded_stage_increments
 
 _ACCEPTED: Final = STAGE["accepted"]
@@ -54,22 +54,26 @@ def apply_stages(
     prior: pl.DataFrame,
     merged: pl.DataFrame,
     retired: Hashes,
+    mark: int | None = None,
 ) -> CompactStages:
     """Observe a set's new stage intervals into ``counters``; returns the new history.
 
     ``prior``, ``merged``: the state rows of the items the set touched, before and after
-    it (the first acceptance; the product and origin that label the first mile); ``retired``: the hashes of the items the set retired from the
-    state, whose history goes with them (items waiting for their acceptance keep theirs).
-    Only the touched items' scans are read, as codes (``exporters.compact_stages``).
+    it (the first acceptance; the product and origin that label the first mile);
+    ``retired``: the hashes of the items the set retired from the state, whose stage
+    state goes with them (items waiting for their acceptance keep theirs); ``mark``: the
+    horizon after the set (a time key; None = none, every scan is kept). Only the touched
+    items' scans and summaries are read, as codes (``exporters.compact_stages``).
     """
     if facilities is None:
         facilities = pl.DataFrame(schema=FACILITY_SCHEMA)
+    new_rows = _within_horizon(counters, new_rows, history)
     if new_rows.is_empty():
-        return history.retire(retired)
+        return history.fold(mark).retire(retired)
     accepted = new_rows.filter(_acceptances())
     grown, coded = history.encode(new_rows.filter(~_acceptances()))
     if grown.names.is_empty():  # only acceptances and nothing stored: no stage can end
-        return grown.retire(retired)
+        return grown.fold(mark).retire(retired)
     new = pl.concat(
         [
             coded.rename({"item": "h"}),
@@ -83,7 +87,12 @@ def apply_stages(
         ],
         how="vertical",
     )
-    stored = grown.coded_rows(new.get_column("h")).rename({"item": "h"})
+    # Only an acceptance older than the mark reads its item's first departure.
+    below = -(2**62) if history.mark is None else history.mark
+    late = key_hashes(accepted.filter(pl.col("key") < below).get_column("item_id"))
+    stored = grown.coded_rows(
+        new.get_column("h"), late.implode(), coded.select(ROWS_SCHEMA.keys())
+    ).rename({"item": "h"})
     before = pl.concat([stored, first_acceptances(prior)], how="vertical")
     dims = merged.select(key_hashes(merged.get_column("item_id")).alias("h"), *FIRST_MILE_LABELS)
     names = grown.names.get_column("facility")
@@ -93,4 +102,41 @@ def apply_stages(
     counters.observe(cat.STAGE_FIRST_MILE, inc.first_mile)
     counters.observe(cat.STAGE_LAST_MILE, inc.last_mile)
     counters.add_counts(cat.STAGE_REVISIONS, inc.revisions)
-    return grown.add_coded(coded).retire(retired)
+    return grown.add_coded(coded).fold(mark).retire(retired)
+
+
+def _within_horizon(
+    counters: CounterStore, rows: pl.DataFrame, history: CompactStages
+) -> pl.DataFrame:
+    """``rows`` but those older than the history's mark, which are counted by event
+    instead; an acceptance older than the mark stays when it comes before its item's
+    first departure (or the item has none): its first mile is still exact."""
+    mark = history.horizon
+    if mark is None or rows.is_empty():
+        return rows
+    key = pl.col("key")
+    if rows.filter(key < mark).is_empty():
+        return rows
+    touched = key_hashes(rows.filter(key < mark).get_column("item_id")).unique().implode()
+    firsts = history.summaries(touched).select(pl.col("item").alias("_h"), "first_dep_key")
+    looked = rows.with_columns(key_hashes(rows.get_column("item_id")).alias("_h")).join(
+        firsts, on="_h", how="left", maintain_order="left"
+    )
+    before_departures = _acceptances() & pl.col("first_dep_key").fill_null(2**62).gt(key)
+    late = looked.select(((key < mark) & ~before_departures).alias("_late")).get_column("_late")
+    beyond = rows.filter(late)
+    if beyond.is_empty():
+        return rows
+    names = {rank: name for name, rank in STAGE.items()}
+    counted = beyond.group_by(
+        (key % RANK_BITS).replace_strict(names, return_dtype=pl.String).alias("event")
+    ).agg(pl.len().alias(COUNT))
+    counters.add_counts(cat.EXPORTER_STAGE_LATE_SCANS, counted)
+    return rows.filter(~late)
+
+
+def stage_mark(clock_us: int | None, horizon_us: int | None) -> int | None:
+    """The stage horizon as a time key: scans below it are summarised (None = none)."""
+    if clock_us is None or horizon_us is None:
+        return None
+    return (clock_us - horizon_us) * RANK_BITS

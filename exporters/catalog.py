@@ -322,6 +322,15 @@ STAGE_REVISIONS: Final = MetricSpec(
     ("stage",),
     values={"stage": ("dwell", "leg", "first_mile", "last_mile")},
 )
+EXPORTER_STAGE_LATE_SCANS: Final = MetricSpec(
+    "postal_exporter_stage_late_scans",
+    C,
+    "Stage scans read older than the stage horizon (the late grace before the newest "
+    "event time): counted in the lifecycle, left out of the stage histograms (their "
+    "intervals are not computed), by event.",
+    ("event",),
+    values={"event": ("accepted", "arrived", "departed", "delivered")},
+)
 STAGE_DWELL_TARGET: Final = MetricSpec(
     "postal_stage_dwell_target_seconds",
     G,
@@ -525,6 +534,7 @@ METRICS: Final[tuple[MetricSpec, ...]] = (
     TRANSIT_TIME,
     *STAGE_HISTOGRAMS,
     STAGE_REVISIONS,
+    EXPORTER_STAGE_LATE_SCANS,
     *STAGE_TARGETS,
     COMPLAINTS,
     COMPLAINT_RESOLUTION,

@@ -1,4 +1,4 @@
-"""The exporter's item state in a compact encoding (about 40 bytes per tracked item).
+"""The exporter's item state in a compact encoding (about 30 bytes per tracked item).
 
 The engine functions (``kpi.lifecycle``, ``kpi.kpis.increments``) see and return
 ``kpi.lifecycle.STATE_SCHEMA`` frames; the exporter holds its items encoded and
@@ -23,8 +23,11 @@ re-encodes the result:
   has any of them. ``delivered_at`` and ``returned_at`` are kept in whole seconds
   (``Int32`` from 2000-01-01, clipped to 1932-2068): once set, only whether they are set
   is ever read (the counters take the delivery's exact time from the event that brings
-  it, the gauges look at unfinished items only), so no counter changes. ``accepted_at``,
-  ``promised_by_given``, ``attempt_key`` and ``last_key`` stay exact (microseconds).
+  it, the gauges look at unfinished items only), so no counter changes.
+- ``accepted_at`` and ``last_key`` are exact, held as whole seconds from ``EPOCH_S``
+  (``Int32``; the last scan's rank apart, ``UInt8``) when they are whole seconds of that
+  range, else exact in the sparse ``exact`` table (``pack_main``): scanners stamp whole
+  seconds, so it is mostly empty. ``promised_by_given`` and ``attempt_key`` stay exact.
 
 ``CompactItems`` is immutable: every change returns a new one (readers of an older
 ledger keep a consistent cut); dictionaries only grow, so old codes stay valid.
@@ -54,13 +57,31 @@ _LOW32: Final = np.uint64(0xFFFF_FFFF)
 ROUTE: Final = ("product", "origin", "destination")
 FACILITY: Final = "last_facility"
 
-MAIN_SCHEMA: Final[dict[str, pl.DataType]] = {
+#: The item columns as the encoding computes them (exact times).
+FULL_SCHEMA: Final[dict[str, pl.DataType]] = {
     "item": pl.UInt64(),
     "accepted_at": pl.Int64(),  # microseconds
     "acc_event": pl.UInt32(),
     "route": pl.UInt32(),
     "last_key": pl.Int64(),
     "facility": pl.UInt32(),
+}
+#: ... and as they are held: times in whole seconds from ``EPOCH_S`` (the last scan's
+#: rank apart), 25 B instead of 36; the times that are not whole seconds of the range
+#: are kept exact in ``EXACT_SCHEMA`` rows (scanners stamp whole seconds: few or none).
+MAIN_SCHEMA: Final[dict[str, pl.DataType]] = {
+    "item": pl.UInt64(),
+    "accepted_s": pl.Int32(),
+    "acc_event": pl.UInt32(),
+    "route": pl.UInt32(),
+    "last_s": pl.Int32(),
+    "last_rank": pl.UInt8(),
+    "facility": pl.UInt32(),
+}
+EXACT_SCHEMA: Final[dict[str, pl.DataType]] = {
+    "item": pl.UInt64(),
+    "accepted_at": pl.Int64(),  # null when ``accepted_s`` is exact
+    "last_key": pl.Int64(),  # null when ``last_s``, ``last_rank`` are exact
 }
 EXTRA_SCHEMA: Final[dict[str, pl.DataType]] = {
     "item": pl.UInt64(),
@@ -95,6 +116,54 @@ def key_hashes(item_ids: pl.Series) -> pl.Series:
     """The hashes back from ``item_key`` strings."""
     raw = item_ids.str.decode("base64")
     return raw.bin.reinterpret(dtype=pl.UInt64, endianness="little").alias("item")
+
+
+def _secs_ok(us: pl.Expr) -> pl.Expr:
+    """Whether microseconds ``us`` are a whole second of the ``Int32`` range (or null)."""
+    secs = us.floordiv(_US) - EPOCH_S
+    return ((us % _US == 0) & (secs >= _I32[0]) & (secs <= _I32[1])).fill_null(True)
+
+
+def pack_main(full: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``FULL_SCHEMA`` rows as (``MAIN_SCHEMA`` rows, ``EXACT_SCHEMA`` rows)."""
+    acc, key = pl.col("accepted_at"), pl.col("last_key")
+    last_us = key.floordiv(RANK_BITS)
+    acc_ok, last_ok = _secs_ok(acc), _secs_ok(last_us)
+    packed = full.select(
+        "item",
+        pl.when(acc_ok).then(acc.floordiv(_US) - EPOCH_S).cast(pl.Int32).alias("accepted_s"),
+        "acc_event",
+        "route",
+        pl.when(last_ok).then(last_us.floordiv(_US) - EPOCH_S).cast(pl.Int32).alias("last_s"),
+        (key - last_us * RANK_BITS).cast(pl.UInt8).alias("last_rank"),
+        "facility",
+    )
+    exact = full.filter(~(acc_ok & last_ok)).select(
+        "item",
+        pl.when(acc_ok).then(None).otherwise(acc).alias("accepted_at"),
+        pl.when(last_ok).then(None).otherwise(key).alias("last_key"),
+    )
+    return packed, exact.cast(EXACT_SCHEMA)  # type: ignore[arg-type]
+
+
+def unpack_main(main: pl.DataFrame, exact: pl.DataFrame) -> pl.DataFrame:
+    """``pack_main``'s inverse: ``FULL_SCHEMA`` rows (in ``main``'s order)."""
+    acc = (pl.col("accepted_s").cast(pl.Int64) + EPOCH_S) * _US
+    key = ((pl.col("last_s").cast(pl.Int64) + EPOCH_S) * _US) * RANK_BITS + pl.col(
+        "last_rank"
+    ).cast(pl.Int64)
+    if exact.is_empty():
+        return main.select("item", acc.alias("accepted_at"), "acc_event", "route",
+                           key.alias("last_key"), "facility")  # fmt: skip
+    joined = main.join(exact, on="item", how="left", maintain_order="left")
+    return joined.select(
+        "item",
+        pl.coalesce(pl.col("accepted_at"), acc).alias("accepted_at"),
+        "acc_event",
+        "route",
+        pl.coalesce(pl.col("last_key"), key).alias("last_key"),
+        "facility",
+    )
 
 
 def _utc(col: str) -> pl.Expr:
@@ -136,6 +205,8 @@ class CompactItems:
     extra: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=EXTRA_SCHEMA))
     routes: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=ROUTES_SCHEMA))
     facilities: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=FACILITIES_SCHEMA))
+    #: Times of ``main`` that are not whole seconds, exact (``pack_main``).
+    exact: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=EXACT_SCHEMA))
 
     # --- building -------------------------------------------------------------------------
 
@@ -154,12 +225,16 @@ class CompactItems:
         """The items with ``merged``'s rows (``STATE_SCHEMA``, keyed by ``item_key``) replacing theirs."""
         if merged.is_empty():
             return self
-        main, extra, routes, facilities = self._encode(merged)
+        full, extra, routes, facilities = self._encode(merged)
+        main, exact = pack_main(full)
         touched = main.get_column("item").implode()
-        keep_main = self.main.filter(~pl.col("item").is_in(touched))
-        keep_extra = self.extra.filter(~pl.col("item").is_in(touched))
+        others = ~pl.col("item").is_in(touched)
         return CompactItems(
-            _appended(keep_main, main), _appended(keep_extra, extra), routes, facilities
+            _appended(self.main.filter(others), main),
+            _appended(self.extra.filter(others), extra),
+            routes,
+            facilities,
+            _appended(self.exact.filter(others), exact),
         )
 
     def _encode(
@@ -177,7 +252,7 @@ class CompactItems:
                 "last_key": state.get_column("last_key"),
                 "facility": facility,
             },
-            schema=MAIN_SCHEMA,
+            schema=FULL_SCHEMA,
         )
         sparse = state.with_columns(item).filter(
             pl.any_horizontal(pl.col(c).is_not_null() for c in _EXTRA_COLS)
@@ -201,7 +276,7 @@ class CompactItems:
     @property
     def nbytes(self) -> int:
         """Bytes held by the tables and dictionaries."""
-        tables = (self.main, self.extra, self.routes, self.facilities)
+        tables = (self.main, self.extra, self.routes, self.facilities, self.exact)
         return int(sum(t.estimated_size() for t in tables))
 
     def hashes(self) -> pl.Series:
@@ -237,11 +312,17 @@ class CompactItems:
     def newest_keys(self, hashes: pl.Series) -> pl.DataFrame:
         """``item_id`` (the hash, ``UInt64``) and ``last_key`` of the items among ``hashes``."""
         wanted = hashes.cast(pl.UInt64).unique().implode()
-        rows = self.main.filter(pl.col("item").is_in(wanted))
+        rows = self._full(self.main.filter(pl.col("item").is_in(wanted)))
         return rows.select(pl.col("item").alias("item_id"), "last_key")
 
+    def _full(self, main: pl.DataFrame) -> pl.DataFrame:
+        """``main`` rows (some of this state's) with their exact times."""
+        if self.exact.is_empty():
+            return unpack_main(main, self.exact)
+        return unpack_main(main, self.exact.filter(pl.col("item").is_in(main["item"].implode())))
+
     def _decode(self, main: pl.DataFrame, extra: pl.DataFrame) -> pl.DataFrame:
-        joined = main.join(extra, on="item", how="left", maintain_order="left")
+        joined = self._full(main).join(extra, on="item", how="left", maintain_order="left")
         joined = joined.with_columns(item_key(joined.get_column("item")))
         route = pl.col("route")
         facility = pl.col("facility")
@@ -269,17 +350,21 @@ class CompactItems:
             pl.col("delivered_s").is_not_null() | pl.col("returned_s").is_not_null()
         ).get_column("item")
         horizon_key = (clock_us - retention_us) * RANK_BITS
-        old = self.main.filter(
-            pl.col("item").is_in(done.implode()) & (pl.col("last_key") < horizon_key)
-        ).get_column("item")
+        old = (
+            self._full(self.main.filter(pl.col("item").is_in(done.implode())))
+            .filter(pl.col("last_key") < horizon_key)
+            .get_column("item")
+        )
         if old.is_empty():
             return self, none
         gone = old.implode()
+        others = ~pl.col("item").is_in(gone)
         kept = CompactItems(
-            self.main.filter(~pl.col("item").is_in(gone)),
-            self.extra.filter(~pl.col("item").is_in(gone)),
+            self.main.filter(others),
+            self.extra.filter(others),
             self.routes,
             self.facilities,
+            self.exact.filter(others),
         )
         return kept, old.to_numpy().astype(np.uint64)
 

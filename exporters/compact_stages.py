@@ -1,22 +1,40 @@
-"""The stage history of the items in the state, encoded (20 bytes per stage scan).
+"""The stage state of the items in the state: recent scans, and one summary row per item
+for the scans older than the reorder horizon.
 
-``kpi.kpis.stage_increments`` reads and writes ``HISTORY_SCHEMA`` rows (item id, time
-key, facility name); the exporter holds them as ``(item hash UInt64, key Int64,
-facility UInt32 code)`` and decodes only the rows of the items a set touches, as
-``exporters.compact`` does for the item state. The history itself is the same (one row
-per arrival, departure and delivery, the key exact to the microsecond; acceptances are
-left out, the item state holds the first one's time: ``exporters.books_stages``), so
-the histograms' answers are those of the plain history, whatever the order the scans
-arrive in: the order independence needs every scan of an item (a set of departures may
-come before their arrivals), so nothing is summarised away, only encoded. Strings cost
-16 B each in polars (views), a hash 8 B and a code 4 B: ~20 B per scan instead of ~40.
+``kpi.kpis.stage_increments`` computes a set's stage intervals from the touched items'
+scans before and after the set. The exporter does not keep every scan for that: it keeps
 
-``CompactStages`` is immutable; the facility dictionary only grows (old codes stay valid).
+- ``rows``: the scans of the last ``horizon`` of event time (the late grace, ``Policy``),
+  as ``(item hash UInt64, key Int64, facility UInt32 code)``, 20 B each; and
+- ``summary``: per item, what the scans older than the horizon (the *mark*, a time key)
+  still decide for a scan read later: the last arrival (facility, key), the last
+  departure (facility, key), the latest departure at another facility than that one
+  (facility, key), whether the item was delivered, and its first departure (key). ~36 B
+  per item, whatever its number of scans (times in whole seconds, 4 B each: ``pack``).
+
+A scan of time ``>= mark`` pairs with those exactly as with the whole history: every
+summarised scan is older than it, so the latest arrival or departure it pairs with is
+in ``rows`` or is one the summary holds (a leg starts at the latest departure from
+another facility: the last departure, or the latest one elsewhere when the item came
+back to it; the first mile is closed by a departure after the acceptance, which the
+summary's last departure tells; the last mile needs the last arrival and whether a
+delivery came first), with one documented exception: a departure whose latest arrival at
+its own facility is older than the mark and was followed by an arrival elsewhere (an
+item back at a facility it left before the horizon) pairs with nothing. The summary's
+rows are given back as up to four synthetic scans (``synthetic``), identical before and
+after a set, so the report's rules run unchanged. A scan older than the mark is
+*beyond the horizon*: its stages are not computed (the caller counts it), but for an
+acceptance (often read late: ``--late-grace``) before the item's first departure, whose
+first mile the summary's first departure closes exactly.
+
+Acceptances are never stored (the item state holds the first one's time:
+``exporters.books_stages``). ``CompactStages`` is immutable; the facility dictionary
+only grows (old codes stay valid).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 import numpy as np
@@ -27,9 +45,15 @@ from exporters.seen import Hashes
 from kpi.events import RANK_BITS, STAGE
 from kpi.kpis.stage_increments import HISTORY_SCHEMA
 
-#: Rechunk the table once its appends made this many chunks.
+#: The summaries are brought up to the horizon when it is this far past them (a time key):
+#: a fold's cost is mostly fixed (a few dozen queries, two passes over the summaries),
+#: so a small stream folding often would pay it per few events; the price is the recent
+#: scans of up to this much event time more.
+FOLD_STEP: Final = 6 * 3_600_000_000 * RANK_BITS
+#: Rechunk a table once its appends made this many chunks.
 _MAX_CHUNKS: Final = 16
 _ACCEPTED: Final = STAGE["accepted"]
+_ARR, _DEP, _DEL = STAGE["arrived"], STAGE["departed"], STAGE["delivered"]
 
 ROWS_SCHEMA: Final[dict[str, pl.DataType]] = {
     "item": pl.UInt64(),
@@ -37,33 +61,121 @@ ROWS_SCHEMA: Final[dict[str, pl.DataType]] = {
     "facility": pl.UInt32(),
 }
 NAMES_SCHEMA: Final[dict[str, pl.DataType]] = {"facility": pl.String()}
+#: One row per item with scans older than the mark.
+SUMMARY_SCHEMA: Final[dict[str, pl.DataType]] = {
+    "item": pl.UInt64(),
+    "arr_fac": pl.UInt32(),
+    "arr_key": pl.Int64(),
+    "dep_fac": pl.UInt32(),
+    "dep_key": pl.Int64(),
+    "dep2_fac": pl.UInt32(),  # the latest departure at a facility other than dep_fac
+    "dep2_key": pl.Int64(),
+    "delivered": pl.Boolean(),
+    "first_dep_key": pl.Int64(),  # the first departure (a late acceptance's first mile)
+}
+_SLOTS: Final = (("arr_fac", "arr_key"), ("dep_fac", "dep_key"), ("dep2_fac", "dep2_key"))
+#: The summary's time keys and their event's rank (implied by the slot).
+_KEYS: Final = {"arr_key": _ARR, "dep_key": _DEP, "dep2_key": _DEP, "first_dep_key": _DEP}
+#: Seconds of 2000-01-01T00:00Z: the epoch of the packed times (``exporters.compact``'s).
+EPOCH_S: Final = 946_684_800
+_US: Final = 1_000_000
+_I32: Final = 2**31 - 1
+#: The summaries as held: each time key in whole seconds from ``EPOCH_S`` (``Int32``, 4 B
+#: instead of 8; the rank is the slot's), exact keys apart (``EXACT_SCHEMA``).
+PACKED_SCHEMA: Final[dict[str, pl.DataType]] = {
+    c: (pl.Int32() if c in _KEYS else t) for c, t in SUMMARY_SCHEMA.items()
+}
+#: One row per item with a time key that is not a whole second of the packed range (null
+#: where it is): the scanners of most carriers stamp whole seconds, so this stays small.
+EXACT_SCHEMA: Final[dict[str, pl.DataType]] = {
+    "item": pl.UInt64(),
+    **{k: pl.Int64() for k in _KEYS},
+}
+
+
+def _whole(k: str) -> pl.Expr:
+    """Whether key column ``k`` is its slot's rank at a whole second of the packed range."""
+    key = pl.col(k)
+    us = key // RANK_BITS
+    secs = us // _US - EPOCH_S
+    return ((key % RANK_BITS == _KEYS[k]) & (us % _US == 0) & (secs.abs() <= _I32)).fill_null(True)
+
+
+def pack(summary: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``SUMMARY_SCHEMA`` rows as (``PACKED_SCHEMA`` rows, ``EXACT_SCHEMA`` rows)."""
+    packed = summary.select(
+        pl.when(_whole(c)).then(pl.col(c) // RANK_BITS // _US - EPOCH_S).cast(pl.Int32).alias(c)
+        if c in _KEYS
+        else pl.col(c)
+        for c in SUMMARY_SCHEMA
+    )
+    odd = summary.filter(~pl.all_horizontal(_whole(k) for k in _KEYS))
+    exact = odd.select(
+        "item", *(pl.when(_whole(k)).then(None).otherwise(pl.col(k)).alias(k) for k in _KEYS)
+    )
+    return packed, exact.cast(EXACT_SCHEMA)  # type: ignore[arg-type]
+
+
+def unpack(packed: pl.DataFrame, exact: pl.DataFrame) -> pl.DataFrame:
+    """``pack``'s inverse: ``SUMMARY_SCHEMA`` rows."""
+    return _unpacked(packed.lazy(), exact).collect()
+
+
+def _unpacked(packed: pl.LazyFrame, exact: pl.DataFrame) -> pl.LazyFrame:
+    def key(k: str) -> pl.Expr:
+        return (pl.col(k).cast(pl.Int64) + EPOCH_S) * _US * RANK_BITS + _KEYS[k]
+
+    if exact.is_empty():
+        return packed.with_columns(key(k).alias(k) for k in _KEYS)
+    joined = packed.join(exact.lazy(), on="item", how="left", suffix="_x", maintain_order="left")
+    return joined.select(
+        pl.coalesce(pl.col(f"{c}_x"), key(c)).alias(c) if c in _KEYS else pl.col(c)
+        for c in SUMMARY_SCHEMA
+    )
+
+
+def _rows() -> pl.DataFrame:
+    return pl.DataFrame(schema=ROWS_SCHEMA)
+
+
+def _chunked(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.rechunk() if frame.n_chunks() > _MAX_CHUNKS else frame
 
 
 @dataclass(frozen=True)
 class CompactStages:
-    """Encoded stage scans (``rows``) and the facility names their codes index (``names``)."""
+    """Recent stage scans (``rows``), the summaries of older ones (``summary``, below
+    ``mark``, a time key; None = nothing summarised) and the facility names of the codes."""
 
-    rows: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=ROWS_SCHEMA))
+    rows: pl.DataFrame = field(default_factory=_rows)
     names: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=NAMES_SCHEMA))
+    summary: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=PACKED_SCHEMA))
+    mark: int | None = None
+    #: The summaries' time keys that are not whole seconds (``pack``).
+    exact: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=EXACT_SCHEMA))
+    #: The stage horizon after the last set (a time key): a scan older than it is late.
+    #: The summaries follow it in steps of ``FOLD_STEP`` (``mark <= horizon``).
+    horizon: int | None = None
 
     @property
     def height(self) -> int:
-        """Number of stage scans held."""
+        """Number of recent stage scans held."""
         return self.rows.height
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the scans and the dictionary."""
-        return int(self.rows.estimated_size() + self.names.estimated_size())
+        """Bytes held by the scans, the summaries and the dictionary."""
+        tables = (self.rows, self.names, self.summary, self.exact)
+        return int(sum(t.estimated_size() for t in tables))
 
     def history(self, hashes: pl.Series) -> pl.DataFrame:
-        """The ``HISTORY_SCHEMA`` rows of the items among ``hashes`` (keyed by ``item_key``)."""
-        wanted = hashes.cast(pl.UInt64).unique().implode()
-        return self._decode(self.rows.filter(pl.col("item").is_in(wanted)))
+        """The ``HISTORY_SCHEMA`` rows of the items among ``hashes`` (keyed by
+        ``item_key``): recent scans and the summaries' synthetic ones."""
+        return self._decode(self.coded_rows(hashes))
 
     def decode(self) -> pl.DataFrame:
-        """Every scan as ``HISTORY_SCHEMA`` rows (keyed by ``item_key``)."""
-        return self._decode(self.rows)
+        """Every scan as ``HISTORY_SCHEMA`` rows (recent and synthetic; by ``item_key``)."""
+        return self._decode(pl.concat([self.synthetic(self.summaries()), self.rows]))
 
     def _decode(self, rows: pl.DataFrame) -> pl.DataFrame:
         return pl.DataFrame(
@@ -83,9 +195,9 @@ class CompactStages:
 
     def encode(self, history: pl.DataFrame) -> tuple[CompactStages, pl.DataFrame]:
         """``history``'s rows (``HISTORY_SCHEMA``) as ``ROWS_SCHEMA`` rows, and this
-        history with its dictionary grown by their new facilities (nothing stored yet)."""
+        state with its dictionary grown by their new facilities (nothing stored yet)."""
         if history.is_empty():
-            return self, pl.DataFrame(schema=ROWS_SCHEMA)
+            return self, _rows()
         names = self.names
         indexed = names.with_row_index("_code")
         wanted = history.select("facility")
@@ -105,27 +217,169 @@ class CompactStages:
             },
             schema=ROWS_SCHEMA,
         )
-        return CompactStages(self.rows, names), coded
+        return replace(self, names=names), coded
 
     def add_coded(self, coded: pl.DataFrame) -> CompactStages:
         """With ``coded`` rows (``ROWS_SCHEMA``, codes of this dictionary) appended, but
-        acceptances."""
+        acceptances (rows older than the mark are the caller's to leave out)."""
         new = coded.filter(pl.col("key") % RANK_BITS != _ACCEPTED)
         if new.is_empty():
             return self
-        rows = pl.concat([self.rows, new], how="vertical")
-        if rows.n_chunks() > _MAX_CHUNKS:
-            rows = rows.rechunk()
-        return CompactStages(rows, self.names)
+        return replace(self, rows=_chunked(pl.concat([self.rows, new], how="vertical")))
 
-    def coded_rows(self, hashes: pl.Series) -> pl.DataFrame:
-        """The ``ROWS_SCHEMA`` rows of the items among ``hashes``."""
+    def coded_rows(
+        self,
+        hashes: pl.Series,
+        firsts: pl.Series | None = None,
+        new: pl.DataFrame | None = None,
+    ) -> pl.DataFrame:
+        """The ``ROWS_SCHEMA`` rows of the items among ``hashes``: their recent scans and
+        their summaries' synthetic scans (the first departure for the items among
+        ``firsts`` only, an imploded hash list; None = every item; the latest departure
+        elsewhere only for the items with an arrival at their last departure's facility
+        among their recent scans or ``new``, the set's ``ROWS_SCHEMA`` rows, when given:
+        only such an arrival reads it)."""
         wanted = hashes.cast(pl.UInt64).unique().implode()
-        return self.rows.filter(pl.col("item").is_in(wanted))
+        item = pl.col("item").is_in(wanted)
+        recent = self.rows.lazy().filter(item)
+        if self.summary.is_empty():
+            return recent.collect()
+        # One query: the summaries found, unpacked and given back as scans, and the scans.
+        exact = self.exact.filter(item) if self.exact.height else self.exact
+        summary = _unpacked(self.summary.lazy().filter(item), exact)
+        back = None
+        if new is not None:
+            moves = pl.concat([recent, new.lazy().select(ROWS_SCHEMA.keys())])
+            back = moves.filter(pl.col("key") % RANK_BITS == _ARR).select(
+                "item", pl.col("facility").alias("dep_fac")
+            )
+        return pl.concat([self._synthetic(summary, firsts, back), recent]).collect()
+
+    def synthetic(self, summary: pl.DataFrame, firsts: pl.Series | None = None) -> pl.DataFrame:
+        """``summary``'s rows as the scans that stand for them (``_synthetic``)."""
+        return self._synthetic(summary.lazy(), firsts).collect()
+
+    def _synthetic(
+        self, summary: pl.LazyFrame, firsts: pl.Series | None, back: pl.LazyFrame | None = None
+    ) -> pl.LazyFrame:
+        """``summary``'s rows as the scans that stand for them (``ROWS_SCHEMA``): its last
+        arrival, last departure, latest departure elsewhere, and a delivery just below
+        the mark when the item was delivered (only its being first is ever read); its
+        first departure for the items among ``firsts`` (None = all): only an acceptance
+        older than the mark reads it, and an extra departure costs the rules a look back."""
+        parts = [
+            (
+                summary.join(back, on=["item", "dep_fac"], how="semi")
+                if back is not None and k == "dep2_key"
+                else summary
+            )
+            .filter(pl.col(k).is_not_null())
+            .select("item", pl.col(k).alias("key"), pl.col(f).alias("facility"))
+            for f, k in _SLOTS
+        ]
+        # The first departure, unless it is one of those; when there is no departure
+        # elsewhere, every past departure was at ``dep_fac``.
+        first = pl.col("first_dep_key")
+        distinct = first.is_not_null() & (first != pl.col("dep_key"))
+        if firsts is not None:
+            distinct = distinct & pl.col("item").is_in(firsts)
+        parts.append(
+            summary.filter(distinct & first.ne_missing(pl.col("dep2_key"))).select(
+                "item", first.alias("key"), pl.col("dep_fac").alias("facility")
+            )
+        )
+        if self.mark is not None:
+            below = (self.mark // RANK_BITS - 1) * RANK_BITS + _DEL
+            parts.append(
+                summary.filter(pl.col("delivered")).select(
+                    "item",
+                    pl.lit(below, pl.Int64).alias("key"),
+                    pl.lit(0, pl.UInt32).alias("facility"),
+                )
+            )
+        return pl.concat(parts, how="vertical")
+
+    def fold(self, horizon: int | None) -> CompactStages:
+        """With the horizon at ``horizon`` (a time key, never below the current one), and
+        the recent scans older than it folded into their items' summaries once it is
+        ``FOLD_STEP`` past the last fold (a fold reads the touched items' summaries and
+        rewrites the table: every 6 hours of event time, not at every set)."""
+        if horizon is None or (self.horizon is not None and horizon <= self.horizon):
+            return self
+        if self.mark is not None and horizon - self.mark < FOLD_STEP:
+            return replace(self, horizon=horizon)
+        return replace(self._folded(horizon), horizon=horizon)
+
+    def _folded(self, mark: int) -> CompactStages:
+        key = pl.col("key")
+        old = self.rows.filter(key < mark)
+        if old.is_empty():
+            return replace(self, mark=mark)
+        items = old.get_column("item").unique().implode()
+        prev = self.summaries(items)
+        folded, exact = pack(_summarise(pl.concat([self.synthetic(prev), old]), self._name_ranks()))
+        others = ~pl.col("item").is_in(items)
+        return replace(
+            self,
+            rows=self.rows.filter(key >= mark),
+            summary=_chunked(pl.concat([self.summary.filter(others), folded])),
+            exact=pl.concat([self.exact.filter(others), exact]),
+            mark=mark,
+        )
+
+    def summaries(self, wanted: pl.Series | None = None) -> pl.DataFrame:
+        """The ``SUMMARY_SCHEMA`` rows of the items among ``wanted`` (an imploded hash
+        list), or of every item."""
+        if wanted is None:
+            return unpack(self.summary, self.exact)
+        item = pl.col("item").is_in(wanted)
+        return unpack(self.summary.filter(item), self.exact.filter(item))
+
+    def _name_ranks(self) -> pl.Series:
+        """Per facility code, its rank in name order (the report's tie rule)."""
+        return self.names.get_column("facility").rank("ordinal").cast(pl.UInt32)
 
     def retire(self, hashes: Hashes) -> CompactStages:
-        """Without the scans of the items ``hashes`` (retired from the state)."""
+        """Without the scans and summaries of the items ``hashes`` (retired from the state)."""
         if not len(hashes):
             return self
         gone = pl.Series(np.asarray(hashes, dtype=np.uint64), dtype=pl.UInt64).implode()
-        return CompactStages(self.rows.filter(~pl.col("item").is_in(gone)), self.names)
+        return replace(
+            self,
+            rows=self.rows.filter(~pl.col("item").is_in(gone)),
+            summary=self.summary.filter(~pl.col("item").is_in(gone)),
+            exact=self.exact.filter(~pl.col("item").is_in(gone)),
+        )
+
+
+def _summarise(scans: pl.DataFrame, name_ranks: pl.Series) -> pl.DataFrame:
+    """One ``SUMMARY_SCHEMA`` row per item of ``scans`` (``ROWS_SCHEMA``, every scan of the
+    item below the mark that matters: the previous summary's synthetic ones included)."""
+    ev = pl.col("key") % RANK_BITS
+    fac = pl.col("facility")
+    ranked = scans.with_columns(ev.alias("ev"), pl.lit(name_ranks).gather(fac).alias("nr")).sort(
+        "item", "key", "nr"
+    )
+    items = scans.select(pl.col("item").unique())
+
+    def last(rows: pl.DataFrame, f: str, k: str) -> pl.DataFrame:
+        return rows.group_by("item").agg(fac.last().alias(f), pl.col("key").last().alias(k))
+
+    deps = ranked.filter(pl.col("ev") == _DEP)
+    dep = last(deps, "dep_fac", "dep_key")
+    elsewhere = deps.join(dep.select("item", "dep_fac"), on="item").filter(fac != pl.col("dep_fac"))
+    delivered = ranked.filter(pl.col("ev") == _DEL).select(
+        pl.col("item").unique(), pl.lit(True).alias("delivered")
+    )
+    first_dep = deps.group_by("item").agg(pl.col("key").first().alias("first_dep_key"))
+    out = (
+        items.join(first_dep, on="item", how="left")
+        .join(
+            last(ranked.filter(pl.col("ev") == _ARR), "arr_fac", "arr_key"), on="item", how="left"
+        )
+        .join(dep, on="item", how="left")
+        .join(last(elsewhere, "dep2_fac", "dep2_key"), on="item", how="left")
+        .join(delivered, on="item", how="left")
+        .with_columns(pl.col("delivered").fill_null(False))
+    )
+    return out.select(SUMMARY_SCHEMA.keys()).cast(SUMMARY_SCHEMA)  # type: ignore[arg-type]

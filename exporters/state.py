@@ -5,7 +5,8 @@ A checkpoint is a directory ``STATE_DIR/checkpoint-<seq>`` holding
 - ``meta.json``: format version, sequence number, wall time, per-file read
   positions (by file identity), every counter and histogram value, the size of
   the rejects file and the newest event time;
-- ``items.parquet``, ``items_extra.parquet``, ``routes.parquet``, ``facilities.parquet``:
+- ``items.parquet``, ``items_extra.parquet``, ``routes.parquet``, ``facilities.parquet``,
+  ``items_exact.parquet``:
   the lifecycle state in the exporter's compact encoding (``exporters.compact``: item
   hashes, dictionary codes and their dictionaries);
 - ``complaints.parquet``: current complaint versions and resolution flags;
@@ -15,9 +16,11 @@ A checkpoint is a directory ``STATE_DIR/checkpoint-<seq>`` holding
   (finished items past the retention), whose later events are rejects;
 - ``held.parquet``: attempts, deliveries and returns waiting for their item's
   acceptance, summarised per item (``kpi.kpis.increments.SET_SCHEMA``);
-- ``stages.parquet``, ``stage_facilities.parquet``: the stage scans of the items in the
-  state, encoded (``exporters.compact_stages``: item hash, time key, facility code) and
-  the facility names of the codes.
+- ``stages.parquet``, ``stage_facilities.parquet``, ``stage_summary.parquet``: the
+  stage state of the items (``exporters.compact_stages``): the scans within the stage
+  horizon (item hash, time key, facility code), the facility names of the codes, and
+  one summary row per item for its scans older than the horizon (``stage_mark`` in
+  ``meta.json``).
 
 Format 2 (item hashes and ``exporters.seen.hash_ids``) replaced format 1 (item ids as
 strings, BLAKE2b hashes of event ids): the event-id hashes of a format-1 checkpoint
@@ -25,6 +28,10 @@ cannot be recomputed without the ids, so such a checkpoint is refused with a mes
 (remove the state directory: the exporter then re-reads its source from the start).
 Format 3 encodes the stage history (format 2 kept it as strings); a format-2 checkpoint
 is refused the same way.
+Format 4 adds the stage summaries and holds the item times in whole seconds
+(``items_exact.parquet``: the others); a format-3 checkpoint (every stage scan kept, no
+summary; exact item times) is read and converted: its stage scans as recent ones with no
+mark (the first set folds the old ones), its item times packed.
 
 It is written as ``checkpoint-<seq>.tmp`` (each file fsynced, then the directory),
 renamed to its final name (the commit point) and the parent directory fsynced;
@@ -48,14 +55,23 @@ import orjson
 import polars as pl
 
 from exporters.catalog import BY_NAME, MetricSpec
+from exporters.compact import EXACT_SCHEMA as ITEMS_EXACT_SCHEMA
 from exporters.compact import (
     EXTRA_SCHEMA,
     FACILITIES_SCHEMA,
+    FULL_SCHEMA,
     MAIN_SCHEMA,
     ROUTES_SCHEMA,
     CompactItems,
+    pack_main,
 )
-from exporters.compact_stages import NAMES_SCHEMA, ROWS_SCHEMA, CompactStages
+from exporters.compact_stages import (
+    EXACT_SCHEMA,
+    NAMES_SCHEMA,
+    PACKED_SCHEMA,
+    ROWS_SCHEMA,
+    CompactStages,
+)
 from exporters.rejects import REJECTS_FILE, RejectsFile
 from exporters.seen import Days, Hashes
 from exporters.store import CounterStore
@@ -64,7 +80,9 @@ from kpi.kpis.increments import COMPLAINT_STATE_SCHEMA, SET_SCHEMA, empty_set
 
 log = logging.getLogger(__name__)
 
-FORMAT: Final = 3
+FORMAT: Final = 4
+#: Older formats this one reads as they are.
+READABLE_FORMATS: Final = {3}
 #: What older formats held that this one cannot read; such checkpoints are refused with
 #: ``OLD_FORMAT`` (not migrated).
 OLD_FORMATS: Final = {
@@ -75,6 +93,8 @@ OLD_FORMATS: Final = {
 COMPACT_FORMAT: Final = 2
 #: The format whose stage history is ``exporters.compact_stages`` (benchmarks test for it).
 COMPACT_STAGES_FORMAT: Final = 3
+#: The format whose stage state is summarised past a horizon (benchmarks test for it).
+STAGE_SUMMARY_FORMAT: Final = 4
 OLD_FORMAT: Final = (
     "{path}: checkpoint format {found} was written by an older exporter ({what})"
     " and cannot be read by this one (format {want}); move the state"
@@ -163,6 +183,8 @@ def _write_files(tmp: Path, ckpt: Checkpoint) -> None:
     ckpt.held.select(SET_SCHEMA.keys()).write_parquet(tmp / "held.parquet", statistics=False)
     ckpt.stages.rows.write_parquet(tmp / "stages.parquet", statistics=False)
     ckpt.stages.names.write_parquet(tmp / "stage_facilities.parquet", statistics=False)
+    ckpt.stages.summary.write_parquet(tmp / "stage_summary.parquet", statistics=False)
+    ckpt.stages.exact.write_parquet(tmp / "stage_exact.parquet", statistics=False)
     meta = {
         "format": FORMAT,
         "seq": ckpt.seq,
@@ -172,6 +194,8 @@ def _write_files(tmp: Path, ckpt: Checkpoint) -> None:
         "counters": ckpt.counters.to_json(_SPECS),
         "rejects_bytes": ckpt.rejects_bytes,
         "last_event_us": ckpt.last_event_us,
+        "stage_mark": ckpt.stages.mark,
+        "stage_horizon": ckpt.stages.horizon,
     }
     (tmp / "meta.json").write_bytes(orjson.dumps(meta, option=orjson.OPT_INDENT_2))
     names = (
@@ -183,6 +207,8 @@ def _write_files(tmp: Path, ckpt: Checkpoint) -> None:
         "seen_days.npy",
         "stages.parquet",
         "stage_facilities.parquet",
+        "stage_summary.parquet",
+        "stage_exact.parquet",
     )
     for name in (*names, "meta.json"):
         _fsync_path(tmp / name)
@@ -194,6 +220,7 @@ _ITEM_FILES: Final = {
     "items_extra.parquet": ("extra", EXTRA_SCHEMA),
     "routes.parquet": ("routes", ROUTES_SCHEMA),
     "facilities.parquet": ("facilities", FACILITIES_SCHEMA),
+    "items_exact.parquet": ("exact", ITEMS_EXACT_SCHEMA),
 }
 
 
@@ -203,10 +230,16 @@ def _item_files(items: CompactItems) -> dict[str, pl.DataFrame]:
 
 
 def _read_items(path: Path) -> CompactItems:
-    tables = {
-        attr: pl.read_parquet(path / name).select(pl.col(c).cast(t) for c, t in schema.items())
-        for name, (attr, schema) in _ITEM_FILES.items()
-    }
+    tables: dict[str, pl.DataFrame] = {}
+    for name, (attr, schema) in _ITEM_FILES.items():
+        if not (path / name).exists():  # format 3: no exact times apart
+            continue
+        frame = pl.read_parquet(path / name)
+        if attr == "main" and "last_key" in frame.columns:  # format 3: exact times in main
+            main = frame.select(pl.col(c).cast(t) for c, t in FULL_SCHEMA.items())
+            tables["main"], tables["exact"] = pack_main(main)
+            continue
+        tables[attr] = frame.select(pl.col(c).cast(t) for c, t in schema.items())
     return CompactItems(**tables)
 
 
@@ -217,7 +250,7 @@ def read_checkpoint(path: Path) -> Checkpoint:
     if found in OLD_FORMATS:
         what = OLD_FORMATS[found]
         raise ValueError(OLD_FORMAT.format(path=path, found=found, what=what, want=FORMAT))
-    if found != FORMAT:
+    if found != FORMAT and found not in READABLE_FORMATS:
         raise ValueError(f"{path}: unknown checkpoint format {found!r}")
     items = _read_items(path)
     complaints = pl.read_parquet(path / "complaints.parquet")
@@ -239,6 +272,7 @@ def read_checkpoint(path: Path) -> Checkpoint:
         pl.read_parquet(path / "stage_facilities.parquet").select(
             pl.col(c).cast(t) for c, t in NAMES_SCHEMA.items()
         ),
+        *_read_summary(path),
     )
     return Checkpoint(
         seq=int(meta["seq"]),
@@ -256,6 +290,24 @@ def read_checkpoint(path: Path) -> Checkpoint:
         seen_days=seen_days,
         stages=stages,
     )
+
+
+def _read_summary(
+    path: Path,
+) -> tuple[pl.DataFrame, int | None, pl.DataFrame, int | None]:
+    """The stage summaries, their mark, the exact keys and the horizon (none in a format-3
+    checkpoint)."""
+    if not (path / "stage_summary.parquet").exists():
+        return pl.DataFrame(schema=PACKED_SCHEMA), None, pl.DataFrame(schema=EXACT_SCHEMA), None
+    meta: dict[str, Any] = orjson.loads((path / "meta.json").read_bytes())
+    tables = [
+        pl.read_parquet(path / name).select(pl.col(c).cast(t) for c, t in schema.items())
+        for name, schema in (
+            ("stage_summary.parquet", PACKED_SCHEMA),
+            ("stage_exact.parquet", EXACT_SCHEMA),
+        )
+    ]
+    return tables[0], meta.get("stage_mark"), tables[1], meta.get("stage_horizon")
 
 
 def latest_checkpoint(state_dir: Path) -> Checkpoint | None:

@@ -33,6 +33,11 @@ class StageCollector(Collector):
         for stage in spec.values["stage"]:
             family.add_metric([stage], float(counts.get((stage,), 0)))
         yield family
+        late = cast(CounterMetricFamily, cat.EXPORTER_STAGE_LATE_SCANS.family())
+        counts = dict(store.series(cat.EXPORTER_STAGE_LATE_SCANS))
+        for event in cat.EXPORTER_STAGE_LATE_SCANS.values["event"]:
+            late.add_metric([event], float(counts.get((event,), 0)))
+        yield late
         targets = self._view().stage_targets
         if targets is not None:
             yield from target_families(targets)

@@ -19,6 +19,7 @@ from typing import Final
 
 import polars as pl
 
+from kpi.events import RANK_BITS, STAGE
 from kpi.kpis.labels import UNKNOWN
 from kpi.kpis.stage_build import DWELL, LEG, tables_from_rows
 from kpi.kpis.stage_increments import (
@@ -36,6 +37,7 @@ CODED_SCHEMA: Final[dict[str, pl.DataType]] = {
     "facility": pl.UInt32(),
 }
 
+_ARR, _DEP, _DEL = STAGE["arrived"], STAGE["departed"], STAGE["delivered"]
 _SCAN_KEYS: Final = ["kind", "r", "at", "facility", "from_facility", "started_at"]
 _FIRST: Final = ["r", "accepted_at", "first_departed_at"]
 _LAST: Final = ["r", "delivered_at", "last_arrived_at", "last_arrival_facility"]
@@ -55,6 +57,11 @@ def _signed_diff(frame: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
         .filter(pl.col("_d") != 0)
         .collect()
     )
+
+
+def _key(at: str, rank: pl.Expr) -> pl.Expr:
+    """The time key (``kpi.events.event_key``) of the scan at ``at`` of rank ``rank``."""
+    return pl.col(at).dt.epoch("us") * RANK_BITS + rank.cast(pl.Int64)
 
 
 def _repeat_new(delta: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
@@ -132,6 +139,78 @@ def _observations(
     return {"dwell": dwell, "leg": leg, "first_mile": first_mile, "last_mile": last_mile}
 
 
+def _compared(
+    old: pl.DataFrame, new: pl.DataFrame, enum: pl.Enum
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Per-scan, first-mile and last-mile rows that the set adds (``_d > 0``) or takes
+    away (``_d < 0``), items numbered ``r`` (``old``, ``new``: their rows before the set
+    and the set's)."""
+
+    def version(rows: pl.LazyFrame, odd: int) -> pl.LazyFrame:
+        return rows.select(
+            (pl.col("r") * 2 + odd).alias("h"), "key", pl.col("facility").cat.to(enum)
+        )
+
+    # An item whose new scans all come after its stored ones (the common case) cannot
+    # change an interval already counted: it is built once, with its new scans, and what
+    # ends at a new scan is new. The others are built before and after and compared.
+    newest = old.lazy().group_by("r").agg(pl.col("key").max().alias("_old"))
+    firsts = new.lazy().group_by("r").agg(pl.col("key").min().alias("_new"))
+    later = (
+        firsts.join(newest, on="r", how="left")
+        .filter(pl.col("_old").is_null() | (pl.col("_new") > pl.col("_old")))
+        .collect()
+    )
+    slow = ~pl.col("r").is_in(later.get_column("r").implode())
+    rows = pl.concat(
+        [version(old.lazy().filter(slow), 0), version(old.lazy(), 1), version(new.lazy(), 1)]
+    )
+    tables = tables_from_rows(rows.collect())
+    if tables is None:  # no second hash is given: the dense numbers never collide
+        raise AssertionError("stage rows without h2 always build")
+    ends = later.lazy().select("r", pl.col("_old").fill_null(-(2**62)), pl.lit(True).alias("_fast"))
+
+    def diff(frame: pl.DataFrame, keys: list[str], end: pl.Expr) -> pl.DataFrame:
+        """The signed difference of the slow items (``h`` odd = after), and the rows of
+        the fast ones that end at a new scan (``end``: the closing scan's time key), each
+        once: one query."""
+        rows = (
+            frame.lazy()
+            .with_columns((pl.col("h") // 2).alias("r"), end.alias("_end"))
+            .join(ends, on="r", how="left")
+        )
+        fast = pl.col("_fast").fill_null(False)
+        compared = (
+            rows.filter(~fast)
+            .group_by(keys)
+            .agg(((pl.col("h") % 2).cast(pl.Int64) * 2 - 1).sum().alias("_d"))
+            .filter(pl.col("_d") != 0)
+        )
+        built = rows.filter(fast & (pl.col("_end") > pl.col("_old"))).select(
+            *keys, pl.lit(1, pl.Int64).alias("_d")
+        )
+        return pl.concat([compared, built]).collect()
+
+    scan_end = _key("at", pl.when(pl.col("kind") == DWELL).then(_DEP).otherwise(_ARR))
+    scans_d = diff(tables.scans, _SCAN_KEYS, scan_end)
+    items = tables.items
+    first_d = diff(
+        items.filter(
+            pl.col("accepted_at").is_not_null() & pl.col("first_departed_at").is_not_null()
+        ),
+        _FIRST,
+        _key("first_departed_at", pl.lit(_DEP)),
+    )
+    last_d = diff(
+        items.filter(
+            pl.col("delivered_at").is_not_null() & pl.col("last_arrived_at").is_not_null()
+        ),
+        _LAST,
+        _key("delivered_at", pl.lit(_DEL)),
+    )
+    return scans_d, first_d, last_d
+
+
 def coded_stage_increments(
     before: pl.DataFrame,
     new_rows: pl.DataFrame,
@@ -152,31 +231,10 @@ def coded_stage_increments(
         .with_row_index("r")
         .with_columns(pl.col("r").cast(pl.UInt64))
     )
-    enum = pl.Enum(names.cast(pl.String).to_list())
-    old = before.select(CODED_SCHEMA.keys()).join(ids, on="h", how="inner")
-    new = new_rows.select(CODED_SCHEMA.keys()).join(ids, on="h", how="inner")
-
-    def version(rows: pl.DataFrame, odd: int) -> pl.DataFrame:
-        return rows.select(
-            (pl.col("r") * 2 + odd).alias("h"), "key", pl.col("facility").cat.to(enum)
-        )
-
-    tables = tables_from_rows(pl.concat([version(old, 0), version(old, 1), version(new, 1)]))
-    if tables is None:  # no second hash is given: the dense numbers never collide
-        raise AssertionError("stage rows without h2 always build")
-    scans_d = _signed_diff(tables.scans, _SCAN_KEYS)
-    items = tables.items
-    first_d = _signed_diff(
-        items.filter(
-            pl.col("accepted_at").is_not_null() & pl.col("first_departed_at").is_not_null()
-        ),
-        _FIRST,
-    )
-    last_d = _signed_diff(
-        items.filter(
-            pl.col("delivered_at").is_not_null() & pl.col("last_arrived_at").is_not_null()
-        ),
-        _LAST,
+    scans_d, first_d, last_d = _compared(
+        before.select(CODED_SCHEMA.keys()).join(ids, on="h", how="inner"),
+        new_rows.select(CODED_SCHEMA.keys()).join(ids, on="h", how="inner"),
+        pl.Enum(names.cast(pl.String).to_list()),
     )
     timed_gone = scans_d.filter(pl.col("started_at").is_not_null())
     gone = {

@@ -52,6 +52,7 @@ EXPECTED: dict[str, tuple[str, tuple[str, ...]]] = {
     "postal_exporter_events_ingested_total": ("counter", ()),
     "postal_exporter_events_rejected_total": ("counter", ("reason",)),
     "postal_exporter_late_events_total": ("counter", ()),
+    "postal_exporter_stage_late_scans_total": ("counter", ("event",)),
     "postal_exporter_last_event_timestamp_seconds": ("gauge", ()),
     "postal_exporter_batch_duration_seconds": ("histogram", ()),
     "postal_exporter_items_tracked": ("gauge", ()),

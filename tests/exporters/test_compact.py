@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import random
 from pathlib import Path
@@ -11,7 +12,7 @@ import orjson
 import polars as pl
 import pytest
 
-from exporters.compact import EPOCH_S, CompactItems, event_key, item_key, key_hashes
+from exporters.compact import EPOCH_S, CompactItems, event_key, item_key, key_hashes, unpack_main
 from exporters.seen import hash_ids
 from exporters.state import Checkpoint, latest_checkpoint, read_checkpoint, write_checkpoint
 from exporters.store import CounterStore
@@ -58,18 +59,23 @@ T0 = dt.datetime(2026, 3, 1, 8, 0, 0, 123_457, tzinfo=dt.UTC)
 EVENTS = ("accepted", "arrived", "departed", "delivery_failed", "delivered", "returned")
 
 
-def random_events(n: int, items: int, seed: int) -> pl.DataFrame:
-    """Random events (ties at the same microsecond included) keyed as the exporter keys them."""
+def random_events(n: int, items: int, seed: int, whole: float = 0.0) -> pl.DataFrame:
+    """Random events (ties at the same microsecond included) keyed as the exporter keys them;
+    the items of a share ``whole`` at whole seconds (the others' past them)."""
     rng = random.Random(seed)
     rows = []
     for i in range(n):
         kind = rng.choice(EVENTS)
+        item = rng.randrange(items)
+        step = rng.randrange(4)
         rows.append(
             {
                 "event_id": f"E{i:05d}",
-                "item_id": f"I{rng.randrange(items)}",
+                "item_id": f"I{item}",
                 "event": kind,
-                "ts": T0 + dt.timedelta(microseconds=rng.randrange(4) * 1_000_003),
+                "ts": T0 - dt.timedelta(microseconds=123_457) + dt.timedelta(seconds=step)
+                if item < items * whole
+                else T0 + dt.timedelta(microseconds=step * 1_000_003),
                 "facility": rng.choice(["F1", "F2", None]),
                 "product": rng.choice(["express", "standard"]) if kind == "accepted" else None,
                 "origin": rng.choice(["CN-BJ", "CN-SH"]) if kind == "accepted" else None,
@@ -90,9 +96,9 @@ def seconds_floor(col: str) -> pl.Expr:
     return pl.from_epoch(secs, time_unit="s").cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_batches_through_the_encoding_give_the_state_of_all_events(seed: int) -> None:
-    events = random_events(400, 60, seed)
+@pytest.mark.parametrize(("seed", "whole"), [(1, 0.0), (2, 0.5), (3, 1.0)])
+def test_batches_through_the_encoding_give_the_state_of_all_events(seed: int, whole: float) -> None:
+    events = random_events(400, 60, seed, whole)
     truth = build_state(events.lazy()).collect()
     compact = CompactItems()
     for batch in events.iter_slices(37):
@@ -103,6 +109,9 @@ def test_batches_through_the_encoding_give_the_state_of_all_events(seed: int) ->
     assert got.schema == pl.Schema(STATE_SCHEMA)
     assert got.equals(want.sort("item_id"))
     assert compact.height == truth.height
+    # Times at whole seconds are held in 4 bytes; only the others are kept apart, exact.
+    assert (compact.exact.height == 0) == (whole == 1.0)
+    assert (compact.exact.height == compact.height) == (whole == 0.0)
 
 
 def _hashes(batch: pl.DataFrame) -> pl.Series:
@@ -110,7 +119,7 @@ def _hashes(batch: pl.DataFrame) -> pl.Series:
 
 
 def test_codes_survive_a_checkpoint_and_old_formats_are_refused(tmp_path: Path) -> None:
-    events = random_events(200, 40, 9)
+    events = random_events(200, 40, 9, 0.5)
     compact = CompactItems().replace(build_state(events.lazy()).collect())
     ckpt = Checkpoint(
         seq=3,
@@ -127,6 +136,14 @@ def test_codes_survive_a_checkpoint_and_old_formats_are_refused(tmp_path: Path) 
     again = latest_checkpoint(tmp_path)
     assert again is not None
     assert again.items.decode().equals(compact.decode())
+    # Format 3 held the exact times in items.parquet: read and packed.
+    three = write_checkpoint(tmp_path / "three", dataclasses.replace(ckpt, seq=4))
+    unpack_main(compact.main, compact.exact).write_parquet(three / "items.parquet")
+    (three / "items_exact.parquet").unlink()
+    meta = orjson.loads((three / "meta.json").read_bytes())
+    meta["format"] = 3
+    (three / "meta.json").write_bytes(orjson.dumps(meta))
+    assert read_checkpoint(three).items.decode().equals(compact.decode())
     meta = orjson.loads((path / "meta.json").read_bytes())
     meta["format"] = 1
     (path / "meta.json").write_bytes(orjson.dumps(meta))

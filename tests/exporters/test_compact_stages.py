@@ -4,6 +4,7 @@ refused with a message."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
@@ -85,3 +86,130 @@ def test_rows_come_back_per_item_after_appends_and_retirements(tmp_path: Path) -
     (path / "meta.json").write_bytes(orjson.dumps(meta))
     with pytest.raises(ValueError, match=r"older exporter .*stage history as strings"):
         read_checkpoint(path)
+
+
+def _moves(
+    rng: random.Random, items: list[int], n: int, lo: int, hi: int, unit: int = 10**6
+) -> pl.DataFrame:
+    """Arrivals, departures and deliveries at times in [lo, hi) ``unit`` µs (ties included),
+    a quarter of them 250 µs after the second (kept apart: ``exact``)."""
+    ranks = [STAGE["arrived"], STAGE["departed"], STAGE["delivered"]]
+    rows = [
+        (
+            rng.choice(items),
+            (rng.randrange(lo, hi) * unit + rng.choice([0, 0, 0, 250])) * RANK_BITS
+            + rng.choice(ranks),
+            f"F-{rng.randrange(6)}",
+        )
+        for _ in range(n)
+    ]
+    ids = item_key(np.array([r[0] for r in rows], dtype=np.uint64))
+    return pl.DataFrame(
+        {"item_id": ids, "key": [r[1] for r in rows], "facility": [r[2] for r in rows]},
+        schema=HISTORY_SCHEMA,
+    )
+
+
+def _naive_summary(rows: list[tuple[str, int, str]]) -> dict[str, tuple[object, ...]]:
+    """Per item: last arrival, last departure, latest departure elsewhere, delivered,
+    first departure (plain Python; ties ordered by facility name, the report's rule)."""
+    by_item: dict[str, list[tuple[int, str]]] = {}
+    for item, key, fac in rows:
+        by_item.setdefault(item, []).append((key, fac))
+    out: dict[str, tuple[object, ...]] = {}
+    for item, scans in by_item.items():
+        scans.sort()
+        arr = [s for s in scans if s[0] % RANK_BITS == STAGE["arrived"]]
+        dep = [s for s in scans if s[0] % RANK_BITS == STAGE["departed"]]
+        last_dep = dep[-1] if dep else None
+        other = [s for s in dep if last_dep is not None and s[1] != last_dep[1]]
+        delivered = any(s[0] % RANK_BITS == STAGE["delivered"] for s in scans)
+        out[item] = (
+            arr[-1] if arr else None,
+            last_dep,
+            other[-1] if other else None,
+            delivered,
+            dep[0][0] if dep else None,
+        )
+    return out
+
+
+def test_summaries_fold_like_a_naive_reference() -> None:
+    """Scans appended in time slices, folded below a moving mark: each item's summary is
+    what plain Python says of all its scans below the mark, the rest stay as they are."""
+    rng = random.Random(5)
+    items = [rng.getrandbits(64) for _ in range(40)]
+    stages = CompactStages()
+    seen: list[tuple[str, int, str]] = []
+    minute = 6 * 60 * 10**6  # a "minute" of this test: 100 of them are past FOLD_STEP, 50 not
+    for step in range(8):
+        part = _moves(rng, items, 120, step * 100, step * 100 + 150, minute)
+        stages = stages.add(part)
+        seen += part.iter_rows()
+        mark = (step * 100 + 50) * minute * RANK_BITS
+        # Less than FOLD_STEP past the last fold: the horizon moves, no fold.
+        if step:
+            early = stages.fold(mark - 50 * minute * RANK_BITS)
+            assert early.summary.equals(stages.summary) and early.rows.equals(stages.rows)
+            stages = early
+        stages = stages.fold(mark)
+        assert stages.horizon == stages.mark == mark
+        names = stages.names.get_column("facility").to_list()
+        summary = stages.summaries()
+        keys = item_key(summary.get_column("item")).to_list()
+
+        def slot(row: dict[str, object], f: str, k: str, names: list[str] = names) -> object:
+            code = row[f]
+            return None if code is None else (row[k], names[int(code)])  # type: ignore[call-overload]
+
+        got = {
+            key: (
+                slot(r, "arr_fac", "arr_key"),
+                slot(r, "dep_fac", "dep_key"),
+                slot(r, "dep2_fac", "dep2_key"),
+                r["delivered"],
+                r["first_dep_key"],
+            )
+            for key, r in zip(keys, summary.iter_rows(named=True), strict=True)
+        }
+        assert got == _naive_summary([r for r in seen if r[1] < mark])
+        assert _sorted(stages._decode(stages.rows)) == sorted(r for r in seen if r[1] >= mark)
+    assert stages.summary.height > 0 and stages.mark == mark
+    assert 0 < stages.exact.height < stages.summary.height
+
+
+def test_the_mark_and_summaries_go_through_a_checkpoint_and_format_3_is_read(
+    tmp_path: Path,
+) -> None:
+    rng = random.Random(8)
+    items = [rng.getrandbits(64) for _ in range(30)]
+    stages = CompactStages().add(_moves(rng, items, 200, 0, 10_000)).fold(5_000 * 10**6 * RANK_BITS)
+    stages = stages.fold(5_100 * 10**6 * RANK_BITS)  # the horizon only
+    ckpt = Checkpoint(
+        seq=1,
+        created_at=0.0,
+        files={},
+        counters=CounterStore(),
+        items=CompactItems(),
+        complaints=pl.DataFrame(schema=COMPLAINT_STATE_SCHEMA),
+        seen=np.zeros(0, np.uint64),
+        rejects_bytes=0,
+        last_event_us=None,
+        stages=stages,
+    )
+    path = write_checkpoint(tmp_path, ckpt)
+    again = read_checkpoint(path).stages
+    assert again.mark == stages.mark and again.summary.equals(stages.summary)
+    assert again.horizon == stages.horizon == 5_100 * 10**6 * RANK_BITS
+    assert again.exact.equals(stages.exact) and again.summaries().equals(stages.summaries())
+    assert again.rows.equals(stages.rows) and again.summary.height > 0
+    # A format-3 checkpoint kept every scan, no summary: read as recent scans, no mark.
+    old = CompactStages().add(_moves(rng, items, 50, 0, 1000))
+    path = write_checkpoint(tmp_path, dataclasses.replace(ckpt, seq=2, stages=old))
+    (path / "stage_summary.parquet").unlink()
+    meta = orjson.loads((path / "meta.json").read_bytes())
+    meta["format"] = 3
+    del meta["stage_mark"]
+    (path / "meta.json").write_bytes(orjson.dumps(meta))
+    three = read_checkpoint(path).stages
+    assert three.mark is None and three.summary.is_empty() and three.rows.equals(old.rows)
