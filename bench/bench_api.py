@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import httpx
+from benchkit import export_tree
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 OUT_DIR: Final = ROOT / "bench" / "out"
@@ -421,16 +422,6 @@ def _rss_mb(pid: int, field: str = "VmRSS") -> float | None:
     return None
 
 
-def _old_sources(ref: str, into: Path) -> Path:
-    """The sources of commit ``ref`` of this checkout, extracted under ``into``."""
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", ref], check=True, capture_output=True
-    ).stdout
-    into.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    return into
-
-
 def main() -> None:
     """Command line entry point."""
     ap = argparse.ArgumentParser(
@@ -485,7 +476,7 @@ def main() -> None:
     if args.baseline is not None:
         targets.append(("folder_baseline", data, args.baseline.resolve()))
     if args.old_ref is not None:
-        old = _old_sources(args.old_ref, Path(tempfile.mkdtemp(prefix="bench-api-old-")))
+        old = export_tree(args.old_ref, Path(tempfile.mkdtemp(prefix="bench-api-old-")))
         label, served = ("lake_old", args.lake) if args.lake is not None else ("folder_old", data)
         targets.append((label, served, old))
     if args.bytecode:

@@ -23,21 +23,13 @@ import sys
 from pathlib import Path
 
 import polars as pl
+from benchkit import export_tree
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _tree(ref: str | None, work: Path) -> Path:
-    if ref is None:
-        return ROOT
-    out = work / f"tree-{ref}"
-    if not out.exists():
-        out.mkdir(parents=True)
-        archive = subprocess.run(
-            ["git", "-C", str(ROOT), "archive", ref], check=True, capture_output=True
-        ).stdout
-        subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
-    return out
+    return ROOT if ref is None else export_tree(ref, work / f"tree-{ref}")
 
 
 def _compact(tree: Path, data: Path, lake: Path) -> tuple[float, float, str]:

@@ -26,6 +26,8 @@ import tempfile
 from pathlib import Path
 from typing import Final
 
+from benchkit import export_tree
+
 ROOT: Final = Path(__file__).resolve().parent.parent
 
 _CHILD: Final = r"""
@@ -83,15 +85,6 @@ print(json.dumps({
 """
 
 
-def _export_tree(rev: str, dest: Path) -> Path:
-    dest.mkdir(parents=True)
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
-    return dest
-
-
 def main() -> None:
     """Run both trees, print a Markdown table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -105,7 +98,7 @@ def main() -> None:
     env = {**os.environ, "POLARS_MAX_THREADS": "1"}
     rows = []
     try:
-        trees = {"old": _export_tree(args.old_ref, root / "old"), "new": ROOT}
+        trees = {"old": export_tree(args.old_ref, root / "old"), "new": ROOT}
         for r in range(args.rounds):
             for name, tree in trees.items():
                 work = root / f"{name}-{r}"

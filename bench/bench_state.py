@@ -39,6 +39,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Final
 
+from benchkit import export_tree
+
 ROOT: Final = Path(__file__).resolve().parent.parent
 OUT: Final = ROOT / "bench" / "out" / "state.json"
 T_END_US: Final = 1_801_440_000_000_000  # 2027-02-01T00:00Z
@@ -181,16 +183,6 @@ print(json.dumps(res))
 """
 
 
-def _export_tree(rev: str, dest: Path) -> Path:
-    """``rev`` of this repository as a plain directory (no .git)."""
-    dest.mkdir(parents=True)
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
-    return dest
-
-
 def _data_dir(root: Path) -> Path:
     data = root / "data"
     (data / "events").mkdir(parents=True)
@@ -274,7 +266,7 @@ def main() -> None:
         "malloc_conf": args.malloc_conf,
     }
     try:
-        trees = {"old": _export_tree(args.old_ref, root / "old"), "new": ROOT}
+        trees = {"old": export_tree(args.old_ref, root / "old"), "new": ROOT}
         for name, tree in trees.items():
             if args.only and name != args.only:
                 continue

@@ -53,6 +53,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Final
 
+from benchkit import export_tree
+
 ROOT: Final = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -230,15 +232,6 @@ print(json.dumps(res))
 """
 
 
-def _export_tree(rev: str, dest: Path) -> Path:
-    dest.mkdir(parents=True)
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
-    return dest
-
-
 def child(
     tree: Path,
     folder: Path,
@@ -319,8 +312,8 @@ def main() -> None:
         if args.kafka_lines is not None:
             kafka_live = root / "kafka-live.jsonl"
             kafka_live.write_bytes(live_lines(args.unfinished, args.kafka_lines, 3, first_new))
-        new = ROOT if args.new_ref is None else _export_tree(args.new_ref, root / "new")
-        trees = {"old": _export_tree(args.old_ref, root / "old"), "new": new}
+        new = ROOT if args.new_ref is None else export_tree(args.new_ref, root / "new")
+        trees = {"old": export_tree(args.old_ref, root / "old"), "new": new}
         for r in range(args.rounds):
             for name, tree in trees.items():
                 if args.only and name != args.only:
