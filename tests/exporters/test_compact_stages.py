@@ -22,6 +22,22 @@ from kpi.kpis.increments import COMPLAINT_STATE_SCHEMA
 from kpi.kpis.stage_increments import HISTORY_SCHEMA
 
 
+def _checkpoint(stages: CompactStages) -> Checkpoint:
+    """A checkpoint holding only ``stages``."""
+    return Checkpoint(
+        seq=1,
+        created_at=0.0,
+        files={},
+        counters=CounterStore(),
+        items=CompactItems(),
+        complaints=pl.DataFrame(schema=COMPLAINT_STATE_SCHEMA),
+        seen=np.zeros(0, np.uint64),
+        rejects_bytes=0,
+        last_event_us=None,
+        stages=stages,
+    )
+
+
 def _history(rng: random.Random, items: list[int], n: int) -> pl.DataFrame:
     rows = [
         (rng.choice(items), rng.randrange(-(2**40), 2**60), f"F-{rng.randrange(30):03d}")
@@ -62,18 +78,7 @@ def test_rows_come_back_per_item_after_appends_and_retirements(tmp_path: Path) -
     assert _sorted(kept.decode()) == sorted(r for r in everything.iter_rows() if r[0] not in left)
     assert kept.names.height == stages.names.height  # codes stay valid: the dictionary is kept
     # Through a checkpoint: the same rows, the same codes.
-    ckpt = Checkpoint(
-        seq=1,
-        created_at=0.0,
-        files={},
-        counters=CounterStore(),
-        items=CompactItems(),
-        complaints=pl.DataFrame(schema=COMPLAINT_STATE_SCHEMA),
-        seen=np.zeros(0, np.uint64),
-        rejects_bytes=0,
-        last_event_us=None,
-        stages=kept,
-    )
+    ckpt = _checkpoint(kept)
     path = write_checkpoint(tmp_path, ckpt)
     again = latest_checkpoint(tmp_path)
     assert again is not None
@@ -185,18 +190,7 @@ def test_the_mark_and_summaries_go_through_a_checkpoint_and_format_3_is_read(
     items = [rng.getrandbits(64) for _ in range(30)]
     stages = CompactStages().add(_moves(rng, items, 200, 0, 10_000)).fold(5_000 * 10**6 * RANK_BITS)
     stages = stages.fold(5_100 * 10**6 * RANK_BITS)  # the horizon only
-    ckpt = Checkpoint(
-        seq=1,
-        created_at=0.0,
-        files={},
-        counters=CounterStore(),
-        items=CompactItems(),
-        complaints=pl.DataFrame(schema=COMPLAINT_STATE_SCHEMA),
-        seen=np.zeros(0, np.uint64),
-        rejects_bytes=0,
-        last_event_us=None,
-        stages=stages,
-    )
+    ckpt = _checkpoint(stages)
     path = write_checkpoint(tmp_path, ckpt)
     again = read_checkpoint(path).stages
     assert again.mark == stages.mark and again.summary.equals(stages.summary)
