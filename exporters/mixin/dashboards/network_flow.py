@@ -26,6 +26,7 @@ LINKS: Final = (
     ("leg", "Transport: legs", cat.STAGE_LEG, (TO_REGION,)),
     ("last_mile", "Delivery: last mile", cat.STAGE_LAST_MILE, (d.REGION, d.FACILITY)),
 )
+LATE_TITLE: Final = "Counted intervals changed or left out by late scans"
 
 
 def build(config: MixinConfig) -> dict[str, Any]:
@@ -82,16 +83,25 @@ def _links(config: MixinConfig) -> list[Any]:
     )
     revisions = d.ts(
         d.Common(
-            "Counted intervals changed by late scans",
+            LATE_TITLE,
             "Stage intervals the exporter had already counted that a scan read later "
             "changed (an arrival uploaded late between an arrival and a departure already "
-            "seen): the stage histograms differ from the report by these. Zero when scans "
-            "arrive in order or closing scans first.",
+            "seen), and scans read older than the stage horizon (the late grace), whose "
+            "intervals are not computed: the stage histograms differ from the report by "
+            "these. Zero when scans arrive in order or closing scans first, within the "
+            "horizon.",
             "short",
             (
                 d.Q(
                     d.sum_rate(("stage",), sel(cat.STAGE_REVISIONS.series, d.JOB, d.INSTANCE)),
-                    "{{stage}}",
+                    "{{stage}} changed",
+                ),
+                d.Q(
+                    d.sum_rate(
+                        ("event",),
+                        sel(cat.EXPORTER_STAGE_LATE_SCANS.series, d.JOB, d.INSTANCE),
+                    ),
+                    "{{event}} past the horizon",
                 ),
             ),
             width=24,
@@ -216,9 +226,7 @@ def notes(config: MixinConfig) -> dict[str, d.Note]:
     }
     return out | {
         "The four links: p90": d.note("Which link of the journey lost the time, and when?"),
-        "Counted intervals changed by late scans": d.note(
-            "Can the live stage figures be trusted to equal the report's?"
-        ),
+        LATE_TITLE: d.note("Can the live stage figures be trusted to equal the report's?"),
         f"Worst facilities: dwell p90 vs target, top {top} (1 hour)": d.note(
             "Which facilities hold items longer than their target?", sr.DWELL_ABOVE_TARGET
         ),

@@ -126,7 +126,7 @@ class SyntheticExporter:
 
 
 def _stage_rows(n: float, histogram: Any) -> list[tuple[cat.MetricSpec, list[Any]]]:
-    """The stage histograms (a slow hub, one region pair), the revisions counter, the targets."""
+    """The stage histograms (a slow hub, one region pair), revisions, late scans, the targets."""
     hour = cat.HOUR
     return [
         (
@@ -143,6 +143,7 @@ def _stage_rows(n: float, histogram: Any) -> list[tuple[cat.MetricSpec, list[Any
             [([HEALTHY, "delivery", "CN-BJ"], histogram(cat.STAGE_LAST_MILE, 5, 6 * hour))],
         ),
         (cat.STAGE_REVISIONS, [(["dwell"], n)]),
+        (cat.EXPORTER_STAGE_LATE_SCANS, [(["arrived"], n)]),
         (
             cat.STAGE_DWELL_TARGET,
             [(["processing"], 6 * hour), (["delivery"], 24 * hour), (["collection"], 12 * hour)],
