@@ -69,27 +69,11 @@ _SEED_2: Final = 0x7A11_5EED
 ITEM_SEEDS: Final = (_SEED_1, _SEED_2)
 #: The scans the stage tables are made of (``kpi.kpis.stage_build.STAGE_EVENTS``).
 STAGE_SCANS: Final = ("accepted", "arrived", "departed", "delivered")
-# The stage scans kept apart: arrivals and departures (dwell and legs, with their
-# facility), acceptances and deliveries (first and last mile, by time alone).
-_STAGE_MOVES: Final = ("arrived", "departed")
-_STAGE_ENDS: Final = ("accepted", "delivered")
 _ID_SEED: Final = 0x1D5
 
 
 class _NeedsGeneralPathError(Exception):
     """The folder needs the general path; the message says why."""
-
-
-@dataclass(frozen=True)
-class StageRows:
-    """The stage scans of the pass (``h``: the id's first hash, shared by no two items).
-
-    ``moves``: the arrivals and departures (``h, key, facility``: time and rank packed as
-    everywhere, facility Categorical); ``ends``: the acceptances and deliveries (``h,
-    key``; their facility is not needed)."""
-
-    moves: pl.DataFrame
-    ends: pl.DataFrame
 
 
 @dataclass(frozen=True)
@@ -102,9 +86,10 @@ class ScannedState:
     rejected: int | None  # rows validation left out (None when as-of cuts the events)
     unreadable_files: int = 0  # text files that could not be read at all
     text_files: int = 0  # CSV/JSONL files validated beside the Parquet ones
-    #: With ``stage_rows``: the stage scans of the rows the state was built from; None
-    #: also when two items share ``h``.
-    stage_rows: StageRows | None = None
+    #: With ``stage_rows``: the stage scans of the rows the state was built from (``h``:
+    #: the id's first hash, shared by no two items; ``key``: time and rank; ``facility``:
+    #: Categorical); None also when two items share ``h``.
+    stage_rows: pl.DataFrame | None = None
 
 
 def scan_state(
@@ -342,12 +327,11 @@ def _event_ids(events: pl.LazyFrame) -> tuple[bool, pl.Series]:
 
 def _totals(
     good: pl.LazyFrame, names: list[str], base: int, counted: bool, stages: bool = False
-) -> tuple[pl.DataFrame, StageRows | None]:
+) -> tuple[pl.DataFrame, pl.DataFrame | None]:
     """Per item: the latest scan packed with its facility's rank (ties: greatest name), the
     first attempt, delivery and return; with ``counted``, also the earliest scan and the
     number of rows (needed only where rows may be rejected). With ``stages``, also the
-    stage scans of ``good`` (``ScannedState.stage_rows``), from the same projected rows
-    and already split as the stage build uses them."""
+    stage scans of ``good`` (``ScannedState.stage_rows``), from the same projected rows."""
     n_fac = len(names)
     key = event_key()  # the rules table's stage rank packed below ts (text event: cast)
     rank = pl.col("facility").cast(pl.Enum(names)).to_physical().cast(pl.Int64)
@@ -372,24 +356,19 @@ def _totals(
         return totals.collect(engine="streaming"), None
     packed = pl.col("packed")
     scan_key = packed // n_fac + base
-    rank = scan_key % RANK_BITS  # base is a multiple of RANK_BITS
-    moves = rows.filter(rank.is_in([STAGE[e] for e in _STAGE_MOVES])).select(
+    stage_ranks = [STAGE[e] for e in STAGE_SCANS]  # base is a multiple of RANK_BITS
+    scans = rows.filter((scan_key % RANK_BITS).is_in(stage_ranks)).select(
         "h", scan_key.alias("key"), (packed % n_fac).cast(pl.UInt32).alias("fac")
     )
-    ends = rows.filter(rank.is_in([STAGE[e] for e in _STAGE_ENDS])).select(
-        "h", scan_key.alias("key")
-    )
-    # One plan for all three: the projected rows (read, hashed, packed) are shared.
-    totals_frame, moves_frame, ends_frame = pl.collect_all(
-        [totals, moves, ends], engine="streaming"
-    )
+    # One plan for both: the projected rows (read, hashed, packed) are shared.
+    totals_frame, scans_frame = pl.collect_all([totals, scans], engine="streaming")
     # Items are told apart by both hashes; the stage rows carry the first alone, which
     # is enough when no two items share it (else the stage build reads the events again
     # and numbers the items by their id text). ``k // 2**64`` is the first hash.
     if totals_frame.select((pl.col("k") // 2**64).n_unique()).item() < totals_frame.height:
         return totals_frame, None
-    facility = pl.Series("facility", names, pl.Categorical).gather(moves_frame["fac"])
-    return totals_frame, StageRows(moves_frame.drop("fac").with_columns(facility), ends_frame)
+    facility = pl.Series("facility", names, pl.Categorical).gather(scans_frame["fac"])
+    return totals_frame, scans_frame.drop("fac").with_columns(facility)
 
 
 def _scan(
@@ -564,4 +543,4 @@ def _with_text_files(
     )
 
 
-__all__ = ["ITEM_SEEDS", "STAGE_SCANS", "ScannedState", "StageRows", "maybe_padded", "scan_state"]
+__all__ = ["ITEM_SEEDS", "STAGE_SCANS", "ScannedState", "maybe_padded", "scan_state"]

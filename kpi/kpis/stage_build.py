@@ -24,7 +24,7 @@ import polars as pl
 from kpi.contract import UTC
 from kpi.events import RANK_BITS, STAGE, event_in, key_ts, stage
 from kpi.kpis.exprs import hours_between
-from kpi.state_scan import ITEM_SEEDS, STAGE_SCANS, StageRows
+from kpi.state_scan import ITEM_SEEDS, STAGE_SCANS
 
 #: The scans a stage is made of (no effect of the rules table describes them: a stage
 #: starts and ends at physical hand-overs, whatever the event counts for).
@@ -126,37 +126,6 @@ def _ts(key: str | pl.Expr) -> pl.Expr:
     return key_ts(key)
 
 
-def _after(col: pl.Series) -> tuple[pl.Series, pl.Series]:
-    """(rows 1.., rows ..n-1) of ``col``: zero-copy slices, so that comparing a row with
-    the one before it allocates only the answer's bits (a shifted copy of a 6 M-row
-    column costs fresh pages, most of its time)."""
-    return col.slice(1), col.slice(0, max(len(col) - 1, 0))
-
-
-def _by_item(frame: pl.DataFrame, row_bits: int | None = None) -> pl.DataFrame:
-    """``frame`` sorted stably by ``h``.
-
-    A stable sort by a 64-bit column is an arg-sort of (value, row) pairs; sorting the
-    values of one 64-bit integer made of the top bits of ``h`` and the row number below
-    them (``row_bits``: as many as the row numbers need) then gathering the rows costs
-    ~20 % less at 6 M rows. Two items sharing those top bits (rare) get their rows
-    interleaved: only their rows are sorted again, by ``h``, in their own places."""
-    n = frame.height
-    frame = frame.rechunk()  # gathers from one chunk cost a fifth of those from many
-    low = 2 ** (row_bits or max(n - 1, 1).bit_length())
-    row = pl.int_range(n, dtype=pl.UInt64)
-    packed = frame.select((pl.col("h") // low * low + row).alias("v")).to_series().sort()
-    s = frame.select(pl.all().gather((packed % low).cast(pl.UInt32)))
-    h, h0 = _after(s["h"])
-    if (h < h0).any():
-        top, top0 = _after(s["h"] // low)
-        shared = top.filter((h != h0) & (top == top0)).unique()
-        mask = (s["h"] // low).is_in(shared.implode())
-        at, rows = mask.arg_true(), s.filter(mask).sort("h", maintain_order=True)
-        s = s.with_columns(s[c].scatter(at, rows[c]) for c in s.columns)
-    return s
-
-
 def _sorted(base: pl.DataFrame) -> pl.DataFrame:
     """The scans sorted by item, then time, lifecycle stage and facility name, with the
     event's rank ``ev``.
@@ -167,20 +136,16 @@ def _sorted(base: pl.DataFrame) -> pl.DataFrame:
     (a single-column sort, then the stable one, cost ~0.6x one multi-column sort).
     Within an item, ties at one instant follow the lifecycle order and then the facility
     name, which takes a full sort only when two scans of an item share an instant and a
-    stage (rows equal in all three are equal in every column). Rows without a facility
-    (acceptances and deliveries as the pass keeps them) are sorted by item and time.
+    stage (rows equal in all three are equal in every column).
     """
-    s = _by_item(base)
-    (h, h0), (key, key0) = _after(s["h"]), _after(s["key"])
-    if ((h == h0) & (key < key0)).any():
-        s = _by_item(base.sort("key"))
-        (h, h0), (key, key0) = _after(s["h"]), _after(s["key"])
-    if "facility" in s.columns:
-        fac, fac0 = _after(s["facility"])
-        if ((h == h0) & (key == key0) & (fac != fac0)).any():
-            s = s.sort(["h", "key", pl.col("facility").cast(pl.String)])
-    ev = (pl.col("key") % RANK_BITS).cast(pl.UInt8)
-    return s.with_columns(ev.alias("ev"), pl.col("h").set_sorted())
+    h, key, fac = pl.col("h"), pl.col("key"), pl.col("facility")
+    s = base.sort("h", maintain_order=True)
+    if s.select(((h == h.shift(1)) & (key < key.shift(1))).any()).item():
+        s = base.sort("key").sort("h", maintain_order=True)
+    tie = (h == h.shift(1)) & (key == key.shift(1)) & (fac != fac.shift(1))
+    if s.select(tie.any()).item():
+        s = s.sort(["h", "key", fac.cast(pl.String)])
+    return s.with_columns((key % RANK_BITS).cast(pl.UInt8).alias("ev"), h.set_sorted())
 
 
 def _settle(a: pl.DataFrame, rows: pl.DataFrame, candidate_ev: int, same: bool) -> pl.DataFrame:
@@ -208,54 +173,52 @@ def _scan_rows(s: pl.DataFrame) -> pl.DataFrame:
     """Dwell rows (every departure) and leg rows (arrivals after a departure elsewhere)
     of the sorted arrivals and departures ``s``.
 
-    Each row is set beside the one before it as zero-copy slices (rows 1.. and rows
-    ..n-1: a shifted copy of a 6 M-row column costs fresh pages, most of its time), and
-    the rows are picked by masks straight into their final columns: no wide intermediate
-    frame is built. Row 0 (the first row of its item) is added apart."""
-    fac_type = s.schema["facility"]
-    cols = ("h", "key", "facility")
-    rest = s.slice(1).with_columns(
-        s.get_column("key").slice(0, max(s.height - 1, 0)).alias("p_key"),
-        s.get_column("ev").slice(0, max(s.height - 1, 0)).alias("p_ev"),
-        s.get_column("facility").slice(0, max(s.height - 1, 0)).alias("p_fac"),
-        s.get_column("h").slice(0, max(s.height - 1, 0)).alias("p_h"),
-    )
+    The rows are picked by masks straight into their final columns: no wide intermediate
+    frame is built (page faults on fresh memory cost more than the arithmetic here)."""
     h, ev, fac, key = pl.col("h"), pl.col("ev"), pl.col("facility"), pl.col("key")
-    p_ev, p_fac = pl.col("p_ev"), pl.col("p_fac")
     is_dep = ev == _DEP
+    p_ev, p_fac = ev.shift(1), fac.shift(1)
     # The previous row starts the stage: an arrival there (dwell), a departure from
     # elsewhere (leg). It is then the latest such scan at or before this one.
-    starts = (is_dep & (p_ev == _ARR) & (p_fac == fac)) | (
-        ~is_dep & (p_ev == _DEP) & (p_fac != fac)
+    starts = (
+        pl.when(is_dep)
+        .then((p_ev == _ARR) & (p_fac == fac))
+        .otherwise((p_ev == _DEP) & (p_fac != fac))
     )
-    prev = h == pl.col("p_h")
-    flags = rest.select(is_dep.alias("dep"), prev.alias("prev"), (prev & starts).alias("easy"))
+    prev = (h == h.shift(1)).fill_null(False)
+    flags = s.select(
+        is_dep.alias("dep"), prev.alias("prev"), (prev & starts).fill_null(False).alias("easy")
+    )
     dep, prev_s, easy = flags["dep"], flags["prev"], flags["easy"]
+    fac_type = s.schema["facility"]
 
     def pick(
         mask: pl.Series, kind: str, from_fac: pl.Expr | None, from_key: pl.Expr
     ) -> pl.DataFrame:
         m = pl.lit(mask)
-        return rest.select(
-            pl.lit(kind, StageKind).alias("kind"),
+        picked = s.select(
             h.filter(m),
             _ts(key.filter(m)).alias("at"),
             fac.filter(m),
-            (pl.lit(None, fac_type) if from_fac is None else from_fac.filter(m)).alias(
-                "from_facility"
-            ),
+            *([] if from_fac is None else [from_fac.filter(m).alias("from_facility")]),
             _ts(from_key.filter(m)).alias("started_at"),
         )
+        return picked.select(
+            pl.lit(kind, StageKind).alias("kind"),
+            "h",
+            "at",
+            "facility",
+            pl.lit(None, fac_type).alias("from_facility") if from_fac is None else "from_facility",
+            "started_at",
+        )
 
-    dwell = [pick(dep & (easy | ~prev_s), DWELL, None, pl.when(pl.lit(easy)).then("p_key"))]
-    legs = [pick(~dep & easy, LEG, p_fac, pl.col("p_key"))]
-    if s.height and s.item(0, "ev") == _DEP:  # row 0: a departure with no arrival before
-        first = s.head(1).select(*cols, pl.lit(None, pl.Int64).alias("c_key"))
-        dwell.insert(0, _rare_rows(first, DWELL, pl.lit(None, fac_type)))
+    dwell = [pick(dep & (easy | ~prev_s), DWELL, None, pl.when(pl.lit(easy)).then(key.shift(1)))]
+    legs = [pick(~dep & easy, LEG, p_fac, key.shift(1))]
     rare_mask = prev_s & ~easy
     if rare_mask.any():
+        cols = ("h", "key", "facility")
         a = s.with_row_index("i")
-        rare = a.slice(1).filter(pl.lit(rare_mask))
+        rare = a.filter(pl.lit(rare_mask))
         deps = _settle(a, rare.filter(is_dep).select("i", *cols), _ARR, same=True)
         dwell.append(_rare_rows(deps, DWELL, pl.lit(None, fac_type)))
         arrs = _settle(a, rare.filter(~is_dep).select("i", *cols), _DEP, same=False)
@@ -282,31 +245,19 @@ def _first_rows(last: bool = False) -> pl.Expr:
     return (h != h.shift(-1 if last else 1)).fill_null(True)
 
 
-def _firsts(ends: pl.DataFrame) -> pl.DataFrame:
-    """Per item of the sorted acceptances and deliveries ``ends``: the key of its first
-    of each (``h, accepted_key, delivered_key``), sorted by ``h``."""
-    ev, key = pl.col("ev"), pl.col("key")
-    j = ends.select(pl.col("h").filter(_first_rows()))  # only the columns read are copied
-    for kind, name in ((_ACC, "accepted_key"), (_DEL, "delivered_key")):
-        rows = ends.select(pl.col("h").filter(ev == kind), key.filter(ev == kind).alias(name))
-        j = j.join(rows.filter(_first_rows()), on="h", how="left")
-    return j
-
-
-def _item_rows(firsts: pl.DataFrame, moves: pl.DataFrame) -> pl.DataFrame:
+def _item_rows(ends: pl.DataFrame, moves: pl.DataFrame) -> pl.DataFrame:
     """Per item with an acceptance or a delivery: the first departure after the (first)
     acceptance and the delivery's (first ``delivered``) latest arrival before it.
 
-    ``firsts`` (``_firsts``' columns) and ``moves`` (arrivals and departures, sorted like
-    ``_sorted``'s) are sorted by ``h``, as is every filter of them joined here: the joins
-    merge."""
+    ``ends`` (acceptances and deliveries) and ``moves`` (arrivals and departures) are
+    sorted like ``_sorted``'s: every frame joined here is a filter of one of them, sorted
+    by ``h``, and the joins merge."""
     ev, key = pl.col("ev"), pl.col("key")
-    j = firsts.select(
-        "h", pl.col("accepted_key").alias("acc_key"), pl.col("delivered_key").alias("del_key")
-    )
-    # Only the columns used below are copied (fewer fresh pages).
-    deps = moves.select(pl.col("h", "key").filter(ev == _DEP))
-    arrs = moves.select(pl.col("h", "key", "facility").filter(ev == _ARR))
+    j = ends.filter(_first_rows()).select("h")
+    for kind, name in ((_ACC, "acc_key"), (_DEL, "del_key")):
+        rows = ends.filter(ev == kind)
+        j = j.join(rows.filter(_first_rows()).select("h", key.alias(name)), on="h", how="left")
+    deps, arrs = moves.filter(ev == _DEP), moves.filter(ev == _ARR)
     first_dep = deps.filter(_first_rows()).select("h", key.alias("dep_key"))
     last_arr = arrs.filter(_first_rows(last=True)).select(
         "h", key.alias("arr_key"), pl.col("facility").alias("arr_fac")
@@ -365,22 +316,14 @@ def _build(base: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame] | None:
         if met.select((h2 != pl.col("h2_end")).any()).item():
             return None
         moves, ends = moves.drop("h2"), ends.drop("h2")
-    return _scan_rows(moves), _item_rows(_firsts(ends), moves)
+    return _scan_rows(moves), _item_rows(ends, moves)
 
 
-def tables_from_rows(rows: pl.DataFrame | StageRows) -> StageTables | None:
-    """``stage_tables`` of stage rows where no two items share ``h``: those
-    ``kpi.state_scan`` kept in its pass (``ScannedState.stage_rows``), or a frame of
-    scans (``h, key, facility``). None when given a second hash ``h2`` that tells two
-    items sharing ``h`` apart (the caller then builds from the events, which numbers
-    items by their id text)."""
-    if isinstance(rows, StageRows):
-        # The pass split the scans already (nothing to filter), and the acceptances and
-        # deliveries need no facility (a narrower sort).
-        if rows.moves.is_empty() and rows.ends.is_empty():
-            return empty_stage_tables()
-        moves = _sorted(rows.moves)
-        return StageTables(_scan_rows(moves), _item_rows(_firsts(_sorted(rows.ends)), moves))
+def tables_from_rows(rows: pl.DataFrame) -> StageTables | None:
+    """``stage_tables`` of the stage rows ``kpi.state_scan`` kept in its pass
+    (``ScannedState.stage_rows``, where no two items share ``h``), or None when given a
+    second hash ``h2`` that tells two items sharing ``h`` apart (the caller then builds
+    from the events, which numbers items by their id text)."""
     if rows.is_empty():
         return empty_stage_tables()
     built = _build(rows)

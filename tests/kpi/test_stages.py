@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 from kpi.events import RANK_BITS, STAGE
 from kpi.kpis.catalog import KPI_BY_NAME, STAGE_KPIS
 from kpi.kpis.query import KpiQuery, Snapshot
-from kpi.kpis.stage_build import _by_item, tables_from_rows
+from kpi.kpis.stage_build import tables_from_rows
 from kpi.sources.folder import load_data_dir
 from kpi.standards import DEFAULT_STANDARDS, StageTargets
 from kpi.state_scan import ScannedState, scan_state
@@ -410,24 +410,3 @@ def test_two_ids_sharing_a_hash_are_told(
     if built is not None:
         assert built.scans.filter(pl.col("kind") == "leg").height == 1
         assert built.items.filter(pl.col("h") == 1)["first_departed_at"].to_list() == [at(1)]
-
-
-@settings(max_examples=60, deadline=None)
-@given(
-    items=st.lists(st.integers(0, 2**64 - 1), min_size=1, max_size=6, unique=True),
-    picks=st.lists(st.integers(0, 5), min_size=0, max_size=60),
-    row_bits=st.sampled_from([None, 40, 62, 63]),
-)
-def test_sort_by_item_equals_a_stable_sort(
-    items: list[int], picks: list[int], row_bits: int | None
-) -> None:
-    """``_by_item`` (the top bits of ``h`` and the row number sorted as one integer) equals
-    a stable sort by ``h``, also when items share the top bits: wide row numbers leave 1-24
-    bits of ``h``, and items differing only below them interleave until sorted again."""
-    # Items that differ only in their low bits share the top ones at every row_bits.
-    hashes = [items[p % len(items)] if p % 2 else items[p % len(items)] ^ (p & 3) for p in picks]
-    frame = pl.DataFrame(
-        {"h": pl.Series(hashes, dtype=pl.UInt64), "key": pl.int_range(len(hashes), eager=True)}
-    )
-    want = frame.sort("h", maintain_order=True)
-    assert _by_item(frame, row_bits).equals(want)
