@@ -17,8 +17,23 @@ ROWS: Final = ("Headlines", "Timeliness", "Backlog", "Complaints", "Alerts")
 
 
 def firing_alerts() -> str:
-    """Firing ``Postal*`` alerts of the selected job."""
-    return f'ALERTS{{alertstate="firing", alertname=~"Postal.+", {d.JOB}}}'
+    """Firing ``Postal*`` alerts of the selected job and regions.
+
+    An alert about a place is shown when its place is in the selection: its ``region``,
+    else its ``destination``, else either end of its region pair; an alert about no
+    place (the exporter, a product's error budget) always.
+    """
+    base = f'ALERTS{{alertstate="firing", alertname=~"Postal.+", {d.JOB}'
+    sel = '=~"$region"'
+    return " or ".join(
+        (
+            f"{base}, region{sel}}}",
+            f'{base}, region="", destination{sel}}}',
+            f'{base}, region="", destination="", from_region{sel}}}',
+            f'{base}, region="", destination="", to_region{sel}}}',
+            f'{base}, region="", destination="", from_region="", to_region=""}}',
+        )
+    )
 
 
 def build(config: MixinConfig) -> dict[str, Any]:
@@ -239,7 +254,8 @@ def _headlines_4(config: MixinConfig) -> list[Any]:
         d.big(
             d.Common(
                 "Firing Postal alerts (now)",
-                "Alerts of this job firing now (any severity); the Alerts row lists them "
+                "Alerts of this job firing now for the selected regions and about no place (any "
+                "severity); the Alerts row lists them "
                 "and their runbooks are in the alert's runbook_url.",
                 "short",
                 (d.Q(f"count ({firing_alerts()}) or vector(0)", instant=True),),
@@ -424,7 +440,8 @@ def _alerts(config: MixinConfig) -> list[Any]:
         d.grid(
             d.Common(
                 "Active alerts (now)",
-                "Postal alerts of this job firing now, from Prometheus' ALERTS series; "
+                "Postal alerts of this job firing now for the selected regions (and those "
+                "about no place), from Prometheus' ALERTS series; "
                 "the same alerts are marked on every time series as annotations.",
                 "none",
                 (d.Q(firing_alerts(), instant=True, table=True),),

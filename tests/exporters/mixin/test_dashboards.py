@@ -425,3 +425,31 @@ def test_sdk_build_matches_the_grafana_image() -> None:
     )
     assert pin and image
     assert pin.group(1) == image.group(1)
+
+
+def test_live_alerts_panel_shows_the_selected_regions_alerts_only(live: Live) -> None:
+    # The slow hub (CN-GD) fires facility alerts; the overview's alert list must show them
+    # with CN-GD selected, not with CN-BJ, and show the alerts about no place with both.
+    live.prom.wait_for(
+        lambda: live.prom.query(f'ALERTS{{alertstate="firing", facility="{OVER}"}}'),
+        timeout=30,
+        what="a firing alert of the slow hub",
+    )
+
+    def shown(region: str) -> list[dict[str, str]]:
+        expr = promkit.substitute(overview.firing_alerts(), VARIABLES | {"region": region})
+        return [r["metric"] for r in live.prom.query(expr)]
+
+    everywhere = [r["metric"] for r in live.prom.query('ALERTS{alertstate="firing"}')]
+    places = ("region", "destination", "from_region", "to_region")
+    nowhere = sorted(a["alertname"] for a in everywhere if not any(p in a for p in places))
+    gd, bj = shown("CN-GD"), shown("CN-BJ")
+    assert any(a.get("facility") == OVER for a in gd)
+    assert not any(a.get("facility") == OVER for a in bj)
+    for region, alerts_ in (("CN-GD", gd), ("CN-BJ", bj)):
+        for a in alerts_:
+            at = [a[p] for p in places if p in a]
+            assert not at or region in at, (region, a)
+        assert sorted(a["alertname"] for a in alerts_ if not any(p in a for p in places)) == (
+            nowhere
+        )
