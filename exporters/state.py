@@ -54,6 +54,7 @@ import numpy as np
 import orjson
 import polars as pl
 
+from exporters import catalog as cat
 from exporters.catalog import BY_NAME, MetricSpec
 from exporters.compact import EXACT_SCHEMA as ITEMS_EXACT_SCHEMA
 from exporters.compact import (
@@ -104,6 +105,14 @@ PREFIX: Final = "checkpoint-"
 TMP_SUFFIX: Final = ".tmp"
 LOCK_FILE: Final = "lock"
 _SPECS: Final[dict[str, MetricSpec]] = dict(BY_NAME)
+#: Counted by the process, never restored from a checkpoint (from 0 after a restart, which
+#: Prometheus reads as a reset): they measure how the input arrived, and a restarted
+#: exporter re-reads what it lost as one larger set, so restored values could go down.
+PROCESS_LOCAL: Final[tuple[MetricSpec, ...]] = (
+    cat.EXPORTER_BATCH_DURATION,
+    cat.EXPORTER_LATE_EVENTS,
+    cat.EXPORTER_STAGE_LATE_SCANS,
+)
 #: The rejects file moved to ``exporters.rejects``; re-exported for existing imports.
 __all__ = ["REJECTS_FILE", "RejectsFile"]
 
@@ -278,7 +287,7 @@ def read_checkpoint(path: Path) -> Checkpoint:
         seq=int(meta["seq"]),
         created_at=float(meta["created_at"]),
         files={f["key"]: FileState.from_json(f) for f in meta["files"]},
-        counters=CounterStore.from_json(meta["counters"], _SPECS),
+        counters=_restorable(CounterStore.from_json(meta["counters"], _SPECS)),
         items=items,
         complaints=complaints.select(pl.col(c).cast(t) for c, t in COMPLAINT_STATE_SCHEMA.items()),
         seen=seen,
@@ -357,3 +366,11 @@ class StateDirLock:
 def now() -> float:
     """Wall-clock seconds (a seam for tests)."""
     return time.time()
+
+
+def _restorable(counters: CounterStore) -> CounterStore:
+    """``counters`` without the process-local ones (a checkpoint may hold them)."""
+    for spec in PROCESS_LOCAL:
+        counters.counters.pop(spec.name, None)
+        counters.histograms.pop(spec.name, None)
+    return counters

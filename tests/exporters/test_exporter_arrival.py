@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from exporters import catalog as cat
 from exporters.ingest import IngestConfig, Ingestor
-from exporters.state import write_checkpoint
+from exporters.state import PROCESS_LOCAL, write_checkpoint
 from exporters.store import CounterStore
 from tests.exporterkit import (
     ExporterProcess,
@@ -236,7 +236,7 @@ def test_sigkill_with_late_acceptances_equals_one_run_on_the_finished_folder(
     finally:
         reference.terminate()
     assert final is not None and expected is not None and kills == 6
-    local = (cat.EXPORTER_BATCH_DURATION.name, cat.EXPORTER_LATE_EVENTS.name)
+    local = tuple(spec.name for spec in PROCESS_LOCAL)
     assert dict(counters_only(final, local)) == dict(counters_only(expected, local))
     assert total(final, cat.ITEMS_DELIVERED.series, on_time="unknown") == 0
     want, _ = report_counters(data)

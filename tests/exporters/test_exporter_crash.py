@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from exporters import catalog as cat
+from exporters.state import PROCESS_LOCAL
 from kpi.simulate import live_append
 from tests.exporterkit import (
     ExporterProcess,
@@ -34,7 +35,7 @@ ARGS = [
     "0.2s",
 ]
 #: Process-local by design (reset on restart, like process_* metrics).
-LOCAL = (cat.EXPORTER_BATCH_DURATION.name, cat.EXPORTER_LATE_EVENTS.name)
+LOCAL = tuple(spec.name for spec in PROCESS_LOCAL)
 COUNTER_SUFFIXES = ("_total", "_bucket", "_sum", "_count")
 
 
