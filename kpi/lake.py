@@ -151,6 +151,13 @@ def _new_files(data_dir: Path, kind: Kind, manifest: Manifest) -> list[Path]:
     return [p for p in source_files(data_dir, kind) if manifest.sources.get(str(p)) != _stamp(p)]
 
 
+def _require(files: list[Path]) -> None:
+    """Raise unless every file the manifest lists exists (never a silently partial lake)."""
+    missing = [str(f) for f in files if not f.exists()]
+    if missing:
+        raise LakeError(f"lake part(s) listed but missing: {', '.join(missing[:5])}")
+
+
 def read_events(lake: Path, files: list[Path] | None = None) -> pl.LazyFrame:
     """Events of the lake (or of the given parts) in the pinned schema."""
     if files is None:
@@ -158,9 +165,7 @@ def read_events(lake: Path, files: list[Path] | None = None) -> pl.LazyFrame:
         files = [lake / p for p in manifest.parts] if manifest else []
     if not files:
         return pl.LazyFrame(schema=SCHEMAS[Kind.EVENTS])
-    missing = [str(f) for f in files if not f.exists()]
-    if missing:
-        raise LakeError(f"lake part(s) listed but missing: {', '.join(missing[:5])}")
+    _require(files)
     return pl.scan_parquet(files).cast(SCHEMAS[Kind.EVENTS])  # type: ignore[arg-type]
 
 
@@ -264,9 +269,7 @@ def _compact_events(
 
 def _held_files(lake: Path, manifest: Manifest) -> list[Path]:
     """The files whose ``event_id`` are the lake's (its id files, else its parts)."""
-    missing = [p for p in manifest.parts + (manifest.ids or []) if not (lake / p).exists()]
-    if missing:
-        raise LakeError(f"lake part(s) listed but missing: {', '.join(missing[:5])}")
+    _require([lake / p for p in manifest.parts + (manifest.ids or [])])
     return [lake / p for p in (manifest.parts if manifest.ids is None else manifest.ids)]
 
 
