@@ -15,9 +15,11 @@ re-encodes the result:
   same microsecond, and the events of a set carry the same key, so the order is still
   total and the same whatever the batching. The winner of such a tie is then the
   smallest key rather than the smallest event id (``kpi report`` keeps the latter).
-- ``(product, origin, destination)`` -> one ``UInt32`` route code and ``last_facility``
-  -> a ``UInt32`` facility code; the dictionaries grow as values appear and are
-  checkpointed with the codes.
+- ``(product, origin, destination)`` -> one route code and ``last_facility`` -> a
+  facility code; the dictionaries grow as values appear and are checkpointed with the
+  codes. The codes are held as ``UInt16`` while their dictionary has at most 65,536
+  entries (2 B instead of 4) and as ``UInt32`` beyond (``code_type``: the column is
+  widened when the dictionary grows past it); they are ``UInt32`` outside the tables.
 - ``promised_by_given``, ``attempt_key``, ``delivered_at`` and ``returned_at`` are null
   for an item in transit: they live in a sparse ``extra`` table, one row per item that
   has any of them. ``delivered_at`` and ``returned_at`` are kept in whole seconds
@@ -27,7 +29,8 @@ re-encodes the result:
 - ``accepted_at`` and ``last_key`` are exact, held as whole seconds from ``EPOCH_S``
   (``Int32``; the last scan's rank apart, ``UInt8``) when they are whole seconds of that
   range, else exact in the sparse ``exact`` table (``pack_main``): scanners stamp whole
-  seconds, so it is mostly empty. ``promised_by_given`` and ``attempt_key`` stay exact.
+  seconds, so it is mostly empty. The same for ``promised_by_given`` and
+  ``attempt_key`` in the sparse table (``pack_extra``; exact ones in ``extra_exact``).
 
 ``CompactItems`` is immutable: every change returns a new one (readers of an older
 ledger keep a consistent cut); dictionaries only grow, so old codes stay valid.
@@ -67,7 +70,8 @@ FULL_SCHEMA: Final[dict[str, pl.DataType]] = {
     "facility": pl.UInt32(),
 }
 #: ... and as they are held: times in whole seconds from ``EPOCH_S`` (the last scan's
-#: rank apart), 25 B instead of 36; the times that are not whole seconds of the range
+#: rank apart) and the codes as ``code_type`` of their dictionary (``UInt32`` here,
+#: ``UInt16`` while the dictionary is small: 21 B instead of 36); the times that are not whole seconds of the range
 #: are kept exact in ``EXACT_SCHEMA`` rows (scanners stamp whole seconds: few or none).
 MAIN_SCHEMA: Final[dict[str, pl.DataType]] = {
     "item": pl.UInt64(),
@@ -83,16 +87,49 @@ EXACT_SCHEMA: Final[dict[str, pl.DataType]] = {
     "accepted_at": pl.Int64(),  # null when ``accepted_s`` is exact
     "last_key": pl.Int64(),  # null when ``last_s``, ``last_rank`` are exact
 }
-EXTRA_SCHEMA: Final[dict[str, pl.DataType]] = {
+#: The sparse table as the encoding computes it (exact times) ...
+EXTRA_FULL_SCHEMA: Final[dict[str, pl.DataType]] = {
     "item": pl.UInt64(),
     "promised_by_given": pl.Int64(),  # microseconds
     "attempt_key": pl.Int64(),
     "delivered_s": pl.Int32(),  # seconds from EPOCH_S
     "returned_s": pl.Int32(),
 }
+#: ... and as it is held: the promise and the first attempt in whole seconds (the
+#: attempt's rank apart), 22 B instead of 29; the others exact in ``EXTRA_EXACT_SCHEMA``.
+EXTRA_SCHEMA: Final[dict[str, pl.DataType]] = {
+    "item": pl.UInt64(),
+    "promised_s": pl.Int32(),
+    "attempt_s": pl.Int32(),
+    "attempt_rank": pl.UInt8(),
+    "delivered_s": pl.Int32(),
+    "returned_s": pl.Int32(),
+}
+EXTRA_EXACT_SCHEMA: Final[dict[str, pl.DataType]] = {
+    "item": pl.UInt64(),
+    "promised_by_given": pl.Int64(),  # null when ``promised_s`` is exact
+    "attempt_key": pl.Int64(),  # null when ``attempt_s``, ``attempt_rank`` are exact
+}
 ROUTES_SCHEMA: Final[dict[str, pl.DataType]] = {c: pl.String() for c in ROUTE}
 FACILITIES_SCHEMA: Final[dict[str, pl.DataType]] = {FACILITY: pl.String()}
 _EXTRA_COLS: Final = ("promised_by_given", "attempt_key", "delivered_at", "returned_at")
+
+
+#: The most codes a ``UInt16`` column holds.
+SMALL_CODES: Final = 1 << 16
+
+
+def code_type(n_codes: int) -> pl.DataType:
+    """The dtype codes into a dictionary of ``n_codes`` entries are held as."""
+    return pl.UInt16() if n_codes <= SMALL_CODES else pl.UInt32()
+
+
+def fit_codes(frame: pl.DataFrame, cols: tuple[str, ...], n_codes: int) -> pl.DataFrame:
+    """``frame`` with its code columns ``cols`` as ``code_type(n_codes)`` (widened or kept)."""
+    want = code_type(n_codes)
+    if all(frame.schema[c] == want for c in cols):
+        return frame
+    return frame.with_columns(pl.col(c).cast(want) for c in cols)
 
 
 def item_key(hashes: pl.Series | Hashes) -> pl.Series:
@@ -124,8 +161,11 @@ def _secs_ok(us: pl.Expr) -> pl.Expr:
     return ((us % _US == 0) & (secs >= _I32[0]) & (secs <= _I32[1])).fill_null(True)
 
 
-def pack_main(full: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """``FULL_SCHEMA`` rows as (``MAIN_SCHEMA`` rows, ``EXACT_SCHEMA`` rows)."""
+def pack_main(
+    full: pl.DataFrame, n_routes: int = SMALL_CODES, n_facilities: int = SMALL_CODES
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``FULL_SCHEMA`` rows as (``MAIN_SCHEMA`` rows, ``EXACT_SCHEMA`` rows; the codes as
+    ``code_type`` of dictionaries of ``n_routes`` routes and ``n_facilities`` facilities)."""
     acc, key = pl.col("accepted_at"), pl.col("last_key")
     last_us = key.floordiv(RANK_BITS)
     acc_ok, last_ok = _secs_ok(acc), _secs_ok(last_us)
@@ -133,10 +173,10 @@ def pack_main(full: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         "item",
         pl.when(acc_ok).then(acc.floordiv(_US) - EPOCH_S).cast(pl.Int32).alias("accepted_s"),
         "acc_event",
-        "route",
+        pl.col("route").cast(code_type(n_routes)),
         pl.when(last_ok).then(last_us.floordiv(_US) - EPOCH_S).cast(pl.Int32).alias("last_s"),
         (key - last_us * RANK_BITS).cast(pl.UInt8).alias("last_rank"),
-        "facility",
+        pl.col("facility").cast(code_type(n_facilities)),
     )
     exact = full.filter(~(acc_ok & last_ok)).select(
         "item",
@@ -146,23 +186,64 @@ def pack_main(full: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     return packed, exact.cast(EXACT_SCHEMA)  # type: ignore[arg-type]
 
 
+def pack_extra(full: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``EXTRA_FULL_SCHEMA`` rows as (``EXTRA_SCHEMA`` rows, ``EXTRA_EXACT_SCHEMA`` rows)."""
+    promised, key = pl.col("promised_by_given"), pl.col("attempt_key")
+    attempt_us = key.floordiv(RANK_BITS)
+    promised_ok, attempt_ok = _secs_ok(promised), _secs_ok(attempt_us)
+    packed = full.select(
+        "item",
+        pl.when(promised_ok).then(promised.floordiv(_US) - EPOCH_S).cast(pl.Int32).alias("promised_s"),
+        pl.when(attempt_ok).then(attempt_us.floordiv(_US) - EPOCH_S).cast(pl.Int32).alias("attempt_s"),
+        (key - attempt_us * RANK_BITS).cast(pl.UInt8).alias("attempt_rank"),
+        "delivered_s",
+        "returned_s",
+    )  # fmt: skip
+    exact = full.filter(~(promised_ok & attempt_ok)).select(
+        "item",
+        pl.when(promised_ok).then(None).otherwise(promised).alias("promised_by_given"),
+        pl.when(attempt_ok).then(None).otherwise(key).alias("attempt_key"),
+    )
+    return packed, exact.cast(EXTRA_EXACT_SCHEMA)  # type: ignore[arg-type]
+
+
+def unpack_extra(extra: pl.DataFrame, exact: pl.DataFrame) -> pl.DataFrame:
+    """``pack_extra``'s inverse: ``EXTRA_FULL_SCHEMA`` rows (in ``extra``'s order)."""
+    promised = (pl.col("promised_s").cast(pl.Int64) + EPOCH_S) * _US
+    key = ((pl.col("attempt_s").cast(pl.Int64) + EPOCH_S) * _US) * RANK_BITS + pl.col(
+        "attempt_rank"
+    ).cast(pl.Int64)
+    if exact.is_empty():
+        return extra.select("item", promised.alias("promised_by_given"),
+                            key.alias("attempt_key"), "delivered_s", "returned_s")  # fmt: skip
+    joined = extra.join(exact, on="item", how="left", maintain_order="left")
+    return joined.select(
+        "item",
+        pl.coalesce(pl.col("promised_by_given"), promised).alias("promised_by_given"),
+        pl.coalesce(pl.col("attempt_key"), key).alias("attempt_key"),
+        "delivered_s",
+        "returned_s",
+    )
+
+
 def unpack_main(main: pl.DataFrame, exact: pl.DataFrame) -> pl.DataFrame:
     """``pack_main``'s inverse: ``FULL_SCHEMA`` rows (in ``main``'s order)."""
     acc = (pl.col("accepted_s").cast(pl.Int64) + EPOCH_S) * _US
     key = ((pl.col("last_s").cast(pl.Int64) + EPOCH_S) * _US) * RANK_BITS + pl.col(
         "last_rank"
     ).cast(pl.Int64)
+    route, facility = pl.col("route").cast(pl.UInt32), pl.col("facility").cast(pl.UInt32)
     if exact.is_empty():
-        return main.select("item", acc.alias("accepted_at"), "acc_event", "route",
-                           key.alias("last_key"), "facility")  # fmt: skip
+        return main.select("item", acc.alias("accepted_at"), "acc_event", route,
+                           key.alias("last_key"), facility)  # fmt: skip
     joined = main.join(exact, on="item", how="left", maintain_order="left")
     return joined.select(
         "item",
         pl.coalesce(pl.col("accepted_at"), acc).alias("accepted_at"),
         "acc_event",
-        "route",
+        route,
         pl.coalesce(pl.col("last_key"), key).alias("last_key"),
-        "facility",
+        facility,
     )
 
 
@@ -207,6 +288,10 @@ class CompactItems:
     facilities: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=FACILITIES_SCHEMA))
     #: Times of ``main`` that are not whole seconds, exact (``pack_main``).
     exact: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=EXACT_SCHEMA))
+    #: Times of ``extra`` that are not whole seconds, exact (``pack_extra``).
+    extra_exact: pl.DataFrame = field(
+        default_factory=lambda: pl.DataFrame(schema=EXTRA_EXACT_SCHEMA)
+    )
 
     # --- building -------------------------------------------------------------------------
 
@@ -225,16 +310,20 @@ class CompactItems:
         """The items with ``merged``'s rows (``STATE_SCHEMA``, keyed by ``item_key``) replacing theirs."""
         if merged.is_empty():
             return self
-        full, extra, routes, facilities = self._encode(merged)
-        main, exact = pack_main(full)
+        full, full_extra, routes, facilities = self._encode(merged)
+        main, exact = pack_main(full, routes.height, facilities.height)
+        extra, extra_exact = pack_extra(full_extra)
         touched = main.get_column("item").implode()
         others = ~pl.col("item").is_in(touched)
+        kept = fit_codes(self.main.filter(others), ("route",), routes.height)
+        kept = fit_codes(kept, ("facility",), facilities.height)
         return CompactItems(
-            _appended(self.main.filter(others), main),
+            _appended(kept, main),
             _appended(self.extra.filter(others), extra),
             routes,
             facilities,
             _appended(self.exact.filter(others), exact),
+            _appended(self.extra_exact.filter(others), extra_exact),
         )
 
     def _encode(
@@ -263,7 +352,7 @@ class CompactItems:
             "attempt_key",
             _seconds("delivered_at").alias("delivered_s"),
             _seconds("returned_at").alias("returned_s"),
-        ).cast(EXTRA_SCHEMA)  # type: ignore[arg-type]
+        ).cast(EXTRA_FULL_SCHEMA)  # type: ignore[arg-type]
         return main, extra, routes, facilities
 
     # --- reading --------------------------------------------------------------------------
@@ -276,7 +365,7 @@ class CompactItems:
     @property
     def nbytes(self) -> int:
         """Bytes held by the tables and dictionaries."""
-        tables = (self.main, self.extra, self.routes, self.facilities, self.exact)
+        tables = (self.main, self.extra, self.routes, self.facilities, self.exact, self.extra_exact)
         return int(sum(t.estimated_size() for t in tables))
 
     def hashes(self) -> pl.Series:
@@ -303,7 +392,9 @@ class CompactItems:
         """The ``STATE_SCHEMA`` rows of the items whose facility code is among ``codes``,
         but those among the hashes ``without`` (a refresh decodes the state by parts)."""
         main = self.main.filter(
-            pl.col("facility").is_in(codes.cast(pl.UInt32).implode())
+            pl.col("facility").is_in(
+                codes.cast(self.main.schema["facility"], strict=False).implode()
+            )
             & ~pl.col("item").is_in(without.cast(pl.UInt64).implode())
         )
         extra = self.extra.filter(pl.col("item").is_in(main.get_column("item").implode()))
@@ -321,8 +412,16 @@ class CompactItems:
             return unpack_main(main, self.exact)
         return unpack_main(main, self.exact.filter(pl.col("item").is_in(main["item"].implode())))
 
+    def _full_extra(self, extra: pl.DataFrame) -> pl.DataFrame:
+        """``extra`` rows (some of this state's) with their exact times."""
+        exact = self.extra_exact
+        if exact.height:
+            exact = exact.filter(pl.col("item").is_in(extra["item"].implode()))
+        return unpack_extra(extra, exact)
+
     def _decode(self, main: pl.DataFrame, extra: pl.DataFrame) -> pl.DataFrame:
-        joined = self._full(main).join(extra, on="item", how="left", maintain_order="left")
+        full_extra = self._full_extra(extra)
+        joined = self._full(main).join(full_extra, on="item", how="left", maintain_order="left")
         joined = joined.with_columns(item_key(joined.get_column("item")))
         route = pl.col("route")
         facility = pl.col("facility")
@@ -365,6 +464,7 @@ class CompactItems:
             self.routes,
             self.facilities,
             self.exact.filter(others),
+            self.extra_exact.filter(others),
         )
         return kept, old.to_numpy().astype(np.uint64)
 

@@ -9,8 +9,9 @@ scans before and after the set. The exporter does not keep every scan for that: 
 - ``summary``: per item, what the scans older than the horizon (the *mark*, a time key)
   still decide for a scan read later: the last arrival (facility, key), the last
   departure (facility, key), the latest departure at another facility than that one
-  (facility, key), whether the item was delivered, and its first departure (key). ~36 B
-  per item, whatever its number of scans (times in whole seconds, 4 B each: ``pack``).
+  (facility, key), whether the item was delivered, and its first departure (key). ~30 B
+  per item, whatever its number of scans (times in whole seconds, 4 B each: ``pack``;
+  facility codes as ``UInt16`` while the dictionary is small: ``exporters.compact.code_type``).
 
 A scan of time ``>= mark`` pairs with those exactly as with the whole history: every
 summarised scan is older than it, so the latest arrival or departure it pairs with is
@@ -40,7 +41,7 @@ from typing import Final
 import numpy as np
 import polars as pl
 
-from exporters.compact import item_key, key_hashes
+from exporters.compact import code_type, fit_codes, item_key, key_hashes
 from exporters.seen import Hashes
 from kpi.events import RANK_BITS, STAGE
 from kpi.kpis.stage_increments import HISTORY_SCHEMA
@@ -74,6 +75,7 @@ SUMMARY_SCHEMA: Final[dict[str, pl.DataType]] = {
     "first_dep_key": pl.Int64(),  # the first departure (a late acceptance's first mile)
 }
 _SLOTS: Final = (("arr_fac", "arr_key"), ("dep_fac", "dep_key"), ("dep2_fac", "dep2_key"))
+_FACS: Final = tuple(f for f, _ in _SLOTS)
 #: The summary's time keys and their event's rank (implied by the slot).
 _KEYS: Final = {"arr_key": _ARR, "dep_key": _DEP, "dep2_key": _DEP, "first_dep_key": _DEP}
 #: Seconds of 2000-01-01T00:00Z: the epoch of the packed times (``exporters.compact``'s).
@@ -81,7 +83,8 @@ EPOCH_S: Final = 946_684_800
 _US: Final = 1_000_000
 _I32: Final = 2**31 - 1
 #: The summaries as held: each time key in whole seconds from ``EPOCH_S`` (``Int32``, 4 B
-#: instead of 8; the rank is the slot's), exact keys apart (``EXACT_SCHEMA``).
+#: instead of 8; the rank is the slot's), exact keys apart (``EXACT_SCHEMA``); the
+#: facility codes as ``code_type`` of the dictionary (``UInt16`` while it is small).
 PACKED_SCHEMA: Final[dict[str, pl.DataType]] = {
     c: (pl.Int32() if c in _KEYS else t) for c, t in SUMMARY_SCHEMA.items()
 }
@@ -101,11 +104,14 @@ def _whole(k: str) -> pl.Expr:
     return ((key % RANK_BITS == _KEYS[k]) & (us % _US == 0) & (secs.abs() <= _I32)).fill_null(True)
 
 
-def pack(summary: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """``SUMMARY_SCHEMA`` rows as (``PACKED_SCHEMA`` rows, ``EXACT_SCHEMA`` rows)."""
+def pack(summary: pl.DataFrame, n_codes: int = 0) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``SUMMARY_SCHEMA`` rows as (``PACKED_SCHEMA`` rows, their facility codes as
+    ``code_type(n_codes)``; ``EXACT_SCHEMA`` rows)."""
     packed = summary.select(
         pl.when(_whole(c)).then(pl.col(c) // RANK_BITS // _US - EPOCH_S).cast(pl.Int32).alias(c)
         if c in _KEYS
+        else pl.col(c).cast(code_type(n_codes))
+        if c in _FACS
         else pl.col(c)
         for c in SUMMARY_SCHEMA
     )
@@ -125,13 +131,26 @@ def _unpacked(packed: pl.LazyFrame, exact: pl.DataFrame) -> pl.LazyFrame:
     def key(k: str) -> pl.Expr:
         return (pl.col(k).cast(pl.Int64) + EPOCH_S) * _US * RANK_BITS + _KEYS[k]
 
+    codes = (pl.col(f).cast(pl.UInt32) for f in _FACS)
     if exact.is_empty():
-        return packed.with_columns(key(k).alias(k) for k in _KEYS)
+        return packed.with_columns(*(key(k).alias(k) for k in _KEYS), *codes)
     joined = packed.join(exact.lazy(), on="item", how="left", suffix="_x", maintain_order="left")
     return joined.select(
-        pl.coalesce(pl.col(f"{c}_x"), key(c)).alias(c) if c in _KEYS else pl.col(c)
+        pl.coalesce(pl.col(f"{c}_x"), key(c)).alias(c)
+        if c in _KEYS
+        else pl.col(c).cast(SUMMARY_SCHEMA[c])
         for c in SUMMARY_SCHEMA
     )
+
+
+def empty_summary(n_codes: int = 0) -> pl.DataFrame:
+    """No summary row (facility codes as ``code_type(n_codes)``)."""
+    return fit_codes(pl.DataFrame(schema=PACKED_SCHEMA), _FACS, n_codes)
+
+
+def fit_summary(summary: pl.DataFrame, n_codes: int) -> pl.DataFrame:
+    """``summary`` (``PACKED_SCHEMA`` up to its code dtype) with codes as ``code_type(n_codes)``."""
+    return fit_codes(summary, _FACS, n_codes)
 
 
 def _rows() -> pl.DataFrame:
@@ -149,7 +168,7 @@ class CompactStages:
 
     rows: pl.DataFrame = field(default_factory=_rows)
     names: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=NAMES_SCHEMA))
-    summary: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=PACKED_SCHEMA))
+    summary: pl.DataFrame = field(default_factory=empty_summary)
     mark: int | None = None
     #: The summaries' time keys that are not whole seconds (``pack``).
     exact: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=EXACT_SCHEMA))
@@ -317,12 +336,15 @@ class CompactStages:
             return replace(self, mark=mark)
         items = old.get_column("item").unique().implode()
         prev = self.summaries(items)
-        folded, exact = pack(_summarise(pl.concat([self.synthetic(prev), old]), self._name_ranks()))
+        n_codes = self.names.height
+        summary = _summarise(pl.concat([self.synthetic(prev), old]), self._name_ranks())
+        folded, exact = pack(summary, n_codes)
         others = ~pl.col("item").is_in(items)
+        kept = fit_codes(self.summary.filter(others), _FACS, n_codes)
         return replace(
             self,
             rows=self.rows.filter(key >= mark),
-            summary=_chunked(pl.concat([self.summary.filter(others), folded])),
+            summary=_chunked(pl.concat([kept, folded])),
             exact=pl.concat([self.exact.filter(others), exact]),
             mark=mark,
         )

@@ -6,6 +6,7 @@ A checkpoint is a directory ``STATE_DIR/checkpoint-<seq>`` holding
   positions (by file identity), every counter and histogram value, the size of
   the rejects file and the newest event time;
 - ``items.parquet``, ``items_extra.parquet``, ``routes.parquet``, ``facilities.parquet``,
+  ``items_extra_exact.parquet``,
   ``items_exact.parquet``:
   the lifecycle state in the exporter's compact encoding (``exporters.compact``: item
   hashes, dictionary codes and their dictionaries);
@@ -32,6 +33,10 @@ Format 4 adds the stage summaries and holds the item times in whole seconds
 (``items_exact.parquet``: the others); a format-3 checkpoint (every stage scan kept, no
 summary; exact item times) is read and converted: its stage scans as recent ones with no
 mark (the first set folds the old ones), its item times packed.
+Format 5 holds the sparse item table's promise and first attempt in whole seconds too
+(``items_extra_exact.parquet``: the others) and the dictionary codes as ``UInt16`` while
+their dictionary is small; a format-4 checkpoint is read and converted (its sparse
+times packed; the codes are narrowed on any read).
 
 It is written as ``checkpoint-<seq>.tmp`` (each file fsynced, then the directory),
 renamed to its final name (the commit point) and the parent directory fsynced;
@@ -58,12 +63,16 @@ from exporters import catalog as cat
 from exporters.catalog import BY_NAME, MetricSpec
 from exporters.compact import EXACT_SCHEMA as ITEMS_EXACT_SCHEMA
 from exporters.compact import (
+    EXTRA_EXACT_SCHEMA,
+    EXTRA_FULL_SCHEMA,
     EXTRA_SCHEMA,
     FACILITIES_SCHEMA,
     FULL_SCHEMA,
     MAIN_SCHEMA,
     ROUTES_SCHEMA,
     CompactItems,
+    fit_codes,
+    pack_extra,
     pack_main,
 )
 from exporters.compact_stages import (
@@ -72,6 +81,7 @@ from exporters.compact_stages import (
     PACKED_SCHEMA,
     ROWS_SCHEMA,
     CompactStages,
+    fit_summary,
 )
 from exporters.rejects import REJECTS_FILE, RejectsFile
 from exporters.seen import Days, Hashes
@@ -81,9 +91,9 @@ from kpi.kpis.increments import COMPLAINT_STATE_SCHEMA, SET_SCHEMA, empty_set
 
 log = logging.getLogger(__name__)
 
-FORMAT: Final = 4
-#: Older formats this one reads as they are.
-READABLE_FORMATS: Final = {3}
+FORMAT: Final = 5
+#: Older formats this one reads (and converts).
+READABLE_FORMATS: Final = {3, 4}
 #: What older formats held that this one cannot read; such checkpoints are refused with
 #: ``OLD_FORMAT`` (not migrated).
 OLD_FORMATS: Final = {
@@ -230,6 +240,7 @@ _ITEM_FILES: Final = {
     "routes.parquet": ("routes", ROUTES_SCHEMA),
     "facilities.parquet": ("facilities", FACILITIES_SCHEMA),
     "items_exact.parquet": ("exact", ITEMS_EXACT_SCHEMA),
+    "items_extra_exact.parquet": ("extra_exact", EXTRA_EXACT_SCHEMA),
 }
 
 
@@ -241,14 +252,23 @@ def _item_files(items: CompactItems) -> dict[str, pl.DataFrame]:
 def _read_items(path: Path) -> CompactItems:
     tables: dict[str, pl.DataFrame] = {}
     for name, (attr, schema) in _ITEM_FILES.items():
-        if not (path / name).exists():  # format 3: no exact times apart
+        if not (path / name).exists():  # formats 3 and 4: (some) exact times not apart
             continue
         frame = pl.read_parquet(path / name)
         if attr == "main" and "last_key" in frame.columns:  # format 3: exact times in main
             main = frame.select(pl.col(c).cast(t) for c, t in FULL_SCHEMA.items())
             tables["main"], tables["exact"] = pack_main(main)
             continue
+        if attr == "extra" and "attempt_key" in frame.columns:  # formats 3, 4: exact times
+            extra = frame.select(pl.col(c).cast(t) for c, t in EXTRA_FULL_SCHEMA.items())
+            tables["extra"], tables["extra_exact"] = pack_extra(extra)
+            continue
         tables[attr] = frame.select(pl.col(c).cast(t) for c, t in schema.items())
+    # The codes as held (``UInt16`` while their dictionary is small).
+    n_codes = {"route": "routes", "facility": "facilities"}
+    for col, book in n_codes.items():
+        if "main" in tables and book in tables:
+            tables["main"] = fit_codes(tables["main"], (col,), tables[book].height)
     return CompactItems(**tables)
 
 
@@ -274,14 +294,19 @@ def read_checkpoint(path: Path) -> Checkpoint:
     if (path / "held.parquet").exists():  # checkpoints of older versions held nothing
         held = pl.read_parquet(path / "held.parquet")
         held = held.select(pl.col(c).cast(t) for c, t in SET_SCHEMA.items())
+    names = pl.read_parquet(path / "stage_facilities.parquet").select(
+        pl.col(c).cast(t) for c, t in NAMES_SCHEMA.items()
+    )
+    summary, mark, exact, horizon = _read_summary(path)
     stages = CompactStages(
         pl.read_parquet(path / "stages.parquet").select(
             pl.col(c).cast(t) for c, t in ROWS_SCHEMA.items()
         ),
-        pl.read_parquet(path / "stage_facilities.parquet").select(
-            pl.col(c).cast(t) for c, t in NAMES_SCHEMA.items()
-        ),
-        *_read_summary(path),
+        names,
+        fit_summary(summary, names.height),
+        mark,
+        exact,
+        horizon,
     )
     return Checkpoint(
         seq=int(meta["seq"]),

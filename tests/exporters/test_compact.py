@@ -12,7 +12,15 @@ import orjson
 import polars as pl
 import pytest
 
-from exporters.compact import EPOCH_S, CompactItems, event_key, item_key, key_hashes, unpack_main
+from exporters.compact import (
+    EPOCH_S,
+    CompactItems,
+    event_key,
+    item_key,
+    key_hashes,
+    unpack_extra,
+    unpack_main,
+)
 from exporters.seen import hash_ids
 from exporters.state import Checkpoint, latest_checkpoint, read_checkpoint, write_checkpoint
 from exporters.store import CounterStore
@@ -144,6 +152,20 @@ def test_codes_survive_a_checkpoint_and_old_formats_are_refused(tmp_path: Path) 
     meta["format"] = 3
     (three / "meta.json").write_bytes(orjson.dumps(meta))
     assert read_checkpoint(three).items.decode().equals(compact.decode())
+    # Format 4 held the sparse table's times exact and the codes as UInt32: converted.
+    assert compact.extra_exact.height > 0  # sub-second promises
+    four = write_checkpoint(tmp_path / "four", dataclasses.replace(ckpt, seq=5))
+    main = compact.main.with_columns(pl.col("route", "facility").cast(pl.UInt32))
+    main.write_parquet(four / "items.parquet")
+    unpack_extra(compact.extra, compact.extra_exact).write_parquet(four / "items_extra.parquet")
+    (four / "items_extra_exact.parquet").unlink()
+    meta = orjson.loads((four / "meta.json").read_bytes())
+    meta["format"] = 4
+    (four / "meta.json").write_bytes(orjson.dumps(meta))
+    read = read_checkpoint(four).items
+    assert read.decode().equals(compact.decode())
+    assert read.main.equals(compact.main) and read.extra.equals(compact.extra)
+    assert read.main.schema["facility"] == pl.UInt16 == read.main.schema["route"]
     meta = orjson.loads((path / "meta.json").read_bytes())
     meta["format"] = 1
     (path / "meta.json").write_bytes(orjson.dumps(meta))
@@ -164,3 +186,62 @@ def test_whole_seconds_are_clipped_not_wrapped() -> None:
     )
     got = CompactItems().replace(state).decode()
     assert got["delivered_at"][0] == dt.datetime.fromtimestamp(EPOCH_S + 2**31 - 1, dt.UTC)
+
+
+def _states(lo: int, hi: int) -> pl.DataFrame:
+    """Items ``lo`` to ``hi``, each at its own facility (``F<i>``) on its own route."""
+    n = hi - lo
+    idx = pl.int_range(lo, hi, eager=True)
+    ids = (pl.lit("I") + idx.cast(pl.String)).alias("i")
+    t0 = int(T0.timestamp()) * 1_000_000
+    return (
+        pl.select(
+            item_key(hash_ids(pl.select(ids).to_series())),
+            pl.lit(T0).alias("accepted_at"),
+            event_key(hash_ids(pl.select(ids).to_series())).alias("accepted_event_id"),
+            pl.lit("express").alias("product"),
+            ("O" + idx.cast(pl.String)).alias("origin"),
+            pl.lit("CN-GD").alias("destination"),
+            pl.lit(None).alias("promised_by_given"),
+            pl.lit(None).alias("attempt_key"),
+            pl.lit(None).alias("delivered_at"),
+            pl.lit(None).alias("returned_at"),
+            (t0 * 8 + 8 * idx * 1_000_000 + 3).alias("last_key"),
+            ("F" + idx.cast(pl.String)).alias("last_facility"),
+        )
+        .cast(STATE_SCHEMA)
+        .head(n)
+    )  # type: ignore[arg-type]
+
+
+def test_codes_widen_past_65536_dictionary_entries(tmp_path: Path) -> None:
+    """Codes are UInt16 while a dictionary holds at most 65,536 entries, UInt32 past it
+    (the held column is widened, every row decodes the same), also through a checkpoint."""
+    small = CompactItems().replace(_states(0, 65_000))
+    assert small.main.schema["facility"] == pl.UInt16 == small.main.schema["route"]
+    assert small.facilities.height == 65_000
+    full = small.replace(_states(65_000, 65_536))
+    assert full.facilities.height == 65_536 and full.main.schema["facility"] == pl.UInt16
+    big = full.replace(_states(65_536, 70_000))
+    assert big.main.schema["facility"] == pl.UInt32 == big.main.schema["route"]
+    want = _states(0, 70_000)
+    assert big.decode().sort("item_id").equals(want.sort("item_id"))
+    # A code past UInt16's range finds its item; a refresh by facility codes works on both.
+    code = pl.Series([69_999], dtype=pl.UInt32)
+    none = pl.Series([], dtype=pl.UInt64)
+    assert big.at_facilities(code, none)["last_facility"].to_list() == ["F69999"]
+    assert small.at_facilities(code, none).is_empty()
+    ckpt = Checkpoint(
+        seq=1,
+        created_at=0.0,
+        files={},
+        counters=CounterStore(),
+        items=big,
+        complaints=pl.DataFrame(schema=COMPLAINT_STATE_SCHEMA),
+        seen=np.zeros(0, np.uint64),
+        rejects_bytes=0,
+        last_event_us=None,
+    )
+    again = read_checkpoint(write_checkpoint(tmp_path, ckpt)).items
+    assert again.main.schema["facility"] == pl.UInt32 and again.main.equals(big.main)
+    assert again.decode().equals(big.decode())

@@ -15,7 +15,7 @@ import pytest
 
 from exporters import catalog as cat
 from exporters.compact import CompactItems, item_key, key_hashes
-from exporters.compact_stages import CompactStages
+from exporters.compact_stages import FOLD_STEP, CompactStages
 from exporters.state import Checkpoint, latest_checkpoint, read_checkpoint, write_checkpoint
 from exporters.store import CounterStore
 from kpi.events import RANK_BITS, STAGE
@@ -222,3 +222,40 @@ def test_a_restored_checkpoint_starts_the_process_local_counters_from_zero(
     assert dict(again.series(cat.EXPORTER_STAGE_LATE_SCANS)) == {}
     assert dict(again.series(cat.ITEMS_ACCEPTED)) == {("express", "CN-BJ", "CN-SH"): 5}
     assert dict(ckpt.counters.series(cat.EXPORTER_STAGE_LATE_SCANS)) == {("arrived",): 3}
+
+
+def test_summary_codes_widen_past_65536_facilities(tmp_path: Path) -> None:
+    """The summaries' facility codes are UInt16 while the dictionary holds at most 65,536
+    names and UInt32 past it: each summary names the same facilities either way."""
+    n = 70_000
+    hashes = np.arange(1, n + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    keys = item_key(hashes)
+    second = 10**6 * RANK_BITS
+    rows = pl.DataFrame(
+        {
+            "item_id": pl.concat([keys, keys]),
+            "key": [i * second + STAGE["departed"] for i in range(n)]
+            + [(i + 1) * second + STAGE["arrived"] for i in range(n)],
+            "facility": [f"F{i}" for i in range(n)] + [f"F{(i + 1) % n}" for i in range(n)],
+        },
+        schema=HISTORY_SCHEMA,
+    )
+    small = CompactStages().add(rows.head(1_000)).fold((n + 5) * second)
+    assert small.summary.schema["arr_fac"] == pl.UInt16
+    big = small.add(rows.slice(1_000)).fold((n + 5) * second + FOLD_STEP)
+    assert big.names.height == n and big.summary.height == n
+    assert all(big.summary.schema[c] == pl.UInt32 for c in ("arr_fac", "dep_fac", "dep2_fac"))
+    names = big.names.get_column("facility")
+    summary = big.summaries()
+    assert summary.schema["dep_fac"] == pl.UInt32
+    got = dict(
+        zip(
+            item_key(summary["item"]).to_list(),
+            zip(names.gather(summary["dep_fac"]), names.gather(summary["arr_fac"]), strict=True),
+            strict=True,
+        )
+    )
+    want = {k: (f"F{i}", f"F{(i + 1) % n}") for i, k in enumerate(keys.to_list())}
+    assert got == want
+    again = read_checkpoint(write_checkpoint(tmp_path, _checkpoint(big))).stages
+    assert again.summary.equals(big.summary) and again.summaries().equals(summary)
