@@ -198,6 +198,16 @@ def test_the_mark_and_summaries_go_through_a_checkpoint_and_format_3_is_read(
     assert again.horizon == stages.horizon == 5_100 * 10**6 * RANK_BITS
     assert again.exact.equals(stages.exact) and again.summaries().equals(stages.summaries())
     assert again.rows.equals(stages.rows) and again.summary.height > 0
+    # Format 4 held the codes as UInt32: read as the dictionary's code type.
+    assert stages.summary.schema["dep_fac"] == pl.UInt16
+    four = write_checkpoint(tmp_path / "four", ckpt)
+    stages.summary.cast(
+        {"arr_fac": pl.UInt32, "dep_fac": pl.UInt32, "dep2_fac": pl.UInt32}
+    ).write_parquet(four / "stage_summary.parquet")
+    meta = orjson.loads((four / "meta.json").read_bytes())
+    meta["format"] = 4
+    (four / "meta.json").write_bytes(orjson.dumps(meta))
+    assert read_checkpoint(four).stages.summary.equals(stages.summary)
     # A format-3 checkpoint kept every scan, no summary: read as recent scans, no mark.
     old = CompactStages().add(_moves(rng, items, 50, 0, 1000))
     path = write_checkpoint(tmp_path, dataclasses.replace(ckpt, seq=2, stages=old))
