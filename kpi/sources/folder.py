@@ -15,7 +15,6 @@ import polars as pl
 from kpi.contract import FACILITY_SCHEMA, FACILITY_TYPES, SCHEMAS, Kind, s10_invalid_expr
 from kpi.sources.files import RawBatch, file_format, read_file
 from kpi.sources.validate import (
-    REJECT_SCHEMA,
     ROW,
     SOURCE,
     dedupe,
@@ -23,6 +22,7 @@ from kpi.sources.validate import (
     ids_distinct,
     rejected_rows,
     validate_lazy,
+    validate_split,
 )
 from kpi.standards import STANDARDS_FILE, ReferenceFileError, ServiceStandards, load_standards
 
@@ -77,17 +77,9 @@ def validated(
 def validated_frames(
     batch: RawBatch, kind: Kind, not_after: dt.datetime | None = None
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """``validated`` collected: the rows checked once, good rows and rejects split from them.
-
-    Collecting the two plans of ``validated`` together runs the checks twice (and joins
-    the raw rows for the rejects even when there are none); the raw frame is read again
-    only when some row is rejected, for those rows.
-    """
-    checked = validate_lazy(batch.frame, kind, not_after).collect()
-    good = good_rows(checked.lazy(), kind).collect()
-    if good.height == checked.height:
-        return good, pl.DataFrame(schema=REJECT_SCHEMA)
-    return good, rejected_rows(checked.lazy(), batch.frame).collect()
+    """``validated`` collected: the rows checked once, good rows and rejects split from them
+    (``validate_split``: the reject machinery runs for the failing rows only)."""
+    return validate_split(batch.frame, kind, not_after)
 
 
 def latest_complaints(complaints: pl.LazyFrame) -> pl.LazyFrame:

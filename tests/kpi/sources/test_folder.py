@@ -8,10 +8,18 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from kpi.contract import EVENT_SCHEMA, Kind
-from kpi.sources.folder import latest_complaints, load_data_dir, validate_data_dir
-from kpi.sources.validate import ids_distinct
+from kpi.sources.files import RawBatch, read_file
+from kpi.sources.folder import (
+    latest_complaints,
+    load_data_dir,
+    validate_data_dir,
+    validated,
+    validated_frames,
+)
+from kpi.sources.validate import ROW, ids_distinct
 
 Writer = Callable[[str, list[dict[str, str | None]]], Path]
 
@@ -205,6 +213,37 @@ def test_every_rejection_reason_and_good_rows_still_count(
     # the raw row is kept for inspection
     assert "teleported" in rejects.filter(pl.col("reason") == "unknown_event")["raw"][0]
     assert load_data_dir(tmp_path).events.collect().height == len(GOOD)
+
+
+@pytest.mark.parametrize("suffix", ["csv", "jsonl", "parquet"])
+def test_validated_frames_split_as_the_lazy_plans_do(
+    tmp_path: Path, rows_writer: Writer, suffix: str
+) -> None:
+    """The exporter's split (reasons worked out for failing rows only) gives the good rows
+    and the rejects (reason, field, raw row) of ``validated``'s two plans, row for row;
+    a clean batch has no rejects."""
+    rows = GOOD[:2] + [b for b, _, _ in BAD] + GOOD[2:]
+    if suffix == "parquet":
+        # Typed columns (as a Parquet producer writes them), some values missing.
+        path = tmp_path / "events" / "typed.parquet"
+        path.parent.mkdir(parents=True)
+        frame = pl.DataFrame(rows, schema=dict.fromkeys(EVENT_SCHEMA, pl.String))
+        ts = pl.col("ts").str.to_datetime(time_zone="UTC", strict=False)
+        frame.with_columns(ts).write_parquet(path)
+    else:
+        path = rows_writer(f"events/mixed.{suffix}", rows)
+    batch = read_file(path)
+    good, bad = validated_frames(batch, Kind.EVENTS)
+    want_good, want_bad = (f.collect() for f in validated(batch, Kind.EVENTS))
+    assert bad.height > 0
+    assert_frame_equal(good, want_good)
+    # In row order (the lazy plan's join leaves its order open).
+    assert bad["row"].is_sorted()
+    assert_frame_equal(bad, want_bad.sort("source", "row"))
+    clean = RawBatch(batch.frame.filter(pl.col(ROW).is_in(want_good[ROW].implode())), [])
+    good, bad = validated_frames(clean, Kind.EVENTS)
+    assert_frame_equal(good, want_good)
+    assert bad.height == 0 and bad.schema == want_bad.schema
 
 
 def test_unknown_complaint_category_and_bad_bool(tmp_path: Path) -> None:
