@@ -58,6 +58,8 @@ from exporters.kafka.partition import (
     OpenSets,
     PartitionId,
     PartitionState,
+    SetPool,
+    apply_threads,
     validate_poll,
 )
 from exporters.reference import Reference, reload, standards_missing
@@ -119,6 +121,7 @@ class KafkaShard:
         self._version = version()
         self._last_lag = 0.0
         self._sets = OpenSets(config.max_set_seconds, config.max_set_events)
+        self._pool = SetPool(apply_threads(config.apply_threads))
         #: Why nothing can be applied (no valid service standard), while that lasts: the
         #: reasons ``/readyz`` answers 503 with, worded as the file exporter's.
         self._waiting: tuple[str, ...] = ()
@@ -187,6 +190,7 @@ class KafkaShard:
         for held in left:  # revocation did not run (e.g. never joined): save them anyway
             self._checkpoint(held)
             held.state.close()
+        self._pool.close()  # after close(): its revocation applies the gathered sets
         if self._server is not None:
             self._server.stop()
             self._server = None
@@ -379,15 +383,25 @@ class KafkaShard:
             self._flush()
 
     def _flush(self, keys: list[tuple[str, int]] | None = None) -> None:
-        """Apply the gathered sets (of ``keys``, or all): each partition's as one set."""
+        """Apply the gathered sets (of ``keys``, or all): each partition's as one set, the
+        partitions' side by side (``SetPool``); returns once all are applied or failed."""
+        helds, sets = [], []
         for key, share, next_offset in self._sets.take(keys):
             with self._held_lock:
                 held = self._held.get(key)
-            if held is None:
-                continue
-            held.state.apply(share, next_offset=next_offset)
-            held.dirty = True
-            self._maybe_show(held)
+            if held is not None:
+                helds.append(held)
+                sets.append((held.state, share, next_offset))
+        failures = self._pool.apply(sets)
+        for held, failure in zip(helds, failures, strict=True):
+            if failure is None:
+                held.dirty = True
+                self._maybe_show(held)
+        # The others are applied (and will be checkpointed); the caller rewinds every
+        # partition to its applied offset, so the failed ones' records are read again.
+        for failure in failures:
+            if failure is not None:
+                raise failure
 
     def _maybe_show(self, held: _Held) -> None:
         if not held.shown and (held.state.next_offset or 0) >= held.show_from:
