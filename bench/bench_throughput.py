@@ -136,13 +136,19 @@ def feed(frame, set_events=0):
         defaults = (5.0, 500_000)
     limits = defaults if set_events <= 0 else (float("inf"), set_events * 8)
     sets = OpenSets(*limits) if OpenSets is not None else None
-    def flush():
+    def flush(last=False):
         taken = sets.take()
         if pool is None:  # trees before SetPool: one partition after the other
             for (_, p), share, end in taken:
                 states[p].apply(share, next_offset=end)
             return
-        failed = [f for f in pool.apply([(states[p], share, end) for (_, p), share, end in taken]) if f]
+        # As KafkaShard._flush: the sets under way end first, then these start and the
+        # next polls are parsed and validated while they are applied.
+        done = pool.wait()
+        pool.start([(states[p], share, end) for (_, p), share, end in taken])
+        if last:
+            done += pool.wait()
+        failed = [d.failure for d in done if d.failure is not None]
         if failed:
             raise failed[0]
     # Polls no larger than a set (all partitions' shares) so the sets are that size.
@@ -163,7 +169,7 @@ def feed(frame, set_events=0):
         if sets is not None and sets.due(short_poll=len(batch.values) < n_poll):
             flush()
     if sets is not None:
-        flush()
+        flush(last=True)
     return len(values), time.perf_counter() - t, time.process_time() - c
 # Catch-up (not timed): the folder's events straight into each partition's state in
 # large sets, as validated frames (what a long catch-up's polls become).

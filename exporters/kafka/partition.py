@@ -17,8 +17,8 @@ import datetime as dt
 import logging
 import os
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Final
 
@@ -145,16 +145,19 @@ def apply_threads(requested: int = 0) -> int:
 
 
 class SetPool:
-    """Applies different partitions' sets at once, and waits for all of them.
+    """Applies different partitions' sets at once, while the consume thread reads on.
 
     Partitions share nothing a set writes (each has its own books, rejects file and
     checkpoint), and most of a set's work is polars queries, which run without the GIL:
-    a shard with several partitions and several cores applies their sets side by side.
-    A partition gets at most one set per call, so its sets stay in offset order; the call
-    returns only when every set is applied or failed, so whatever follows it on the
-    consume thread (checkpoints, offsets, a revocation's last checkpoint) sees no set
-    under way. Readers are unaffected: a partition's books publish each set's ``Ledger``
-    in one step under its lock, as with one thread.
+    a shard with several partitions and several cores applies their sets side by side,
+    and the consume thread polls, parses and validates the next records meanwhile.
+    ``start`` hands sets over and returns; ``wait`` returns once the sets under way (of
+    some partitions, or all) are applied or failed. A partition has at most one set under
+    way (``start`` refuses a second), so its sets are applied in offset order; the shard
+    waits before anything that reads a partition's applied offset as final (checkpoint,
+    revocation, rewind, the next sets). Readers are unaffected: a partition's books
+    publish each set's ``Ledger`` in one step under its lock, as with one thread.
+    One thread (``threads=1``): ``start`` applies the sets there and then, in order.
     """
 
     def __init__(self, threads: int) -> None:
@@ -162,22 +165,59 @@ class SetPool:
         self._pool = (
             ThreadPoolExecutor(threads, thread_name_prefix="apply") if threads > 1 else None
         )
+        self._under_way: dict[int, tuple[PartitionState, Future[Exception | None]]] = {}
+
+    def start(self, sets: Sequence[tuple[PartitionState, Validated, int]]) -> None:
+        """Start applying each (partition, its set, its next offset)."""
+        ids = [id(state) for state, _, _ in sets]
+        if len(set(ids)) != len(ids) or any(i in self._under_way for i in ids):
+            raise ValueError("one set per partition under way: a partition's sets are in order")
+        for state, share, end in sets:
+            if self._pool is None:
+                done: Future[Exception | None] = Future()
+                done.set_result(_applied(state, share, end))
+            else:
+                done = self._pool.submit(_applied, state, share, end)
+            self._under_way[id(state)] = (state, done)
+
+    def wait(self, states: Iterable[PartitionState] | None = None) -> list[Done]:
+        """Wait for the sets under way (of ``states``, or all); what became of each."""
+        return self.wait_for(list(self._under_way) if states is None else [id(s) for s in states])
+
+    def ready(self) -> list[Done]:
+        """The sets that ended since the last look (none waited for)."""
+        keys = [k for k, (_, future) in self._under_way.items() if future.done()]
+        return self.wait_for(keys)
+
+    def wait_for(self, keys: list[int]) -> list[Done]:
+        """Wait for the sets under way of the partitions ``id(state)`` in ``keys``."""
+        out = []
+        for key in keys:
+            if key in self._under_way:
+                state, future = self._under_way.pop(key)
+                out.append(Done(state, future.result()))
+        return out
 
     def apply(
         self, sets: Sequence[tuple[PartitionState, Validated, int]]
     ) -> list[Exception | None]:
-        """Apply each (partition, its set, its next offset); each one's failure (None: applied)."""
-        if len({id(state) for state, _, _ in sets}) != len(sets):
-            raise ValueError("one set per partition per call: a partition's sets are in order")
-        if self._pool is None or len(sets) < 2:
-            return [_applied(state, share, end) for state, share, end in sets]
-        futures = [self._pool.submit(_applied, state, share, end) for state, share, end in sets]
-        return [f.result() for f in futures]
+        """Apply the sets and wait for them: each one's failure (None: applied)."""
+        self.start(sets)
+        done = {id(d.state): d.failure for d in self.wait([state for state, _, _ in sets])}
+        return [done[id(state)] for state, _, _ in sets]
 
     def close(self) -> None:
         """Stop the threads (after the sets under way)."""
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+
+
+@dataclass(frozen=True)
+class Done:
+    """A set no longer under way: its partition, and why it failed (None: applied)."""
+
+    state: PartitionState
+    failure: Exception | None
 
 
 def _applied(state: PartitionState, share: Validated, next_offset: int) -> Exception | None:

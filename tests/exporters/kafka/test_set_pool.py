@@ -168,3 +168,37 @@ def test_a_failed_set_leaves_the_others_applied(tmp_path: Path) -> None:
 def test_apply_threads_default_to_the_cores() -> None:
     assert apply_threads(3) == 3
     assert 1 <= apply_threads(0) <= (os.cpu_count() or 1)
+
+
+def test_sets_under_way_keep_their_partition_in_order(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    facilities_csv(data / "facilities.csv", FACILITIES)
+    states = _states(tmp_path / "s", data)
+    first, second = _sets(1000)[0], _sets(1000)[0]
+    pool = SetPool(PARTS)
+    pool.start([(states[p], share, end) for p, share, end in first])
+    # A second set of a partition with one under way would race it: refused.
+    p0, share0, end0 = second[0]
+    with pytest.raises(ValueError, match="under way"):
+        pool.start([(states[p0], share0, end0)])
+    done = pool.wait()
+    assert sorted(d.state.pid.partition for d in done) == sorted(p for p, _, _ in first)
+    assert all(d.failure is None for d in done)
+    assert pool.wait() == [] and pool.ready() == []
+    assert all(states[p].next_offset == end for p, _, end in first)
+    ingested = {p: s.counters.total(cat.EXPORTER_EVENTS_INGESTED) for p, s in states.items()}
+    rejected = {p: s.counters.total(cat.EXPORTER_EVENTS_REJECTED) for p, s in states.items()}
+    # One thread: the sets are applied when started; ``ready`` hands them over.
+    inline = SetPool(1)
+    inline.start([(states[p], share, end) for p, share, end in second])
+    assert len(inline.ready()) == len(second) and inline.ready() == []
+    # The same records again are duplicates: nothing more ingested, all of them rejected.
+    for p, share, _ in second:
+        s = states[p]
+        assert s.counters.total(cat.EXPORTER_EVENTS_INGESTED) == ingested[p]
+        again = share.good.height + share.bad.height
+        assert s.counters.total(cat.EXPORTER_EVENTS_REJECTED) == rejected[p] + again
+    pool.close()
+    for s in states.values():
+        s.close()
