@@ -258,6 +258,7 @@ def child(
     work: Path,
     args: argparse.Namespace,
     kafka_live: Path | None = None,
+    threads: int = 0,
 ) -> dict[str, Any]:
     """One tree's three phases in a fresh process."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
@@ -271,7 +272,7 @@ def child(
         "" if kafka_live is None else str(kafka_live),
         ",".join(str(n) for n in args.set_events),
         "0" if args.kafka_only else "1",
-        str(args.apply_threads),
+        str(threads),
     ]
     out = subprocess.run(
         [sys.executable, "-c", _CHILD, *args],
@@ -314,9 +315,11 @@ def main() -> None:
     parser.add_argument(
         "--apply-threads",
         type=int,
-        default=0,
+        nargs="+",
+        default=[0],
         help="threads applying partitions' sets at once (SetPool; 0: the shard's default, "
-        "the cores; 1: one partition after the other); older trees apply one by one",
+        "the cores; 1: one partition after the other), one child of the new tree per value "
+        "and round; the old tree applies one by one",
     )
     parser.add_argument(
         "--kafka-only", action="store_true", help="skip the Parquet and JSONL phases"
@@ -345,10 +348,12 @@ def main() -> None:
             for name, tree in trees.items():
                 if args.only and name != args.only:
                     continue
-                work = root / f"work-{name}-{r}"
-                res = child(tree, folder, live, work, args, kafka_live)
-                results[name].append(res)
-                print(name, r, json.dumps(res), flush=True)
+                # The old tree applies one partition after the other whatever is asked.
+                for threads in args.apply_threads if name == "new" else [1]:
+                    work = root / f"work-{name}-{r}-{threads}"
+                    res = child(tree, folder, live, work, args, kafka_live, threads)
+                    results[name].append(res)
+                    print(name, r, json.dumps(res), flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     OUT.parent.mkdir(parents=True, exist_ok=True)
@@ -381,16 +386,17 @@ def report(results: dict[str, Any], breakdown: bool) -> None:
     )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name in ("old", "new"):
-        chunks = [c for r in results[name] for c in r.get("kafka_sets", [])]
-        threads = max((r.get("apply_threads", 1) for r in results[name]), default=1)
-        for size in dict.fromkeys(c["set_events"] for c in chunks):
-            same = [c for c in chunks if c["set_events"] == size]
-            best = min(c["cpu_s"] / c["events"] * 1e6 for c in same)
-            wall = max(c["events"] / c["s"] for c in same)
-            print(
-                f"| {name} | {threads} | {size or 'defaults'} | {same[0]['events']:,} "
-                f"| {wall:,.0f} | {1e6 / best:,.0f} | {best:.2f} |"
-            )
+        for threads in dict.fromkeys(r.get("apply_threads", 1) for r in results[name]):
+            runs = [r for r in results[name] if r.get("apply_threads", 1) == threads]
+            chunks = [c for r in runs for c in r.get("kafka_sets", [])]
+            for size in dict.fromkeys(c["set_events"] for c in chunks):
+                same = [c for c in chunks if c["set_events"] == size]
+                best = min(c["cpu_s"] / c["events"] * 1e6 for c in same)
+                wall = max(c["events"] / c["s"] for c in same)
+                print(
+                    f"| {name} | {threads} | {size or 'defaults'} | {same[0]['events']:,} "
+                    f"| {wall:,.0f} | {1e6 / best:,.0f} | {best:.2f} |"
+                )
     if not breakdown:
         return
     print("\n| Kafka scans, CPU µs per event | set size | old | new |")
