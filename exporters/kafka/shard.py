@@ -309,8 +309,7 @@ class KafkaShard:
         short = False
         while not self._stop.is_set():
             try:
-                # Caught up (the last poll was short): nothing to read meanwhile, so the
-                # sets end before the next poll waits (exposition, checkpoints, /readyz).
+                # Caught up (a short poll): the sets end before the next poll waits.
                 self._finished(self._pool.wait() if short else self._pool.ready())
                 self._check_standards()
                 self._raise_failure()
@@ -396,8 +395,9 @@ class KafkaShard:
                 if held is None:  # revoked while the poll was under way
                     continue
                 self._sets.add(key, share, next_offset)
-        if self._sets.due(short_poll=len(messages) < self.config.max_messages):
-            self._flush()
+        short = len(messages) < self.config.max_messages
+        if self._sets.due(short_poll=short):
+            self._flush(wait=short)  # caught up: nothing to read meanwhile
 
     def _flush(self, keys: list[tuple[str, int]] | None = None, wait: bool = False) -> None:
         """Start the gathered sets (of ``keys``, or all; ``wait``: until applied), each
@@ -426,6 +426,8 @@ class KafkaShard:
             elif held is not None and held.state is d.state:
                 held.dirty = True
                 self._maybe_show(held)
+        if self._waiting and any(d.failure is None for d in done):
+            self._check_standards()  # a set read the fixed file: /readyz follows it now
 
     def _raise_failure(self) -> None:
         """Raise a set's failure: the consume loop rewinds every partition to its offset."""
