@@ -193,7 +193,8 @@ def build_folder(
             hours(46, 230, int(returned.sum())),
         ),
     ]
-    events = pl.concat(frames).sort("ts")
+    # An empty share (e.g. no finished items) has an untyped facility column: left out.
+    events = pl.concat([f for f in frames if f.height]).sort("ts")
     per_file = 250_000
     for i in range(0, events.height, per_file):
         path = data / "events" / f"base-{i // per_file:04d}.parquet"

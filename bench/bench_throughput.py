@@ -24,7 +24,10 @@ working tree), interleaved ``--rounds`` times, a fresh child process measures:
    ``max_set_seconds``/``max_set_events``; the input's end counts as a short poll); an older tree applies each poll's
    share of each partition at once, as its shard did. Before it, the folder's events are
    caught up partition by partition in polls of 250 k messages of one partition (also
-   timed: the catch-up rate of a shard whose polls each hold one partition). The broker,
+   timed: the catch-up rate of a shard whose polls each hold one partition). The due
+   sets are applied as the shard applies them: through the tree's ``SetPool``
+   (``--apply-threads``, default the cores: the partitions' sets side by side), or one
+   partition after the other in a tree without it. The broker,
    the network and librdkafka's fetches are not in it (they run on their own threads).
 
 ``--kafka-lines N`` gives the Kafka scans phase its own N scans (else the JSONL phase's);
@@ -66,7 +69,7 @@ OUT: Final = ROOT / "bench" / "out" / "throughput.json"
 _CHILD: Final = r"""
 import json, shutil, sys, time
 from pathlib import Path
-tree, folder, live, work, poll, breakdown, kafka_live, set_sizes, file_phases = sys.argv[1:10]
+tree, folder, live, work, poll, breakdown, kafka_live, set_sizes, file_phases, threads = sys.argv[1:11]
 sys.path.insert(0, tree)
 import polars as pl
 from exporters.ingest import IngestConfig, Ingestor
@@ -110,6 +113,10 @@ def open_state(p):
 states = {p: open_state(p) for p in range(8)}
 import exporters.kafka.partition as KP
 OpenSets = getattr(KP, "OpenSets", None)
+# The shard's pool of set appliers (this tree's ``SetPool``, as ``KafkaShard._flush``
+# uses it); threads "0" = the shard's default (the cores), "1" = one after the other.
+pool = KP.SetPool(KP.apply_threads(int(threads))) if hasattr(KP, "SetPool") else None
+res["apply_threads"] = pool.threads if pool is not None else 1
 def feed(frame, set_events=0):
     keys, values = to_messages(frame.lazy(), Kind.EVENTS)
     parts = frame.select(pl.col("item_id").str.extract(r"(\d+)").cast(pl.Int64) % 8).to_series().to_list()
@@ -129,9 +136,21 @@ def feed(frame, set_events=0):
         defaults = (5.0, 500_000)
     limits = defaults if set_events <= 0 else (float("inf"), set_events * 8)
     sets = OpenSets(*limits) if OpenSets is not None else None
-    def flush():
-        for (_, p), share, end in sets.take():
-            states[p].apply(share, next_offset=end)
+    def flush(last=False):
+        taken = sets.take()
+        if pool is None:  # trees before SetPool: one partition after the other
+            for (_, p), share, end in taken:
+                states[p].apply(share, next_offset=end)
+            return
+        # As KafkaShard._flush: the sets under way end first, then these start and the
+        # next polls are parsed and validated while they are applied.
+        done = pool.wait()
+        pool.start([(states[p], share, end) for (_, p), share, end in taken])
+        if last:
+            done += pool.wait()
+        failed = [d.failure for d in done if d.failure is not None]
+        if failed:
+            raise failed[0]
     # Polls no larger than a set (all partitions' shares) so the sets are that size.
     n_poll = poll if set_events <= 0 else min(poll, set_events * 8)
     t, c = time.perf_counter(), time.process_time()
@@ -150,7 +169,7 @@ def feed(frame, set_events=0):
         if sets is not None and sets.due(short_poll=len(batch.values) < n_poll):
             flush()
     if sets is not None:
-        flush()
+        flush(last=True)
     return len(values), time.perf_counter() - t, time.process_time() - c
 # Catch-up (not timed): the folder's events straight into each partition's state in
 # large sets, as validated frames (what a long catch-up's polls become).
@@ -239,6 +258,7 @@ def child(
     work: Path,
     args: argparse.Namespace,
     kafka_live: Path | None = None,
+    threads: int = 0,
 ) -> dict[str, Any]:
     """One tree's three phases in a fresh process."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
@@ -252,6 +272,7 @@ def child(
         "" if kafka_live is None else str(kafka_live),
         ",".join(str(n) for n in args.set_events),
         "0" if args.kafka_only else "1",
+        str(threads),
     ]
     out = subprocess.run(
         [sys.executable, "-c", _CHILD, *args],
@@ -292,6 +313,15 @@ def main() -> None:
         "defaults, ShardConfig's max_set_seconds / max_set_events in all)",
     )
     parser.add_argument(
+        "--apply-threads",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="threads applying partitions' sets at once (SetPool; 0: the shard's default, "
+        "the cores; 1: one partition after the other), one child of the new tree per value "
+        "and round; the old tree applies one by one",
+    )
+    parser.add_argument(
         "--kafka-only", action="store_true", help="skip the Parquet and JSONL phases"
     )
     parser.add_argument(
@@ -318,10 +348,12 @@ def main() -> None:
             for name, tree in trees.items():
                 if args.only and name != args.only:
                     continue
-                work = root / f"work-{name}-{r}"
-                res = child(tree, folder, live, work, args, kafka_live)
-                results[name].append(res)
-                print(name, r, json.dumps(res), flush=True)
+                # The old tree applies one partition after the other whatever is asked.
+                for threads in args.apply_threads if name == "new" else [1]:
+                    work = root / f"work-{name}-{r}-{threads}"
+                    res = child(tree, folder, live, work, args, kafka_live, threads)
+                    results[name].append(res)
+                    print(name, r, json.dumps(res), flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     OUT.parent.mkdir(parents=True, exist_ok=True)
@@ -348,14 +380,23 @@ def report(results: dict[str, Any], breakdown: bool) -> None:
         print(f"| {name} | events/s | " + " | ".join(_rate(runs, p, "s") for p in phases) + " |")
         cpu = " | ".join(_rate(runs, p, "cpu_s") for p in phases)
         print(f"| {name} | events/CPU-s | {cpu} |")
-    print("\n| tree | records per partition per set | events | CPU µs per event (best) |")
-    print("| --- | ---: | ---: | ---: |")
+    print(
+        "\n| tree | apply threads | records per partition per set | events "
+        "| wall events/s (best) | events/CPU-s (best) | CPU µs per event (best) |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name in ("old", "new"):
-        chunks = [c for r in results[name] for c in r.get("kafka_sets", [])]
-        for size in dict.fromkeys(c["set_events"] for c in chunks):
-            same = [c for c in chunks if c["set_events"] == size]
-            best = min(c["cpu_s"] / c["events"] * 1e6 for c in same)
-            print(f"| {name} | {size or 'defaults'} | {same[0]['events']:,} | {best:.2f} |")
+        for threads in dict.fromkeys(r.get("apply_threads", 1) for r in results[name]):
+            runs = [r for r in results[name] if r.get("apply_threads", 1) == threads]
+            chunks = [c for r in runs for c in r.get("kafka_sets", [])]
+            for size in dict.fromkeys(c["set_events"] for c in chunks):
+                same = [c for c in chunks if c["set_events"] == size]
+                best = min(c["cpu_s"] / c["events"] * 1e6 for c in same)
+                wall = max(c["events"] / c["s"] for c in same)
+                print(
+                    f"| {name} | {threads} | {size or 'defaults'} | {same[0]['events']:,} "
+                    f"| {wall:,.0f} | {1e6 / best:,.0f} | {best:.2f} |"
+                )
     if not breakdown:
         return
     print("\n| Kafka scans, CPU µs per event | set size | old | new |")

@@ -115,44 +115,34 @@ class Intake:
         """Validated events (``SOURCE``, ``ROW``, ``EVENT_SCHEMA``), in any order."""
         if events.is_empty():
             return
-        first = events.filter(pl.col("event_id").is_first_distinct())
+        # Most rows of a set pass every check: a mask that drops nothing filters nothing.
+        first_mask = events.select(pl.col("event_id").is_first_distinct()).to_series()
+        first, again = _split(events, first_mask)
         hashes = hash_ids(first["event_id"])
         known_mask = self._seen.contains(hashes) | self._earlier(hashes)
-        fresh = first.filter(~pl.Series(known_mask))
-        rejects = [
-            rejects_of(
-                pl.concat(
-                    [
-                        events.filter(~pl.col("event_id").is_first_distinct()),
-                        first.filter(pl.Series(known_mask)),
-                    ],
-                    how="vertical",
-                ),
-                DUPLICATE,
-                "event_id",
-            )
-        ]
+        known, fresh = _split(first, pl.Series(known_mask))
+        rejects = [rejects_of(pl.concat([again, known], how="vertical"), DUPLICATE, "event_id")]
         old = self._too_old(fresh)
-        rejects.append(rejects_of(fresh.filter(old), TOO_OLD, "ts"))
-        fresh, fresh_hashes = fresh.filter(~old), hashes[~known_mask][~old.to_numpy()]
+        too_old, fresh = _split(fresh, old)
+        rejects.append(rejects_of(too_old, TOO_OLD, "ts"))
+        fresh_hashes = hashes[~known_mask][~old.to_numpy()]
         fresh_days = (fresh.get_column("ts").dt.epoch("us").to_numpy() // DAY_US).astype(np.int64)
         items = pl.Series("item", hash_ids(fresh.get_column("item_id")), dtype=pl.UInt64)
         gone = self._of_retired_items(fresh, items)
-        rejects.append(rejects_of(fresh.filter(gone), RETIRED, "item_id"))
+        retired, kept_rows = _split(fresh, gone)
+        rejects.append(rejects_of(retired, RETIRED, "item_id"))
         # The clock counts every new event read, a retired item's scans included.
         newest = fresh.select(pl.col("ts").max().dt.epoch("us")).item() if fresh.height else None
         # From here on an item is its hash and an event id its order key (exporters.compact).
         kept = ~gone
-        counted = (
-            fresh.filter(kept)
-            .with_columns(item_key(items.filter(kept)), event_key(fresh_hashes[kept.to_numpy()]))
-            .select(EVENT_SCHEMA.keys())
-        )
+        kept_items = items.filter(kept) if retired.height else items
+        counted = kept_rows.with_columns(
+            item_key(kept_items), event_key(fresh_hashes[kept.to_numpy()])
+        ).select(EVENT_SCHEMA.keys())
         rest, labels = split_events(counted)
         new_rest = _reduced(set_rows(rest))
         new_labels = _reduced(set_rows(labels))
         failures = sum_counts([self.failures, failure_counts(counted)], FAILURE_LABELS)
-        kept_items = items.filter(kept)
         late = late_count(
             pl.DataFrame([kept_items.alias("item_id"), counted.get_column("ts")]),
             self._newest_before(kept_items),
@@ -278,6 +268,15 @@ class Intake:
             .to_series()
         )
         return late | by_rule
+
+
+def _split(rows: pl.DataFrame, mask: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(rows where ``mask``, the others); no copy when the mask takes none or all."""
+    if not mask.any():
+        return rows.clear(), rows
+    if mask.all():
+        return rows, rows.clear()
+    return rows.filter(mask), rows.filter(~mask)
 
 
 def _reduced(rows: pl.DataFrame) -> pl.DataFrame:

@@ -34,6 +34,9 @@ class ShardConfig:
     #: gathered records hold ~75 B each, ~90 MB at the limit).
     max_set_seconds: float = 5.0
     max_set_events: int = 1_250_000
+    #: Threads applying different partitions' sets at once (``SetPool``); 0 = the cores
+    #: this process may run on.
+    apply_threads: int = 0
     session_timeout: float = 10.0
     stall_hours: float = 48.0
     retention: float | None = RETENTION_DEFAULT

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Final
 
@@ -131,6 +134,100 @@ class OpenSets:
             self._since = None
 
 
+def apply_threads(requested: int = 0) -> int:
+    """Threads that apply sets: ``requested``, or the cores this process may run on (0)."""
+    if requested > 0:
+        return requested
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class SetPool:
+    """Applies different partitions' sets at once, while the consume thread reads on.
+
+    Partitions share nothing a set writes (each has its own books, rejects file and
+    checkpoint), and most of a set's work is polars queries, which run without the GIL:
+    a shard with several partitions and several cores applies their sets side by side,
+    and the consume thread polls, parses and validates the next records meanwhile.
+    ``start`` hands sets over and returns; ``wait`` returns once the sets under way (of
+    some partitions, or all) are applied or failed. A partition has at most one set under
+    way (``start`` refuses a second), so its sets are applied in offset order; the shard
+    waits before anything that reads a partition's applied offset as final (checkpoint,
+    revocation, rewind, the next sets). Readers are unaffected: a partition's books
+    publish each set's ``Ledger`` in one step under its lock, as with one thread.
+    One thread (``threads=1``): ``start`` applies the sets there and then, in order.
+    """
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+        self._pool = (
+            ThreadPoolExecutor(threads, thread_name_prefix="apply") if threads > 1 else None
+        )
+        self._under_way: dict[int, tuple[PartitionState, Future[Exception | None]]] = {}
+
+    def start(self, sets: Sequence[tuple[PartitionState, Validated, int]]) -> None:
+        """Start applying each (partition, its set, its next offset)."""
+        ids = [id(state) for state, _, _ in sets]
+        if len(set(ids)) != len(ids) or any(i in self._under_way for i in ids):
+            raise ValueError("one set per partition under way: a partition's sets are in order")
+        for state, share, end in sets:
+            if self._pool is None:
+                done: Future[Exception | None] = Future()
+                done.set_result(_applied(state, share, end))
+            else:
+                done = self._pool.submit(_applied, state, share, end)
+            self._under_way[id(state)] = (state, done)
+
+    def wait(self, states: Iterable[PartitionState] | None = None) -> list[Done]:
+        """Wait for the sets under way (of ``states``, or all); what became of each."""
+        return self.wait_for(list(self._under_way) if states is None else [id(s) for s in states])
+
+    def ready(self) -> list[Done]:
+        """The sets that ended since the last look (none waited for)."""
+        keys = [k for k, (_, future) in self._under_way.items() if future.done()]
+        return self.wait_for(keys)
+
+    def wait_for(self, keys: list[int]) -> list[Done]:
+        """Wait for the sets under way of the partitions ``id(state)`` in ``keys``."""
+        out = []
+        for key in keys:
+            if key in self._under_way:
+                state, future = self._under_way.pop(key)
+                out.append(Done(state, future.result()))
+        return out
+
+    def apply(
+        self, sets: Sequence[tuple[PartitionState, Validated, int]]
+    ) -> list[Exception | None]:
+        """Apply the sets and wait for them: each one's failure (None: applied)."""
+        self.start(sets)
+        done = {id(d.state): d.failure for d in self.wait([state for state, _, _ in sets])}
+        return [done[id(state)] for state, _, _ in sets]
+
+    def close(self) -> None:
+        """Stop the threads (after the sets under way)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+
+@dataclass(frozen=True)
+class Done:
+    """A set no longer under way: its partition, and why it failed (None: applied)."""
+
+    state: PartitionState
+    failure: Exception | None
+
+
+def _applied(state: PartitionState, share: Validated, next_offset: int) -> Exception | None:
+    try:
+        state.apply(share, next_offset=next_offset)
+    except Exception as exc:  # the caller decides (the shard rewinds to the applied offsets)
+        return exc
+    return None
+
+
 def validate_poll(
     batch: RawBatch, kind: Kind, not_after: dt.datetime | None = None
 ) -> dict[str, Validated]:
@@ -232,7 +329,9 @@ class PartitionState(Ingestor):
         """A set of the share's records against the current state (``failed``: one reject)."""
         intake = self.books.intake()
         if share.good.height:
-            rows = share.good.sort(ROW)
+            # In offset order already when gathered from the polls in order (a check, no sort).
+            good = share.good
+            rows = good if good.get_column(ROW).is_sorted() else good.sort(ROW)
             try:
                 if self.pid.kind is Kind.EVENTS:
                     intake.add_events(rows)

@@ -8,8 +8,9 @@ shard keeps a ``PartitionState`` under ``STATE_DIR/<topic>-<partition>/``:
 - **assignment**: the partition's directory lock is taken, its last checkpoint loaded,
   and the consumer seeks to the offset stored in it (the beginning without one). Kafka's
   committed offsets are never read: the checkpoint is the truth.
-- **consuming**: a poll's messages are grouped by partition; each partition's values are
-  parsed as one NDJSON buffer and applied to its state.
+- **consuming**: a poll's messages are parsed and validated at once, each partition's
+  share gathered (``OpenSets``) and applied as one set; different partitions' sets side
+  by side, while the next polls are read (``SetPool``).
 - **checkpoint**: per partition, at most every ``checkpoint_interval``, the state and its
   next offset are written together (atomically); only then is that offset committed to
   Kafka (for lag tools), so Kafka's offset is never ahead of the state.
@@ -47,17 +48,19 @@ from confluent_kafka import (
 )
 from prometheus_client.metrics_core import Metric
 
-from exporters import catalog as cat
 from exporters.books import Ledger
 from exporters.exposition import Exposition, collectors, registry_of, render
 from exporters.gauges import build_view_by_parts, items_tracked
 from exporters.kafka.config import ShardConfig
-from exporters.kafka.families import Families, constant, labelled, merged
+from exporters.kafka.families import Families, constant, labelled, lag_families, merged
 from exporters.kafka.partition import (
+    Done,
     NoStandardsError,
     OpenSets,
     PartitionId,
     PartitionState,
+    SetPool,
+    apply_threads,
     validate_poll,
 )
 from exporters.reference import Reference, reload, standards_missing
@@ -119,6 +122,9 @@ class KafkaShard:
         self._version = version()
         self._last_lag = 0.0
         self._sets = OpenSets(config.max_set_seconds, config.max_set_events)
+        self._pool = SetPool(apply_threads(config.apply_threads))
+        #: A set that failed, until the consume loop rewinds (nothing may be applied before).
+        self._failure: Exception | None = None
         #: Why nothing can be applied (no valid service standard), while that lasts: the
         #: reasons ``/readyz`` answers 503 with, worded as the file exporter's.
         self._waiting: tuple[str, ...] = ()
@@ -181,12 +187,14 @@ class KafkaShard:
             # close() revokes the assignment first: the partitions are checkpointed there.
             self._consumer.close()
             self._consumer = None
+        self._finished(self._pool.wait())  # sets the consume thread left under way
         with self._held_lock:
             left = list(self._held.values())
             self._held.clear()
         for held in left:  # revocation did not run (e.g. never joined): save them anyway
             self._checkpoint(held)
             held.state.close()
+        self._pool.close()  # after close(): its revocation applies the gathered sets
         if self._server is not None:
             self._server.stop()
             self._server = None
@@ -270,9 +278,13 @@ class KafkaShard:
 
     def _release(self, consumer: Consumer, partitions: list[TopicPartition], save: bool) -> None:
         keys = [(tp.topic, tp.partition) for tp in partitions]
+        with self._held_lock:
+            states = [h.state for k in keys if (h := self._held.get(k)) is not None]
+        # Their sets under way end first: the state is checkpointed and handed over below.
+        self._finished(self._pool.wait(states))
         if save:
             try:
-                self._flush(keys)
+                self._flush(keys, wait=True)
             except Exception:  # not applied: the next owner reads them from the checkpoint
                 log.exception("cannot apply the gathered records of %s on release", keys)
         self._sets.drop(keys)
@@ -294,16 +306,22 @@ class KafkaShard:
         consumer = self._consumer
         assert consumer is not None
         cfg = self.config
+        short = False
         while not self._stop.is_set():
             try:
+                # Caught up (a short poll): the sets end before the next poll waits.
+                self._finished(self._pool.wait() if short else self._pool.ready())
                 self._check_standards()
+                self._raise_failure()
                 messages = consumer.consume(cfg.max_messages, timeout=cfg.poll_timeout)
+                short = len(messages) < cfg.max_messages
                 self._apply(messages)
                 self._lag(consumer)
                 self._checkpoints(consumer)
-            except NoStandardsError as exc:  # polled again (and rewound) until the file is valid
-                self._wait_for_standards(exc.reasons)
+            except NoStandardsError:  # polled again (and rewound) until the file is valid
                 self._rewind(consumer)
+                # As of now: a set under way may fail after the file was fixed.
+                self._check_standards()
                 self._stop.wait(cfg.poll_timeout)
             except Exception:  # never let one bad poll end the process
                 log.exception("consume step failed; reading again from the applied offsets")
@@ -331,6 +349,8 @@ class KafkaShard:
 
     def _rewind(self, consumer: Consumer) -> None:
         """Seek every partition held back to its state's offset: nothing consumed is skipped."""
+        self._finished(self._pool.wait())  # the offsets are final once nothing is under way
+        self._failure = None
         self._sets.drop()
         with self._held_lock:
             held = list(self._held.values())
@@ -375,19 +395,44 @@ class KafkaShard:
                 if held is None:  # revoked while the poll was under way
                     continue
                 self._sets.add(key, share, next_offset)
-        if self._sets.due(short_poll=len(messages) < self.config.max_messages):
-            self._flush()
+        short = len(messages) < self.config.max_messages
+        if self._sets.due(short_poll=short):
+            self._flush(wait=short)  # caught up: nothing to read meanwhile
 
-    def _flush(self, keys: list[tuple[str, int]] | None = None) -> None:
-        """Apply the gathered sets (of ``keys``, or all): each partition's as one set."""
+    def _flush(self, keys: list[tuple[str, int]] | None = None, wait: bool = False) -> None:
+        """Start the gathered sets (of ``keys``, or all; ``wait``: until applied), each
+        partition's as one set, once the sets under way ended (in order, none after a failure)."""
+        self._finished(self._pool.wait())
+        self._raise_failure()
+        sets = []
         for key, share, next_offset in self._sets.take(keys):
             with self._held_lock:
                 held = self._held.get(key)
-            if held is None:
-                continue
-            held.state.apply(share, next_offset=next_offset)
-            held.dirty = True
-            self._maybe_show(held)
+            if held is not None:
+                sets.append((held.state, share, next_offset))
+        self._pool.start(sets)
+        if wait:
+            self._finished(self._pool.wait([state for state, _, _ in sets]))
+            self._raise_failure()
+
+    def _finished(self, done: list[Done]) -> None:
+        """Sets no longer under way: mark the applied to checkpoint, keep the first failure."""
+        for d in done:
+            pid = d.state.pid
+            with self._held_lock:
+                held = self._held.get((pid.topic, pid.partition))
+            if d.failure is not None:
+                self._failure = self._failure or d.failure
+            elif held is not None and held.state is d.state:
+                held.dirty = True
+                self._maybe_show(held)
+        if self._waiting and any(d.failure is None for d in done):
+            self._check_standards()  # a set read the fixed file: /readyz follows it now
+
+    def _raise_failure(self) -> None:
+        """Raise a set's failure: the consume loop rewinds every partition to its offset."""
+        if self._failure is not None:
+            raise self._failure
 
     def _maybe_show(self, held: _Held) -> None:
         if not held.shown and (held.state.next_offset or 0) >= held.show_from:
@@ -415,9 +460,11 @@ class KafkaShard:
     def _checkpoints(self, consumer: Consumer) -> None:
         due = time.monotonic() - self.config.checkpoint_interval
         with self._held_lock:
-            held = list(self._held.values())
+            held = [h for h in self._held.values() if h.last_checkpoint <= due]
+        # A set under way would be half in the checkpoint (rejects file not yet written).
+        self._finished(self._pool.wait([h.state for h in held]))
         for h in held:
-            if h.dirty and h.last_checkpoint <= due:
+            if h.dirty:
                 self._checkpoint(h, consumer)
 
     def _checkpoint(self, held: _Held, consumer: Consumer | None = None) -> None:
@@ -529,21 +576,11 @@ class KafkaShard:
 
     def _shard_families(self) -> list[Metric]:
         with self._held_lock:
-            held = list(self._held.items())
-        lag = cat.KAFKA_LAG.family()
-        age = cat.KAFKA_LAG_AGE.family()
-        assigned = cat.KAFKA_PARTITIONS.family()
-        per_topic: dict[str, int] = {}
-        now = time.time()
-        for (topic, partition), h in sorted(held):
-            behind = max(0, h.high - (h.state.next_offset or 0))
-            lag.add_metric([topic, str(partition)], float(behind))  # type: ignore[attr-defined]
-            seconds = 0.0 if behind == 0 else max(0.0, now - h.caught_up_at)
-            age.add_metric([topic, str(partition)], seconds)  # type: ignore[attr-defined]
-            per_topic[topic] = per_topic.get(topic, 0) + 1
-        for topic in sorted({self.config.topic, *filter(None, [self.config.complaints_topic])}):
-            assigned.add_metric([topic], float(per_topic.get(topic, 0)))  # type: ignore[attr-defined]
-        return [lag, age, assigned]
+            held = [
+                (k, h.high, h.state.next_offset or 0, h.caught_up_at) for k, h in self._held.items()
+            ]
+        topics = {self.config.topic, *filter(None, [self.config.complaints_topic])}
+        return lag_families(held, topics)
 
     def _render(self) -> None:
         with self._render_lock:

@@ -314,12 +314,16 @@ def settle(
             rest.filter(pl.col("accepted_at").is_not_null()).get_column("item_id"),
         ]
     )
+    # The accepted items among the labels' ones, found from the (smaller) labels' side:
+    # an ``is_in`` hashes its right-hand list, once per call.
+    label_ids = labels.get_column("item_id")
+    accepted = accepted.filter(accepted.is_in(label_ids.implode()).fill_null(False))
     known = pl.col("item_id").is_in(accepted.implode())
     if grace_us is None or clock_us is None:
         expired = pl.lit(grace_us is None)
     else:
         expired = key_us(LABEL_KEY) + grace_us < clock_us
-    release = (known | expired).fill_null(False)
+    release = labels.select((known | expired).fill_null(False)).to_series()
     released = labels.filter(release)
     held = labels.filter(~release)
     state_cols = list(STATE_SCHEMA)
