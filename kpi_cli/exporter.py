@@ -113,6 +113,16 @@ _SessionTimeout = Annotated[
 ]
 
 
+_ApplyThreads = Annotated[
+    int,
+    typer.Option(
+        "--apply-threads",
+        min=0,
+        help="Kafka: partitions' sets applied side by side (0: the cores this process may use)",
+    ),
+]
+
+
 def exporter(
     data_dir: DataDir,
     listen: _Listen = "127.0.0.1:9108",
@@ -135,16 +145,13 @@ def exporter(
     complaints_topic: _ComplaintsTopic = None,
     group: _Group = "postal-exporters",
     session_timeout: _SessionTimeout = "10s",
+    apply_threads: _ApplyThreads = 0,
     serve_in_process: _ServeInProcess = False,
 ) -> None:
     """Follow DATA_DIR live (events/, complaints/), or a Kafka topic, and serve Prometheus metrics."""
     # Lazy: the exporter loads polars and prometheus_client, which `kpi --help` does not need.
     from exporters.rejects import parse_size  # noqa: PLC0415
-    from exporters.service import (  # noqa: PLC0415
-        AS_OF_CHOICES,
-        ExporterConfig,
-        ExporterService,
-    )
+    from exporters.service import AS_OF_CHOICES  # noqa: PLC0415
 
     if as_of not in AS_OF_CHOICES:
         raise typer.BadParameter(f"--as-of must be one of {', '.join(AS_OF_CHOICES)}")
@@ -175,18 +182,26 @@ def exporter(
             complaints_topic=complaints_topic,
             group=group,
             session_timeout=parse_duration(session_timeout),
+            apply_threads=apply_threads,
             max_future=parse_max_future(max_future, "1h"),
         )
         return
-    config = ExporterConfig(
+    _follow_files(
+        listen,
         **common,
         batch_interval=parse_duration(batch_interval),
         as_of="latest" if as_of == "latest" else "now",
         grace=parse_duration(grace),
         max_future=parse_max_future(max_future, "1h" if as_of == "now" else "off"),
     )
+
+
+def _follow_files(listen: str, **settings: Any) -> None:
+    """Run the file exporter until SIGTERM/SIGINT (``settings``: its ``ExporterConfig``)."""
+    from exporters.service import ExporterConfig, ExporterService  # noqa: PLC0415
+
     try:
-        ExporterService(config).run()
+        ExporterService(ExporterConfig(**settings)).run()
     except (RuntimeError, ValueError) as exc:  # state folder locked, bad checkpoint, serving failed
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
