@@ -27,7 +27,6 @@ from kpi.kpis.functions import (
     open_complaint_kpis,
 )
 from kpi.kpis.hour_counts import HourCounts
-from kpi.kpis.stage_build import tables_from_rows
 from kpi.kpis.stages import (
     STAGE_EVENTS,  # the scans stage_tables keeps
     StageTables,
@@ -38,6 +37,7 @@ from kpi.kpis.stages import (
     last_mile_kpis,
     leg_kpis,
     stage_tables,
+    stage_tables_of_pass,
 )
 from kpi.lifecycle import collect_state_counted, lifecycle
 from kpi.sources.files import file_format
@@ -152,9 +152,8 @@ class Snapshot:
 
         def build_stages() -> StageTables:
             rows = kept.pop() if kept else None
-            tables = tables_from_rows(rows) if rows is not None and clean_parquet else None
-            if tables is not None:
-                return item_stage_rows(tables, table, ds.standards)
+            if rows is not None and clean_parquet:
+                return stage_tables_of_pass(rows, table, ds.standards)
             # A snapshot may come from any frame of events: repeated event ids (one scan
             # read twice) must not count twice (the lifecycle's rules are idempotent).
             events = (

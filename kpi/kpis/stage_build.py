@@ -16,6 +16,7 @@ The rows may also come from ``kpi.state_scan``'s pass (``tables_from_rows``).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Final
 
@@ -126,7 +127,7 @@ def _ts(key: str | pl.Expr) -> pl.Expr:
     return key_ts(key)
 
 
-def _sorted(base: pl.DataFrame) -> pl.DataFrame:
+def _sorted(base: pl.DataFrame, by_item: pl.DataFrame | None = None) -> pl.DataFrame:
     """The scans sorted by item, then time, lifecycle stage and facility name, with the
     event's rank ``ev``.
 
@@ -136,10 +137,11 @@ def _sorted(base: pl.DataFrame) -> pl.DataFrame:
     (a single-column sort, then the stable one, cost ~0.6x one multi-column sort).
     Within an item, ties at one instant follow the lifecycle order and then the facility
     name, which takes a full sort only when two scans of an item share an instant and a
-    stage (rows equal in all three are equal in every column).
+    stage (rows equal in all three are equal in every column). ``by_item`` is ``base``
+    already sorted by item (the checks below prove its order, whoever sorted it).
     """
     h, key, fac = pl.col("h"), pl.col("key"), pl.col("facility")
-    s = base.sort("h", maintain_order=True)
+    s = base.sort("h", maintain_order=True) if by_item is None else by_item
     if s.select(((h == h.shift(1)) & (key < key.shift(1))).any()).item():
         s = base.sort("key").sort("h", maintain_order=True)
     tie = (h == h.shift(1)) & (key == key.shift(1)) & (fac != fac.shift(1))
@@ -245,18 +247,29 @@ def _first_rows(last: bool = False) -> pl.Expr:
     return (h != h.shift(-1 if last else 1)).fill_null(True)
 
 
-def _item_rows(ends: pl.DataFrame, moves: pl.DataFrame) -> pl.DataFrame:
-    """Per item with an acceptance or a delivery: the first departure after the (first)
-    acceptance and the delivery's (first ``delivered``) latest arrival before it.
-
-    ``ends`` (acceptances and deliveries) and ``moves`` (arrivals and departures) are
-    sorted like ``_sorted``'s: every frame joined here is a filter of one of them, sorted
-    by ``h``, and the joins merge."""
+def _end_keys(ends: pl.DataFrame) -> pl.DataFrame:
+    """Per item of ``ends`` (acceptances and deliveries sorted like ``_sorted``'s): the
+    first acceptance's and delivery's keys, ``h, acc_key, del_key``."""
     ev, key = pl.col("ev"), pl.col("key")
     j = ends.filter(_first_rows()).select("h")
     for kind, name in ((_ACC, "acc_key"), (_DEL, "del_key")):
         rows = ends.filter(ev == kind)
         j = j.join(rows.filter(_first_rows()).select("h", key.alias(name)), on="h", how="left")
+    return j
+
+
+def _item_rows(ends: pl.DataFrame, moves: pl.DataFrame) -> pl.DataFrame:
+    """``_items_of`` the first acceptance and delivery of ``ends``."""
+    return _items_of(_end_keys(ends), moves)
+
+
+def _items_of(j: pl.DataFrame, moves: pl.DataFrame, extra: tuple[str, ...] = ()) -> pl.DataFrame:
+    """Per item of ``j`` (``h, acc_key, del_key`` of each item with an acceptance or a
+    delivery, and the columns ``extra``, carried over): the first departure after the
+    acceptance and the delivery's latest arrival before it, from ``moves`` (arrivals
+    and departures sorted like ``_sorted``'s: their filters stay sorted by ``h``, and
+    the joins merge when ``j`` is sorted too)."""
+    ev, key = pl.col("ev"), pl.col("key")
     deps, arrs = moves.filter(ev == _DEP), moves.filter(ev == _ARR)
     first_dep = deps.filter(_first_rows()).select("h", key.alias("dep_key"))
     last_arr = arrs.filter(_first_rows(last=True)).select(
@@ -284,6 +297,7 @@ def _item_rows(ends: pl.DataFrame, moves: pl.DataFrame) -> pl.DataFrame:
     arrived_before = arr < dlv
     return j.select(
         "h",
+        *extra,
         _ts(acc).alias("accepted_at"),
         _ts(pl.when(dep > acc).then(dep).otherwise(dep_again)).alias("first_departed_at"),
         _ts(dlv).alias("delivered_at"),
@@ -304,7 +318,14 @@ def _build(base: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame] | None:
     dwell and leg rows then come from a sorted frame with nothing to filter out."""
     rank = pl.col("key") % RANK_BITS
     is_move = (rank == _ARR) | (rank == _DEP)
-    moves, ends = _sorted(base.filter(is_move)), _sorted(base.filter(~is_move))
+    # Split and sorted by item in one streaming plan: its sorts run on every core
+    # (the eager stable sort runs on one) and no filtered copy is made before them.
+    lazy = base.lazy()
+    by_item = pl.collect_all(
+        [lazy.filter(f).sort("h", maintain_order=True) for f in (is_move, ~is_move)],
+        engine="streaming",
+    )
+    moves, ends = (_sorted(f, f) for f in (f.rechunk() for f in by_item))
     if "h2" in base.columns:
         h, h2 = pl.col("h"), pl.col("h2")
         shared = (h == h.shift(1)) & (h2 != h2.shift(1))
@@ -316,7 +337,11 @@ def _build(base: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame] | None:
         if met.select((h2 != pl.col("h2_end")).any()).item():
             return None
         moves, ends = moves.drop("h2"), ends.drop("h2")
-    return _scan_rows(moves), _item_rows(ends, moves)
+    # Both are mostly single-threaded polars work on frames they only read: two threads
+    # (polars lets go of the GIL) keep both cores busy.
+    with ThreadPoolExecutor(2) as pool:
+        items = pool.submit(_item_rows, ends, moves)
+        return _scan_rows(moves), items.result()
 
 
 def tables_from_rows(rows: pl.DataFrame) -> StageTables | None:
@@ -328,6 +353,27 @@ def tables_from_rows(rows: pl.DataFrame) -> StageTables | None:
         return empty_stage_tables()
     built = _build(rows)
     return None if built is None else StageTables(*built)
+
+
+def tables_from_moves(moves: pl.DataFrame, ends: pl.DataFrame) -> StageTables:
+    """``stage_tables`` of the arrivals and departures ``kpi.state_scan`` kept in its
+    pass (``ScannedState.stage_rows``: sorted by ``h``, which no two items share) and of
+    the items' first acceptance and delivery ``ends`` (``h, accepted_at, delivered_at``
+    per item with either, any order; its other columns are carried over, first, into
+    ``items``, whose rows follow ``ends``)."""
+    moves = _sorted(moves, moves)
+    extra = tuple(c for c in ends.columns if c not in ("h", "accepted_at", "delivered_at"))
+    j = ends.select(
+        "h",
+        (pl.col("accepted_at").dt.epoch("us") * RANK_BITS + _ACC).alias("acc_key"),
+        (pl.col("delivered_at").dt.epoch("us") * RANK_BITS + _DEL).alias("del_key"),
+        *extra,
+    )
+    # Both are mostly single-threaded polars work on frames they only read: two threads
+    # (polars lets go of the GIL) keep both cores busy.
+    with ThreadPoolExecutor(2) as pool:
+        items = pool.submit(_items_of, j, moves, extra)
+        return StageTables(_scan_rows(moves), items.result())
 
 
 def stage_tables(events: pl.LazyFrame) -> StageTables:
