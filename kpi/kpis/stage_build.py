@@ -263,33 +263,38 @@ def _item_rows(ends: pl.DataFrame, moves: pl.DataFrame) -> pl.DataFrame:
     return _items_of(_end_keys(ends), moves)
 
 
-def _items_of(j: pl.DataFrame, moves: pl.DataFrame, extra: tuple[str, ...] = ()) -> pl.DataFrame:
+def _items_of(j: pl.DataFrame, moves: pl.DataFrame) -> pl.DataFrame:
     """Per item of ``j`` (``h, acc_key, del_key`` of each item with an acceptance or a
-    delivery, and the columns ``extra``, carried over): the first departure after the
-    acceptance and the delivery's latest arrival before it, from ``moves`` (arrivals
-    and departures sorted like ``_sorted``'s: their filters stay sorted by ``h``, and
-    the joins merge when ``j`` is sorted too)."""
+    delivery), in ``j``'s order: the first departure after the acceptance and the
+    delivery's latest arrival before it, from ``moves`` (arrivals and departures sorted
+    like ``_sorted``'s: their filters stay sorted by ``h``, and the joins merge when
+    ``j`` is sorted too)."""
     ev, key = pl.col("ev"), pl.col("key")
     deps, arrs = moves.filter(ev == _DEP), moves.filter(ev == _ARR)
     first_dep = deps.filter(_first_rows()).select("h", key.alias("dep_key"))
     last_arr = arrs.filter(_first_rows(last=True)).select(
         "h", key.alias("arr_key"), pl.col("facility").alias("arr_fac")
     )
-    j = j.join(first_dep, on="h", how="left").join(last_arr, on="h", how="left")
+    left = {"on": "h", "how": "left", "maintain_order": "left"}
+    if j.get_column("h").flags["SORTED_ASC"]:
+        j = j.join(first_dep, **left).join(last_arr, **left)  # type: ignore[arg-type]
+    else:  # one hash join: the moves' two per-item frames merged first (both sorted)
+        firsts = first_dep.join(last_arr, on="h", how="full", coalesce=True)
+        j = j.join(firsts.with_columns(pl.col("h").set_sorted()), **left)  # type: ignore[arg-type]
     acc, dep = pl.col("acc_key"), pl.col("dep_key")
     dlv, arr = pl.col("del_key"), pl.col("arr_key")
     early = j.filter(dep < acc).select("h", "acc_key")  # departed before the acceptance
     if early.height:
         again = deps.join(early, on="h").filter(key > acc)
         again = again.group_by("h").agg(key.min().alias("dep_again"))
-        j = j.join(again, on="h", how="left")
+        j = j.join(again, **left)  # type: ignore[arg-type]
     late = j.filter(arr > dlv).select("h", "del_key")  # arrived again after the delivery
     if late.height:
         again = arrs.join(late, on="h", maintain_order="left").filter(key < dlv)
         again = again.group_by("h", maintain_order=True).agg(
             key.last().alias("arr_again"), pl.col("facility").last().alias("fac_again")
         )
-        j = j.join(again, on="h", how="left")
+        j = j.join(again, **left)  # type: ignore[arg-type]
     fac_type = moves.schema["facility"]
     dep_again = pl.col("dep_again") if early.height else pl.lit(None, pl.Int64)
     arr_again = pl.col("arr_again") if late.height else pl.lit(None, pl.Int64)
@@ -297,7 +302,6 @@ def _items_of(j: pl.DataFrame, moves: pl.DataFrame, extra: tuple[str, ...] = ())
     arrived_before = arr < dlv
     return j.select(
         "h",
-        *extra,
         _ts(acc).alias("accepted_at"),
         _ts(pl.when(dep > acc).then(dep).otherwise(dep_again)).alias("first_departed_at"),
         _ts(dlv).alias("delivered_at"),
@@ -362,18 +366,20 @@ def tables_from_moves(moves: pl.DataFrame, ends: pl.DataFrame) -> StageTables:
     per item with either, any order; its other columns are carried over, first, into
     ``items``, whose rows follow ``ends``)."""
     moves = _sorted(moves, moves)
-    extra = tuple(c for c in ends.columns if c not in ("h", "accepted_at", "delivered_at"))
+    extra = [c for c in ends.columns if c not in ("h", "accepted_at", "delivered_at")]
     j = ends.select(
         "h",
         (pl.col("accepted_at").dt.epoch("us") * RANK_BITS + _ACC).alias("acc_key"),
         (pl.col("delivered_at").dt.epoch("us") * RANK_BITS + _DEL).alias("del_key"),
-        *extra,
     )
     # Both are mostly single-threaded polars work on frames they only read: two threads
     # (polars lets go of the GIL) keep both cores busy.
     with ThreadPoolExecutor(2) as pool:
-        items = pool.submit(_items_of, j, moves, extra)
-        return StageTables(_scan_rows(moves), items.result())
+        items = pool.submit(_items_of, j, moves)
+        scans = _scan_rows(moves)
+        # The item rows follow ``ends``': its other columns are set beside them, not
+        # carried through the joins nor reordered (text costs most to move).
+        return StageTables(scans, items.result().hstack(ends.select(extra)))
 
 
 def stage_tables(events: pl.LazyFrame) -> StageTables:
