@@ -16,6 +16,7 @@ The rows may also come from ``kpi.state_scan``'s pass (``tables_from_rows``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Final
@@ -142,12 +143,28 @@ def _sorted(base: pl.DataFrame, by_item: pl.DataFrame | None = None) -> pl.DataF
     """
     h, key, fac = pl.col("h"), pl.col("key"), pl.col("facility")
     s = base.sort("h", maintain_order=True) if by_item is None else by_item
-    if s.select(((h == h.shift(1)) & (key < key.shift(1))).any()).item():
+    if _each_row_and_the_one_before(s, lambda same, k1, k0, f1, f0: same & (k1 < k0)):
         s = base.sort("key").sort("h", maintain_order=True)
-    tie = (h == h.shift(1)) & (key == key.shift(1)) & (fac != fac.shift(1))
-    if s.select(tie.any()).item():
+    if _each_row_and_the_one_before(s, lambda same, k1, k0, f1, f0: same & (k1 == k0) & (f1 != f0)):
         s = s.sort(["h", "key", fac.cast(pl.String)])
     return s.with_columns((key % RANK_BITS).cast(pl.UInt8).alias("ev"), h.set_sorted())
+
+
+def _each_row_and_the_one_before(
+    s: pl.DataFrame,
+    test: Callable[[pl.Series, pl.Series, pl.Series, pl.Series, pl.Series], pl.Series],
+) -> bool:
+    """Whether ``test`` holds for some row of ``s`` and the one before it, given as
+    (same item, key, key before, facility, facility before): zero-copy slices of the
+    columns (shifted copies of 6 M-row columns cost fresh pages)."""
+    n = s.height
+    if n < 2:
+        return False
+    cur, prev = s.slice(1), s.slice(0, n - 1)
+    same = cur.get_column("h") == prev.get_column("h")
+    cols = [f.get_column(c) for c in ("key",) for f in (cur, prev)]
+    facs = [f.get_column("facility") for f in (cur, prev)]
+    return bool(test(same, cols[0], cols[1], facs[0], facs[1]).any())
 
 
 def _settle(a: pl.DataFrame, rows: pl.DataFrame, candidate_ev: int, same: bool) -> pl.DataFrame:
@@ -175,52 +192,54 @@ def _scan_rows(s: pl.DataFrame) -> pl.DataFrame:
     """Dwell rows (every departure) and leg rows (arrivals after a departure elsewhere)
     of the sorted arrivals and departures ``s``.
 
-    The rows are picked by masks straight into their final columns: no wide intermediate
-    frame is built (page faults on fresh memory cost more than the arithmetic here)."""
+    Each row is set beside the one before it as zero-copy slices (rows 1.. and rows
+    ..n-1: a shifted copy of a 6 M-row column costs fresh pages, most of its time), and
+    the rows are picked by masks straight into their final columns: no wide intermediate
+    frame is built. Row 0 (the first row of its item) is added apart."""
+    fac_type = s.schema["facility"]
+    cols = ("h", "key", "facility")
+    rest = s.slice(1).with_columns(
+        s.get_column("key").slice(0, max(s.height - 1, 0)).alias("p_key"),
+        s.get_column("ev").slice(0, max(s.height - 1, 0)).alias("p_ev"),
+        s.get_column("facility").slice(0, max(s.height - 1, 0)).alias("p_fac"),
+        s.get_column("h").slice(0, max(s.height - 1, 0)).alias("p_h"),
+    )
     h, ev, fac, key = pl.col("h"), pl.col("ev"), pl.col("facility"), pl.col("key")
+    p_ev, p_fac = pl.col("p_ev"), pl.col("p_fac")
     is_dep = ev == _DEP
-    p_ev, p_fac = ev.shift(1), fac.shift(1)
     # The previous row starts the stage: an arrival there (dwell), a departure from
     # elsewhere (leg). It is then the latest such scan at or before this one.
-    starts = (
-        pl.when(is_dep)
-        .then((p_ev == _ARR) & (p_fac == fac))
-        .otherwise((p_ev == _DEP) & (p_fac != fac))
+    starts = (is_dep & (p_ev == _ARR) & (p_fac == fac)) | (
+        ~is_dep & (p_ev == _DEP) & (p_fac != fac)
     )
-    prev = (h == h.shift(1)).fill_null(False)
-    flags = s.select(
-        is_dep.alias("dep"), prev.alias("prev"), (prev & starts).fill_null(False).alias("easy")
-    )
+    prev = h == pl.col("p_h")
+    flags = rest.select(is_dep.alias("dep"), prev.alias("prev"), (prev & starts).alias("easy"))
     dep, prev_s, easy = flags["dep"], flags["prev"], flags["easy"]
-    fac_type = s.schema["facility"]
 
     def pick(
         mask: pl.Series, kind: str, from_fac: pl.Expr | None, from_key: pl.Expr
     ) -> pl.DataFrame:
         m = pl.lit(mask)
-        picked = s.select(
+        return rest.select(
+            pl.lit(kind, StageKind).alias("kind"),
             h.filter(m),
             _ts(key.filter(m)).alias("at"),
             fac.filter(m),
-            *([] if from_fac is None else [from_fac.filter(m).alias("from_facility")]),
+            (pl.lit(None, fac_type) if from_fac is None else from_fac.filter(m)).alias(
+                "from_facility"
+            ),
             _ts(from_key.filter(m)).alias("started_at"),
         )
-        return picked.select(
-            pl.lit(kind, StageKind).alias("kind"),
-            "h",
-            "at",
-            "facility",
-            pl.lit(None, fac_type).alias("from_facility") if from_fac is None else "from_facility",
-            "started_at",
-        )
 
-    dwell = [pick(dep & (easy | ~prev_s), DWELL, None, pl.when(pl.lit(easy)).then(key.shift(1)))]
-    legs = [pick(~dep & easy, LEG, p_fac, key.shift(1))]
+    dwell = [pick(dep & (easy | ~prev_s), DWELL, None, pl.when(pl.lit(easy)).then("p_key"))]
+    legs = [pick(~dep & easy, LEG, p_fac, pl.col("p_key"))]
+    if s.height and s.item(0, "ev") == _DEP:  # row 0: a departure with no arrival before
+        first = s.head(1).select(*cols, pl.lit(None, pl.Int64).alias("c_key"))
+        dwell.insert(0, _rare_rows(first, DWELL, pl.lit(None, fac_type)))
     rare_mask = prev_s & ~easy
     if rare_mask.any():
-        cols = ("h", "key", "facility")
         a = s.with_row_index("i")
-        rare = a.filter(pl.lit(rare_mask))
+        rare = a.slice(1).filter(pl.lit(rare_mask))
         deps = _settle(a, rare.filter(is_dep).select("i", *cols), _ARR, same=True)
         dwell.append(_rare_rows(deps, DWELL, pl.lit(None, fac_type)))
         arrs = _settle(a, rare.filter(~is_dep).select("i", *cols), _DEP, same=False)
@@ -270,7 +289,9 @@ def _items_of(j: pl.DataFrame, moves: pl.DataFrame) -> pl.DataFrame:
     like ``_sorted``'s: their filters stay sorted by ``h``, and the joins merge when
     ``j`` is sorted too)."""
     ev, key = pl.col("ev"), pl.col("key")
-    deps, arrs = moves.filter(ev == _DEP), moves.filter(ev == _ARR)
+    # Only the columns used below are copied (fewer fresh pages).
+    deps = moves.select(pl.col("h", "key").filter(ev == _DEP))
+    arrs = moves.select(pl.col("h", "key", "facility").filter(ev == _ARR))
     first_dep = deps.filter(_first_rows()).select("h", key.alias("dep_key"))
     last_arr = arrs.filter(_first_rows(last=True)).select(
         "h", key.alias("arr_key"), pl.col("facility").alias("arr_fac")

@@ -110,6 +110,8 @@ def stage_tables_of_pass(
     ends = hashed.filter(
         pl.col("accepted_at").is_not_null() | pl.col("delivered_at").is_not_null()
     ).drop("item_id")
+    if moves.is_empty() and ends.is_empty():  # no stage scan: as ``stage_tables`` says
+        return item_stage_rows(empty_stage_tables(), lifecycle, standards)
     # The deposit day's end needs only the acceptance and the product: worked out beside
     # the build (a thread; polars lets go of the GIL), on rows in the items' order.
     with ThreadPoolExecutor(1) as pool:
