@@ -120,7 +120,8 @@ def stage_tables_of_pass(
         )
         tables = tables_from_moves(moves, ends)
         items = tables.items.select(*_ITEM_COLUMNS, "product", "origin", "destination")
-        items = items.hstack(due.result().select("dispatch_by"))
+        # One chunk per column (the lifecycle's are many): the queries read it whole.
+        items = items.hstack(due.result().select("dispatch_by")).rechunk()
     return StageTables(tables.scans, items, hashed.select("h", "item_id"))
 
 
