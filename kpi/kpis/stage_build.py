@@ -288,8 +288,13 @@ def _items_of(j: pl.DataFrame, moves: pl.DataFrame) -> pl.DataFrame:
     """Per item of ``j`` (``h, acc_key, del_key`` of each item with an acceptance or a
     delivery), in ``j``'s order: the first departure after the acceptance and the
     delivery's latest arrival before it, from ``moves`` (arrivals and departures sorted
-    like ``_sorted``'s: their filters stay sorted by ``h``, and the joins merge when
-    ``j`` is sorted too)."""
+    like ``_sorted``'s: their filters stay sorted by ``h``, and the joins merge)."""
+    if not j.get_column("h").flags["SORTED_ASC"]:
+        # Sorted by item, the joins below merge: sorting the keys and putting the answer
+        # back in ``j``'s order cost 0.3 s against 0.5 s for hash joins (1.2 M items).
+        order = j.get_column("h").arg_sort()
+        by_item = _items_of(j[order].with_columns(pl.col("h").set_sorted()), moves)
+        return by_item[order.arg_sort()]
     ev, key = pl.col("ev"), pl.col("key")
     # Only the columns used below are copied (fewer fresh pages).
     deps = moves.select(pl.col("h", "key").filter(ev == _DEP))
@@ -299,11 +304,7 @@ def _items_of(j: pl.DataFrame, moves: pl.DataFrame) -> pl.DataFrame:
         "h", key.alias("arr_key"), pl.col("facility").alias("arr_fac")
     )
     left = {"on": "h", "how": "left", "maintain_order": "left"}
-    if j.get_column("h").flags["SORTED_ASC"]:
-        j = j.join(first_dep, **left).join(last_arr, **left)  # type: ignore[arg-type]
-    else:  # one hash join: the moves' two per-item frames merged first (both sorted)
-        firsts = first_dep.join(last_arr, on="h", how="full", coalesce=True)
-        j = j.join(firsts.with_columns(pl.col("h").set_sorted()), **left)  # type: ignore[arg-type]
+    j = j.join(first_dep, **left).join(last_arr, **left)  # type: ignore[arg-type]
     acc, dep = pl.col("acc_key"), pl.col("dep_key")
     dlv, arr = pl.col("del_key"), pl.col("arr_key")
     early = j.filter(dep < acc).select("h", "acc_key")  # departed before the acceptance
