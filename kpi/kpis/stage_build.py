@@ -11,7 +11,9 @@ no stage before it. First and last mile: the first acceptance and delivery, firs
 departure and last arrival of each item are first rows of filters of the sorted frame,
 joined on the sorted item hash; the rare items whose first departure came before the
 acceptance, or last arrival after the delivery, look again among their own scans.
-The rows may also come from ``kpi.state_scan``'s pass (``tables_from_rows``).
+The rows may also come from ``kpi.state_scan``'s pass: its arrivals and departures,
+already sorted, with the first acceptance and delivery of its state (``tables_from_moves``,
+the report's), or any stage scans (``tables_from_rows``, the exporter's).
 """
 
 from __future__ import annotations
