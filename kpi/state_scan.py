@@ -69,6 +69,9 @@ _SEED_2: Final = 0x7A11_5EED
 ITEM_SEEDS: Final = (_SEED_1, _SEED_2)
 #: The scans the stage tables are made of (``kpi.kpis.stage_build.STAGE_EVENTS``).
 STAGE_SCANS: Final = ("accepted", "arrived", "departed", "delivered")
+#: The stage scans this module's pass keeps (``ScannedState.stage_rows``): an item's
+#: first acceptance and delivery are the state's own (``accepted_at``, ``delivered_at``).
+MOVE_SCANS: Final = ("arrived", "departed")
 _ID_SEED: Final = 0x1D5
 
 
@@ -86,9 +89,10 @@ class ScannedState:
     rejected: int | None  # rows validation left out (None when as-of cuts the events)
     unreadable_files: int = 0  # text files that could not be read at all
     text_files: int = 0  # CSV/JSONL files validated beside the Parquet ones
-    #: With ``stage_rows``: the stage scans of the rows the state was built from (``h``:
-    #: the id's first hash, shared by no two items; ``key``: time and rank; ``facility``:
-    #: Categorical); None also when two items share ``h``.
+    #: With ``stage_rows``: the arrivals and departures (``MOVE_SCANS``) of the rows the
+    #: state was built from, sorted by ``h`` (the id's first hash, shared by no two
+    #: items), in the order read within an item; ``key``: time and rank; ``facility``:
+    #: Categorical. None also when two items share ``h``.
     stage_rows: pl.DataFrame | None = None
 
 
@@ -331,7 +335,8 @@ def _totals(
     """Per item: the latest scan packed with its facility's rank (ties: greatest name), the
     first attempt, delivery and return; with ``counted``, also the earliest scan and the
     number of rows (needed only where rows may be rejected). With ``stages``, also the
-    stage scans of ``good`` (``ScannedState.stage_rows``), from the same projected rows."""
+    arrivals and departures of ``good`` sorted by item (``ScannedState.stage_rows``),
+    from the same projected rows."""
     n_fac = len(names)
     key = event_key()  # the rules table's stage rank packed below ts (text event: cast)
     rank = pl.col("facility").cast(pl.Enum(names)).to_physical().cast(pl.Int64)
@@ -356,9 +361,13 @@ def _totals(
         return totals.collect(engine="streaming"), None
     packed = pl.col("packed")
     scan_key = packed // n_fac + base
-    stage_ranks = [STAGE[e] for e in STAGE_SCANS]  # base is a multiple of RANK_BITS
-    scans = rows.filter((scan_key % RANK_BITS).is_in(stage_ranks)).select(
-        "h", scan_key.alias("key"), (packed % n_fac).cast(pl.UInt32).alias("fac")
+    move_ranks = [STAGE[e] for e in MOVE_SCANS]  # base is a multiple of RANK_BITS
+    scans = (
+        rows.filter((scan_key % RANK_BITS).is_in(move_ranks))
+        .select("h", scan_key.alias("key"), (packed % n_fac).cast(pl.UInt32).alias("fac"))
+        # The stage build's order, sorted here on every core while the group-by runs
+        # (0.3-0.4 s less CPU than sorting the collected rows in the build).
+        .sort("h", maintain_order=True)
     )
     # One plan for both: the projected rows (read, hashed, packed) are shared.
     totals_frame, scans_frame = pl.collect_all([totals, scans], engine="streaming")
@@ -543,4 +552,4 @@ def _with_text_files(
     )
 
 
-__all__ = ["ITEM_SEEDS", "STAGE_SCANS", "ScannedState", "maybe_padded", "scan_state"]
+__all__ = ["ITEM_SEEDS", "MOVE_SCANS", "STAGE_SCANS", "ScannedState", "maybe_padded", "scan_state"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -27,7 +28,6 @@ from kpi.kpis.functions import (
     open_complaint_kpis,
 )
 from kpi.kpis.hour_counts import HourCounts
-from kpi.kpis.stage_build import tables_from_rows
 from kpi.kpis.stages import (
     STAGE_EVENTS,  # the scans stage_tables keeps
     StageTables,
@@ -38,6 +38,7 @@ from kpi.kpis.stages import (
     last_mile_kpis,
     leg_kpis,
     stage_tables,
+    stage_tables_of_pass,
 )
 from kpi.lifecycle import collect_state_counted, lifecycle
 from kpi.sources.files import file_format
@@ -147,14 +148,20 @@ class Snapshot:
         table = lifecycle(state.lazy(), ds.standards).collect()
         complaints = ds.complaints.filter(pl.col("opened_at") <= effective).collect()
         clean_parquet = isinstance(scanned, ScannedState) and not scanned.text_files
-        # The kept rows are let go once built from (their memory is then reused).
-        kept = [scanned.stage_rows] if isinstance(scanned, ScannedState) else []
+        rows = scanned.stage_rows if isinstance(scanned, ScannedState) else None
+        # The stage KPIs will be asked: their tables are built from the pass's rows in the
+        # background from now on (the first questions' other families, run meanwhile,
+        # leave a core idle much of the time), and their rows let go once built.
+        pending: list[Future[StageTables]] = []
+        if rows is not None and clean_parquet:
+            pool = ThreadPoolExecutor(1, thread_name_prefix="stage-build")
+            pending.append(pool.submit(stage_tables_of_pass, rows, table, ds.standards))
+            pool.shutdown(wait=False)  # its one task still runs; the thread then ends
+        del rows
 
         def build_stages() -> StageTables:
-            rows = kept.pop() if kept else None
-            tables = tables_from_rows(rows) if rows is not None and clean_parquet else None
-            if tables is not None:
-                return item_stage_rows(tables, table, ds.standards)
+            if pending:
+                return pending.pop().result()
             # A snapshot may come from any frame of events: repeated event ids (one scan
             # read twice) must not count twice (the lifecycle's rules are idempotent).
             events = (

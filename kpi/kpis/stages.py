@@ -21,6 +21,7 @@ a window like the other families.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Final
 
 import polars as pl
@@ -44,6 +45,7 @@ from kpi.kpis.stage_build import (
     StageTables,
     empty_stage_tables,
     stage_tables,
+    tables_from_moves,
 )
 from kpi.standards import ServiceStandards, StageTargets, with_dispatch_by
 
@@ -63,6 +65,7 @@ __all__ = [
     "slow_legs",
     "stage_filter",
     "stage_tables",
+    "stage_tables_of_pass",
 ]
 
 
@@ -85,6 +88,52 @@ def item_stage_rows(
     # hash join of 1.2 M items, 0.14 s sorting the lifecycle side and merging).
     items = tables.items.sort("h").join(dims.sort("h"), on="h", how="left")
     return StageTables(tables.scans, with_dispatch_by(items, standards), ids)
+
+
+def stage_tables_of_pass(
+    moves: pl.DataFrame, lifecycle: pl.DataFrame, standards: ServiceStandards
+) -> StageTables:
+    """``item_stage_rows(stage_tables(events), lifecycle, standards)`` from the arrivals
+    and departures ``kpi.state_scan``'s pass kept (``ScannedState.stage_rows``) and the
+    lifecycle it built: there, an item's first acceptance and first delivery are the
+    state's ``accepted_at`` (the earliest acceptance wins) and ``delivered_at`` (the
+    earliest ``delivered``, the one event that delivers), and ``h`` is the id's hash."""
+    hashed = lifecycle.select(
+        pl.col("item_id").hash(ITEM_HASH_SEED).alias("h"),
+        "item_id",
+        "product",
+        "origin",
+        "destination",
+        "accepted_at",
+        "delivered_at",
+    )
+    ends = hashed.filter(
+        pl.col("accepted_at").is_not_null() | pl.col("delivered_at").is_not_null()
+    ).drop("item_id")
+    if moves.is_empty() and ends.is_empty():  # no stage scan: as ``stage_tables`` says
+        return item_stage_rows(empty_stage_tables(), lifecycle, standards)
+    # The deposit day's end needs only the acceptance and the product: worked out beside
+    # the build (a thread; polars lets go of the GIL), on rows in the items' order.
+    with ThreadPoolExecutor(1) as pool:
+        due = pool.submit(
+            lambda: with_dispatch_by(ends.select("accepted_at", "product"), standards)
+        )
+        tables = tables_from_moves(moves, ends)
+        items = tables.items.select(*_ITEM_COLUMNS, "product", "origin", "destination")
+        # One chunk per column (the lifecycle's are many): the queries read it whole.
+        items = items.hstack(due.result().select("dispatch_by")).rechunk()
+    return StageTables(tables.scans, items, hashed.select("h", "item_id"))
+
+
+#: The stage build's columns of ``StageTables.items``, in order.
+_ITEM_COLUMNS: Final = (
+    "h",
+    "accepted_at",
+    "first_departed_at",
+    "delivered_at",
+    "last_arrived_at",
+    "last_arrival_facility",
+)
 
 
 # --- the family functions -------------------------------------------------------------

@@ -279,8 +279,10 @@ def test_folders_match_reference(
     # The typed folder takes the report's fast path; the text one the validated rows.
     assert isinstance(scan_state(load_data_dir(root / "typed").event_files, as_of), ScannedState)
     assert isinstance(scan_state(load_data_dir(root / "text").event_files, as_of), str)
-    for sub in ("text", "typed"):
-        snap = Snapshot.from_dataset(load_data_dir(root / sub), as_of)
+    # With ``stages`` the typed folder's stage rows come from the fast path's pass and
+    # its state (first acceptance and delivery): the report's own build.
+    for sub, stages in (("text", False), ("typed", False), ("typed", True)):
+        snap = Snapshot.from_dataset(load_data_dir(root / sub), as_of, stages=stages)
         for by in (
             [],
             ["facility"],
@@ -376,6 +378,44 @@ def test_stage_rows_of_the_scan_equal_a_second_read(
     for part in ("scans", "items", "ids"):
         got, want = getattr(fused, part), getattr(again, part)
         assert _table_rows(got) == _table_rows(want), part
+
+
+def test_items_of_the_pass_at_ties_and_out_of_order(kit: Any, tmp_path: Any) -> None:
+    """The report's build takes an item's first acceptance and delivery from the fast
+    path's state: a departure at the acceptance's instant is after it, an arrival at
+    the delivery's instant before it; a departure before the acceptance and an arrival
+    after the delivery are passed over; the first of two acceptances and deliveries
+    counts. Hand-computed, and equal to the build from a second read of the events."""
+    ev = kit.ev
+    events = [
+        ev("T", "accepted", at(1), "C1"),
+        ev("T", "departed", at(1), "C1"),  # same instant: after the acceptance
+        ev("T", "arrived", at(4), "DO1"),
+        ev("T", "delivered", at(4), "DO1"),  # same instant: the arrival counts
+        ev("E", "departed", at(0), "C1"),  # before the acceptance: not the first
+        ev("E", "accepted", at(2), "C1"),
+        ev("E", "accepted", at(3), "C1"),  # a second acceptance: the first counts
+        ev("E", "departed", at(5), "C1"),
+        ev("E", "arrived", at(7), "DO1"),
+        ev("E", "delivered", at(9), "DO1"),
+        ev("E", "arrived", at(10), "DO2"),  # after the delivery: not the last
+        ev("E", "delivered", at(11), "DO2"),  # a second delivery: the first counts
+        ev("N", "arrived", at(6), "PC1"),  # neither accepted nor delivered: no item row
+    ]
+    rows = [{k: (None if v is None else str(v)) for k, v in e.items()} for e in events]
+    for i, r in enumerate(rows):
+        r["event_id"] = f"t{i:02d}"
+    write_rows(tmp_path / "events" / "a.parquet", rows[::-1], typed=True)
+    ds = load_data_dir(tmp_path)
+    fused = Snapshot.from_dataset(ds, stages=True).stages
+    cols = ["accepted_at", "first_departed_at", "delivered_at", "last_arrived_at"]
+    items = fused.items.join(fused.ids, on="h").sort("item_id")
+    assert items["item_id"].to_list() == ["E", "T"]
+    assert items.select(cols).rows() == [(at(2), at(5), at(9), at(7)), (at(1), at(1), at(4), at(4))]
+    assert items["last_arrival_facility"].cast(pl.String).to_list() == ["DO1", "DO1"]
+    again = Snapshot.from_dataset(ds).stages
+    for part in ("scans", "items", "ids"):
+        assert _table_rows(getattr(fused, part)) == _table_rows(getattr(again, part)), part
 
 
 def _rows_of(*scans: tuple[int, int, str, str, int]) -> pl.DataFrame:
