@@ -1,48 +1,65 @@
-"""Keep freed memory in the process for the next set, instead of giving it back to the OS.
+"""The C heap's policy (glibc): what a set's temporaries cost in page faults and in RSS.
 
-A set allocates the same large temporaries again and again (a poll's joined NDJSON buffer,
-numpy masks and hashes of 10-100 MB). With glibc's defaults each of them is a fresh
-``mmap`` whose pages are faulted in one by one, then unmapped at ``free``: ~0.5 µs per
-event of page faults at 156 k-record sets (``docs/benchmarks.md``, "(lead: malloc)").
-Raising the mmap and trim thresholds makes those allocations come from the heap and stay
-there once freed, at the cost of up to ``keep`` bytes of free memory held in the RSS.
-polars' own allocations (jemalloc) are not concerned.
+- Blocks of 1 MiB and more are always mmapped (``M_MMAP_THRESHOLD`` fixed): glibc would
+  raise the threshold up to 32 MiB after freeing large blocks, after which big numpy
+  temporaries stay on the heap as holes (~30 B per item after a restore).
+- Smaller blocks come from the heap. With glibc's default trim threshold (128 KiB) the
+  heap's top is given back at every ``free`` of the last blocks and faulted in again by
+  the next set: a set's ~100 MB of such temporaries cost ~0.5 µs of an event's ~8 µs at
+  156 k-record sets (``docs/benchmarks.md``, "(lead: malloc)"). ``keep_freed_memory``
+  raises that threshold, so up to ``keep`` bytes stay for the next set.
+- ``trim_heap`` gives every free page back after a restore and at each checkpoint.
+
+polars has its own allocator (jemalloc, which returns memory by itself after its decay
+time) and is not concerned.
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
-from typing import Final
+from typing import Any, Final
 
 log = logging.getLogger(__name__)
 
 #: ``mallopt`` parameters (glibc ``malloc.h``).
 M_TRIM_THRESHOLD: Final = -1
 M_MMAP_THRESHOLD: Final = -3
-#: The default: 512 MiB held at most, allocations up to 256 MiB from the heap.
-KEEP_DEFAULT: Final = 512 << 20
+#: Blocks from this size on are mmapped, and given back when freed.
+MMAP_FROM: Final = 1 << 20
+
+
+@functools.cache
+def _libc() -> Any:
+    """glibc, with large blocks always mmapped (None on another C library)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+        libc.mallopt(M_MMAP_THRESHOLD, MMAP_FROM)
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+def trim_heap() -> None:
+    """Give the C heap's free memory back to the system (after a restore, at a checkpoint)."""
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def keep_freed_memory(keep: int) -> bool:
-    """Hold up to ``keep`` bytes of freed memory for reuse (0: glibc's defaults).
+    """Keep up to ``keep`` bytes of freed heap for the next set (0: glibc's 128 KiB).
 
-    Allocations up to ``keep / 2`` come from the heap. Returns whether glibc took the
-    setting (False on another C library, or for 0).
+    Returns whether glibc took the setting (False on another C library, or for 0).
     """
-    if keep <= 0:
+    libc = _libc()
+    if keep <= 0 or libc is None:
         return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
-        log.info("no mallopt in this C library: freed memory goes back to the OS")
-        return False
-    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    mallopt.restype = ctypes.c_int
-    # The values are ints of the C library: the cap keeps them in range.
-    keep = min(keep, 1 << 30)
-    took: bool = mallopt(M_MMAP_THRESHOLD, keep // 2) == 1
-    took = took and mallopt(M_TRIM_THRESHOLD, keep) == 1
+    # The value is a C int: the cap keeps it in range.
+    took: bool = libc.mallopt(M_TRIM_THRESHOLD, min(keep, 1 << 30)) == 1
     if not took:
-        log.warning("mallopt refused a keep of %d bytes: glibc's defaults stay", keep)
+        log.warning("mallopt refused a trim threshold of %d bytes: glibc's stays", keep)
     return took
