@@ -70,9 +70,13 @@ def hash_ids(ids: pl.Series) -> Hashes:
     padded[: len(data)] = data
     # Every byte offset as the start of a little-endian 64-bit word (unaligned view).
     words = np.ndarray((len(padded) - 7,), dtype="<u8", buffer=padded, strides=(1,))
-    # Longest ids first: the ids still going at word k are a prefix.
-    order = np.argsort(-lens, kind="stable")
-    lens, starts = lens[order], offsets[:-1][order]
+    # Longest ids first: the ids still going at word k are a prefix. Ids of one length
+    # (the usual event-id format) are already in that order: no sort, no gathers.
+    order = None if lens.min() == lens.max() else np.argsort(-lens, kind="stable")
+    if order is not None:
+        lens, starts = lens[order], offsets[:-1][order]
+    else:
+        starts = offsets[:-1]
     h = _fmix(lens.astype(np.uint64) ^ _M)
     for k in range(int((lens[0] + 7) // 8)):
         live = int(np.searchsorted(-lens, -8 * k, side="left"))
@@ -86,6 +90,8 @@ def hash_ids(ids: pl.Series) -> Hashes:
         x *= _M
         x ^= x >> np.uint64(29)
         h[:live] = x
+    if order is None:
+        return _fmix(h)
     out = np.empty(n, dtype=np.uint64)
     out[order] = _fmix(h)
     return out
@@ -110,6 +116,28 @@ def _member(sorted_array: Hashes, values: Hashes) -> npt.NDArray[np.bool_]:
     pos[pos == len(sorted_array)] = 0
     found: npt.NDArray[np.bool_] = sorted_array[pos] == values
     return found
+
+
+def _mark(sorted_array: Hashes, ordered: Hashes, hit: npt.NDArray[np.bool_]) -> None:
+    """Set ``hit`` where the sorted queries ``ordered`` are in ``sorted_array``.
+
+    The binary searches run from the smaller side: a window's buckets are often smaller
+    than a batch, so searching each bucket's hashes among the queries costs
+    O(window log batch) instead of O(buckets x batch x log bucket). From the bucket's
+    side only the first of equal queries is marked.
+    """
+    m, n = len(sorted_array), len(ordered)
+    if m == 0:
+        return
+    if m < n:
+        pos = np.searchsorted(ordered, sorted_array)
+        inside = pos < n
+        pos = pos[inside]
+        hit[pos[ordered[pos] == sorted_array[inside]]] = True
+    else:
+        pos = np.searchsorted(sorted_array, ordered)
+        pos[pos == m] = 0
+        hit |= sorted_array[pos] == ordered
 
 
 @dataclass(frozen=True)
@@ -180,18 +208,21 @@ class SeenWindow:
 
     def contains(self, hashes: Hashes) -> npt.NDArray[np.bool_]:
         """Membership of each hash, in any bucket."""
-        if len(self.buckets) < 2:
-            found = np.zeros(len(hashes), dtype=np.bool_)
-            for _, ids in self.buckets:
-                found |= ids.contains(hashes)
-            return found
-        # Sorted queries walk each bucket's array in order (cache-friendly binary searches).
-        order = np.argsort(hashes, kind="stable")
+        n = len(hashes)
+        if n == 0 or not self.buckets:
+            return np.zeros(n, dtype=np.bool_)
+        order = np.argsort(hashes)
         ordered = hashes[order]
-        hit = np.zeros(len(hashes), dtype=np.bool_)
+        hit = np.zeros(n, dtype=np.bool_)
         for _, ids in self.buckets:
-            hit |= ids.contains(ordered)
-        found = np.empty(len(hashes), dtype=np.bool_)
+            _mark(ids.main, ordered, hit)
+            _mark(ids.recent, ordered, hit)
+        # Only the first of equal queries is marked by a search from the bucket's side.
+        first = np.empty(n, dtype=np.bool_)
+        first[0] = True
+        np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+        hit = hit[np.flatnonzero(first)][np.cumsum(first) - 1]
+        found = np.empty(n, dtype=np.bool_)
         found[order] = hit
         return found
 
