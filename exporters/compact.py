@@ -38,8 +38,10 @@ ledger keep a consistent cut); dictionaries only grow, so old codes stay valid.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import polars as pl
@@ -470,3 +472,26 @@ class CompactItems:
 def _appended(base: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
     out = pl.concat([base, new], how="vertical") if new.height else base
     return out.rechunk() if out.n_chunks() > _MAX_CHUNKS else out
+
+
+@functools.cache
+def _libc() -> Any:
+    """glibc, with large blocks always mmapped (None on another C library)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        # M_MMAP_THRESHOLD = -3: a fixed 1 MiB (glibc raises it up to 32 MiB after freeing
+        # large blocks, after which big numpy temporaries stay on the heap as holes).
+        libc.mallopt(-3, 1 << 20)
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+def trim_heap() -> None:
+    """Give the C heap's free memory back to the system (numpy temporaries of a restore or
+    a set leave holes that glibc keeps: ~30 B per item after a restore). polars has its
+    own allocator (jemalloc, which returns memory by itself after its decay time)."""
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)

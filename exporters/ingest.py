@@ -26,8 +26,8 @@ import polars as pl
 
 from exporters import catalog as cat
 from exporters.books import Books, Ledger, Policy, micros
+from exporters.compact import trim_heap
 from exporters.intake import DUPLICATE, RETIRED, TOO_OLD, Intake
-from exporters.malloc import trim_heap
 from exporters.reference import Reference, reload
 from exporters.seen import DAY_US, SeenIds, SeenWindow
 from exporters.state import Checkpoint, RejectsFile, latest_checkpoint

@@ -78,15 +78,6 @@ _RejectsMaxBytes = Annotated[
     ),
 ]
 
-_MallocKeep = Annotated[
-    str,
-    typer.Option(
-        "--malloc-keep",
-        help="hold up to this much freed memory for the next set instead of faulting it in "
-        "again (glibc; e.g. 512MiB, 0 for the C library's defaults)",
-    ),
-]
-
 _LogLevel = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR")]
 
 _Kafka = Annotated[
@@ -138,7 +129,6 @@ def exporter(
     dedup_window: DedupWindow = DEDUP_WINDOW_DEFAULT,
     max_future: MaxFuture = None,
     rejects_max_bytes: _RejectsMaxBytes = "64MiB",
-    malloc_keep: _MallocKeep = "512MiB",
     log_level: _LogLevel = "INFO",
     kafka: _Kafka = None,
     topic: _Topic = "postal.events",
@@ -157,7 +147,6 @@ def exporter(
         raise typer.BadParameter(f"--as-of must be one of {', '.join(AS_OF_CHOICES)}")
     setup_logging(log_level)
     host, port = parse_listen(listen)
-    _keep_freed(malloc_keep)
     # What the file exporter and a Kafka shard share: the time rules of their books too.
     common: dict[str, Any] = {
         "data_dir": data_dir,
@@ -208,17 +197,6 @@ def _follow_files(listen: str, **settings: Any) -> None:
     except OSError as exc:  # port in use
         typer.echo(f"error: cannot listen on {listen}: {exc}", err=True)
         raise typer.Exit(1) from exc
-
-
-def _keep_freed(text: str) -> None:
-    """Apply ``--malloc-keep`` (``exporters.malloc``) before the first set is read."""
-    from exporters.malloc import keep_freed_memory  # noqa: PLC0415
-    from exporters.rejects import parse_size  # noqa: PLC0415
-
-    try:
-        keep_freed_memory(parse_size(text))
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--malloc-keep") from exc
 
 
 def _shard(**settings: Any) -> None:
