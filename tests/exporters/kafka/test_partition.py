@@ -8,23 +8,12 @@ from pathlib import Path
 import orjson
 
 from exporters import catalog as cat
-from exporters.ingest import IngestConfig
-from exporters.kafka.partition import OpenSets, PartitionId, PartitionState, validate_poll
+from exporters.kafka.partition import OpenSets, PartitionState, validate_poll
 from kpi.contract import Kind
 from kpi.streams.messages import Messages, parse_messages, source_name
 from tests.exporterkit import Feed, facilities_csv
+from tests.exporters.kafka.pollkit import FACILITIES, TOPIC, partition_states, polls_of
 
-TOPIC = "postal.events"
-#: The facilities ``Feed`` scans at: (facility, name, type, region, threshold).
-FACILITIES = [
-    (f"{prefix}-{r}-{n}", f"{prefix} {r}", kind, f"CN-{r}", 50)
-    for prefix, kind, n in (
-        ("CO", "collection", "001"),
-        ("PC", "processing", "01"),
-        ("DO", "delivery", "001"),
-    )
-    for r in ("BJ", "SH", "GD", "SC")
-]
 N_ITEMS = 60
 
 
@@ -40,25 +29,11 @@ def _polls(per_poll: int) -> list[Messages]:
     parts = [i % 2 for i in range(len(rows))]
     values[7] = values[3]  # a duplicate event id
     values[11] = b"{not json"
-    offsets = [0, 0]
-    sources, rows_at = [], []
-    for p in parts:
-        sources.append(source_name(TOPIC, p))
-        rows_at.append(offsets[p])
-        offsets[p] += 1
-    return [
-        Messages(values[i : i + per_poll], sources[i : i + per_poll], rows_at[i : i + per_poll])
-        for i in range(0, len(values), per_poll)
-    ]
+    return polls_of(values, parts, per_poll)
 
 
 def _states(root: Path, data: Path) -> dict[int, PartitionState]:
-    return {
-        p: PartitionState(
-            PartitionId(TOPIC, p, Kind.EVENTS), IngestConfig(data, root / f"{TOPIC}-{p}")
-        )
-        for p in (0, 1)
-    }
+    return partition_states(root, data, range(2))
 
 
 def _ends(batch: Messages) -> dict[str, int]:

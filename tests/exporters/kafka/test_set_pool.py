@@ -22,11 +22,10 @@ from exporters.kafka.partition import (
     validate_poll,
 )
 from kpi.contract import Kind
-from kpi.streams.messages import Messages, parse_messages, source_name
+from kpi.streams.messages import Messages, parse_messages
 from tests.exporterkit import Feed, facilities_csv
-from tests.exporters.kafka.test_partition import FACILITIES
+from tests.exporters.kafka.pollkit import FACILITIES, TOPIC, partition_states, polls_of
 
-TOPIC = "postal.events"
 PARTS = 4
 N_ITEMS = 80
 
@@ -40,25 +39,11 @@ def _polls(per_poll: int) -> list[Messages]:
         values[i], parts[i] = values[i - 3], parts[i - 3]
     for i in range(9, len(values), 53):
         values[i] = b"{not json"
-    offsets = [0] * PARTS
-    sources, at = [], []
-    for p in parts:
-        sources.append(source_name(TOPIC, p))
-        at.append(offsets[p])
-        offsets[p] += 1
-    return [
-        Messages(values[i : i + per_poll], sources[i : i + per_poll], at[i : i + per_poll])
-        for i in range(0, len(values), per_poll)
-    ]
+    return polls_of(values, parts, per_poll)
 
 
 def _states(root: Path, data: Path) -> dict[int, PartitionState]:
-    return {
-        p: PartitionState(
-            PartitionId(TOPIC, p, Kind.EVENTS), IngestConfig(data, root / f"{TOPIC}-{p}")
-        )
-        for p in range(PARTS)
-    }
+    return partition_states(root, data, range(PARTS))
 
 
 def _sets(per_poll: int) -> list[list[tuple[int, object, int]]]:
