@@ -126,20 +126,25 @@ def _hashes(batch: pl.DataFrame) -> pl.Series:
     return key_hashes(batch.get_column("item_id"))
 
 
-def test_codes_survive_a_checkpoint_and_old_formats_are_refused(tmp_path: Path) -> None:
-    events = random_events(200, 40, 9, 0.5)
-    compact = CompactItems().replace(build_state(events.lazy()).collect())
-    ckpt = Checkpoint(
-        seq=3,
+def _checkpoint(items: CompactItems, seq: int) -> Checkpoint:
+    """A checkpoint holding ``items`` and nothing else."""
+    return Checkpoint(
+        seq=seq,
         created_at=0.0,
         files={},
         counters=CounterStore(),
-        items=compact,
+        items=items,
         complaints=pl.DataFrame(schema=COMPLAINT_STATE_SCHEMA),
         seen=np.zeros(0, np.uint64),
         rejects_bytes=0,
         last_event_us=None,
     )
+
+
+def test_codes_survive_a_checkpoint_and_old_formats_are_refused(tmp_path: Path) -> None:
+    events = random_events(200, 40, 9, 0.5)
+    compact = CompactItems().replace(build_state(events.lazy()).collect())
+    ckpt = _checkpoint(compact, seq=3)
     path = write_checkpoint(tmp_path, ckpt)
     again = latest_checkpoint(tmp_path)
     assert again is not None
@@ -231,17 +236,7 @@ def test_codes_widen_past_65536_dictionary_entries(tmp_path: Path) -> None:
     none = pl.Series([], dtype=pl.UInt64)
     assert big.at_facilities(code, none)["last_facility"].to_list() == ["F69999"]
     assert small.at_facilities(code, none).is_empty()
-    ckpt = Checkpoint(
-        seq=1,
-        created_at=0.0,
-        files={},
-        counters=CounterStore(),
-        items=big,
-        complaints=pl.DataFrame(schema=COMPLAINT_STATE_SCHEMA),
-        seen=np.zeros(0, np.uint64),
-        rejects_bytes=0,
-        last_event_us=None,
-    )
+    ckpt = _checkpoint(big, seq=1)
     again = read_checkpoint(write_checkpoint(tmp_path, ckpt)).items
     assert again.main.schema["facility"] == pl.UInt32 and again.main.equals(big.main)
     assert again.decode().equals(big.decode())
