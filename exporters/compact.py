@@ -161,90 +161,83 @@ def _secs_ok(us: pl.Expr) -> pl.Expr:
     return ((us % _US == 0) & (secs >= _I32[0]) & (secs <= _I32[1])).fill_null(True)
 
 
+def _pack(
+    full: pl.DataFrame,
+    schema: dict[str, pl.DataType],
+    time: tuple[str, str],
+    key: tuple[str, str, str],
+    exact_schema: dict[str, pl.DataType],
+    **more: pl.Expr,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``full`` as ``schema`` rows with its ``time`` (microseconds -> whole seconds) and
+    ``key`` (time key -> whole seconds and rank) packed, and the rows whose time or key is
+    not a whole second of the range as ``exact_schema`` rows (``more``: other columns)."""
+    (t_name, t_s), (k_name, k_s, k_rank) = time, key
+    t, k = pl.col(t_name), pl.col(k_name)
+    k_us = k.floordiv(RANK_BITS)
+    t_ok, k_ok = _secs_ok(t), _secs_ok(k_us)
+    made = {
+        t_s: pl.when(t_ok).then(t.floordiv(_US) - EPOCH_S).cast(pl.Int32),
+        k_s: pl.when(k_ok).then(k_us.floordiv(_US) - EPOCH_S).cast(pl.Int32),
+        k_rank: (k - k_us * RANK_BITS).cast(pl.UInt8),
+        **more,
+    }
+    packed = full.select(made.get(c, pl.col(c)).alias(c) for c in schema)
+    exact = full.filter(~(t_ok & k_ok)).select(
+        "item",
+        pl.when(t_ok).then(None).otherwise(t).alias(t_name),
+        pl.when(k_ok).then(None).otherwise(k).alias(k_name),
+    )
+    return packed, exact.cast(exact_schema)  # type: ignore[arg-type]
+
+
+def _unpack(
+    packed: pl.DataFrame,
+    exact: pl.DataFrame,
+    schema: dict[str, pl.DataType],
+    time: tuple[str, str],
+    key: tuple[str, str, str],
+    **more: pl.Expr,
+) -> pl.DataFrame:
+    """``_pack``'s inverse: ``schema`` rows in ``packed``'s order."""
+    (t_name, t_s), (k_name, k_s, k_rank) = time, key
+    t = (pl.col(t_s).cast(pl.Int64) + EPOCH_S) * _US
+    k = ((pl.col(k_s).cast(pl.Int64) + EPOCH_S) * _US) * RANK_BITS + pl.col(k_rank).cast(pl.Int64)
+    if not exact.is_empty():
+        packed = packed.join(exact, on="item", how="left", maintain_order="left")
+        t, k = pl.coalesce(pl.col(t_name), t), pl.coalesce(pl.col(k_name), k)
+    made = {t_name: t, k_name: k, **more}
+    return packed.select(made.get(c, pl.col(c)).alias(c) for c in schema)
+
+
+_MAIN_TIMES: Final = (("accepted_at", "accepted_s"), ("last_key", "last_s", "last_rank"))
+_EXTRA_TIMES: Final = (("promised_by_given", "promised_s"), ("attempt_key", "attempt_s", "attempt_rank"))  # fmt: skip
+
+
 def pack_main(
     full: pl.DataFrame, n_routes: int = SMALL_CODES, n_facilities: int = SMALL_CODES
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """``FULL_SCHEMA`` rows as (``MAIN_SCHEMA`` rows, ``EXACT_SCHEMA`` rows; the codes as
     ``code_type`` of dictionaries of ``n_routes`` routes and ``n_facilities`` facilities)."""
-    acc, key = pl.col("accepted_at"), pl.col("last_key")
-    last_us = key.floordiv(RANK_BITS)
-    acc_ok, last_ok = _secs_ok(acc), _secs_ok(last_us)
-    packed = full.select(
-        "item",
-        pl.when(acc_ok).then(acc.floordiv(_US) - EPOCH_S).cast(pl.Int32).alias("accepted_s"),
-        "acc_event",
-        pl.col("route").cast(code_type(n_routes)),
-        pl.when(last_ok).then(last_us.floordiv(_US) - EPOCH_S).cast(pl.Int32).alias("last_s"),
-        (key - last_us * RANK_BITS).cast(pl.UInt8).alias("last_rank"),
-        pl.col("facility").cast(code_type(n_facilities)),
-    )
-    exact = full.filter(~(acc_ok & last_ok)).select(
-        "item",
-        pl.when(acc_ok).then(None).otherwise(acc).alias("accepted_at"),
-        pl.when(last_ok).then(None).otherwise(key).alias("last_key"),
-    )
-    return packed, exact.cast(EXACT_SCHEMA)  # type: ignore[arg-type]
+    route = pl.col("route").cast(code_type(n_routes))
+    facility = pl.col("facility").cast(code_type(n_facilities))
+    return _pack(full, MAIN_SCHEMA, *_MAIN_TIMES, EXACT_SCHEMA, route=route, facility=facility)
 
 
 def pack_extra(full: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """``EXTRA_FULL_SCHEMA`` rows as (``EXTRA_SCHEMA`` rows, ``EXTRA_EXACT_SCHEMA`` rows)."""
-    promised, key = pl.col("promised_by_given"), pl.col("attempt_key")
-    attempt_us = key.floordiv(RANK_BITS)
-    promised_ok, attempt_ok = _secs_ok(promised), _secs_ok(attempt_us)
-    packed = full.select(
-        "item",
-        pl.when(promised_ok).then(promised.floordiv(_US) - EPOCH_S).cast(pl.Int32).alias("promised_s"),
-        pl.when(attempt_ok).then(attempt_us.floordiv(_US) - EPOCH_S).cast(pl.Int32).alias("attempt_s"),
-        (key - attempt_us * RANK_BITS).cast(pl.UInt8).alias("attempt_rank"),
-        "delivered_s",
-        "returned_s",
-    )  # fmt: skip
-    exact = full.filter(~(promised_ok & attempt_ok)).select(
-        "item",
-        pl.when(promised_ok).then(None).otherwise(promised).alias("promised_by_given"),
-        pl.when(attempt_ok).then(None).otherwise(key).alias("attempt_key"),
-    )
-    return packed, exact.cast(EXTRA_EXACT_SCHEMA)  # type: ignore[arg-type]
+    return _pack(full, EXTRA_SCHEMA, *_EXTRA_TIMES, EXTRA_EXACT_SCHEMA)
 
 
 def unpack_extra(extra: pl.DataFrame, exact: pl.DataFrame) -> pl.DataFrame:
     """``pack_extra``'s inverse: ``EXTRA_FULL_SCHEMA`` rows (in ``extra``'s order)."""
-    promised = (pl.col("promised_s").cast(pl.Int64) + EPOCH_S) * _US
-    key = ((pl.col("attempt_s").cast(pl.Int64) + EPOCH_S) * _US) * RANK_BITS + pl.col(
-        "attempt_rank"
-    ).cast(pl.Int64)
-    if exact.is_empty():
-        return extra.select("item", promised.alias("promised_by_given"),
-                            key.alias("attempt_key"), "delivered_s", "returned_s")  # fmt: skip
-    joined = extra.join(exact, on="item", how="left", maintain_order="left")
-    return joined.select(
-        "item",
-        pl.coalesce(pl.col("promised_by_given"), promised).alias("promised_by_given"),
-        pl.coalesce(pl.col("attempt_key"), key).alias("attempt_key"),
-        "delivered_s",
-        "returned_s",
-    )
+    return _unpack(extra, exact, EXTRA_FULL_SCHEMA, *_EXTRA_TIMES)
 
 
 def unpack_main(main: pl.DataFrame, exact: pl.DataFrame) -> pl.DataFrame:
     """``pack_main``'s inverse: ``FULL_SCHEMA`` rows (in ``main``'s order)."""
-    acc = (pl.col("accepted_s").cast(pl.Int64) + EPOCH_S) * _US
-    key = ((pl.col("last_s").cast(pl.Int64) + EPOCH_S) * _US) * RANK_BITS + pl.col(
-        "last_rank"
-    ).cast(pl.Int64)
     route, facility = pl.col("route").cast(pl.UInt32), pl.col("facility").cast(pl.UInt32)
-    if exact.is_empty():
-        return main.select("item", acc.alias("accepted_at"), "acc_event", route,
-                           key.alias("last_key"), facility)  # fmt: skip
-    joined = main.join(exact, on="item", how="left", maintain_order="left")
-    return joined.select(
-        "item",
-        pl.coalesce(pl.col("accepted_at"), acc).alias("accepted_at"),
-        "acc_event",
-        route,
-        pl.coalesce(pl.col("last_key"), key).alias("last_key"),
-        facility,
-    )
+    return _unpack(main, exact, FULL_SCHEMA, *_MAIN_TIMES, route=route, facility=facility)
 
 
 def _utc(col: str) -> pl.Expr:
