@@ -121,7 +121,7 @@ class KafkaShard:
         self._consumer: Consumer | None = None
         self._version = version()
         self._last_lag = 0.0
-        self._sets = OpenSets(config.max_set_seconds, config.max_set_events)
+        self._sets = OpenSets(config.gather_seconds(), config.max_set_events)
         self._pool = SetPool(apply_threads(config.apply_threads))
         #: A set that failed, until the consume loop rewinds (nothing may be applied before).
         self._failure: Exception | None = None
