@@ -43,22 +43,6 @@ _FIRST: Final = ["r", "accepted_at", "first_departed_at"]
 _LAST: Final = ["r", "delivered_at", "last_arrived_at", "last_arrival_facility"]
 
 
-def _signed_diff(frame: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
-    """``keys`` with ``_d`` = (rows after) - (rows before), nonzero only (``h`` odd = after)."""
-    return (
-        frame.lazy()
-        .select(
-            (pl.col("h") // 2).alias("r"),
-            *[k for k in keys if k != "r"],
-            ((pl.col("h") % 2).cast(pl.Int64) * 2 - 1).alias("_s"),
-        )
-        .group_by(keys)
-        .agg(pl.col("_s").sum().alias("_d"))
-        .filter(pl.col("_d") != 0)
-        .collect()
-    )
-
-
 def _key(at: str, rank: pl.Expr) -> pl.Expr:
     """The time key (``kpi.events.event_key``) of the scan at ``at`` of rank ``rank``."""
     return pl.col(at).dt.epoch("us") * RANK_BITS + rank.cast(pl.Int64)
@@ -72,8 +56,10 @@ def _repeat_new(delta: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     return new.select(*keys, pl.int_ranges(0, pl.col("_d")).alias("_i")).explode("_i").drop("_i")
 
 
-def _gone(delta: pl.DataFrame) -> int:
-    return int(delta.filter(pl.col("_d") < 0).select((-pl.col("_d")).sum()).item() or 0)
+def _gone(*where: pl.Expr) -> pl.Expr:
+    """How many rows of a difference (among ``where``) the set takes away."""
+    d = pl.col("_d")
+    return (-d).filter(d < 0, *where).sum()
 
 
 def facility_labels(names: pl.Series, facilities: pl.DataFrame) -> pl.DataFrame:
@@ -99,12 +85,16 @@ def _seconds(later: str, earlier: str) -> pl.Expr:
 def _by_code(
     frame: pl.DataFrame, column: str, labels: pl.DataFrame, cols: dict[str, str]
 ) -> pl.DataFrame:
-    """``frame`` with ``labels``' columns (renamed by ``cols``) of the code in ``column``."""
-    looked = labels.select(
-        pl.col("code").alias("_c"), *[pl.col(a).alias(b) for a, b in cols.items()]
+    """``frame`` with ``labels``' columns (renamed by ``cols``) of the code in ``column``
+    (a column ``frame`` already has stays, as a join's left one would).
+
+    ``labels``' row ``i`` is code ``i`` (``facility_labels``): a gather, not a join."""
+    codes = frame.get_column(column).to_physical().cast(pl.UInt32)
+    return frame.with_columns(
+        labels.get_column(a).gather(codes).alias(b)
+        for a, b in cols.items()
+        if b not in frame.columns
     )
-    with_code = frame.with_columns(pl.col(column).to_physical().cast(pl.UInt32).alias("_c"))
-    return with_code.join(looked, on="_c", how="left").drop("_c")
 
 
 def _unknown(*names: str) -> list[pl.Expr]:
@@ -130,7 +120,7 @@ def _observations(
     leg = _by_code(leg, "facility", labels, {"region": "to_region"}).select(
         *_unknown("from_region", "to_region"), _seconds("at", "started_at")
     )
-    first_mile = first.join(dims, on="r", how="left").select(
+    first_mile = first.join(dims, on="h", how="left").select(
         *_unknown(*FIRST_MILE_LABELS), _seconds("first_departed_at", "accepted_at")
     )
     last_mile = _by_code(last, "last_arrival_facility", labels, place).select(
@@ -236,23 +226,26 @@ def coded_stage_increments(
         new_rows.select(CODED_SCHEMA.keys()).join(ids, on="h", how="inner"),
         pl.Enum(names.cast(pl.String).to_list()),
     )
-    timed_gone = scans_d.filter(pl.col("started_at").is_not_null())
-    gone = {
-        "dwell": _gone(timed_gone.filter(pl.col("kind") == DWELL)),
-        "leg": _gone(timed_gone.filter(pl.col("kind") == LEG)),
-        "first_mile": _gone(first_d),
-        "last_mile": _gone(last_d),
-    }
-    item_dims = dims.join(ids, on="h", how="inner").select("r", *FIRST_MILE_LABELS)
+    timed = pl.col("started_at").is_not_null()
+    kind = pl.col("kind")
+    dwell, leg = scans_d.select(
+        _gone(timed, kind == DWELL).alias("dwell"), _gone(timed, kind == LEG).alias("leg")
+    ).row(0)
+    gone = (dwell, leg, first_d.select(_gone()).item(), last_d.select(_gone()).item())
+    first = _repeat_new(first_d, _FIRST)
+    # Only the items whose first mile is new read their labels: their hashes (``ids``'
+    # row ``r`` is item ``r``) pick their rows of ``dims``, not a join of all the set's.
+    hashes = ids.get_column("h").gather(first.get_column("r"))
+    item_dims = dims.filter(pl.col("h").is_in(hashes.implode())).select("h", *FIRST_MILE_LABELS)
     obs = _observations(
         _repeat_new(scans_d, _SCAN_KEYS),
-        _repeat_new(first_d, _FIRST),
+        first.with_columns(hashes),
         _repeat_new(last_d, _LAST),
         facility_labels(names, facilities),
         item_dims,
     )
     revisions = pl.DataFrame(
-        {"stage": list(STAGES), COUNT: [gone[s] for s in STAGES]},
+        {"stage": list(STAGES), COUNT: [int(g or 0) for g in gone]},
         schema={"stage": pl.String(), COUNT: pl.Int64()},
     ).filter(pl.col(COUNT) > 0)
     return StageIncrements(revisions=revisions, **obs)
