@@ -129,12 +129,21 @@ def _observations(
     return {"dwell": dwell, "leg": leg, "first_mile": first_mile, "last_mile": last_mile}
 
 
+def _per_item(rows: pl.DataFrame, value: pl.Expr, items: int) -> pl.Series:
+    """``value`` aggregated per item of ``rows``, at row ``r`` of a series of ``items``
+    (null for an item without rows): items are numbered densely, so a gather by ``r``
+    reads it back where a join would build a table."""
+    agg = rows.group_by("r").agg(value.alias("_v"))
+    none = pl.repeat(None, items, dtype=pl.Int64, eager=True)
+    return none.scatter(agg.get_column("r"), agg.get_column("_v"))
+
+
 def _compared(
-    old: pl.DataFrame, new: pl.DataFrame, enum: pl.Enum
+    old: pl.DataFrame, new: pl.DataFrame, enum: pl.Enum, items: int
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """Per-scan, first-mile and last-mile rows that the set adds (``_d > 0``) or takes
     away (``_d < 0``), items numbered ``r`` (``old``, ``new``: their rows before the set
-    and the set's)."""
+    and the set's; ``items``: how many, numbered from 0)."""
 
     def version(rows: pl.LazyFrame, odd: int) -> pl.LazyFrame:
         return rows.select(
@@ -144,32 +153,27 @@ def _compared(
     # An item whose new scans all come after its stored ones (the common case) cannot
     # change an interval already counted: it is built once, with its new scans, and what
     # ends at a new scan is new. The others are built before and after and compared.
-    newest = old.lazy().group_by("r").agg(pl.col("key").max().alias("_old"))
-    firsts = new.lazy().group_by("r").agg(pl.col("key").min().alias("_new"))
-    later = (
-        firsts.join(newest, on="r", how="left")
-        .filter(pl.col("_old").is_null() | (pl.col("_new") > pl.col("_old")))
-        .collect()
-    )
-    slow = ~pl.col("r").is_in(later.get_column("r").implode())
+    newest = _per_item(old, pl.col("key").max(), items)
+    fast = newest.is_null() | (_per_item(new, pl.col("key").min(), items) > newest)
+    # Per item: its newest stored key when it is fast (-2**62 when it has none), else null.
+    olds = pl.select(pl.when(fast).then(newest.fill_null(-(2**62)))).to_series()
+    slow = ~fast.fill_null(False).gather(old.get_column("r"))
     rows = pl.concat(
         [version(old.lazy().filter(slow), 0), version(old.lazy(), 1), version(new.lazy(), 1)]
     )
     tables = tables_from_rows(rows.collect())
     if tables is None:  # no second hash is given: the dense numbers never collide
         raise AssertionError("stage rows without h2 always build")
-    ends = later.lazy().select("r", pl.col("_old").fill_null(-(2**62)), pl.lit(True).alias("_fast"))
 
     def diff(frame: pl.DataFrame, keys: list[str], end: pl.Expr) -> pl.DataFrame:
         """The signed difference of the slow items (``h`` odd = after), and the rows of
         the fast ones that end at a new scan (``end``: the closing scan's time key), each
         once: one query."""
-        rows = (
-            frame.lazy()
-            .with_columns((pl.col("h") // 2).alias("r"), end.alias("_end"))
-            .join(ends, on="r", how="left")
+        r = frame.get_column("h") // 2
+        rows = frame.lazy().with_columns(
+            r.alias("r"), end.alias("_end"), olds.gather(r).alias("_old")
         )
-        fast = pl.col("_fast").fill_null(False)
+        fast = pl.col("_old").is_not_null()
         compared = (
             rows.filter(~fast)
             .group_by(keys)
@@ -225,6 +229,7 @@ def coded_stage_increments(
         before.select(CODED_SCHEMA.keys()).join(ids, on="h", how="inner"),
         new_rows.select(CODED_SCHEMA.keys()).join(ids, on="h", how="inner"),
         pl.Enum(names.cast(pl.String).to_list()),
+        ids.height,
     )
     timed = pl.col("started_at").is_not_null()
     kind = pl.col("kind")
