@@ -139,11 +139,11 @@ def _per_item(rows: pl.DataFrame, value: pl.Expr, items: int) -> pl.Series:
 
 
 def _compared(
-    old: pl.DataFrame, new: pl.DataFrame, enum: pl.Enum, items: int
+    old: pl.DataFrame, new: pl.DataFrame, enum: pl.Enum, count: int
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """Per-scan, first-mile and last-mile rows that the set adds (``_d > 0``) or takes
     away (``_d < 0``), items numbered ``r`` (``old``, ``new``: their rows before the set
-    and the set's; ``items``: how many, numbered from 0)."""
+    and the set's; ``count``: how many items, numbered from 0)."""
 
     def version(rows: pl.LazyFrame, odd: int) -> pl.LazyFrame:
         return rows.select(
@@ -153,8 +153,8 @@ def _compared(
     # An item whose new scans all come after its stored ones (the common case) cannot
     # change an interval already counted: it is built once, with its new scans, and what
     # ends at a new scan is new. The others are built before and after and compared.
-    newest = _per_item(old, pl.col("key").max(), items)
-    fast = newest.is_null() | (_per_item(new, pl.col("key").min(), items) > newest)
+    newest = _per_item(old, pl.col("key").max(), count)
+    fast = newest.is_null() | (_per_item(new, pl.col("key").min(), count) > newest)
     # Per item: its newest stored key when it is fast (-2**62 when it has none), else null.
     olds = pl.select(pl.when(fast).then(newest.fill_null(-(2**62)))).to_series()
     slow = ~fast.fill_null(False).gather(old.get_column("r"))
