@@ -183,7 +183,7 @@ def _compared(
         built = rows.filter(fast & (pl.col("_end") > pl.col("_old"))).select(
             *keys, pl.lit(1, pl.Int64).alias("_d")
         )
-        return pl.concat([compared, built]).collect()
+        return pl.concat([compared, built]).collect(engine="in-memory")
 
     scan_end = _key("at", pl.when(pl.col("kind") == DWELL).then(_DEP).otherwise(_ARR))
     scans_d = diff(tables.scans, _SCAN_KEYS, scan_end)
