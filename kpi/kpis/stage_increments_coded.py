@@ -43,22 +43,6 @@ _FIRST: Final = ["r", "accepted_at", "first_departed_at"]
 _LAST: Final = ["r", "delivered_at", "last_arrived_at", "last_arrival_facility"]
 
 
-def _signed_diff(frame: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
-    """``keys`` with ``_d`` = (rows after) - (rows before), nonzero only (``h`` odd = after)."""
-    return (
-        frame.lazy()
-        .select(
-            (pl.col("h") // 2).alias("r"),
-            *[k for k in keys if k != "r"],
-            ((pl.col("h") % 2).cast(pl.Int64) * 2 - 1).alias("_s"),
-        )
-        .group_by(keys)
-        .agg(pl.col("_s").sum().alias("_d"))
-        .filter(pl.col("_d") != 0)
-        .collect()
-    )
-
-
 def _key(at: str, rank: pl.Expr) -> pl.Expr:
     """The time key (``kpi.events.event_key``) of the scan at ``at`` of rank ``rank``."""
     return pl.col(at).dt.epoch("us") * RANK_BITS + rank.cast(pl.Int64)
@@ -67,13 +51,15 @@ def _key(at: str, rank: pl.Expr) -> pl.Expr:
 def _repeat_new(delta: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     """Rows of ``delta`` with ``_d > 0``, each as many times as it is new."""
     new = delta.filter(pl.col("_d") > 0)
-    if new.filter(pl.col("_d") > 1).is_empty():
+    if not (new.get_column("_d") > 1).any():  # a series' test: no query's fixed cost
         return new.select(keys)
     return new.select(*keys, pl.int_ranges(0, pl.col("_d")).alias("_i")).explode("_i").drop("_i")
 
 
-def _gone(delta: pl.DataFrame) -> int:
-    return int(delta.filter(pl.col("_d") < 0).select((-pl.col("_d")).sum()).item() or 0)
+def _gone(*where: pl.Expr) -> pl.Expr:
+    """How many rows of a difference (among ``where``) the set takes away."""
+    d = pl.col("_d")
+    return (-d).filter(d < 0, *where).sum()
 
 
 def facility_labels(names: pl.Series, facilities: pl.DataFrame) -> pl.DataFrame:
@@ -99,12 +85,16 @@ def _seconds(later: str, earlier: str) -> pl.Expr:
 def _by_code(
     frame: pl.DataFrame, column: str, labels: pl.DataFrame, cols: dict[str, str]
 ) -> pl.DataFrame:
-    """``frame`` with ``labels``' columns (renamed by ``cols``) of the code in ``column``."""
-    looked = labels.select(
-        pl.col("code").alias("_c"), *[pl.col(a).alias(b) for a, b in cols.items()]
+    """``frame`` with ``labels``' columns (renamed by ``cols``) of the code in ``column``
+    (a column ``frame`` already has stays, as a join's left one would).
+
+    ``labels``' row ``i`` is code ``i`` (``facility_labels``): a gather, not a join."""
+    codes = frame.get_column(column).to_physical().cast(pl.UInt32)
+    return frame.with_columns(
+        labels.get_column(a).gather(codes).alias(b)
+        for a, b in cols.items()
+        if b not in frame.columns
     )
-    with_code = frame.with_columns(pl.col(column).to_physical().cast(pl.UInt32).alias("_c"))
-    return with_code.join(looked, on="_c", how="left").drop("_c")
 
 
 def _unknown(*names: str) -> list[pl.Expr]:
@@ -130,7 +120,7 @@ def _observations(
     leg = _by_code(leg, "facility", labels, {"region": "to_region"}).select(
         *_unknown("from_region", "to_region"), _seconds("at", "started_at")
     )
-    first_mile = first.join(dims, on="r", how="left").select(
+    first_mile = first.join(dims, on="h", how="left").select(
         *_unknown(*FIRST_MILE_LABELS), _seconds("first_departed_at", "accepted_at")
     )
     last_mile = _by_code(last, "last_arrival_facility", labels, place).select(
@@ -139,12 +129,21 @@ def _observations(
     return {"dwell": dwell, "leg": leg, "first_mile": first_mile, "last_mile": last_mile}
 
 
+def _per_item(rows: pl.DataFrame, value: pl.Expr, items: int) -> pl.Series:
+    """``value`` aggregated per item of ``rows``, at row ``r`` of a series of ``items``
+    (null for an item without rows): items are numbered densely, so a gather by ``r``
+    reads it back where a join would build a table."""
+    agg = rows.group_by("r").agg(value.alias("_v"))
+    none = pl.repeat(None, items, dtype=pl.Int64, eager=True)
+    return none.scatter(agg.get_column("r"), agg.get_column("_v"))
+
+
 def _compared(
-    old: pl.DataFrame, new: pl.DataFrame, enum: pl.Enum
+    old: pl.DataFrame, new: pl.DataFrame, enum: pl.Enum, count: int
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """Per-scan, first-mile and last-mile rows that the set adds (``_d > 0``) or takes
     away (``_d < 0``), items numbered ``r`` (``old``, ``new``: their rows before the set
-    and the set's)."""
+    and the set's; ``count``: how many items, numbered from 0)."""
 
     def version(rows: pl.LazyFrame, odd: int) -> pl.LazyFrame:
         return rows.select(
@@ -154,32 +153,27 @@ def _compared(
     # An item whose new scans all come after its stored ones (the common case) cannot
     # change an interval already counted: it is built once, with its new scans, and what
     # ends at a new scan is new. The others are built before and after and compared.
-    newest = old.lazy().group_by("r").agg(pl.col("key").max().alias("_old"))
-    firsts = new.lazy().group_by("r").agg(pl.col("key").min().alias("_new"))
-    later = (
-        firsts.join(newest, on="r", how="left")
-        .filter(pl.col("_old").is_null() | (pl.col("_new") > pl.col("_old")))
-        .collect()
-    )
-    slow = ~pl.col("r").is_in(later.get_column("r").implode())
+    newest = _per_item(old, pl.col("key").max(), count)
+    fast = newest.is_null() | (_per_item(new, pl.col("key").min(), count) > newest)
+    # Per item: its newest stored key when it is fast (-2**62 when it has none), else null.
+    olds = pl.select(pl.when(fast).then(newest.fill_null(-(2**62)))).to_series()
+    slow = ~fast.fill_null(False).gather(old.get_column("r"))
     rows = pl.concat(
         [version(old.lazy().filter(slow), 0), version(old.lazy(), 1), version(new.lazy(), 1)]
     )
     tables = tables_from_rows(rows.collect())
     if tables is None:  # no second hash is given: the dense numbers never collide
         raise AssertionError("stage rows without h2 always build")
-    ends = later.lazy().select("r", pl.col("_old").fill_null(-(2**62)), pl.lit(True).alias("_fast"))
 
     def diff(frame: pl.DataFrame, keys: list[str], end: pl.Expr) -> pl.DataFrame:
         """The signed difference of the slow items (``h`` odd = after), and the rows of
         the fast ones that end at a new scan (``end``: the closing scan's time key), each
         once: one query."""
-        rows = (
-            frame.lazy()
-            .with_columns((pl.col("h") // 2).alias("r"), end.alias("_end"))
-            .join(ends, on="r", how="left")
+        r = frame.get_column("h") // 2
+        rows = frame.lazy().with_columns(
+            r.alias("r"), end.alias("_end"), olds.gather(r).alias("_old")
         )
-        fast = pl.col("_fast").fill_null(False)
+        fast = pl.col("_old").is_not_null()
         compared = (
             rows.filter(~fast)
             .group_by(keys)
@@ -189,7 +183,7 @@ def _compared(
         built = rows.filter(fast & (pl.col("_end") > pl.col("_old"))).select(
             *keys, pl.lit(1, pl.Int64).alias("_d")
         )
-        return pl.concat([compared, built]).collect()
+        return pl.concat([compared, built]).collect(engine="in-memory")
 
     scan_end = _key("at", pl.when(pl.col("kind") == DWELL).then(_DEP).otherwise(_ARR))
     scans_d = diff(tables.scans, _SCAN_KEYS, scan_end)
@@ -235,24 +229,28 @@ def coded_stage_increments(
         before.select(CODED_SCHEMA.keys()).join(ids, on="h", how="inner"),
         new_rows.select(CODED_SCHEMA.keys()).join(ids, on="h", how="inner"),
         pl.Enum(names.cast(pl.String).to_list()),
+        ids.height,
     )
-    timed_gone = scans_d.filter(pl.col("started_at").is_not_null())
-    gone = {
-        "dwell": _gone(timed_gone.filter(pl.col("kind") == DWELL)),
-        "leg": _gone(timed_gone.filter(pl.col("kind") == LEG)),
-        "first_mile": _gone(first_d),
-        "last_mile": _gone(last_d),
-    }
-    item_dims = dims.join(ids, on="h", how="inner").select("r", *FIRST_MILE_LABELS)
+    timed = pl.col("started_at").is_not_null()
+    kind = pl.col("kind")
+    dwell, leg = scans_d.select(
+        _gone(timed, kind == DWELL).alias("dwell"), _gone(timed, kind == LEG).alias("leg")
+    ).row(0)
+    gone = (dwell, leg, first_d.select(_gone()).item(), last_d.select(_gone()).item())
+    first = _repeat_new(first_d, _FIRST)
+    # Only the items whose first mile is new read their labels: their hashes (``ids``'
+    # row ``r`` is item ``r``) pick their rows of ``dims``, not a join of all the set's.
+    hashes = ids.get_column("h").gather(first.get_column("r"))
+    item_dims = dims.filter(pl.col("h").is_in(hashes.implode())).select("h", *FIRST_MILE_LABELS)
     obs = _observations(
         _repeat_new(scans_d, _SCAN_KEYS),
-        _repeat_new(first_d, _FIRST),
+        first.with_columns(hashes),
         _repeat_new(last_d, _LAST),
         facility_labels(names, facilities),
         item_dims,
     )
     revisions = pl.DataFrame(
-        {"stage": list(STAGES), COUNT: [gone[s] for s in STAGES]},
+        {"stage": list(STAGES), COUNT: [int(g or 0) for g in gone]},
         schema={"stage": pl.String(), COUNT: pl.Int64()},
     ).filter(pl.col(COUNT) > 0)
     return StageIncrements(revisions=revisions, **obs)
