@@ -26,6 +26,7 @@ from kpi.contract import EVENT_SCHEMA, RejectReason
 from kpi.events import key_us
 from kpi.kpis.increments import (
     FAILURE_LABELS,
+    IN_MEMORY,
     SET_SCHEMA,
     failure_counts,
     late_count,
@@ -287,7 +288,9 @@ def _reduced(rows: pl.DataFrame) -> pl.DataFrame:
     once = rows.filter(~again).select(SET_SCHEMA.keys())
     if not again.any():
         return once
-    return pl.concat([once, reduce_set(rows.filter(again).lazy()).collect()], how="vertical")
+    return pl.concat(
+        [once, reduce_set(rows.filter(again).lazy()).collect(engine=IN_MEMORY)], how="vertical"
+    )
 
 
 def _later(a: int | None, b: int | None) -> int | None:
