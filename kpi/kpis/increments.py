@@ -64,9 +64,9 @@ from kpi.events import (
     key_us,
 )
 from kpi.kpis.labels import UNKNOWN, flag
-from kpi.lifecycle import STATE_SCHEMA, event_partials, lifecycle, reduce_states
+from kpi.lifecycle import STATE_SCHEMA, event_partials, reduce_states
 from kpi.sources.folder import latest_complaints
-from kpi.standards import ServiceStandards
+from kpi.standards import ServiceStandards, with_promised_by
 
 COUNT: Final = "count"
 SECONDS: Final = "seconds"
@@ -249,10 +249,12 @@ def late_count(events: pl.DataFrame, newest: pl.DataFrame) -> int:
     """Events earlier than their item's newest known ``ts`` (``newest``: item_id, last_key)."""
     if events.is_empty() or newest.is_empty():
         return 0
-    known = newest.join(events.select("item_id").unique(), on="item_id", how="semi")
-    rows = events.select("item_id", "ts").join(known, on="item_id", how="inner")
-    before = key_ts("last_key")
-    return int(rows.select((pl.col("ts") < before).sum()).item())
+    # The newest of an item's known keys (an item may be both counted and held): one
+    # join probed by the events, not a semi-join of their items first.
+    if newest.get_column("item_id").is_duplicated().any():
+        newest = newest.group_by("item_id").agg(pl.col("last_key").max())
+    rows = events.select("item_id", "ts").join(newest, on="item_id", how="inner")
+    return int(rows.select((pl.col("ts") < key_ts("last_key")).sum()).item())
 
 
 # --- applying a set ---------------------------------------------------------------------
@@ -290,6 +292,8 @@ def _attempt_counts(released: pl.DataFrame) -> pl.DataFrame:
 
 
 STATE_ATTEMPT: Final = "attempt_key"
+#: The state's columns a promise is computed from (``kpi.standards.with_promised_by``).
+_PROMISE_INPUTS: Final = ("accepted_at", "product", "origin", "destination", "promised_by_given")
 
 
 def settle(
@@ -309,7 +313,7 @@ def settle(
     released with unknown labels; the rest stay held. ``grace_us=None`` never holds.
     Failures and late events are counted when read (``failure_counts``, ``late_count``).
     """
-    ids = pl.concat([rest.get_column("item_id"), labels.get_column("item_id")]).unique()
+    ids = pl.concat([rest.get_column("item_id"), labels.get_column("item_id")])
     in_set = before.get_column("item_id").is_in(ids.implode()).fill_null(False)
     prior = before.filter(in_set)
     accepted = pl.concat(
@@ -356,23 +360,34 @@ def reduce_repeated(states: pl.DataFrame) -> pl.DataFrame:
 def _increments(
     prior: pl.DataFrame, merged: pl.DataFrame, released: pl.DataFrame, standards: ServiceStandards
 ) -> EventIncrements:
-    flags = prior.select(
+    # New acceptances: merged items with one that had none before (an ``is_in`` of the
+    # prior acceptances, not a join of every merged row).
+    had_acceptance = prior.filter(pl.col("accepted_at").is_not_null()).get_column("item_id")
+    accepted = merged.filter(
+        pl.col("accepted_at").is_not_null()
+        & ~pl.col("item_id").is_in(had_acceptance.implode()).fill_null(False)
+    ).select(*(_label(c).alias(c) for c in ACCEPTED_LABELS))
+    # Everything else is about the released label events: only their items' rows are
+    # joined (a few of the merged ones).
+    rel_ids = pl.col("item_id").is_in(released.get_column("item_id").implode())
+    flags = prior.filter(rel_ids).select(
         "item_id",
-        pl.col("accepted_at").is_not_null().alias("_had_acceptance"),
         pl.col("attempt_key").is_not_null().alias("_had_attempt"),
         pl.col("delivered_at").is_not_null().alias("_had_delivery"),
         pl.col("returned_at").is_not_null().alias("_had_return"),
     )
-    had = ("_had_acceptance", "_had_attempt", "_had_delivery", "_had_return")
-    # The lifecycle's columns read here but the promise, which only a new delivery needs
-    # (the calendar is the costly part of ``lifecycle``; it is row by row).
+    had = ("_had_attempt", "_had_delivery", "_had_return")
     lc = (
-        merged.select("item_id", "accepted_at", "product", "origin", "destination", "delivered_at")
+        merged.filter(rel_ids)
+        .select(
+            "item_id",
+            "accepted_at",
+            "delivered_at",
+            _label("product").alias("product"),
+            _label("destination").alias("destination"),
+        )
         .join(flags, on="item_id", how="left")
         .with_columns(pl.col(had).fill_null(False))
-    )
-    accepted = lc.filter(pl.col("accepted_at").is_not_null() & ~pl.col("_had_acceptance")).select(
-        *(_label(c).alias(c) for c in ACCEPTED_LABELS)
     )
     rel = released.select(
         "item_id",
@@ -381,24 +396,14 @@ def _increments(
         pl.col("returned_at").alias("_r_returned"),
         N_DELIVERED,
         N_FAILED,
-    ).join(
-        lc.select(
-            "item_id",
-            "accepted_at",
-            "delivered_at",
-            *had[1:],
-            _label("product").alias("product"),
-            _label("destination").alias("destination"),
-        ),
-        on="item_id",
-        how="left",
-    )
+    ).join(lc, on="item_id", how="left")
     new_delivery = rel.filter(pl.col("_r_delivered").is_not_null() & ~pl.col("_had_delivery"))
     promised = merged.filter(
         pl.col("item_id").is_in(new_delivery.get_column("item_id").implode()).fill_null(False)
     )
+    # Only the promise of the lifecycle (the calendar is its costly part; per item).
     promises = (
-        lifecycle(promised.lazy(), standards)
+        with_promised_by(promised.select("item_id", *_PROMISE_INPUTS).lazy(), standards)
         .select("item_id", "promised_by")
         .collect(engine=IN_MEMORY)
     )
