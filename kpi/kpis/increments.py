@@ -82,6 +82,8 @@ N_DELIVERED: Final = "n_delivered"
 N_FAILED: Final = "n_failed"
 #: Newest key (``ts`` in microseconds, stage below) of the item's label events.
 LABEL_KEY: Final = "label_key"
+#: What an item's acceptance sets besides its time and event id (``kpi.lifecycle``).
+_ACCEPTANCE_FIELDS: Final = ("product", "origin", "destination", "promised_by_given")
 
 #: A set of events summarised per item: the lifecycle's partial state plus counts.
 SET_SCHEMA: Final[dict[str, pl.DataType]] = {
@@ -201,12 +203,45 @@ def merge_set(summary: pl.DataFrame, rows: pl.DataFrame) -> pl.DataFrame:
     """``summary`` (reduced) with more set rows folded in; only the items they touch are recomputed."""
     if rows.is_empty():
         return summary
+    # Rows already reduced (the exporter folds a set's reduced labels into the held
+    # ones) are not reduced twice: only items found on both sides are.
+    own = _own_reduction(rows)
     if summary.is_empty():
-        return reduce_set(rows.lazy()).collect(engine=IN_MEMORY)
+        return rows.select(SET_SCHEMA.keys()) if own else _reduce_set(rows)
     touched = summary.get_column("item_id").is_in(rows.get_column("item_id").unique().implode())
     touched = touched.fill_null(False)
-    merged = reduce_set(pl.concat([summary.filter(touched), rows], how="vertical").lazy())
-    return pl.concat([summary.filter(~touched), merged.collect(engine=IN_MEMORY)], how="vertical")
+    both = pl.concat([summary.filter(touched), rows.select(SET_SCHEMA.keys())], how="vertical")
+    merged = _reduced_again(both) if own else _reduce_set(both)
+    return pl.concat([summary.filter(~touched), merged], how="vertical")
+
+
+def _own_reduction(rows: pl.DataFrame) -> bool:
+    """Whether ``reduce_set`` of ``rows`` is ``rows`` (row order aside): one row per item,
+    each as a reduction leaves it (no acceptance fields without an acceptance and its
+    event id, no facility without a key, counts not null)."""
+    fields = pl.any_horizontal(pl.col(c).is_not_null() for c in _ACCEPTANCE_FIELDS)
+    unreduced = (
+        (pl.col("accepted_at").is_null() & pl.col("accepted_event_id").is_not_null())
+        | (pl.col("accepted_event_id").is_null() & fields)
+        | (pl.col("last_key").is_null() & pl.col("last_facility").is_not_null())
+        | pl.col(N_DELIVERED).is_null()
+        | pl.col(N_FAILED).is_null()
+    )
+    found = rows.select(unreduced.any() | pl.col("item_id").is_duplicated().any()).item()
+    return not found
+
+
+def _reduce_set(rows: pl.DataFrame) -> pl.DataFrame:
+    return reduce_set(rows.lazy()).collect(engine=IN_MEMORY)
+
+
+def _reduced_again(rows: pl.DataFrame) -> pl.DataFrame:
+    """``reduce_set`` of reduced ``SET_SCHEMA`` rows: only the items with more than one row
+    are recomputed (rows come out in another order)."""
+    again = rows.get_column("item_id").is_duplicated()
+    if not again.any():
+        return rows
+    return pl.concat([rows.filter(~again), _reduce_set(rows.filter(again))], how="vertical")
 
 
 def merge_sets(parts: list[pl.DataFrame]) -> pl.DataFrame:
@@ -220,12 +255,7 @@ def merge_sets(parts: list[pl.DataFrame]) -> pl.DataFrame:
         return empty_set()
     if len(parts) == 1:
         return parts[0]
-    both = pl.concat(parts, how="vertical")
-    again = both.get_column("item_id").is_duplicated()
-    if not again.any():
-        return both
-    merged = reduce_set(both.filter(again).lazy()).collect(engine=IN_MEMORY)
-    return pl.concat([both.filter(~again), merged], how="vertical")
+    return _reduced_again(pl.concat(parts, how="vertical"))
 
 
 def split_events(events: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -293,7 +323,7 @@ def _attempt_counts(released: pl.DataFrame) -> pl.DataFrame:
 
 STATE_ATTEMPT: Final = "attempt_key"
 #: The state's columns a promise is computed from (``kpi.standards.with_promised_by``).
-_PROMISE_INPUTS: Final = ("accepted_at", "product", "origin", "destination", "promised_by_given")
+_PROMISE_INPUTS: Final = ("accepted_at", *_ACCEPTANCE_FIELDS)
 
 
 def settle(
