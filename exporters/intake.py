@@ -307,7 +307,12 @@ def _reduced(rows: pl.DataFrame, items: Hashes) -> pl.DataFrame:
     again = pl.Series(items).is_duplicated()
     if not again.any():
         return rows
-    reduced = reduce_set(rows.filter(again).lazy()).collect(engine=IN_MEMORY)
+    # Grouped by the hash, not its text: one key per item all the same, and integers
+    # hash and compare cheaper; the text is made once per item after.
+    hashes = pl.Series("item_id", items[again.to_numpy()], dtype=pl.UInt64)
+    repeated = rows.filter(again).with_columns(hashes)
+    reduced = reduce_set(repeated.lazy()).collect(engine=IN_MEMORY)
+    reduced = reduced.with_columns(item_key(reduced.get_column("item_id")))
     return pl.concat([rows.filter(~again), reduced], how="vertical")
 
 
