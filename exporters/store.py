@@ -14,7 +14,7 @@ from typing import Any, Final
 import polars as pl
 
 from exporters.catalog import MetricSpec, MetricType
-from kpi.kpis.increments import COUNT, SECONDS
+from kpi.kpis.increments import COUNT, IN_MEMORY, SECONDS
 
 LabelKey = tuple[str, ...]
 _US: Final = 1_000_000
@@ -77,7 +77,7 @@ class CounterStore:
             .select(*_text_labels(frame, spec.labels), pl.col(COUNT).cast(pl.Int64))
             .group_by(*spec.labels)
             .agg(pl.col(COUNT).sum(), pl.col(COUNT).min().alias("_min"))
-            .collect()
+            .collect(engine=IN_MEMORY)
         )
         if (summed.get_column("_min") < 0).any():
             raise ValueError(f"{spec.name}: counters only go up")
@@ -106,7 +106,7 @@ class CounterStore:
             .agg(pl.len().cast(pl.Int64).alias("n"), pl.col("us").sum().alias("sum_us"))
             .group_by(*spec.labels)
             .agg("bucket", "n", pl.col("sum_us").sum(), pl.col("n").sum().alias("count"))
-            .collect()
+            .collect(engine=IN_MEMORY)
         )
         series = self.histograms.setdefault(spec.name, {})
         k = len(spec.labels)

@@ -64,13 +64,17 @@ from kpi.events import (
     key_us,
 )
 from kpi.kpis.labels import UNKNOWN, flag
-from kpi.lifecycle import STATE_SCHEMA, event_partials, lifecycle, reduce_states
+from kpi.lifecycle import STATE_SCHEMA, event_partials, reduce_states
 from kpi.sources.folder import latest_complaints
-from kpi.standards import ServiceStandards
+from kpi.standards import ServiceStandards, with_promised_by
 
 COUNT: Final = "count"
 SECONDS: Final = "seconds"
 _US_PER_S: Final = 1_000_000.0
+#: Plans here run on one set's frames (thousands to millions of rows, in memory): the
+#: in-memory engine runs them about twice as fast as the default one ("auto", which
+#: picks the streaming engine for group-bys and joins).
+IN_MEMORY: Final = "in-memory"
 
 #: Events whose counters carry the acceptance's labels: held while it is unknown.
 LABEL_EVENTS: Final = events_with_any(Effect.ATTEMPTS, Effect.DELIVERS, Effect.RETURNS)
@@ -78,6 +82,8 @@ N_DELIVERED: Final = "n_delivered"
 N_FAILED: Final = "n_failed"
 #: Newest key (``ts`` in microseconds, stage below) of the item's label events.
 LABEL_KEY: Final = "label_key"
+#: What an item's acceptance sets besides its time and event id (``kpi.lifecycle``).
+_ACCEPTANCE_FIELDS: Final = ("product", "origin", "destination", "promised_by_given")
 
 #: A set of events summarised per item: the lifecycle's partial state plus counts.
 SET_SCHEMA: Final[dict[str, pl.DataType]] = {
@@ -179,7 +185,7 @@ def set_rows(events: pl.DataFrame) -> pl.DataFrame:
         event_has(Effect.FAILS).cast(pl.Int64).alias(N_FAILED),
         pl.when(event_in(LABEL_EVENTS)).then(event_key()).alias(LABEL_KEY),
     )
-    partials = event_partials(events.select(EVENT_SCHEMA.keys()).lazy()).collect()
+    partials = event_partials(events.select(EVENT_SCHEMA.keys()).lazy()).collect(engine=IN_MEMORY)
     return pl.concat([partials, extra], how="horizontal")
 
 
@@ -197,12 +203,45 @@ def merge_set(summary: pl.DataFrame, rows: pl.DataFrame) -> pl.DataFrame:
     """``summary`` (reduced) with more set rows folded in; only the items they touch are recomputed."""
     if rows.is_empty():
         return summary
+    # Rows already reduced (the exporter folds a set's reduced labels into the held
+    # ones) are not reduced twice: only items found on both sides are.
+    own = _own_reduction(rows)
     if summary.is_empty():
-        return reduce_set(rows.lazy()).collect()
+        return rows.select(SET_SCHEMA.keys()) if own else _reduce_set(rows)
     touched = summary.get_column("item_id").is_in(rows.get_column("item_id").unique().implode())
     touched = touched.fill_null(False)
-    merged = reduce_set(pl.concat([summary.filter(touched), rows], how="vertical").lazy())
-    return pl.concat([summary.filter(~touched), merged.collect()], how="vertical")
+    both = pl.concat([summary.filter(touched), rows.select(SET_SCHEMA.keys())], how="vertical")
+    merged = _reduced_again(both) if own else _reduce_set(both)
+    return pl.concat([summary.filter(~touched), merged], how="vertical")
+
+
+def _own_reduction(rows: pl.DataFrame) -> bool:
+    """Whether ``reduce_set`` of ``rows`` is ``rows`` (row order aside): one row per item,
+    each as a reduction leaves it (no acceptance fields without an acceptance and its
+    event id, no facility without a key, counts not null)."""
+    fields = pl.any_horizontal(pl.col(c).is_not_null() for c in _ACCEPTANCE_FIELDS)
+    unreduced = (
+        (pl.col("accepted_at").is_null() & pl.col("accepted_event_id").is_not_null())
+        | (pl.col("accepted_event_id").is_null() & fields)
+        | (pl.col("last_key").is_null() & pl.col("last_facility").is_not_null())
+        | pl.col(N_DELIVERED).is_null()
+        | pl.col(N_FAILED).is_null()
+    )
+    found = rows.select(unreduced.any() | pl.col("item_id").is_duplicated().any()).item()
+    return not found
+
+
+def _reduce_set(rows: pl.DataFrame) -> pl.DataFrame:
+    return reduce_set(rows.lazy()).collect(engine=IN_MEMORY)
+
+
+def _reduced_again(rows: pl.DataFrame) -> pl.DataFrame:
+    """``reduce_set`` of reduced ``SET_SCHEMA`` rows: only the items with more than one row
+    are recomputed (rows come out in another order)."""
+    again = rows.get_column("item_id").is_duplicated()
+    if not again.any():
+        return rows
+    return pl.concat([rows.filter(~again), _reduce_set(rows.filter(again))], how="vertical")
 
 
 def merge_sets(parts: list[pl.DataFrame]) -> pl.DataFrame:
@@ -216,12 +255,7 @@ def merge_sets(parts: list[pl.DataFrame]) -> pl.DataFrame:
         return empty_set()
     if len(parts) == 1:
         return parts[0]
-    both = pl.concat(parts, how="vertical")
-    again = both.get_column("item_id").is_duplicated()
-    if not again.any():
-        return both
-    merged = reduce_set(both.filter(again).lazy()).collect()
-    return pl.concat([both.filter(~again), merged], how="vertical")
+    return _reduced_again(pl.concat(parts, how="vertical"))
 
 
 def split_events(events: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -245,10 +279,12 @@ def late_count(events: pl.DataFrame, newest: pl.DataFrame) -> int:
     """Events earlier than their item's newest known ``ts`` (``newest``: item_id, last_key)."""
     if events.is_empty() or newest.is_empty():
         return 0
-    known = newest.join(events.select("item_id").unique(), on="item_id", how="semi")
-    rows = events.select("item_id", "ts").join(known, on="item_id", how="inner")
-    before = key_ts("last_key")
-    return int(rows.select((pl.col("ts") < before).sum()).item())
+    # The newest of an item's known keys (an item may be both counted and held): one
+    # join probed by the events, not a semi-join of their items first.
+    if newest.get_column("item_id").is_duplicated().any():
+        newest = newest.group_by("item_id").agg(pl.col("last_key").max())
+    rows = events.select("item_id", "ts").join(newest, on="item_id", how="inner")
+    return int(rows.select((pl.col("ts") < key_ts("last_key")).sum()).item())
 
 
 # --- applying a set ---------------------------------------------------------------------
@@ -267,8 +303,11 @@ def _attempt_counts(released: pl.DataFrame) -> pl.DataFrame:
         (pl.col(N_DELIVERED) - first_ok.cast(pl.Int64)).alias("repeat|delivered"),
         (pl.col(N_FAILED) - first_failed.cast(pl.Int64)).alias("repeat|failed"),
     )
+    # Summed per label pair first (a few hundred rows), then spread over the four kinds:
+    # the sum of the positive counts, as counting each item's positive counts would.
+    summed = per_item.group_by("product", "destination").agg(pl.all().clip(0).sum())
     long = (
-        per_item.unpivot(index=["product", "destination"], variable_name="_k", value_name=COUNT)
+        summed.unpivot(index=["product", "destination"], variable_name="_k", value_name=COUNT)
         .filter(pl.col(COUNT) > 0)
         .with_columns(
             pl.col("_k").str.split_exact("|", 1).struct.rename_fields(["attempt", "outcome"])
@@ -277,15 +316,12 @@ def _attempt_counts(released: pl.DataFrame) -> pl.DataFrame:
     )
     if long.is_empty():
         return pl.DataFrame(schema=_count_schema(*ATTEMPT_LABELS))
-    return (
-        long.group_by(ATTEMPT_LABELS)
-        .agg(pl.col(COUNT).sum().cast(_COUNT_TYPE))
-        .sort(ATTEMPT_LABELS)
-        .select(*ATTEMPT_LABELS, COUNT)
-    )
+    return long.select(*ATTEMPT_LABELS, pl.col(COUNT).cast(_COUNT_TYPE)).sort(ATTEMPT_LABELS)
 
 
 STATE_ATTEMPT: Final = "attempt_key"
+#: The state's columns a promise is computed from (``kpi.standards.with_promised_by``).
+_PROMISE_INPUTS: Final = ("accepted_at", *_ACCEPTANCE_FIELDS)
 
 
 def settle(
@@ -305,7 +341,7 @@ def settle(
     released with unknown labels; the rest stay held. ``grace_us=None`` never holds.
     Failures and late events are counted when read (``failure_counts``, ``late_count``).
     """
-    ids = pl.concat([rest.get_column("item_id"), labels.get_column("item_id")]).unique()
+    ids = pl.concat([rest.get_column("item_id"), labels.get_column("item_id")])
     in_set = before.get_column("item_id").is_in(ids.implode()).fill_null(False)
     prior = before.filter(in_set)
     accepted = pl.concat(
@@ -345,30 +381,41 @@ def reduce_repeated(states: pl.DataFrame) -> pl.DataFrame:
     again = states.get_column("item_id").is_duplicated()
     if not again.any():
         return states
-    merged = reduce_states(states.filter(again).lazy()).collect()
+    merged = reduce_states(states.filter(again).lazy()).collect(engine=IN_MEMORY)
     return pl.concat([states.filter(~again), merged.select(states.columns)], how="vertical")
 
 
 def _increments(
     prior: pl.DataFrame, merged: pl.DataFrame, released: pl.DataFrame, standards: ServiceStandards
 ) -> EventIncrements:
-    flags = prior.select(
+    # New acceptances: merged items with one that had none before (an ``is_in`` of the
+    # prior acceptances, not a join of every merged row).
+    had_acceptance = prior.filter(pl.col("accepted_at").is_not_null()).get_column("item_id")
+    accepted = merged.filter(
+        pl.col("accepted_at").is_not_null()
+        & ~pl.col("item_id").is_in(had_acceptance.implode()).fill_null(False)
+    ).select(*(_label(c).alias(c) for c in ACCEPTED_LABELS))
+    # Everything else is about the released label events: only their items' rows are
+    # joined (a few of the merged ones).
+    rel_ids = pl.col("item_id").is_in(released.get_column("item_id").implode())
+    flags = prior.filter(rel_ids).select(
         "item_id",
-        pl.col("accepted_at").is_not_null().alias("_had_acceptance"),
         pl.col("attempt_key").is_not_null().alias("_had_attempt"),
         pl.col("delivered_at").is_not_null().alias("_had_delivery"),
         pl.col("returned_at").is_not_null().alias("_had_return"),
     )
-    had = ("_had_acceptance", "_had_attempt", "_had_delivery", "_had_return")
-    # The lifecycle's columns read here but the promise, which only a new delivery needs
-    # (the calendar is the costly part of ``lifecycle``; it is row by row).
+    had = ("_had_attempt", "_had_delivery", "_had_return")
     lc = (
-        merged.select("item_id", "accepted_at", "product", "origin", "destination", "delivered_at")
+        merged.filter(rel_ids)
+        .select(
+            "item_id",
+            "accepted_at",
+            "delivered_at",
+            _label("product").alias("product"),
+            _label("destination").alias("destination"),
+        )
         .join(flags, on="item_id", how="left")
         .with_columns(pl.col(had).fill_null(False))
-    )
-    accepted = lc.filter(pl.col("accepted_at").is_not_null() & ~pl.col("_had_acceptance")).select(
-        *(_label(c).alias(c) for c in ACCEPTED_LABELS)
     )
     rel = released.select(
         "item_id",
@@ -377,23 +424,17 @@ def _increments(
         pl.col("returned_at").alias("_r_returned"),
         N_DELIVERED,
         N_FAILED,
-    ).join(
-        lc.select(
-            "item_id",
-            "accepted_at",
-            "delivered_at",
-            *had[1:],
-            _label("product").alias("product"),
-            _label("destination").alias("destination"),
-        ),
-        on="item_id",
-        how="left",
-    )
+    ).join(lc, on="item_id", how="left")
     new_delivery = rel.filter(pl.col("_r_delivered").is_not_null() & ~pl.col("_had_delivery"))
     promised = merged.filter(
         pl.col("item_id").is_in(new_delivery.get_column("item_id").implode()).fill_null(False)
     )
-    promises = lifecycle(promised.lazy(), standards).select("item_id", "promised_by").collect()
+    # Only the promise of the lifecycle (the calendar is its costly part; per item).
+    promises = (
+        with_promised_by(promised.select("item_id", *_PROMISE_INPUTS).lazy(), standards)
+        .select("item_id", "promised_by")
+        .collect(engine=IN_MEMORY)
+    )
     new_delivery = new_delivery.join(promises, on="item_id", how="left", maintain_order="left")
     judged = pl.col("accepted_at").is_not_null() & pl.col("promised_by").is_not_null()
     delivered = new_delivery.with_columns(
@@ -427,8 +468,8 @@ def event_increments(
     rest, labels = split_events(events)
     settled = settle(
         before,
-        reduce_set(set_rows(rest).lazy()).collect(),
-        reduce_set(set_rows(labels).lazy()).collect(),
+        reduce_set(set_rows(rest).lazy()).collect(engine=IN_MEMORY),
+        reduce_set(set_rows(labels).lazy()).collect(engine=IN_MEMORY),
         standards,
         None,
         None,
@@ -497,7 +538,7 @@ def _current(records: pl.DataFrame, before: pl.DataFrame) -> tuple[pl.DataFrame,
     # Prior versions first: at an equal ``updated_at`` the later record (a new one) wins.
     current = latest_complaints(
         pl.concat([prior.select(cols), records.select(cols)], how="vertical").lazy()
-    ).collect()
+    ).collect(engine=IN_MEMORY)
     flags = prior.select(
         "complaint_id",
         pl.lit(True).alias("_known"),
@@ -534,4 +575,6 @@ def reduce_complaints(records: pl.DataFrame) -> pl.DataFrame:
     """A set's complaint records cut to their current versions (read order kept for ties)."""
     if records.is_empty():
         return records
-    return latest_complaints(records.select(COMPLAINT_SCHEMA.keys()).lazy()).collect()
+    return latest_complaints(records.select(COMPLAINT_SCHEMA.keys()).lazy()).collect(
+        engine=IN_MEMORY
+    )

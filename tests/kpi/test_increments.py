@@ -27,6 +27,7 @@ from kpi.kpis.increments import (
     empty_set,
     event_increments,
     failure_counts,
+    late_count,
     merge_complaints,
     merge_set,
     merge_sets,
@@ -564,6 +565,23 @@ def test_merge_set_keeps_items_the_rows_do_not_touch_and_a_null_item() -> None:
     again = set_rows(frame([ev("d3", None, "delivered", T0 + 3 * H)]))  # type: ignore[arg-type]
     null_row = before.filter(pl.col("item_id").is_null()).row(0)
     assert null_row in merge_set(before, again).rows()
+
+
+def test_a_late_event_is_counted_once_against_its_items_newest_key() -> None:
+    # Item I is known twice before the set (counted at 3 h, held at 2 h): its event at
+    # 1 h is one late event, not one per known row; at 5 h it is not late; J is new.
+    def key(at: dt.datetime) -> int:
+        return us(at) * RANK_BITS
+
+    events = pl.DataFrame(
+        {"item_id": ["I", "I", "J"], "ts": [T0 + H, T0 + 5 * H, T0]},
+        schema={"item_id": pl.String, "ts": pl.Datetime("us", "UTC")},
+    )
+    newest = pl.DataFrame(
+        {"item_id": ["I", "I", "K"], "last_key": [key(T0 + 3 * H), key(T0 + 2 * H), key(T0)]}
+    )
+    assert late_count(events, newest) == 1
+    assert late_count(events, newest.filter(pl.col("item_id") == "K")) == 0
 
 
 def test_empty_set_has_the_set_schema() -> None:
