@@ -72,6 +72,11 @@ from pathlib import Path
 tree, folder, live, work, poll, breakdown, kafka_live, set_sizes, file_phases, threads = sys.argv[1:11]
 sys.path.insert(0, tree)
 import polars as pl
+try:  # the engine the tree's ``kpi exporter`` runs its queries on
+    from exporters.engine import use_in_memory_engine
+    use_in_memory_engine()
+except ImportError:
+    pass
 from exporters.ingest import IngestConfig, Ingestor
 from exporters.kafka.partition import PartitionId, PartitionState, validate_poll
 from kpi.contract import Kind

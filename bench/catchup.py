@@ -20,6 +20,13 @@ sys.path.insert(0, ".")
 
 from exporters.ingest import IngestConfig, Ingestor
 
+try:  # the engine the tree's ``kpi exporter`` runs its queries on
+    from exporters.engine import use_in_memory_engine
+
+    use_in_memory_engine()
+except ImportError:
+    pass
+
 
 def main() -> None:
     """Catch up once and print the figures."""

@@ -147,6 +147,9 @@ def exporter(
         raise typer.BadParameter(f"--as-of must be one of {', '.join(AS_OF_CHOICES)}")
     setup_logging(log_level)
     host, port = parse_listen(listen)
+    from exporters.engine import use_in_memory_engine  # noqa: PLC0415
+
+    use_in_memory_engine()
     # What the file exporter and a Kafka shard share: the time rules of their books too.
     common: dict[str, Any] = {
         "data_dir": data_dir,
