@@ -184,6 +184,7 @@ class Books:
             settled.merged,
             gone,
             stage_mark(clock, self.policy.grace_us),
+            items,
         )
         counters.add(cat.EXPORTER_EVENTS_INGESTED, (), intake.events + intake.complaint_records)
         rejects = intake.rejects()
@@ -191,7 +192,7 @@ class Books:
             by_reason = rejects.group_by("reason").agg(pl.len().alias(COUNT))
             counters.add_counts(cat.EXPORTER_EVENTS_REJECTED, by_reason)
         new = Ledger(
-            items=items,
+            items=items if stages.items is None else stages.items,  # a fold writes into them
             held=settled.held,
             complaints=complaints,
             seen=led.seen.add(*intake.new_hashes()).prune(

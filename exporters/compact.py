@@ -82,6 +82,21 @@ MAIN_SCHEMA: Final[dict[str, pl.DataType]] = {
     "last_rank": pl.UInt8(),
     "facility": pl.UInt32(),
 }
+#: The item's stage summary (``exporters.compact_stages.PACKED_SCHEMA`` but its hash),
+#: held in the item's own row so the summary needs no hash of its own (8 B an item):
+#: null when the item has none (its scans are all within the stage horizon).
+STAGE_COLUMNS: Final[dict[str, pl.DataType]] = {
+    "arr_fac": pl.UInt16(),
+    "arr_key": pl.Int32(),
+    "dep_fac": pl.UInt16(),
+    "dep_key": pl.Int32(),
+    "dep2_fac": pl.UInt16(),
+    "dep2_key": pl.Int32(),
+    "delivered": pl.Boolean(),
+    "first_dep_key": pl.Int32(),
+}
+#: ``main`` as held: the item columns and its stage summary's.
+HELD_SCHEMA: Final[dict[str, pl.DataType]] = {**MAIN_SCHEMA, **STAGE_COLUMNS}
 EXACT_SCHEMA: Final[dict[str, pl.DataType]] = {
     "item": pl.UInt64(),
     "accepted_at": pl.Int64(),  # null when ``accepted_s`` is exact
@@ -275,7 +290,7 @@ def _coded(values: pl.DataFrame, book: pl.DataFrame) -> tuple[pl.Series, pl.Data
 class CompactItems:
     """Encoded item states: ``main`` (every item), ``extra`` (sparse) and two dictionaries."""
 
-    main: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=MAIN_SCHEMA))
+    main: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=HELD_SCHEMA))
     extra: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=EXTRA_SCHEMA))
     routes: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=ROUTES_SCHEMA))
     facilities: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=FACILITIES_SCHEMA))
@@ -308,7 +323,11 @@ class CompactItems:
         extra, extra_exact = pack_extra(full_extra)
         touched = main.get_column("item").implode()
         others = ~pl.col("item").is_in(touched)
-        kept = fit_codes(self.main.filter(others), ("route",), routes.height)
+        mine = self.main.get_column("item").is_in(touched)
+        # The touched items keep their stage summaries (``exporters.compact_stages``).
+        carried = self.main.filter(mine).select("item", *STAGE_COLUMNS)
+        main = main.join(carried, on="item", how="left", maintain_order="left")
+        kept = fit_codes(self.main.filter(~mine), ("route",), routes.height)
         kept = fit_codes(kept, ("facility",), facilities.height)
         return CompactItems(
             _appended(kept, main),

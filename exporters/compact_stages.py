@@ -41,7 +41,14 @@ from typing import Final
 import numpy as np
 import polars as pl
 
-from exporters.compact import code_type, fit_codes, item_key, key_hashes
+from exporters.compact import (
+    STAGE_COLUMNS,
+    CompactItems,
+    code_type,
+    fit_codes,
+    item_key,
+    key_hashes,
+)
 from exporters.seen import Hashes
 from kpi.events import RANK_BITS, STAGE
 from kpi.kpis.stage_increments import HISTORY_SCHEMA
@@ -163,18 +170,24 @@ def _chunked(frame: pl.DataFrame) -> pl.DataFrame:
 
 @dataclass(frozen=True)
 class CompactStages:
-    """Recent stage scans (``rows``), the summaries of older ones (``summary``, below
-    ``mark``, a time key; None = nothing summarised) and the facility names of the codes."""
+    """Recent stage scans (``rows``), the summaries of older ones (below ``mark``, a time
+    key; None = nothing summarised) and the facility names of the codes.
+
+    An item's summary is held in its row of ``items`` (``exporters.compact.STAGE_COLUMNS``:
+    no hash of its own) when it has one, else in ``side`` (``PACKED_SCHEMA``: items whose
+    acceptance is not read yet); never in both. ``items`` is the ledger's own item table
+    (``attach``; None = every summary in ``side``)."""
 
     rows: pl.DataFrame = field(default_factory=_rows)
     names: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=NAMES_SCHEMA))
-    summary: pl.DataFrame = field(default_factory=empty_summary)
+    side: pl.DataFrame = field(default_factory=empty_summary)
     mark: int | None = None
     #: The summaries' time keys that are not whole seconds (``pack``).
     exact: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=EXACT_SCHEMA))
     #: The stage horizon after the last set (a time key): a scan older than it is late.
     #: The summaries follow it in steps of ``FOLD_STEP`` (``mark <= horizon``).
     horizon: int | None = None
+    items: CompactItems | None = field(default=None, repr=False, compare=False)
 
     @property
     def height(self) -> int:
@@ -183,9 +196,63 @@ class CompactStages:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the scans, the summaries and the dictionary."""
-        tables = (self.rows, self.names, self.summary, self.exact)
+        """Bytes held by the scans, the side summaries and the dictionary (the summaries in
+        the item rows are the items' ``nbytes``)."""
+        tables = (self.rows, self.names, self.side, self.exact)
         return int(sum(t.estimated_size() for t in tables))
+
+    @property
+    def summary(self) -> pl.DataFrame:
+        """Every summary as ``PACKED_SCHEMA`` rows (codes as held): the item rows' and ``side``."""
+        return self._packed().collect()
+
+    def _packed(self, wanted: pl.Series | None = None) -> pl.LazyFrame:
+        """The ``PACKED_SCHEMA`` rows of the items among ``wanted`` (an imploded hash list;
+        None = all): those in the item rows, then ``side``'s."""
+        side = self.side.lazy()
+        if self.items is None or not self.attached():
+            return side if wanted is None else side.filter(pl.col("item").is_in(wanted))
+        held = pl.col("delivered").is_not_null()
+        if wanted is not None:
+            held = held & pl.col("item").is_in(wanted)
+            side = side.filter(pl.col("item").is_in(wanted))
+        rows = self.items.main.lazy().filter(held).select(self.side.columns)
+        return pl.concat([rows, side], how="vertical_relaxed")
+
+    def attached(self) -> int:
+        """Number of summaries held in the item rows."""
+        if self.items is None:
+            return 0
+        main = self.items.main
+        return main.height - main.get_column("delivered").null_count()
+
+    def attach(self, items: CompactItems) -> CompactStages:
+        """This state on ``items`` (the ledger's new item table, whose rows carry the
+        summaries of the same items as this one's, but retired ones), with the ``side``
+        summaries of items that have a row there moved into it (a checkpoint of format 5
+        held every summary apart)."""
+        main = fit_codes(items.main, _FACS, self.names.height)
+        items = items if main is items.main else replace(items, main=main)
+        moved = self.side.join(main.select("item"), on="item", how="semi")
+        if moved.is_empty():
+            return replace(self, items=items)
+        side = self.side.join(moved.select("item"), on="item", how="anti")
+        return replace(self, items=self._written(items, moved), side=side)
+
+    def _written(self, items: CompactItems, summaries: pl.DataFrame) -> CompactItems:
+        """``items`` with ``summaries`` (``PACKED_SCHEMA``, items of ``items`` only) in their rows."""
+        n_codes = self.names.height
+        new = fit_codes(summaries, _FACS, n_codes).rename({c: f"{c}_n" for c in STAGE_COLUMNS})
+        main = fit_codes(items.main, _FACS, n_codes)
+        joined = main.join(new, on="item", how="left", maintain_order="left")
+        found = pl.col("delivered_n").is_not_null()
+        main = joined.select(
+            pl.when(found).then(pl.col(f"{c}_n")).otherwise(pl.col(c)).alias(c)
+            if c in STAGE_COLUMNS
+            else pl.col(c)
+            for c in main.columns
+        )
+        return replace(items, main=main)
 
     def history(self, hashes: pl.Series) -> pl.DataFrame:
         """The ``HISTORY_SCHEMA`` rows of the items among ``hashes`` (keyed by
@@ -261,11 +328,11 @@ class CompactStages:
         wanted = hashes.cast(pl.UInt64).unique().implode()
         item = pl.col("item").is_in(wanted)
         recent = self.rows.lazy().filter(item)
-        if self.summary.is_empty():
+        if self.side.is_empty() and not self.attached():
             return recent.collect()
         # One query: the summaries found, unpacked and given back as scans, and the scans.
         exact = self.exact.filter(item) if self.exact.height else self.exact
-        summary = _unpacked(self.summary.lazy().filter(item), exact)
+        summary = _unpacked(self._packed(wanted), exact)
         back = None
         if new is not None:
             moves = pl.concat([recent, new.lazy().select(ROWS_SCHEMA.keys())])
@@ -340,13 +407,19 @@ class CompactStages:
         summary = _summarise(pl.concat([self.synthetic(prev), old]), self._name_ranks())
         folded, exact = pack(summary, n_codes)
         others = ~pl.col("item").is_in(items)
-        kept = fit_codes(self.summary.filter(others), _FACS, n_codes)
+        kept = fit_codes(self.side.filter(others), _FACS, n_codes)
+        held = self.items
+        if held is not None:  # the items with a row hold their summary there
+            in_rows = folded.get_column("item").is_in(held.main.get_column("item").implode())
+            held = self._written(held, folded.filter(in_rows))
+            folded = folded.filter(~in_rows)
         return replace(
             self,
             rows=self.rows.filter(key >= mark),
-            summary=_chunked(pl.concat([kept, folded])),
+            side=_chunked(pl.concat([kept, folded])),
             exact=pl.concat([self.exact.filter(others), exact]),
             mark=mark,
+            items=held,
         )
 
     def summaries(self, wanted: pl.Series | None = None) -> pl.DataFrame:
@@ -354,22 +427,23 @@ class CompactStages:
         list), or of every item."""
         if wanted is None:
             return unpack(self.summary, self.exact)
-        item = pl.col("item").is_in(wanted)
-        return unpack(self.summary.filter(item), self.exact.filter(item))
+        exact = self.exact.filter(pl.col("item").is_in(wanted))
+        return _unpacked(self._packed(wanted), exact).collect()
 
     def _name_ranks(self) -> pl.Series:
         """Per facility code, its rank in name order (the report's tie rule)."""
         return self.names.get_column("facility").rank("ordinal").cast(pl.UInt32)
 
     def retire(self, hashes: Hashes) -> CompactStages:
-        """Without the scans and summaries of the items ``hashes`` (retired from the state)."""
+        """Without the scans and summaries of the items ``hashes`` (retired from the state:
+        their rows in ``items``, if any, are gone already)."""
         if not len(hashes):
             return self
         gone = pl.Series(np.asarray(hashes, dtype=np.uint64), dtype=pl.UInt64).implode()
         return replace(
             self,
             rows=self.rows.filter(~pl.col("item").is_in(gone)),
-            summary=self.summary.filter(~pl.col("item").is_in(gone)),
+            side=self.side.filter(~pl.col("item").is_in(gone)),
             exact=self.exact.filter(~pl.col("item").is_in(gone)),
         )
 

@@ -37,6 +37,10 @@ Format 5 holds the sparse item table's promise and first attempt in whole second
 (``items_extra_exact.parquet``: the others) and the dictionary codes as ``UInt16`` while
 their dictionary is small; a format-4 checkpoint is read and converted (its sparse
 times packed; the codes are narrowed on any read).
+Format 6 holds an item's stage summary in its row of ``items.parquet`` (no hash of its
+own; ``stage_summary.parquet`` keeps only the summaries of items without a row); a
+format-3 to 5 checkpoint is read and converted (its summaries moved into the item rows:
+``CompactStages.attach``).
 
 It is written as ``checkpoint-<seq>.tmp`` (each file fsynced, then the directory),
 renamed to its final name (the commit point) and the parent directory fsynced;
@@ -68,8 +72,9 @@ from exporters.compact import (
     EXTRA_SCHEMA,
     FACILITIES_SCHEMA,
     FULL_SCHEMA,
-    MAIN_SCHEMA,
+    HELD_SCHEMA,
     ROUTES_SCHEMA,
+    STAGE_COLUMNS,
     CompactItems,
     fit_codes,
     pack_extra,
@@ -91,9 +96,9 @@ from kpi.kpis.increments import COMPLAINT_STATE_SCHEMA, SET_SCHEMA, empty_set
 
 log = logging.getLogger(__name__)
 
-FORMAT: Final = 5
+FORMAT: Final = 6
 #: Older formats this one reads (and converts).
-READABLE_FORMATS: Final = {3, 4}
+READABLE_FORMATS: Final = {3, 4, 5}
 #: What older formats held that this one cannot read; such checkpoints are refused with
 #: ``OLD_FORMAT`` (not migrated).
 OLD_FORMATS: Final = {
@@ -202,7 +207,7 @@ def _write_files(tmp: Path, ckpt: Checkpoint) -> None:
     ckpt.held.select(SET_SCHEMA.keys()).write_parquet(tmp / "held.parquet", statistics=False)
     ckpt.stages.rows.write_parquet(tmp / "stages.parquet", statistics=False)
     ckpt.stages.names.write_parquet(tmp / "stage_facilities.parquet", statistics=False)
-    ckpt.stages.summary.write_parquet(tmp / "stage_summary.parquet", statistics=False)
+    ckpt.stages.side.write_parquet(tmp / "stage_summary.parquet", statistics=False)
     ckpt.stages.exact.write_parquet(tmp / "stage_exact.parquet", statistics=False)
     meta = {
         "format": FORMAT,
@@ -235,7 +240,7 @@ def _write_files(tmp: Path, ckpt: Checkpoint) -> None:
 
 
 _ITEM_FILES: Final = {
-    "items.parquet": ("main", MAIN_SCHEMA),
+    "items.parquet": ("main", HELD_SCHEMA),
     "items_extra.parquet": ("extra", EXTRA_SCHEMA),
     "routes.parquet": ("routes", ROUTES_SCHEMA),
     "facilities.parquet": ("facilities", FACILITIES_SCHEMA),
@@ -249,6 +254,11 @@ def _item_files(items: CompactItems) -> dict[str, pl.DataFrame]:
     return {name: getattr(items, attr) for name, (attr, _) in _ITEM_FILES.items()}
 
 
+def _with_no_summaries(main: pl.DataFrame) -> pl.DataFrame:
+    """Item rows of a checkpoint of format 3 to 5 with no stage summary held in them."""
+    return main.with_columns(pl.lit(None, t).alias(c) for c, t in STAGE_COLUMNS.items())
+
+
 def _read_items(path: Path) -> CompactItems:
     tables: dict[str, pl.DataFrame] = {}
     for name, (attr, schema) in _ITEM_FILES.items():
@@ -257,12 +267,15 @@ def _read_items(path: Path) -> CompactItems:
         frame = pl.read_parquet(path / name)
         if attr == "main" and "last_key" in frame.columns:  # format 3: exact times in main
             main = frame.select(pl.col(c).cast(t) for c, t in FULL_SCHEMA.items())
-            tables["main"], tables["exact"] = pack_main(main)
+            packed, tables["exact"] = pack_main(main)
+            tables["main"] = _with_no_summaries(packed)
             continue
         if attr == "extra" and "attempt_key" in frame.columns:  # formats 3, 4: exact times
             extra = frame.select(pl.col(c).cast(t) for c, t in EXTRA_FULL_SCHEMA.items())
             tables["extra"], tables["extra_exact"] = pack_extra(extra)
             continue
+        if attr == "main" and "delivered" not in frame.columns:  # formats 4, 5: summaries apart
+            frame = _with_no_summaries(frame)
         tables[attr] = frame.select(pl.col(c).cast(t) for c, t in schema.items())
     # The codes as held (``UInt16`` while their dictionary is small).
     n_codes = {"route": "routes", "facility": "facilities"}
@@ -307,7 +320,8 @@ def read_checkpoint(path: Path) -> Checkpoint:
         mark,
         exact,
         horizon,
-    )
+    ).attach(items)
+    items = items if stages.items is None else stages.items
     return Checkpoint(
         seq=int(meta["seq"]),
         created_at=float(meta["created_at"]),
