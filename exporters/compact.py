@@ -22,10 +22,10 @@ re-encodes the result:
   widened when the dictionary grows past it); they are ``UInt32`` outside the tables.
 - ``promised_by_given``, ``attempt_key``, ``delivered_at`` and ``returned_at`` are null
   for an item in transit: they live in a sparse ``extra`` table, one row per item that
-  has any of them. ``delivered_at`` and ``returned_at`` are kept in whole seconds
-  (``Int32`` from 2000-01-01, clipped to 1932-2068): once set, only whether they are set
-  is ever read (the counters take the delivery's exact time from the event that brings
-  it, the gauges look at unfinished items only), so no counter changes.
+  has any of them. Of ``delivered_at`` and ``returned_at`` only whether they are set is
+  kept (a bit each): once set, only that is ever read (the counters take the delivery's
+  exact time from the event that brings it, the gauges look at unfinished items only),
+  so no counter changes; they decode as the item's last scan time.
 - ``accepted_at`` and ``last_key`` are exact, held as whole seconds from ``EPOCH_S``
   (``Int32``; the last scan's rank apart, ``UInt8``) when they are whole seconds of that
   range, else exact in the sparse ``exact`` table (``pack_main``): scanners stamp whole
@@ -107,18 +107,18 @@ EXTRA_FULL_SCHEMA: Final[dict[str, pl.DataType]] = {
     "item": pl.UInt64(),
     "promised_by_given": pl.Int64(),  # microseconds
     "attempt_key": pl.Int64(),
-    "delivered_s": pl.Int32(),  # seconds from EPOCH_S
-    "returned_s": pl.Int32(),
+    "has_delivery": pl.Boolean(),  # whether ``delivered_at`` is set
+    "has_return": pl.Boolean(),
 }
 #: ... and as it is held: the promise and the first attempt in whole seconds (the
-#: attempt's rank apart), 22 B instead of 29; the others exact in ``EXTRA_EXACT_SCHEMA``.
+#: attempt's rank apart), 17 B instead of 21; the others exact in ``EXTRA_EXACT_SCHEMA``.
 EXTRA_SCHEMA: Final[dict[str, pl.DataType]] = {
     "item": pl.UInt64(),
     "promised_s": pl.Int32(),
     "attempt_s": pl.Int32(),
     "attempt_rank": pl.UInt8(),
-    "delivered_s": pl.Int32(),
-    "returned_s": pl.Int32(),
+    "has_delivery": pl.Boolean(),
+    "has_return": pl.Boolean(),
 }
 EXTRA_EXACT_SCHEMA: Final[dict[str, pl.DataType]] = {
     "item": pl.UInt64(),
@@ -259,18 +259,12 @@ def _utc(col: str) -> pl.Expr:
     return pl.col(col).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
 
 
-def _seconds(col: str) -> pl.Expr:
-    """A UTC column in whole seconds from ``EPOCH_S`` (floor), clipped to ``Int32``."""
-    secs = pl.col(col).dt.epoch("us").floordiv(_US) - EPOCH_S
-    return secs.clip(*_I32).cast(pl.Int32)
-
-
-def _from_seconds(col: str) -> pl.Expr:
-    return (
-        ((pl.col(col).cast(pl.Int64) + EPOCH_S) * _US)
-        .cast(pl.Datetime("us"))
-        .dt.replace_time_zone("UTC")
-    )
+def _set_at_last_scan(flag: str) -> pl.Expr:
+    """A finished item's delivery or return time as decoded: its last scan's (only whether
+    it is set is ever read)."""
+    last_us = pl.coalesce(pl.col("last_key").floordiv(RANK_BITS), pl.lit(EPOCH_S * _US))
+    at = last_us.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    return pl.when(pl.col(flag)).then(at)
 
 
 def _coded(values: pl.DataFrame, book: pl.DataFrame) -> tuple[pl.Series, pl.DataFrame]:
@@ -362,8 +356,8 @@ class CompactItems:
             "item",
             pl.col("promised_by_given").dt.epoch("us"),
             "attempt_key",
-            _seconds("delivered_at").alias("delivered_s"),
-            _seconds("returned_at").alias("returned_s"),
+            pl.col("delivered_at").is_not_null().alias("has_delivery"),
+            pl.col("returned_at").is_not_null().alias("has_return"),
         ).cast(EXTRA_FULL_SCHEMA)  # type: ignore[arg-type]
         return main, extra, routes, facilities
 
@@ -444,8 +438,8 @@ class CompactItems:
             *(pl.lit(self.routes.get_column(c)).gather(route).alias(c) for c in ROUTE),
             _utc("promised_by_given").alias("promised_by_given"),
             pl.col("attempt_key"),
-            _from_seconds("delivered_s").alias("delivered_at"),
-            _from_seconds("returned_s").alias("returned_at"),
+            _set_at_last_scan("has_delivery").alias("delivered_at"),
+            _set_at_last_scan("has_return").alias("returned_at"),
             pl.col("last_key"),
             pl.lit(self.facilities.get_column(FACILITY)).gather(facility).alias(FACILITY),
         ).cast(STATE_SCHEMA)  # type: ignore[arg-type]
@@ -457,9 +451,7 @@ class CompactItems:
         none = np.empty(0, dtype=np.uint64)
         if retention_us is None or clock_us is None or self.extra.is_empty():
             return self, none
-        done = self.extra.filter(
-            pl.col("delivered_s").is_not_null() | pl.col("returned_s").is_not_null()
-        ).get_column("item")
+        done = self.extra.filter(pl.col("has_delivery") | pl.col("has_return")).get_column("item")
         horizon_key = (clock_us - retention_us) * RANK_BITS
         old = (
             self._full(self.main.filter(pl.col("item").is_in(done.implode())))

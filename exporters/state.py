@@ -38,9 +38,10 @@ Format 5 holds the sparse item table's promise and first attempt in whole second
 their dictionary is small; a format-4 checkpoint is read and converted (its sparse
 times packed; the codes are narrowed on any read).
 Format 6 holds an item's stage summary in its row of ``items.parquet`` (no hash of its
-own; ``stage_summary.parquet`` keeps only the summaries of items without a row); a
-format-3 to 5 checkpoint is read and converted (its summaries moved into the item rows:
-``CompactStages.attach``).
+own; ``stage_summary.parquet`` keeps only the summaries of items without a row), and of
+a delivery or return only whether there was one; a format-3 to 5 checkpoint is read and
+converted (its summaries moved into the item rows: ``CompactStages.attach``; its
+delivery and return times to whether they are set).
 
 It is written as ``checkpoint-<seq>.tmp`` (each file fsynced, then the directory),
 renamed to its final name (the commit point) and the parent directory fsynced;
@@ -270,6 +271,11 @@ def _read_items(path: Path) -> CompactItems:
             packed, tables["exact"] = pack_main(main)
             tables["main"] = _with_no_summaries(packed)
             continue
+        if attr == "extra" and "delivered_s" in frame.columns:  # formats 3-5: times, not bits
+            frame = frame.with_columns(
+                pl.col("delivered_s").is_not_null().alias("has_delivery"),
+                pl.col("returned_s").is_not_null().alias("has_return"),
+            )
         if attr == "extra" and "attempt_key" in frame.columns:  # formats 3, 4: exact times
             extra = frame.select(pl.col(c).cast(t) for c, t in EXTRA_FULL_SCHEMA.items())
             tables["extra"], tables["extra_exact"] = pack_extra(extra)

@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from exporters.compact import (
-    EPOCH_S,
+    MAIN_SCHEMA,
     CompactItems,
     event_key,
     item_key,
@@ -99,9 +99,10 @@ def random_events(n: int, items: int, seed: int, whole: float = 0.0) -> pl.DataF
     )
 
 
-def seconds_floor(col: str) -> pl.Expr:
-    secs = pl.col(col).dt.epoch("us") // 1_000_000
-    return pl.from_epoch(secs, time_unit="s").cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+def at_last_scan(col: str) -> pl.Expr:
+    """``col`` where it is set, as the item's last scan time (plain arithmetic on the key)."""
+    last = (pl.col("last_key") // 8).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    return pl.when(pl.col(col).is_not_null()).then(last).alias(col)
 
 
 @pytest.mark.parametrize(("seed", "whole"), [(1, 0.0), (2, 0.5), (3, 1.0)])
@@ -112,8 +113,9 @@ def test_batches_through_the_encoding_give_the_state_of_all_events(seed: int, wh
     for batch in events.iter_slices(37):
         compact = compact.replace(merge_events(compact.rows(_hashes(batch)), batch.lazy()))
     got = compact.decode().sort("item_id")
-    # Documented loss: delivered_at and returned_at are kept in whole seconds.
-    want = truth.with_columns(seconds_floor("delivered_at"), seconds_floor("returned_at"))
+    # Documented loss: of delivered_at and returned_at only whether they are set is kept
+    # (decoded as the last scan's time).
+    want = truth.with_columns(at_last_scan("delivered_at"), at_last_scan("returned_at"))
     assert got.schema == pl.Schema(STATE_SCHEMA)
     assert got.equals(want.sort("item_id"))
     assert compact.height == truth.height
@@ -141,6 +143,14 @@ def _checkpoint(items: CompactItems, seq: int) -> Checkpoint:
     )
 
 
+def _with_times(extra: pl.DataFrame) -> pl.DataFrame:
+    """A sparse table as formats 3-5 held it: delivery and return times (whole seconds)."""
+    return extra.with_columns(
+        pl.when(pl.col(f)).then(pl.lit(800_000_000, pl.Int32)).alias(s)
+        for f, s in (("has_delivery", "delivered_s"), ("has_return", "returned_s"))
+    ).drop("has_delivery", "has_return")
+
+
 def test_codes_survive_a_checkpoint_and_old_formats_are_refused(tmp_path: Path) -> None:
     events = random_events(200, 40, 9, 0.5)
     compact = CompactItems().replace(build_state(events.lazy()).collect())
@@ -160,9 +170,13 @@ def test_codes_survive_a_checkpoint_and_old_formats_are_refused(tmp_path: Path) 
     # Format 4 held the sparse table's times exact and the codes as UInt32: converted.
     assert compact.extra_exact.height > 0  # sub-second promises
     four = write_checkpoint(tmp_path / "four", dataclasses.replace(ckpt, seq=5))
-    main = compact.main.with_columns(pl.col("route", "facility").cast(pl.UInt32))
+    main = compact.main.select(list(MAIN_SCHEMA)).with_columns(
+        pl.col("route", "facility").cast(pl.UInt32)
+    )
     main.write_parquet(four / "items.parquet")
-    unpack_extra(compact.extra, compact.extra_exact).write_parquet(four / "items_extra.parquet")
+    _with_times(unpack_extra(compact.extra, compact.extra_exact)).write_parquet(
+        four / "items_extra.parquet"
+    )
     (four / "items_extra_exact.parquet").unlink()
     meta = orjson.loads((four / "meta.json").read_bytes())
     meta["format"] = 4
@@ -171,6 +185,17 @@ def test_codes_survive_a_checkpoint_and_old_formats_are_refused(tmp_path: Path) 
     assert read.decode().equals(compact.decode())
     assert read.main.equals(compact.main) and read.extra.equals(compact.extra)
     assert read.main.schema["facility"] == pl.UInt16 == read.main.schema["route"]
+    # Format 5 held the delivery and return times (whole seconds) and no summary in the rows.
+    assert compact.extra["has_delivery"].sum() > 0 and compact.extra["has_return"].sum() > 0
+    five = write_checkpoint(tmp_path / "five", dataclasses.replace(ckpt, seq=6))
+    compact.main.select(list(MAIN_SCHEMA)).write_parquet(five / "items.parquet")
+    _with_times(compact.extra).write_parquet(five / "items_extra.parquet")
+    meta = orjson.loads((five / "meta.json").read_bytes())
+    meta["format"] = 5
+    (five / "meta.json").write_bytes(orjson.dumps(meta))
+    read = read_checkpoint(five).items
+    assert read.main.equals(compact.main) and read.extra.equals(compact.extra)
+    assert read.decode().equals(compact.decode())
     meta = orjson.loads((path / "meta.json").read_bytes())
     meta["format"] = 1
     (path / "meta.json").write_bytes(orjson.dumps(meta))
@@ -178,7 +203,7 @@ def test_codes_survive_a_checkpoint_and_old_formats_are_refused(tmp_path: Path) 
         read_checkpoint(path)
 
 
-def test_whole_seconds_are_clipped_not_wrapped() -> None:
+def test_a_delivery_far_ahead_is_still_set() -> None:
     far = dt.datetime(2200, 1, 1, tzinfo=dt.UTC)
     state = pl.DataFrame(
         {"item_id": item_key(np.array([7], np.uint64)), "delivered_at": [far], "last_key": [1]},
@@ -189,8 +214,13 @@ def test_whole_seconds_are_clipped_not_wrapped() -> None:
         else pl.lit(None, t).alias(c)
         for c, t in STATE_SCHEMA.items()
     )
-    got = CompactItems().replace(state).decode()
-    assert got["delivered_at"][0] == dt.datetime.fromtimestamp(EPOCH_S + 2**31 - 1, dt.UTC)
+    items = CompactItems().replace(state)
+    got = items.decode()
+    assert got["delivered_at"][0] == dt.datetime(1970, 1, 1, tzinfo=dt.UTC)  # the last scan's
+    assert got["returned_at"][0] is None
+    # Finished, so past the retention it leaves the state.
+    kept, gone = items.retire(10**6, 1)
+    assert kept.height == 0 and gone.tolist() == [7]
 
 
 def _states(lo: int, hi: int) -> pl.DataFrame:
