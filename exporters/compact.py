@@ -27,9 +27,9 @@ re-encodes the result:
   exact time from the event that brings it, the gauges look at unfinished items only),
   so no counter changes; they decode as the item's last scan time.
 - ``accepted_at`` and ``last_key`` are exact, held as whole seconds from ``EPOCH_S``
-  (``Int32``; the last scan's rank apart, ``UInt8``) when they are whole seconds of that
-  range, else exact in the sparse ``exact`` table (``pack_main``): scanners stamp whole
-  seconds, so it is mostly empty. The same for ``promised_by_given`` and
+  (``Int32``) and as whole seconds from ``KEY_EPOCH_S`` times 8 plus the rank (``UInt32``,
+  2020-2037) when they are whole seconds of that range, else exact in the sparse
+  ``exact`` table (``pack_main``): scanners stamp whole seconds, so it is mostly empty. The same for ``promised_by_given`` and
   ``attempt_key`` in the sparse table (``pack_extra``; exact ones in ``extra_exact``).
 
 ``CompactItems`` is immutable: every change returns a new one (readers of an older
@@ -55,6 +55,10 @@ _MAX_CHUNKS: Final = 16
 #: Seconds of 2000-01-01T00:00Z: the epoch of the whole-second columns.
 EPOCH_S: Final = 946_684_800
 _I32: Final = (-(2**31) + 1, 2**31 - 1)
+#: Seconds of 2020-01-01T00:00Z: the epoch of the packed time keys (``UInt32``: whole
+#: seconds times 8 plus the rank, 2020-2037; others are kept exact).
+KEY_EPOCH_S: Final = 1_577_836_800
+_KEY_SECS: Final = 2**32 // 8
 _US: Final = 1_000_000
 _LOW32: Final = np.uint64(0xFFFF_FFFF)
 ROUTE: Final = ("product", "origin", "destination")
@@ -69,17 +73,17 @@ FULL_SCHEMA: Final[dict[str, pl.DataType]] = {
     "last_key": pl.Int64(),
     "facility": pl.UInt32(),
 }
-#: ... and as they are held: times in whole seconds from ``EPOCH_S`` (the last scan's
-#: rank apart) and the codes as ``code_type`` of their dictionary (``UInt32`` here,
-#: ``UInt16`` while the dictionary is small: 21 B instead of 36); the times that are not whole seconds of the range
-#: are kept exact in ``EXACT_SCHEMA`` rows (scanners stamp whole seconds: few or none).
+#: ... and as they are held: the acceptance in whole seconds from ``EPOCH_S``, the last
+#: scan's key in whole seconds from ``KEY_EPOCH_S`` times 8 plus its rank (``UInt32``),
+#: the codes as ``code_type`` of their dictionary (``UInt32`` here, ``UInt16`` while the
+#: dictionary is small: 24 B instead of 36); the times that are not whole seconds of
+#: their range are kept exact in ``EXACT_SCHEMA`` rows (scanners stamp whole seconds).
 MAIN_SCHEMA: Final[dict[str, pl.DataType]] = {
     "item": pl.UInt64(),
     "accepted_s": pl.Int32(),
     "acc_event": pl.UInt32(),
     "route": pl.UInt32(),
-    "last_s": pl.Int32(),
-    "last_rank": pl.UInt8(),
+    "last_p": pl.UInt32(),  # whole seconds from KEY_EPOCH_S times 8, plus the rank
     "facility": pl.UInt32(),
 }
 #: The item's stage summary (``exporters.compact_stages.PACKED_SCHEMA`` but its hash),
@@ -100,7 +104,7 @@ HELD_SCHEMA: Final[dict[str, pl.DataType]] = {**MAIN_SCHEMA, **STAGE_COLUMNS}
 EXACT_SCHEMA: Final[dict[str, pl.DataType]] = {
     "item": pl.UInt64(),
     "accepted_at": pl.Int64(),  # null when ``accepted_s`` is exact
-    "last_key": pl.Int64(),  # null when ``last_s``, ``last_rank`` are exact
+    "last_key": pl.Int64(),  # null when ``last_p`` is exact
 }
 #: The sparse table as the encoding computes it (exact times) ...
 EXTRA_FULL_SCHEMA: Final[dict[str, pl.DataType]] = {
@@ -111,19 +115,18 @@ EXTRA_FULL_SCHEMA: Final[dict[str, pl.DataType]] = {
     "has_return": pl.Boolean(),
 }
 #: ... and as it is held: the promise and the first attempt in whole seconds (the
-#: attempt's rank apart), 17 B instead of 21; the others exact in ``EXTRA_EXACT_SCHEMA``.
+#: attempt's rank packed with it), 16 B instead of 21; others exact in ``EXTRA_EXACT_SCHEMA``.
 EXTRA_SCHEMA: Final[dict[str, pl.DataType]] = {
     "item": pl.UInt64(),
     "promised_s": pl.Int32(),
-    "attempt_s": pl.Int32(),
-    "attempt_rank": pl.UInt8(),
+    "attempt_p": pl.UInt32(),
     "has_delivery": pl.Boolean(),
     "has_return": pl.Boolean(),
 }
 EXTRA_EXACT_SCHEMA: Final[dict[str, pl.DataType]] = {
     "item": pl.UInt64(),
     "promised_by_given": pl.Int64(),  # null when ``promised_s`` is exact
-    "attempt_key": pl.Int64(),  # null when ``attempt_s``, ``attempt_rank`` are exact
+    "attempt_key": pl.Int64(),  # null when ``attempt_p`` is exact
 }
 ROUTES_SCHEMA: Final[dict[str, pl.DataType]] = {c: pl.String() for c in ROUTE}
 FACILITIES_SCHEMA: Final[dict[str, pl.DataType]] = {FACILITY: pl.String()}
@@ -176,25 +179,33 @@ def _secs_ok(us: pl.Expr) -> pl.Expr:
     return ((us % _US == 0) & (secs >= _I32[0]) & (secs <= _I32[1])).fill_null(True)
 
 
+def _key_ok(k: pl.Expr) -> pl.Expr:
+    """Whether time key ``k`` is at a whole second of the ``UInt32`` packing's range (or null)."""
+    us = k.floordiv(RANK_BITS)
+    secs = us.floordiv(_US) - KEY_EPOCH_S
+    return ((us % _US == 0) & (secs >= 0) & (secs < _KEY_SECS)).fill_null(True)
+
+
 def _pack(
     full: pl.DataFrame,
     schema: dict[str, pl.DataType],
     time: tuple[str, str],
-    key: tuple[str, str, str],
+    key: tuple[str, str],
     exact_schema: dict[str, pl.DataType],
     **more: pl.Expr,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """``full`` as ``schema`` rows with its ``time`` (microseconds -> whole seconds) and
-    ``key`` (time key -> whole seconds and rank) packed, and the rows whose time or key is
-    not a whole second of the range as ``exact_schema`` rows (``more``: other columns)."""
-    (t_name, t_s), (k_name, k_s, k_rank) = time, key
+    ``key`` (time key -> whole seconds from ``KEY_EPOCH_S`` times 8 plus the rank, one
+    ``UInt32``) packed, and the rows whose time or key is not a whole second of its range
+    as ``exact_schema`` rows (``more``: other columns)."""
+    (t_name, t_s), (k_name, k_p) = time, key
     t, k = pl.col(t_name), pl.col(k_name)
-    k_us = k.floordiv(RANK_BITS)
-    t_ok, k_ok = _secs_ok(t), _secs_ok(k_us)
+    t_ok, k_ok = _secs_ok(t), _key_ok(k)
+    rank = k % RANK_BITS
+    packed_key = (k.floordiv(RANK_BITS * _US) - KEY_EPOCH_S) * RANK_BITS + rank
     made = {
         t_s: pl.when(t_ok).then(t.floordiv(_US) - EPOCH_S).cast(pl.Int32),
-        k_s: pl.when(k_ok).then(k_us.floordiv(_US) - EPOCH_S).cast(pl.Int32),
-        k_rank: (k - k_us * RANK_BITS).cast(pl.UInt8),
+        k_p: pl.when(k_ok).then(packed_key).cast(pl.UInt32),
         **more,
     }
     packed = full.select(made.get(c, pl.col(c)).alias(c) for c in schema)
@@ -211,13 +222,14 @@ def _unpack(
     exact: pl.DataFrame,
     schema: dict[str, pl.DataType],
     time: tuple[str, str],
-    key: tuple[str, str, str],
+    key: tuple[str, str],
     **more: pl.Expr,
 ) -> pl.DataFrame:
     """``_pack``'s inverse: ``schema`` rows in ``packed``'s order."""
-    (t_name, t_s), (k_name, k_s, k_rank) = time, key
+    (t_name, t_s), (k_name, k_p) = time, key
     t = (pl.col(t_s).cast(pl.Int64) + EPOCH_S) * _US
-    k = ((pl.col(k_s).cast(pl.Int64) + EPOCH_S) * _US) * RANK_BITS + pl.col(k_rank).cast(pl.Int64)
+    p = pl.col(k_p).cast(pl.Int64)
+    k = (p.floordiv(RANK_BITS) + KEY_EPOCH_S) * _US * RANK_BITS + p % RANK_BITS
     if not exact.is_empty():
         packed = packed.join(exact, on="item", how="left", maintain_order="left")
         t, k = pl.coalesce(pl.col(t_name), t), pl.coalesce(pl.col(k_name), k)
@@ -225,8 +237,8 @@ def _unpack(
     return packed.select(made.get(c, pl.col(c)).alias(c) for c in schema)
 
 
-_MAIN_TIMES: Final = (("accepted_at", "accepted_s"), ("last_key", "last_s", "last_rank"))
-_EXTRA_TIMES: Final = (("promised_by_given", "promised_s"), ("attempt_key", "attempt_s", "attempt_rank"))  # fmt: skip
+_MAIN_TIMES: Final = (("accepted_at", "accepted_s"), ("last_key", "last_p"))
+_EXTRA_TIMES: Final = (("promised_by_given", "promised_s"), ("attempt_key", "attempt_p"))
 
 
 def pack_main(
@@ -381,6 +393,19 @@ class CompactItems:
     def contains(self, hashes: pl.Series) -> pl.Series:
         """Whether each hash is an item held."""
         return hashes.is_in(self.main.get_column("item").implode()).fill_null(False)
+
+    def subset(self, hashes: pl.Series) -> CompactItems:
+        """The items among ``hashes`` only (same dictionaries): a set reads its items' rows
+        and their stage summaries from this, one pass over the tables."""
+        wanted = pl.col("item").is_in(hashes.cast(pl.UInt64).unique().implode())
+        return CompactItems(
+            self.main.filter(wanted),
+            self.extra.filter(wanted),
+            self.routes,
+            self.facilities,
+            self.exact.filter(wanted) if self.exact.height else self.exact,
+            self.extra_exact.filter(wanted) if self.extra_exact.height else self.extra_exact,
+        )
 
     def rows(self, hashes: pl.Series) -> pl.DataFrame:
         """The ``STATE_SCHEMA`` rows of the items among ``hashes`` (keyed by ``item_key``)."""

@@ -66,8 +66,8 @@ import polars as pl
 
 from exporters import catalog as cat
 from exporters.catalog import BY_NAME, MetricSpec
-from exporters.compact import EXACT_SCHEMA as ITEMS_EXACT_SCHEMA
 from exporters.compact import (
+    EPOCH_S,
     EXTRA_EXACT_SCHEMA,
     EXTRA_FULL_SCHEMA,
     EXTRA_SCHEMA,
@@ -81,6 +81,7 @@ from exporters.compact import (
     pack_extra,
     pack_main,
 )
+from exporters.compact import EXACT_SCHEMA as ITEMS_EXACT_SCHEMA
 from exporters.compact_stages import (
     EXACT_SCHEMA,
     NAMES_SCHEMA,
@@ -93,6 +94,7 @@ from exporters.rejects import REJECTS_FILE, RejectsFile
 from exporters.seen import Days, Hashes
 from exporters.store import CounterStore
 from exporters.tail import FileState
+from kpi.events import RANK_BITS
 from kpi.kpis.increments import COMPLAINT_STATE_SCHEMA, SET_SCHEMA, empty_set
 
 log = logging.getLogger(__name__)
@@ -255,40 +257,61 @@ def _item_files(items: CompactItems) -> dict[str, pl.DataFrame]:
     return {name: getattr(items, attr) for name, (attr, _) in _ITEM_FILES.items()}
 
 
-def _with_no_summaries(main: pl.DataFrame) -> pl.DataFrame:
-    """Item rows of a checkpoint of format 3 to 5 with no stage summary held in them."""
-    return main.with_columns(pl.lit(None, t).alias(c) for c, t in STAGE_COLUMNS.items())
-
-
 def _read_items(path: Path) -> CompactItems:
-    tables: dict[str, pl.DataFrame] = {}
-    for name, (attr, schema) in _ITEM_FILES.items():
-        if not (path / name).exists():  # formats 3 and 4: (some) exact times not apart
-            continue
-        frame = pl.read_parquet(path / name)
-        if attr == "main" and "last_key" in frame.columns:  # format 3: exact times in main
-            main = frame.select(pl.col(c).cast(t) for c, t in FULL_SCHEMA.items())
-            packed, tables["exact"] = pack_main(main)
-            tables["main"] = _with_no_summaries(packed)
-            continue
-        if attr == "extra" and "delivered_s" in frame.columns:  # formats 3-5: times, not bits
-            frame = frame.with_columns(
-                pl.col("delivered_s").is_not_null().alias("has_delivery"),
-                pl.col("returned_s").is_not_null().alias("has_return"),
-            )
-        if attr == "extra" and "attempt_key" in frame.columns:  # formats 3, 4: exact times
-            extra = frame.select(pl.col(c).cast(t) for c, t in EXTRA_FULL_SCHEMA.items())
-            tables["extra"], tables["extra_exact"] = pack_extra(extra)
-            continue
-        if attr == "main" and "delivered" not in frame.columns:  # formats 4, 5: summaries apart
-            frame = _with_no_summaries(frame)
-        tables[attr] = frame.select(pl.col(c).cast(t) for c, t in schema.items())
+    raw = {
+        attr: pl.read_parquet(path / name)
+        for name, (attr, _) in _ITEM_FILES.items()
+        if (path / name).exists()  # formats 3 and 4: (some) exact times not apart
+    }
+    main, extra = raw.get("main"), raw.get("extra")
+    if main is not None and "last_s" in main.columns:  # formats 4, 5: the key in two columns
+        main = _exact_times(main, raw.get("exact"), ("accepted_at", "accepted_s"), "last")
+    if main is not None and "last_key" in main.columns:  # formats 3-5: exact times
+        full = main.select(pl.col(c).cast(t) for c, t in FULL_SCHEMA.items())
+        raw["main"], raw["exact"] = pack_main(full)
+    if extra is not None and "delivered_s" in extra.columns:  # formats 3-5: times, not bits
+        extra = extra.with_columns(
+            pl.col("delivered_s").is_not_null().alias("has_delivery"),
+            pl.col("returned_s").is_not_null().alias("has_return"),
+        )
+        raw["extra"] = extra
+    if extra is not None and "attempt_s" in extra.columns:  # format 5: the key in two columns
+        time = ("promised_by_given", "promised_s")
+        extra = _exact_times(extra, raw.get("extra_exact"), time, "attempt")
+    if extra is not None and "attempt_key" in extra.columns:  # formats 3-5: exact times
+        full = extra.select(pl.col(c).cast(t) for c, t in EXTRA_FULL_SCHEMA.items())
+        raw["extra"], raw["extra_exact"] = pack_extra(full)
+    if "main" in raw and "delivered" not in raw["main"].columns:  # formats 3-5: summaries apart
+        raw["main"] = raw["main"].with_columns(
+            pl.lit(None, t).alias(c) for c, t in STAGE_COLUMNS.items()
+        )
+    tables = {
+        attr: raw[attr].select(pl.col(c).cast(t) for c, t in schema.items())
+        for attr, schema in _ITEM_FILES.values()
+        if attr in raw
+    }
     # The codes as held (``UInt16`` while their dictionary is small).
     n_codes = {"route": "routes", "facility": "facilities"}
     for col, book in n_codes.items():
         if "main" in tables and book in tables:
             tables["main"] = fit_codes(tables["main"], (col,), tables[book].height)
     return CompactItems(**tables)
+
+
+def _exact_times(
+    packed: pl.DataFrame, exact: pl.DataFrame | None, time: tuple[str, str], key: str
+) -> pl.DataFrame:
+    """A table of format 4 or 5 (a time in whole seconds from ``EPOCH_S``; a time key as
+    whole seconds ``<key>_s`` and rank ``<key>_rank``) with those times exact (``exact``:
+    the ones it held apart)."""
+    (t_name, t_s), k_name = time, f"{key}_key"
+    t = (pl.col(t_s).cast(pl.Int64) + EPOCH_S) * 1_000_000
+    secs = pl.col(f"{key}_s").cast(pl.Int64) + EPOCH_S
+    k = secs * 1_000_000 * RANK_BITS + pl.col(f"{key}_rank").cast(pl.Int64)
+    if exact is not None and exact.height:
+        packed = packed.join(exact, on="item", how="left", maintain_order="left")
+        t, k = pl.coalesce(pl.col(t_name), t), pl.coalesce(pl.col(k_name), k)
+    return packed.with_columns(t.alias(t_name), k.alias(k_name))
 
 
 def read_checkpoint(path: Path) -> Checkpoint:

@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from exporters.compact import (
-    MAIN_SCHEMA,
+    EPOCH_S,
     CompactItems,
     event_key,
     item_key,
@@ -151,6 +151,28 @@ def _with_times(extra: pl.DataFrame) -> pl.DataFrame:
     ).drop("has_delivery", "has_return")
 
 
+def _old_packing(
+    full: pl.DataFrame, time: tuple[str, str], key: str
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Exact rows as formats 4 and 5 packed them (a reimplementation): ``time`` in whole
+    seconds from 2000, the time key ``<key>_key`` as whole seconds ``<key>_s`` and rank
+    ``<key>_rank``; rows with a time that is not a whole second apart, exact."""
+    (t_name, t_s), k_name = time, f"{key}_key"
+    us, k_us = pl.col(t_name), pl.col(k_name) // 8
+    t_ok, k_ok = (us % 10**6 == 0).fill_null(True), (k_us % 10**6 == 0).fill_null(True)
+    old = full.with_columns(
+        pl.when(t_ok).then(us // 10**6 - EPOCH_S).cast(pl.Int32).alias(t_s),
+        pl.when(k_ok).then(k_us // 10**6 - EPOCH_S).cast(pl.Int32).alias(f"{key}_s"),
+        (pl.col(k_name) % 8).cast(pl.UInt8).alias(f"{key}_rank"),
+    ).drop(t_name, k_name)
+    exact = full.filter(~(t_ok & k_ok)).select(
+        "item",
+        pl.when(t_ok).then(None).otherwise(us).alias(t_name),
+        pl.when(k_ok).then(None).otherwise(pl.col(k_name)).alias(k_name),
+    )
+    return old, exact
+
+
 def test_codes_survive_a_checkpoint_and_old_formats_are_refused(tmp_path: Path) -> None:
     events = random_events(200, 40, 9, 0.5)
     compact = CompactItems().replace(build_state(events.lazy()).collect())
@@ -170,10 +192,14 @@ def test_codes_survive_a_checkpoint_and_old_formats_are_refused(tmp_path: Path) 
     # Format 4 held the sparse table's times exact and the codes as UInt32: converted.
     assert compact.extra_exact.height > 0  # sub-second promises
     four = write_checkpoint(tmp_path / "four", dataclasses.replace(ckpt, seq=5))
-    main = compact.main.select(list(MAIN_SCHEMA)).with_columns(
-        pl.col("route", "facility").cast(pl.UInt32)
+    main, exact = _old_packing(
+        unpack_main(compact.main, compact.exact), ("accepted_at", "accepted_s"), "last"
     )
-    main.write_parquet(four / "items.parquet")
+    assert exact.height > 0  # sub-second scans
+    main.with_columns(pl.col("route", "facility").cast(pl.UInt32)).write_parquet(
+        four / "items.parquet"
+    )
+    exact.write_parquet(four / "items_exact.parquet")
     _with_times(unpack_extra(compact.extra, compact.extra_exact)).write_parquet(
         four / "items_extra.parquet"
     )
@@ -188,8 +214,15 @@ def test_codes_survive_a_checkpoint_and_old_formats_are_refused(tmp_path: Path) 
     # Format 5 held the delivery and return times (whole seconds) and no summary in the rows.
     assert compact.extra["has_delivery"].sum() > 0 and compact.extra["has_return"].sum() > 0
     five = write_checkpoint(tmp_path / "five", dataclasses.replace(ckpt, seq=6))
-    compact.main.select(list(MAIN_SCHEMA)).write_parquet(five / "items.parquet")
-    _with_times(compact.extra).write_parquet(five / "items_extra.parquet")
+    main.write_parquet(five / "items.parquet")
+    exact.write_parquet(five / "items_exact.parquet")
+    extra, extra_exact = _old_packing(
+        unpack_extra(compact.extra, compact.extra_exact),
+        ("promised_by_given", "promised_s"),
+        "attempt",
+    )
+    _with_times(extra).write_parquet(five / "items_extra.parquet")
+    extra_exact.write_parquet(five / "items_extra_exact.parquet")
     meta = orjson.loads((five / "meta.json").read_bytes())
     meta["format"] = 5
     (five / "meta.json").write_bytes(orjson.dumps(meta))
