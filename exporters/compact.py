@@ -21,11 +21,14 @@ re-encodes the result:
   entries (2 B instead of 4) and as ``UInt32`` beyond (``code_type``: the column is
   widened when the dictionary grows past it); they are ``UInt32`` outside the tables.
 - ``promised_by_given``, ``attempt_key``, ``delivered_at`` and ``returned_at`` are null
-  for an item in transit: they live in a sparse ``extra`` table, one row per item that
-  has any of them. Of ``delivered_at`` and ``returned_at`` only whether they are set is
-  kept (a bit each): once set, only that is ever read (the counters take the delivery's
-  exact time from the event that brings it, the gauges look at unfinished items only),
-  so no counter changes; they decode as the item's last scan time.
+  for an item in transit. Of ``delivered_at`` and ``returned_at`` only whether they are
+  set is kept (a bit each in the row): once set, only that is ever read (the counters
+  take the delivery's exact time from the event that brings it, the gauges look at
+  unfinished items only), so no counter changes; they decode as the item's last scan
+  time. The promise and the first attempt live in a sparse ``extra`` table, one row per
+  item that has either and is not delivered: of a delivered item only whether it had an
+  attempt is read (a later attempt is then not its first; the promise judges a new
+  delivery only), so it is a bit in the row and decodes as the last scan's key.
 - ``accepted_at`` and ``last_key`` are exact, held as whole seconds from ``EPOCH_S``
   (``Int32``) and as whole seconds from ``KEY_EPOCH_S`` times 8 plus the rank (``UInt32``,
   2020-2037) when they are whole seconds of that range, else exact in the sparse
@@ -64,6 +67,13 @@ _LOW32: Final = np.uint64(0xFFFF_FFFF)
 ROUTE: Final = ("product", "origin", "destination")
 FACILITY: Final = "last_facility"
 
+#: Whether the item was delivered, returned, attempted (a bit each): of a delivered
+#: item's delivery, promise and first attempt nothing else is ever read.
+_FLAGS: Final[dict[str, pl.DataType]] = {
+    "has_delivery": pl.Boolean(),
+    "has_return": pl.Boolean(),
+    "attempted": pl.Boolean(),
+}
 #: The item columns as the encoding computes them (exact times).
 FULL_SCHEMA: Final[dict[str, pl.DataType]] = {
     "item": pl.UInt64(),
@@ -72,6 +82,7 @@ FULL_SCHEMA: Final[dict[str, pl.DataType]] = {
     "route": pl.UInt32(),
     "last_key": pl.Int64(),
     "facility": pl.UInt32(),
+    **_FLAGS,
 }
 #: ... and as they are held: the acceptance in whole seconds from ``EPOCH_S``, the last
 #: scan's key in whole seconds from ``KEY_EPOCH_S`` times 8 plus its rank (``UInt32``),
@@ -85,6 +96,7 @@ MAIN_SCHEMA: Final[dict[str, pl.DataType]] = {
     "route": pl.UInt32(),
     "last_p": pl.UInt32(),  # whole seconds from KEY_EPOCH_S times 8, plus the rank
     "facility": pl.UInt32(),
+    **_FLAGS,
 }
 #: The item's stage summary (``exporters.compact_stages.PACKED_SCHEMA`` but its hash),
 #: held in the item's own row so the summary needs no hash of its own (8 B an item):
@@ -111,8 +123,6 @@ EXTRA_FULL_SCHEMA: Final[dict[str, pl.DataType]] = {
     "item": pl.UInt64(),
     "promised_by_given": pl.Int64(),  # microseconds
     "attempt_key": pl.Int64(),
-    "has_delivery": pl.Boolean(),  # whether ``delivered_at`` is set
-    "has_return": pl.Boolean(),
 }
 #: ... and as it is held: the promise and the first attempt in whole seconds (the
 #: attempt's rank packed with it), 16 B instead of 21; others exact in ``EXTRA_EXACT_SCHEMA``.
@@ -120,8 +130,6 @@ EXTRA_SCHEMA: Final[dict[str, pl.DataType]] = {
     "item": pl.UInt64(),
     "promised_s": pl.Int32(),
     "attempt_p": pl.UInt32(),
-    "has_delivery": pl.Boolean(),
-    "has_return": pl.Boolean(),
 }
 EXTRA_EXACT_SCHEMA: Final[dict[str, pl.DataType]] = {
     "item": pl.UInt64(),
@@ -130,7 +138,7 @@ EXTRA_EXACT_SCHEMA: Final[dict[str, pl.DataType]] = {
 }
 ROUTES_SCHEMA: Final[dict[str, pl.DataType]] = {c: pl.String() for c in ROUTE}
 FACILITIES_SCHEMA: Final[dict[str, pl.DataType]] = {FACILITY: pl.String()}
-_EXTRA_COLS: Final = ("promised_by_given", "attempt_key", "delivered_at", "returned_at")
+_EXTRA_COLS: Final = ("promised_by_given", "attempt_key")
 
 
 #: The most codes a ``UInt16`` column holds.
@@ -271,6 +279,13 @@ def _utc(col: str) -> pl.Expr:
     return pl.col(col).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
 
 
+def sparse_extra(rows: pl.DataFrame) -> pl.DataFrame:
+    """The ``EXTRA_FULL_SCHEMA`` rows of the items of ``rows`` (``EXTRA_FULL_SCHEMA`` and
+    ``has_delivery``) that need one: with a promise or an attempt, not delivered."""
+    kept = ~pl.col("has_delivery") & pl.any_horizontal(pl.col(c).is_not_null() for c in _EXTRA_COLS)
+    return rows.filter(kept).select(EXTRA_FULL_SCHEMA.keys()).cast(EXTRA_FULL_SCHEMA)  # type: ignore[arg-type]
+
+
 def _set_at_last_scan(flag: str) -> pl.Expr:
     """A finished item's delivery or return time as decoded: its last scan's (only whether
     it is set is ever read)."""
@@ -358,19 +373,20 @@ class CompactItems:
                 "route": route,
                 "last_key": state.get_column("last_key"),
                 "facility": facility,
+                "has_delivery": state.get_column("delivered_at").is_not_null(),
+                "has_return": state.get_column("returned_at").is_not_null(),
+                "attempted": state.get_column("attempt_key").is_not_null(),
             },
             schema=FULL_SCHEMA,
         )
-        sparse = state.with_columns(item).filter(
-            pl.any_horizontal(pl.col(c).is_not_null() for c in _EXTRA_COLS)
+        extra = sparse_extra(
+            state.select(
+                item,
+                pl.col("promised_by_given").dt.epoch("us"),
+                "attempt_key",
+                pl.col("delivered_at").is_not_null().alias("has_delivery"),
+            )
         )
-        extra = sparse.select(
-            "item",
-            pl.col("promised_by_given").dt.epoch("us"),
-            "attempt_key",
-            pl.col("delivered_at").is_not_null().alias("has_delivery"),
-            pl.col("returned_at").is_not_null().alias("has_return"),
-        ).cast(EXTRA_FULL_SCHEMA)  # type: ignore[arg-type]
         return main, extra, routes, facilities
 
     # --- reading --------------------------------------------------------------------------
@@ -462,7 +478,7 @@ class CompactItems:
             pl.col("acc_event").cast(pl.String).str.zfill(10).alias("accepted_event_id"),
             *(pl.lit(self.routes.get_column(c)).gather(route).alias(c) for c in ROUTE),
             _utc("promised_by_given").alias("promised_by_given"),
-            pl.col("attempt_key"),
+            pl.coalesce("attempt_key", pl.when(pl.col("attempted")).then(pl.col("last_key"))),
             _set_at_last_scan("has_delivery").alias("delivered_at"),
             _set_at_last_scan("has_return").alias("returned_at"),
             pl.col("last_key"),
@@ -474,12 +490,12 @@ class CompactItems:
     def retire(self, clock_us: int | None, retention_us: int | None) -> tuple[CompactItems, Hashes]:
         """Without the finished items whose last scan is past the retention; their hashes."""
         none = np.empty(0, dtype=np.uint64)
-        if retention_us is None or clock_us is None or self.extra.is_empty():
+        if retention_us is None or clock_us is None:
             return self, none
-        done = self.extra.filter(pl.col("has_delivery") | pl.col("has_return")).get_column("item")
+        done = self.main.lazy().filter(pl.col("has_delivery") | pl.col("has_return"))
         horizon_key = (clock_us - retention_us) * RANK_BITS
         old = (
-            self._full(self.main.filter(pl.col("item").is_in(done.implode())))
+            self._full(done.select(list(MAIN_SCHEMA)).collect())
             .filter(pl.col("last_key") < horizon_key)
             .get_column("item")
         )

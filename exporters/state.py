@@ -69,7 +69,6 @@ from exporters.catalog import BY_NAME, MetricSpec
 from exporters.compact import (
     EPOCH_S,
     EXTRA_EXACT_SCHEMA,
-    EXTRA_FULL_SCHEMA,
     EXTRA_SCHEMA,
     FACILITIES_SCHEMA,
     FULL_SCHEMA,
@@ -80,6 +79,7 @@ from exporters.compact import (
     fit_codes,
     pack_extra,
     pack_main,
+    sparse_extra,
 )
 from exporters.compact import EXACT_SCHEMA as ITEMS_EXACT_SCHEMA
 from exporters.compact_stages import (
@@ -263,24 +263,8 @@ def _read_items(path: Path) -> CompactItems:
         for name, (attr, _) in _ITEM_FILES.items()
         if (path / name).exists()  # formats 3 and 4: (some) exact times not apart
     }
-    main, extra = raw.get("main"), raw.get("extra")
-    if main is not None and "last_s" in main.columns:  # formats 4, 5: the key in two columns
-        main = _exact_times(main, raw.get("exact"), ("accepted_at", "accepted_s"), "last")
-    if main is not None and "last_key" in main.columns:  # formats 3-5: exact times
-        full = main.select(pl.col(c).cast(t) for c, t in FULL_SCHEMA.items())
-        raw["main"], raw["exact"] = pack_main(full)
-    if extra is not None and "delivered_s" in extra.columns:  # formats 3-5: times, not bits
-        extra = extra.with_columns(
-            pl.col("delivered_s").is_not_null().alias("has_delivery"),
-            pl.col("returned_s").is_not_null().alias("has_return"),
-        )
-        raw["extra"] = extra
-    if extra is not None and "attempt_s" in extra.columns:  # format 5: the key in two columns
-        time = ("promised_by_given", "promised_s")
-        extra = _exact_times(extra, raw.get("extra_exact"), time, "attempt")
-    if extra is not None and "attempt_key" in extra.columns:  # formats 3-5: exact times
-        full = extra.select(pl.col(c).cast(t) for c, t in EXTRA_FULL_SCHEMA.items())
-        raw["extra"], raw["extra_exact"] = pack_extra(full)
+    if "main" in raw and "has_delivery" not in raw["main"].columns:  # formats 3-5
+        raw.update(_converted(raw))
     if "main" in raw and "delivered" not in raw["main"].columns:  # formats 3-5: summaries apart
         raw["main"] = raw["main"].with_columns(
             pl.lit(None, t).alias(c) for c, t in STAGE_COLUMNS.items()
@@ -296,6 +280,32 @@ def _read_items(path: Path) -> CompactItems:
         if "main" in tables and book in tables:
             tables["main"] = fit_codes(tables["main"], (col,), tables[book].height)
     return CompactItems(**tables)
+
+
+def _converted(raw: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
+    """The item tables of a format-3 to 5 checkpoint as this format holds them."""
+    main, extra = raw["main"], raw["extra"]
+    if "last_s" in main.columns:  # formats 4, 5: the key in two columns
+        main = _exact_times(main, raw.get("exact"), ("accepted_at", "accepted_s"), "last")
+    if "attempt_s" in extra.columns:  # format 5: the key in two columns
+        time = ("promised_by_given", "promised_s")
+        extra = _exact_times(extra, raw.get("extra_exact"), time, "attempt")
+    # Formats 3-5: delivery and return times in the sparse table, not bits in the row.
+    extra = extra.with_columns(
+        pl.col("delivered_s").is_not_null().alias("has_delivery"),
+        pl.col("returned_s").is_not_null().alias("has_return"),
+        pl.col("attempt_key").is_not_null().alias("attempted"),
+    )
+    flags = ("has_delivery", "has_return", "attempted")
+    main = main.join(
+        extra.select("item", *flags), on="item", how="left", maintain_order="left"
+    ).with_columns(pl.col(flags).fill_null(False))
+    out: dict[str, pl.DataFrame] = {}
+    full = main.select(pl.col(c).cast(t) for c, t in FULL_SCHEMA.items())
+    packed, out["exact"] = pack_main(full)
+    out["main"] = packed
+    out["extra"], out["extra_exact"] = pack_extra(sparse_extra(extra))
+    return out
 
 
 def _exact_times(

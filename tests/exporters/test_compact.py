@@ -18,7 +18,6 @@ from exporters.compact import (
     event_key,
     item_key,
     key_hashes,
-    unpack_extra,
     unpack_main,
 )
 from exporters.seen import hash_ids
@@ -114,8 +113,19 @@ def test_batches_through_the_encoding_give_the_state_of_all_events(seed: int, wh
         compact = compact.replace(merge_events(compact.rows(_hashes(batch)), batch.lazy()))
     got = compact.decode().sort("item_id")
     # Documented loss: of delivered_at and returned_at only whether they are set is kept
-    # (decoded as the last scan's time).
-    want = truth.with_columns(at_last_scan("delivered_at"), at_last_scan("returned_at"))
+    # (decoded as the last scan's time); of a delivered item's promise nothing, of its
+    # first attempt only whether there was one (decoded as the last scan's key).
+    delivered = pl.col("delivered_at").is_not_null()
+    want = truth.with_columns(
+        at_last_scan("delivered_at"),
+        at_last_scan("returned_at"),
+        pl.when(~delivered).then(pl.col("promised_by_given")).alias("promised_by_given"),
+        pl.when(delivered & pl.col("attempt_key").is_not_null())
+        .then(pl.col("last_key"))
+        .otherwise(pl.col("attempt_key"))
+        .alias("attempt_key"),
+    )
+    assert truth.filter(delivered & pl.col("promised_by_given").is_not_null()).height > 0
     assert got.schema == pl.Schema(STATE_SCHEMA)
     assert got.equals(want.sort("item_id"))
     assert compact.height == truth.height
@@ -143,12 +153,23 @@ def _checkpoint(items: CompactItems, seq: int) -> Checkpoint:
     )
 
 
-def _with_times(extra: pl.DataFrame) -> pl.DataFrame:
-    """A sparse table as formats 3-5 held it: delivery and return times (whole seconds)."""
-    return extra.with_columns(
-        pl.when(pl.col(f)).then(pl.lit(800_000_000, pl.Int32)).alias(s)
-        for f, s in (("has_delivery", "delivered_s"), ("has_return", "returned_s"))
-    ).drop("has_delivery", "has_return")
+def _old_tables(compact: CompactItems) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The item rows and sparse rows (exact times) as formats 3-5 held them: no flags in
+    the rows; the sparse table has every item with a promise, an attempt, a delivery or a
+    return, the last two as times (whole seconds; any time: only whether one is set is read)."""
+    main = unpack_main(compact.main, compact.exact).drop("has_delivery", "has_return", "attempted")
+    state = compact.decode().with_columns(key_hashes(pl.col("item_id")).alias("item"))
+    cols = ("promised_by_given", "attempt_key", "delivered_at", "returned_at")
+    extra = state.filter(pl.any_horizontal(pl.col(c).is_not_null() for c in cols)).select(
+        "item",
+        pl.col("promised_by_given").dt.epoch("us"),
+        "attempt_key",
+        *(
+            pl.when(pl.col(c).is_not_null()).then(pl.lit(800_000_000, pl.Int32)).alias(s)
+            for c, s in (("delivered_at", "delivered_s"), ("returned_at", "returned_s"))
+        ),
+    )
+    return main, extra
 
 
 def _old_packing(
@@ -182,9 +203,13 @@ def test_codes_survive_a_checkpoint_and_old_formats_are_refused(tmp_path: Path) 
     assert again is not None
     assert again.items.decode().equals(compact.decode())
     # Format 3 held the exact times in items.parquet: read and packed.
+    old_main, old_extra = _old_tables(compact)
+    assert old_extra.height > compact.extra.height  # delivered items: no sparse row now
     three = write_checkpoint(tmp_path / "three", dataclasses.replace(ckpt, seq=4))
-    unpack_main(compact.main, compact.exact).write_parquet(three / "items.parquet")
-    (three / "items_exact.parquet").unlink()
+    old_main.write_parquet(three / "items.parquet")
+    old_extra.write_parquet(three / "items_extra.parquet")
+    for name in ("items_exact.parquet", "items_extra_exact.parquet"):
+        (three / name).unlink()
     meta = orjson.loads((three / "meta.json").read_bytes())
     meta["format"] = 3
     (three / "meta.json").write_bytes(orjson.dumps(meta))
@@ -192,17 +217,13 @@ def test_codes_survive_a_checkpoint_and_old_formats_are_refused(tmp_path: Path) 
     # Format 4 held the sparse table's times exact and the codes as UInt32: converted.
     assert compact.extra_exact.height > 0  # sub-second promises
     four = write_checkpoint(tmp_path / "four", dataclasses.replace(ckpt, seq=5))
-    main, exact = _old_packing(
-        unpack_main(compact.main, compact.exact), ("accepted_at", "accepted_s"), "last"
-    )
+    main, exact = _old_packing(old_main, ("accepted_at", "accepted_s"), "last")
     assert exact.height > 0  # sub-second scans
     main.with_columns(pl.col("route", "facility").cast(pl.UInt32)).write_parquet(
         four / "items.parquet"
     )
     exact.write_parquet(four / "items_exact.parquet")
-    _with_times(unpack_extra(compact.extra, compact.extra_exact)).write_parquet(
-        four / "items_extra.parquet"
-    )
+    old_extra.write_parquet(four / "items_extra.parquet")
     (four / "items_extra_exact.parquet").unlink()
     meta = orjson.loads((four / "meta.json").read_bytes())
     meta["format"] = 4
@@ -211,17 +232,13 @@ def test_codes_survive_a_checkpoint_and_old_formats_are_refused(tmp_path: Path) 
     assert read.decode().equals(compact.decode())
     assert read.main.equals(compact.main) and read.extra.equals(compact.extra)
     assert read.main.schema["facility"] == pl.UInt16 == read.main.schema["route"]
-    # Format 5 held the delivery and return times (whole seconds) and no summary in the rows.
-    assert compact.extra["has_delivery"].sum() > 0 and compact.extra["has_return"].sum() > 0
+    # Format 5 held the sparse table's times packed too.
+    assert compact.main["has_delivery"].sum() > 0 and compact.main["has_return"].sum() > 0
     five = write_checkpoint(tmp_path / "five", dataclasses.replace(ckpt, seq=6))
     main.write_parquet(five / "items.parquet")
     exact.write_parquet(five / "items_exact.parquet")
-    extra, extra_exact = _old_packing(
-        unpack_extra(compact.extra, compact.extra_exact),
-        ("promised_by_given", "promised_s"),
-        "attempt",
-    )
-    _with_times(extra).write_parquet(five / "items_extra.parquet")
+    extra, extra_exact = _old_packing(old_extra, ("promised_by_given", "promised_s"), "attempt")
+    extra.write_parquet(five / "items_extra.parquet")
     extra_exact.write_parquet(five / "items_extra_exact.parquet")
     meta = orjson.loads((five / "meta.json").read_bytes())
     meta["format"] = 5
