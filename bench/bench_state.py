@@ -160,7 +160,10 @@ res["seen_bytes"] = int(led.seen.nbytes)
 res["seen_ids"] = len(led.seen)
 stages = getattr(led, "stages", None)
 res["stage_scans"] = 0 if stages is None else stages.height
-res["stage_summaries"] = int(getattr(getattr(stages, "summary", None), "height", 0))
+if hasattr(stages, "attached"):  # summaries in the item rows and apart (no union built)
+    res["stage_summaries"] = stages.attached() + stages.side.height
+else:
+    res["stage_summaries"] = int(getattr(getattr(stages, "summary", None), "height", 0))
 main = getattr(items, "main", None)
 held = [c for c in ("arr_fac", "arr_key", "dep_fac", "dep_key", "dep2_fac", "dep2_key", "delivered",
     "first_dep_key") if main is not None and c in main.columns]

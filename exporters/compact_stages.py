@@ -9,9 +9,11 @@ scans before and after the set. The exporter does not keep every scan for that: 
 - ``summary``: per item, what the scans older than the horizon (the *mark*, a time key)
   still decide for a scan read later: the last arrival (facility, key), the last
   departure (facility, key), the latest departure at another facility than that one
-  (facility, key), whether the item was delivered, and its first departure (key). ~30 B
+  (facility, key), whether the item was delivered, and its first departure (key). ~22 B
   per item, whatever its number of scans (times in whole seconds, 4 B each: ``pack``;
-  facility codes as ``UInt16`` while the dictionary is small: ``exporters.compact.code_type``).
+  facility codes as ``UInt16`` while the dictionary is small: ``exporters.compact.code_type``),
+  held in the item's own row of ``exporters.compact`` (no hash of its own), or apart with
+  its hash for an item without a row (``CompactStages.side``).
 
 A scan of time ``>= mark`` pairs with those exactly as with the whole history: every
 summarised scan is older than it, so the latest arrival or departure it pairs with is
