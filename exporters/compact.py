@@ -455,6 +455,7 @@ class CompactItems:
 
     def _full(self, main: pl.DataFrame) -> pl.DataFrame:
         """``main`` rows (some of this state's) with their exact times."""
+        main = main.select(MAIN_SCHEMA.keys())  # not the summaries' columns (no copy)
         if self.exact.is_empty():
             return unpack_main(main, self.exact)
         return unpack_main(main, self.exact.filter(pl.col("item").is_in(main["item"].implode())))
