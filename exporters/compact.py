@@ -427,7 +427,7 @@ class CompactItems:
         """The ``STATE_SCHEMA`` rows of the items among ``hashes`` (keyed by ``item_key``)."""
         wanted = hashes.cast(pl.UInt64).unique().implode()
         return self._decode(
-            self.main.filter(pl.col("item").is_in(wanted)),
+            self.main.select(MAIN_SCHEMA.keys()).filter(pl.col("item").is_in(wanted)),
             self.extra.filter(pl.col("item").is_in(wanted)),
         )
 
@@ -438,7 +438,7 @@ class CompactItems:
     def at_facilities(self, codes: pl.Series, without: pl.Series) -> pl.DataFrame:
         """The ``STATE_SCHEMA`` rows of the items whose facility code is among ``codes``,
         but those among the hashes ``without`` (a refresh decodes the state by parts)."""
-        main = self.main.filter(
+        main = self.main.select(MAIN_SCHEMA.keys()).filter(  # not the summaries' columns
             pl.col("facility").is_in(
                 codes.cast(self.main.schema["facility"], strict=False).implode()
             )
@@ -450,7 +450,7 @@ class CompactItems:
     def newest_keys(self, hashes: pl.Series) -> pl.DataFrame:
         """``item_id`` (the hash, ``UInt64``) and ``last_key`` of the items among ``hashes``."""
         wanted = hashes.cast(pl.UInt64).unique().implode()
-        rows = self._full(self.main.filter(pl.col("item").is_in(wanted)))
+        rows = self._full(self.main.select(MAIN_SCHEMA.keys()).filter(pl.col("item").is_in(wanted)))
         return rows.select(pl.col("item").alias("item_id"), "last_key")
 
     def _full(self, main: pl.DataFrame) -> pl.DataFrame:
