@@ -187,11 +187,24 @@ def _secs_ok(us: pl.Expr) -> pl.Expr:
     return ((us % _US == 0) & (secs >= _I32[0]) & (secs <= _I32[1])).fill_null(True)
 
 
-def _key_ok(k: pl.Expr) -> pl.Expr:
+def key_ok(k: pl.Expr) -> pl.Expr:
     """Whether time key ``k`` is at a whole second of the ``UInt32`` packing's range (or null)."""
     us = k.floordiv(RANK_BITS)
     secs = us.floordiv(_US) - KEY_EPOCH_S
     return ((us % _US == 0) & (secs >= 0) & (secs < _KEY_SECS)).fill_null(True)
+
+
+def pack_key(k: pl.Expr) -> pl.Expr:
+    """Time key ``k`` as one ``UInt32`` (whole seconds from ``KEY_EPOCH_S`` times 8 plus the
+    rank) where ``key_ok``, else null."""
+    packed = (k.floordiv(RANK_BITS * _US) - KEY_EPOCH_S) * RANK_BITS + k % RANK_BITS
+    return pl.when(key_ok(k)).then(packed).cast(pl.UInt32)
+
+
+def unpack_key(p: pl.Expr) -> pl.Expr:
+    """``pack_key``'s inverse (``Int64`` time keys)."""
+    p = p.cast(pl.Int64)
+    return (p.floordiv(RANK_BITS) + KEY_EPOCH_S) * _US * RANK_BITS + p % RANK_BITS
 
 
 def _pack(
@@ -208,12 +221,10 @@ def _pack(
     as ``exact_schema`` rows (``more``: other columns)."""
     (t_name, t_s), (k_name, k_p) = time, key
     t, k = pl.col(t_name), pl.col(k_name)
-    t_ok, k_ok = _secs_ok(t), _key_ok(k)
-    rank = k % RANK_BITS
-    packed_key = (k.floordiv(RANK_BITS * _US) - KEY_EPOCH_S) * RANK_BITS + rank
+    t_ok, k_ok = _secs_ok(t), key_ok(k)
     made = {
         t_s: pl.when(t_ok).then(t.floordiv(_US) - EPOCH_S).cast(pl.Int32),
-        k_p: pl.when(k_ok).then(packed_key).cast(pl.UInt32),
+        k_p: pack_key(k),
         **more,
     }
     packed = full.select(made.get(c, pl.col(c)).alias(c) for c in schema)
@@ -236,8 +247,7 @@ def _unpack(
     """``_pack``'s inverse: ``schema`` rows in ``packed``'s order."""
     (t_name, t_s), (k_name, k_p) = time, key
     t = (pl.col(t_s).cast(pl.Int64) + EPOCH_S) * _US
-    p = pl.col(k_p).cast(pl.Int64)
-    k = (p.floordiv(RANK_BITS) + KEY_EPOCH_S) * _US * RANK_BITS + p % RANK_BITS
+    k = unpack_key(pl.col(k_p))
     if not exact.is_empty():
         packed = packed.join(exact, on="item", how="left", maintain_order="left")
         t, k = pl.coalesce(pl.col(t_name), t), pl.coalesce(pl.col(k_name), k)

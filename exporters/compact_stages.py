@@ -5,7 +5,10 @@ for the scans older than the reorder horizon.
 scans before and after the set. The exporter does not keep every scan for that: it keeps
 
 - ``rows``: the scans of the last ``horizon`` of event time (the late grace, ``Policy``),
-  as ``(item hash UInt64, key Int64, facility UInt32 code)``, 20 B each; and
+  as ``(item hash UInt64, key Int64, facility UInt32 code)``; held as 14 B each
+  (``HELD_ROWS_SCHEMA``: the key in one ``UInt32``, ``exporters.compact.pack_key``, the
+  code in 2 B while the dictionary is small), the few whose key is not a whole second
+  of the packing's range as they are (``rows_exact``); and
 - ``summary``: per item, what the scans older than the horizon (the *mark*, a time key)
   still decide for a scan read later: the last arrival (facility, key), the last
   departure (facility, key), the latest departure at another facility than that one
@@ -50,6 +53,9 @@ from exporters.compact import (
     fit_codes,
     item_key,
     key_hashes,
+    key_ok,
+    pack_key,
+    unpack_key,
 )
 from exporters.seen import Hashes
 from kpi.events import RANK_BITS, STAGE
@@ -69,6 +75,12 @@ ROWS_SCHEMA: Final[dict[str, pl.DataType]] = {
     "item": pl.UInt64(),
     "key": pl.Int64(),
     "facility": pl.UInt32(),
+}
+#: The recent scans as held: the key packed (``pack_key``), the code as ``code_type``.
+HELD_ROWS_SCHEMA: Final[dict[str, pl.DataType]] = {
+    "item": pl.UInt64(),
+    "key_p": pl.UInt32(),
+    "facility": pl.UInt16(),
 }
 NAMES_SCHEMA: Final[dict[str, pl.DataType]] = {"facility": pl.String()}
 #: One row per item with scans older than the mark.
@@ -180,7 +192,8 @@ class CompactStages:
     acceptance is not read yet); never in both. ``items`` is the ledger's own item table
     (``attach``; None = every summary in ``side``)."""
 
-    rows: pl.DataFrame = field(default_factory=_rows)
+    #: The recent scans (``HELD_ROWS_SCHEMA``; ``rows`` gives them as ``ROWS_SCHEMA``).
+    held: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=HELD_ROWS_SCHEMA))
     names: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=NAMES_SCHEMA))
     side: pl.DataFrame = field(default_factory=empty_summary)
     mark: int | None = None
@@ -190,18 +203,52 @@ class CompactStages:
     #: The summaries follow it in steps of ``FOLD_STEP`` (``mark <= horizon``).
     horizon: int | None = None
     items: CompactItems | None = field(default=None, repr=False, compare=False)
+    #: The recent scans whose key does not pack (``ROWS_SCHEMA``).
+    rows_exact: pl.DataFrame = field(default_factory=_rows)
 
     @property
     def height(self) -> int:
         """Number of recent stage scans held."""
-        return self.rows.height
+        return self.held.height + self.rows_exact.height
 
     @property
     def nbytes(self) -> int:
         """Bytes held by the scans, the side summaries and the dictionary (the summaries in
         the item rows are the items' ``nbytes``)."""
-        tables = (self.rows, self.names, self.side, self.exact)
+        tables = (self.held, self.rows_exact, self.names, self.side, self.exact)
         return int(sum(t.estimated_size() for t in tables))
+
+    @property
+    def rows(self) -> pl.DataFrame:
+        """The recent scans as ``ROWS_SCHEMA`` rows."""
+        return self._recent().collect()
+
+    def _recent(self, keep: pl.Expr | None = None) -> pl.LazyFrame:
+        """The recent scans as ``ROWS_SCHEMA`` rows (those ``keep`` says, on that schema)."""
+        held = self.held.lazy().select(
+            "item", unpack_key(pl.col("key_p")).alias("key"), pl.col("facility").cast(pl.UInt32)
+        )
+        if self.rows_exact.is_empty():
+            return held if keep is None else held.filter(keep)
+        parts = [held, self.rows_exact.lazy()]
+        return pl.concat(parts if keep is None else [p.filter(keep) for p in parts])
+
+    def with_rows(self, rows: pl.DataFrame) -> CompactStages:
+        """With ``rows`` (``ROWS_SCHEMA``, codes of this dictionary) appended as they are."""
+        if rows.is_empty():
+            return self
+        ok = key_ok(pl.col("key"))
+        want = code_type(self.names.height)
+        new = rows.filter(ok).select(
+            "item", pack_key(pl.col("key")).alias("key_p"), pl.col("facility").cast(want)
+        )
+        held = fit_codes(self.held, ("facility",), self.names.height)
+        odd = rows.filter(~ok)
+        return replace(
+            self,
+            held=_chunked(pl.concat([held, new], how="vertical")),
+            rows_exact=self.rows_exact if odd.is_empty() else pl.concat([self.rows_exact, odd]),
+        )
 
     @property
     def summary(self) -> pl.DataFrame:
@@ -310,10 +357,7 @@ class CompactStages:
     def add_coded(self, coded: pl.DataFrame) -> CompactStages:
         """With ``coded`` rows (``ROWS_SCHEMA``, codes of this dictionary) appended, but
         acceptances (rows older than the mark are the caller's to leave out)."""
-        new = coded.filter(pl.col("key") % RANK_BITS != _ACCEPTED)
-        if new.is_empty():
-            return self
-        return replace(self, rows=_chunked(pl.concat([self.rows, new], how="vertical")))
+        return self.with_rows(coded.filter(pl.col("key") % RANK_BITS != _ACCEPTED))
 
     def coded_rows(
         self,
@@ -329,7 +373,7 @@ class CompactStages:
         only such an arrival reads it)."""
         wanted = hashes.cast(pl.UInt64).unique().implode()
         item = pl.col("item").is_in(wanted)
-        recent = self.rows.lazy().filter(item)
+        recent = self._recent(item)
         if self.side.is_empty() and not self.attached():
             return recent.collect()
         # One query: the summaries found, unpacked and given back as scans, and the scans.
@@ -400,7 +444,7 @@ class CompactStages:
 
     def _folded(self, mark: int) -> CompactStages:
         key = pl.col("key")
-        old = self.rows.filter(key < mark)
+        old = self._recent(key < mark).collect()
         if old.is_empty():
             return replace(self, mark=mark)
         items = old.get_column("item").unique().implode()
@@ -417,7 +461,8 @@ class CompactStages:
             folded = folded.filter(~in_rows)
         return replace(
             self,
-            rows=self.rows.filter(key >= mark),
+            held=self.held.filter(unpack_key(pl.col("key_p")) >= mark),
+            rows_exact=self.rows_exact.filter(key >= mark),
             side=_chunked(pl.concat([kept, folded])),
             exact=pl.concat([self.exact.filter(others), exact]),
             mark=mark,
@@ -444,7 +489,8 @@ class CompactStages:
         gone = pl.Series(np.asarray(hashes, dtype=np.uint64), dtype=pl.UInt64).implode()
         return replace(
             self,
-            rows=self.rows.filter(~pl.col("item").is_in(gone)),
+            held=self.held.filter(~pl.col("item").is_in(gone)),
+            rows_exact=self.rows_exact.filter(~pl.col("item").is_in(gone)),
             side=self.side.filter(~pl.col("item").is_in(gone)),
             exact=self.exact.filter(~pl.col("item").is_in(gone)),
         )

@@ -17,7 +17,8 @@ A checkpoint is a directory ``STATE_DIR/checkpoint-<seq>`` holding
   (finished items past the retention), whose later events are rejects;
 - ``held.parquet``: attempts, deliveries and returns waiting for their item's
   acceptance, summarised per item (``kpi.kpis.increments.SET_SCHEMA``);
-- ``stages.parquet``, ``stage_facilities.parquet``, ``stage_summary.parquet``: the
+- ``stages.parquet`` (``stage_rows_exact.parquet``: the scans whose key is not a whole
+  second of the packing's range), ``stage_facilities.parquet``, ``stage_summary.parquet``: the
   stage state of the items (``exporters.compact_stages``): the scans within the stage
   horizon (item hash, time key, facility code), the facility names of the codes, and
   one summary row per item for its scans older than the horizon (``stage_mark`` in
@@ -41,7 +42,7 @@ Format 6 holds an item's stage summary in its row of ``items.parquet`` (no hash 
 own; ``stage_summary.parquet`` keeps only the summaries of items without a row), and of
 a delivery or return only whether there was one; a format-3 to 5 checkpoint is read and
 converted (its summaries moved into the item rows: ``CompactStages.attach``; its
-delivery and return times to whether they are set).
+delivery and return times to whether they are set; its recent stage scans packed).
 
 It is written as ``checkpoint-<seq>.tmp`` (each file fsynced, then the directory),
 renamed to its final name (the commit point) and the parent directory fsynced;
@@ -51,6 +52,7 @@ previous or the new checkpoint complete; ``.tmp`` leftovers are ignored and remo
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import logging
 import os
@@ -84,6 +86,7 @@ from exporters.compact import (
 from exporters.compact import EXACT_SCHEMA as ITEMS_EXACT_SCHEMA
 from exporters.compact_stages import (
     EXACT_SCHEMA,
+    HELD_ROWS_SCHEMA,
     NAMES_SCHEMA,
     PACKED_SCHEMA,
     ROWS_SCHEMA,
@@ -208,7 +211,8 @@ def _write_files(tmp: Path, ckpt: Checkpoint) -> None:
     # Days since 1970 fit 32 bits: 4 B per id on disk instead of 8.
     np.save(tmp / "seen_days.npy", days.astype(np.int32), allow_pickle=False)
     ckpt.held.select(SET_SCHEMA.keys()).write_parquet(tmp / "held.parquet", statistics=False)
-    ckpt.stages.rows.write_parquet(tmp / "stages.parquet", statistics=False)
+    ckpt.stages.held.write_parquet(tmp / "stages.parquet", statistics=False)
+    ckpt.stages.rows_exact.write_parquet(tmp / "stage_rows_exact.parquet", statistics=False)
     ckpt.stages.names.write_parquet(tmp / "stage_facilities.parquet", statistics=False)
     ckpt.stages.side.write_parquet(tmp / "stage_summary.parquet", statistics=False)
     ckpt.stages.exact.write_parquet(tmp / "stage_exact.parquet", statistics=False)
@@ -236,6 +240,7 @@ def _write_files(tmp: Path, ckpt: Checkpoint) -> None:
         "stage_facilities.parquet",
         "stage_summary.parquet",
         "stage_exact.parquet",
+        "stage_rows_exact.parquet",
     )
     for name in (*names, "meta.json"):
         _fsync_path(tmp / name)
@@ -350,15 +355,15 @@ def read_checkpoint(path: Path) -> Checkpoint:
         pl.col(c).cast(t) for c, t in NAMES_SCHEMA.items()
     )
     summary, mark, exact, horizon = _read_summary(path)
-    stages = CompactStages(
-        pl.read_parquet(path / "stages.parquet").select(
-            pl.col(c).cast(t) for c, t in ROWS_SCHEMA.items()
+    stages = _read_rows(
+        path,
+        CompactStages(
+            names=names,
+            side=fit_summary(summary, names.height),
+            mark=mark,
+            exact=exact,
+            horizon=horizon,
         ),
-        names,
-        fit_summary(summary, names.height),
-        mark,
-        exact,
-        horizon,
     ).attach(items)
     items = items if stages.items is None else stages.items
     return Checkpoint(
@@ -395,6 +400,20 @@ def _read_summary(
         )
     ]
     return tables[0], meta.get("stage_mark"), tables[1], meta.get("stage_horizon")
+
+
+def _read_rows(path: Path, stages: CompactStages) -> CompactStages:
+    """``stages`` with the checkpoint's recent stage scans (formats 3-5 held them unpacked)."""
+    rows = pl.read_parquet(path / "stages.parquet")
+    if "key" in rows.columns:  # formats 3-5
+        return stages.with_rows(rows.select(pl.col(c).cast(t) for c, t in ROWS_SCHEMA.items()))
+    held = rows.select(pl.col(c).cast(t) for c, t in HELD_ROWS_SCHEMA.items())
+    odd = pl.read_parquet(path / "stage_rows_exact.parquet")
+    return dataclasses.replace(
+        stages,
+        held=fit_codes(held, ("facility",), stages.names.height),
+        rows_exact=odd.select(pl.col(c).cast(t) for c, t in ROWS_SCHEMA.items()),
+    )
 
 
 def latest_checkpoint(state_dir: Path) -> Checkpoint | None:

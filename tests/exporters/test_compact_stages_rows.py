@@ -55,7 +55,7 @@ def _moves(rng: random.Random, items: list[int], n: int, lo: int, hi: int) -> pl
     rows = [
         (
             rng.choice(items),
-            (rng.randrange(lo, hi) * _MINUTE + rng.choice([0, 0, 0, 250])) * RANK_BITS
+            (T0_US + rng.randrange(lo, hi) * _MINUTE + rng.choice([0, 0, 0, 250])) * RANK_BITS
             + rng.choice(ranks),
             f"F-{rng.randrange(6)}",
         )
@@ -116,7 +116,7 @@ def _run(seed: int) -> tuple[CompactStages, CompactStages, CompactItems]:
         hashes = np.array(gone, dtype=np.uint64)
         rows = dataclasses.replace(rows, items=items).retire(hashes)
         apart = apart.retire(hashes)
-        mark = (step * 100 + 50) * _MINUTE * RANK_BITS
+        mark = (T0_US + (step * 100 + 50) * _MINUTE) * RANK_BITS
         apart, rows = apart.fold(mark), rows.fold(mark)
         assert rows.items is not None
         items = rows.items
@@ -138,6 +138,11 @@ def test_summaries_in_item_rows_equal_summaries_apart() -> None:
     held = items.main.filter(pl.col("delivered").is_not_null()).get_column("item")
     assert not rows.side.get_column("item").is_in(held.implode()).any()
     assert rows.nbytes < apart.nbytes
+    # Recent scans: whole seconds packed in 14 B, the others (250 µs past) as they are.
+    assert rows.held.height > 0 and rows.rows_exact.height > 0
+    assert rows.held.estimated_size() == 14 * rows.held.height
+    assert (rows.rows_exact.get_column("key") // RANK_BITS % 10**6 == 250).all()
+    assert (rows.rows.get_column("key") >= rows.mark).all()
 
 
 def test_summaries_in_rows_go_through_a_checkpoint_and_format_5_is_converted(
@@ -149,9 +154,12 @@ def test_summaries_in_rows_go_through_a_checkpoint_and_format_5_is_converted(
     assert again.items.main.equals(items.main) and again.stages.items is again.items
     assert _by_item(again.stages.summaries()) == _by_item(apart.summaries())
     assert again.stages.side.equals(rows.side)
+    assert again.stages.rows.equals(rows.rows) and again.stages.held.equals(rows.held)
     # Format 5: every summary in stage_summary.parquet, item rows without summary columns.
     five = write_checkpoint(tmp_path / "five", _checkpoint(items, apart))
     items.main.select(MAIN_SCHEMA.keys()).write_parquet(five / "items.parquet")
+    apart.rows.write_parquet(five / "stages.parquet")  # unpacked scans
+    (five / "stage_rows_exact.parquet").unlink()
     meta = orjson.loads((five / "meta.json").read_bytes())
     meta["format"] = 5
     (five / "meta.json").write_bytes(orjson.dumps(meta))
@@ -162,6 +170,8 @@ def test_summaries_in_rows_go_through_a_checkpoint_and_format_5_is_converted(
         items.main.select(converted.items.main.columns)
     )
     assert converted.stages.side.height == rows.side.height
+    assert _by_item(converted.stages.rows) == _by_item(apart.rows)
+    assert converted.stages.held.equals(rows.held)
     assert list(converted.items.main.columns)[-len(STAGE_COLUMNS) :] == list(STAGE_COLUMNS)
 
 
@@ -174,16 +184,22 @@ def test_summary_codes_in_rows_widen_with_the_dictionary() -> None:
     scans = pl.DataFrame(
         {
             "item_id": keys,
-            "key": [i * second + STAGE["departed"] for i in range(n)],
+            "key": [T0_US * RANK_BITS + i * second + STAGE["departed"] for i in range(n)],
             "facility": [f"F{i}" for i in range(n)],
         },
         schema=HISTORY_SCHEMA,
     )
     items = CompactItems().replace(_states(hashes[:10], 0))
     small = dataclasses.replace(CompactStages().add(scans.head(10)), items=items)
-    small = small.fold((n + 5) * second)
+    small = small.fold(T0_US * RANK_BITS + (n + 5) * second)
     assert small.items is not None and small.items.main.schema["dep_fac"] == pl.UInt16
-    big = small.add(scans.slice(10)).fold((n + 5) * second + FOLD_STEP)
+    grown = small.add(scans.slice(10))  # recent scans, packed, their codes widened too
+    assert grown.held.schema["facility"] == pl.UInt32 and grown.rows_exact.is_empty()
+    recent = grown.rows
+    got_recent = grown.names.get_column("facility").gather(recent["facility"]).to_list()
+    assert got_recent == [f"F{i}" for i in range(10, n)]
+    assert recent["key"].to_list() == scans["key"].slice(10).to_list()
+    big = grown.fold(T0_US * RANK_BITS + (n + 5) * second + FOLD_STEP)
     assert big.items is not None and big.items.main.schema["dep_fac"] == pl.UInt32
     assert big.attached() == 10 and big.side.height == n - 10
     names = big.names.get_column("facility")
