@@ -13,8 +13,10 @@ waiting at one of 2,000 facilities, 1/6 finished: attempted, delivered or return
 2 event ids per waiting item and 5 per finished one in the dedup window; the stage
 history of issue 19 where the tree keeps one: 5 stage scans per waiting item, accepted,
 out of its origin, through a hub and arrived where it waits, 6 per finished one,
-delivered there; every time in whole seconds; a tree with the stage summaries holds the scans older than the
-default horizon, one day before the newest event, as one summary row per item), and a second, fresh child restores an ``Ingestor`` from it and reports
+delivered there; every time in whole seconds; a tree with the stage summaries holds the
+scans older than the default horizon, one day before the newest event, as one summary per
+item: its own row, or in the item's row where the tree keeps it there), and a second,
+fresh child restores an ``Ingestor`` from it and reports
 its ``VmRSS`` before and after the restore, the peak (``VmHWM``, reset before it) during
 one gauge refresh (``exporters.gauges.build_view_by_parts`` where the tree has it, else
 ``build_view`` of ``view_items()``), right after it and after ``--settle`` seconds idle.
@@ -118,6 +120,9 @@ del history
 if hasattr(st, "COMPACT_FORMAT"):  # the compact tree: its own encoding of the same state
     from exporters.compact import CompactItems
     items = CompactItems.from_state(items)
+    if hasattr(extra.get("stages"), "attach"):  # summaries held in the item rows
+        extra["stages"] = extra["stages"].attach(items)
+        items = extra["stages"].items
 ckpt = st.Checkpoint(**extra, seq=1, created_at=time.time(), files={}, counters=CounterStore(), items=items,
     complaints=pl.DataFrame(schema=st.COMPLAINT_STATE_SCHEMA), seen=seen, seen_days=days,
     rejects_bytes=0, last_event_us=int(last.max()))
@@ -155,7 +160,14 @@ res["seen_bytes"] = int(led.seen.nbytes)
 res["seen_ids"] = len(led.seen)
 stages = getattr(led, "stages", None)
 res["stage_scans"] = 0 if stages is None else stages.height
-res["stage_summaries"] = int(getattr(getattr(stages, "summary", None), "height", 0))
+if hasattr(stages, "attached"):  # summaries in the item rows and apart (no union built)
+    res["stage_summaries"] = stages.attached() + stages.side.height
+else:
+    res["stage_summaries"] = int(getattr(getattr(stages, "summary", None), "height", 0))
+main = getattr(items, "main", None)
+held = [c for c in ("arr_fac", "arr_key", "dep_fac", "dep_key", "dep2_fac", "dep2_key", "delivered",
+    "first_dep_key") if main is not None and c in main.columns]
+res["summaries_in_items_bytes"] = int(main.select(held).estimated_size()) if held else 0
 res["stages_bytes"] = 0 if stages is None else int(getattr(stages, "nbytes", None) or stages.estimated_size())
 def peak():
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -242,6 +254,10 @@ def slopes(rows: list[dict[str, Any]]) -> dict[str, float]:
         "stages_b_per_item": (hi["stages_bytes"] - lo["stages_bytes"]) / dn,
         "settled_b_per_item": (hi["rss_settled"] - lo["rss_settled"]) / dn,
         "items_b_per_item": (hi["items_bytes"] - lo["items_bytes"]) / dn,
+        "summaries_in_items_b_per_item": (
+            hi.get("summaries_in_items_bytes", 0) - lo.get("summaries_in_items_bytes", 0)
+        )
+        / dn,
         "seen_b_per_item": (hi["seen_bytes"] - lo["seen_bytes"]) / dn,
         "seen_b_per_id": (hi["seen_bytes"] - lo["seen_bytes"]) / (hi["seen_ids"] - lo["seen_ids"]),
     }
@@ -279,7 +295,7 @@ def main() -> None:
     OUT.write_text(json.dumps(results, indent=2))
     print(
         "| tree | RSS/item restored | refresh peak | right after it | idle after it "
-        "| items B/item | stage history B/item | seen B/item | seen B/id |"
+        "| items B/item (of which summaries) | stage history B/item | seen B/item | seen B/id |"
     )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name in ("old", "new"):
@@ -288,7 +304,8 @@ def main() -> None:
             print(
                 f"| {name} | {r['restored_b_per_item']:.0f} | {r['refresh_peak_b_per_item']:.0f} "
                 f"| {r['after_refresh_b_per_item']:.0f} | {r['settled_b_per_item']:.0f} "
-                f"| {r['items_b_per_item']:.1f} | {r['stages_b_per_item']:.1f} "
+                f"| {r['items_b_per_item']:.1f} ({r['summaries_in_items_b_per_item']:.1f}) "
+                f"| {r['stages_b_per_item']:.1f} "
                 f"| {r['seen_b_per_item']:.1f} | {r['seen_b_per_id']:.1f} |"
             )
 

@@ -154,7 +154,10 @@ class Books:
         clock = _later(led.clock_us, intake.newest_us)
         labels = merge_set(led.held, intake.labels)
         ids = pl.concat([intake.rest.get_column("item_id"), labels.get_column("item_id")])
-        prior = led.items.rows(key_hashes(ids))
+        stage_rows = intake.stage_rows()
+        # One pass over the item table for the set's items: their rows and stage summaries.
+        touched = led.items.subset(key_hashes(pl.concat([ids, stage_rows.get_column("item_id")])))
+        prior = touched.rows(key_hashes(ids))
         settled = settle(prior, intake.rest, labels, standards, clock, self.policy.grace_us)
         items, gone = led.items.replace(settled.merged).retire(clock, self.policy.retention_us)
         complaints, counters = led.complaints, led.counters.copy()
@@ -177,13 +180,14 @@ class Books:
         counters.observe(cat.TRANSIT_TIME, inc.transit)
         stages = apply_stages(
             counters,
-            led.stages,
-            intake.stage_rows(),
+            dataclasses.replace(led.stages, items=touched),
+            stage_rows,
             facilities,
             prior,
             settled.merged,
             gone,
             stage_mark(clock, self.policy.grace_us),
+            items,
         )
         counters.add(cat.EXPORTER_EVENTS_INGESTED, (), intake.events + intake.complaint_records)
         rejects = intake.rejects()
@@ -191,7 +195,7 @@ class Books:
             by_reason = rejects.group_by("reason").agg(pl.len().alias(COUNT))
             counters.add_counts(cat.EXPORTER_EVENTS_REJECTED, by_reason)
         new = Ledger(
-            items=items,
+            items=items if stages.items is None else stages.items,  # a fold writes into them
             held=settled.held,
             complaints=complaints,
             seen=led.seen.add(*intake.new_hashes()).prune(

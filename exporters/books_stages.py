@@ -12,12 +12,13 @@ facility is never read by the rules: acceptance rows carry facility code 0.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Final
 
 import polars as pl
 
 from exporters import catalog as cat
-from exporters.compact import key_hashes
+from exporters.compact import CompactItems, key_hashes
 from exporters.compact_stages import ROWS_SCHEMA, CompactStages
 from exporters.seen import Hashes
 from exporters.store import CounterStore
@@ -55,8 +56,11 @@ def apply_stages(
     merged: pl.DataFrame,
     retired: Hashes,
     mark: int | None = None,
+    items: CompactItems | None = None,
 ) -> CompactStages:
-    """Observe a set's new stage intervals into ``counters``; returns the new history.
+    """Observe a set's new stage intervals into ``counters``; returns the new history, on
+    ``items`` (the item table after the set, whose rows hold their items' summaries:
+    ``CompactStages.attach``; None = the history's own).
 
     ``prior``, ``merged``: the state rows of the items the set touched, before and after
     it (the first acceptance; the product and origin that label the first mile);
@@ -67,13 +71,14 @@ def apply_stages(
     """
     if facilities is None:
         facilities = pl.DataFrame(schema=FACILITY_SCHEMA)
+    after = history.items if items is None else items
     new_rows = _within_horizon(counters, new_rows, history)
     if new_rows.is_empty():
-        return history.fold(mark).retire(retired)
+        return _on(history, after).fold(mark).retire(retired)
     accepted = new_rows.filter(_acceptances())
     grown, coded = history.encode(new_rows.filter(~_acceptances()))
     if grown.names.is_empty():  # only acceptances and nothing stored: no stage can end
-        return grown.fold(mark).retire(retired)
+        return _on(grown, after).fold(mark).retire(retired)
     new = pl.concat(
         [
             coded.rename({"item": "h"}),
@@ -102,7 +107,14 @@ def apply_stages(
     counters.observe(cat.STAGE_FIRST_MILE, inc.first_mile)
     counters.observe(cat.STAGE_LAST_MILE, inc.last_mile)
     counters.add_counts(cat.STAGE_REVISIONS, inc.revisions)
-    return grown.add_coded(coded).fold(mark).retire(retired)
+    return _on(grown, after).add_coded(coded).fold(mark).retire(retired)
+
+
+def _on(history: CompactStages, items: CompactItems | None) -> CompactStages:
+    """``history`` on the item table after the set: its rows carry the same summaries
+    but the retired items' (a side summary of an item that now has a row moves into it
+    at the item's next fold)."""
+    return history if items is None else dataclasses.replace(history, items=items)
 
 
 def _within_horizon(

@@ -21,15 +21,18 @@ re-encodes the result:
   entries (2 B instead of 4) and as ``UInt32`` beyond (``code_type``: the column is
   widened when the dictionary grows past it); they are ``UInt32`` outside the tables.
 - ``promised_by_given``, ``attempt_key``, ``delivered_at`` and ``returned_at`` are null
-  for an item in transit: they live in a sparse ``extra`` table, one row per item that
-  has any of them. ``delivered_at`` and ``returned_at`` are kept in whole seconds
-  (``Int32`` from 2000-01-01, clipped to 1932-2068): once set, only whether they are set
-  is ever read (the counters take the delivery's exact time from the event that brings
-  it, the gauges look at unfinished items only), so no counter changes.
+  for an item in transit. Of ``delivered_at`` and ``returned_at`` only whether they are
+  set is kept (a bit each in the row): once set, only that is ever read (the counters
+  take the delivery's exact time from the event that brings it, the gauges look at
+  unfinished items only), so no counter changes; they decode as the item's last scan
+  time. The promise and the first attempt live in a sparse ``extra`` table, one row per
+  item that has either and is not delivered: of a delivered item only whether it had an
+  attempt is read (a later attempt is then not its first; the promise judges a new
+  delivery only), so it is a bit in the row and decodes as the last scan's key.
 - ``accepted_at`` and ``last_key`` are exact, held as whole seconds from ``EPOCH_S``
-  (``Int32``; the last scan's rank apart, ``UInt8``) when they are whole seconds of that
-  range, else exact in the sparse ``exact`` table (``pack_main``): scanners stamp whole
-  seconds, so it is mostly empty. The same for ``promised_by_given`` and
+  (``Int32``) and as whole seconds from ``KEY_EPOCH_S`` times 8 plus the rank (``UInt32``,
+  2020-2037) when they are whole seconds of that range, else exact in the sparse
+  ``exact`` table (``pack_main``): scanners stamp whole seconds, so it is mostly empty. The same for ``promised_by_given`` and
   ``attempt_key`` in the sparse table (``pack_extra``; exact ones in ``extra_exact``).
 
 ``CompactItems`` is immutable: every change returns a new one (readers of an older
@@ -55,11 +58,22 @@ _MAX_CHUNKS: Final = 16
 #: Seconds of 2000-01-01T00:00Z: the epoch of the whole-second columns.
 EPOCH_S: Final = 946_684_800
 _I32: Final = (-(2**31) + 1, 2**31 - 1)
+#: Seconds of 2020-01-01T00:00Z: the epoch of the packed time keys (``UInt32``: whole
+#: seconds times 8 plus the rank, 2020-2037; others are kept exact).
+KEY_EPOCH_S: Final = 1_577_836_800
+_KEY_SECS: Final = 2**32 // 8
 _US: Final = 1_000_000
 _LOW32: Final = np.uint64(0xFFFF_FFFF)
 ROUTE: Final = ("product", "origin", "destination")
 FACILITY: Final = "last_facility"
 
+#: Whether the item was delivered, returned, attempted (a bit each): of a delivered
+#: item's delivery, promise and first attempt nothing else is ever read.
+_FLAGS: Final[dict[str, pl.DataType]] = {
+    "has_delivery": pl.Boolean(),
+    "has_return": pl.Boolean(),
+    "attempted": pl.Boolean(),
+}
 #: The item columns as the encoding computes them (exact times).
 FULL_SCHEMA: Final[dict[str, pl.DataType]] = {
     "item": pl.UInt64(),
@@ -68,51 +82,63 @@ FULL_SCHEMA: Final[dict[str, pl.DataType]] = {
     "route": pl.UInt32(),
     "last_key": pl.Int64(),
     "facility": pl.UInt32(),
+    **_FLAGS,
 }
-#: ... and as they are held: times in whole seconds from ``EPOCH_S`` (the last scan's
-#: rank apart) and the codes as ``code_type`` of their dictionary (``UInt32`` here,
-#: ``UInt16`` while the dictionary is small: 21 B instead of 36); the times that are not whole seconds of the range
-#: are kept exact in ``EXACT_SCHEMA`` rows (scanners stamp whole seconds: few or none).
+#: ... and as they are held: the acceptance in whole seconds from ``EPOCH_S``, the last
+#: scan's key in whole seconds from ``KEY_EPOCH_S`` times 8 plus its rank (``UInt32``),
+#: the codes as ``code_type`` of their dictionary (``UInt32`` here, ``UInt16`` while the
+#: dictionary is small: 24 B instead of 36); the times that are not whole seconds of
+#: their range are kept exact in ``EXACT_SCHEMA`` rows (scanners stamp whole seconds).
 MAIN_SCHEMA: Final[dict[str, pl.DataType]] = {
     "item": pl.UInt64(),
     "accepted_s": pl.Int32(),
     "acc_event": pl.UInt32(),
     "route": pl.UInt32(),
-    "last_s": pl.Int32(),
-    "last_rank": pl.UInt8(),
+    "last_p": pl.UInt32(),  # whole seconds from KEY_EPOCH_S times 8, plus the rank
     "facility": pl.UInt32(),
+    **_FLAGS,
 }
+#: The item's stage summary (``exporters.compact_stages.PACKED_SCHEMA`` but its hash),
+#: held in the item's own row so the summary needs no hash of its own (8 B an item):
+#: null when the item has none (its scans are all within the stage horizon).
+STAGE_COLUMNS: Final[dict[str, pl.DataType]] = {
+    "arr_fac": pl.UInt16(),
+    "arr_key": pl.Int32(),
+    "dep_fac": pl.UInt16(),
+    "dep_key": pl.Int32(),
+    "dep2_fac": pl.UInt16(),
+    "dep2_key": pl.Int32(),
+    "delivered": pl.Boolean(),
+    "first_dep_key": pl.Int32(),
+}
+#: ``main`` as held: the item columns and its stage summary's.
+HELD_SCHEMA: Final[dict[str, pl.DataType]] = {**MAIN_SCHEMA, **STAGE_COLUMNS}
 EXACT_SCHEMA: Final[dict[str, pl.DataType]] = {
     "item": pl.UInt64(),
     "accepted_at": pl.Int64(),  # null when ``accepted_s`` is exact
-    "last_key": pl.Int64(),  # null when ``last_s``, ``last_rank`` are exact
+    "last_key": pl.Int64(),  # null when ``last_p`` is exact
 }
 #: The sparse table as the encoding computes it (exact times) ...
 EXTRA_FULL_SCHEMA: Final[dict[str, pl.DataType]] = {
     "item": pl.UInt64(),
     "promised_by_given": pl.Int64(),  # microseconds
     "attempt_key": pl.Int64(),
-    "delivered_s": pl.Int32(),  # seconds from EPOCH_S
-    "returned_s": pl.Int32(),
 }
 #: ... and as it is held: the promise and the first attempt in whole seconds (the
-#: attempt's rank apart), 22 B instead of 29; the others exact in ``EXTRA_EXACT_SCHEMA``.
+#: attempt's rank packed with it), 16 B instead of 21; others exact in ``EXTRA_EXACT_SCHEMA``.
 EXTRA_SCHEMA: Final[dict[str, pl.DataType]] = {
     "item": pl.UInt64(),
     "promised_s": pl.Int32(),
-    "attempt_s": pl.Int32(),
-    "attempt_rank": pl.UInt8(),
-    "delivered_s": pl.Int32(),
-    "returned_s": pl.Int32(),
+    "attempt_p": pl.UInt32(),
 }
 EXTRA_EXACT_SCHEMA: Final[dict[str, pl.DataType]] = {
     "item": pl.UInt64(),
     "promised_by_given": pl.Int64(),  # null when ``promised_s`` is exact
-    "attempt_key": pl.Int64(),  # null when ``attempt_s``, ``attempt_rank`` are exact
+    "attempt_key": pl.Int64(),  # null when ``attempt_p`` is exact
 }
 ROUTES_SCHEMA: Final[dict[str, pl.DataType]] = {c: pl.String() for c in ROUTE}
 FACILITIES_SCHEMA: Final[dict[str, pl.DataType]] = {FACILITY: pl.String()}
-_EXTRA_COLS: Final = ("promised_by_given", "attempt_key", "delivered_at", "returned_at")
+_EXTRA_COLS: Final = ("promised_by_given", "attempt_key")
 
 
 #: The most codes a ``UInt16`` column holds.
@@ -161,25 +187,44 @@ def _secs_ok(us: pl.Expr) -> pl.Expr:
     return ((us % _US == 0) & (secs >= _I32[0]) & (secs <= _I32[1])).fill_null(True)
 
 
+def key_ok(k: pl.Expr) -> pl.Expr:
+    """Whether time key ``k`` is at a whole second of the ``UInt32`` packing's range (or null)."""
+    us = k.floordiv(RANK_BITS)
+    secs = us.floordiv(_US) - KEY_EPOCH_S
+    return ((us % _US == 0) & (secs >= 0) & (secs < _KEY_SECS)).fill_null(True)
+
+
+def pack_key(k: pl.Expr) -> pl.Expr:
+    """Time key ``k`` as one ``UInt32`` (whole seconds from ``KEY_EPOCH_S`` times 8 plus the
+    rank) where ``key_ok``, else null."""
+    packed = (k.floordiv(RANK_BITS * _US) - KEY_EPOCH_S) * RANK_BITS + k % RANK_BITS
+    return pl.when(key_ok(k)).then(packed).cast(pl.UInt32)
+
+
+def unpack_key(p: pl.Expr) -> pl.Expr:
+    """``pack_key``'s inverse (``Int64`` time keys)."""
+    p = p.cast(pl.Int64)
+    return (p.floordiv(RANK_BITS) + KEY_EPOCH_S) * _US * RANK_BITS + p % RANK_BITS
+
+
 def _pack(
     full: pl.DataFrame,
     schema: dict[str, pl.DataType],
     time: tuple[str, str],
-    key: tuple[str, str, str],
+    key: tuple[str, str],
     exact_schema: dict[str, pl.DataType],
     **more: pl.Expr,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """``full`` as ``schema`` rows with its ``time`` (microseconds -> whole seconds) and
-    ``key`` (time key -> whole seconds and rank) packed, and the rows whose time or key is
-    not a whole second of the range as ``exact_schema`` rows (``more``: other columns)."""
-    (t_name, t_s), (k_name, k_s, k_rank) = time, key
+    ``key`` (time key -> whole seconds from ``KEY_EPOCH_S`` times 8 plus the rank, one
+    ``UInt32``) packed, and the rows whose time or key is not a whole second of its range
+    as ``exact_schema`` rows (``more``: other columns)."""
+    (t_name, t_s), (k_name, k_p) = time, key
     t, k = pl.col(t_name), pl.col(k_name)
-    k_us = k.floordiv(RANK_BITS)
-    t_ok, k_ok = _secs_ok(t), _secs_ok(k_us)
+    t_ok, k_ok = _secs_ok(t), key_ok(k)
     made = {
         t_s: pl.when(t_ok).then(t.floordiv(_US) - EPOCH_S).cast(pl.Int32),
-        k_s: pl.when(k_ok).then(k_us.floordiv(_US) - EPOCH_S).cast(pl.Int32),
-        k_rank: (k - k_us * RANK_BITS).cast(pl.UInt8),
+        k_p: pack_key(k),
         **more,
     }
     packed = full.select(made.get(c, pl.col(c)).alias(c) for c in schema)
@@ -196,13 +241,13 @@ def _unpack(
     exact: pl.DataFrame,
     schema: dict[str, pl.DataType],
     time: tuple[str, str],
-    key: tuple[str, str, str],
+    key: tuple[str, str],
     **more: pl.Expr,
 ) -> pl.DataFrame:
     """``_pack``'s inverse: ``schema`` rows in ``packed``'s order."""
-    (t_name, t_s), (k_name, k_s, k_rank) = time, key
+    (t_name, t_s), (k_name, k_p) = time, key
     t = (pl.col(t_s).cast(pl.Int64) + EPOCH_S) * _US
-    k = ((pl.col(k_s).cast(pl.Int64) + EPOCH_S) * _US) * RANK_BITS + pl.col(k_rank).cast(pl.Int64)
+    k = unpack_key(pl.col(k_p))
     if not exact.is_empty():
         packed = packed.join(exact, on="item", how="left", maintain_order="left")
         t, k = pl.coalesce(pl.col(t_name), t), pl.coalesce(pl.col(k_name), k)
@@ -210,8 +255,8 @@ def _unpack(
     return packed.select(made.get(c, pl.col(c)).alias(c) for c in schema)
 
 
-_MAIN_TIMES: Final = (("accepted_at", "accepted_s"), ("last_key", "last_s", "last_rank"))
-_EXTRA_TIMES: Final = (("promised_by_given", "promised_s"), ("attempt_key", "attempt_s", "attempt_rank"))  # fmt: skip
+_MAIN_TIMES: Final = (("accepted_at", "accepted_s"), ("last_key", "last_p"))
+_EXTRA_TIMES: Final = (("promised_by_given", "promised_s"), ("attempt_key", "attempt_p"))
 
 
 def pack_main(
@@ -244,18 +289,19 @@ def _utc(col: str) -> pl.Expr:
     return pl.col(col).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
 
 
-def _seconds(col: str) -> pl.Expr:
-    """A UTC column in whole seconds from ``EPOCH_S`` (floor), clipped to ``Int32``."""
-    secs = pl.col(col).dt.epoch("us").floordiv(_US) - EPOCH_S
-    return secs.clip(*_I32).cast(pl.Int32)
+def sparse_extra(rows: pl.DataFrame) -> pl.DataFrame:
+    """The ``EXTRA_FULL_SCHEMA`` rows of the items of ``rows`` (``EXTRA_FULL_SCHEMA`` and
+    ``has_delivery``) that need one: with a promise or an attempt, not delivered."""
+    kept = ~pl.col("has_delivery") & pl.any_horizontal(pl.col(c).is_not_null() for c in _EXTRA_COLS)
+    return rows.filter(kept).select(EXTRA_FULL_SCHEMA.keys()).cast(EXTRA_FULL_SCHEMA)  # type: ignore[arg-type]
 
 
-def _from_seconds(col: str) -> pl.Expr:
-    return (
-        ((pl.col(col).cast(pl.Int64) + EPOCH_S) * _US)
-        .cast(pl.Datetime("us"))
-        .dt.replace_time_zone("UTC")
-    )
+def _set_at_last_scan(flag: str) -> pl.Expr:
+    """A finished item's delivery or return time as decoded: its last scan's (only whether
+    it is set is ever read)."""
+    last_us = pl.coalesce(pl.col("last_key").floordiv(RANK_BITS), pl.lit(EPOCH_S * _US))
+    at = last_us.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    return pl.when(pl.col(flag)).then(at)
 
 
 def _coded(values: pl.DataFrame, book: pl.DataFrame) -> tuple[pl.Series, pl.DataFrame]:
@@ -275,7 +321,7 @@ def _coded(values: pl.DataFrame, book: pl.DataFrame) -> tuple[pl.Series, pl.Data
 class CompactItems:
     """Encoded item states: ``main`` (every item), ``extra`` (sparse) and two dictionaries."""
 
-    main: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=MAIN_SCHEMA))
+    main: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=HELD_SCHEMA))
     extra: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=EXTRA_SCHEMA))
     routes: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=ROUTES_SCHEMA))
     facilities: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=FACILITIES_SCHEMA))
@@ -308,7 +354,11 @@ class CompactItems:
         extra, extra_exact = pack_extra(full_extra)
         touched = main.get_column("item").implode()
         others = ~pl.col("item").is_in(touched)
-        kept = fit_codes(self.main.filter(others), ("route",), routes.height)
+        mine = self.main.get_column("item").is_in(touched)
+        # The touched items keep their stage summaries (``exporters.compact_stages``).
+        carried = self.main.filter(mine).select("item", *STAGE_COLUMNS)
+        main = main.join(carried, on="item", how="left", maintain_order="left")
+        kept = fit_codes(self.main.filter(~mine), ("route",), routes.height)
         kept = fit_codes(kept, ("facility",), facilities.height)
         return CompactItems(
             _appended(kept, main),
@@ -333,19 +383,20 @@ class CompactItems:
                 "route": route,
                 "last_key": state.get_column("last_key"),
                 "facility": facility,
+                "has_delivery": state.get_column("delivered_at").is_not_null(),
+                "has_return": state.get_column("returned_at").is_not_null(),
+                "attempted": state.get_column("attempt_key").is_not_null(),
             },
             schema=FULL_SCHEMA,
         )
-        sparse = state.with_columns(item).filter(
-            pl.any_horizontal(pl.col(c).is_not_null() for c in _EXTRA_COLS)
+        extra = sparse_extra(
+            state.select(
+                item,
+                pl.col("promised_by_given").dt.epoch("us"),
+                "attempt_key",
+                pl.col("delivered_at").is_not_null().alias("has_delivery"),
+            )
         )
-        extra = sparse.select(
-            "item",
-            pl.col("promised_by_given").dt.epoch("us"),
-            "attempt_key",
-            _seconds("delivered_at").alias("delivered_s"),
-            _seconds("returned_at").alias("returned_s"),
-        ).cast(EXTRA_FULL_SCHEMA)  # type: ignore[arg-type]
         return main, extra, routes, facilities
 
     # --- reading --------------------------------------------------------------------------
@@ -369,11 +420,24 @@ class CompactItems:
         """Whether each hash is an item held."""
         return hashes.is_in(self.main.get_column("item").implode()).fill_null(False)
 
+    def subset(self, hashes: pl.Series) -> CompactItems:
+        """The items among ``hashes`` only (same dictionaries): a set reads its items' rows
+        and their stage summaries from this, one pass over the tables."""
+        wanted = pl.col("item").is_in(hashes.cast(pl.UInt64).unique().implode())
+        return CompactItems(
+            self.main.filter(wanted),
+            self.extra.filter(wanted),
+            self.routes,
+            self.facilities,
+            self.exact.filter(wanted) if self.exact.height else self.exact,
+            self.extra_exact.filter(wanted) if self.extra_exact.height else self.extra_exact,
+        )
+
     def rows(self, hashes: pl.Series) -> pl.DataFrame:
         """The ``STATE_SCHEMA`` rows of the items among ``hashes`` (keyed by ``item_key``)."""
         wanted = hashes.cast(pl.UInt64).unique().implode()
         return self._decode(
-            self.main.filter(pl.col("item").is_in(wanted)),
+            self.main.select(MAIN_SCHEMA.keys()).filter(pl.col("item").is_in(wanted)),
             self.extra.filter(pl.col("item").is_in(wanted)),
         )
 
@@ -384,7 +448,7 @@ class CompactItems:
     def at_facilities(self, codes: pl.Series, without: pl.Series) -> pl.DataFrame:
         """The ``STATE_SCHEMA`` rows of the items whose facility code is among ``codes``,
         but those among the hashes ``without`` (a refresh decodes the state by parts)."""
-        main = self.main.filter(
+        main = self.main.select(MAIN_SCHEMA.keys()).filter(  # not the summaries' columns
             pl.col("facility").is_in(
                 codes.cast(self.main.schema["facility"], strict=False).implode()
             )
@@ -396,11 +460,12 @@ class CompactItems:
     def newest_keys(self, hashes: pl.Series) -> pl.DataFrame:
         """``item_id`` (the hash, ``UInt64``) and ``last_key`` of the items among ``hashes``."""
         wanted = hashes.cast(pl.UInt64).unique().implode()
-        rows = self._full(self.main.filter(pl.col("item").is_in(wanted)))
+        rows = self._full(self.main.select(MAIN_SCHEMA.keys()).filter(pl.col("item").is_in(wanted)))
         return rows.select(pl.col("item").alias("item_id"), "last_key")
 
     def _full(self, main: pl.DataFrame) -> pl.DataFrame:
         """``main`` rows (some of this state's) with their exact times."""
+        main = main.select(MAIN_SCHEMA.keys())  # not the summaries' columns (no copy)
         if self.exact.is_empty():
             return unpack_main(main, self.exact)
         return unpack_main(main, self.exact.filter(pl.col("item").is_in(main["item"].implode())))
@@ -424,9 +489,9 @@ class CompactItems:
             pl.col("acc_event").cast(pl.String).str.zfill(10).alias("accepted_event_id"),
             *(pl.lit(self.routes.get_column(c)).gather(route).alias(c) for c in ROUTE),
             _utc("promised_by_given").alias("promised_by_given"),
-            pl.col("attempt_key"),
-            _from_seconds("delivered_s").alias("delivered_at"),
-            _from_seconds("returned_s").alias("returned_at"),
+            pl.coalesce("attempt_key", pl.when(pl.col("attempted")).then(pl.col("last_key"))),
+            _set_at_last_scan("has_delivery").alias("delivered_at"),
+            _set_at_last_scan("has_return").alias("returned_at"),
             pl.col("last_key"),
             pl.lit(self.facilities.get_column(FACILITY)).gather(facility).alias(FACILITY),
         ).cast(STATE_SCHEMA)  # type: ignore[arg-type]
@@ -436,14 +501,12 @@ class CompactItems:
     def retire(self, clock_us: int | None, retention_us: int | None) -> tuple[CompactItems, Hashes]:
         """Without the finished items whose last scan is past the retention; their hashes."""
         none = np.empty(0, dtype=np.uint64)
-        if retention_us is None or clock_us is None or self.extra.is_empty():
+        if retention_us is None or clock_us is None:
             return self, none
-        done = self.extra.filter(
-            pl.col("delivered_s").is_not_null() | pl.col("returned_s").is_not_null()
-        ).get_column("item")
+        done = self.main.lazy().filter(pl.col("has_delivery") | pl.col("has_return"))
         horizon_key = (clock_us - retention_us) * RANK_BITS
         old = (
-            self._full(self.main.filter(pl.col("item").is_in(done.implode())))
+            self._full(done.select(list(MAIN_SCHEMA)).collect())
             .filter(pl.col("last_key") < horizon_key)
             .get_column("item")
         )

@@ -5,13 +5,18 @@ for the scans older than the reorder horizon.
 scans before and after the set. The exporter does not keep every scan for that: it keeps
 
 - ``rows``: the scans of the last ``horizon`` of event time (the late grace, ``Policy``),
-  as ``(item hash UInt64, key Int64, facility UInt32 code)``, 20 B each; and
+  as ``(item hash UInt64, key Int64, facility UInt32 code)``; held as 14 B each
+  (``HELD_ROWS_SCHEMA``: the key in one ``UInt32``, ``exporters.compact.pack_key``, the
+  code in 2 B while the dictionary is small), the few whose key is not a whole second
+  of the packing's range as they are (``rows_exact``); and
 - ``summary``: per item, what the scans older than the horizon (the *mark*, a time key)
   still decide for a scan read later: the last arrival (facility, key), the last
   departure (facility, key), the latest departure at another facility than that one
-  (facility, key), whether the item was delivered, and its first departure (key). ~30 B
+  (facility, key), whether the item was delivered, and its first departure (key). ~22 B
   per item, whatever its number of scans (times in whole seconds, 4 B each: ``pack``;
-  facility codes as ``UInt16`` while the dictionary is small: ``exporters.compact.code_type``).
+  facility codes as ``UInt16`` while the dictionary is small: ``exporters.compact.code_type``),
+  held in the item's own row of ``exporters.compact`` (no hash of its own), or apart with
+  its hash for an item without a row (``CompactStages.side``).
 
 A scan of time ``>= mark`` pairs with those exactly as with the whole history: every
 summarised scan is older than it, so the latest arrival or departure it pairs with is
@@ -41,7 +46,17 @@ from typing import Final
 import numpy as np
 import polars as pl
 
-from exporters.compact import code_type, fit_codes, item_key, key_hashes
+from exporters.compact import (
+    STAGE_COLUMNS,
+    CompactItems,
+    code_type,
+    fit_codes,
+    item_key,
+    key_hashes,
+    key_ok,
+    pack_key,
+    unpack_key,
+)
 from exporters.seen import Hashes
 from kpi.events import RANK_BITS, STAGE
 from kpi.kpis.stage_increments import HISTORY_SCHEMA
@@ -60,6 +75,12 @@ ROWS_SCHEMA: Final[dict[str, pl.DataType]] = {
     "item": pl.UInt64(),
     "key": pl.Int64(),
     "facility": pl.UInt32(),
+}
+#: The recent scans as held: the key packed (``pack_key``), the code as ``code_type``.
+HELD_ROWS_SCHEMA: Final[dict[str, pl.DataType]] = {
+    "item": pl.UInt64(),
+    "key_p": pl.UInt32(),
+    "facility": pl.UInt16(),
 }
 NAMES_SCHEMA: Final[dict[str, pl.DataType]] = {"facility": pl.String()}
 #: One row per item with scans older than the mark.
@@ -163,29 +184,124 @@ def _chunked(frame: pl.DataFrame) -> pl.DataFrame:
 
 @dataclass(frozen=True)
 class CompactStages:
-    """Recent stage scans (``rows``), the summaries of older ones (``summary``, below
-    ``mark``, a time key; None = nothing summarised) and the facility names of the codes."""
+    """Recent stage scans (``rows``), the summaries of older ones (below ``mark``, a time
+    key; None = nothing summarised) and the facility names of the codes.
 
-    rows: pl.DataFrame = field(default_factory=_rows)
+    An item's summary is held in its row of ``items`` (``exporters.compact.STAGE_COLUMNS``:
+    no hash of its own) when it has one, else in ``side`` (``PACKED_SCHEMA``: items whose
+    acceptance is not read yet); never in both. ``items`` is the ledger's own item table
+    (``attach``; None = every summary in ``side``)."""
+
+    #: The recent scans (``HELD_ROWS_SCHEMA``; ``rows`` gives them as ``ROWS_SCHEMA``).
+    held: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=HELD_ROWS_SCHEMA))
     names: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=NAMES_SCHEMA))
-    summary: pl.DataFrame = field(default_factory=empty_summary)
+    side: pl.DataFrame = field(default_factory=empty_summary)
     mark: int | None = None
     #: The summaries' time keys that are not whole seconds (``pack``).
     exact: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=EXACT_SCHEMA))
     #: The stage horizon after the last set (a time key): a scan older than it is late.
     #: The summaries follow it in steps of ``FOLD_STEP`` (``mark <= horizon``).
     horizon: int | None = None
+    items: CompactItems | None = field(default=None, repr=False, compare=False)
+    #: The recent scans whose key does not pack (``ROWS_SCHEMA``).
+    rows_exact: pl.DataFrame = field(default_factory=_rows)
 
     @property
     def height(self) -> int:
         """Number of recent stage scans held."""
-        return self.rows.height
+        return self.held.height + self.rows_exact.height
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the scans, the summaries and the dictionary."""
-        tables = (self.rows, self.names, self.summary, self.exact)
+        """Bytes held by the scans, the side summaries and the dictionary (the summaries in
+        the item rows are the items' ``nbytes``)."""
+        tables = (self.held, self.rows_exact, self.names, self.side, self.exact)
         return int(sum(t.estimated_size() for t in tables))
+
+    @property
+    def rows(self) -> pl.DataFrame:
+        """The recent scans as ``ROWS_SCHEMA`` rows."""
+        return self._recent().collect()
+
+    def _recent(self, keep: pl.Expr | None = None) -> pl.LazyFrame:
+        """The recent scans as ``ROWS_SCHEMA`` rows (those ``keep`` says, on that schema)."""
+        held = self.held.lazy().select(
+            "item", unpack_key(pl.col("key_p")).alias("key"), pl.col("facility").cast(pl.UInt32)
+        )
+        if self.rows_exact.is_empty():
+            return held if keep is None else held.filter(keep)
+        parts = [held, self.rows_exact.lazy()]
+        return pl.concat(parts if keep is None else [p.filter(keep) for p in parts])
+
+    def with_rows(self, rows: pl.DataFrame) -> CompactStages:
+        """With ``rows`` (``ROWS_SCHEMA``, codes of this dictionary) appended as they are."""
+        if rows.is_empty():
+            return self
+        ok = key_ok(pl.col("key"))
+        want = code_type(self.names.height)
+        new = rows.filter(ok).select(
+            "item", pack_key(pl.col("key")).alias("key_p"), pl.col("facility").cast(want)
+        )
+        held = fit_codes(self.held, ("facility",), self.names.height)
+        odd = rows.filter(~ok)
+        return replace(
+            self,
+            held=_chunked(pl.concat([held, new], how="vertical")),
+            rows_exact=self.rows_exact if odd.is_empty() else pl.concat([self.rows_exact, odd]),
+        )
+
+    @property
+    def summary(self) -> pl.DataFrame:
+        """Every summary as ``PACKED_SCHEMA`` rows (codes as held): the item rows' and ``side``."""
+        return self._packed().collect()
+
+    def _packed(self, wanted: pl.Series | None = None) -> pl.LazyFrame:
+        """The ``PACKED_SCHEMA`` rows of the items among ``wanted`` (an imploded hash list;
+        None = all): those in the item rows, then ``side``'s."""
+        side = self.side.lazy()
+        if self.items is None or not self.attached():
+            return side if wanted is None else side.filter(pl.col("item").is_in(wanted))
+        held = pl.col("delivered").is_not_null()
+        if wanted is not None:
+            held = held & pl.col("item").is_in(wanted)
+            side = side.filter(pl.col("item").is_in(wanted))
+        rows = self.items.main.lazy().filter(held).select(self.side.columns)
+        return pl.concat([rows, side], how="vertical_relaxed")
+
+    def attached(self) -> int:
+        """Number of summaries held in the item rows."""
+        if self.items is None:
+            return 0
+        main = self.items.main
+        return main.height - main.get_column("delivered").null_count()
+
+    def attach(self, items: CompactItems) -> CompactStages:
+        """This state on ``items`` (the ledger's new item table, whose rows carry the
+        summaries of the same items as this one's, but retired ones), with the ``side``
+        summaries of items that have a row there moved into it (a checkpoint of format 5
+        held every summary apart)."""
+        main = fit_codes(items.main, _FACS, self.names.height)
+        items = items if main is items.main else replace(items, main=main)
+        moved = self.side.join(main.select("item"), on="item", how="semi")
+        if moved.is_empty():
+            return replace(self, items=items)
+        side = self.side.join(moved.select("item"), on="item", how="anti")
+        return replace(self, items=self._written(items, moved), side=side)
+
+    def _written(self, items: CompactItems, summaries: pl.DataFrame) -> CompactItems:
+        """``items`` with ``summaries`` (``PACKED_SCHEMA``, items of ``items`` only) in their rows."""
+        n_codes = self.names.height
+        new = fit_codes(summaries, _FACS, n_codes).rename({c: f"{c}_n" for c in STAGE_COLUMNS})
+        main = fit_codes(items.main, _FACS, n_codes)
+        joined = main.join(new, on="item", how="left", maintain_order="left")
+        found = pl.col("delivered_n").is_not_null()
+        main = joined.select(
+            pl.when(found).then(pl.col(f"{c}_n")).otherwise(pl.col(c)).alias(c)
+            if c in STAGE_COLUMNS
+            else pl.col(c)
+            for c in main.columns
+        )
+        return replace(items, main=main)
 
     def history(self, hashes: pl.Series) -> pl.DataFrame:
         """The ``HISTORY_SCHEMA`` rows of the items among ``hashes`` (keyed by
@@ -241,10 +357,7 @@ class CompactStages:
     def add_coded(self, coded: pl.DataFrame) -> CompactStages:
         """With ``coded`` rows (``ROWS_SCHEMA``, codes of this dictionary) appended, but
         acceptances (rows older than the mark are the caller's to leave out)."""
-        new = coded.filter(pl.col("key") % RANK_BITS != _ACCEPTED)
-        if new.is_empty():
-            return self
-        return replace(self, rows=_chunked(pl.concat([self.rows, new], how="vertical")))
+        return self.with_rows(coded.filter(pl.col("key") % RANK_BITS != _ACCEPTED))
 
     def coded_rows(
         self,
@@ -260,12 +373,12 @@ class CompactStages:
         only such an arrival reads it)."""
         wanted = hashes.cast(pl.UInt64).unique().implode()
         item = pl.col("item").is_in(wanted)
-        recent = self.rows.lazy().filter(item)
-        if self.summary.is_empty():
+        recent = self._recent(item)
+        if self.side.is_empty() and not self.attached():
             return recent.collect()
         # One query: the summaries found, unpacked and given back as scans, and the scans.
         exact = self.exact.filter(item) if self.exact.height else self.exact
-        summary = _unpacked(self.summary.lazy().filter(item), exact)
+        summary = _unpacked(self._packed(wanted), exact)
         back = None
         if new is not None:
             moves = pl.concat([recent, new.lazy().select(ROWS_SCHEMA.keys())])
@@ -331,7 +444,7 @@ class CompactStages:
 
     def _folded(self, mark: int) -> CompactStages:
         key = pl.col("key")
-        old = self.rows.filter(key < mark)
+        old = self._recent(key < mark).collect()
         if old.is_empty():
             return replace(self, mark=mark)
         items = old.get_column("item").unique().implode()
@@ -340,13 +453,20 @@ class CompactStages:
         summary = _summarise(pl.concat([self.synthetic(prev), old]), self._name_ranks())
         folded, exact = pack(summary, n_codes)
         others = ~pl.col("item").is_in(items)
-        kept = fit_codes(self.summary.filter(others), _FACS, n_codes)
+        kept = fit_codes(self.side.filter(others), _FACS, n_codes)
+        held = self.items
+        if held is not None:  # the items with a row hold their summary there
+            in_rows = folded.get_column("item").is_in(held.main.get_column("item").implode())
+            held = self._written(held, folded.filter(in_rows))
+            folded = folded.filter(~in_rows)
         return replace(
             self,
-            rows=self.rows.filter(key >= mark),
-            summary=_chunked(pl.concat([kept, folded])),
+            held=self.held.filter(unpack_key(pl.col("key_p")) >= mark),
+            rows_exact=self.rows_exact.filter(key >= mark),
+            side=_chunked(pl.concat([kept, folded])),
             exact=pl.concat([self.exact.filter(others), exact]),
             mark=mark,
+            items=held,
         )
 
     def summaries(self, wanted: pl.Series | None = None) -> pl.DataFrame:
@@ -354,22 +474,24 @@ class CompactStages:
         list), or of every item."""
         if wanted is None:
             return unpack(self.summary, self.exact)
-        item = pl.col("item").is_in(wanted)
-        return unpack(self.summary.filter(item), self.exact.filter(item))
+        exact = self.exact.filter(pl.col("item").is_in(wanted))
+        return _unpacked(self._packed(wanted), exact).collect()
 
     def _name_ranks(self) -> pl.Series:
         """Per facility code, its rank in name order (the report's tie rule)."""
         return self.names.get_column("facility").rank("ordinal").cast(pl.UInt32)
 
     def retire(self, hashes: Hashes) -> CompactStages:
-        """Without the scans and summaries of the items ``hashes`` (retired from the state)."""
+        """Without the scans and summaries of the items ``hashes`` (retired from the state:
+        their rows in ``items``, if any, are gone already)."""
         if not len(hashes):
             return self
         gone = pl.Series(np.asarray(hashes, dtype=np.uint64), dtype=pl.UInt64).implode()
         return replace(
             self,
-            rows=self.rows.filter(~pl.col("item").is_in(gone)),
-            summary=self.summary.filter(~pl.col("item").is_in(gone)),
+            held=self.held.filter(~pl.col("item").is_in(gone)),
+            rows_exact=self.rows_exact.filter(~pl.col("item").is_in(gone)),
+            side=self.side.filter(~pl.col("item").is_in(gone)),
             exact=self.exact.filter(~pl.col("item").is_in(gone)),
         )
 

@@ -17,7 +17,8 @@ A checkpoint is a directory ``STATE_DIR/checkpoint-<seq>`` holding
   (finished items past the retention), whose later events are rejects;
 - ``held.parquet``: attempts, deliveries and returns waiting for their item's
   acceptance, summarised per item (``kpi.kpis.increments.SET_SCHEMA``);
-- ``stages.parquet``, ``stage_facilities.parquet``, ``stage_summary.parquet``: the
+- ``stages.parquet`` (``stage_rows_exact.parquet``: the scans whose key is not a whole
+  second of the packing's range), ``stage_facilities.parquet``, ``stage_summary.parquet``: the
   stage state of the items (``exporters.compact_stages``): the scans within the stage
   horizon (item hash, time key, facility code), the facility names of the codes, and
   one summary row per item for its scans older than the horizon (``stage_mark`` in
@@ -37,6 +38,11 @@ Format 5 holds the sparse item table's promise and first attempt in whole second
 (``items_extra_exact.parquet``: the others) and the dictionary codes as ``UInt16`` while
 their dictionary is small; a format-4 checkpoint is read and converted (its sparse
 times packed; the codes are narrowed on any read).
+Format 6 holds an item's stage summary in its row of ``items.parquet`` (no hash of its
+own; ``stage_summary.parquet`` keeps only the summaries of items without a row), and of
+a delivery or return only whether there was one; a format-3 to 5 checkpoint is read and
+converted (its summaries moved into the item rows: ``CompactStages.attach``; its
+delivery and return times to whether they are set; its recent stage scans packed).
 
 It is written as ``checkpoint-<seq>.tmp`` (each file fsynced, then the directory),
 renamed to its final name (the commit point) and the parent directory fsynced;
@@ -46,6 +52,7 @@ previous or the new checkpoint complete; ``.tmp`` leftovers are ignored and remo
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import logging
 import os
@@ -61,22 +68,25 @@ import polars as pl
 
 from exporters import catalog as cat
 from exporters.catalog import BY_NAME, MetricSpec
-from exporters.compact import EXACT_SCHEMA as ITEMS_EXACT_SCHEMA
 from exporters.compact import (
+    EPOCH_S,
     EXTRA_EXACT_SCHEMA,
-    EXTRA_FULL_SCHEMA,
     EXTRA_SCHEMA,
     FACILITIES_SCHEMA,
     FULL_SCHEMA,
-    MAIN_SCHEMA,
+    HELD_SCHEMA,
     ROUTES_SCHEMA,
+    STAGE_COLUMNS,
     CompactItems,
     fit_codes,
     pack_extra,
     pack_main,
+    sparse_extra,
 )
+from exporters.compact import EXACT_SCHEMA as ITEMS_EXACT_SCHEMA
 from exporters.compact_stages import (
     EXACT_SCHEMA,
+    HELD_ROWS_SCHEMA,
     NAMES_SCHEMA,
     PACKED_SCHEMA,
     ROWS_SCHEMA,
@@ -87,13 +97,14 @@ from exporters.rejects import REJECTS_FILE, RejectsFile
 from exporters.seen import Days, Hashes
 from exporters.store import CounterStore
 from exporters.tail import FileState
+from kpi.events import RANK_BITS
 from kpi.kpis.increments import COMPLAINT_STATE_SCHEMA, SET_SCHEMA, empty_set
 
 log = logging.getLogger(__name__)
 
-FORMAT: Final = 5
+FORMAT: Final = 6
 #: Older formats this one reads (and converts).
-READABLE_FORMATS: Final = {3, 4}
+READABLE_FORMATS: Final = {3, 4, 5}
 #: What older formats held that this one cannot read; such checkpoints are refused with
 #: ``OLD_FORMAT`` (not migrated).
 OLD_FORMATS: Final = {
@@ -200,9 +211,10 @@ def _write_files(tmp: Path, ckpt: Checkpoint) -> None:
     # Days since 1970 fit 32 bits: 4 B per id on disk instead of 8.
     np.save(tmp / "seen_days.npy", days.astype(np.int32), allow_pickle=False)
     ckpt.held.select(SET_SCHEMA.keys()).write_parquet(tmp / "held.parquet", statistics=False)
-    ckpt.stages.rows.write_parquet(tmp / "stages.parquet", statistics=False)
+    ckpt.stages.held.write_parquet(tmp / "stages.parquet", statistics=False)
+    ckpt.stages.rows_exact.write_parquet(tmp / "stage_rows_exact.parquet", statistics=False)
     ckpt.stages.names.write_parquet(tmp / "stage_facilities.parquet", statistics=False)
-    ckpt.stages.summary.write_parquet(tmp / "stage_summary.parquet", statistics=False)
+    ckpt.stages.side.write_parquet(tmp / "stage_summary.parquet", statistics=False)
     ckpt.stages.exact.write_parquet(tmp / "stage_exact.parquet", statistics=False)
     meta = {
         "format": FORMAT,
@@ -228,6 +240,7 @@ def _write_files(tmp: Path, ckpt: Checkpoint) -> None:
         "stage_facilities.parquet",
         "stage_summary.parquet",
         "stage_exact.parquet",
+        "stage_rows_exact.parquet",
     )
     for name in (*names, "meta.json"):
         _fsync_path(tmp / name)
@@ -235,7 +248,7 @@ def _write_files(tmp: Path, ckpt: Checkpoint) -> None:
 
 
 _ITEM_FILES: Final = {
-    "items.parquet": ("main", MAIN_SCHEMA),
+    "items.parquet": ("main", HELD_SCHEMA),
     "items_extra.parquet": ("extra", EXTRA_SCHEMA),
     "routes.parquet": ("routes", ROUTES_SCHEMA),
     "facilities.parquet": ("facilities", FACILITIES_SCHEMA),
@@ -250,26 +263,70 @@ def _item_files(items: CompactItems) -> dict[str, pl.DataFrame]:
 
 
 def _read_items(path: Path) -> CompactItems:
-    tables: dict[str, pl.DataFrame] = {}
-    for name, (attr, schema) in _ITEM_FILES.items():
-        if not (path / name).exists():  # formats 3 and 4: (some) exact times not apart
-            continue
-        frame = pl.read_parquet(path / name)
-        if attr == "main" and "last_key" in frame.columns:  # format 3: exact times in main
-            main = frame.select(pl.col(c).cast(t) for c, t in FULL_SCHEMA.items())
-            tables["main"], tables["exact"] = pack_main(main)
-            continue
-        if attr == "extra" and "attempt_key" in frame.columns:  # formats 3, 4: exact times
-            extra = frame.select(pl.col(c).cast(t) for c, t in EXTRA_FULL_SCHEMA.items())
-            tables["extra"], tables["extra_exact"] = pack_extra(extra)
-            continue
-        tables[attr] = frame.select(pl.col(c).cast(t) for c, t in schema.items())
+    raw = {
+        attr: pl.read_parquet(path / name)
+        for name, (attr, _) in _ITEM_FILES.items()
+        if (path / name).exists()  # formats 3 and 4: (some) exact times not apart
+    }
+    if "main" in raw and "has_delivery" not in raw["main"].columns:  # formats 3-5
+        raw.update(_converted(raw))
+    if "main" in raw and "delivered" not in raw["main"].columns:  # formats 3-5: summaries apart
+        raw["main"] = raw["main"].with_columns(
+            pl.lit(None, t).alias(c) for c, t in STAGE_COLUMNS.items()
+        )
+    tables = {
+        attr: raw[attr].select(pl.col(c).cast(t) for c, t in schema.items())
+        for attr, schema in _ITEM_FILES.values()
+        if attr in raw
+    }
     # The codes as held (``UInt16`` while their dictionary is small).
     n_codes = {"route": "routes", "facility": "facilities"}
     for col, book in n_codes.items():
         if "main" in tables and book in tables:
             tables["main"] = fit_codes(tables["main"], (col,), tables[book].height)
     return CompactItems(**tables)
+
+
+def _converted(raw: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
+    """The item tables of a format-3 to 5 checkpoint as this format holds them."""
+    main, extra = raw["main"], raw["extra"]
+    if "last_s" in main.columns:  # formats 4, 5: the key in two columns
+        main = _exact_times(main, raw.get("exact"), ("accepted_at", "accepted_s"), "last")
+    if "attempt_s" in extra.columns:  # format 5: the key in two columns
+        time = ("promised_by_given", "promised_s")
+        extra = _exact_times(extra, raw.get("extra_exact"), time, "attempt")
+    # Formats 3-5: delivery and return times in the sparse table, not bits in the row.
+    extra = extra.with_columns(
+        pl.col("delivered_s").is_not_null().alias("has_delivery"),
+        pl.col("returned_s").is_not_null().alias("has_return"),
+        pl.col("attempt_key").is_not_null().alias("attempted"),
+    )
+    flags = ("has_delivery", "has_return", "attempted")
+    main = main.join(
+        extra.select("item", *flags), on="item", how="left", maintain_order="left"
+    ).with_columns(pl.col(flags).fill_null(False))
+    out: dict[str, pl.DataFrame] = {}
+    full = main.select(pl.col(c).cast(t) for c, t in FULL_SCHEMA.items())
+    packed, out["exact"] = pack_main(full)
+    out["main"] = packed
+    out["extra"], out["extra_exact"] = pack_extra(sparse_extra(extra))
+    return out
+
+
+def _exact_times(
+    packed: pl.DataFrame, exact: pl.DataFrame | None, time: tuple[str, str], key: str
+) -> pl.DataFrame:
+    """A table of format 4 or 5 (a time in whole seconds from ``EPOCH_S``; a time key as
+    whole seconds ``<key>_s`` and rank ``<key>_rank``) with those times exact (``exact``:
+    the ones it held apart)."""
+    (t_name, t_s), k_name = time, f"{key}_key"
+    t = (pl.col(t_s).cast(pl.Int64) + EPOCH_S) * 1_000_000
+    secs = pl.col(f"{key}_s").cast(pl.Int64) + EPOCH_S
+    k = secs * 1_000_000 * RANK_BITS + pl.col(f"{key}_rank").cast(pl.Int64)
+    if exact is not None and exact.height:
+        packed = packed.join(exact, on="item", how="left", maintain_order="left")
+        t, k = pl.coalesce(pl.col(t_name), t), pl.coalesce(pl.col(k_name), k)
+    return packed.with_columns(t.alias(t_name), k.alias(k_name))
 
 
 def read_checkpoint(path: Path) -> Checkpoint:
@@ -298,16 +355,17 @@ def read_checkpoint(path: Path) -> Checkpoint:
         pl.col(c).cast(t) for c, t in NAMES_SCHEMA.items()
     )
     summary, mark, exact, horizon = _read_summary(path)
-    stages = CompactStages(
-        pl.read_parquet(path / "stages.parquet").select(
-            pl.col(c).cast(t) for c, t in ROWS_SCHEMA.items()
+    stages = _read_rows(
+        path,
+        CompactStages(
+            names=names,
+            side=fit_summary(summary, names.height),
+            mark=mark,
+            exact=exact,
+            horizon=horizon,
         ),
-        names,
-        fit_summary(summary, names.height),
-        mark,
-        exact,
-        horizon,
-    )
+    ).attach(items)
+    items = items if stages.items is None else stages.items
     return Checkpoint(
         seq=int(meta["seq"]),
         created_at=float(meta["created_at"]),
@@ -342,6 +400,20 @@ def _read_summary(
         )
     ]
     return tables[0], meta.get("stage_mark"), tables[1], meta.get("stage_horizon")
+
+
+def _read_rows(path: Path, stages: CompactStages) -> CompactStages:
+    """``stages`` with the checkpoint's recent stage scans (formats 3-5 held them unpacked)."""
+    rows = pl.read_parquet(path / "stages.parquet")
+    if "key" in rows.columns:  # formats 3-5
+        return stages.with_rows(rows.select(pl.col(c).cast(t) for c, t in ROWS_SCHEMA.items()))
+    held = rows.select(pl.col(c).cast(t) for c, t in HELD_ROWS_SCHEMA.items())
+    odd = pl.read_parquet(path / "stage_rows_exact.parquet")
+    return dataclasses.replace(
+        stages,
+        held=fit_codes(held, ("facility",), stages.names.height),
+        rows_exact=odd.select(pl.col(c).cast(t) for c, t in ROWS_SCHEMA.items()),
+    )
 
 
 def latest_checkpoint(state_dir: Path) -> Checkpoint | None:

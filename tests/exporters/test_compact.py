@@ -18,7 +18,6 @@ from exporters.compact import (
     event_key,
     item_key,
     key_hashes,
-    unpack_extra,
     unpack_main,
 )
 from exporters.seen import hash_ids
@@ -99,9 +98,10 @@ def random_events(n: int, items: int, seed: int, whole: float = 0.0) -> pl.DataF
     )
 
 
-def seconds_floor(col: str) -> pl.Expr:
-    secs = pl.col(col).dt.epoch("us") // 1_000_000
-    return pl.from_epoch(secs, time_unit="s").cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+def at_last_scan(col: str) -> pl.Expr:
+    """``col`` where it is set, as the item's last scan time (plain arithmetic on the key)."""
+    last = (pl.col("last_key") // 8).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    return pl.when(pl.col(col).is_not_null()).then(last).alias(col)
 
 
 @pytest.mark.parametrize(("seed", "whole"), [(1, 0.0), (2, 0.5), (3, 1.0)])
@@ -112,8 +112,20 @@ def test_batches_through_the_encoding_give_the_state_of_all_events(seed: int, wh
     for batch in events.iter_slices(37):
         compact = compact.replace(merge_events(compact.rows(_hashes(batch)), batch.lazy()))
     got = compact.decode().sort("item_id")
-    # Documented loss: delivered_at and returned_at are kept in whole seconds.
-    want = truth.with_columns(seconds_floor("delivered_at"), seconds_floor("returned_at"))
+    # Documented loss: of delivered_at and returned_at only whether they are set is kept
+    # (decoded as the last scan's time); of a delivered item's promise nothing, of its
+    # first attempt only whether there was one (decoded as the last scan's key).
+    delivered = pl.col("delivered_at").is_not_null()
+    want = truth.with_columns(
+        at_last_scan("delivered_at"),
+        at_last_scan("returned_at"),
+        pl.when(~delivered).then(pl.col("promised_by_given")).alias("promised_by_given"),
+        pl.when(delivered & pl.col("attempt_key").is_not_null())
+        .then(pl.col("last_key"))
+        .otherwise(pl.col("attempt_key"))
+        .alias("attempt_key"),
+    )
+    assert truth.filter(delivered & pl.col("promised_by_given").is_not_null()).height > 0
     assert got.schema == pl.Schema(STATE_SCHEMA)
     assert got.equals(want.sort("item_id"))
     assert compact.height == truth.height
@@ -141,6 +153,47 @@ def _checkpoint(items: CompactItems, seq: int) -> Checkpoint:
     )
 
 
+def _old_tables(compact: CompactItems) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The item rows and sparse rows (exact times) as formats 3-5 held them: no flags in
+    the rows; the sparse table has every item with a promise, an attempt, a delivery or a
+    return, the last two as times (whole seconds; any time: only whether one is set is read)."""
+    main = unpack_main(compact.main, compact.exact).drop("has_delivery", "has_return", "attempted")
+    state = compact.decode().with_columns(key_hashes(pl.col("item_id")).alias("item"))
+    cols = ("promised_by_given", "attempt_key", "delivered_at", "returned_at")
+    extra = state.filter(pl.any_horizontal(pl.col(c).is_not_null() for c in cols)).select(
+        "item",
+        pl.col("promised_by_given").dt.epoch("us"),
+        "attempt_key",
+        *(
+            pl.when(pl.col(c).is_not_null()).then(pl.lit(800_000_000, pl.Int32)).alias(s)
+            for c, s in (("delivered_at", "delivered_s"), ("returned_at", "returned_s"))
+        ),
+    )
+    return main, extra
+
+
+def _old_packing(
+    full: pl.DataFrame, time: tuple[str, str], key: str
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Exact rows as formats 4 and 5 packed them (a reimplementation): ``time`` in whole
+    seconds from 2000, the time key ``<key>_key`` as whole seconds ``<key>_s`` and rank
+    ``<key>_rank``; rows with a time that is not a whole second apart, exact."""
+    (t_name, t_s), k_name = time, f"{key}_key"
+    us, k_us = pl.col(t_name), pl.col(k_name) // 8
+    t_ok, k_ok = (us % 10**6 == 0).fill_null(True), (k_us % 10**6 == 0).fill_null(True)
+    old = full.with_columns(
+        pl.when(t_ok).then(us // 10**6 - EPOCH_S).cast(pl.Int32).alias(t_s),
+        pl.when(k_ok).then(k_us // 10**6 - EPOCH_S).cast(pl.Int32).alias(f"{key}_s"),
+        (pl.col(k_name) % 8).cast(pl.UInt8).alias(f"{key}_rank"),
+    ).drop(t_name, k_name)
+    exact = full.filter(~(t_ok & k_ok)).select(
+        "item",
+        pl.when(t_ok).then(None).otherwise(us).alias(t_name),
+        pl.when(k_ok).then(None).otherwise(pl.col(k_name)).alias(k_name),
+    )
+    return old, exact
+
+
 def test_codes_survive_a_checkpoint_and_old_formats_are_refused(tmp_path: Path) -> None:
     events = random_events(200, 40, 9, 0.5)
     compact = CompactItems().replace(build_state(events.lazy()).collect())
@@ -150,9 +203,13 @@ def test_codes_survive_a_checkpoint_and_old_formats_are_refused(tmp_path: Path) 
     assert again is not None
     assert again.items.decode().equals(compact.decode())
     # Format 3 held the exact times in items.parquet: read and packed.
+    old_main, old_extra = _old_tables(compact)
+    assert old_extra.height > compact.extra.height  # delivered items: no sparse row now
     three = write_checkpoint(tmp_path / "three", dataclasses.replace(ckpt, seq=4))
-    unpack_main(compact.main, compact.exact).write_parquet(three / "items.parquet")
-    (three / "items_exact.parquet").unlink()
+    old_main.write_parquet(three / "items.parquet")
+    old_extra.write_parquet(three / "items_extra.parquet")
+    for name in ("items_exact.parquet", "items_extra_exact.parquet"):
+        (three / name).unlink()
     meta = orjson.loads((three / "meta.json").read_bytes())
     meta["format"] = 3
     (three / "meta.json").write_bytes(orjson.dumps(meta))
@@ -160,9 +217,13 @@ def test_codes_survive_a_checkpoint_and_old_formats_are_refused(tmp_path: Path) 
     # Format 4 held the sparse table's times exact and the codes as UInt32: converted.
     assert compact.extra_exact.height > 0  # sub-second promises
     four = write_checkpoint(tmp_path / "four", dataclasses.replace(ckpt, seq=5))
-    main = compact.main.with_columns(pl.col("route", "facility").cast(pl.UInt32))
-    main.write_parquet(four / "items.parquet")
-    unpack_extra(compact.extra, compact.extra_exact).write_parquet(four / "items_extra.parquet")
+    main, exact = _old_packing(old_main, ("accepted_at", "accepted_s"), "last")
+    assert exact.height > 0  # sub-second scans
+    main.with_columns(pl.col("route", "facility").cast(pl.UInt32)).write_parquet(
+        four / "items.parquet"
+    )
+    exact.write_parquet(four / "items_exact.parquet")
+    old_extra.write_parquet(four / "items_extra.parquet")
     (four / "items_extra_exact.parquet").unlink()
     meta = orjson.loads((four / "meta.json").read_bytes())
     meta["format"] = 4
@@ -171,6 +232,20 @@ def test_codes_survive_a_checkpoint_and_old_formats_are_refused(tmp_path: Path) 
     assert read.decode().equals(compact.decode())
     assert read.main.equals(compact.main) and read.extra.equals(compact.extra)
     assert read.main.schema["facility"] == pl.UInt16 == read.main.schema["route"]
+    # Format 5 held the sparse table's times packed too.
+    assert compact.main["has_delivery"].sum() > 0 and compact.main["has_return"].sum() > 0
+    five = write_checkpoint(tmp_path / "five", dataclasses.replace(ckpt, seq=6))
+    main.write_parquet(five / "items.parquet")
+    exact.write_parquet(five / "items_exact.parquet")
+    extra, extra_exact = _old_packing(old_extra, ("promised_by_given", "promised_s"), "attempt")
+    extra.write_parquet(five / "items_extra.parquet")
+    extra_exact.write_parquet(five / "items_extra_exact.parquet")
+    meta = orjson.loads((five / "meta.json").read_bytes())
+    meta["format"] = 5
+    (five / "meta.json").write_bytes(orjson.dumps(meta))
+    read = read_checkpoint(five).items
+    assert read.main.equals(compact.main) and read.extra.equals(compact.extra)
+    assert read.decode().equals(compact.decode())
     meta = orjson.loads((path / "meta.json").read_bytes())
     meta["format"] = 1
     (path / "meta.json").write_bytes(orjson.dumps(meta))
@@ -178,7 +253,7 @@ def test_codes_survive_a_checkpoint_and_old_formats_are_refused(tmp_path: Path) 
         read_checkpoint(path)
 
 
-def test_whole_seconds_are_clipped_not_wrapped() -> None:
+def test_a_delivery_far_ahead_is_still_set() -> None:
     far = dt.datetime(2200, 1, 1, tzinfo=dt.UTC)
     state = pl.DataFrame(
         {"item_id": item_key(np.array([7], np.uint64)), "delivered_at": [far], "last_key": [1]},
@@ -189,8 +264,13 @@ def test_whole_seconds_are_clipped_not_wrapped() -> None:
         else pl.lit(None, t).alias(c)
         for c, t in STATE_SCHEMA.items()
     )
-    got = CompactItems().replace(state).decode()
-    assert got["delivered_at"][0] == dt.datetime.fromtimestamp(EPOCH_S + 2**31 - 1, dt.UTC)
+    items = CompactItems().replace(state)
+    got = items.decode()
+    assert got["delivered_at"][0] == dt.datetime(1970, 1, 1, tzinfo=dt.UTC)  # the last scan's
+    assert got["returned_at"][0] is None
+    # Finished, so past the retention it leaves the state.
+    kept, gone = items.retire(10**6, 1)
+    assert kept.height == 0 and gone.tolist() == [7]
 
 
 def _states(lo: int, hi: int) -> pl.DataFrame:
