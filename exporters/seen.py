@@ -1,4 +1,4 @@
-"""The set of event ids already counted, as sorted 64-bit hashes (8 bytes per event).
+"""The set of event ids already counted, as sorted 64-bit hashes (6 bytes per event).
 
 Hashes are ``hash_ids``: a 64-bit hash of the UTF-8 id computed with numpy over
 the Arrow buffer of a whole column (8 bytes per round, a multiply-xorshift step per
@@ -10,18 +10,21 @@ distinct ids collide as for a random 64-bit function, with n ids about n^2 / 2^6
 (3e-6 at 10 million ids, 0.1 at 2 billion). A collision makes the second id look like
 a duplicate (event ids) or merges two items' states (item ids, ``exporters.compact``).
 
-The set is two sorted arrays: a large ``main`` and a small ``recent`` one that new
-hashes are merged into; ``recent`` is folded into ``main`` when it grows past a
-fraction of it, so adding a batch costs O(batch + recent) amortised and lookups are
-binary searches. Only ``np.sort``/``np.searchsorted`` are used on big arrays: they
-release the GIL, so scrapes are not held up while a batch is merged. Instances are immutable: ``add`` returns a new set, so a checkpoint can
-write one while ingest goes on.
+The set is a large ``main`` part and a small ``recent`` one that new hashes are merged
+into; ``recent`` is folded into ``main`` when it grows past a fraction of it, so adding
+a batch costs O(batch + recent) amortised. ``main`` keeps the whole 64 bits of each
+hash in 6 bytes (``Packed``: the top 16 bits are implied by a prefix index), so a
+lookup is exact: no id is taken for another unless their 64-bit hashes are equal.
+Lookups sort the queries once and merge them with each part (or binary-search the
+smaller side). Only numpy sorts and searches are used on big arrays: they release the
+GIL, so scrapes are not held up while a batch is merged. Instances are immutable:
+``add`` returns a new set, so a checkpoint can write one while ingest goes on.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -109,48 +112,159 @@ def _sorted_unique(hashes: Hashes) -> Hashes:
     return out
 
 
-def _member(sorted_array: Hashes, values: Hashes) -> npt.NDArray[np.bool_]:
-    if len(sorted_array) == 0:
-        return np.zeros(len(values), dtype=np.bool_)
-    pos = np.searchsorted(sorted_array, values)
-    pos[pos == len(sorted_array)] = 0
-    found: npt.NDArray[np.bool_] = sorted_array[pos] == values
-    return found
+def _merge(a: Hashes, b: Hashes) -> Hashes:
+    """The sorted union of two disjoint sorted arrays.
+
+    A stable sort is a timsort here: on two sorted runs it is one linear merge, where the
+    default sort would sort the whole again.
+    """
+    if not len(a) or not len(b):
+        return a if len(b) == 0 else b
+    return np.sort(np.concatenate([a, b]), kind="stable")
+
+
+#: Hashes held as a 16-bit prefix index and 48-bit remainders from this many on.
+PACK_MIN: Final = 1 << 16
+_PREFIXES: Final = 1 << 16
+_PREFIX_VALUES: Final = np.arange(_PREFIXES, dtype=np.uint16)
+#: A hash's bytes (little-endian): its low 16 bits, the next 32, its top 16 (the prefix).
+_SPLIT: Final = np.dtype(
+    {"names": ["lo", "hi", "top"], "formats": ["<u2", "<u4", "<u2"], "offsets": [0, 2, 6]}
+)
+
+
+@dataclass(frozen=True)
+class Packed:
+    """Sorted distinct hashes in 6 bytes each, exactly (a quotient of the top 16 bits).
+
+    Each hash's low 48 bits are kept (``hi``: bits 16-47, ``lo``: bits 0-15, in order);
+    its top 16 bits are where it sits: ``counts[p]`` hashes have the prefix ``p``. The
+    index is 64 KiB (more if a prefix holds over 255 hashes), so a set smaller than
+    ``PACK_MIN`` stays a plain array (``plain``). Lookups rebuild the 64-bit array at
+    ~3-5 ns a hash, or only the prefixes asked for when the queries are few.
+    """
+
+    plain: Hashes = field(default_factory=_empty)
+    counts: npt.NDArray[np.unsignedinteger[Any]] | None = None
+    hi: npt.NDArray[np.uint32] | None = None
+    lo: npt.NDArray[np.uint16] | None = None
+
+    @classmethod
+    def of(cls, ordered: Hashes) -> Packed:
+        """``ordered`` (sorted, distinct) held as compactly as its size allows."""
+        if len(ordered) < PACK_MIN:
+            return cls(ordered)
+        split = ordered.astype("<u8", copy=False).view(_SPLIT)
+        counts = np.bincount(split["top"], minlength=_PREFIXES)
+        peak = int(counts.max())
+        small = np.uint8 if peak < 1 << 8 else np.uint16 if peak < 1 << 16 else np.uint32
+        return cls(_empty(), counts.astype(small), split["hi"].copy(), split["lo"].copy())
+
+    def __len__(self) -> int:
+        """Number of hashes."""
+        return len(self.plain) if self.hi is None else len(self.hi)
+
+    def full(self) -> Hashes:
+        """Every hash, sorted, as 64-bit values."""
+        if self.counts is None or self.hi is None or self.lo is None:
+            return self.plain
+        out = np.empty(len(self.hi), dtype=_SPLIT)
+        out["lo"] = self.lo
+        out["hi"] = self.hi
+        out["top"] = np.repeat(_PREFIX_VALUES, self.counts)
+        return out.view("<u8").astype(np.uint64, copy=False)
+
+    def near(self, ordered: Hashes) -> Hashes:
+        """The hashes sharing a 16-bit prefix with one of ``ordered`` (sorted), sorted."""
+        if self.counts is None or self.hi is None or self.lo is None:
+            return self.plain
+        tops = (ordered >> np.uint64(48)).astype(np.intp)
+        if len(tops) > 1:
+            tops = tops[np.concatenate(([True], tops[1:] != tops[:-1]))]
+        ends = np.cumsum(self.counts, dtype=np.int64)
+        lens = self.counts[tops].astype(np.int64)
+        total = int(lens.sum())
+        # Positions: each chosen prefix's run, one after the other.
+        shift = np.repeat(ends[tops] - lens - (np.cumsum(lens) - lens), lens)
+        at = np.arange(total, dtype=np.int64) + shift
+        out = np.empty(total, dtype=_SPLIT)
+        out["lo"] = self.lo[at]
+        out["hi"] = self.hi[at]
+        out["top"] = np.repeat(tops.astype(np.uint16), lens)
+        return out.view("<u8").astype(np.uint64, copy=False)
+
+    def candidates(self, ordered: Hashes) -> Hashes:
+        """A sorted subset of the hashes holding every one of ``ordered`` that is in the set."""
+        # A few queries touch a few prefixes: rebuilding all would cost O(set).
+        if self.hi is not None and len(ordered) * 64 < len(self.hi):
+            return self.near(ordered)
+        return self.full()
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the arrays."""
+        parts = (self.plain, self.counts, self.hi, self.lo)
+        return sum(int(a.nbytes) for a in parts if a is not None)
 
 
 def _mark(sorted_array: Hashes, ordered: Hashes, hit: npt.NDArray[np.bool_]) -> None:
-    """Set ``hit`` where the sorted queries ``ordered`` are in ``sorted_array``.
+    """Set ``hit`` where the sorted distinct queries ``ordered`` are in ``sorted_array``.
 
-    The binary searches run from the smaller side: a window's buckets are often smaller
-    than a batch, so searching each bucket's hashes among the queries costs
-    O(window log batch) instead of O(buckets x batch x log bucket). From the bucket's
-    side only the first of equal queries is marked.
+    Sizes alike: one merge (a stable sort of two sorted runs, linear) and the values met
+    twice. Sizes apart: binary searches of the smaller side in the larger, which cost
+    O(small x log large) instead of O(both).
     """
     m, n = len(sorted_array), len(ordered)
-    if m == 0:
+    if m == 0 or n == 0:
         return
-    if m < n:
-        pos = np.searchsorted(ordered, sorted_array)
-        inside = pos < n
-        pos = pos[inside]
-        hit[pos[ordered[pos] == sorted_array[inside]]] = True
-    else:
-        pos = np.searchsorted(sorted_array, ordered)
-        pos[pos == m] = 0
-        hit |= sorted_array[pos] == ordered
+    small, large = min(m, n), max(m, n)
+    if small * large.bit_length() < 2 * large:
+        if m < n:
+            pos = np.searchsorted(ordered, sorted_array)
+            inside = pos < n
+            pos = pos[inside]
+            hit[pos[ordered[pos] == sorted_array[inside]]] = True
+        else:
+            pos = np.searchsorted(sorted_array, ordered)
+            pos[pos == m] = 0
+            hit |= sorted_array[pos] == ordered
+        return
+    merged = np.sort(np.concatenate([sorted_array, ordered]), kind="stable")
+    both = merged[1:][merged[1:] == merged[:-1]]
+    hit[np.searchsorted(ordered, both)] = True
+
+
+def _lookup(sets: list[tuple[Packed, Hashes]], hashes: Hashes) -> npt.NDArray[np.bool_]:
+    """Membership of each of ``hashes`` in any of ``sets`` (each a main and a recent part)."""
+    n = len(hashes)
+    if n == 0 or not any(len(main) or len(recent) for main, recent in sets):
+        return np.zeros(n, dtype=np.bool_)
+    order = np.argsort(hashes)
+    ordered = hashes[order]
+    first = np.empty(n, dtype=np.bool_)
+    first[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    distinct = ordered[first]
+    hit = np.zeros(len(distinct), dtype=np.bool_)
+    for main, recent in sets:
+        _mark(main.candidates(distinct), distinct, hit)
+        _mark(recent, distinct, hit)
+    found = np.empty(n, dtype=np.bool_)
+    found[order] = hit[np.cumsum(first) - 1]
+    return found
 
 
 @dataclass(frozen=True)
 class SeenIds:
     """An immutable set of event-id hashes."""
 
-    main: Hashes = field(default_factory=_empty)
+    main: Packed = field(default_factory=Packed)
     recent: Hashes = field(default_factory=_empty)
 
     @classmethod
     def from_array(cls, hashes: Hashes) -> SeenIds:
         """A set holding ``hashes`` (any order, duplicates allowed)."""
-        return cls(_sorted_unique(hashes))
+        return cls(Packed.of(_sorted_unique(hashes)))
 
     def __len__(self) -> int:
         """Number of distinct hashes."""
@@ -158,21 +272,24 @@ class SeenIds:
 
     def contains(self, hashes: Hashes) -> npt.NDArray[np.bool_]:
         """Membership of each hash."""
-        return _member(self.main, hashes) | _member(self.recent, hashes)
+        return _lookup([(self.main, self.recent)], hashes)
 
     def add(self, hashes: Hashes) -> SeenIds:
         """A new set with ``hashes`` added."""
         unique = _sorted_unique(hashes)
-        new = unique[~self.contains(unique)]
-        # Disjoint sorted arrays: a sort of their concatenation is their union.
-        recent = np.sort(np.concatenate([self.recent, new]))
+        if not len(unique):
+            return self
+        hit = np.zeros(len(unique), dtype=np.bool_)
+        _mark(self.main.candidates(unique), unique, hit)
+        _mark(self.recent, unique, hit)
+        recent = _merge(self.recent, unique[~hit])
         if len(recent) > max(_FOLD_MIN, len(self.main) // _FOLD_RATIO):
-            return SeenIds(np.sort(np.concatenate([self.main, recent])), _empty())
+            return SeenIds(Packed.of(_merge(self.main.full(), recent)), _empty())
         return SeenIds(self.main, recent)
 
     def array(self) -> Hashes:
         """Every hash, sorted."""
-        return np.sort(np.concatenate([self.main, self.recent])) if len(self.recent) else self.main
+        return _merge(self.main.full(), self.recent)
 
     @property
     def nbytes(self) -> int:
@@ -191,7 +308,7 @@ class SeenWindow:
 
     A duplicate carries its event's ``ts``, so its first copy sits in a bucket that is
     kept as long as that ``ts`` is inside the window; events older than the window are
-    refused before they are looked up (``too_old``). Memory: 8 bytes per event id of the
+    refused before they are looked up (``too_old``). Memory: 6 bytes per event id of the
     window (plus a day), whatever the history before it.
     """
 
@@ -208,23 +325,7 @@ class SeenWindow:
 
     def contains(self, hashes: Hashes) -> npt.NDArray[np.bool_]:
         """Membership of each hash, in any bucket."""
-        n = len(hashes)
-        if n == 0 or not self.buckets:
-            return np.zeros(n, dtype=np.bool_)
-        order = np.argsort(hashes)
-        ordered = hashes[order]
-        hit = np.zeros(n, dtype=np.bool_)
-        for _, ids in self.buckets:
-            _mark(ids.main, ordered, hit)
-            _mark(ids.recent, ordered, hit)
-        # Only the first of equal queries is marked by a search from the bucket's side.
-        first = np.empty(n, dtype=np.bool_)
-        first[0] = True
-        np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
-        hit = hit[np.flatnonzero(first)][np.cumsum(first) - 1]
-        found = np.empty(n, dtype=np.bool_)
-        found[order] = hit
-        return found
+        return _lookup([(s.main, s.recent) for _, s in self.buckets], hashes)
 
     def add(self, hashes: Hashes, days: Days) -> SeenWindow:
         """A new window with ``hashes`` added to the buckets of their ``days``."""
