@@ -1,14 +1,18 @@
-"""The dedup window's lookups and the id hashes alone: another commit's ``exporters/seen.py`` beside this tree's.
+"""The dedup window's lookups, adds and bytes, and the id hashes: another commit's ``exporters/seen.py`` beside this tree's.
 
 Usage::
 
-    POLARS_MAX_THREADS=1 .venv/bin/python bench/bench_seen.py --old-ref 8fd0e70
+    POLARS_MAX_THREADS=1 .venv/bin/python bench/bench_seen.py --old-ref 45b34c3
 
-Both modules get the same arrays: a window of ``--window`` random hashes in ``--buckets``
-day buckets, added in 8 batches (so buckets hold a main and a recent array), and
-``--queries`` lookups of which 10 % are present; then ``hash_ids`` on ids of one length
-and of mixed lengths. Rounds alternate old and new; medians are printed, and the answers
-are checked equal.
+Each case ``NAME:WINDOW:BUCKETS:QUERIES`` gives both modules the same arrays: a window
+of WINDOW random hashes in BUCKETS day buckets, added in 8 batches (so buckets hold a
+main and a recent part), and QUERIES lookups of which 10 % are present; then adding
+QUERIES new hashes over the last 3 days (a set's add), and a set's own growing
+``SeenIds`` (8 adds of QUERIES/8, each after a lookup of the same hashes, as the intake's
+``_earlier``). Then ``hash_ids`` on ids of one length and of mixed lengths. Bytes per
+id: each case's window, and the slope between ``--slope`` windows (6 buckets each, as
+``bench_state.py``'s 1 M and 10 M items). Rounds alternate old and new; medians are
+printed, and the answers are checked equal.
 """
 
 from __future__ import annotations
@@ -44,52 +48,121 @@ def load(path: Path) -> ModuleType:
     return module
 
 
+def build(module: Any, hashes: np.ndarray, days: np.ndarray) -> Any:
+    """A window of ``hashes`` added in 8 batches."""
+    window = module.SeenWindow()
+    for part in np.array_split(np.arange(len(hashes)), 8):
+        window = window.add(hashes[part], days[part])
+    return window
+
+
+def timed(name: str, f_old: Callable[[], Any], f_new: Callable[[], Any], rounds: int) -> None:
+    """One table row: medians of alternating rounds, answers checked equal."""
+    a_, b_ = f_old(), f_new()
+    if isinstance(a_, np.ndarray):
+        assert np.array_equal(a_, b_), name
+    spent: tuple[list[float], list[float]] = ([], [])
+    for _ in range(rounds):
+        for f, out in ((f_old, spent[0]), (f_new, spent[1])):
+            t = time.perf_counter()
+            f()
+            out.append(time.perf_counter() - t)
+    a, b = float(np.median(spent[0])), float(np.median(spent[1]))
+    print(f"| {name} | {a * 1e3:.1f} | {b * 1e3:.1f} | {a / b:.2f} |", flush=True)
+
+
+def case(old: ModuleType, spec: str, rounds: int, rng: np.random.Generator) -> None:
+    """The rows of one window size and query size."""
+    name, *sizes = spec.split(":")
+    n, buckets, q = map(int, sizes)
+    hashes = rng.integers(0, 2**64, n, dtype=np.uint64)
+    days = rng.integers(0, buckets, n).astype(np.int64)
+    w_old, w_new = build(old, hashes, days), build(seen_new, hashes, days)
+    queries = np.concatenate(
+        [hashes[rng.integers(0, n, q // 10)], rng.integers(0, 2**64, q - q // 10, dtype=np.uint64)]
+    )
+    rng.shuffle(queries)
+    fresh = rng.integers(0, 2**64, q, dtype=np.uint64)
+    fresh_days = rng.integers(buckets - 3, buckets, q).astype(np.int64)
+    label = f"{name} (window {n:,}, {buckets} days, {q:,} queries)"
+    timed(
+        f"{label}: contains",
+        lambda: w_old.contains(queries),
+        lambda: w_new.contains(queries),
+        rounds,
+    )
+    timed(
+        f"{label}: add",
+        lambda: w_old.add(fresh, fresh_days),
+        lambda: w_new.add(fresh, fresh_days),
+        rounds,
+    )
+
+    def earlier(module: Any) -> Callable[[], Any]:
+        def run() -> Any:
+            ids, found = module.SeenIds(), []
+            for part in np.array_split(queries, 8):
+                found.append(ids.contains(part))
+                ids = ids.add(part)
+            return np.concatenate(found)
+
+        return run
+
+    timed(f"{label}: a set's own SeenIds", earlier(old), earlier(seen_new), rounds)
+    for tag, w in (("old", w_old), ("new", w_new)):
+        print(f"|   {tag} window bytes/id | {w.nbytes / len(w):.2f} | | |")
+
+
+def slope(old: ModuleType, sizes: list[int], rng: np.random.Generator) -> None:
+    """Bytes per id between two window sizes (6 day buckets, one add as a restore)."""
+    got: dict[str, list[tuple[int, int]]] = {"old": [], "new": []}
+    for n in sizes:
+        hashes = rng.integers(0, 2**64, n, dtype=np.uint64)
+        days = rng.integers(0, 6, n).astype(np.int64)
+        for tag, module in (("old", old), ("new", seen_new)):
+            w = module.SeenWindow.from_arrays(hashes, days)
+            got[tag].append((len(w), w.nbytes))
+            del w
+    for tag, ((n0, b0), (n1, b1)) in got.items():
+        print(f"| {tag} bytes/id, slope {n0:,} -> {n1:,} ids | {(b1 - b0) / (n1 - n0):.3f} | | |")
+
+
 def main() -> None:
     """Print old vs new medians per step."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--old-ref", default="main")
-    parser.add_argument("--window", type=int, default=1_200_000)
-    parser.add_argument("--buckets", type=int, default=15)
-    parser.add_argument("--queries", type=int, default=156_250)
+    parser.add_argument(
+        "--cases",
+        nargs="+",
+        default=["kafka:1200000:15:156250", "catch-up:6000000:15:2000000"],
+        help="NAME:WINDOW:BUCKETS:QUERIES",
+    )
+    parser.add_argument("--slope", type=int, nargs=2, default=[2_330_000, 23_300_000])
+    parser.add_argument("--hash-ids", type=int, default=156_250)
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         old = load(export_tree(args.old_ref, Path(tmp)) / "exporters" / "seen.py")
     rng = np.random.default_rng(0)
-    n, q = args.window, args.queries
-    hashes = rng.integers(0, 2**64, n, dtype=np.uint64)
-    days = rng.integers(0, args.buckets, n).astype(np.int64)
-
-    def build(module: Any) -> Any:
-        window = module.SeenWindow()
-        for part in np.array_split(np.arange(n), 8):
-            window = window.add(hashes[part], days[part])
-        return window
-
-    w_old, w_new = build(old), build(seen_new)
-    queries = np.concatenate(
-        [hashes[rng.integers(0, n, q // 10)], rng.integers(0, 2**64, q - q // 10, dtype=np.uint64)]
-    )
-    rng.shuffle(queries)
+    print("| step | old ms | new ms | old/new |\n| --- | ---: | ---: | ---: |")
+    for spec in args.cases:
+        case(old, spec, args.rounds, rng)
+    q = args.hash_ids
     same = pl.Series([f"EV{i:012d}-{i % 9}" for i in rng.integers(0, 10**12, q)])
     mixed = pl.Series([f"EV{i}" for i in rng.integers(0, 10**12, q)])
-    steps: dict[str, tuple[Callable[[], Any], Callable[[], Any]]] = {
-        "SeenWindow.contains": (lambda: w_old.contains(queries), lambda: w_new.contains(queries)),
-        "hash_ids, one length": (lambda: old.hash_ids(same), lambda: seen_new.hash_ids(same)),
-        "hash_ids, mixed lengths": (lambda: old.hash_ids(mixed), lambda: seen_new.hash_ids(mixed)),
-    }
-    print("| step | old ms | new ms | old/new |\n| --- | ---: | ---: | ---: |")
-    for name, (f_old, f_new) in steps.items():
-        assert np.array_equal(f_old(), f_new()), name
-        spent: tuple[list[float], list[float]] = ([], [])
-        for _ in range(args.rounds):
-            for f, out in ((f_old, spent[0]), (f_new, spent[1])):
-                t = time.perf_counter()
-                f()
-                out.append(time.perf_counter() - t)
-        a, b = float(np.median(spent[0])), float(np.median(spent[1]))
-        print(f"| {name} | {a * 1e3:.1f} | {b * 1e3:.1f} | {a / b:.2f} |")
-    print(f"window bytes: old {w_old.nbytes:,} new {w_new.nbytes:,}")
+    timed(
+        f"hash_ids, {q:,} of one length",
+        lambda: old.hash_ids(same),
+        lambda: seen_new.hash_ids(same),
+        args.rounds,
+    )
+    timed(
+        f"hash_ids, {q:,} of mixed lengths",
+        lambda: old.hash_ids(mixed),
+        lambda: seen_new.hash_ids(mixed),
+        args.rounds,
+    )
+    slope(old, args.slope, rng)
 
 
 if __name__ == "__main__":
