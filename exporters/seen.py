@@ -62,6 +62,30 @@ def _buffers(ids: pl.Series) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int6
     return data[offsets[0] : offsets[-1]], offsets - offsets[0]
 
 
+def _step(h: Hashes, w: Hashes) -> Hashes:
+    """One round: a word mixed into the running hashes."""
+    x = h ^ w
+    x *= _M
+    x ^= x >> np.uint64(29)
+    return x
+
+
+def _one_length(padded: npt.NDArray[np.uint8], n: int, length: int) -> Hashes:
+    """``hash_ids`` of ``n`` ids of ``length`` bytes each, back to back in ``padded``.
+
+    Word k of every id is a strided view of the bytes: no positions, gathers or masks
+    per id.
+    """
+    h = _fmix(np.full(n, np.uint64(length) ^ _M, dtype=np.uint64))
+    for k in range((length + 7) // 8):
+        w = np.ndarray((n,), dtype="<u8", buffer=padded, offset=8 * k, strides=(length,))
+        rest = length - 8 * k
+        if rest < 8:
+            w = w & np.uint64((1 << (8 * rest)) - 1)
+        h = _step(h, w)
+    return _fmix(h)
+
+
 def hash_ids(ids: pl.Series) -> Hashes:
     """A stable 64-bit hash of each id (nulls hash as the empty string)."""
     n = len(ids)
@@ -71,17 +95,18 @@ def hash_ids(ids: pl.Series) -> Hashes:
     lens = np.diff(offsets)
     padded = np.zeros(len(data) + 8, dtype=np.uint8)
     padded[: len(data)] = data
+    longest = int(lens.max())
+    if int(lens.min()) == longest:  # the usual event-id format
+        return _one_length(padded, n, longest)
     # Every byte offset as the start of a little-endian 64-bit word (unaligned view).
     words = np.ndarray((len(padded) - 7,), dtype="<u8", buffer=padded, strides=(1,))
-    # Longest ids first: the ids still going at word k are a prefix. Ids of one length
-    # (the usual event-id format) are already in that order: no sort, no gathers.
-    order = None if lens.min() == lens.max() else np.argsort(-lens, kind="stable")
-    if order is not None:
-        lens, starts = lens[order], offsets[:-1][order]
-    else:
-        starts = offsets[:-1]
+    # Longest ids first: the ids still going at word k are a prefix. Lengths under
+    # 2^15 sort as 16-bit keys, which numpy's stable sort does by radix.
+    key = -lens.astype(np.int16) if longest < 1 << 15 else -lens
+    order = np.argsort(key, kind="stable")
+    lens, starts = lens[order], offsets[:-1][order]
     h = _fmix(lens.astype(np.uint64) ^ _M)
-    for k in range(int((lens[0] + 7) // 8)):
+    for k in range((longest + 7) // 8):
         live = int(np.searchsorted(-lens, -8 * k, side="left"))
         rest = lens[:live] - 8 * k
         w = words[starts[:live] + 8 * k]
@@ -89,12 +114,7 @@ def hash_ids(ids: pl.Series) -> Hashes:
         if tail.any():
             bits = (np.minimum(rest, 7).astype(np.uint64) * np.uint64(8)).astype(np.uint64)
             w = np.where(tail, w & ((np.uint64(1) << bits) - np.uint64(1)), w)
-        x = h[:live] ^ w
-        x *= _M
-        x ^= x >> np.uint64(29)
-        h[:live] = x
-    if order is None:
-        return _fmix(h)
+        h[:live] = _step(h[:live], w)
     out = np.empty(n, dtype=np.uint64)
     out[order] = _fmix(h)
     return out
@@ -218,7 +238,7 @@ def _mark(sorted_array: Hashes, ordered: Hashes, hit: npt.NDArray[np.bool_]) -> 
     if m == 0 or n == 0:
         return
     small, large = min(m, n), max(m, n)
-    if small * large.bit_length() < 2 * large:
+    if small * large.bit_length() < 4 * large:
         if m < n:
             pos = np.searchsorted(ordered, sorted_array)
             inside = pos < n

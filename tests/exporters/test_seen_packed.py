@@ -1,10 +1,14 @@
-"""The packed seen sets (6 bytes a hash) against plain Python sets of ints: exact on all 64 bits."""
+"""The packed seen sets (6 bytes a hash) against plain Python sets of ints: exact on all 64 bits.
+
+And the id hash against a plain Python rendering of its algorithm.
+"""
 
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 
-from exporters.seen import DAY_US, PACK_MIN, Packed, SeenIds, SeenWindow
+from exporters.seen import DAY_US, PACK_MIN, Packed, SeenIds, SeenWindow, hash_ids
 
 MAX = 2**64 - 1
 
@@ -101,3 +105,42 @@ def test_window_equals_python_sets_by_day_through_prunes() -> None:
         pairs = sorted(zip(days_out.tolist(), hashes_out.tolist(), strict=True))
         assert pairs == sorted((d, h) for d, held in by_day.items() for h in held)
     assert any(s.main.hi is not None for _, s in window.buckets)
+
+
+def _reference_hash(text: str) -> int:
+    """``hash_ids`` of one id in plain Python integers (the algorithm as documented)."""
+    m, mask = 0x9E3779B97F4A7C15, 2**64 - 1
+
+    def fmix(h: int) -> int:
+        h ^= h >> 33
+        h = (h * 0xFF51AFD7ED558CCD) & mask
+        h ^= h >> 33
+        h = (h * 0xC4CEB9FE1A85EC53) & mask
+        return h ^ (h >> 33)
+
+    data = text.encode()
+    h = fmix(len(data) ^ m)
+    for k in range(0, len(data), 8):
+        x = ((h ^ int.from_bytes(data[k : k + 8], "little")) * m) & mask
+        h = x ^ (x >> 29)
+    return fmix(h)
+
+
+def test_hashes_equal_the_documented_algorithm_and_their_persisted_values() -> None:
+    rng = np.random.default_rng(4)
+    mixed = [
+        "",
+        "a",
+        "abcdefgh",
+        "abcdefghi",
+        "é€😀",
+        *(f"EV{i}" for i in rng.integers(0, 10**12, 300)),
+    ]
+    mixed += ["y" * int(k) for k in rng.integers(0, 70, 200)]
+    same = [f"E{i:09d}-{i % 7:02d}" for i in rng.integers(0, 10**9, 300)]
+    for ids in (mixed, same, ["abcdefgh"] * 3, ["abcdefghijklmnop"] * 2):
+        assert hash_ids(pl.Series(ids)).tolist() == [_reference_hash(i) for i in ids]
+    # Checkpoints hold these values: they must never change.
+    pinned = {"": 7175312947680778460, "E0000001-03": 11058144522047390222}
+    pinned |= {"BM000000001CN-00": 11109322393787206402, "EV123456789012-3": 11151182511608799533}
+    assert hash_ids(pl.Series(list(pinned))).tolist() == list(pinned.values())
