@@ -284,7 +284,7 @@ def _lookup(sets: list[tuple[Packed, Hashes]], hashes: Hashes) -> npt.NDArray[np
     n = len(hashes)
     if n == 0 or not any(len(main) or len(recent) for main, recent in sets):
         return np.zeros(n, dtype=np.bool_)
-    order, ordered = _argsort(hashes)
+    order, ordered = _argsort(hashes.astype(np.uint64, copy=False))
     first = np.empty(n, dtype=np.bool_)
     first[0] = True
     np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
