@@ -346,6 +346,21 @@ Days = npt.NDArray[np.int64]
 DAY_US: Final = 86_400 * 1_000_000
 
 
+def _by_day(hashes: Hashes, days: Days) -> list[tuple[int, Hashes]]:
+    """``hashes`` grouped by their day, in one stable sort (one mask a day is O(days x n))."""
+    first, last = int(days.min()), int(days.max())
+    if first == last:
+        return [(first, hashes)]
+    # Days within 2^15 of each other sort as 16-bit keys: numpy's stable sort is a radix.
+    key = days - first if last - first >= 1 << 15 else (days - first).astype(np.int16)
+    order = np.argsort(key, kind="stable")
+    ordered = days[order]
+    cuts = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
+    starts = [0, *cuts.tolist()]
+    parts = np.split(hashes[order], cuts)
+    return [(int(ordered[i]), part) for i, part in zip(starts, parts, strict=True)]
+
+
 @dataclass(frozen=True)
 class SeenWindow:
     """Event-id hashes in buckets by the event's day (event time), so old days can be dropped.
@@ -376,9 +391,8 @@ class SeenWindow:
         if len(hashes) == 0:
             return self
         by_day = dict(self.buckets)
-        for day in np.unique(days).tolist():
-            ids = by_day.get(int(day), SeenIds())
-            by_day[int(day)] = ids.add(hashes[days == day])
+        for day, part in _by_day(hashes, days):
+            by_day[day] = by_day.get(day, SeenIds()).add(part)
         return SeenWindow(tuple(sorted(by_day.items())))
 
     def prune(self, horizon_us: int | None) -> SeenWindow:

@@ -144,3 +144,14 @@ def test_hashes_equal_the_documented_algorithm_and_their_persisted_values() -> N
     pinned = {"": 7175312947680778460, "E0000001-03": 11058144522047390222}
     pinned |= {"BM000000001CN-00": 11109322393787206402, "EV123456789012-3": 11151182511608799533}
     assert hash_ids(pl.Series(list(pinned))).tolist() == list(pinned.values())
+
+
+def test_days_far_apart_and_before_1970_keep_their_own_buckets() -> None:
+    hashes = np.array([5, 6, 7, 8, 5], dtype=np.uint64)
+    days = np.array([40_000, -3, 40_000, 0, 0], dtype=np.int64)
+    window = SeenWindow().add(hashes, days)
+    assert [(d, s.array().tolist()) for d, s in window.buckets] == [
+        (-3, [6]),
+        (0, [5, 8]),
+        (40_000, [5, 7]),
+    ]
