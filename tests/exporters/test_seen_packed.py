@@ -49,12 +49,13 @@ def test_packing_keeps_every_bit_and_costs_six_bytes_a_hash() -> None:
             assert packed.nbytes == 6 * len(ordered) + index
         else:
             assert packed.nbytes == 8 * len(ordered)
-        # The prefixes of a few queries alone: the same hashes as the whole set holds there.
-        queries = np.sort(_queries(rng, ordered, 50))
-        wanted = set((queries >> np.uint64(48)).tolist())
-        expected = [h for h in ordered.tolist() if h >> 48 in wanted]
-        if packed.hi is not None:
-            assert packed.near(queries).tolist() == expected
+        # Few queries are searched inside their prefix's run, many against the rebuilt set.
+        held = set(ordered.tolist())
+        for n_queries in (3, 50, 100_000):
+            queries = np.unique(_queries(rng, ordered, n_queries))
+            hit = np.zeros(len(queries), dtype=np.bool_)
+            packed.mark(queries, hit)
+            assert hit.tolist() == [q in held for q in queries.tolist()]
 
 
 def test_seen_ids_equal_a_python_set_through_adds_and_folds() -> None:
@@ -155,3 +156,23 @@ def test_days_far_apart_and_before_1970_keep_their_own_buckets() -> None:
         (0, [5, 8]),
         (40_000, [5, 7]),
     ]
+
+
+def test_hashes_alike_but_in_their_low_16_bits_are_told_apart() -> None:
+    rng = np.random.default_rng(6)
+    # 7 hashes share each top-48-bit value: a query must find its own among them.
+    heads = rng.integers(0, 2**48, 12_000, dtype=np.uint64) << np.uint64(16)
+    tails = np.array([0, 3, 4, 900, 901, 40_000, 65_535], dtype=np.uint64)
+    ordered = np.unique((heads[:, None] | tails[None, :]).ravel())
+    packed, held = Packed.of(ordered), set(ordered.tolist())
+    assert packed.hi is not None
+    for n_queries in (40, 3_000, 90_000):
+        queries = heads[rng.integers(0, len(heads), n_queries)] | rng.integers(
+            0, 8, n_queries, dtype=np.uint64
+        )
+        queries = np.unique(
+            np.concatenate([queries, ordered[rng.integers(0, len(ordered), n_queries)]])
+        )
+        hit = np.zeros(len(queries), dtype=np.bool_)
+        packed.mark(queries, hit)
+        assert hit.tolist() == [q in held for q in queries.tolist()]
