@@ -14,19 +14,27 @@ id: each case's window, and the slope between ``--slope`` windows (6 buckets eac
 ``bench_state.py``'s 1 M and 10 M items). Rounds alternate old and new; medians of the
 process's CPU time are printed (steadier than wall time on a shared machine; numpy runs
 these on one thread), and the answers are checked equal.
+
+``--catch-up FOLDER``: instead, each tree's ``Ingestor`` reads the folder's Parquet from
+scratch in batches of ``--catch-up-rows`` (a child process per tree, ``POLARS_MAX_THREADS``
+as given) and prints the process's CPU time per event and the CPU time (thread) of
+``hash_ids``, ``Intake._earlier`` (a set's own ``SeenIds``), ``SeenWindow.contains`` and
+``SeenWindow.add`` in it.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import polars as pl
@@ -47,6 +55,67 @@ def load(path: Path) -> ModuleType:
     sys.modules["seen_old"] = module
     spec.loader.exec_module(module)
     return module
+
+
+_CATCH_UP: Final = r"""
+import functools, json, shutil, sys, tempfile, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from exporters.ingest import IngestConfig, Ingestor
+import exporters.intake as I, exporters.seen as S
+spent = {}
+def wrap(owner, name, label):
+    f = getattr(owner, name)
+    @functools.wraps(f)
+    def g(*a, **k):
+        t = time.thread_time()
+        try:
+            return f(*a, **k)
+        finally:
+            spent[label] = spent.get(label, 0.0) + time.thread_time() - t
+    setattr(owner, name, g)
+wrap(I, "hash_ids", "hash_ids (intake)")
+wrap(I.Intake, "_earlier", "Intake._earlier")
+wrap(S.SeenWindow, "contains", "SeenWindow.contains")
+wrap(S.SeenWindow, "add", "SeenWindow.add")
+work = Path(tempfile.mkdtemp(prefix="bench-seen-"))
+try:
+    shutil.copytree(sys.argv[2], work / "data")
+    cfg = IngestConfig(work / "data", work / "state", max_batch_rows=int(sys.argv[3]), max_batch_bytes=1 << 40)
+    ing, n, c = Ingestor(cfg), 0, time.process_time()
+    while True:
+        r = ing.step()
+        n += r.rows
+        if not r.pending and r.rows == 0:
+            break
+    print(json.dumps({"events": n, "cpu_s": time.process_time() - c, **spent}))
+finally:
+    shutil.rmtree(work, ignore_errors=True)
+"""
+
+
+def catch_up(old_tree: Path, folder: str, rows: int) -> None:
+    """CPU per event of each tree's Parquet catch-up, and of its seen steps."""
+    got = {}
+    for tag, tree in (("old", old_tree), ("new", ROOT)):
+        out = subprocess.run(
+            [sys.executable, "-c", _CATCH_UP, str(tree), folder, str(rows)],
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=tree,
+        ).stdout
+        got[tag] = json.loads(out.strip().splitlines()[-1])
+    n = got["new"]["events"]
+    print(f"| Parquet catch-up, {n:,} events, CPU µs per event | old | new | old/new |")
+    print("| --- | ---: | ---: | ---: |")
+    for key in got["new"]:
+        if key == "events":
+            continue
+        a, b = got["old"].get(key, 0.0) / n * 1e6, got["new"][key] / n * 1e6
+        print(
+            f"| {'whole process' if key == 'cpu_s' else key} | {a:.3f} | {b:.3f} | {a / b if b else 0:.2f} |"
+        )
 
 
 def build(module: Any, hashes: np.ndarray, days: np.ndarray) -> Any:
@@ -141,9 +210,15 @@ def main() -> None:
     parser.add_argument("--slope", type=int, nargs=2, default=[2_330_000, 23_300_000])
     parser.add_argument("--hash-ids", type=int, default=156_250)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--catch-up", metavar="FOLDER", help="time a Parquet catch-up instead")
+    parser.add_argument("--catch-up-rows", type=int, default=2_000_000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        old = load(export_tree(args.old_ref, Path(tmp)) / "exporters" / "seen.py")
+        tree = export_tree(args.old_ref, Path(tmp))
+        if args.catch_up:
+            catch_up(tree, args.catch_up, args.catch_up_rows)
+            return
+        old = load(tree / "exporters" / "seen.py")
     rng = np.random.default_rng(0)
     print("| step | old CPU ms | new CPU ms | old/new |\n| --- | ---: | ---: | ---: |")
     for spec in args.cases:
