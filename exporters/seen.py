@@ -160,8 +160,9 @@ class Packed:
     Each hash's low 48 bits are kept (``hi``: bits 16-47, ``lo``: bits 0-15, in order);
     its top 16 bits are where it sits: ``counts[p]`` hashes have the prefix ``p``. The
     index is 64 KiB (more if a prefix holds over 255 hashes), so a set smaller than
-    ``PACK_MIN`` stays a plain array (``plain``). Lookups rebuild the 64-bit array at
-    ~3-5 ns a hash, or, when the queries are few, search each inside its prefix's run.
+    ``PACK_MIN`` stays a plain array (``plain``). Lookups rebuild the 64-bit values a
+    range of prefixes at a time, or, when the queries are few, search each query inside
+    its prefix's run.
     """
 
     plain: Hashes = field(default_factory=_empty)
@@ -174,7 +175,7 @@ class Packed:
         """``ordered`` (sorted, distinct) held as compactly as its size allows."""
         if len(ordered) < PACK_MIN:
             return cls(ordered)
-        split = ordered.astype("<u8", copy=False).view(_SPLIT)
+        split = np.ascontiguousarray(ordered, dtype="<u8").view(_SPLIT)
         counts = np.bincount(split["top"], minlength=_PREFIXES)
         peak = int(counts.max())
         small = np.uint8 if peak < 1 << 8 else np.uint16 if peak < 1 << 16 else np.uint32
