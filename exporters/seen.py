@@ -410,7 +410,8 @@ class SeenWindow:
     A duplicate carries its event's ``ts``, so its first copy sits in a bucket that is
     kept as long as that ``ts`` is inside the window; events older than the window are
     refused before they are looked up (``too_old``). Memory: 6 bytes per event id of the
-    window (plus a day), whatever the history before it.
+    window (8 in a day of fewer than ``PACK_MIN`` ids; plus 64 KiB a day), whatever the
+    history before it.
     """
 
     buckets: tuple[tuple[int, SeenIds], ...] = ()
