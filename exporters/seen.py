@@ -280,7 +280,7 @@ def _mark(sorted_array: Hashes, ordered: Hashes, hit: npt.NDArray[np.bool_]) -> 
     if m == 0 or n == 0:
         return
     small, large = min(m, n), max(m, n)
-    if small * large.bit_length() < 4 * large:
+    if small * large.bit_length() < 6 * large:
         if m < n:
             pos = np.searchsorted(ordered, sorted_array)
             inside = pos < n
