@@ -147,6 +147,8 @@ def _merge(a: Hashes, b: Hashes) -> Hashes:
 PACK_MIN: Final = 1 << 16
 _PREFIXES: Final = 1 << 16
 _PREFIX_VALUES: Final = np.arange(_PREFIXES, dtype=np.uint16)
+#: A packed set is searched in place (no rebuild) by fewer queries than 1/this of its size.
+_PROBE_RATIO: Final = 2
 #: A hash's bytes (little-endian): its low 16 bits, the next 32, its top 16 (the prefix).
 _SPLIT: Final = np.dtype(
     {"names": ["lo", "hi", "top"], "formats": ["<u2", "<u4", "<u2"], "offsets": [0, 2, 6]}
@@ -199,7 +201,7 @@ class Packed:
         """Set ``hit`` where the sorted distinct queries ``ordered`` are in the set."""
         if self.hi is None:
             _mark(self.plain, ordered, hit)
-        elif len(ordered) * 16 < len(self.hi):
+        elif len(ordered) * _PROBE_RATIO < len(self.hi):
             # A few queries: rebuilding the whole set would cost O(set).
             hit |= self._probe(ordered)
         else:
@@ -269,6 +271,10 @@ class Packed:
         return sum(int(a.nbytes) for a in parts if a is not None)
 
 
+#: Binary searches of the smaller side while small x log2(large) < this x large.
+_MERGE_RATIO: Final = 10
+
+
 def _mark(sorted_array: Hashes, ordered: Hashes, hit: npt.NDArray[np.bool_]) -> None:
     """Set ``hit`` where the sorted distinct queries ``ordered`` are in ``sorted_array``.
 
@@ -280,7 +286,7 @@ def _mark(sorted_array: Hashes, ordered: Hashes, hit: npt.NDArray[np.bool_]) -> 
     if m == 0 or n == 0:
         return
     small, large = min(m, n), max(m, n)
-    if small * large.bit_length() < 6 * large:
+    if small * large.bit_length() < _MERGE_RATIO * large:
         if m < n:
             pos = np.searchsorted(ordered, sorted_array)
             inside = pos < n
