@@ -272,7 +272,7 @@ class Packed:
 
 
 #: Binary searches of the smaller side while small x log2(large) < this x large.
-_MERGE_RATIO: Final = 10
+_MERGE_RATIO: Final = 6
 
 
 def _mark(sorted_array: Hashes, ordered: Hashes, hit: npt.NDArray[np.bool_]) -> None:
