@@ -21,11 +21,10 @@ from exporters.compact import (
     unpack_main,
 )
 from exporters.seen import hash_ids
-from exporters.state import Checkpoint, latest_checkpoint, read_checkpoint, write_checkpoint
-from exporters.store import CounterStore
+from exporters.state import latest_checkpoint, read_checkpoint, write_checkpoint
 from kpi.contract import EVENT_SCHEMA
-from kpi.kpis.increments import COMPLAINT_STATE_SCHEMA
 from kpi.lifecycle import STATE_SCHEMA, build_state, merge_events
+from tests.exporters.statekit import bare_checkpoint
 
 _MASK = (1 << 64) - 1
 _M = 0x9E3779B97F4A7C15
@@ -138,21 +137,6 @@ def _hashes(batch: pl.DataFrame) -> pl.Series:
     return key_hashes(batch.get_column("item_id"))
 
 
-def _checkpoint(items: CompactItems, seq: int) -> Checkpoint:
-    """A checkpoint holding ``items`` and nothing else."""
-    return Checkpoint(
-        seq=seq,
-        created_at=0.0,
-        files={},
-        counters=CounterStore(),
-        items=items,
-        complaints=pl.DataFrame(schema=COMPLAINT_STATE_SCHEMA),
-        seen=np.zeros(0, np.uint64),
-        rejects_bytes=0,
-        last_event_us=None,
-    )
-
-
 def _old_tables(compact: CompactItems) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The item rows and sparse rows (exact times) as formats 3-5 held them: no flags in
     the rows; the sparse table has every item with a promise, an attempt, a delivery or a
@@ -197,7 +181,7 @@ def _old_packing(
 def test_codes_survive_a_checkpoint_and_old_formats_are_refused(tmp_path: Path) -> None:
     events = random_events(200, 40, 9, 0.5)
     compact = CompactItems().replace(build_state(events.lazy()).collect())
-    ckpt = _checkpoint(compact, seq=3)
+    ckpt = bare_checkpoint(compact, seq=3)
     path = write_checkpoint(tmp_path, ckpt)
     again = latest_checkpoint(tmp_path)
     assert again is not None
@@ -316,7 +300,7 @@ def test_codes_widen_past_65536_dictionary_entries(tmp_path: Path) -> None:
     none = pl.Series([], dtype=pl.UInt64)
     assert big.at_facilities(code, none)["last_facility"].to_list() == ["F69999"]
     assert small.at_facilities(code, none).is_empty()
-    ckpt = _checkpoint(big, seq=1)
+    ckpt = bare_checkpoint(big)
     again = read_checkpoint(write_checkpoint(tmp_path, ckpt)).items
     assert again.main.schema["facility"] == pl.UInt32 and again.main.equals(big.main)
     assert again.decode().equals(big.decode())

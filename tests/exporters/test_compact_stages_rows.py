@@ -14,12 +14,11 @@ import polars as pl
 
 from exporters.compact import MAIN_SCHEMA, STAGE_COLUMNS, CompactItems, item_key
 from exporters.compact_stages import FOLD_STEP, CompactStages
-from exporters.state import Checkpoint, read_checkpoint, write_checkpoint
-from exporters.store import CounterStore
+from exporters.state import read_checkpoint, write_checkpoint
 from kpi.events import RANK_BITS, STAGE
-from kpi.kpis.increments import COMPLAINT_STATE_SCHEMA
 from kpi.kpis.stage_increments import HISTORY_SCHEMA
 from kpi.lifecycle import STATE_SCHEMA
+from tests.exporters.statekit import bare_checkpoint
 
 _MINUTE = 6 * 60 * 10**6  # 100 of them are past FOLD_STEP
 T0_US = 1_767_225_600 * 10**6  # 2026-01-01T00:00Z
@@ -73,21 +72,6 @@ def _moves(rng: random.Random, items: list[int], n: int, lo: int, hi: int) -> pl
 
 def _by_item(frame: pl.DataFrame) -> list[tuple[object, ...]]:
     return sorted(frame.iter_rows())
-
-
-def _checkpoint(items: CompactItems, stages: CompactStages) -> Checkpoint:
-    return Checkpoint(
-        seq=1,
-        created_at=0.0,
-        files={},
-        counters=CounterStore(),
-        items=items,
-        complaints=pl.DataFrame(schema=COMPLAINT_STATE_SCHEMA),
-        seen=np.zeros(0, np.uint64),
-        rejects_bytes=0,
-        last_event_us=None,
-        stages=stages,
-    )
 
 
 def _run(seed: int) -> tuple[CompactStages, CompactStages, CompactItems]:
@@ -149,14 +133,14 @@ def test_summaries_in_rows_go_through_a_checkpoint_and_format_5_is_converted(
     tmp_path: Path,
 ) -> None:
     apart, rows, items = _run(12)
-    path = write_checkpoint(tmp_path / "six", _checkpoint(items, rows))
+    path = write_checkpoint(tmp_path / "six", bare_checkpoint(items, stages=rows))
     again = read_checkpoint(path)
     assert again.items.main.equals(items.main) and again.stages.items is again.items
     assert _by_item(again.stages.summaries()) == _by_item(apart.summaries())
     assert again.stages.side.equals(rows.side)
     assert again.stages.rows.equals(rows.rows) and again.stages.held.equals(rows.held)
     # Format 5: every summary in stage_summary.parquet, item rows without summary columns.
-    five = write_checkpoint(tmp_path / "five", _checkpoint(items, apart))
+    five = write_checkpoint(tmp_path / "five", bare_checkpoint(items, stages=apart))
     items.main.select(MAIN_SCHEMA.keys()).write_parquet(five / "items.parquet")
     apart.rows.write_parquet(five / "stages.parquet")  # unpacked scans
     (five / "stage_rows_exact.parquet").unlink()
