@@ -324,7 +324,14 @@ def main() -> None:
         default=[0],
         help="threads applying partitions' sets at once (SetPool; 0: the shard's default, "
         "the cores; 1: one partition after the other), one child of the new tree per value "
-        "and round; the old tree applies one by one",
+        "and round; the old tree's: --old-apply-threads",
+    )
+    parser.add_argument(
+        "--old-apply-threads",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="--apply-threads of the old tree (default 1: trees before SetPool have one)",
     )
     parser.add_argument(
         "--kafka-only", action="store_true", help="skip the Parquet and JSONL phases"
@@ -353,8 +360,8 @@ def main() -> None:
             for name, tree in trees.items():
                 if args.only and name != args.only:
                     continue
-                # The old tree applies one partition after the other whatever is asked.
-                for threads in args.apply_threads if name == "new" else [1]:
+                # The old tree applies one partition after the other unless asked.
+                for threads in args.apply_threads if name == "new" else args.old_apply_threads:
                     work = root / f"work-{name}-{r}-{threads}"
                     res = child(tree, folder, live, work, args, kafka_live, threads)
                     results[name].append(res)
