@@ -81,9 +81,9 @@ class Intake:
         self._clock = clock_us
         self._retention = retention_us
         self._window = dedup_window_us
-        #: Hashes of ``_new_hashes[:_folded]``, sorted; the rest are folded in only when
+        #: Hashes of ``_new_hashes[:_folded]`` as a set; the rest are folded in only when
         #: a later call looks them up (a set of one call never builds it).
-        self._earlier_ids = no_hashes()
+        self._new_seen = SeenIds()
         self._folded = 0
         self._new_hashes: list[Hashes] = []
         self._new_days: list[Days] = []
@@ -221,24 +221,9 @@ class Intake:
         """Which ``hashes`` earlier calls of this set counted."""
         pending = self._new_hashes[self._folded :]
         if pending:
-            # Each call's hashes are distinct and new: a stable sort merges the two
-            # sorted runs in one pass (no set of distinct values to maintain).
-            new = np.sort(np.concatenate(pending))
-            both = np.concatenate([self._earlier_ids, new])
-            self._earlier_ids = np.sort(both, kind="stable")
+            self._new_seen = self._new_seen.add(np.concatenate(pending))
             self._folded = len(self._new_hashes)
-        earlier = self._earlier_ids
-        if not len(earlier) or not len(hashes):
-            return np.zeros(len(hashes), dtype=np.bool_)
-        # Binary searches of sorted queries walk the array in order: ~10x fewer cache
-        # misses than random ones in millions of ids (a catch-up's set), for one sort.
-        order = np.argsort(hashes)
-        ordered = hashes[order]
-        pos = np.searchsorted(earlier, ordered)
-        pos[pos == len(earlier)] = 0
-        found = np.empty(len(hashes), dtype=np.bool_)
-        found[order] = earlier[pos] == ordered
-        return found
+        return self._new_seen.contains(hashes)
 
     def _newest_before(self, items: pl.Series) -> pl.DataFrame:
         """The newest known key before the set (counted or held) of the items among
